@@ -1,0 +1,68 @@
+//! Builds the guest workspace (`plugins/`, `tests/guests/`) for
+//! `wasm32-wasip2`, so that a plain `cargo build`, `cargo run` or
+//! `cargo test` also builds the plugins, and the built-in ones can be
+//! embedded in the `stepback` binary.
+//!
+//! The nested cargo has its own target directory, so it never waits on the
+//! outer build's lock, and keeps its own incremental state between builds.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Variables the outer cargo sets that must not leak into the nested
+/// build: they would retarget it, re-flag it, or wrap rustc in clippy.
+const LEAKY_VARS: &[&str] = &[
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_MAKEFLAGS",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "CARGO_PRIMARY_PACKAGE",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir.parent().expect("engine/ is inside the workspace");
+    for watched in ["plugins", "plugin-sdk", "wit", "tests/guests"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("plugins");
+    build_guests(&root.join("plugins/Cargo.toml"), &target_dir);
+    let out = target_dir.join("wasm32-wasip2/release");
+    println!("cargo:rustc-env=STEPBACK_PLUGIN_DIR={}", out.display());
+}
+
+fn build_guests(manifest: &Path, target_dir: &Path) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for var in LEAKY_VARS {
+        command.env_remove(var);
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("could not start cargo to build the plugins: {e}"));
+    if !status.success() {
+        panic!(
+            "building the plugins for wasm32-wasip2 failed ({status}); if the target is \
+             missing, `rustup target add wasm32-wasip2` installs it (rust-toolchain.toml \
+             asks rustup to do so)"
+        );
+    }
+}

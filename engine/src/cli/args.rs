@@ -1,0 +1,88 @@
+//! The command line, as clap sees it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Runs update flows of sandboxed WebAssembly steps.
+///
+/// A flow is a TOML (or JSON) file listing the directories it may touch
+/// and the steps that change them. Each step is a WebAssembly component
+/// that sees only the mounts the flow grants it.
+#[derive(Parser, Debug)]
+#[command(name = "stepback", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Where Stepback keeps compiled plugins and run records.
+    /// [default: $XDG_STATE_HOME/stepback]
+    #[arg(long, global = true, env = "STEPBACK_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Where compiled plugins are cached. [default: STATE_DIR/cache]
+    #[arg(long, global = true, env = "STEPBACK_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Also show plugin loading (compiled-cache hits) and step logs as they happen.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// How to print what happens.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One line per step, logs of failed steps.
+    Human,
+    /// One JSON object per event, per line.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a flow: validate it, then run its steps in order.
+    ///
+    /// Exit codes: 0 the flow succeeded; 1 a step failed and stopped the
+    /// flow; 2 the flow or its input is invalid (nothing ran); 3 the engine
+    /// could not start.
+    Run(FlowArgs),
+
+    /// Check a flow without running it: syntax, keys, types, parameters,
+    /// mounts, plugins and each step's config against its plugin's schema.
+    Validate(FlowArgs),
+
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct FlowArgs {
+    /// The flow file (.toml, or .json).
+    pub flow: PathBuf,
+
+    /// Set an update parameter, overriding its default (repeatable).
+    #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Show what a plugin says about itself and the WIT interfaces it
+    /// imports and exports.
+    Inspect {
+        /// `builtin:NAME` or a path to a component .wasm.
+        plugin: String,
+    },
+}
+
+fn parse_param(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {arg:?}")),
+    }
+}

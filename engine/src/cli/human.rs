@@ -1,0 +1,156 @@
+//! Output for people: one line per step with its status and duration, the
+//! log of a failed step, and with `--verbose` what happens as it happens.
+
+use std::sync::Mutex;
+use stepback::events::{Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
+use stepback::plugin::{CacheOutcome, PluginInfo};
+use stepback::sandbox::Plugin;
+
+pub struct Reporter {
+    verbose: bool,
+    /// Width of the step-name column, known once the flow starts.
+    width: Mutex<usize>,
+}
+
+impl Reporter {
+    pub fn new(verbose: bool) -> Self {
+        Reporter {
+            verbose,
+            width: Mutex::new(0),
+        }
+    }
+}
+
+impl EventSink for Reporter {
+    fn emit(&self, event: Event) {
+        match event {
+            Event::PluginLoaded {
+                plugin,
+                sha256,
+                cache,
+                millis,
+            } if self.verbose => {
+                let how = match cache {
+                    CacheOutcome::Hit => "compiled cache hit",
+                    CacheOutcome::Compiled => "compiled and cached",
+                };
+                eprintln!(
+                    "plugin {plugin} (sha256 {}): {how} in {millis:.1} ms",
+                    &sha256[..12]
+                );
+            }
+            Event::FlowStarted { flow, run_id, steps } => {
+                *self.width.lock().expect("width lock") = steps.iter().map(String::len).max().unwrap_or(0);
+                let n = steps.len();
+                println!(
+                    "flow {flow}: {n} step{} (run {run_id})",
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+            Event::StepLog { step, level, message } if self.verbose => {
+                eprintln!("  [{step}] {}{message}", level_tag(level));
+            }
+            Event::StepFinished {
+                step,
+                status,
+                millis,
+                summary,
+                error,
+                log,
+                ..
+            } => {
+                let width = *self.width.lock().expect("width lock");
+                let (tag, text) = match status {
+                    StepStatus::Succeeded => ("ok", summary.unwrap_or_default()),
+                    StepStatus::Failed => ("FAILED", error.unwrap_or_default()),
+                    StepStatus::FailedIgnored => (
+                        "failed",
+                        format!(
+                            "{} (ignored: on-failure = \"continue\")",
+                            error.unwrap_or_default()
+                        ),
+                    ),
+                    StepStatus::Skipped => ("skipped", String::new()),
+                };
+                let time = if status == StepStatus::Skipped {
+                    String::new()
+                } else {
+                    format_millis(millis)
+                };
+                println!("  {tag:<7} {step:<width$}  {time:>7}  {text}");
+                if matches!(status, StepStatus::Failed | StepStatus::FailedIgnored) && !self.verbose {
+                    print_log(&log);
+                }
+            }
+            Event::FlowFinished {
+                flow,
+                status,
+                millis,
+                failed_step,
+                ..
+            } => match status {
+                FlowStatus::Succeeded => println!("flow {flow} succeeded in {}", format_millis(millis)),
+                FlowStatus::Failed => println!(
+                    "flow {flow} failed at step '{}' after {}",
+                    failed_step.unwrap_or_default(),
+                    format_millis(millis)
+                ),
+            },
+            _ => {}
+        }
+    }
+}
+
+fn print_log(log: &[LogLine]) {
+    if log.is_empty() {
+        return;
+    }
+    println!("          log:");
+    for line in log {
+        println!("          | {}{}", level_tag(line.level), line.message);
+    }
+}
+
+fn level_tag(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace: ",
+        LogLevel::Debug => "debug: ",
+        LogLevel::Info => "",
+        LogLevel::Warn => "warning: ",
+        LogLevel::Error => "error: ",
+        LogLevel::Stdout => "stdout: ",
+        LogLevel::Stderr => "stderr: ",
+    }
+}
+
+fn format_millis(millis: f64) -> String {
+    if millis < 1000.0 {
+        format!("{millis:.0}ms")
+    } else {
+        format!("{:.2}s", millis / 1000.0)
+    }
+}
+
+pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], exports: &[String]) {
+    println!("{} {} ({})", info.name, info.version, plugin.label);
+    println!("  {}", info.description);
+    println!("  sha256: {}", plugin.sha256);
+    println!("needs:");
+    for need in &info.needs.mounts {
+        println!("  mount {:?}: {:?}", need.role, need.access);
+    }
+    println!("  exec: {}, network: {}", info.needs.exec, info.needs.network);
+    println!("config schema:");
+    let schema = serde_json::to_string_pretty(&info.config_schema).unwrap_or_default();
+    for line in schema.lines() {
+        println!("  {line}");
+    }
+    println!("imports:");
+    for name in imports {
+        println!("  {name}");
+    }
+    println!("exports:");
+    for name in exports {
+        println!("  {name}");
+    }
+}

@@ -1,0 +1,32 @@
+//! Output for programs: one JSON object per event, per line, on stdout.
+
+use serde_json::json;
+use std::io::Write;
+use stepback::events::{Event, EventSink};
+use stepback::plugin::PluginInfo;
+use stepback::sandbox::Plugin;
+
+pub struct Reporter;
+
+impl EventSink for Reporter {
+    fn emit(&self, event: Event) {
+        let line = serde_json::to_string(&event).expect("events serialize");
+        let mut out = std::io::stdout().lock();
+        // A closed pipe must not panic the engine mid-flow; the run goes on.
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], exports: &[String]) {
+    let value = json!({
+        "plugin": plugin.label,
+        "sha256": plugin.sha256,
+        "info": info,
+        "imports": imports,
+        "exports": exports,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).expect("inspection serializes")
+    );
+}

@@ -1,0 +1,132 @@
+//! Command-line parsing and dispatch. Each command reads its inputs, calls
+//! the library, and maps the outcome to an exit code.
+
+mod args;
+mod human;
+mod json;
+
+use args::{Cli, Command, OutputFormat, PluginCommand};
+use clap::Parser;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use stepback::events::{EventSink, FlowStatus};
+use stepback::flow::{self, FlowSource};
+use stepback::plugin::{CompiledCache, PluginSource};
+use stepback::sandbox::Sandbox;
+use stepback::{runner, state};
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    /// A step failed and stopped the flow.
+    pub const FLOW_FAILED: u8 = 1;
+    /// Bad input: usage, an invalid flow, a plugin that cannot be loaded.
+    pub const INVALID_INPUT: u8 = 2;
+    /// The engine itself could not work (e.g. its state directory).
+    pub const ENGINE_ERROR: u8 = 3;
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ENGINE_ERROR);
+        }
+    };
+    ExitCode::from(runtime.block_on(dispatch(cli)))
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let events: Arc<dyn EventSink> = match cli.output {
+        OutputFormat::Human => Arc::new(human::Reporter::new(cli.verbose)),
+        OutputFormat::Json => Arc::new(json::Reporter),
+    };
+    let state_dir = cli.state_dir.clone().unwrap_or_else(state::default_state_dir);
+    let cache_dir = cli
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| state::cache_dir(&state_dir));
+    let sandbox = match Sandbox::new(CompiledCache::new(cache_dir), events.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot set up the WebAssembly engine: {e:#}");
+            return exit::ENGINE_ERROR;
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(&args.flow, &args.params, &sandbox, events.as_ref()).await,
+        Command::Validate(args) => validate(&args.flow, &args.params, &sandbox).await,
+        Command::Plugin {
+            command: PluginCommand::Inspect { plugin },
+        } => inspect(&plugin, &sandbox, cli.output).await,
+    }
+}
+
+async fn plan(flow: &Path, params: &[(String, String)], sandbox: &Sandbox) -> Result<flow::Plan, u8> {
+    let source = FlowSource::read(flow).map_err(|d| {
+        eprintln!("error: {d}");
+        exit::INVALID_INPUT
+    })?;
+    flow::validate(&source, params, sandbox)
+        .await
+        .map_err(|diagnostics| {
+            eprintln!("{diagnostics}");
+            exit::INVALID_INPUT
+        })
+}
+
+async fn run(flow: &Path, params: &[(String, String)], sandbox: &Sandbox, events: &dyn EventSink) -> u8 {
+    let plan = match plan(flow, params, sandbox).await {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let report = runner::run(&plan, sandbox, events).await;
+    match report.status {
+        FlowStatus::Succeeded => exit::SUCCESS,
+        FlowStatus::Failed => exit::FLOW_FAILED,
+    }
+}
+
+async fn validate(flow: &Path, params: &[(String, String)], sandbox: &Sandbox) -> u8 {
+    match plan(flow, params, sandbox).await {
+        Ok(plan) => {
+            println!(
+                "{}: flow {:?} is valid: {} step{}, {} mount{}",
+                flow.display(),
+                plan.name,
+                plan.steps.len(),
+                if plan.steps.len() == 1 { "" } else { "s" },
+                plan.mounts.len(),
+                if plan.mounts.len() == 1 { "" } else { "s" },
+            );
+            exit::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn inspect(plugin: &str, sandbox: &Sandbox, output: OutputFormat) -> u8 {
+    let described = async {
+        let source = PluginSource::resolve(plugin, Path::new("."))?;
+        let loaded = sandbox.load(&source)?;
+        let info = sandbox.describe(&loaded).await?;
+        anyhow::Ok((loaded, info))
+    }
+    .await;
+    let (loaded, info) = match described {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let (imports, exports) = sandbox.interfaces(&loaded);
+    match output {
+        OutputFormat::Human => human::print_inspection(&loaded, &info, &imports, &exports),
+        OutputFormat::Json => json::print_inspection(&loaded, &info, &imports, &exports),
+    }
+    exit::SUCCESS
+}

@@ -1,0 +1,16 @@
+//! Flow files: their model, how they are read, and how they are validated
+//! into a [`Plan`] that the runner executes without further checks.
+
+mod field;
+mod model;
+mod params;
+mod plan;
+mod source;
+mod validate;
+
+pub use field::FieldPath;
+pub use model::{Access, FlowFile, LimitsDecl, MountDecl, OnFailure, ParamDecl, StepDecl};
+pub use params::Params;
+pub use plan::{Mount, Plan, PlannedStep};
+pub use source::{FlowSource, Format};
+pub use validate::validate;

@@ -1,0 +1,94 @@
+//! The flow file as written: plain serde types, checked for unknown keys
+//! and wrong types while parsing; everything else is checked in
+//! [`super::validate`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A flow file. Keys are kebab-case in both TOML and JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FlowFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Update parameters, referenced as `${name}` in step configs and mount
+    /// host paths; `--param name=value` overrides a default.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamDecl>,
+    /// Everything the flow may touch; a step sees only the mounts it names.
+    #[serde(default)]
+    pub mounts: Vec<MountDecl>,
+    pub steps: Vec<StepDecl>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ParamDecl {
+    /// Without a default, the parameter must be given with `--param`.
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MountDecl {
+    pub name: String,
+    /// A directory on the machine; relative paths are relative to the flow file.
+    pub host: String,
+    /// The absolute path the directory appears at inside the sandbox.
+    pub guest: String,
+    pub access: Access,
+}
+
+/// How a mount is granted. A read-only mount cannot be written by any
+/// step: the guest gets an error code, and the flow goes on as the step decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepDecl {
+    pub name: String,
+    /// `builtin:NAME`, or a path to a component `.wasm` (relative to the flow file).
+    pub uses: String,
+    /// Names of the flow mounts this step sees.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// The step's configuration, checked against the plugin's JSON Schema.
+    #[serde(default)]
+    pub with: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub limits: LimitsDecl,
+}
+
+/// What a step's failure does to the flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// End the flow, reporting the failure.
+    #[default]
+    Stop,
+    /// Ignore the failure and go on with the next step.
+    Continue,
+}
+
+/// Per-step overrides of the sandbox limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsDecl {
+    /// Wall time, e.g. "30s" or "5m".
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Linear memory, e.g. "64MiB".
+    #[serde(default)]
+    pub memory: Option<String>,
+}

@@ -1,0 +1,172 @@
+//! Reading a flow file, and tying a field back to its line and column.
+
+use super::field::{FieldPath, Segment};
+use super::model::FlowFile;
+use crate::diagnostic::Diagnostic;
+use std::path::{Path, PathBuf};
+
+/// TOML for people, JSON for machines; chosen by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+/// A flow file's text, kept so that diagnostics can quote it.
+#[derive(Debug, Clone)]
+pub struct FlowSource {
+    pub path: PathBuf,
+    pub text: String,
+    pub format: Format,
+}
+
+impl FlowSource {
+    pub fn read(path: &Path) -> Result<FlowSource, Diagnostic> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Diagnostic::new(path, "", format!("cannot read the flow file: {e}")))?;
+        Ok(FlowSource::from_text(path, text))
+    }
+
+    pub fn from_text(path: &Path, text: String) -> FlowSource {
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Toml,
+        };
+        FlowSource {
+            path: path.to_path_buf(),
+            text,
+            format,
+        }
+    }
+
+    /// The directory relative paths in the flow are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// Parses the file, reporting syntax errors, unknown keys and wrong
+    /// types at their position.
+    pub fn parse(&self) -> Result<FlowFile, Diagnostic> {
+        match self.format {
+            Format::Toml => toml::from_str(&self.text).map_err(|e| {
+                let d = Diagnostic::new(&self.path, "", e.message().trim_end());
+                match e.span() {
+                    Some(span) => d.at_offset(&self.text, span.start),
+                    None => d,
+                }
+            }),
+            Format::Json => serde_json::from_str(&self.text).map_err(|e| {
+                let full = e.to_string();
+                let message = full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m);
+                let offset = offset_of_line_column(&self.text, e.line(), e.column());
+                Diagnostic::new(&self.path, "", message).at_offset(&self.text, offset)
+            }),
+        }
+    }
+
+    /// A diagnostic about `field`, placed at the field's value (or at the
+    /// nearest enclosing value that exists in the file).
+    pub fn diagnostic(&self, field: &FieldPath, message: impl Into<String>) -> Diagnostic {
+        let d = Diagnostic::new(&self.path, field.to_string(), message);
+        let offset = match self.format {
+            Format::Toml => toml_offset(&self.text, field),
+            Format::Json => json_offset(&self.text, field),
+        };
+        match offset {
+            Some(offset) => d.at_offset(&self.text, offset),
+            None => d,
+        }
+    }
+}
+
+fn offset_of_line_column(text: &str, line: usize, column: usize) -> usize {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let in_line = text[line_start..]
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map_or(0, |(i, _)| i);
+    line_start + in_line
+}
+
+fn toml_offset(text: &str, field: &FieldPath) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = Some(doc.get_ref());
+    let mut array: Option<&toml::de::DeArray> = None;
+    let mut best = None;
+    for segment in &field.0 {
+        let value = match (segment, table, array) {
+            (Segment::Key(key), Some(t), _) => t.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v),
+            (Segment::Index(i), _, Some(a)) => a.get(*i),
+            _ => None,
+        };
+        let Some(value) = value else { break };
+        best = Some(value.span().start);
+        (table, array) = match value.get_ref() {
+            DeValue::Table(t) => (Some(t), None),
+            DeValue::Array(a) => (None, Some(a)),
+            _ => (None, None),
+        };
+    }
+    best
+}
+
+fn json_offset(text: &str, field: &FieldPath) -> Option<usize> {
+    use jsonc_parser::ast::Value;
+    use jsonc_parser::common::Ranged;
+    let parsed = jsonc_parser::parse_to_ast(text, &Default::default(), &Default::default()).ok()?;
+    let mut current = parsed.value?;
+    let mut best = None;
+    for segment in &field.0 {
+        let next = match (segment, current) {
+            (Segment::Key(key), Value::Object(o)) => o.get(key).map(|p| p.value.clone()),
+            (Segment::Index(i), Value::Array(a)) => a.elements.get(*i).cloned(),
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        best = Some(next.range().start);
+        current = next;
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostic::Position;
+
+    fn position(source: &FlowSource, field: &FieldPath) -> Option<Position> {
+        source.diagnostic(field, "x").position
+    }
+
+    #[test]
+    fn toml_fields_are_located_at_their_values() {
+        let text = "name = \"f\"\n\n[[steps]]\nname = \"a\"\nuses = \"builtin:fail\"\n\n[[steps]]\nname = \"b\"\nuses = \"nope\"\n";
+        let s = FlowSource::from_text(Path::new("f.toml"), text.into());
+        let field = FieldPath::root().key("steps").index(1).key("uses");
+        assert_eq!(position(&s, &field), Some(Position { line: 9, column: 8 }));
+    }
+
+    #[test]
+    fn json_fields_are_located_at_their_values() {
+        let text = "{\n  \"name\": \"f\",\n  \"steps\": [\n    {\"name\": \"a\", \"uses\": \"x\"}\n  ]\n}\n";
+        let s = FlowSource::from_text(Path::new("f.json"), text.into());
+        let field = FieldPath::root().key("steps").index(0).key("uses");
+        assert_eq!(position(&s, &field), Some(Position { line: 4, column: 27 }));
+    }
+
+    #[test]
+    fn missing_fields_fall_back_to_the_nearest_parent() {
+        let text = "name = \"f\"\n[[steps]]\nname = \"a\"\n";
+        let s = FlowSource::from_text(Path::new("f.toml"), text.into());
+        let field = FieldPath::root().key("steps").index(0).key("with").key("path");
+        assert!(position(&s, &field).is_some());
+    }
+}

@@ -1,0 +1,387 @@
+//! Turns a parsed flow into a [`Plan`], collecting every problem with its
+//! position instead of stopping at the first.
+
+use super::field::FieldPath;
+use super::model::{Access, FlowFile, MountDecl, StepDecl};
+use super::params::Params;
+use super::plan::{Mount, Plan, PlannedStep};
+use super::source::FlowSource;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::plugin::{PluginInfo, PluginSource};
+use crate::sandbox::{Limits, Plugin, Sandbox};
+use jsonschema::paths::LocationSegment;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Component, Path};
+use std::sync::Arc;
+
+/// Reads, parses and checks a flow against the plugins it uses. Nothing is
+/// changed on the machine: plugins are only asked to describe themselves.
+pub async fn validate(
+    source: &FlowSource,
+    overrides: &[(String, String)],
+    sandbox: &Sandbox,
+) -> Result<Plan, Diagnostics> {
+    let flow = source.parse().map_err(|d| Diagnostics(vec![d]))?;
+    let mut v = Validator {
+        source,
+        problems: Vec::new(),
+        declared_mounts: flow.mounts.iter().map(|m| m.name.clone()).collect(),
+    };
+    let params = v.params(&flow, overrides);
+    let mounts = v.mounts(&flow.mounts, &params);
+    let steps = v.steps(&flow, &params, &mounts, sandbox).await;
+    if v.problems.is_empty() {
+        Ok(Plan {
+            name: flow.name,
+            file: source.path.clone(),
+            params,
+            mounts: mounts.into_values().collect(),
+            steps,
+        })
+    } else {
+        Err(Diagnostics(v.problems))
+    }
+}
+
+struct Validator<'a> {
+    source: &'a FlowSource,
+    problems: Vec<Diagnostic>,
+    /// Every mount name the flow declares, valid or not: a step naming an
+    /// invalid mount is not told the mount is undefined as well.
+    declared_mounts: HashSet<String>,
+}
+
+impl Validator<'_> {
+    fn report(&mut self, field: &FieldPath, message: impl Into<String>) {
+        self.problems.push(self.source.diagnostic(field, message));
+    }
+
+    fn params(&mut self, flow: &FlowFile, overrides: &[(String, String)]) -> Params {
+        let mut values = BTreeMap::new();
+        for (name, decl) in &flow.params {
+            if let Some(default) = &decl.default {
+                values.insert(name.clone(), default.clone());
+            }
+        }
+        for (name, value) in overrides {
+            if flow.params.contains_key(name) {
+                values.insert(name.clone(), value.clone());
+            } else {
+                let declared: Vec<&str> = flow.params.keys().map(String::as_str).collect();
+                let d = Diagnostic::new(
+                    &self.source.path,
+                    "params",
+                    format!(
+                        "--param {name}={value}: the flow declares no parameter `{name}` (declared: {})",
+                        if declared.is_empty() {
+                            "none".into()
+                        } else {
+                            declared.join(", ")
+                        }
+                    ),
+                );
+                self.problems.push(d);
+            }
+        }
+        for name in flow.params.keys() {
+            if !values.contains_key(name) {
+                let field = FieldPath::root().key("params").key(name);
+                self.report(
+                    &field,
+                    format!("parameter `{name}` has no default and no value; pass --param {name}=VALUE"),
+                );
+            }
+        }
+        Params(values)
+    }
+
+    fn mounts(&mut self, decls: &[MountDecl], params: &Params) -> BTreeMap<String, Mount> {
+        let mut mounts = BTreeMap::new();
+        let mut guests = HashSet::new();
+        for (i, decl) in decls.iter().enumerate() {
+            let field = FieldPath::root().key("mounts").index(i);
+            if mounts.contains_key(&decl.name) {
+                self.report(
+                    &field.key("name"),
+                    format!("duplicate mount name {:?}", decl.name),
+                );
+                continue;
+            }
+            if !is_clean_absolute(&decl.guest) {
+                self.report(
+                    &field.key("guest"),
+                    format!(
+                        "guest path {:?} must be absolute, without `.` or `..`",
+                        decl.guest
+                    ),
+                );
+                continue;
+            }
+            if !guests.insert(decl.guest.clone()) {
+                self.report(
+                    &field.key("guest"),
+                    format!("guest path {:?} is used by another mount", decl.guest),
+                );
+                continue;
+            }
+            let host = match params.substitute(&decl.host) {
+                Ok(host) => self.source.base_dir().join(host),
+                Err(e) => {
+                    self.report(&field.key("host"), e);
+                    continue;
+                }
+            };
+            let host = match std::fs::canonicalize(&host) {
+                Ok(p) if p.is_dir() => p,
+                Ok(p) => {
+                    self.report(
+                        &field.key("host"),
+                        format!("host path {} is not a directory", p.display()),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.report(&field.key("host"), format!("host path {}: {e}", host.display()));
+                    continue;
+                }
+            };
+            let mount = Mount {
+                name: decl.name.clone(),
+                host,
+                guest: decl.guest.clone(),
+                access: decl.access,
+            };
+            mounts.insert(decl.name.clone(), mount);
+        }
+        mounts
+    }
+
+    async fn steps(
+        &mut self,
+        flow: &FlowFile,
+        params: &Params,
+        mounts: &BTreeMap<String, Mount>,
+        sandbox: &Sandbox,
+    ) -> Vec<PlannedStep> {
+        if flow.steps.is_empty() {
+            self.report(
+                &FieldPath::root().key("name"),
+                "the flow has no steps; add at least one [[steps]]",
+            );
+        }
+        let mut loaded: HashMap<String, Option<(Arc<Plugin>, PluginInfo)>> = HashMap::new();
+        let mut names = HashSet::new();
+        let mut planned = Vec::new();
+        for (i, decl) in flow.steps.iter().enumerate() {
+            let field = FieldPath::root().key("steps").index(i);
+            if !names.insert(decl.name.as_str()) {
+                self.report(&field.key("name"), format!("duplicate step name {:?}", decl.name));
+            }
+            if !loaded.contains_key(&decl.uses) {
+                let plugin = self.load(&field.key("uses"), &decl.uses, sandbox).await;
+                loaded.insert(decl.uses.clone(), plugin);
+            }
+            let Some((plugin, info)) = loaded[&decl.uses].clone() else {
+                continue;
+            };
+            if let Some(step) = self.step(&field, decl, plugin, info, params, mounts) {
+                planned.push(step);
+            }
+        }
+        planned
+    }
+
+    async fn load(
+        &mut self,
+        field: &FieldPath,
+        uses: &str,
+        sandbox: &Sandbox,
+    ) -> Option<(Arc<Plugin>, PluginInfo)> {
+        let result = async {
+            let source = PluginSource::resolve(uses, &self.source.base_dir())?;
+            let plugin = sandbox.load(&source)?;
+            let info = sandbox.describe(&plugin).await?;
+            anyhow::Ok((Arc::new(plugin), info))
+        }
+        .await;
+        result.map_err(|e| self.report(field, format!("{e:#}"))).ok()
+    }
+
+    fn step(
+        &mut self,
+        field: &FieldPath,
+        decl: &StepDecl,
+        plugin: Arc<Plugin>,
+        info: PluginInfo,
+        params: &Params,
+        mounts: &BTreeMap<String, Mount>,
+    ) -> Option<PlannedStep> {
+        let before = self.problems.len();
+        let mut granted = Vec::new();
+        let mut all_granted = true;
+        for (j, name) in decl.mounts.iter().enumerate() {
+            match mounts.get(name) {
+                Some(m) => granted.push(m.clone()),
+                None if self.declared_mounts.contains(name) => all_granted = false,
+                None => {
+                    all_granted = false;
+                    let mut defined: Vec<&str> = self.declared_mounts.iter().map(String::as_str).collect();
+                    defined.sort();
+                    self.report(
+                        &field.key("mounts").index(j),
+                        format!(
+                            "undefined mount {name:?} (defined: {})",
+                            if defined.is_empty() {
+                                "none".into()
+                            } else {
+                                defined.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        if all_granted {
+            self.check_needs(field, &info, &granted);
+        }
+        let mut config = Value::Object(decl.with.clone());
+        self.substitute(&field.key("with"), &mut config, params);
+        self.check_schema(&field.key("with"), &info, &config);
+        let limits = self.limits(field, decl);
+        (self.problems.len() == before).then(|| PlannedStep {
+            name: decl.name.clone(),
+            uses: decl.uses.clone(),
+            plugin,
+            info,
+            config: config.to_string(),
+            mounts: granted,
+            on_failure: decl.on_failure,
+            limits,
+        })
+    }
+
+    fn check_needs(&mut self, field: &FieldPath, info: &PluginInfo, granted: &[Mount]) {
+        if info.needs.exec || info.needs.network {
+            let what = if info.needs.exec {
+                "to run commands"
+            } else {
+                "network access"
+            };
+            self.report(
+                &field.key("uses"),
+                format!(
+                    "plugin {} needs {what}, which this version of Stepback does not grant",
+                    info.name
+                ),
+            );
+        }
+        let writes = info.needs.mounts.iter().find(|m| m.access == Access::ReadWrite);
+        if let Some(need) = writes
+            && !granted.iter().any(|m| m.access == Access::ReadWrite)
+        {
+            self.report(
+                &field.key("mounts"),
+                format!(
+                    "plugin {} writes its {:?} mount, but the step is granted no read-write mount",
+                    info.name, need.role
+                ),
+            );
+        }
+    }
+
+    fn substitute(&mut self, field: &FieldPath, value: &mut Value, params: &Params) {
+        match value {
+            Value::String(s) => match params.substitute(s) {
+                Ok(done) => *s = done,
+                Err(e) => self.report(field, e),
+            },
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.substitute(&field.index(i), item, params);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map.iter_mut() {
+                    self.substitute(&field.key(k), item, params);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_schema(&mut self, field: &FieldPath, info: &PluginInfo, config: &Value) {
+        let validator = match jsonschema::validator_for(&info.config_schema) {
+            Ok(v) => v,
+            Err(e) => {
+                self.report(
+                    &field.clone(),
+                    format!("plugin {} has an invalid config schema: {e}", info.name),
+                );
+                return;
+            }
+        };
+        for error in validator.iter_errors(config) {
+            let mut at = field.clone();
+            let mut node = config;
+            for segment in &error.instance_path {
+                let key = match segment {
+                    LocationSegment::Property(p) => p.to_string(),
+                    LocationSegment::Index(i) => i.to_string(),
+                };
+                match node {
+                    Value::Array(items) => {
+                        let i = key.parse().unwrap_or(0);
+                        at = at.index(i);
+                        node = items.get(i).unwrap_or(&Value::Null);
+                    }
+                    _ => {
+                        at = at.key(&key);
+                        node = node.get(&key).unwrap_or(&Value::Null);
+                    }
+                }
+            }
+            self.report(&at, format!("{error} (config of plugin {})", info.name));
+        }
+    }
+
+    fn limits(&mut self, field: &FieldPath, decl: &StepDecl) -> Limits {
+        let mut limits = Limits::default();
+        let field = field.key("limits");
+        if let Some(time) = &decl.limits.time {
+            match humantime::parse_duration(time) {
+                Ok(d) if !d.is_zero() => limits.time = d,
+                Ok(_) => self.report(&field.key("time"), "time limit must be above zero"),
+                Err(e) => self.report(
+                    &field.key("time"),
+                    format!("invalid duration {time:?}: {e} (try \"30s\" or \"5m\")"),
+                ),
+            }
+        }
+        if let Some(memory) = &decl.limits.memory {
+            match memory.parse::<bytesize::ByteSize>() {
+                Ok(size) if size.as_u64() >= Limits::MIN_MEMORY => limits.memory = size.as_u64(),
+                Ok(size) => self.report(
+                    &field.key("memory"),
+                    format!(
+                        "memory limit {size} is below the minimum of {}",
+                        bytesize::ByteSize(Limits::MIN_MEMORY)
+                    ),
+                ),
+                Err(e) => self.report(
+                    &field.key("memory"),
+                    format!("invalid size {memory:?}: {e} (try \"64MiB\")"),
+                ),
+            }
+        }
+        limits
+    }
+}
+
+fn is_clean_absolute(guest: &str) -> bool {
+    let path = Path::new(guest);
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}

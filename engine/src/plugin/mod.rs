@@ -1,0 +1,15 @@
+//! Finding a step's component and compiling it once.
+//!
+//! A plugin is named in a flow by `uses`: `builtin:NAME` for the plugins
+//! shipped inside this binary, or a path to a component `.wasm`. Only
+//! components are accepted: a core (preview 1) module would reach the disk
+//! through interfaces the host does not mediate.
+
+pub mod builtin;
+mod cache;
+mod info;
+mod source;
+
+pub use cache::{CacheOutcome, CompiledCache};
+pub use info::{MountNeed, Needs, PluginInfo};
+pub use source::PluginSource;

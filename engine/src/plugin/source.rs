@@ -1,0 +1,108 @@
+//! Where a plugin's bytes come from, and the check that they are a component.
+
+use super::builtin;
+use anyhow::{Context, bail};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub enum PluginSource {
+    Builtin(&'static str, &'static [u8]),
+    File(PathBuf),
+}
+
+impl PluginSource {
+    /// Resolves a flow's `uses`; relative paths are relative to `base`.
+    pub fn resolve(uses: &str, base: &Path) -> anyhow::Result<PluginSource> {
+        if let Some(name) = uses.strip_prefix("builtin:") {
+            let (name, bytes) = builtin::BUILTINS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .copied()
+                .with_context(|| {
+                    let known: Vec<_> = builtin::names().collect();
+                    format!(
+                        "unknown plugin {uses:?}; the built-in plugins are: {}",
+                        known.join(", ")
+                    )
+                })?;
+            return Ok(PluginSource::Builtin(name, bytes));
+        }
+        let path = base.join(uses);
+        if !path.is_file() {
+            bail!(
+                "unknown plugin {uses:?}: no file at {} (use `builtin:NAME` or a path to a component .wasm)",
+                path.display()
+            );
+        }
+        Ok(PluginSource::File(path))
+    }
+
+    /// How messages name the plugin.
+    pub fn label(&self) -> String {
+        match self {
+            PluginSource::Builtin(name, _) => format!("builtin:{name}"),
+            PluginSource::File(path) => path.display().to_string(),
+        }
+    }
+
+    /// The component's bytes, checked to be a component.
+    pub fn bytes(&self) -> anyhow::Result<Cow<'static, [u8]>> {
+        let bytes = match self {
+            PluginSource::Builtin(_, bytes) => Cow::Borrowed(*bytes),
+            PluginSource::File(path) => {
+                Cow::Owned(std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?)
+            }
+        };
+        check_component(&bytes, &self.label())?;
+        Ok(bytes)
+    }
+}
+
+/// Refuses anything but a WebAssembly component, saying how to make one.
+fn check_component(bytes: &[u8], label: &str) -> anyhow::Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE: [u8; 4] = [1, 0, 0, 0];
+    const COMPONENT_LAYER: [u8; 2] = [1, 0];
+    match (bytes.get(..4), bytes.get(4..8)) {
+        (Some(MAGIC), Some(v)) if v == CORE => bail!(
+            "plugin {label} is a core WebAssembly module (WASI preview 1), not a component; \
+             Stepback runs components only, so that every file change goes through the host. \
+             Build it with `cargo build --target wasm32-wasip2`, or wrap a preview 1 module with \
+             `wasm-tools component new MODULE.wasm --adapt wasi_snapshot_preview1.reactor.wasm`"
+        ),
+        (Some(MAGIC), Some(v)) if v[2..] == COMPONENT_LAYER => Ok(()),
+        (Some(MAGIC), _) => bail!("plugin {label} is a WebAssembly binary of an unknown version"),
+        _ => bail!("plugin {label} is not a WebAssembly component (no `\\0asm` header)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_modules_and_non_wasm_are_refused_with_advice() {
+        let core = check_component(b"\0asm\x01\0\0\0", "m.wasm")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            core.contains("core WebAssembly module") && core.contains("wasm32-wasip2"),
+            "{core}"
+        );
+        let junk = check_component(b"#!/bin/sh", "x").unwrap_err().to_string();
+        assert!(junk.contains("not a WebAssembly component"), "{junk}");
+        assert!(check_component(b"\0asm\x0d\0\x01\0", "c").is_ok());
+    }
+
+    #[test]
+    fn unknown_builtins_list_the_known_ones() {
+        let e = PluginSource::resolve("builtin:nope", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown plugin \"builtin:nope\"") && e.contains("write-file"),
+            "{e}"
+        );
+    }
+}

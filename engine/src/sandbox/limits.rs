@@ -1,0 +1,76 @@
+//! Per-step resource limits, and the limiter that tells a memory-limit hit
+//! apart from any other trap.
+
+use std::time::Duration;
+use wasmtime::ResourceLimiter;
+
+/// What one step may use. Defaults suit deploy-sized work; a step
+/// overrides them with `[steps.limits]` in the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time of the whole step, host calls included.
+    pub time: Duration,
+    /// Bytes of linear memory, per memory of the component.
+    pub memory: u64,
+}
+
+impl Limits {
+    pub const DEFAULT_TIME: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MEMORY: u64 = 512 << 20;
+    /// Below this a Rust component cannot even start.
+    pub const MIN_MEMORY: u64 = 2 << 20;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            time: Self::DEFAULT_TIME,
+            memory: Self::DEFAULT_MEMORY,
+        }
+    }
+}
+
+/// Refuses memory growth past the limit and remembers that it did, so the
+/// trap that follows (a Rust guest aborts on allocation failure) is
+/// reported as a memory-limit hit.
+pub struct MemoryLimiter {
+    limit: usize,
+    hit: bool,
+}
+
+impl MemoryLimiter {
+    pub fn new(limit: u64) -> Self {
+        MemoryLimiter {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            hit: false,
+        }
+    }
+
+    pub fn was_hit(&self) -> bool {
+        self.hit
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

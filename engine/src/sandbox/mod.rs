@@ -1,0 +1,380 @@
+//! The sandbox: one fresh wasmtime store per step, holding only the
+//! step's mounts, a memory limit and a wall-time limit.
+//!
+//! A plugin's failure, trap, panic or limit hit becomes a [`StepFailure`];
+//! nothing a guest does can crash the engine.
+
+mod bindings;
+mod host;
+mod limits;
+mod linker;
+mod output;
+mod state;
+mod ticker;
+
+pub use limits::Limits;
+
+use crate::events::{Event, EventSink, LogLevel, LogLine};
+use crate::flow::{Access, Mount};
+use crate::plugin::{CacheOutcome, CompiledCache, MountNeed, Needs, PluginInfo, PluginSource};
+use anyhow::{Context, anyhow, bail};
+use bindings::stepback::plugin::types;
+use bindings::{Step, StepPre};
+use limits::MemoryLimiter;
+use output::CapturedOutput;
+use state::StepState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+/// How long `describe` may take; it should only return constants.
+const DESCRIBE_TIME: Duration = Duration::from_secs(10);
+
+/// A compiled plugin, ready to instantiate many times.
+pub struct Plugin {
+    pub label: String,
+    pub sha256: String,
+    pub cache: CacheOutcome,
+    component: Component,
+    pre: StepPre<StepState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("label", &self.label)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// What a step is run with.
+pub struct StepRequest<'a> {
+    pub flow: &'a str,
+    pub step: &'a str,
+    pub run_id: &'a str,
+    pub config: &'a str,
+    pub mounts: &'a [Mount],
+    pub params: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The plugin returned an error.
+    Plugin,
+    /// The guest trapped or panicked.
+    Trap,
+    TimeLimit,
+    MemoryLimit,
+    /// The sandbox could not be set up (e.g. a mount vanished).
+    Setup,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub reason: FailureReason,
+    pub message: String,
+    pub details: Option<String>,
+}
+
+/// The result of running one step.
+#[derive(Debug)]
+pub struct StepRun {
+    /// The plugin's summary line on success.
+    pub result: Result<Option<String>, StepFailure>,
+    /// Host-interface logs, then the guest's stdout and stderr.
+    pub log: Vec<LogLine>,
+}
+
+/// The wasmtime engine, the linker and the compiled cache: created once per
+/// process and shared by every step.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: CompiledCache,
+    events: Arc<dyn EventSink>,
+}
+
+impl Sandbox {
+    pub fn new(cache: CompiledCache, events: Arc<dyn EventSink>) -> anyhow::Result<Sandbox> {
+        let mut config = Config::new();
+        config.epoch_interruption(true).wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        ticker::start(&engine);
+        let linker = linker::build(&engine)?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache,
+            events,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from the cache) and links a plugin. Refuses core
+    /// modules, imports the host does not provide, and components that do
+    /// not export the `step` world.
+    pub fn load(&self, source: &PluginSource) -> anyhow::Result<Plugin> {
+        let label = source.label();
+        let bytes = source.bytes()?;
+        let start = Instant::now();
+        let (component, cache, sha256) = self
+            .cache
+            .load(&self.engine, &bytes)
+            .with_context(|| format!("compiling plugin {label}"))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let missing = linker::unprovided_imports(&self.engine, &component);
+            if missing.is_empty() {
+                anyhow!("plugin {label} cannot be linked: {e:#}")
+            } else {
+                anyhow!(
+                    "plugin {label} imports {}, which Stepback does not provide (it provides {})",
+                    missing.join(", "),
+                    linker::provided_summary()
+                )
+            }
+        })?;
+        let pre = StepPre::new(pre)
+            .map_err(|e| anyhow!("plugin {label} does not export the stepback:plugin/step world: {e:#}"))?;
+        self.events.emit(Event::PluginLoaded {
+            plugin: label.clone(),
+            sha256: sha256.clone(),
+            cache,
+            millis: start.elapsed().as_secs_f64() * 1e3,
+        });
+        Ok(Plugin {
+            label,
+            sha256,
+            cache,
+            component,
+            pre,
+        })
+    }
+
+    /// The plugin's imports and exports as WIT names, for `plugin inspect`.
+    pub fn interfaces(&self, plugin: &Plugin) -> (Vec<String>, Vec<String>) {
+        let ty = plugin.component.component_type();
+        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        (imports, exports)
+    }
+
+    /// Asks the plugin to describe itself, in a sandbox with no mounts.
+    pub async fn describe(&self, plugin: &Plugin) -> anyhow::Result<PluginInfo> {
+        let limits = Limits {
+            time: DESCRIBE_TIME,
+            ..Limits::default()
+        };
+        let (mut store, _, stderr) = self.store("describe", &[], Vec::new(), limits)?;
+        let called = tokio::time::timeout(limits.time, async {
+            let step = plugin.pre.instantiate_async(&mut store).await?;
+            step.call_describe(&mut store).await
+        })
+        .await;
+        let info = match called {
+            Ok(Ok(info)) => info,
+            Ok(Err(trap)) => {
+                let failure = trap_failure(&trap, &store, &stderr, limits, &plugin.label);
+                bail!(
+                    "plugin {} failed to describe itself: {}",
+                    plugin.label,
+                    failure.message
+                )
+            }
+            Err(_) => bail!(
+                "plugin {} did not describe itself within {:?}",
+                plugin.label,
+                limits.time
+            ),
+        };
+        let config_schema = serde_json::from_str(&info.config_schema)
+            .with_context(|| format!("plugin {} describes an invalid JSON Schema", plugin.label))?;
+        Ok(PluginInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            config_schema,
+            needs: Needs {
+                mounts: info
+                    .needs
+                    .mounts
+                    .into_iter()
+                    .map(|m| MountNeed {
+                        role: m.role,
+                        access: access_from_wit(m.access),
+                    })
+                    .collect(),
+                exec: info.needs.exec,
+                network: info.needs.network,
+            },
+        })
+    }
+
+    /// Runs one step in a fresh store.
+    pub async fn run(&self, plugin: &Plugin, request: StepRequest<'_>) -> StepRun {
+        let limits = request.limits;
+        let (mut store, stdout, stderr) =
+            match self.store(request.step, request.mounts, request.params.clone(), limits) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    let failure = StepFailure {
+                        reason: FailureReason::Setup,
+                        message: format!("could not set up the sandbox: {e:#}"),
+                        details: None,
+                    };
+                    return StepRun {
+                        result: Err(failure),
+                        log: Vec::new(),
+                    };
+                }
+            };
+        let context = types::StepContext {
+            flow: request.flow.to_owned(),
+            step: request.step.to_owned(),
+            run_id: request.run_id.to_owned(),
+            mounts: request
+                .mounts
+                .iter()
+                .map(|m| types::Mount {
+                    name: m.name.clone(),
+                    guest_path: m.guest.clone(),
+                    access: access_to_wit(m.access),
+                })
+                .collect(),
+        };
+        let called = tokio::time::timeout(limits.time, async {
+            let step: Step = plugin.pre.instantiate_async(&mut store).await?;
+            step.call_run(&mut store, request.config, &context).await
+        })
+        .await;
+        let result = match called {
+            Ok(Ok(Ok(outcome))) => Ok(outcome.summary),
+            Ok(Ok(Err(error))) => Err(StepFailure {
+                reason: FailureReason::Plugin,
+                message: error.message,
+                details: error.details,
+            }),
+            Ok(Err(trap)) => Err(trap_failure(&trap, &store, &stderr, limits, request.step)),
+            Err(_) => Err(StepFailure {
+                reason: FailureReason::TimeLimit,
+                message: format!(
+                    "step '{}' exceeded its {} time limit",
+                    request.step,
+                    humantime::format_duration(limits.time)
+                ),
+                details: None,
+            }),
+        };
+        let mut log = std::mem::take(&mut store.data_mut().log);
+        for (level, output) in [(LogLevel::Stdout, &stdout), (LogLevel::Stderr, &stderr)] {
+            log.extend(
+                output
+                    .lines()
+                    .into_iter()
+                    .filter(|line| !line.trim().is_empty())
+                    .map(|message| LogLine { level, message }),
+            );
+        }
+        StepRun { result, log }
+    }
+
+    fn store(
+        &self,
+        step: &str,
+        mounts: &[Mount],
+        params: Vec<(String, String)>,
+        limits: Limits,
+    ) -> anyhow::Result<(Store<StepState>, CapturedOutput, CapturedOutput)> {
+        let stdout = CapturedOutput::default();
+        let stderr = CapturedOutput::default();
+        let wasi = wasi_ctx(mounts, &stdout, &stderr)?;
+        let state = StepState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits.memory),
+            step: step.to_owned(),
+            params,
+            events: self.events.clone(),
+            log: Vec::new(),
+            progress: Default::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok((store, stdout, stderr))
+    }
+}
+
+/// The WASI context of a step: its mounts as preopens, captured stdio, and
+/// nothing else: no environment, no arguments, no network.
+fn wasi_ctx(mounts: &[Mount], stdout: &CapturedOutput, stderr: &CapturedOutput) -> anyhow::Result<WasiCtx> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stdout(stdout.clone()).stderr(stderr.clone());
+    for mount in mounts {
+        let perms = match mount.access {
+            Access::ReadOnly => FsPerms::ReadOnly,
+            Access::ReadWrite => FsPerms::ReadWrite,
+        };
+        builder
+            .preopened_dir(&mount.host, &mount.guest, perms)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("opening mount {} at {}", mount.name, mount.host.display()))?;
+    }
+    Ok(builder.build())
+}
+
+/// Explains a trap: a memory-limit hit, a panic (its message is on the
+/// guest's stderr), or another trap.
+fn trap_failure(
+    trap: &wasmtime::Error,
+    store: &Store<StepState>,
+    stderr: &CapturedOutput,
+    limits: Limits,
+    step: &str,
+) -> StepFailure {
+    if store.data().limiter.was_hit() {
+        return StepFailure {
+            reason: FailureReason::MemoryLimit,
+            message: format!(
+                "step '{step}' exceeded its {} memory limit",
+                bytesize::ByteSize(limits.memory)
+            ),
+            details: None,
+        };
+    }
+    let lines = stderr.lines();
+    let panic = lines
+        .iter()
+        .position(|l| l.contains("panicked at"))
+        .and_then(|i| lines.get(i + 1))
+        .filter(|m| !m.is_empty());
+    let message = match panic {
+        Some(message) => format!("plugin panicked: {message}"),
+        None => format!("plugin trapped: {}", trap.root_cause()),
+    };
+    StepFailure {
+        reason: FailureReason::Trap,
+        message,
+        details: Some(format!("{trap:?}")),
+    }
+}
+
+fn access_to_wit(access: Access) -> types::Access {
+    match access {
+        Access::ReadOnly => types::Access::ReadOnly,
+        Access::ReadWrite => types::Access::ReadWrite,
+    }
+}
+
+fn access_from_wit(access: types::Access) -> Access {
+    match access {
+        types::Access::ReadOnly => Access::ReadOnly,
+        types::Access::ReadWrite => Access::ReadWrite,
+    }
+}

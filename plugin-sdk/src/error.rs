@@ -1,0 +1,63 @@
+//! Step failures: a one-line message for the operator, optional details.
+
+use crate::bindings::stepback::plugin::types as wit;
+use std::fmt;
+
+/// Why a step failed. Any `std::error::Error` converts into it, so `?`
+/// works on I/O; add what was being done with [`ResultExt::context`].
+#[derive(Debug)]
+pub struct Error {
+    message: String,
+    details: Option<String>,
+}
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Longer explanation, shown with the step's log.
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::new(e.to_string())
+    }
+}
+
+impl From<Error> for wit::StepError {
+    fn from(e: Error) -> Self {
+        wit::StepError {
+            message: e.message,
+            details: e.details,
+        }
+    }
+}
+
+/// Adds what was being done to an error: `fs::read(p).context(format!("reading {p}"))?`.
+pub trait ResultExt<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T, Error>;
+}
+
+impl<T, E: fmt::Display> ResultExt<T> for Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T, Error> {
+        self.map_err(|e| Error::new(format!("{what}: {e}")))
+    }
+}
