@@ -5,6 +5,12 @@
 //!
 //! The nested cargo has its own target directory, so it never waits on the
 //! outer build's lock, and keeps its own incremental state between builds.
+//!
+//! rust-toolchain.toml lists the wasm32-wasip2 target, but rustup installs
+//! listed targets only when it installs the toolchain, not when the
+//! toolchain is already there (or auto-install is off). So a missing
+//! target is added here with rustup, which keeps the README's two commands
+//! sufficient on a fresh machine.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -38,16 +44,38 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("plugins");
+    ensure_wasm_target();
     build_guests(&root.join("plugins/Cargo.toml"), &target_dir);
-    let out = target_dir.join("wasm32-wasip2/release");
+    let out = target_dir.join(TARGET).join("release");
     println!("cargo:rustc-env=STEPBACK_PLUGIN_DIR={}", out.display());
+}
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn ensure_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot.is_some_and(|root| root.join("lib/rustlib").join(TARGET).is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup to build the plugins");
+    let status = Command::new("rustup").args(["target", "add", TARGET]).status();
+    if !matches!(status, Ok(s) if s.success()) {
+        panic!("the {TARGET} target is missing and `rustup target add {TARGET}` failed ({status:?})");
+    }
 }
 
 fn build_guests(manifest: &Path, target_dir: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+        .args(["build", "--release", "--locked", "--target", TARGET])
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--target-dir")
@@ -59,10 +87,6 @@ fn build_guests(manifest: &Path, target_dir: &Path) {
         .status()
         .unwrap_or_else(|e| panic!("could not start cargo to build the plugins: {e}"));
     if !status.success() {
-        panic!(
-            "building the plugins for wasm32-wasip2 failed ({status}); if the target is \
-             missing, `rustup target add wasm32-wasip2` installs it (rust-toolchain.toml \
-             asks rustup to do so)"
-        );
+        panic!("building the plugins for {TARGET} failed ({status}); see the errors above");
     }
 }

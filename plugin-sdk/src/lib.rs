@@ -5,7 +5,7 @@
 //! flow grants it; the host sees and journals every change. This crate hides
 //! the WIT bindings behind a small surface:
 //!
-//! ```ignore
+//! ```no_run
 //! use stepback_sdk::{Context, Error, Info, Outcome, Step};
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]

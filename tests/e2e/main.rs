@@ -1,1 +1,16 @@
+//! End-to-end tests: they run the built `stepback` binary with the real
+//! built-in plugins (and the misbehaving test plugin) on temporary
+//! directories, and check what it printed, its exit code and the files.
 
+mod support;
+
+mod cache;
+mod deploy_files;
+mod example;
+mod inspect;
+mod limits;
+mod plugin_checks;
+mod policies;
+mod sandbox_escape;
+mod small_plugins;
+mod validation;

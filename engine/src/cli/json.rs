@@ -1,4 +1,5 @@
-//! Output for programs: one JSON object per event, per line, on stdout.
+//! Output for programs: JSON lines on stdout, one object per event (and
+//! one for `plugin inspect`'s result).
 
 use serde_json::json;
 use std::io::Write;
@@ -27,6 +28,6 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
     });
     println!(
         "{}",
-        serde_json::to_string_pretty(&value).expect("inspection serializes")
+        serde_json::to_string(&value).expect("inspection serializes")
     );
 }

@@ -182,10 +182,8 @@ impl Validator<'_> {
                 let plugin = self.load(&field.key("uses"), &decl.uses, sandbox).await;
                 loaded.insert(decl.uses.clone(), plugin);
             }
-            let Some((plugin, info)) = loaded[&decl.uses].clone() else {
-                continue;
-            };
-            if let Some(step) = self.step(&field, decl, plugin, info, params, mounts) {
+            let plugin = loaded[&decl.uses].clone();
+            if let Some(step) = self.step(&field, decl, plugin, params, mounts) {
                 planned.push(step);
             }
         }
@@ -212,8 +210,7 @@ impl Validator<'_> {
         &mut self,
         field: &FieldPath,
         decl: &StepDecl,
-        plugin: Arc<Plugin>,
-        info: PluginInfo,
+        plugin: Option<(Arc<Plugin>, PluginInfo)>,
         params: &Params,
         mounts: &BTreeMap<String, Mount>,
     ) -> Option<PlannedStep> {
@@ -242,13 +239,15 @@ impl Validator<'_> {
                 }
             }
         }
+        let mut config = Value::Object(decl.with.clone());
+        self.substitute(&field.key("with"), &mut config, params);
+        let limits = self.limits(field, decl);
+        // Without the plugin, only the checks above can be made.
+        let (plugin, info) = plugin?;
         if all_granted {
             self.check_needs(field, &info, &granted);
         }
-        let mut config = Value::Object(decl.with.clone());
-        self.substitute(&field.key("with"), &mut config, params);
         self.check_schema(&field.key("with"), &info, &config);
-        let limits = self.limits(field, decl);
         (self.problems.len() == before).then(|| PlannedStep {
             name: decl.name.clone(),
             uses: decl.uses.clone(),

@@ -128,18 +128,18 @@ impl Sandbox {
             .cache
             .load(&self.engine, &bytes)
             .with_context(|| format!("compiling plugin {label}"))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            let missing = linker::unprovided_imports(&self.engine, &component);
-            if missing.is_empty() {
-                anyhow!("plugin {label} cannot be linked: {e:#}")
-            } else {
-                anyhow!(
-                    "plugin {label} imports {}, which Stepback does not provide (it provides {})",
-                    missing.join(", "),
-                    linker::provided_summary()
-                )
-            }
-        })?;
+        let missing = linker::unprovided_imports(&self.engine, &component);
+        if !missing.is_empty() {
+            bail!(
+                "plugin {label} imports {}, which Stepback does not provide (it provides {})",
+                missing.join(", "),
+                linker::provided_summary()
+            );
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("plugin {label} cannot be linked: {e:#}"))?;
         let pre = StepPre::new(pre)
             .map_err(|e| anyhow!("plugin {label} does not export the stepback:plugin/step world: {e:#}"))?;
         self.events.emit(Event::PluginLoaded {

@@ -1,5 +1,5 @@
 //! A plugin that misbehaves on purpose, for the engine's tests: it tries to
-//! escape its sandbox, loops, hoards memory, panics or sleeps.
+//! escape its sandbox or reach the network, loops, hoards memory, panics or sleeps.
 
 use serde::Deserialize;
 use std::fs;
@@ -23,6 +23,8 @@ enum Config {
     Panic,
     /// Sleeps in a host call for the given seconds.
     Sleep { seconds: u64 },
+    /// Tries to open a TCP connection; fails if it gets through.
+    Connect { address: String },
 }
 
 struct Misbehave;
@@ -51,6 +53,10 @@ impl Step for Misbehave {
                 }
             }
             Config::Panic => panic!("the misbehave plugin panicked on purpose"),
+            Config::Connect { address } => match std::net::TcpStream::connect(&address) {
+                Ok(_) => Err(Error::new(format!("connected to {address}"))),
+                Err(e) => Ok(Outcome::summary(format!("connect to {address} refused: {e}"))),
+            },
             Config::Sleep { seconds } => {
                 std::thread::sleep(std::time::Duration::from_secs(seconds));
                 Ok(Outcome::done())

@@ -1,0 +1,72 @@
+//! The example flow from README runs and leaves the expected files.
+
+use crate::support::Env;
+use std::fs;
+use std::path::Path;
+
+#[test]
+fn example_flow_deploys_the_release() {
+    let env = Env::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/webapp");
+    fs::copy(example.join("flow.toml"), env.path("flow.toml")).unwrap();
+    env.mkdir("app");
+    env.mkdir("dist");
+    fs::copy(
+        example.join("dist/webapp-1.4.2.tar.gz"),
+        env.path("dist/webapp-1.4.2.tar.gz"),
+    )
+    .unwrap();
+
+    env.stepback(&["run", "flow.toml"])
+        .expect_code(0)
+        .expect_stdout("ok      unpack release")
+        .expect_stdout("3 files, 78 bytes to /app/releases/1.4.2")
+        .expect_stdout("flow webapp succeeded");
+
+    let app = env.path("app");
+    assert_eq!(fs::read_to_string(app.join("CURRENT")).unwrap(), "1.4.2\n");
+    assert_eq!(
+        fs::read_to_string(app.join("releases/1.4.2/static/index.html")).unwrap(),
+        "<h1>webapp 1.4.2</h1>\n"
+    );
+    assert!(app.join("releases/1.4.2/bin/webapp").is_file());
+    let config = fs::read_to_string(app.join("config/webapp.toml")).unwrap();
+    assert!(config.contains("release = \"1.4.2\""), "{config}");
+}
+
+#[test]
+fn json_output_reports_every_event() {
+    let env = Env::new();
+    env.mkdir("app");
+    let flow = env.flow(
+        r#"
+name = "json"
+[[mounts]]
+name = "app"
+host = "app"
+guest = "/app"
+access = "read-write"
+[[steps]]
+name = "write"
+uses = "builtin:write-file"
+mounts = ["app"]
+with = { path = "/app/a.txt", content = "a" }
+"#,
+    );
+    let run = env.stepback(&["--output", "json", "run", flow.to_str().unwrap()]);
+    run.expect_code(0);
+    let events: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"plugin-loaded"));
+    assert!(
+        kinds.contains(&"flow-started") && kinds.contains(&"step-log"),
+        "{kinds:?}"
+    );
+    let finished = events.iter().find(|e| e["event"] == "step-finished").unwrap();
+    assert_eq!(finished["status"], "succeeded");
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+}

@@ -1,0 +1,53 @@
+//! Only components that fit the contract are run: a core module, an
+//! import the host does not provide, or a missing export is refused
+//! before anything runs, with a message that says what is wrong.
+
+use crate::support::Env;
+
+fn flow_using(env: &Env, wasm: &[u8]) -> crate::support::Run {
+    env.write("plugin.wasm", wasm);
+    env.run_flow("name = \"p\"\n[[steps]]\nname = \"s\"\nuses = \"plugin.wasm\"\n")
+}
+
+#[test]
+fn core_modules_are_refused_with_advice() {
+    let env = Env::new();
+    flow_using(&env, &wat::parse_str("(module)").unwrap())
+        .expect_code(2)
+        .expect_stderr("flow.toml:4:8: steps[0].uses:")
+        .expect_stderr("is a core WebAssembly module (WASI preview 1), not a component")
+        .expect_stderr("--target wasm32-wasip2");
+}
+
+#[test]
+fn unprovided_imports_are_named_with_their_version() {
+    let env = Env::new();
+    let wasm = wat::parse_str(
+        r#"(component (import "example:missing/iface@1.2.0" (instance (export "f" (func)))))"#,
+    )
+    .unwrap();
+    flow_using(&env, &wasm)
+        .expect_code(2)
+        .expect_stderr("imports example:missing/iface@1.2.0, which Stepback does not provide");
+    let http =
+        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#).unwrap();
+    flow_using(&env, &http)
+        .expect_code(2)
+        .expect_stderr("imports wasi:http/outgoing-handler@0.2.0, which Stepback does not provide");
+}
+
+#[test]
+fn components_without_the_step_world_are_refused() {
+    let env = Env::new();
+    flow_using(&env, &wat::parse_str("(component)").unwrap())
+        .expect_code(2)
+        .expect_stderr("does not export the stepback:plugin/step world");
+}
+
+#[test]
+fn files_that_are_not_wasm_are_refused() {
+    let env = Env::new();
+    flow_using(&env, b"#!/bin/sh\necho hi\n")
+        .expect_code(2)
+        .expect_stderr("is not a WebAssembly component");
+}

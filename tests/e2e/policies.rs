@@ -1,0 +1,73 @@
+//! `on-failure`: "continue" goes on after a failing step, "stop" ends the
+//! flow with the failure reported and the later steps skipped.
+
+use crate::support::Env;
+
+fn flow(policy: &str) -> String {
+    format!(
+        r#"
+name = "policies"
+[[mounts]]
+name = "out"
+host = "out"
+guest = "/out"
+access = "read-write"
+
+[[steps]]
+name = "first"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/first", content = "1" }}
+
+[[steps]]
+name = "breaks"
+uses = "builtin:fail"
+on-failure = "{policy}"
+with = {{ message = "the database is locked" }}
+
+[[steps]]
+name = "last"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/last", content = "3" }}
+"#
+    )
+}
+
+#[test]
+fn continue_goes_on_after_a_failing_step() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.run_flow(&flow("continue"))
+        .expect_code(0)
+        .expect_stdout("failed  breaks")
+        .expect_stdout("the database is locked (ignored: on-failure = \"continue\")")
+        .expect_stdout("flow policies succeeded");
+    assert!(env.path("out/first").is_file());
+    assert!(env.path("out/last").is_file());
+}
+
+#[test]
+fn stop_ends_the_flow_and_reports_the_failure() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.run_flow(&flow("stop"))
+        .expect_code(1)
+        .expect_stdout("FAILED  breaks")
+        .expect_stdout("the database is locked")
+        // The failed step's log is shown.
+        .expect_stdout("| error: failing on purpose: the database is locked")
+        .expect_stdout("skipped last")
+        .expect_stdout("flow policies failed at step 'breaks'");
+    assert!(env.path("out/first").is_file());
+    assert!(!env.path("out/last").exists());
+}
+
+#[test]
+fn stop_is_the_default() {
+    let env = Env::new();
+    env.mkdir("out");
+    let text = flow("stop").replace("on-failure = \"stop\"\n", "");
+    assert!(!text.contains("on-failure"));
+    env.run_flow(&text).expect_code(1).expect_stdout("skipped last");
+}

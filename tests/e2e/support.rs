@@ -1,0 +1,160 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+/// A scratch directory with its own state dir. The compiled-plugin cache
+/// is shared by all tests (entries are keyed by content), so each plugin
+/// is compiled once per test run.
+pub struct Env {
+    pub dir: TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// Writes `flow.toml` in the scratch directory.
+    pub fn flow(&self, text: &str) -> PathBuf {
+        self.write("flow.toml", text)
+    }
+
+    /// Runs `stepback ARGS` with this env's state dir and the shared cache.
+    pub fn stepback(&self, args: &[&str]) -> Run {
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+        self.stepback_with_cache(args, &cache)
+    }
+
+    pub fn stepback_with_cache(&self, args: &[&str], cache: &Path) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_stepback"))
+            .args(args)
+            .env("STEPBACK_STATE_DIR", self.path("state"))
+            .env("STEPBACK_CACHE_DIR", cache)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running stepback");
+        Run(output)
+    }
+
+    /// `stepback run flow.toml`.
+    pub fn run_flow(&self, text: &str) -> Run {
+        let flow = self.flow(text);
+        self.stepback(&["run", flow.to_str().unwrap()])
+    }
+}
+
+/// What a `stepback` invocation did.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().expect("exited, not killed")
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    pub fn expect_stdout(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout().contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout()
+        );
+        self
+    }
+
+    pub fn expect_stderr(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr().contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr()
+        );
+        self
+    }
+}
+
+/// The path of a test-only guest component.
+pub fn guest(name: &str) -> String {
+    format!("{}/{name}.wasm", env!("STEPBACK_PLUGIN_DIR"))
+}
+
+/// Asserts two snapshots are equal, naming the paths that differ rather
+/// than dumping file contents.
+pub fn assert_same(before: &BTreeMap<PathBuf, Node>, after: &BTreeMap<PathBuf, Node>, what: &str) {
+    let differing: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .collect();
+    assert!(differing.is_empty(), "{what}: these paths differ: {differing:?}");
+}
+
+/// What a tree holds: every path with its type and contents or target.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File(Vec<u8>),
+    Symlink(PathBuf),
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(root).unwrap().to_path_buf();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.file_type().is_symlink() {
+            out.insert(rel, Node::Symlink(fs::read_link(&path).unwrap()));
+        } else if meta.is_dir() {
+            out.insert(rel, Node::Dir);
+            walk(root, &path, out);
+        } else {
+            out.insert(rel, Node::File(fs::read(&path).unwrap()));
+        }
+    }
+}

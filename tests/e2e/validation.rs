@@ -1,0 +1,236 @@
+//! Every validation error names file, line, column and the offending
+//! value; nothing runs and nothing changes.
+
+use crate::support::{Env, assert_same, snapshot};
+
+const GOOD: &str = r#"name = "v"
+
+[params.release]
+default = "1.0"
+
+[[mounts]]
+name = "app"
+host = "app"
+guest = "/app"
+access = "read-write"
+
+[[steps]]
+name = "write"
+uses = "builtin:write-file"
+mounts = ["app"]
+[steps.with]
+path = "/app/${release}.txt"
+content = "release ${release}"
+"#;
+
+/// Runs `validate` on `GOOD` with `from` replaced by `to`, expecting
+/// failure with every one of `needles` on stderr, and the mount untouched.
+fn rejects(from: &str, to: &str, needles: &[&str]) {
+    assert!(GOOD.contains(from), "{from:?} is not in the flow");
+    let env = Env::new();
+    env.write("app/keep", "kept");
+    let flow = env.flow(&GOOD.replacen(from, to, 1));
+    let before = snapshot(&env.path("app"));
+    for command in ["validate", "run"] {
+        let run = env.stepback(&[command, flow.to_str().unwrap()]);
+        run.expect_code(2);
+        for needle in needles {
+            run.expect_stderr(needle);
+        }
+    }
+    assert_same(
+        &before,
+        &snapshot(&env.path("app")),
+        "a rejected flow changed the mount",
+    );
+}
+
+#[test]
+fn the_good_flow_validates_and_runs() {
+    let env = Env::new();
+    env.mkdir("app");
+    let flow = env.flow(GOOD);
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(0)
+        .expect_stdout("flow \"v\" is valid: 1 step, 1 mount");
+    assert!(!env.path("app/1.0.txt").exists(), "validate must not run steps");
+    env.stepback(&["run", flow.to_str().unwrap(), "--param", "release=2.0"])
+        .expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(env.path("app/2.0.txt")).unwrap(),
+        "release 2.0"
+    );
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    rejects("name = \"write\"", "name = \"write", &["flow.toml:13:", "string"]);
+}
+
+#[test]
+fn unknown_keys_are_located() {
+    rejects(
+        "uses = ",
+        "colour = \"red\"\nuses = ",
+        &["flow.toml:14:1", "unknown field `colour`"],
+    );
+}
+
+#[test]
+fn wrong_types_are_located() {
+    rejects(
+        "mounts = [\"app\"]",
+        "mounts = \"app\"",
+        &[
+            "flow.toml:15:10",
+            "invalid type: string \"app\", expected a sequence",
+        ],
+    );
+}
+
+#[test]
+fn unknown_plugins_are_located() {
+    rejects(
+        "builtin:write-file",
+        "builtin:write-files",
+        &[
+            "flow.toml:14:8: steps[0].uses: unknown plugin \"builtin:write-files\"",
+            "write-file",
+        ],
+    );
+    rejects(
+        "builtin:write-file",
+        "plugins/missing.wasm",
+        &["steps[0].uses: unknown plugin \"plugins/missing.wasm\""],
+    );
+}
+
+#[test]
+fn undefined_parameters_are_located() {
+    rejects(
+        "/app/${release}.txt",
+        "/app/${relaese}.txt",
+        &[
+            "flow.toml:17:8: steps[0].with.path: undefined parameter `${relaese}`",
+            "declared: release",
+        ],
+    );
+}
+
+#[test]
+fn undeclared_and_missing_parameter_values_are_errors() {
+    let env = Env::new();
+    env.mkdir("app");
+    let flow = env.flow(GOOD);
+    env.stepback(&["validate", flow.to_str().unwrap(), "--param", "relase=2"])
+        .expect_code(2)
+        .expect_stderr("--param relase=2: the flow declares no parameter `relase` (declared: release)");
+    rejects(
+        "default = \"1.0\"",
+        "description = \"no default\"",
+        &["params.release: parameter `release` has no default and no value"],
+    );
+    env.stepback(&["validate", flow.to_str().unwrap(), "--param", "oops"])
+        .expect_code(2)
+        .expect_stderr("expected NAME=VALUE, got \"oops\"");
+}
+
+#[test]
+fn undefined_mounts_are_located() {
+    rejects(
+        "mounts = [\"app\"]",
+        "mounts = [\"app\", \"data\"]",
+        &["flow.toml:15:18: steps[0].mounts[1]: undefined mount \"data\" (defined: app)"],
+    );
+}
+
+#[test]
+fn missing_host_paths_are_located() {
+    rejects(
+        "host = \"app\"",
+        "host = \"no-such-dir\"",
+        &["flow.toml:8:8: mounts[0].host: host path", "no-such-dir"],
+    );
+}
+
+#[test]
+fn duplicate_step_names_are_located() {
+    let twice = format!("{}\n[[steps]]\nname = \"write\"\nuses = \"builtin:fail\"\n", GOOD);
+    let env = Env::new();
+    env.mkdir("app");
+    let flow = env.flow(&twice);
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("flow.toml:21:8: steps[1].name: duplicate step name \"write\"");
+}
+
+#[test]
+fn configs_are_checked_against_the_plugin_schema() {
+    rejects(
+        "content = \"release ${release}\"",
+        "content = 42",
+        &["flow.toml:18:11: steps[0].with.content: 42 is not of type \"string\""],
+    );
+    rejects(
+        "content = \"release ${release}\"",
+        "content = \"x\"\ncolour = \"red\"",
+        &["steps[0].with", "colour"],
+    );
+    rejects(
+        "content = \"release ${release}\"",
+        "",
+        &["steps[0].with: \"content\" is a required property"],
+    );
+}
+
+#[test]
+fn a_read_only_grant_for_a_writing_plugin_is_rejected() {
+    rejects(
+        "access = \"read-write\"",
+        "access = \"read-only\"",
+        &[
+            "steps[0].mounts: plugin write-file writes its \"target\" mount, but the step is granted no read-write mount",
+        ],
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let env = Env::new();
+    env.mkdir("app");
+    let text = GOOD
+        .replace("builtin:write-file", "builtin:nope")
+        .replace("mounts = [\"app\"]", "mounts = [\"x\"]");
+    let flow = env.flow(&text);
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("unknown plugin \"builtin:nope\"")
+        .expect_stderr("undefined mount \"x\"")
+        .expect_stderr("2 errors");
+}
+
+#[test]
+fn json_flows_are_validated_with_positions_too() {
+    let env = Env::new();
+    env.mkdir("app");
+    let text = r#"{
+  "name": "j",
+  "mounts": [{"name": "app", "host": "app", "guest": "/app", "access": "read-write"}],
+  "steps": [
+    {"name": "w", "uses": "builtin:write-file", "mounts": ["app"],
+     "with": {"path": "/app/x", "content": 7}}
+  ]
+}
+"#;
+    let flow = env.write("flow.json", text);
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("flow.json:6:44: steps[0].with.content: 7 is not of type \"string\"");
+    env.write("flow.json", text.replace("7}", "\"seven\"}"));
+    env.stepback(&["run", flow.to_str().unwrap()]).expect_code(0);
+    assert_eq!(std::fs::read_to_string(env.path("app/x")).unwrap(), "seven");
+    env.write("flow.json", text.replace("\"name\": \"j\",", "\"name\": \"j\""));
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("flow.json:3:3: expected `,` or `}`");
+}
