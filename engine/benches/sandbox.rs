@@ -77,6 +77,7 @@ async fn in_process(cache: &Path, scratch: &Path) {
             .run(
                 &plugin,
                 StepRequest {
+                    journal: None,
                     flow: "bench",
                     step: "write",
                     run_id: "bench",

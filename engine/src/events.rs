@@ -83,6 +83,19 @@ pub enum Event {
         details: Option<String>,
         log: Vec<LogLine>,
     },
+    /// A failed flow's changes are being reversed.
+    RollbackStarted {
+        run_id: String,
+        /// Undo records in the journal.
+        changes: u64,
+    },
+    RollbackFinished {
+        run_id: String,
+        undone: usize,
+        /// Paths that could not be restored, with the reason.
+        problems: Vec<String>,
+        millis: f64,
+    },
     FlowFinished {
         flow: String,
         run_id: String,

@@ -9,7 +9,10 @@
 //!   compiling it once, with an on-disk cache of compiled code;
 //! - [`sandbox`]: one wasmtime store per step, with its mounts, limits and
 //!   the host interface;
-//! - [`runner`]: runs a plan's steps under their failure policies;
+//! - [`journal`]: the undo journal every change to a mount is recorded in
+//!   before it happens, and the rollback that reverses it;
+//! - [`runner`]: runs a plan's steps under their failure policies, and
+//!   rolls a failed flow back;
 //! - [`events`]: what a run reports, for the CLI or any embedding program.
 //!
 //! The `stepback` binary is a thin CLI over this library.
@@ -17,7 +20,9 @@
 pub mod diagnostic;
 pub mod events;
 pub mod flow;
+pub mod journal;
 pub mod plugin;
+pub mod recovery;
 pub mod runner;
 pub mod sandbox;
 pub mod state;

@@ -1,9 +1,50 @@
-//! Runs a validated plan's steps in order under their failure policies.
+//! Runs a validated plan's steps in order under their failure policies,
+//! journaling every change they make to read-write mounts, and rolls the
+//! whole flow back when a step fails and stops it.
 
 use crate::events::{Event, EventSink, FlowStatus, StepStatus};
-use crate::flow::{OnFailure, Plan};
-use crate::sandbox::{Sandbox, StepFailure, StepRequest};
+use crate::flow::{Access, OnFailure, Plan};
+use crate::journal::{Fault, MountFs, MountLocks, RollbackReport, RunJournal, RunStore, rollback};
+use crate::sandbox::{FailureReason, Sandbox, StepFailure, StepRequest};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Where and how a run keeps its journal.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub state_dir: PathBuf,
+    pub fault: Fault,
+}
+
+/// Why a run did not start. Nothing was changed.
+#[derive(Debug)]
+pub enum RunError {
+    /// Earlier runs did not finish (the engine or the machine stopped);
+    /// `stepback recover` must roll them back first.
+    NeedsRecovery(Vec<String>),
+    /// A mount is locked by another flow that is running.
+    Busy(String),
+    /// The journal could not be set up.
+    Journal(anyhow::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::NeedsRecovery(runs) => write!(
+                f,
+                "{} did not finish and may have left mounts half-changed; run `stepback recover` to roll {} back first",
+                runs.join(", "),
+                if runs.len() == 1 { "it" } else { "them" }
+            ),
+            RunError::Busy(why) => f.write_str(why),
+            RunError::Journal(e) => write!(f, "cannot set up the run's journal: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
 
 /// What happened to one step.
 #[derive(Debug)]
@@ -20,6 +61,8 @@ pub struct RunReport {
     pub run_id: String,
     pub status: FlowStatus,
     pub steps: Vec<StepReport>,
+    /// Present when the flow failed and was rolled back.
+    pub rollback: Option<RollbackReport>,
 }
 
 impl RunReport {
@@ -30,9 +73,44 @@ impl RunReport {
 }
 
 /// Runs every step of `plan`; a failing step with `on-failure = "stop"`
-/// ends the flow and the remaining steps are reported as skipped.
-pub async fn run(plan: &Plan, sandbox: &Sandbox, events: &dyn EventSink) -> RunReport {
+/// ends the flow, the remaining steps are reported as skipped, and every
+/// change the flow made is rolled back.
+pub async fn run(
+    plan: &Plan,
+    sandbox: &Sandbox,
+    events: &dyn EventSink,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    let store = RunStore::new(&options.state_dir);
+    let pending = crate::recovery::abandoned(&options.state_dir).map_err(RunError::Journal)?;
+    if !pending.is_empty() {
+        let runs = pending
+            .iter()
+            .map(|r| format!("run {} of flow '{}'", r.dir.id, r.flow))
+            .collect();
+        return Err(RunError::NeedsRecovery(runs));
+    }
     let run_id = new_run_id();
+    let writable: Vec<_> = plan
+        .mounts
+        .iter()
+        .filter(|m| m.access == Access::ReadWrite)
+        .collect();
+    let holder = format!(
+        "run {run_id} of flow '{}' (pid {})",
+        plan.name,
+        std::process::id()
+    );
+    let lock_list: Vec<_> = writable
+        .iter()
+        .map(|m| (m.name.clone(), m.host.clone()))
+        .collect();
+    let _locks = MountLocks::acquire(&options.state_dir, &lock_list, &holder)
+        .map_err(|e| RunError::Busy(format!("{e:#}")))?;
+    let journal = open_journal(&store, &run_id, plan, &writable, options).map_err(RunError::Journal)?;
+    let run_dir = journal.1;
+    let journal = Arc::new(Mutex::new(journal.0));
+
     let flow_start = Instant::now();
     events.emit(Event::FlowStarted {
         flow: plan.name.clone(),
@@ -68,20 +146,34 @@ pub async fn run(plan: &Plan, sandbox: &Sandbox, events: &dyn EventSink) -> RunR
             plugin: step.uses.clone(),
         });
         let start = Instant::now();
-        let run = sandbox
-            .run(
-                &step.plugin,
-                StepRequest {
-                    flow: &plan.name,
-                    step: &step.name,
-                    run_id: &run_id,
-                    config: &step.config,
-                    mounts: &step.mounts,
-                    params: params.clone(),
-                    limits: step.limits,
-                },
-            )
-            .await;
+        let started = lock(&journal).start_step(index, &step.name);
+        let run = match started {
+            Ok(()) => {
+                sandbox
+                    .run(
+                        &step.plugin,
+                        StepRequest {
+                            journal: Some(journal.clone()),
+                            flow: &plan.name,
+                            step: &step.name,
+                            run_id: &run_id,
+                            config: &step.config,
+                            mounts: &step.mounts,
+                            params: params.clone(),
+                            limits: step.limits,
+                        },
+                    )
+                    .await
+            }
+            Err(e) => crate::sandbox::StepRun {
+                result: Err(StepFailure {
+                    reason: FailureReason::Setup,
+                    message: format!("cannot write the journal: {e}"),
+                    details: None,
+                }),
+                log: Vec::new(),
+            },
+        };
         let (status, summary, failure) = match run.result {
             Ok(summary) => (StepStatus::Succeeded, summary, None),
             Err(failure) if step.on_failure == OnFailure::Continue => {
@@ -109,6 +201,44 @@ pub async fn run(plan: &Plan, sandbox: &Sandbox, events: &dyn EventSink) -> RunR
             failure,
         });
     }
+    let journal = Arc::try_unwrap(journal)
+        .ok()
+        .expect("every step's store is dropped when it ends")
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let rollback_report = if stopped {
+        events.emit(Event::RollbackStarted {
+            run_id: run_id.clone(),
+            changes: journal.changes(),
+        });
+        let started = Instant::now();
+        let mut writer = journal.into_writer();
+        let report = match run_dir.records() {
+            Ok(records) => rollback(&run_dir, &records, &mut writer, options.fault),
+            Err(e) => RollbackReport {
+                undone: 0,
+                problems: vec![crate::journal::Problem {
+                    mount: String::new(),
+                    path: run_dir.journal().display().to_string(),
+                    reason: format!("cannot read the journal: {e}"),
+                }],
+            },
+        };
+        events.emit(Event::RollbackFinished {
+            run_id: run_id.clone(),
+            undone: report.undone,
+            problems: report.problems.iter().map(ToString::to_string).collect(),
+            millis: started.elapsed().as_secs_f64() * 1e3,
+        });
+        Some(report)
+    } else {
+        if let Err(e) = journal.commit() {
+            return Err(RunError::Journal(anyhow::anyhow!(
+                "cannot mark the run committed: {e}"
+            )));
+        }
+        None
+    };
     let status = if stopped {
         FlowStatus::Failed
     } else {
@@ -118,6 +248,7 @@ pub async fn run(plan: &Plan, sandbox: &Sandbox, events: &dyn EventSink) -> RunR
         run_id,
         status,
         steps: reports,
+        rollback: rollback_report,
     };
     events.emit(Event::FlowFinished {
         flow: plan.name.clone(),
@@ -126,14 +257,35 @@ pub async fn run(plan: &Plan, sandbox: &Sandbox, events: &dyn EventSink) -> RunR
         millis: flow_start.elapsed().as_secs_f64() * 1e3,
         failed_step: report.failed_step().map(|s| s.name.clone()),
     });
-    report
+    Ok(report)
 }
 
-/// A sortable, unique-enough id: UTC time to the second, then the low bits
+fn lock(journal: &Mutex<RunJournal>) -> std::sync::MutexGuard<'_, RunJournal> {
+    journal.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn open_journal(
+    store: &RunStore,
+    run_id: &str,
+    plan: &Plan,
+    writable: &[&crate::flow::Mount],
+    options: &RunOptions,
+) -> anyhow::Result<(RunJournal, crate::journal::RunDir)> {
+    let run_dir = store.create(run_id)?;
+    let mounts = writable
+        .iter()
+        .map(|m| MountFs::open(&m.name, &m.host))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let journal = RunJournal::begin(&run_dir, &plan.name, started, mounts, options.fault)?;
+    Ok((journal, run_dir))
+}
+
+/// A sortable, unique-enough id: UTC time to the millisecond, then the low bits
 /// of the nanoseconds and the process id.
 fn new_run_id() -> String {
     let now = SystemTime::now();
-    let stamp: String = humantime::format_rfc3339_seconds(now)
+    let stamp: String = humantime::format_rfc3339_millis(now)
         .to_string()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())

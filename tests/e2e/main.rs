@@ -8,6 +8,7 @@ mod cache;
 mod deploy_files;
 mod example;
 mod inspect;
+mod journal;
 mod limits;
 mod plugin_checks;
 mod policies;

@@ -1,5 +1,6 @@
 //! `on-failure`: "continue" goes on after a failing step, "stop" ends the
-//! flow with the failure reported and the later steps skipped.
+//! flow with the failure reported, the later steps skipped and every
+//! change rolled back.
 
 use crate::support::Env;
 
@@ -48,7 +49,7 @@ fn continue_goes_on_after_a_failing_step() {
 }
 
 #[test]
-fn stop_ends_the_flow_and_reports_the_failure() {
+fn stop_ends_the_flow_reports_the_failure_and_rolls_back() {
     let env = Env::new();
     env.mkdir("out");
     env.run_flow(&flow("stop"))
@@ -58,8 +59,12 @@ fn stop_ends_the_flow_and_reports_the_failure() {
         // The failed step's log is shown.
         .expect_stdout("| error: failing on purpose: the database is locked")
         .expect_stdout("skipped last")
+        .expect_stdout("rolled back: 2 changes undone")
         .expect_stdout("flow policies failed at step 'breaks'");
-    assert!(env.path("out/first").is_file());
+    assert!(
+        !env.path("out/first").exists(),
+        "the first step's file is rolled back"
+    );
     assert!(!env.path("out/last").exists());
 }
 

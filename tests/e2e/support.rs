@@ -49,14 +49,25 @@ impl Env {
     }
 
     pub fn stepback_with_cache(&self, args: &[&str], cache: &Path) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_stepback"))
+        Run(self.command(args, cache).output().expect("running stepback"))
+    }
+
+    /// `stepback ARGS` with extra environment variables (fault injection).
+    pub fn stepback_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+        let mut command = self.command(args, &cache);
+        command.envs(vars.iter().copied());
+        Run(command.output().expect("running stepback"))
+    }
+
+    pub fn command(&self, args: &[&str], cache: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stepback"));
+        command
             .args(args)
             .env("STEPBACK_STATE_DIR", self.path("state"))
             .env("STEPBACK_CACHE_DIR", cache)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("running stepback");
-        Run(output)
+            .current_dir(self.dir.path());
+        command
     }
 
     /// `stepback run flow.toml`.
@@ -72,6 +83,11 @@ pub struct Run(pub Output);
 impl Run {
     pub fn code(&self) -> i32 {
         self.0.status.code().expect("exited, not killed")
+    }
+
+    /// Whether the process was killed by a signal (an injected crash aborts).
+    pub fn killed(&self) -> bool {
+        self.0.status.code().is_none()
     }
 
     pub fn stdout(&self) -> String {
@@ -157,4 +173,65 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
             out.insert(rel, Node::File(fs::read(&path).unwrap()));
         }
     }
+}
+
+/// A tree with every entry's mode and modification time, to check that a
+/// rollback restores more than contents.
+pub fn snapshot_meta(root: &Path) -> BTreeMap<PathBuf, (Node, u32, i128)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (
+            m.mode(),
+            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        )
+    };
+    let mut out: BTreeMap<_, _> = snapshot(root)
+        .into_iter()
+        .map(|(rel, node)| {
+            let (mode, mtime) = meta(&root.join(&rel));
+            (rel, (node, mode, mtime))
+        })
+        .collect();
+    let (mode, mtime) = meta(root);
+    out.insert(PathBuf::new(), (Node::Dir, mode, mtime));
+    out
+}
+
+/// Asserts two meta snapshots are equal, naming what differs.
+pub fn assert_same_meta(
+    before: &BTreeMap<PathBuf, (Node, u32, i128)>,
+    after: &BTreeMap<PathBuf, (Node, u32, i128)>,
+    what: &str,
+) {
+    let differing: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .map(|p| {
+            let show = |v: Option<&(Node, u32, i128)>| match v {
+                None => "absent".to_string(),
+                Some((node, mode, mtime)) => {
+                    let kind = match node {
+                        Node::Dir => "dir".to_string(),
+                        Node::File(b) => format!("file {}B", b.len()),
+                        Node::Symlink(t) => format!("symlink->{}", t.display()),
+                    };
+                    format!("{kind} mode {mode:o} mtime {mtime}")
+                }
+            };
+            format!(
+                "{}: {} => {}",
+                p.display(),
+                show(before.get(p)),
+                show(after.get(p))
+            )
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what}: {} path(s) differ:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
 }

@@ -42,12 +42,26 @@ pub enum OutputFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a flow: validate it, then run its steps in order.
+    /// Run a flow: validate it, then run its steps in order, journaling
+    /// every change; if a step fails and stops the flow, roll it all back.
     ///
-    /// Exit codes: 0 the flow succeeded; 1 a step failed and stopped the
-    /// flow; 2 the flow or its input is invalid (nothing ran); 3 the engine
-    /// could not start.
+    /// Exit codes: 0 the flow succeeded; 1 a step failed and the flow was
+    /// rolled back cleanly; 2 the flow or its input is invalid (nothing
+    /// ran); 3 the engine could not start; 4 the rollback is incomplete
+    /// (needs attention: the paths are listed); 5 nothing ran because an
+    /// earlier run needs `stepback recover` or a mount is in use.
     Run(FlowArgs),
+
+    /// Roll back runs that did not finish because the engine or the
+    /// machine stopped, mid-flow or mid-rollback.
+    Recover,
+
+    /// List recorded runs, or show every change one run made, per step,
+    /// and what its rollback did.
+    Show {
+        /// The run id (as `stepback show` lists them).
+        run: Option<String>,
+    },
 
     /// Check a flow without running it: syntax, keys, types, parameters,
     /// mounts, plugins and each step's config against its plugin's schema.

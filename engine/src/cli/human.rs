@@ -82,6 +82,33 @@ impl EventSink for Reporter {
                     print_log(&log);
                 }
             }
+            Event::RollbackStarted { changes, .. } => {
+                println!(
+                    "rolling back {changes} recorded change{}",
+                    if changes == 1 { "" } else { "s" }
+                );
+            }
+            Event::RollbackFinished {
+                undone,
+                problems,
+                millis,
+                ..
+            } => {
+                if problems.is_empty() {
+                    println!(
+                        "rolled back: {undone} changes undone in {}; every path restored",
+                        format_millis(millis)
+                    );
+                } else {
+                    println!(
+                        "ROLLBACK INCOMPLETE: {} path(s) could not be restored:",
+                        problems.len()
+                    );
+                    for problem in problems {
+                        println!("  {problem}");
+                    }
+                }
+            }
             Event::FlowFinished {
                 flow,
                 status,

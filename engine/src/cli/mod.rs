@@ -4,6 +4,7 @@
 mod args;
 mod human;
 mod json;
+mod show;
 
 use args::{Cli, Command, OutputFormat, PluginCommand};
 use clap::Parser;
@@ -12,7 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use stepback::events::{EventSink, FlowStatus};
 use stepback::flow::{self, FlowSource};
+use stepback::journal::Fault;
 use stepback::plugin::{CompiledCache, PluginSource};
+use stepback::runner::{RunError, RunOptions};
 use stepback::sandbox::Sandbox;
 use stepback::{runner, state};
 
@@ -25,6 +28,10 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 2;
     /// The engine itself could not work (e.g. its state directory).
     pub const ENGINE_ERROR: u8 = 3;
+    /// A rollback could not restore every path: needs attention.
+    pub const ROLLBACK_INCOMPLETE: u8 = 4;
+    /// Nothing ran: an unfinished run needs recovery, or a mount is in use.
+    pub const BLOCKED: u8 = 5;
 }
 
 pub fn main() -> ExitCode {
@@ -57,7 +64,15 @@ async fn dispatch(cli: Cli) -> u8 {
         }
     };
     match cli.command {
-        Command::Run(args) => run(&args.flow, &args.params, &sandbox, events.as_ref()).await,
+        Command::Run(args) => {
+            let options = RunOptions {
+                state_dir,
+                fault: Fault::from_env(),
+            };
+            run(&args.flow, &args.params, &sandbox, events.as_ref(), &options).await
+        }
+        Command::Recover => recover(&state_dir),
+        Command::Show { run } => show::show(&state_dir, run.as_deref(), cli.output),
         Command::Validate(args) => validate(&args.flow, &args.params, &sandbox).await,
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
@@ -78,16 +93,58 @@ async fn plan(flow: &Path, params: &[(String, String)], sandbox: &Sandbox) -> Re
         })
 }
 
-async fn run(flow: &Path, params: &[(String, String)], sandbox: &Sandbox, events: &dyn EventSink) -> u8 {
+async fn run(
+    flow: &Path,
+    params: &[(String, String)],
+    sandbox: &Sandbox,
+    events: &dyn EventSink,
+    options: &RunOptions,
+) -> u8 {
     let plan = match plan(flow, params, sandbox).await {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let report = runner::run(&plan, sandbox, events).await;
-    match report.status {
-        FlowStatus::Succeeded => exit::SUCCESS,
-        FlowStatus::Failed => exit::FLOW_FAILED,
+    let report = match runner::run(&plan, sandbox, events, options).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                RunError::NeedsRecovery(_) | RunError::Busy(_) => exit::BLOCKED,
+                RunError::Journal(_) => exit::ENGINE_ERROR,
+            };
+        }
+    };
+    match (report.status, &report.rollback) {
+        (FlowStatus::Succeeded, _) => exit::SUCCESS,
+        (FlowStatus::Failed, Some(rollback)) if !rollback.problems.is_empty() => exit::ROLLBACK_INCOMPLETE,
+        (FlowStatus::Failed, _) => exit::FLOW_FAILED,
     }
+}
+
+fn recover(state_dir: &Path) -> u8 {
+    let recovered = match stepback::recovery::recover(state_dir, Fault::from_env()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::BLOCKED;
+        }
+    };
+    if recovered.is_empty() {
+        println!("nothing to recover: every run finished");
+        return exit::SUCCESS;
+    }
+    let mut code = exit::SUCCESS;
+    for r in &recovered {
+        println!(
+            "run {} of flow '{}': rolled back ({} changes undone)",
+            r.run.dir.id, r.run.flow, r.report.undone
+        );
+        for problem in &r.report.problems {
+            println!("  NOT RESTORED {problem}");
+            code = exit::ROLLBACK_INCOMPLETE;
+        }
+    }
+    code
 }
 
 async fn validate(flow: &Path, params: &[(String, String)], sandbox: &Sandbox) -> u8 {

@@ -2,16 +2,18 @@
 //!
 //! Every interface a plugin can reach is linked here: the WASI 0.2 imports
 //! and `stepback:plugin/host`. `wasi:filesystem` is linked with the rest of
-//! WASI; the journaled filesystem layer shadows it here, so the runner and
-//! the store never see the difference. Sockets are linked so that
+//! WASI, then shadowed by the journaled filesystem layer ([`super::fs`]). Sockets are linked so that
 //! components which import them without using them (componentize-py's do)
 //! still instantiate; the WASI context grants no address, so every socket
 //! call fails. `wasi:http` is not linked.
 
 use super::bindings::Step;
+use super::fs::{FsView, JournaledFs};
 use super::state::StepState;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime_wasi::filesystem::WasiFilesystemView;
+use wasmtime_wasi::p2::bindings::filesystem;
 
 /// Interface prefixes and the version series the linker provides them in.
 const PROVIDED: &[(&str, &str)] = &[
@@ -27,8 +29,19 @@ const PROVIDED: &[(&str, &str)] = &[
 pub fn build(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    linker.allow_shadowing(true);
+    filesystem::types::add_to_linker::<StepState, JournaledFs>(&mut linker, fs_view)?;
+    filesystem::preopens::add_to_linker::<StepState, JournaledFs>(&mut linker, fs_view)?;
+    linker.allow_shadowing(false);
     Step::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)?;
     Ok(linker)
+}
+
+fn fs_view(state: &mut StepState) -> FsView<'_> {
+    FsView {
+        inner: state.wasi.filesystem(),
+        layer: &mut state.fs,
+    }
 }
 
 /// Names the imports of `component` that the linker does not provide, so

@@ -5,6 +5,7 @@
 //! nothing a guest does can crash the engine.
 
 mod bindings;
+mod fs;
 mod host;
 mod limits;
 mod linker;
@@ -16,14 +17,16 @@ pub use limits::Limits;
 
 use crate::events::{Event, EventSink, LogLevel, LogLine};
 use crate::flow::{Access, Mount};
+use crate::journal::RunJournal;
 use crate::plugin::{CacheOutcome, CompiledCache, MountNeed, Needs, PluginInfo, PluginSource};
 use anyhow::{Context, anyhow, bail};
 use bindings::stepback::plugin::types;
 use bindings::{Step, StepPre};
+use fs::{FsLayer, LayerMount};
 use limits::MemoryLimiter;
 use output::CapturedOutput;
-use state::StepState;
-use std::sync::Arc;
+use state::{StepState, Wasi};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -52,6 +55,8 @@ impl std::fmt::Debug for Plugin {
 
 /// What a step is run with.
 pub struct StepRequest<'a> {
+    /// The run's journal; `None` runs the step unjournaled.
+    pub journal: Option<Arc<Mutex<RunJournal>>>,
     pub flow: &'a str,
     pub step: &'a str,
     pub run_id: &'a str,
@@ -171,7 +176,7 @@ impl Sandbox {
             time: DESCRIBE_TIME,
             ..Limits::default()
         };
-        let (mut store, _, stderr) = self.store("describe", &[], Vec::new(), limits)?;
+        let (mut store, _, stderr) = self.store("describe", &[], None, Vec::new(), limits)?;
         let called = tokio::time::timeout(limits.time, async {
             let step = plugin.pre.instantiate_async(&mut store).await?;
             step.call_describe(&mut store).await
@@ -219,21 +224,26 @@ impl Sandbox {
     /// Runs one step in a fresh store.
     pub async fn run(&self, plugin: &Plugin, request: StepRequest<'_>) -> StepRun {
         let limits = request.limits;
-        let (mut store, stdout, stderr) =
-            match self.store(request.step, request.mounts, request.params.clone(), limits) {
-                Ok(parts) => parts,
-                Err(e) => {
-                    let failure = StepFailure {
-                        reason: FailureReason::Setup,
-                        message: format!("could not set up the sandbox: {e:#}"),
-                        details: None,
-                    };
-                    return StepRun {
-                        result: Err(failure),
-                        log: Vec::new(),
-                    };
-                }
-            };
+        let (mut store, stdout, stderr) = match self.store(
+            request.step,
+            request.mounts,
+            request.journal.clone(),
+            request.params.clone(),
+            limits,
+        ) {
+            Ok(parts) => parts,
+            Err(e) => {
+                let failure = StepFailure {
+                    reason: FailureReason::Setup,
+                    message: format!("could not set up the sandbox: {e:#}"),
+                    details: None,
+                };
+                return StepRun {
+                    result: Err(failure),
+                    log: Vec::new(),
+                };
+            }
+        };
         let context = types::StepContext {
             flow: request.flow.to_owned(),
             step: request.step.to_owned(),
@@ -288,15 +298,26 @@ impl Sandbox {
         &self,
         step: &str,
         mounts: &[Mount],
+        journal: Option<Arc<Mutex<RunJournal>>>,
         params: Vec<(String, String)>,
         limits: Limits,
     ) -> anyhow::Result<(Store<StepState>, CapturedOutput, CapturedOutput)> {
         let stdout = CapturedOutput::default();
         let stderr = CapturedOutput::default();
-        let wasi = wasi_ctx(mounts, &stdout, &stderr)?;
+        let layer_mounts = mounts
+            .iter()
+            .map(|m| LayerMount {
+                name: m.name.clone(),
+                guest: m.guest.clone(),
+                access: m.access,
+            })
+            .collect();
         let state = StepState {
-            wasi,
-            table: ResourceTable::new(),
+            wasi: Wasi {
+                ctx: wasi_ctx(mounts, &stdout, &stderr)?,
+                table: ResourceTable::new(),
+            },
+            fs: FsLayer::new(journal, layer_mounts),
             limiter: MemoryLimiter::new(limits.memory),
             step: step.to_owned(),
             params,

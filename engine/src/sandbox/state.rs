@@ -1,6 +1,7 @@
 //! What a step's store holds: its WASI context, its limits, and what it
 //! has reported.
 
+use super::fs::FsLayer;
 use super::limits::MemoryLimiter;
 use crate::events::{Event, EventSink, LogLevel, LogLine};
 use std::collections::BTreeMap;
@@ -9,9 +10,25 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub struct StepState {
-    pub(super) wasi: WasiCtx,
+/// The WASI context and resource table, apart from the rest of the state
+/// so that the filesystem layer can borrow them next to its own state.
+pub struct Wasi {
+    pub(super) ctx: WasiCtx,
     pub(super) table: ResourceTable,
+}
+
+impl WasiView for Wasi {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub struct StepState {
+    pub(super) wasi: Wasi,
+    pub(super) fs: FsLayer,
     pub(super) limiter: MemoryLimiter,
     pub(super) step: String,
     pub(super) params: Vec<(String, String)>,
@@ -34,9 +51,6 @@ impl StepState {
 
 impl WasiView for StepState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        self.wasi.ctx()
     }
 }

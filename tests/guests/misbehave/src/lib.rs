@@ -2,7 +2,9 @@
 //! escape its sandbox or reach the network, loops, hoards memory, panics or sleeps.
 
 use serde::Deserialize;
-use std::fs;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
 use stepback_sdk::{Context, Error, Info, Outcome, Step};
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -25,6 +27,13 @@ enum Config {
     Sleep { seconds: u64 },
     /// Tries to open a TCP connection; fails if it gets through.
     Connect { address: String },
+    /// Makes every kind of file change under `root` (laid out by the
+    /// journal tests), then fails if `fail` is set.
+    Churn {
+        root: String,
+        #[serde(default)]
+        fail: bool,
+    },
 }
 
 struct Misbehave;
@@ -57,6 +66,13 @@ impl Step for Misbehave {
                 Ok(_) => Err(Error::new(format!("connected to {address}"))),
                 Err(e) => Ok(Outcome::summary(format!("connect to {address} refused: {e}"))),
             },
+            Config::Churn { root, fail } => {
+                churn(Path::new(&root)).map_err(|e| Error::new(format!("churn: {e}")))?;
+                if fail {
+                    return Err(Error::new("churned, now failing on purpose"));
+                }
+                Ok(Outcome::summary("churned"))
+            }
             Config::Sleep { seconds } => {
                 std::thread::sleep(std::time::Duration::from_secs(seconds));
                 Ok(Outcome::done())
@@ -90,3 +106,52 @@ fn escape(writes: &[String], reads: &[String], cx: &Context) -> Result<Outcome, 
 }
 
 stepback_sdk::export_step!(Misbehave);
+
+/// Every kind of change the journal must reverse, in one step.
+fn churn(root: &Path) -> io::Result<()> {
+    fs::write(root.join("a.txt"), "overwritten")?;
+    OpenOptions::new()
+        .append(true)
+        .open(root.join("b.txt"))?
+        .write_all(b" appended")?;
+    OpenOptions::new()
+        .write(true)
+        .open(root.join("c.txt"))?
+        .set_len(2)?;
+    fs::write(root.join("new.txt"), "new")?;
+    fs::create_dir_all(root.join("newdir/sub"))?;
+    fs::write(root.join("newdir/sub/f.txt"), "nested")?;
+    fs::remove_file(root.join("dir1/x.txt"))?;
+    fs::remove_dir_all(root.join("olddir"))?;
+    fs::rename(root.join("dir1/nested"), root.join("moved"))?;
+    fs::write(root.join("moved/y.txt"), "changed after the move")?;
+    fs::rename(root.join("new.txt"), root.join("c.txt"))?;
+    fs::remove_file(root.join("link"))?;
+    symlink("b.txt", &root.join("newlink"))?;
+    fs::write(root.join("hard1"), "written through one of two hard links")?;
+    let mut big = OpenOptions::new().write(true).open(root.join("big.bin"))?;
+    big.seek(SeekFrom::Start(1 << 20))?;
+    big.write_all(&[0xAB; 4096])?;
+    drop(big);
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    OpenOptions::new()
+        .write(true)
+        .open(root.join("b.txt"))?
+        .set_modified(old)?;
+    fs::remove_dir(root.join("empty"))?;
+    Ok(())
+}
+
+fn symlink(target: &str, path: &Path) -> io::Result<()> {
+    let c = |s: &str| std::ffi::CString::new(s).map_err(io::Error::other);
+    let (target, path) = (
+        c(target)?,
+        c(path.to_str().ok_or_else(|| io::Error::other("path"))?)?,
+    );
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    if unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

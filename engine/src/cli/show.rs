@@ -1,0 +1,123 @@
+//! `stepback show`: the record of runs.
+
+use super::args::OutputFormat;
+use super::exit;
+use std::path::Path;
+use stepback::journal::{Change, Record, RunState, RunStore, UndoOp};
+
+pub fn show(state_dir: &Path, run: Option<&str>, output: OutputFormat) -> u8 {
+    let store = RunStore::new(state_dir);
+    match run {
+        None => list(&store),
+        Some(id) => match store.get(id) {
+            Some(dir) => match dir.records() {
+                Ok(records) => {
+                    match output {
+                        OutputFormat::Human => print_run(id, &records),
+                        OutputFormat::Json => {
+                            for record in &records {
+                                println!("{}", serde_json::to_string(record).expect("records serialize"));
+                            }
+                        }
+                    }
+                    exit::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot read the journal of run {id}: {e}");
+                    exit::ENGINE_ERROR
+                }
+            },
+            None => {
+                eprintln!(
+                    "error: no run {id:?} in {}; `stepback show` lists the runs",
+                    state_dir.join("runs").display()
+                );
+                exit::INVALID_INPUT
+            }
+        },
+    }
+}
+
+fn list(store: &RunStore) -> u8 {
+    let runs = match store.list() {
+        Ok(runs) => runs,
+        Err(e) => {
+            eprintln!("error: cannot list runs: {e}");
+            return exit::ENGINE_ERROR;
+        }
+    };
+    if runs.is_empty() {
+        println!("no runs recorded");
+    }
+    for run in runs {
+        println!(
+            "{}  {:<20}  {}  {}",
+            run.dir.id,
+            run.flow,
+            run.started,
+            state_text(run.state)
+        );
+    }
+    exit::SUCCESS
+}
+
+fn state_text(state: RunState) -> String {
+    match state {
+        RunState::Unfinished => "unfinished (needs `stepback recover`)".into(),
+        RunState::Committed => "committed".into(),
+        RunState::RolledBack { problems: 0 } => "rolled back".into(),
+        RunState::RolledBack { problems } => format!("rolled back, {problems} path(s) NOT restored"),
+    }
+}
+
+fn print_run(id: &str, records: &[Record]) {
+    if let Some(Record::Begin { flow, started, .. }) = records.first() {
+        println!(
+            "run {id} of flow '{flow}', started {started}: {}",
+            state_text(RunState::of(records))
+        );
+    }
+    let mut undone = 0;
+    for record in records {
+        match record {
+            Record::Step { index, name } => println!("step {index} '{name}':"),
+            Record::Undo {
+                mount, change, undo, ..
+            } => {
+                if let Some(line) = describe(*change, undo) {
+                    println!("  {line:<40} {mount}:/{}", undo.path());
+                }
+            }
+            Record::Undone { .. } => undone += 1,
+            Record::RolledBack { problems } => {
+                println!("rollback: {undone} changes undone");
+                for p in problems {
+                    println!("  NOT RESTORED {p}");
+                }
+            }
+            Record::Begin { .. } | Record::Committed => {}
+        }
+    }
+}
+
+/// One line per change a step made; bookkeeping records (directory times
+/// saved because an entry inside changed) are not shown.
+fn describe(change: Change, undo: &UndoOp) -> Option<String> {
+    Some(match (change, undo) {
+        (Change::Created, _) => "created".into(),
+        (Change::Replaced, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => {
+            format!("replaced (was {size} bytes)")
+        }
+        (Change::Modified, UndoOp::Copied { size, .. }) => format!("modified in place (was {size} bytes)"),
+        (Change::Deleted, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => {
+            format!("deleted file ({size} bytes)")
+        }
+        (Change::Deleted | Change::Replaced, UndoOp::RemovedDir { .. }) => "deleted directory".into(),
+        (Change::Deleted | Change::Replaced, UndoOp::RemovedSymlink { target, .. }) => {
+            format!("deleted symlink (-> {target})")
+        }
+        (Change::Renamed, UndoOp::Renamed { from, .. }) => format!("renamed from /{from}"),
+        (Change::Touched, _) | (Change::Renamed, _) => return None,
+        (_, _) => "changed".into(),
+    })
+}

@@ -1,0 +1,419 @@
+//! Capturing undo information before a change, the cheapest correct way
+//! for each kind of change:
+//!
+//! | change | capture | undo |
+//! | --- | --- | --- |
+//! | create a file, directory, symlink or link | `created` record | remove it |
+//! | truncate a file (`fs::write`) | move it aside: a rename, no copy | move it back |
+//! | truncate a file with other hard links | copy | write the copy back in place |
+//! | open an existing file for writing (append, positioned writes, set-size) | copy | write the copy back in place |
+//! | unlink a file, or rename over one | hard link it into the backup area | move it back |
+//! | remove an empty directory | its mode and mtime | recreate it |
+//! | remove or replace a symlink | its target and mtime | recreate it |
+//! | any change inside a directory, `set-times` | the entry's mtime | set it back |
+//! | rename | both names | rename back |
+//!
+//! A path is captured once per run: a file the run created, or whose
+//! original is already saved, is changed again without a new capture.
+//! Backups live in the run's directory under the state dir; when that is on
+//! another filesystem than the mount, moves and links fall back to copies.
+
+use super::fault::Fault;
+use super::log::JournalWriter;
+use super::record::{Change, Meta, MountRecord, Record, Time, UndoOp};
+use super::runs::RunDir;
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, Metadata};
+use cap_std::fs::{MetadataExt, PermissionsExt};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+
+/// A flow mount, opened as a capability: every path below is resolved
+/// beneath its root, never following a symlink out of it.
+pub struct MountFs {
+    pub name: String,
+    pub host: PathBuf,
+    pub dir: Dir,
+}
+
+impl MountFs {
+    pub fn open(name: &str, host: &Path) -> io::Result<MountFs> {
+        Ok(MountFs {
+            name: name.to_owned(),
+            host: host.to_path_buf(),
+            dir: Dir::open_ambient_dir(host, ambient_authority())?,
+        })
+    }
+}
+
+/// What the caller must do after a truncation was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    Nothing,
+    /// The original was moved aside: the open must create the file anew,
+    /// and give it the original's mode.
+    MovedAside {
+        mode: u32,
+    },
+}
+
+/// The state of a path the run has already touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Touch {
+    /// Created or replaced by this run: its contents need no capture.
+    Fresh,
+    /// The original contents are saved in a copy.
+    Preserved,
+}
+
+/// The journal of a running flow, shared by the steps' filesystem layers.
+pub struct RunJournal {
+    writer: JournalWriter,
+    backup: Dir,
+    mounts: HashMap<String, MountFs>,
+    seq: u64,
+    step: usize,
+    touched: HashMap<(String, String), Touch>,
+    times_saved: HashSet<(String, String)>,
+    fault: Fault,
+}
+
+impl RunJournal {
+    pub fn begin(
+        run_dir: &RunDir,
+        flow: &str,
+        started: String,
+        mounts: Vec<MountFs>,
+        fault: Fault,
+    ) -> io::Result<RunJournal> {
+        let mut writer = JournalWriter::create(&run_dir.journal())?;
+        writer.append(&Record::Begin {
+            run: run_dir.id.clone(),
+            flow: flow.to_owned(),
+            started,
+            mounts: mounts
+                .iter()
+                .map(|m| MountRecord {
+                    name: m.name.clone(),
+                    host: m.host.clone(),
+                })
+                .collect(),
+        })?;
+        Ok(RunJournal {
+            writer,
+            backup: Dir::open_ambient_dir(run_dir.backup(), ambient_authority())?,
+            mounts: mounts.into_iter().map(|m| (m.name.clone(), m)).collect(),
+            seq: 0,
+            step: 0,
+            touched: HashMap::new(),
+            times_saved: HashSet::new(),
+            fault,
+        })
+    }
+
+    pub fn start_step(&mut self, index: usize, name: &str) -> io::Result<()> {
+        self.step = index;
+        self.writer.append(&Record::Step {
+            index,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The number of undo records written so far.
+    pub fn changes(&self) -> u64 {
+        self.seq
+    }
+
+    /// Ends the journal of a successful run.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.writer.append(&Record::Committed)
+    }
+
+    /// Hands the writer over to a rollback.
+    pub fn into_writer(self) -> JournalWriter {
+        self.writer
+    }
+
+    pub fn mount(&self, name: &str) -> Option<&Dir> {
+        self.mounts.get(name).map(|m| &m.dir)
+    }
+
+    fn dir(&self, mount: &str) -> io::Result<&Dir> {
+        self.mount(mount)
+            .ok_or_else(|| io::Error::new(ErrorKind::NotFound, format!("unknown mount {mount}")))
+    }
+
+    fn key(mount: &str, path: &str) -> (String, String) {
+        (mount.to_owned(), path.to_owned())
+    }
+
+    /// Writes an undo record; the caller makes the change only after this.
+    fn record(&mut self, mount: &str, change: Change, undo: UndoOp) -> io::Result<u64> {
+        let seq = self.seq + 1;
+        self.fault.before_capture(seq)?;
+        self.writer.append(&Record::Undo {
+            seq,
+            step: self.step,
+            mount: mount.to_owned(),
+            change,
+            undo,
+        })?;
+        self.seq = seq;
+        Ok(seq)
+    }
+
+    /// The capture of operation `seq` is complete; the change may proceed.
+    fn done(&self, seq: u64) {
+        self.fault.after_record(seq);
+    }
+
+    fn backup_name(&self) -> String {
+        format!("{}", self.seq + 1)
+    }
+
+    /// Saves the mtime of the directory holding `path`, once per run.
+    fn touch_parent(&mut self, mount: &str, path: &str) -> io::Result<()> {
+        let parent = Path::new(path)
+            .parent()
+            .and_then(Path::to_str)
+            .unwrap_or("")
+            .to_owned();
+        self.save_times(mount, &parent)
+    }
+
+    fn save_times(&mut self, mount: &str, path: &str) -> io::Result<()> {
+        let key = Self::key(mount, path);
+        if self.times_saved.contains(&key) || self.touched.get(&key) == Some(&Touch::Fresh) {
+            return Ok(());
+        }
+        let meta = self
+            .dir(mount)?
+            .symlink_metadata(if path.is_empty() { "." } else { path })?;
+        let seq = self.record(
+            mount,
+            Change::Touched,
+            UndoOp::Times {
+                path: path.to_owned(),
+                mtime: mtime(&meta),
+            },
+        )?;
+        self.times_saved.insert(key);
+        self.done(seq);
+        Ok(())
+    }
+
+    fn is_kept(&self, mount: &str, path: &str) -> bool {
+        self.touched.contains_key(&Self::key(mount, path))
+    }
+
+    /// Before creating a file, directory, symlink or hard link at `path`,
+    /// where nothing is.
+    pub fn before_create(&mut self, mount: &str, path: &str) -> io::Result<()> {
+        self.touch_parent(mount, path)?;
+        let seq = self.record(
+            mount,
+            Change::Created,
+            UndoOp::Created {
+                path: path.to_owned(),
+            },
+        )?;
+        self.touched.insert(Self::key(mount, path), Touch::Fresh);
+        self.done(seq);
+        Ok(())
+    }
+
+    /// Before opening the existing file at `path` with truncation.
+    pub fn before_truncate(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<Capture> {
+        if self.is_kept(mount, path) {
+            return Ok(Capture::Nothing);
+        }
+        if meta.nlink() == 1 {
+            self.touch_parent(mount, path)?;
+            let backup = self.backup_name();
+            let seq = self.record(
+                mount,
+                Change::Replaced,
+                UndoOp::Saved {
+                    path: path.to_owned(),
+                    backup: backup.clone(),
+                    size: meta.len(),
+                },
+            )?;
+            match self.dir(mount)?.rename(path, &self.backup, &backup) {
+                Ok(()) => {
+                    self.touched.insert(Self::key(mount, path), Touch::Fresh);
+                    self.done(seq);
+                    return Ok(Capture::MovedAside {
+                        mode: meta.permissions().mode(),
+                    });
+                }
+                // Another filesystem: the record stays without a backup,
+                // which undo skips; the copy below covers the change.
+                Err(e) if e.kind() == ErrorKind::CrossesDevices => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.copy_aside(mount, path, meta, Change::Replaced)?;
+        Ok(Capture::Nothing)
+    }
+
+    /// Before opening the existing file at `path` for writing in place.
+    pub fn before_write_open(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
+        if self.is_kept(mount, path) {
+            return Ok(());
+        }
+        self.copy_aside(mount, path, meta, Change::Modified)
+    }
+
+    /// Copies the file into the backup area and syncs it, then records it:
+    /// a crash mid-copy leaves an unreferenced backup, never a record
+    /// pointing at a partial one.
+    fn copy_aside(&mut self, mount: &str, path: &str, meta: &Metadata, change: Change) -> io::Result<()> {
+        let backup = self.backup_name();
+        self.fault.before_capture(self.seq + 1)?;
+        let dir = self.dir(mount)?;
+        dir.copy(path, &self.backup, &backup)?;
+        self.backup.open(&backup)?.sync_all()?;
+        let seq = self.record(
+            mount,
+            change,
+            UndoOp::Copied {
+                path: path.to_owned(),
+                backup,
+                size: meta.len(),
+                meta: Meta {
+                    mode: meta.permissions().mode(),
+                    mtime: mtime(meta),
+                },
+            },
+        )?;
+        self.touched.insert(Self::key(mount, path), Touch::Preserved);
+        self.done(seq);
+        Ok(())
+    }
+
+    /// Before unlinking the file or symlink at `path`.
+    pub fn before_unlink(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
+        self.touch_parent(mount, path)?;
+        if self.touched.remove(&Self::key(mount, path)).is_some() {
+            return Ok(());
+        }
+        self.save_entry(mount, path, meta, Change::Deleted)
+    }
+
+    /// Records how to bring back the entry at `path`, about to disappear.
+    fn save_entry(&mut self, mount: &str, path: &str, meta: &Metadata, change: Change) -> io::Result<()> {
+        if meta.is_symlink() {
+            let target = self.dir(mount)?.read_link_contents(path)?;
+            let seq = self.record(
+                mount,
+                change,
+                UndoOp::RemovedSymlink {
+                    path: path.to_owned(),
+                    target: target.to_string_lossy().into_owned(),
+                    mtime: mtime(meta),
+                },
+            )?;
+            self.done(seq);
+        } else if meta.is_dir() {
+            let seq = self.record(
+                mount,
+                change,
+                UndoOp::RemovedDir {
+                    path: path.to_owned(),
+                    meta: Meta {
+                        mode: meta.permissions().mode(),
+                        mtime: mtime(meta),
+                    },
+                },
+            )?;
+            self.done(seq);
+        } else {
+            let backup = self.backup_name();
+            let seq = self.record(
+                mount,
+                change,
+                UndoOp::Saved {
+                    path: path.to_owned(),
+                    backup: backup.clone(),
+                    size: meta.len(),
+                },
+            )?;
+            match self.dir(mount)?.hard_link(path, &self.backup, &backup) {
+                Ok(()) => self.done(seq),
+                Err(e) if e.kind() == ErrorKind::CrossesDevices => {
+                    self.copy_aside(mount, path, meta, change)?;
+                    self.touched.remove(&Self::key(mount, path));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Before removing the (empty) directory at `path`.
+    pub fn before_remove_dir(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
+        self.touch_parent(mount, path)?;
+        if self.touched.remove(&Self::key(mount, path)).is_some() {
+            return Ok(());
+        }
+        self.save_entry(mount, path, meta, Change::Deleted)
+    }
+
+    /// Before changing the timestamps of the entry at `path`.
+    pub fn before_set_times(&mut self, mount: &str, path: &str) -> io::Result<()> {
+        self.save_times(mount, path)
+    }
+
+    /// Before renaming `from` to `to` within one mount; `to_meta` is what
+    /// is at `to` now, if anything.
+    pub fn before_rename(
+        &mut self,
+        mount: &str,
+        from: &str,
+        to: &str,
+        from_is_dir: bool,
+        to_meta: Option<&Metadata>,
+    ) -> io::Result<()> {
+        self.touch_parent(mount, from)?;
+        self.touch_parent(mount, to)?;
+        match to_meta {
+            Some(meta) if !self.is_kept(mount, to) => self.save_entry(mount, to, meta, Change::Replaced)?,
+            Some(_) => {}
+            None => {
+                let seq = self.record(mount, Change::Renamed, UndoOp::Created { path: to.to_owned() })?;
+                self.done(seq);
+            }
+        }
+        let seq = self.record(
+            mount,
+            Change::Renamed,
+            UndoOp::Renamed {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            },
+        )?;
+        if from_is_dir {
+            // Paths beneath both names now mean other entries: forget what
+            // is known of them, so they are captured again if changed.
+            let under = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
+            self.touched
+                .retain(|(m, p), _| m != mount || !(under(p, from) || under(p, to)));
+            self.times_saved
+                .retain(|(m, p)| m != mount || !(under(p, from) || under(p, to)));
+        } else {
+            match self.touched.remove(&Self::key(mount, from)) {
+                Some(state) => self.touched.insert(Self::key(mount, to), state),
+                None => self.touched.remove(&Self::key(mount, to)),
+            };
+            self.times_saved.remove(&Self::key(mount, to));
+        }
+        self.done(seq);
+        Ok(())
+    }
+}
+
+pub(super) fn mtime(meta: &Metadata) -> Time {
+    Time(meta.mtime(), meta.mtime_nsec() as u32)
+}

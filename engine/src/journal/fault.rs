@@ -1,0 +1,78 @@
+//! Fault injection for the crash and disk-full tests. Off unless the
+//! `STEPBACK_FAULT` environment variable is set; every form counts journaled
+//! operations (or undos) from 1:
+//!
+//! - `crash-before-op:N`: abort the process once the Nth undo record is
+//!   durable, before the change it covers is made;
+//! - `crash-before-undo:N`: abort before applying the Nth undo of a rollback;
+//! - `enospc-at-op:N` / `eio-at-op:N`: fail the Nth capture with "no space
+//!   left on device" / an I/O error, as a full or failing disk would.
+
+use std::io;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fault {
+    #[default]
+    None,
+    CrashBeforeOp(u64),
+    CrashBeforeUndo(u64),
+    ErrorAtOp(u64, i32),
+}
+
+impl Fault {
+    pub const VAR: &'static str = "STEPBACK_FAULT";
+
+    pub fn from_env() -> Fault {
+        std::env::var(Self::VAR)
+            .ok()
+            .and_then(|v| Self::parse(&v))
+            .unwrap_or_default()
+    }
+
+    fn parse(spec: &str) -> Option<Fault> {
+        let (kind, n) = spec.split_once(':')?;
+        let n: u64 = n.parse().ok()?;
+        Some(match kind {
+            "crash-before-op" => Fault::CrashBeforeOp(n),
+            "crash-before-undo" => Fault::CrashBeforeUndo(n),
+            "enospc-at-op" => Fault::ErrorAtOp(n, 28),
+            "eio-at-op" => Fault::ErrorAtOp(n, 5),
+            _ => return None,
+        })
+    }
+
+    /// Called before capturing journaled operation `n`.
+    pub fn before_capture(self, n: u64) -> io::Result<()> {
+        match self {
+            Fault::ErrorAtOp(at, errno) if at == n => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Called once operation `n`'s undo record is durable.
+    pub fn after_record(self, n: u64) {
+        if self == Fault::CrashBeforeOp(n) {
+            std::process::abort();
+        }
+    }
+
+    /// Called before applying undo `n` of a rollback.
+    pub fn before_undo(self, n: u64) {
+        if self == Fault::CrashBeforeUndo(n) {
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms_only() {
+        assert_eq!(Fault::parse("crash-before-op:3"), Some(Fault::CrashBeforeOp(3)));
+        assert_eq!(Fault::parse("enospc-at-op:1"), Some(Fault::ErrorAtOp(1, 28)));
+        assert_eq!(Fault::parse("crash:1"), None);
+        assert_eq!(Fault::parse("crash-before-op:x"), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! What the journal holds.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A modification time as seconds and nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Time(pub i64, pub u32);
+
+impl Time {
+    pub fn from_system(t: SystemTime) -> Time {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Time(d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                Time(-(d.as_secs() as i64), d.subsec_nanos())
+            }
+        }
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::new(self.0 as u64, self.1)
+        } else {
+            UNIX_EPOCH - Duration::new(self.0.unsigned_abs(), 0) + Duration::new(0, self.1)
+        }
+    }
+}
+
+/// Mode bits and modification time of an entry, restored with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub mode: u32,
+    pub mtime: Time,
+}
+
+/// How to reverse one change. Paths are relative to the mount's root,
+/// with symlinks in their parents resolved, `/`-separated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum UndoOp {
+    /// Nothing was at `path`; undo removes what is there.
+    Created { path: String },
+    /// The file at `path` was moved or hard-linked into the backup area
+    /// (no copy); undo moves it back, with its inode, mode and times.
+    Saved { path: String, backup: String, size: u64 },
+    /// A copy of the file at `path`, for changes made in place (the inode
+    /// is kept so that its other hard links see the change); undo writes
+    /// the contents back in place.
+    Copied {
+        path: String,
+        backup: String,
+        size: u64,
+        meta: Meta,
+    },
+    /// An empty directory was removed; undo recreates it.
+    RemovedDir { path: String, meta: Meta },
+    /// A symlink was removed or replaced; undo recreates it.
+    RemovedSymlink {
+        path: String,
+        target: String,
+        mtime: Time,
+    },
+    /// The modification time of an entry about to change: a directory
+    /// gaining or losing entries, or a `set-times`.
+    Times { path: String, mtime: Time },
+    /// `from` was renamed to `to`; undo renames it back.
+    Renamed { from: String, to: String },
+}
+
+impl UndoOp {
+    /// The path the record is about (for a rename, the new name).
+    pub fn path(&self) -> &str {
+        match self {
+            UndoOp::Created { path }
+            | UndoOp::Saved { path, .. }
+            | UndoOp::Copied { path, .. }
+            | UndoOp::RemovedDir { path, .. }
+            | UndoOp::RemovedSymlink { path, .. }
+            | UndoOp::Times { path, .. } => path,
+            UndoOp::Renamed { to, .. } => to,
+        }
+    }
+}
+
+/// What a step did, as `stepback show` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change {
+    Created,
+    /// Truncated or replaced as a whole.
+    Replaced,
+    /// Opened for writing in place (appended, written at an offset, resized).
+    Modified,
+    Deleted,
+    Renamed,
+    /// Timestamps changed, or a directory gained or lost entries.
+    Touched,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub name: String,
+    pub host: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "kebab-case")]
+pub enum Record {
+    /// The first record of every run.
+    Begin {
+        run: String,
+        flow: String,
+        /// RFC 3339, UTC.
+        started: String,
+        mounts: Vec<MountRecord>,
+    },
+    /// A step starts; undo records after it belong to it.
+    Step { index: usize, name: String },
+    Undo {
+        seq: u64,
+        step: usize,
+        mount: String,
+        change: Change,
+        undo: UndoOp,
+    },
+    /// The undo record `seq` has been applied during a rollback.
+    Undone { seq: u64 },
+    /// The flow succeeded; its changes stay.
+    Committed,
+    /// A rollback finished; `problems` lists paths it could not restore.
+    RolledBack { problems: Vec<String> },
+}

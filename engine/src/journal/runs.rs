@@ -1,0 +1,128 @@
+//! Where runs are kept: one directory per run under `STATE/runs`, holding
+//! its journal and backup area.
+
+use super::log::read_journal;
+use super::record::Record;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn journal(&self) -> PathBuf {
+        self.path.join("journal")
+    }
+
+    pub fn backup(&self) -> PathBuf {
+        self.path.join("backup")
+    }
+
+    pub fn records(&self) -> io::Result<Vec<Record>> {
+        read_journal(&self.journal())
+    }
+}
+
+/// How a run ended, read from its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// No end record: the engine stopped mid-run or mid-rollback.
+    Unfinished,
+    Committed,
+    RolledBack {
+        problems: usize,
+    },
+}
+
+impl RunState {
+    pub fn of(records: &[Record]) -> RunState {
+        match records.last() {
+            Some(Record::Committed) => RunState::Committed,
+            Some(Record::RolledBack { problems }) => RunState::RolledBack {
+                problems: problems.len(),
+            },
+            _ => RunState::Unfinished,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub dir: RunDir,
+    pub flow: String,
+    pub started: String,
+    pub state: RunState,
+}
+
+pub struct RunStore {
+    root: PathBuf,
+}
+
+impl RunStore {
+    pub fn new(state_dir: &Path) -> RunStore {
+        RunStore {
+            root: state_dir.join("runs"),
+        }
+    }
+
+    /// Creates the directory of a new run, durably.
+    pub fn create(&self, id: &str) -> io::Result<RunDir> {
+        fs::create_dir_all(&self.root)?;
+        let path = self.root.join(id);
+        fs::create_dir(&path)?;
+        fs::create_dir(path.join("backup"))?;
+        fs::File::open(&path)?.sync_all()?;
+        fs::File::open(&self.root)?.sync_all()?;
+        Ok(RunDir {
+            id: id.to_owned(),
+            path,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<RunDir> {
+        let path = self.root.join(id);
+        (!id.contains('/') && path.join("journal").is_file()).then(|| RunDir {
+            id: id.to_owned(),
+            path,
+        })
+    }
+
+    /// Every run with a journal, oldest first (run ids sort by time).
+    pub fn list(&self) -> io::Result<Vec<RunSummary>> {
+        let mut runs = Vec::new();
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(runs),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let id = entry?.file_name().to_string_lossy().into_owned();
+            let Some(dir) = self.get(&id) else { continue };
+            let records = dir.records()?;
+            let (flow, started) = match records.first() {
+                Some(Record::Begin { flow, started, .. }) => (flow.clone(), started.clone()),
+                _ => (String::new(), String::new()),
+            };
+            runs.push(RunSummary {
+                state: RunState::of(&records),
+                dir,
+                flow,
+                started,
+            });
+        }
+        runs.sort_by(|a, b| a.dir.id.cmp(&b.dir.id));
+        Ok(runs)
+    }
+
+    pub fn unfinished(&self) -> io::Result<Vec<RunSummary>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.state == RunState::Unfinished)
+            .collect())
+    }
+}

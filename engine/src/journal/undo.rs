@@ -1,0 +1,321 @@
+//! Rollback: applies a run's undo records newest first, each followed by
+//! a durable `undone` marker, then checks every restored path against
+//! what was recorded when it was first touched.
+//!
+//! Every undo is idempotent, so a rollback cut short by a crash is simply
+//! run again: records already marked are skipped, and the one that may
+//! have been half-applied is applied again safely (a backup that is no
+//! longer in the backup area has already been moved back).
+
+use super::capture::{MountFs, mtime};
+use super::fault::Fault;
+use super::log::JournalWriter;
+use super::record::{Meta, Record, Time, UndoOp};
+use super::runs::RunDir;
+use cap_fs_ext::{DirExt, SystemTimeSpec};
+use cap_std::ambient_authority;
+use cap_std::fs::MetadataExt;
+use cap_std::fs::{Dir, OpenOptions, Permissions};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::PermissionsExt;
+
+/// A path a rollback could not restore.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub mount: String,
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:/{}: {}", self.mount, self.path, self.reason)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RollbackReport {
+    /// Undo records applied by this rollback.
+    pub undone: usize,
+    pub problems: Vec<Problem>,
+}
+
+/// Rolls back every change recorded in `records` that is not yet undone,
+/// appending markers and the final `rolled-back` record through `writer`.
+pub fn rollback(
+    run: &RunDir,
+    records: &[Record],
+    writer: &mut JournalWriter,
+    fault: Fault,
+) -> RollbackReport {
+    let mut report = RollbackReport::default();
+    let mut mounts = HashMap::new();
+    if let Some(Record::Begin { mounts: list, .. }) = records.first() {
+        for m in list {
+            match MountFs::open(&m.name, &m.host) {
+                Ok(fs) => {
+                    mounts.insert(m.name.clone(), fs);
+                }
+                Err(e) => report.problems.push(Problem {
+                    mount: m.name.clone(),
+                    path: String::new(),
+                    reason: format!("cannot open {}: {e}", m.host.display()),
+                }),
+            }
+        }
+    }
+    let backup = match Dir::open_ambient_dir(run.backup(), ambient_authority()) {
+        Ok(dir) => dir,
+        Err(e) => {
+            report.problems.push(Problem {
+                mount: String::new(),
+                path: run.backup().display().to_string(),
+                reason: format!("cannot open the backup area: {e}"),
+            });
+            return finish(writer, report);
+        }
+    };
+    let done: HashSet<u64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Undone { seq } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    let mut undos: Vec<(u64, &str, &UndoOp)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Undo { seq, mount, undo, .. } if !done.contains(seq) => {
+                Some((*seq, mount.as_str(), undo))
+            }
+            _ => None,
+        })
+        .collect();
+    undos.sort_by_key(|(seq, ..)| std::cmp::Reverse(*seq));
+    for (n, (seq, mount, op)) in undos.into_iter().enumerate() {
+        fault.before_undo(n as u64 + 1);
+        let Some(fs) = mounts.get(mount) else { continue };
+        match apply(&fs.dir, &backup, op) {
+            Ok(()) => {
+                report.undone += 1;
+                if let Err(e) = writer.append(&Record::Undone { seq }) {
+                    report
+                        .problems
+                        .push(problem(mount, op, format!("cannot mark as undone: {e}")));
+                }
+            }
+            Err(e) => report
+                .problems
+                .push(problem(mount, op, format!("undo failed: {e}"))),
+        }
+    }
+    verify(records, &mounts, &mut report);
+    finish(writer, report)
+}
+
+fn finish(writer: &mut JournalWriter, mut report: RollbackReport) -> RollbackReport {
+    let problems = report.problems.iter().map(ToString::to_string).collect();
+    if let Err(e) = writer.append(&Record::RolledBack { problems }) {
+        report.problems.push(Problem {
+            mount: String::new(),
+            path: String::new(),
+            reason: format!("cannot record the end of the rollback: {e}"),
+        });
+    }
+    report
+}
+
+fn problem(mount: &str, op: &UndoOp, reason: String) -> Problem {
+    Problem {
+        mount: mount.to_owned(),
+        path: op.path().to_owned(),
+        reason,
+    }
+}
+
+fn at(path: &str) -> &str {
+    if path.is_empty() { "." } else { path }
+}
+
+fn exists(dir: &Dir, path: &str) -> io::Result<bool> {
+    match dir.symlink_metadata(at(path)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes whatever is at `path` (a directory must be empty by now).
+fn clear(dir: &Dir, path: &str) -> io::Result<()> {
+    match dir.symlink_metadata(path) {
+        Ok(m) if m.is_dir() => dir.remove_dir(path),
+        Ok(_) => dir.remove_file(path),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn set_mtime(dir: &Dir, path: &str, time: Time) -> io::Result<()> {
+    let spec = SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(time.to_system()));
+    if dir.symlink_metadata(at(path))?.is_symlink() {
+        dir.set_symlink_times(path, None, Some(spec))
+    } else {
+        dir.set_times(at(path), None, Some(spec))
+    }
+}
+
+fn set_meta(dir: &Dir, path: &str, meta: Meta) -> io::Result<()> {
+    dir.set_permissions(
+        path,
+        Permissions::from_std(std::fs::Permissions::from_mode(meta.mode)),
+    )?;
+    set_mtime(dir, path, meta.mtime)
+}
+
+fn apply(dir: &Dir, backup: &Dir, op: &UndoOp) -> io::Result<()> {
+    match op {
+        UndoOp::Created { path } => clear(dir, path),
+        UndoOp::Saved {
+            path, backup: name, ..
+        } => {
+            if exists(backup, name)? {
+                clear(dir, path)?;
+                backup.rename(name, dir, path)?;
+            }
+            Ok(())
+        }
+        UndoOp::Copied {
+            path,
+            backup: name,
+            meta,
+            ..
+        } => {
+            if !exists(backup, name)? {
+                return Err(io::Error::new(
+                    ErrorKind::NotFound,
+                    format!("backup {name} is missing"),
+                ));
+            }
+            match dir.symlink_metadata(path) {
+                // In place, so that the file's other hard links see it too.
+                Ok(m) if m.is_file() => {
+                    let mut target = dir.open_with(path, OpenOptions::new().write(true).truncate(true))?;
+                    io::copy(&mut backup.open(name)?, &mut target)?;
+                    target.sync_all()?;
+                }
+                _ => {
+                    clear(dir, path)?;
+                    backup.copy(name, dir, path)?;
+                }
+            }
+            set_meta(dir, path, *meta)
+        }
+        UndoOp::RemovedDir { path, meta } => {
+            match dir.symlink_metadata(path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    dir.remove_file(path)?;
+                    dir.create_dir(path)?;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => dir.create_dir(path)?,
+                Err(e) => return Err(e),
+            }
+            set_meta(dir, path, *meta)
+        }
+        UndoOp::RemovedSymlink { path, target, mtime } => {
+            let current = dir.read_link_contents(path).ok();
+            if current.as_deref() != Some(std::path::Path::new(target)) {
+                clear(dir, path)?;
+                dir.symlink(target, path)?;
+            }
+            set_mtime(dir, path, *mtime)
+        }
+        UndoOp::Times { path, mtime } => {
+            if exists(dir, path)? {
+                set_mtime(dir, path, *mtime)?;
+            }
+            Ok(())
+        }
+        UndoOp::Renamed { from, to } => {
+            if exists(dir, to)? && !exists(dir, from)? {
+                dir.rename(to, dir, from)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Checks each path against its first record, which describes it as it
+/// was before the run touched it.
+fn verify(records: &[Record], mounts: &HashMap<String, MountFs>, report: &mut RollbackReport) {
+    let mut seen = HashSet::new();
+    // After a rename, paths beneath either name stood elsewhere before the
+    // run; their first record does not describe the original.
+    let mut renamed: Vec<(&str, &str)> = Vec::new();
+    let under =
+        |p: &str, dir: &str| p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    for record in records {
+        let Record::Undo { mount, undo, .. } = record else {
+            continue;
+        };
+        let Some(fs) = mounts.get(mount) else { continue };
+        let path = undo.path();
+        let moved = renamed
+            .iter()
+            .any(|(m, p)| *m == mount.as_str() && under(path, p));
+        if let UndoOp::Renamed { from, to } = undo {
+            renamed.push((mount, from));
+            renamed.push((mount, to));
+        }
+        if moved || !seen.insert((mount.clone(), path.to_owned())) {
+            continue;
+        }
+        if let Err(reason) = check(&fs.dir, undo) {
+            report.problems.push(problem(mount, undo, reason));
+        }
+    }
+}
+
+fn check(dir: &Dir, op: &UndoOp) -> Result<(), String> {
+    let meta = dir.symlink_metadata(at(op.path()));
+    let found = |m: &cap_std::fs::Metadata| {
+        if m.is_dir() {
+            "a directory".to_string()
+        } else if m.is_symlink() {
+            "a symlink".to_string()
+        } else {
+            format!("a file of {} bytes", m.len())
+        }
+    };
+    match (op, meta) {
+        (UndoOp::Created { .. }, Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
+        (UndoOp::Created { .. }, Ok(m)) => Err(format!("should not exist, but is {}", found(&m))),
+        (UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }, Ok(m))
+            if m.is_file() && m.len() == *size =>
+        {
+            Ok(())
+        }
+        (UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }, Ok(m)) => {
+            Err(format!("should be a file of {size} bytes, but is {}", found(&m)))
+        }
+        (UndoOp::RemovedDir { .. }, Ok(m)) if m.is_dir() => Ok(()),
+        (UndoOp::RemovedSymlink { target, .. }, Ok(m)) if m.is_symlink() => {
+            match dir.read_link_contents(op.path()) {
+                Ok(t) if t == std::path::Path::new(target) => Ok(()),
+                Ok(t) => Err(format!("should point to {target}, but points to {}", t.display())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        (UndoOp::Times { mtime: want, .. }, Ok(m)) if m.is_dir() || m.is_file() || m.is_symlink() => {
+            if mtime(&m) == *want || !m.is_dir() {
+                Ok(())
+            } else {
+                Err(format!("modification time not restored ({}s)", m.mtime()))
+            }
+        }
+        (UndoOp::Renamed { .. }, _) => Ok(()),
+        (_, Err(e)) => Err(format!("missing after rollback: {e}")),
+        (_, Ok(m)) => Err(format!("has the wrong type: {}", found(&m))),
+    }
+}

@@ -1,0 +1,305 @@
+//! The undo journal: a failed flow is reversed exactly (contents, types,
+//! symlink targets, modes, modification times), also after the engine is
+//! killed at any journaled operation or at any undo of a rollback.
+
+use crate::support::{Env, assert_same_meta, guest, snapshot_meta};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// Lays out the tree the `churn` test plugin changes: files, a multi-MiB
+/// file, nested directories, a symlink, two hard links, odd modes, and
+/// fixed modification times on everything.
+fn fixture(root: &Path) {
+    let write = |rel: &str, data: &[u8]| {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    };
+    write("a.txt", b"alpha");
+    write("b.txt", b"bravo");
+    write("c.txt", b"charlie");
+    write(
+        "big.bin",
+        &(0..3 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<_>>(),
+    );
+    write("dir1/x.txt", b"x-ray");
+    write("dir1/nested/y.txt", b"yankee");
+    write("olddir/z.txt", b"zulu");
+    write("olddir/inner/w.txt", b"whiskey");
+    write("hard1", b"shared by two names");
+    fs::hard_link(root.join("hard1"), root.join("hard2")).unwrap();
+    fs::create_dir_all(root.join("empty")).unwrap();
+    symlink("a.txt", root.join("link")).unwrap();
+    fs::set_permissions(root.join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(root.join("big.bin"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(root.join("dir1"), fs::Permissions::from_mode(0o750)).unwrap();
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    // Deepest first: setting a directory's time after its children's.
+    let entries = [
+        "a.txt",
+        "b.txt",
+        "c.txt",
+        "big.bin",
+        "dir1/x.txt",
+        "dir1/nested/y.txt",
+        "olddir/z.txt",
+        "olddir/inner/w.txt",
+        "hard1",
+        "dir1/nested",
+        "olddir/inner",
+        "dir1",
+        "olddir",
+        "empty",
+        "",
+    ];
+    for (i, rel) in entries.iter().enumerate() {
+        let t = base + Duration::from_secs(i as u64 * 3600) + Duration::from_nanos(123_456_789);
+        fs::File::open(root.join(rel)).unwrap().set_modified(t).unwrap();
+    }
+}
+
+fn churn_flow(env: &Env, fail: bool) {
+    env.flow(&format!(
+        r#"
+name = "churn"
+[[mounts]]
+name = "m"
+host = "m"
+guest = "/m"
+access = "read-write"
+[[steps]]
+name = "write first"
+uses = "builtin:write-file"
+mounts = ["m"]
+with = {{ path = "/m/first.txt", content = "from the first step" }}
+[[steps]]
+name = "churn"
+uses = "{}"
+mounts = ["m"]
+with = {{ mode = "churn", root = "/m", fail = {fail} }}
+"#,
+        guest("misbehave")
+    ));
+}
+
+/// The run ids in the env's state dir.
+fn runs(env: &Env) -> Vec<String> {
+    let mut ids: Vec<String> = fs::read_dir(env.path("state/runs"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Undo records in a run's journal, read through `stepback show`.
+fn undo_records(env: &Env, run: &str) -> usize {
+    let show = env.stepback(&["--output", "json", "show", run]);
+    show.expect_code(0);
+    show.stdout()
+        .lines()
+        .filter(|l| l.contains("\"t\":\"undo\""))
+        .count()
+}
+
+#[test]
+fn a_failed_flow_is_rolled_back_exactly() {
+    let env = Env::new();
+    fixture(&env.path("m"));
+    let before = snapshot_meta(&env.path("m"));
+    churn_flow(&env, true);
+    env.stepback(&["run", "flow.toml"])
+        .expect_code(1)
+        .expect_stdout("FAILED  churn")
+        .expect_stdout("churned, now failing on purpose")
+        .expect_stdout("every path restored");
+    assert_same_meta(&before, &snapshot_meta(&env.path("m")), "after rollback");
+
+    let run = &runs(&env)[0];
+    env.stepback(&["show", run])
+        .expect_code(0)
+        .expect_stdout("step 0 'write first':")
+        .expect_stdout("created                                  m:/first.txt")
+        .expect_stdout("replaced (was 5 bytes)                   m:/a.txt")
+        .expect_stdout("modified in place (was 5 bytes)          m:/b.txt")
+        .expect_stdout("modified in place (was 3145728 bytes)    m:/big.bin")
+        .expect_stdout("deleted directory                        m:/olddir")
+        .expect_stdout("deleted symlink (-> a.txt)               m:/link")
+        .expect_stdout("renamed from /dir1/nested                m:/moved")
+        .expect_stdout("rollback: ");
+    env.stepback(&["show"])
+        .expect_code(0)
+        .expect_stdout("churn")
+        .expect_stdout("rolled back");
+}
+
+#[test]
+fn a_successful_flow_is_committed_and_keeps_its_changes() {
+    let env = Env::new();
+    fixture(&env.path("m"));
+    churn_flow(&env, false);
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    assert_eq!(fs::read_to_string(env.path("m/a.txt")).unwrap(), "overwritten");
+    assert_eq!(
+        fs::read_to_string(env.path("m/hard2")).unwrap(),
+        "written through one of two hard links"
+    );
+    assert!(!env.path("m/olddir").exists());
+    env.stepback(&["show"]).expect_code(0).expect_stdout("committed");
+}
+
+#[test]
+fn a_crash_at_every_journaled_operation_is_recovered() {
+    let probe = Env::new();
+    fixture(&probe.path("m"));
+    churn_flow(&probe, true);
+    probe.stepback(&["run", "flow.toml"]).expect_code(1);
+    let total = undo_records(&probe, &runs(&probe)[0]);
+    assert!(
+        total >= 20,
+        "the churn flow journals every kind of change ({total} records)"
+    );
+
+    for n in 1..=total {
+        let env = Env::new();
+        fixture(&env.path("m"));
+        let before = snapshot_meta(&env.path("m"));
+        churn_flow(&env, true);
+        let crashed = env.stepback_env(
+            &["run", "flow.toml"],
+            &[("STEPBACK_FAULT", &format!("crash-before-op:{n}"))],
+        );
+        assert!(
+            crashed.killed(),
+            "crash point {n} did not crash:\n{}",
+            crashed.stdout()
+        );
+        env.stepback(&["run", "flow.toml"])
+            .expect_code(5)
+            .expect_stderr("did not finish")
+            .expect_stderr("stepback recover");
+        env.stepback(&["recover"])
+            .expect_code(0)
+            .expect_stdout("rolled back");
+        assert_same_meta(
+            &before,
+            &snapshot_meta(&env.path("m")),
+            &format!("crash before operation {n}"),
+        );
+    }
+    println!("checked {total} crash points during the flow");
+}
+
+#[test]
+fn a_crash_at_every_undo_of_a_rollback_is_recovered() {
+    let probe = Env::new();
+    fixture(&probe.path("m"));
+    churn_flow(&probe, true);
+    probe.stepback(&["run", "flow.toml"]).expect_code(1);
+    let total = undo_records(&probe, &runs(&probe)[0]);
+
+    for n in 1..=total {
+        let env = Env::new();
+        fixture(&env.path("m"));
+        let before = snapshot_meta(&env.path("m"));
+        churn_flow(&env, true);
+        let crashed = env.stepback_env(
+            &["run", "flow.toml"],
+            &[("STEPBACK_FAULT", &format!("crash-before-undo:{n}"))],
+        );
+        assert!(
+            crashed.killed(),
+            "undo crash point {n} did not crash:\n{}",
+            crashed.stdout()
+        );
+        env.stepback(&["recover"])
+            .expect_code(0)
+            .expect_stdout("rolled back");
+        assert_same_meta(
+            &before,
+            &snapshot_meta(&env.path("m")),
+            &format!("crash before undo {n}"),
+        );
+        env.stepback(&["recover"])
+            .expect_code(0)
+            .expect_stdout("nothing to recover");
+    }
+    println!("checked {total} crash points during rollback");
+}
+
+#[test]
+fn disk_full_and_io_errors_while_capturing_fail_the_step_and_lose_nothing() {
+    let probe = Env::new();
+    fixture(&probe.path("m"));
+    churn_flow(&probe, false);
+    probe.stepback(&["run", "flow.toml"]).expect_code(0);
+    let total = undo_records(&probe, &runs(&probe)[0]);
+
+    for (fault, message) in [
+        ("enospc-at-op", "No space left on device"),
+        ("eio-at-op", "I/O error"),
+    ] {
+        for n in [1, 2, total / 2, total] {
+            let env = Env::new();
+            fixture(&env.path("m"));
+            let before = snapshot_meta(&env.path("m"));
+            churn_flow(&env, false);
+            env.stepback_env(
+                &["run", "flow.toml"],
+                &[("STEPBACK_FAULT", &format!("{fault}:{n}"))],
+            )
+            .expect_code(1)
+            .expect_stdout(message)
+            .expect_stdout("every path restored");
+            assert_same_meta(&before, &snapshot_meta(&env.path("m")), &format!("{fault}:{n}"));
+        }
+    }
+}
+
+#[test]
+fn a_mount_in_use_by_a_running_flow_is_refused() {
+    let env = Env::new();
+    env.mkdir("m");
+    env.flow(&format!(
+        r#"
+name = "slow"
+[[mounts]]
+name = "m"
+host = "m"
+guest = "/m"
+access = "read-write"
+[[steps]]
+name = "sleep"
+uses = "{}"
+mounts = ["m"]
+with = {{ mode = "sleep", seconds = 30 }}
+"#,
+        guest("misbehave")
+    ));
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let mut slow = env.command(&["run", "flow.toml"], &cache).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while runs(&env).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow flow never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = env.stepback(&["run", "flow.toml"]);
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    second
+        .expect_code(5)
+        .expect_stderr("mount 'm' (")
+        .expect_stderr("is in use by another flow: run ")
+        .expect_stderr("of flow 'slow'");
+    // The killed run is abandoned now, and recovery finishes it.
+    env.stepback(&["recover"])
+        .expect_code(0)
+        .expect_stdout("rolled back");
+}
