@@ -96,6 +96,8 @@ pub enum Event {
         problems: Vec<String>,
         millis: f64,
     },
+    /// Something went wrong that does not change the run's outcome.
+    Warning { message: String },
     FlowFinished {
         flow: String,
         run_id: String,

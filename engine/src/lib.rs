@@ -20,6 +20,7 @@
 pub mod diagnostic;
 pub mod events;
 pub mod flow;
+pub mod history;
 pub mod journal;
 pub mod plugin;
 pub mod recovery;

@@ -15,6 +15,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct RunOptions {
     pub state_dir: PathBuf,
     pub fault: Fault,
+    /// How many committed runs keep their backups (and can be undone).
+    pub keep: usize,
 }
 
 /// Why a run did not start. Nothing was changed.
@@ -239,6 +241,11 @@ pub async fn run(
         }
         None
     };
+    if let Err(e) = crate::history::prune(&options.state_dir, options.keep) {
+        events.emit(Event::Warning {
+            message: format!("could not prune old runs' backups: {e:#}"),
+        });
+    }
     let status = if stopped {
         FlowStatus::Failed
     } else {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 /// Lays out the tree the `churn` test plugin changes: files, a multi-MiB
 /// file, nested directories, a symlink, two hard links, odd modes, and
 /// fixed modification times on everything.
-fn fixture(root: &Path) {
+pub fn fixture(root: &Path) {
     let write = |rel: &str, data: &[u8]| {
         let p = root.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -60,7 +60,7 @@ fn fixture(root: &Path) {
     }
 }
 
-fn churn_flow(env: &Env, fail: bool) {
+pub fn churn_flow(env: &Env, fail: bool) {
     env.flow(&format!(
         r#"
 name = "churn"
@@ -85,7 +85,7 @@ with = {{ mode = "churn", root = "/m", fail = {fail} }}
 }
 
 /// The run ids in the env's state dir.
-fn runs(env: &Env) -> Vec<String> {
+pub fn runs(env: &Env) -> Vec<String> {
     let mut ids: Vec<String> = fs::read_dir(env.path("state/runs"))
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -302,4 +302,21 @@ with = {{ mode = "sleep", seconds = 30 }}
     env.stepback(&["recover"])
         .expect_code(0)
         .expect_stdout("rolled back");
+}
+
+#[test]
+fn a_rollback_that_cannot_restore_everything_says_which_paths() {
+    let env = Env::new();
+    fixture(&env.path("m"));
+    churn_flow(&env, true);
+    let crashed = env.stepback_env(&["run", "flow.toml"], &[("STEPBACK_FAULT", "crash-before-op:12")]);
+    assert!(crashed.killed());
+    // Lose the backups, as a careless clean-up of the state dir would.
+    let backup = env.path(&format!("state/runs/{}/backup", runs(&env)[0]));
+    fs::remove_dir_all(&backup).unwrap();
+    fs::create_dir(&backup).unwrap();
+    env.stepback(&["recover"])
+        .expect_code(4)
+        .expect_stdout("NOT RESTORED m:/a.txt: should be a file of 5 bytes, but is a file of 11 bytes");
+    env.stepback(&["show"]).expect_stdout("rolled back, ");
 }

@@ -50,11 +50,24 @@ pub enum Command {
     /// ran); 3 the engine could not start; 4 the rollback is incomplete
     /// (needs attention: the paths are listed); 5 nothing ran because an
     /// earlier run needs `stepback recover` or a mount is in use.
-    Run(FlowArgs),
+    Run(RunArgs),
 
     /// Roll back runs that did not finish because the engine or the
     /// machine stopped, mid-flow or mid-rollback.
     Recover,
+
+    /// Reverse a committed run: restore every path it changed. Refuses,
+    /// listing them, if any of those paths changed since the run.
+    ///
+    /// Exit codes: 0 undone; 4 undone but some paths could not be restored;
+    /// 6 refused (paths changed since, or the run cannot be undone).
+    Undo {
+        /// The run id (as `stepback show` lists them).
+        run: String,
+        /// Undo even if paths changed since the run, overwriting those changes.
+        #[arg(long)]
+        force: bool,
+    },
 
     /// List recorded runs, or show every change one run made, per step,
     /// and what its rollback did.
@@ -72,6 +85,17 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub flow: FlowArgs,
+
+    /// How many committed runs keep their backups and can be undone; older
+    /// ones are pruned after each run.
+    #[arg(long, value_name = "N", default_value_t = stepback::history::DEFAULT_KEEP)]
+    pub keep: usize,
 }
 
 #[derive(Args, Debug)]

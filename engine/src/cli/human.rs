@@ -82,6 +82,7 @@ impl EventSink for Reporter {
                     print_log(&log);
                 }
             }
+            Event::Warning { message } => eprintln!("warning: {message}"),
             Event::RollbackStarted { changes, .. } => {
                 println!(
                     "rolling back {changes} recorded change{}",

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use stepback::events::{EventSink, FlowStatus};
 use stepback::flow::{self, FlowSource};
+use stepback::history::UndoError;
 use stepback::journal::Fault;
 use stepback::plugin::{CompiledCache, PluginSource};
 use stepback::runner::{RunError, RunOptions};
@@ -32,6 +33,8 @@ pub mod exit {
     pub const ROLLBACK_INCOMPLETE: u8 = 4;
     /// Nothing ran: an unfinished run needs recovery, or a mount is in use.
     pub const BLOCKED: u8 = 5;
+    /// `undo` refused: paths changed since the run, or it cannot be undone.
+    pub const UNDO_REFUSED: u8 = 6;
 }
 
 pub fn main() -> ExitCode {
@@ -68,9 +71,18 @@ async fn dispatch(cli: Cli) -> u8 {
             let options = RunOptions {
                 state_dir,
                 fault: Fault::from_env(),
+                keep: args.keep,
             };
-            run(&args.flow, &args.params, &sandbox, events.as_ref(), &options).await
+            run(
+                &args.flow.flow,
+                &args.flow.params,
+                &sandbox,
+                events.as_ref(),
+                &options,
+            )
+            .await
         }
+        Command::Undo { run, force } => undo(&state_dir, &run, force),
         Command::Recover => recover(&state_dir),
         Command::Show { run } => show::show(&state_dir, run.as_deref(), cli.output),
         Command::Validate(args) => validate(&args.flow, &args.params, &sandbox).await,
@@ -118,6 +130,30 @@ async fn run(
         (FlowStatus::Succeeded, _) => exit::SUCCESS,
         (FlowStatus::Failed, Some(rollback)) if !rollback.problems.is_empty() => exit::ROLLBACK_INCOMPLETE,
         (FlowStatus::Failed, _) => exit::FLOW_FAILED,
+    }
+}
+
+fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
+    match stepback::history::undo_run(state_dir, run, force, Fault::from_env()) {
+        Ok(report) => {
+            println!("run {run} undone: {} changes reversed", report.undone);
+            for problem in &report.problems {
+                println!("  NOT RESTORED {problem}");
+            }
+            if report.problems.is_empty() {
+                exit::SUCCESS
+            } else {
+                exit::ROLLBACK_INCOMPLETE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                UndoError::NoSuchRun(_) => exit::INVALID_INPUT,
+                UndoError::NotUndoable(_) | UndoError::Drifted(_) => exit::UNDO_REFUSED,
+                UndoError::Io(_) => exit::BLOCKED,
+            }
+        }
     }
 }
 

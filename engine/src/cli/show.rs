@@ -64,7 +64,8 @@ fn list(store: &RunStore) -> u8 {
 fn state_text(state: RunState) -> String {
     match state {
         RunState::Unfinished => "unfinished (needs `stepback recover`)".into(),
-        RunState::Committed => "committed".into(),
+        RunState::Committed { pruned: false } => "committed (can be undone)".into(),
+        RunState::Committed { pruned: true } => "committed (backups pruned)".into(),
         RunState::RolledBack { problems: 0 } => "rolled back".into(),
         RunState::RolledBack { problems } => format!("rolled back, {problems} path(s) NOT restored"),
     }
@@ -95,7 +96,9 @@ fn print_run(id: &str, records: &[Record]) {
                     println!("  NOT RESTORED {p}");
                 }
             }
-            Record::Begin { .. } | Record::Committed => {}
+            Record::Committed => println!("committed"),
+            Record::Pruned => println!("backups pruned"),
+            Record::Begin { .. } | Record::Final { .. } => {}
         }
     }
 }

@@ -20,12 +20,12 @@
 
 use super::fault::Fault;
 use super::log::JournalWriter;
-use super::record::{Change, Meta, MountRecord, Record, Time, UndoOp};
+use super::record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
 use super::runs::RunDir;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata};
 use cap_std::fs::{MetadataExt, PermissionsExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
@@ -76,6 +76,8 @@ pub struct RunJournal {
     step: usize,
     touched: HashMap<(String, String), Touch>,
     times_saved: HashSet<(String, String)>,
+    /// Every path a record names, for the final states written at commit.
+    paths: BTreeSet<(String, String)>,
     fault: Fault,
 }
 
@@ -108,6 +110,7 @@ impl RunJournal {
             step: 0,
             touched: HashMap::new(),
             times_saved: HashSet::new(),
+            paths: BTreeSet::new(),
             fault,
         })
     }
@@ -125,8 +128,14 @@ impl RunJournal {
         self.seq
     }
 
-    /// Ends the journal of a successful run.
+    /// Ends the journal of a successful run: the final state of every
+    /// path it changed, then `committed`.
     pub fn commit(mut self) -> io::Result<()> {
+        let paths = std::mem::take(&mut self.paths);
+        for (mount, path) in paths {
+            let state = entry_state(self.dir(&mount)?, &path)?;
+            self.writer.append(&Record::Final { mount, path, state })?;
+        }
         self.writer.append(&Record::Committed)
     }
 
@@ -152,6 +161,10 @@ impl RunJournal {
     fn record(&mut self, mount: &str, change: Change, undo: UndoOp) -> io::Result<u64> {
         let seq = self.seq + 1;
         self.fault.before_capture(seq)?;
+        self.paths.insert(Self::key(mount, undo.path()));
+        if let UndoOp::Renamed { from, .. } = &undo {
+            self.paths.insert(Self::key(mount, from));
+        }
         self.writer.append(&Record::Undo {
             seq,
             step: self.step,
@@ -238,6 +251,7 @@ impl RunJournal {
                     path: path.to_owned(),
                     backup: backup.clone(),
                     size: meta.len(),
+                    ino: meta.ino(),
                 },
             )?;
             match self.dir(mount)?.rename(path, &self.backup, &backup) {
@@ -338,6 +352,7 @@ impl RunJournal {
                     path: path.to_owned(),
                     backup: backup.clone(),
                     size: meta.len(),
+                    ino: meta.ino(),
                 },
             )?;
             match self.dir(mount)?.hard_link(path, &self.backup, &backup) {
@@ -416,4 +431,25 @@ impl RunJournal {
 
 pub(super) fn mtime(meta: &Metadata) -> Time {
     Time(meta.mtime(), meta.mtime_nsec() as u32)
+}
+
+/// The state of `path` as `stepback undo` compares it; `None` if absent.
+pub fn entry_state(dir: &Dir, path: &str) -> io::Result<Option<EntryState>> {
+    let meta = match dir.symlink_metadata(if path.is_empty() { "." } else { path }) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(if meta.is_dir() {
+        EntryState::Dir
+    } else if meta.is_symlink() {
+        EntryState::Symlink {
+            target: dir.read_link_contents(path)?.to_string_lossy().into_owned(),
+        }
+    } else {
+        EntryState::File {
+            size: meta.len(),
+            mtime: mtime(&meta),
+        }
+    }))
 }

@@ -44,7 +44,13 @@ pub enum UndoOp {
     Created { path: String },
     /// The file at `path` was moved or hard-linked into the backup area
     /// (no copy); undo moves it back, with its inode, mode and times.
-    Saved { path: String, backup: String, size: u64 },
+    Saved {
+        path: String,
+        backup: String,
+        size: u64,
+        /// The inode, which the restored file must have again.
+        ino: u64,
+    },
     /// A copy of the file at `path`, for changes made in place (the inode
     /// is kept so that its other hard links see the change); undo writes
     /// the contents back in place.
@@ -99,6 +105,17 @@ pub enum Change {
     Touched,
 }
 
+/// An entry as `stepback undo` compares it: type, and for files size and
+/// modification time, for symlinks the target. Directories compare by type
+/// only, since any change inside them moves their time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum EntryState {
+    File { size: u64, mtime: Time },
+    Dir,
+    Symlink { target: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
     pub name: String,
@@ -127,8 +144,19 @@ pub enum Record {
     },
     /// The undo record `seq` has been applied during a rollback.
     Undone { seq: u64 },
+    /// What a path the run changed looked like when the run ended (`None`:
+    /// absent); written before `committed`, checked by `stepback undo` to
+    /// find paths changed since.
+    Final {
+        mount: String,
+        path: String,
+        state: Option<EntryState>,
+    },
     /// The flow succeeded; its changes stay.
     Committed,
+    /// The run's backups were deleted to bound disk use; it can no longer
+    /// be undone.
+    Pruned,
     /// A rollback finished; `problems` lists paths it could not restore.
     RolledBack { problems: Vec<String> },
 }

@@ -30,9 +30,13 @@ impl RunDir {
 /// How a run ended, read from its journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
-    /// No end record: the engine stopped mid-run or mid-rollback.
+    /// No end record: the engine stopped mid-run, mid-rollback or mid-undo.
     Unfinished,
-    Committed,
+    /// Succeeded; `pruned` once its backups are gone and it can no longer
+    /// be undone.
+    Committed {
+        pruned: bool,
+    },
     RolledBack {
         problems: usize,
     },
@@ -41,7 +45,8 @@ pub enum RunState {
 impl RunState {
     pub fn of(records: &[Record]) -> RunState {
         match records.last() {
-            Some(Record::Committed) => RunState::Committed,
+            Some(Record::Committed) => RunState::Committed { pruned: false },
+            Some(Record::Pruned) => RunState::Committed { pruned: true },
             Some(Record::RolledBack { problems }) => RunState::RolledBack {
                 problems: problems.len(),
             },

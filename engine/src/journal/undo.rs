@@ -110,7 +110,7 @@ pub fn rollback(
                 .push(problem(mount, op, format!("undo failed: {e}"))),
         }
     }
-    verify(records, &mounts, &mut report);
+    verify(records, &mounts, &backup, &mut report);
     finish(writer, report)
 }
 
@@ -248,7 +248,7 @@ fn apply(dir: &Dir, backup: &Dir, op: &UndoOp) -> io::Result<()> {
 
 /// Checks each path against its first record, which describes it as it
 /// was before the run touched it.
-fn verify(records: &[Record], mounts: &HashMap<String, MountFs>, report: &mut RollbackReport) {
+fn verify(records: &[Record], mounts: &HashMap<String, MountFs>, backup: &Dir, report: &mut RollbackReport) {
     let mut seen = HashSet::new();
     // After a rename, paths beneath either name stood elsewhere before the
     // run; their first record does not describe the original.
@@ -271,13 +271,15 @@ fn verify(records: &[Record], mounts: &HashMap<String, MountFs>, report: &mut Ro
         if moved || !seen.insert((mount.clone(), path.to_owned())) {
             continue;
         }
-        if let Err(reason) = check(&fs.dir, undo) {
+        if let Err(reason) = check(&fs.dir, backup, undo) {
             report.problems.push(problem(mount, undo, reason));
         }
     }
 }
 
-fn check(dir: &Dir, op: &UndoOp) -> Result<(), String> {
+/// Type and size for every file; for a file moved back, its inode; for a
+/// file restored from a copy, its contents' hash against the copy's.
+fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
     let meta = dir.symlink_metadata(at(op.path()));
     let found = |m: &cap_std::fs::Metadata| {
         if m.is_dir() {
@@ -291,11 +293,26 @@ fn check(dir: &Dir, op: &UndoOp) -> Result<(), String> {
     match (op, meta) {
         (UndoOp::Created { .. }, Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
         (UndoOp::Created { .. }, Ok(m)) => Err(format!("should not exist, but is {}", found(&m))),
-        (UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }, Ok(m))
-            if m.is_file() && m.len() == *size =>
-        {
-            Ok(())
+        (UndoOp::Saved { size, ino, .. }, Ok(m)) if m.is_file() && m.len() == *size => {
+            if m.ino() == *ino {
+                Ok(())
+            } else {
+                Err(format!(
+                    "is not the original file (inode {} instead of {ino})",
+                    m.ino()
+                ))
+            }
         }
+        (
+            UndoOp::Copied {
+                size, backup: name, ..
+            },
+            Ok(m),
+        ) if m.is_file() && m.len() == *size => match (hash(dir, op.path()), hash(backup, name)) {
+            (Ok(restored), Ok(saved)) if restored == saved => Ok(()),
+            (Ok(_), Ok(_)) => Err("contents differ from the saved copy".into()),
+            (Err(e), _) | (_, Err(e)) => Err(format!("cannot compare with the saved copy: {e}")),
+        },
         (UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }, Ok(m)) => {
             Err(format!("should be a file of {size} bytes, but is {}", found(&m)))
         }
@@ -318,4 +335,11 @@ fn check(dir: &Dir, op: &UndoOp) -> Result<(), String> {
         (_, Err(e)) => Err(format!("missing after rollback: {e}")),
         (_, Ok(m)) => Err(format!("has the wrong type: {}", found(&m))),
     }
+}
+
+fn hash(dir: &Dir, path: &str) -> io::Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    io::copy(&mut dir.open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().into())
 }

@@ -1,0 +1,147 @@
+//! Committed runs: undoing one later (`stepback undo`), and bounding the
+//! disk their backups use (only the newest few keep theirs).
+//!
+//! A committed run's journal ends with the final state of every path it
+//! changed. Undo compares those with the paths as they are now: if anything
+//! changed since (another run, a person), undo refuses and lists the paths,
+//! unless forced, because undoing would overwrite those later changes.
+
+use crate::journal::{
+    EntryState, Fault, JournalWriter, MountFs, MountLocks, Record, RollbackReport, RunState, RunStore,
+    entry_state, rollback,
+};
+use std::path::Path;
+
+/// How many committed runs keep their backups, and so can be undone.
+pub const DEFAULT_KEEP: usize = 5;
+
+#[derive(Debug)]
+pub enum UndoError {
+    NoSuchRun(String),
+    /// Only a committed run with its backups can be undone.
+    NotUndoable(String),
+    /// Paths changed since the run; each line says how.
+    Drifted(Vec<String>),
+    Io(anyhow::Error),
+}
+
+impl std::fmt::Display for UndoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UndoError::NoSuchRun(id) => write!(f, "no run {id:?}; `stepback show` lists the runs"),
+            UndoError::NotUndoable(why) => f.write_str(why),
+            UndoError::Drifted(paths) => write!(
+                f,
+                "{} path(s) changed since the run; undoing it would overwrite those changes \
+                 (use --force to undo anyway):\n  {}",
+                paths.len(),
+                paths.join("\n  ")
+            ),
+            UndoError::Io(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for UndoError {}
+
+fn describe(state: &Option<EntryState>) -> String {
+    match state {
+        None => "absent".into(),
+        Some(EntryState::Dir) => "a directory".into(),
+        Some(EntryState::Symlink { target }) => format!("a symlink to {target}"),
+        Some(EntryState::File { size, mtime }) => format!("a file of {size} bytes modified at {}s", mtime.0),
+    }
+}
+
+/// Reverses committed run `id`.
+pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result<RollbackReport, UndoError> {
+    let store = RunStore::new(state_dir);
+    let dir = store.get(id).ok_or_else(|| UndoError::NoSuchRun(id.to_owned()))?;
+    let records = dir.records().map_err(|e| UndoError::Io(e.into()))?;
+    match RunState::of(&records) {
+        RunState::Committed { pruned: false } => {}
+        RunState::Committed { pruned: true } => {
+            return Err(UndoError::NotUndoable(format!(
+                "run {id} can no longer be undone: its backups were pruned (the newest {DEFAULT_KEEP} committed runs keep theirs)"
+            )));
+        }
+        RunState::RolledBack { .. } => {
+            return Err(UndoError::NotUndoable(format!(
+                "run {id} was already rolled back"
+            )));
+        }
+        RunState::Unfinished => {
+            return Err(UndoError::NotUndoable(format!(
+                "run {id} did not finish; `stepback recover` rolls it back"
+            )));
+        }
+    }
+    let mounts: Vec<(String, std::path::PathBuf)> = match records.first() {
+        Some(Record::Begin { mounts, .. }) => {
+            mounts.iter().map(|m| (m.name.clone(), m.host.clone())).collect()
+        }
+        _ => Vec::new(),
+    };
+    let holder = format!("undo of run {id} (pid {})", std::process::id());
+    let _locks = MountLocks::acquire(state_dir, &mounts, &holder).map_err(UndoError::Io)?;
+    let mut drifted = Vec::new();
+    let mut opened = std::collections::HashMap::new();
+    for (name, host) in &mounts {
+        opened.insert(
+            name.clone(),
+            MountFs::open(name, host).map_err(|e| UndoError::Io(e.into()))?,
+        );
+    }
+    for record in &records {
+        let Record::Final { mount, path, state } = record else {
+            continue;
+        };
+        let Some(fs) = opened.get(mount) else { continue };
+        let now = entry_state(&fs.dir, path).map_err(|e| UndoError::Io(e.into()))?;
+        let same = match (&now, state) {
+            (Some(EntryState::Dir), Some(EntryState::Dir)) => true,
+            (a, b) => a == b,
+        };
+        if !same {
+            drifted.push(format!(
+                "{mount}:/{path}: {} when the run ended, {} now",
+                describe(state),
+                describe(&now)
+            ));
+        }
+    }
+    if !drifted.is_empty() && !force {
+        return Err(UndoError::Drifted(drifted));
+    }
+    let mut writer = JournalWriter::open(&dir.journal()).map_err(|e| UndoError::Io(e.into()))?;
+    Ok(rollback(&dir, &records, &mut writer, fault))
+}
+
+/// Deletes the backups of committed runs older than the newest `keep`, and
+/// of cleanly rolled-back runs (their originals are back in place).
+/// Returns the ids of the runs pruned.
+pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
+    let runs = RunStore::new(state_dir).list()?;
+    let committed: Vec<_> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Committed { pruned: false })
+        .collect();
+    let old = committed.len().saturating_sub(keep);
+    let mut pruned = Vec::new();
+    for run in &committed[..old] {
+        if run.dir.backup().exists() {
+            std::fs::remove_dir_all(run.dir.backup())?;
+        }
+        JournalWriter::open(&run.dir.journal())?.append(&Record::Pruned)?;
+        pruned.push(run.dir.id.clone());
+    }
+    for run in runs
+        .iter()
+        .filter(|r| r.state == (RunState::RolledBack { problems: 0 }))
+    {
+        if run.dir.backup().exists() {
+            std::fs::remove_dir_all(run.dir.backup())?;
+        }
+    }
+    Ok(pruned)
+}

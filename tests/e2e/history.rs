@@ -1,0 +1,120 @@
+//! Committed runs: `stepback undo` reverses one later, refusing when its
+//! paths changed since unless forced; old runs' backups are pruned.
+
+use crate::journal::{churn_flow, fixture, runs};
+use crate::support::{Env, assert_same_meta, snapshot_meta};
+use std::fs;
+
+fn write_flow(env: &Env, content: &str) {
+    env.flow(&format!(
+        r#"
+name = "write"
+[[mounts]]
+name = "m"
+host = "m"
+guest = "/m"
+access = "read-write"
+[[steps]]
+name = "write"
+uses = "builtin:write-file"
+mounts = ["m"]
+with = {{ path = "/m/config.txt", content = "{content}" }}
+"#
+    ));
+}
+
+#[test]
+fn undo_reverses_a_committed_run_exactly() {
+    let env = Env::new();
+    fixture(&env.path("m"));
+    let before = snapshot_meta(&env.path("m"));
+    churn_flow(&env, false);
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    let run = runs(&env).pop().unwrap();
+    env.stepback(&["show"]).expect_stdout("committed (can be undone)");
+    env.stepback(&["undo", &run])
+        .expect_code(0)
+        .expect_stdout(&format!("run {run} undone"));
+    assert_same_meta(&before, &snapshot_meta(&env.path("m")), "after undo");
+    env.stepback(&["undo", &run])
+        .expect_code(6)
+        .expect_stderr("was already rolled back");
+}
+
+#[test]
+fn undo_refuses_when_paths_changed_since_unless_forced() {
+    let env = Env::new();
+    env.write("m/config.txt", "v1");
+    write_flow(&env, "v2");
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    let run = runs(&env).pop().unwrap();
+    fs::write(env.path("m/config.txt"), "edited by hand").unwrap();
+    let edited = snapshot_meta(&env.path("m"));
+    env.stepback(&["undo", &run])
+        .expect_code(6)
+        .expect_stderr("1 path(s) changed since the run")
+        .expect_stderr("m:/config.txt: a file of 2 bytes")
+        .expect_stderr("now")
+        .expect_stderr("--force");
+    assert_same_meta(
+        &edited,
+        &snapshot_meta(&env.path("m")),
+        "a refused undo changed something",
+    );
+    env.stepback(&["undo", &run, "--force"]).expect_code(0);
+    assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v1");
+}
+
+#[test]
+fn only_the_newest_runs_keep_their_backups() {
+    let env = Env::new();
+    env.write("m/config.txt", "v0");
+    for v in 1..=3 {
+        write_flow(&env, &format!("v{v}"));
+        env.stepback(&["run", "flow.toml", "--keep", "1"]).expect_code(0);
+    }
+    let ids = runs(&env);
+    assert_eq!(ids.len(), 3);
+    for old in &ids[..2] {
+        assert!(!env.path(&format!("state/runs/{old}/backup")).exists());
+        env.stepback(&["undo", old])
+            .expect_code(6)
+            .expect_stderr("backups were pruned");
+    }
+    env.stepback(&["show"])
+        .expect_stdout("committed (backups pruned)");
+    env.stepback(&["undo", &ids[2]]).expect_code(0);
+    assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v2");
+}
+
+#[test]
+fn a_crash_during_undo_is_finished_by_recover() {
+    let env = Env::new();
+    fixture(&env.path("m"));
+    let before = snapshot_meta(&env.path("m"));
+    churn_flow(&env, false);
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    let run = runs(&env).pop().unwrap();
+    let crashed = env.stepback_env(&["undo", &run], &[("STEPBACK_FAULT", "crash-before-undo:5")]);
+    assert!(crashed.killed());
+    env.stepback(&["recover"])
+        .expect_code(0)
+        .expect_stdout("rolled back");
+    assert_same_meta(
+        &before,
+        &snapshot_meta(&env.path("m")),
+        "after an interrupted undo",
+    );
+}
+
+#[test]
+fn unknown_runs_are_reported() {
+    Env::new()
+        .stepback(&["undo", "20990101T000000000Z-0000"])
+        .expect_code(2)
+        .expect_stderr("no run \"20990101T000000000Z-0000\"");
+    Env::new()
+        .stepback(&["show", "nope"])
+        .expect_code(2)
+        .expect_stderr("no run \"nope\"");
+}
