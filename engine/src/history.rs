@@ -110,6 +110,7 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
             ));
         }
     }
+    drifted.extend(added_since(&records, &opened).map_err(|e| UndoError::Io(e.into()))?);
     if !drifted.is_empty() && !force {
         return Err(UndoError::Drifted(drifted));
     }
@@ -144,4 +145,59 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(pruned)
+}
+
+/// Entries that appeared since the run inside directories the run created
+/// (undo would delete them with the directory).
+fn added_since(
+    records: &[Record],
+    mounts: &std::collections::HashMap<String, MountFs>,
+) -> std::io::Result<Vec<String>> {
+    use crate::journal::UndoOp;
+    use std::collections::HashSet;
+    let finals: HashSet<(&str, &str)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Final { mount, path, .. } => Some((mount.as_str(), path.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut added = Vec::new();
+    let mut pending: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Undo {
+                mount,
+                undo: UndoOp::Created { path, tree: true },
+                ..
+            } => Some((mount.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    while let Some((mount, dir)) = pending.pop() {
+        let Some(fs) = mounts.get(&mount) else { continue };
+        let entries = match fs.dir.read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let path = format!("{dir}/{}", entry?.file_name().to_string_lossy());
+            let now = entry_state(&fs.dir, &path)?;
+            if !finals.contains(&(mount.as_str(), path.as_str())) {
+                added.push(format!(
+                    "{mount}:/{path}: absent when the run ended, {} now",
+                    describe(&now)
+                ));
+            } else if now == Some(EntryState::Dir) {
+                pending.push((mount.clone(), path));
+            }
+        }
+    }
+    Ok(added)
 }

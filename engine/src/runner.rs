@@ -3,9 +3,11 @@
 //! whole flow back when a step fails and stops it.
 
 use crate::events::{Event, EventSink, FlowStatus, StepStatus};
-use crate::flow::{Access, OnFailure, Plan};
-use crate::journal::{Fault, MountFs, MountLocks, RollbackReport, RunJournal, RunStore, rollback};
-use crate::sandbox::{FailureReason, Sandbox, StepFailure, StepRequest};
+use crate::flow::{Access, Mount, OnFailure, Plan};
+use crate::journal::{
+    Durability, Fault, MountFs, MountLocks, Problem, RollbackReport, RunDir, RunJournal, RunStore, rollback,
+};
+use crate::sandbox::{FailureReason, Sandbox, StepFailure, StepRequest, StepRun};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +19,10 @@ pub struct RunOptions {
     pub fault: Fault,
     /// How many committed runs keep their backups (and can be undone).
     pub keep: usize,
+    pub durability: Durability,
+    /// Off: nothing is recorded and a failed flow is not rolled back (for
+    /// measuring the journal's cost, or flows that must not keep backups).
+    pub journal: bool,
 }
 
 /// Why a run did not start. Nothing was changed.
@@ -83,7 +89,6 @@ pub async fn run(
     events: &dyn EventSink,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
-    let store = RunStore::new(&options.state_dir);
     let pending = crate::recovery::abandoned(&options.state_dir).map_err(RunError::Journal)?;
     if !pending.is_empty() {
         let runs = pending
@@ -93,7 +98,7 @@ pub async fn run(
         return Err(RunError::NeedsRecovery(runs));
     }
     let run_id = new_run_id();
-    let writable: Vec<_> = plan
+    let writable: Vec<&Mount> = plan
         .mounts
         .iter()
         .filter(|m| m.access == Access::ReadWrite)
@@ -109,9 +114,10 @@ pub async fn run(
         .collect();
     let _locks = MountLocks::acquire(&options.state_dir, &lock_list, &holder)
         .map_err(|e| RunError::Busy(format!("{e:#}")))?;
-    let journal = open_journal(&store, &run_id, plan, &writable, options).map_err(RunError::Journal)?;
-    let run_dir = journal.1;
-    let journal = Arc::new(Mutex::new(journal.0));
+    let journal = match options.journal {
+        true => Some(Journaled::open(&run_id, plan, &writable, options).map_err(RunError::Journal)?),
+        false => None,
+    };
 
     let flow_start = Instant::now();
     events.emit(Event::FlowStarted {
@@ -148,34 +154,17 @@ pub async fn run(
             plugin: step.uses.clone(),
         });
         let start = Instant::now();
-        let started = lock(&journal).start_step(index, &step.name);
-        let run = match started {
-            Ok(()) => {
-                sandbox
-                    .run(
-                        &step.plugin,
-                        StepRequest {
-                            journal: Some(journal.clone()),
-                            flow: &plan.name,
-                            step: &step.name,
-                            run_id: &run_id,
-                            config: &step.config,
-                            mounts: &step.mounts,
-                            params: params.clone(),
-                            limits: step.limits,
-                        },
-                    )
-                    .await
-            }
-            Err(e) => crate::sandbox::StepRun {
-                result: Err(StepFailure {
-                    reason: FailureReason::Setup,
-                    message: format!("cannot write the journal: {e}"),
-                    details: None,
-                }),
-                log: Vec::new(),
-            },
+        let request = StepRequest {
+            journal: journal.as_ref().map(|j| j.journal.clone()),
+            flow: &plan.name,
+            step: &step.name,
+            run_id: &run_id,
+            config: &step.config,
+            mounts: &step.mounts,
+            params: params.clone(),
+            limits: step.limits,
         };
+        let run = run_step(sandbox, &step.plugin, request, index, journal.as_ref()).await;
         let (status, summary, failure) = match run.result {
             Ok(summary) => (StepStatus::Succeeded, summary, None),
             Err(failure) if step.on_failure == OnFailure::Continue => {
@@ -203,43 +192,15 @@ pub async fn run(
             failure,
         });
     }
-    let journal = Arc::try_unwrap(journal)
-        .ok()
-        .expect("every step's store is dropped when it ends")
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    let rollback_report = if stopped {
-        events.emit(Event::RollbackStarted {
-            run_id: run_id.clone(),
-            changes: journal.changes(),
-        });
-        let started = Instant::now();
-        let mut writer = journal.into_writer();
-        let report = match run_dir.records() {
-            Ok(records) => rollback(&run_dir, &records, &mut writer, options.fault),
-            Err(e) => RollbackReport {
-                undone: 0,
-                problems: vec![crate::journal::Problem {
-                    mount: String::new(),
-                    path: run_dir.journal().display().to_string(),
-                    reason: format!("cannot read the journal: {e}"),
-                }],
-            },
-        };
-        events.emit(Event::RollbackFinished {
-            run_id: run_id.clone(),
-            undone: report.undone,
-            problems: report.problems.iter().map(ToString::to_string).collect(),
-            millis: started.elapsed().as_secs_f64() * 1e3,
-        });
-        Some(report)
-    } else {
-        if let Err(e) = journal.commit() {
-            return Err(RunError::Journal(anyhow::anyhow!(
-                "cannot mark the run committed: {e}"
-            )));
+    let rollback = match journal {
+        Some(journal) => journal.finish(stopped, &run_id, events, options)?,
+        None if stopped => {
+            events.emit(Event::Warning {
+                message: "the journal is off: the flow's changes were not rolled back".into(),
+            });
+            None
         }
-        None
+        None => None,
     };
     if let Err(e) = crate::history::prune(&options.state_dir, options.keep) {
         events.emit(Event::Warning {
@@ -255,7 +216,7 @@ pub async fn run(
         run_id,
         status,
         steps: reports,
-        rollback: rollback_report,
+        rollback,
     };
     events.emit(Event::FlowFinished {
         flow: plan.name.clone(),
@@ -267,25 +228,116 @@ pub async fn run(
     Ok(report)
 }
 
-fn lock(journal: &Mutex<RunJournal>) -> std::sync::MutexGuard<'_, RunJournal> {
-    journal.lock().unwrap_or_else(|p| p.into_inner())
+/// Runs one step, with its records bracketed in the journal; a journal
+/// that cannot be written fails the step.
+async fn run_step(
+    sandbox: &Sandbox,
+    plugin: &crate::sandbox::Plugin,
+    request: StepRequest<'_>,
+    index: usize,
+    journal: Option<&Journaled>,
+) -> StepRun {
+    let journal_failure = |what: &str, e: std::io::Error, log| StepRun {
+        result: Err(StepFailure {
+            reason: FailureReason::Setup,
+            message: format!("cannot {what} the journal: {e}"),
+            details: None,
+        }),
+        log,
+    };
+    if let Some(j) = journal
+        && let Err(e) = j.lock().start_step(index, request.step)
+    {
+        return journal_failure("write", e, Vec::new());
+    }
+    let run = sandbox.run(plugin, request).await;
+    match journal.map(|j| j.lock().end_step()) {
+        Some(Err(e)) => journal_failure("sync", e, run.log),
+        _ => run,
+    }
 }
 
-fn open_journal(
-    store: &RunStore,
-    run_id: &str,
-    plan: &Plan,
-    writable: &[&crate::flow::Mount],
-    options: &RunOptions,
-) -> anyhow::Result<(RunJournal, crate::journal::RunDir)> {
-    let run_dir = store.create(run_id)?;
-    let mounts = writable
-        .iter()
-        .map(|m| MountFs::open(&m.name, &m.host))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let journal = RunJournal::begin(&run_dir, &plan.name, started, mounts, options.fault)?;
-    Ok((journal, run_dir))
+/// A run's journal and where it is kept.
+struct Journaled {
+    journal: Arc<Mutex<RunJournal>>,
+    dir: RunDir,
+}
+
+impl Journaled {
+    fn open(
+        run_id: &str,
+        plan: &Plan,
+        writable: &[&Mount],
+        options: &RunOptions,
+    ) -> anyhow::Result<Journaled> {
+        let dir = RunStore::new(&options.state_dir).create(run_id)?;
+        let mounts = writable
+            .iter()
+            .map(|m| MountFs::open(&m.name, &m.host))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let journal = RunJournal::begin(
+            &dir,
+            &plan.name,
+            started,
+            mounts,
+            options.durability,
+            options.fault,
+        )?;
+        Ok(Journaled {
+            journal: Arc::new(Mutex::new(journal)),
+            dir,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunJournal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits a successful run, or rolls a stopped one back.
+    fn finish(
+        self,
+        stopped: bool,
+        run_id: &str,
+        events: &dyn EventSink,
+        options: &RunOptions,
+    ) -> Result<Option<RollbackReport>, RunError> {
+        let journal = Arc::try_unwrap(self.journal)
+            .ok()
+            .expect("every step's store is dropped when it ends")
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        if !stopped {
+            journal
+                .commit()
+                .map_err(|e| RunError::Journal(anyhow::anyhow!("cannot mark the run committed: {e}")))?;
+            return Ok(None);
+        }
+        events.emit(Event::RollbackStarted {
+            run_id: run_id.to_owned(),
+            changes: journal.changes(),
+        });
+        let started = Instant::now();
+        let mut writer = journal.into_writer();
+        let report = match self.dir.records() {
+            Ok(records) => rollback(&self.dir, &records, &mut writer, options.fault),
+            Err(e) => RollbackReport {
+                undone: 0,
+                problems: vec![Problem {
+                    mount: String::new(),
+                    path: self.dir.journal().display().to_string(),
+                    reason: format!("cannot read the journal: {e}"),
+                }],
+            },
+        };
+        events.emit(Event::RollbackFinished {
+            run_id: run_id.to_owned(),
+            undone: report.undone,
+            problems: report.problems.iter().map(ToString::to_string).collect(),
+            millis: started.elapsed().as_secs_f64() * 1e3,
+        });
+        Ok(Some(report))
+    }
 }
 
 /// A sortable, unique-enough id: UTC time to the millisecond, then the low bits

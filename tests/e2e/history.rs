@@ -118,3 +118,33 @@ fn unknown_runs_are_reported() {
         .expect_code(2)
         .expect_stderr("no run \"nope\"");
 }
+
+#[test]
+fn undo_sees_files_added_later_inside_a_directory_the_run_created() {
+    let env = Env::new();
+    env.mkdir("m");
+    env.flow(
+        r#"
+name = "tree"
+[[mounts]]
+name = "m"
+host = "m"
+guest = "/m"
+access = "read-write"
+[[steps]]
+name = "write"
+uses = "builtin:write-file"
+mounts = ["m"]
+with = { path = "/m/new/deep/file.txt", content = "x" }
+"#,
+    );
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    let run = runs(&env).pop().unwrap();
+    fs::write(env.path("m/new/deep/added-later.txt"), "by hand").unwrap();
+    env.stepback(&["undo", &run])
+        .expect_code(6)
+        .expect_stderr("m:/new/deep/added-later.txt: absent when the run ended, a file of 7 bytes");
+    assert!(env.path("m/new/deep/added-later.txt").exists());
+    env.stepback(&["undo", &run, "--force"]).expect_code(0);
+    assert!(!env.path("m/new").exists());
+}

@@ -320,3 +320,82 @@ fn a_rollback_that_cannot_restore_everything_says_which_paths() {
         .expect_stdout("NOT RESTORED m:/a.txt: should be a file of 5 bytes, but is a file of 11 bytes");
     env.stepback(&["show"]).expect_stdout("rolled back, ");
 }
+
+#[test]
+fn per_step_sync_rolls_back_the_same() {
+    let env = Env::new();
+    fixture(&env.path("m"));
+    let before = snapshot_meta(&env.path("m"));
+    churn_flow(&env, true);
+    env.stepback(&["run", "--sync", "process", "flow.toml"])
+        .expect_code(1)
+        .expect_stdout("every path restored");
+    assert_same_meta(
+        &before,
+        &snapshot_meta(&env.path("m")),
+        "after rollback with --sync process",
+    );
+    let crashed = env.stepback_env(
+        &["run", "--sync", "process", "flow.toml"],
+        &[("STEPBACK_FAULT", "crash-before-op:10")],
+    );
+    assert!(crashed.killed());
+    env.stepback(&["recover"]).expect_code(0);
+    assert_same_meta(
+        &before,
+        &snapshot_meta(&env.path("m")),
+        "after a crash with --sync process",
+    );
+}
+
+#[test]
+fn directories_the_run_created_are_removed_whole_and_renames_out_of_them_come_back() {
+    let env = Env::new();
+    env.write("m/keep.txt", "keep");
+    let before = snapshot_meta(&env.path("m"));
+    env.flow(
+        r#"
+name = "fresh"
+[[mounts]]
+name = "m"
+host = "m"
+guest = "/m"
+access = "read-write"
+[[mounts]]
+name = "src"
+host = "src"
+guest = "/src"
+access = "read-only"
+[[steps]]
+name = "deploy"
+uses = "builtin:deploy-files"
+mounts = ["m", "src"]
+with = { from = "/src", to = "/m/release" }
+[[steps]]
+name = "boom"
+uses = "builtin:fail"
+"#,
+    );
+    for i in 0..50 {
+        env.write(&format!("src/d{}/f{i}.txt", i % 5), format!("{i}"));
+    }
+    env.stepback(&["run", "flow.toml"])
+        .expect_code(1)
+        .expect_stdout("every path restored");
+    assert_same_meta(
+        &before,
+        &snapshot_meta(&env.path("m")),
+        "after rolling back a deploy into a new directory",
+    );
+    let run = runs(&env).pop().unwrap();
+    let show = env.stepback(&["--output", "json", "show", &run]);
+    let undos = show
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("\"t\":\"undo\""))
+        .count();
+    assert!(
+        undos <= 3,
+        "50 files in a new directory need no records of their own ({undos} records)"
+    );
+}

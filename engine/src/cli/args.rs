@@ -96,6 +96,24 @@ pub struct RunArgs {
     /// ones are pruned after each run.
     #[arg(long, value_name = "N", default_value_t = stepback::history::DEFAULT_KEEP)]
     pub keep: usize,
+
+    /// When journal records reach stable storage: `strict` syncs each
+    /// record before its change is made (survives power loss); `process`
+    /// syncs once per step (survives the engine being killed, not power
+    /// loss; faster for flows that change many existing files).
+    #[arg(long, value_enum, default_value_t = SyncMode::Strict)]
+    pub sync: SyncMode,
+
+    /// Record nothing: a failed flow is NOT rolled back. For measuring the
+    /// journal's cost, or first installs where there is nothing to restore.
+    #[arg(long)]
+    pub no_journal: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    Strict,
+    Process,
 }
 
 #[derive(Args, Debug)]

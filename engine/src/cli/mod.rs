@@ -6,7 +6,7 @@ mod human;
 mod json;
 mod show;
 
-use args::{Cli, Command, OutputFormat, PluginCommand};
+use args::{Cli, Command, OutputFormat, PluginCommand, SyncMode};
 use clap::Parser;
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use stepback::events::{EventSink, FlowStatus};
 use stepback::flow::{self, FlowSource};
 use stepback::history::UndoError;
-use stepback::journal::Fault;
+use stepback::journal::{Durability, Fault};
 use stepback::plugin::{CompiledCache, PluginSource};
 use stepback::runner::{RunError, RunOptions};
 use stepback::sandbox::Sandbox;
@@ -72,6 +72,11 @@ async fn dispatch(cli: Cli) -> u8 {
                 state_dir,
                 fault: Fault::from_env(),
                 keep: args.keep,
+                journal: !args.no_journal,
+                durability: match args.sync {
+                    SyncMode::Strict => Durability::Strict,
+                    SyncMode::Process => Durability::Process,
+                },
             };
             run(
                 &args.flow.flow,

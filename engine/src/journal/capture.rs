@@ -19,7 +19,7 @@
 //! another filesystem than the mount, moves and links fall back to copies.
 
 use super::fault::Fault;
-use super::log::JournalWriter;
+use super::log::{Durability, JournalWriter};
 use super::record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
 use super::runs::RunDir;
 use cap_std::ambient_authority;
@@ -75,6 +75,8 @@ pub struct RunJournal {
     seq: u64,
     step: usize,
     touched: HashMap<(String, String), Touch>,
+    /// Directories the run created; see [`RunJournal::in_fresh_tree`].
+    fresh_dirs: HashSet<(String, String)>,
     times_saved: HashSet<(String, String)>,
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
@@ -87,9 +89,10 @@ impl RunJournal {
         flow: &str,
         started: String,
         mounts: Vec<MountFs>,
+        durability: Durability,
         fault: Fault,
     ) -> io::Result<RunJournal> {
-        let mut writer = JournalWriter::create(&run_dir.journal())?;
+        let mut writer = JournalWriter::create(&run_dir.journal())?.with_durability(durability);
         writer.append(&Record::Begin {
             run: run_dir.id.clone(),
             flow: flow.to_owned(),
@@ -109,6 +112,7 @@ impl RunJournal {
             seq: 0,
             step: 0,
             touched: HashMap::new(),
+            fresh_dirs: HashSet::new(),
             times_saved: HashSet::new(),
             paths: BTreeSet::new(),
             fault,
@@ -123,6 +127,12 @@ impl RunJournal {
         })
     }
 
+    /// Makes the step's records durable (they already are, unless
+    /// durability is relaxed).
+    pub fn end_step(&mut self) -> io::Result<()> {
+        self.writer.sync()
+    }
+
     /// The number of undo records written so far.
     pub fn changes(&self) -> u64 {
         self.seq
@@ -131,11 +141,16 @@ impl RunJournal {
     /// Ends the journal of a successful run: the final state of every
     /// path it changed, then `committed`.
     pub fn commit(mut self) -> io::Result<()> {
-        let paths = std::mem::take(&mut self.paths);
-        for (mount, path) in paths {
-            let state = entry_state(self.dir(&mount)?, &path)?;
-            self.writer.append(&Record::Final { mount, path, state })?;
+        let mut finals = Vec::new();
+        for (mount, path) in std::mem::take(&mut self.paths) {
+            let dir = self.dir(&mount)?;
+            let state = entry_state(dir, &path)?;
+            if self.fresh_dirs.contains(&Self::key(&mount, &path)) && state == Some(EntryState::Dir) {
+                final_states_beneath(dir, &mount, &path, &mut finals)?;
+            }
+            finals.push(Record::Final { mount, path, state });
         }
+        self.writer.append_all(finals)?;
         self.writer.append(&Record::Committed)
     }
 
@@ -197,7 +212,10 @@ impl RunJournal {
 
     fn save_times(&mut self, mount: &str, path: &str) -> io::Result<()> {
         let key = Self::key(mount, path);
-        if self.times_saved.contains(&key) || self.touched.get(&key) == Some(&Touch::Fresh) {
+        if self.times_saved.contains(&key)
+            || self.touched.get(&key) == Some(&Touch::Fresh)
+            || self.in_fresh_tree(mount, path)
+        {
             return Ok(());
         }
         let meta = self
@@ -217,21 +235,39 @@ impl RunJournal {
     }
 
     fn is_kept(&self, mount: &str, path: &str) -> bool {
-        self.touched.contains_key(&Self::key(mount, path))
+        self.touched.contains_key(&Self::key(mount, path)) || self.in_fresh_tree(mount, path)
     }
 
-    /// Before creating a file, directory, symlink or hard link at `path`,
-    /// where nothing is.
-    pub fn before_create(&mut self, mount: &str, path: &str) -> io::Result<()> {
+    /// Whether `path` is beneath a directory this run created: its undo
+    /// removes everything beneath, so nothing there needs a record.
+    fn in_fresh_tree(&self, mount: &str, path: &str) -> bool {
+        !self.fresh_dirs.is_empty()
+            && Path::new(path)
+                .ancestors()
+                .skip(1)
+                .filter_map(Path::to_str)
+                .any(|a| self.fresh_dirs.contains(&Self::key(mount, a)))
+    }
+
+    /// Before creating a file, directory (`is_dir`), symlink or hard link
+    /// at `path`, where nothing is.
+    pub fn before_create(&mut self, mount: &str, path: &str, is_dir: bool) -> io::Result<()> {
+        if self.in_fresh_tree(mount, path) {
+            return Ok(());
+        }
         self.touch_parent(mount, path)?;
         let seq = self.record(
             mount,
             Change::Created,
             UndoOp::Created {
                 path: path.to_owned(),
+                tree: is_dir,
             },
         )?;
         self.touched.insert(Self::key(mount, path), Touch::Fresh);
+        if is_dir {
+            self.fresh_dirs.insert(Self::key(mount, path));
+        }
         self.done(seq);
         Ok(())
     }
@@ -309,6 +345,9 @@ impl RunJournal {
 
     /// Before unlinking the file or symlink at `path`.
     pub fn before_unlink(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
+        if self.in_fresh_tree(mount, path) {
+            return Ok(());
+        }
         self.touch_parent(mount, path)?;
         if self.touched.remove(&Self::key(mount, path)).is_some() {
             return Ok(());
@@ -369,7 +408,11 @@ impl RunJournal {
 
     /// Before removing the (empty) directory at `path`.
     pub fn before_remove_dir(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
+        if self.in_fresh_tree(mount, path) {
+            return Ok(());
+        }
         self.touch_parent(mount, path)?;
+        self.fresh_dirs.remove(&Self::key(mount, path));
         if self.touched.remove(&Self::key(mount, path)).is_some() {
             return Ok(());
         }
@@ -391,13 +434,20 @@ impl RunJournal {
         from_is_dir: bool,
         to_meta: Option<&Metadata>,
     ) -> io::Result<()> {
+        if self.in_fresh_tree(mount, from) && self.in_fresh_tree(mount, to) {
+            return Ok(());
+        }
         self.touch_parent(mount, from)?;
         self.touch_parent(mount, to)?;
         match to_meta {
             Some(meta) if !self.is_kept(mount, to) => self.save_entry(mount, to, meta, Change::Replaced)?,
             Some(_) => {}
             None => {
-                let seq = self.record(mount, Change::Renamed, UndoOp::Created { path: to.to_owned() })?;
+                let created = UndoOp::Created {
+                    path: to.to_owned(),
+                    tree: false,
+                };
+                let seq = self.record(mount, Change::Renamed, created)?;
                 self.done(seq);
             }
         }
@@ -417,6 +467,18 @@ impl RunJournal {
                 .retain(|(m, p), _| m != mount || !(under(p, from) || under(p, to)));
             self.times_saved
                 .retain(|(m, p)| m != mount || !(under(p, from) || under(p, to)));
+            // A directory the run made keeps that status under its new name.
+            let moved: Vec<String> = self
+                .fresh_dirs
+                .iter()
+                .filter(|(m, p)| m == mount && under(p, from))
+                .map(|(_, p)| p.clone())
+                .collect();
+            for p in moved {
+                self.fresh_dirs.remove(&Self::key(mount, &p));
+                self.fresh_dirs
+                    .insert(Self::key(mount, &format!("{to}{}", &p[from.len()..])));
+            }
         } else {
             match self.touched.remove(&Self::key(mount, from)) {
                 Some(state) => self.touched.insert(Self::key(mount, to), state),
@@ -452,4 +514,23 @@ pub fn entry_state(dir: &Dir, path: &str) -> io::Result<Option<EntryState>> {
             mtime: mtime(&meta),
         }
     }))
+}
+
+/// Final states of everything beneath a directory the run created (those
+/// entries have no records of their own).
+fn final_states_beneath(dir: &Dir, mount: &str, path: &str, out: &mut Vec<Record>) -> io::Result<()> {
+    for entry in dir.read_dir(path)? {
+        let name = entry?.file_name();
+        let child = format!("{path}/{}", name.to_string_lossy());
+        let state = entry_state(dir, &child)?;
+        if state == Some(EntryState::Dir) {
+            final_states_beneath(dir, mount, &child, out)?;
+        }
+        out.push(Record::Final {
+            mount: mount.to_owned(),
+            path: child,
+            state,
+        });
+    }
+    Ok(())
 }

@@ -12,6 +12,21 @@ use std::path::Path;
 
 pub struct JournalWriter {
     file: File,
+    /// Sync after every record (the default) or only at the end of a step
+    /// and of the run; see [`crate::journal::Durability`].
+    sync_each: bool,
+}
+
+/// How hard the journal works to survive a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every record is on stable storage before its change is made:
+    /// survives power loss and kernel crashes.
+    #[default]
+    Strict,
+    /// Records are written before their change but synced only at the end
+    /// of each step: survives the engine being killed, not power loss.
+    Process,
 }
 
 impl JournalWriter {
@@ -21,21 +36,51 @@ impl JournalWriter {
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        Ok(JournalWriter { file })
+        Ok(JournalWriter {
+            file,
+            sync_each: true,
+        })
+    }
+
+    pub fn with_durability(mut self, durability: Durability) -> JournalWriter {
+        self.sync_each = durability == Durability::Strict;
+        self
     }
 
     /// Reopens an existing journal to add records (recovery, undo).
     pub fn open(path: &Path) -> io::Result<JournalWriter> {
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok(JournalWriter { file })
+        Ok(JournalWriter {
+            file,
+            sync_each: true,
+        })
     }
 
-    /// Appends a record and waits until it is on stable storage.
+    /// Appends a record and, unless durability is relaxed, waits until it
+    /// is on stable storage.
     pub fn append(&mut self, record: &Record) -> io::Result<()> {
+        self.write(record)?;
+        if self.sync_each { self.sync() } else { Ok(()) }
+    }
+
+    /// Appends records that need no individual sync (the final states
+    /// written at commit), then syncs once.
+    pub fn append_all(&mut self, records: impl IntoIterator<Item = Record>) -> io::Result<()> {
+        for record in records {
+            self.write(&record)?;
+        }
+        self.sync()
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn write(&mut self, record: &Record) -> io::Result<()> {
         let json = serde_json::to_string(record).map_err(io::Error::other)?;
         let line = format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
-        self.file.write_all(line.as_bytes())?;
-        self.file.sync_data()
+        self.file.write_all(line.as_bytes())
     }
 }
 

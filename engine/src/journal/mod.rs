@@ -25,7 +25,7 @@ mod undo;
 pub use capture::{Capture, MountFs, RunJournal, entry_state};
 pub use fault::Fault;
 pub use lock::MountLocks;
-pub use log::{JournalWriter, read_journal};
+pub use log::{Durability, JournalWriter, read_journal};
 pub use record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub use undo::{Problem, RollbackReport, rollback};

@@ -40,8 +40,14 @@ pub struct Meta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum UndoOp {
-    /// Nothing was at `path`; undo removes what is there.
-    Created { path: String },
+    /// Nothing was at `path`; undo removes what is there. `tree`: a
+    /// directory the run made, so everything beneath it is the run's too
+    /// (and has no records of its own); undo removes it all.
+    Created {
+        path: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tree: bool,
+    },
     /// The file at `path` was moved or hard-linked into the backup area
     /// (no copy); undo moves it back, with its inode, mode and times.
     Saved {
@@ -79,7 +85,7 @@ impl UndoOp {
     /// The path the record is about (for a rename, the new name).
     pub fn path(&self) -> &str {
         match self {
-            UndoOp::Created { path }
+            UndoOp::Created { path, .. }
             | UndoOp::Saved { path, .. }
             | UndoOp::Copied { path, .. }
             | UndoOp::RemovedDir { path, .. }

@@ -175,7 +175,11 @@ fn set_meta(dir: &Dir, path: &str, meta: Meta) -> io::Result<()> {
 
 fn apply(dir: &Dir, backup: &Dir, op: &UndoOp) -> io::Result<()> {
     match op {
-        UndoOp::Created { path } => clear(dir, path),
+        UndoOp::Created { path, tree: true } => match dir.symlink_metadata(path) {
+            Ok(m) if m.is_dir() => dir.remove_dir_all(path),
+            _ => clear(dir, path),
+        },
+        UndoOp::Created { path, tree: false } => clear(dir, path),
         UndoOp::Saved {
             path, backup: name, ..
         } => {

@@ -255,7 +255,9 @@ impl HostDescriptor for FsView<'_> {
         if let (Some(t), true) = (&target, writes) {
             match t.metadata().map_err(fs_error)? {
                 None if oflags.contains(OpenFlags::CREATE) => {
-                    t.lock().before_create(&t.mount, &t.rel).map_err(fs_error)?;
+                    t.lock()
+                        .before_create(&t.mount, &t.rel, false)
+                        .map_err(fs_error)?;
                 }
                 Some(m) if m.is_file() && !oflags.contains(OpenFlags::EXCLUSIVE) => {
                     if oflags.contains(OpenFlags::TRUNCATE) {
@@ -289,7 +291,7 @@ impl HostDescriptor for FsView<'_> {
         if let Some(t) = self.target(&fd, &path, false)?
             && t.metadata().map_err(fs_error)?.is_none()
         {
-            t.lock().before_create(&t.mount, &t.rel).map_err(fs_error)?;
+            t.lock().before_create(&t.mount, &t.rel, true).map_err(fs_error)?;
         }
         self.inner.create_directory_at(fd, path).await
     }
@@ -303,7 +305,9 @@ impl HostDescriptor for FsView<'_> {
         if let Some(t) = self.target(&fd, &dest, false)?
             && t.metadata().map_err(fs_error)?.is_none()
         {
-            t.lock().before_create(&t.mount, &t.rel).map_err(fs_error)?;
+            t.lock()
+                .before_create(&t.mount, &t.rel, false)
+                .map_err(fs_error)?;
         }
         self.inner.symlink_at(fd, src, dest).await
     }
@@ -319,7 +323,9 @@ impl HostDescriptor for FsView<'_> {
         if let Some(t) = self.target(&new_fd, &new_path, false)?
             && t.metadata().map_err(fs_error)?.is_none()
         {
-            t.lock().before_create(&t.mount, &t.rel).map_err(fs_error)?;
+            t.lock()
+                .before_create(&t.mount, &t.rel, false)
+                .map_err(fs_error)?;
         }
         self.inner
             .link_at(fd, old_flags, old_path, new_fd, new_path)
