@@ -6,9 +6,16 @@
 //! change destroys data, moves or links the original into the run's backup
 //! area), syncs it, and only then returns; so an undo record is durable
 //! before the change it covers can reach the disk. Rollback applies the
-//! records newest first; each undo is idempotent and followed by a durable
-//! `undone` marker, so a rollback interrupted by a crash finishes on the
-//! next attempt (`stepback recover`).
+//! records newest first; each undo is idempotent, and `undone` markers are
+//! written in batches once the undos' effects are synced, so a rollback
+//! interrupted by a crash finishes on the next attempt (`stepback recover`).
+//!
+//! Ordering relied on: `fdatasync` of the journal before each change
+//! (`--sync strict`, the default); within one filesystem, the rename or
+//! link that moves an original into the backup area reaching the disk no
+//! later than the change that follows it (ext4 and XFS journal metadata in
+//! order); `syncfs` of the mounts and the backup area before a batch of
+//! `undone` markers is written.
 //!
 //! Layout of a run: `STATE/runs/RUN/journal` (append-only, one checksummed
 //! JSON record per line) and `STATE/runs/RUN/backup/` (originals, named by

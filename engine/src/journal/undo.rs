@@ -1,11 +1,11 @@
-//! Rollback: applies a run's undo records newest first, each followed by
-//! a durable `undone` marker, then checks every restored path against
-//! what was recorded when it was first touched.
+//! Rollback: applies a run's undo records newest first, marks them
+//! `undone` in durable batches (see [`Markers`]), then checks every
+//! restored path against what was recorded when it was first touched.
 //!
 //! Every undo is idempotent, so a rollback cut short by a crash is simply
-//! run again: records already marked are skipped, and the one that may
-//! have been half-applied is applied again safely (a backup that is no
-//! longer in the backup area has already been moved back).
+//! run again: records already marked are skipped, and those applied but
+//! not yet marked are applied again safely (a backup that is no longer in
+//! the backup area has already been moved back).
 
 use super::capture::{MountFs, mtime};
 use super::fault::Fault;
@@ -19,6 +19,7 @@ use cap_std::fs::{Dir, OpenOptions, Permissions};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// A path a rollback could not restore.
 #[derive(Debug, Clone)]
@@ -93,25 +94,136 @@ pub fn rollback(
         })
         .collect();
     undos.sort_by_key(|(seq, ..)| std::cmp::Reverse(*seq));
+    let mut markers = Markers::new(&mounts, &run.backup());
     for (n, (seq, mount, op)) in undos.into_iter().enumerate() {
         fault.before_undo(n as u64 + 1);
         let Some(fs) = mounts.get(mount) else { continue };
+        let footprint = footprint(mount, op);
+        if let Err(e) = markers.before(&footprint, writer) {
+            report
+                .problems
+                .push(problem(mount, op, format!("cannot mark undos as done: {e}")));
+        }
         match apply(&fs.dir, &backup, op) {
             Ok(()) => {
                 report.undone += 1;
-                if let Err(e) = writer.append(&Record::Undone { seq }) {
-                    report
-                        .problems
-                        .push(problem(mount, op, format!("cannot mark as undone: {e}")));
-                }
+                markers.applied(seq, footprint);
             }
             Err(e) => report
                 .problems
                 .push(problem(mount, op, format!("undo failed: {e}"))),
         }
     }
+    if let Err(e) = markers.flush(writer) {
+        report.problems.push(Problem {
+            mount: String::new(),
+            path: String::new(),
+            reason: format!("cannot mark undos as done: {e}"),
+        });
+    }
     verify(records, &mounts, &backup, &mut report);
     finish(writer, report)
+}
+
+/// Where an undo acts: paths whose entry it changes (`subtree`: and
+/// everything beneath), and the directories whose listing it changes.
+type Footprint = Vec<(String, String, bool)>;
+
+fn footprint(mount: &str, op: &UndoOp) -> Footprint {
+    let parent = |p: &str| {
+        Path::new(p)
+            .parent()
+            .and_then(Path::to_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let entry = |p: &str, subtree: bool| {
+        vec![
+            (mount.to_owned(), p.to_owned(), subtree),
+            (mount.to_owned(), parent(p), false),
+        ]
+    };
+    match op {
+        UndoOp::Created { path, tree } => entry(path, *tree),
+        UndoOp::Times { path, .. } => vec![(mount.to_owned(), path.clone(), false)],
+        UndoOp::Renamed { from, to } => {
+            let mut f = entry(from, true);
+            f.extend(entry(to, true));
+            f
+        }
+        other => entry(other.path(), false),
+    }
+}
+
+fn overlaps(a: &(String, String, bool), b: &(String, String, bool)) -> bool {
+    let under =
+        |p: &str, dir: &str| dir.is_empty() || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    a.0 == b.0 && (a.1 == b.1 || (a.2 && under(&b.1, &a.1)) || (b.2 && under(&a.1, &b.1)))
+}
+
+/// Batches the `undone` markers of a rollback.
+///
+/// A marker may be written only once its undo's effect is on disk, so a
+/// batch is written after `syncfs` of the mounts and the backup area: one
+/// sync per batch, not one per undo. Undos whose markers are lost in a
+/// crash are applied again; that is safe because no two undos of a batch
+/// touch the same entry or directory listing: before an undo that would,
+/// the batch is flushed. So re-applying one finds its footprint as its
+/// first application left it, and changes nothing.
+struct Markers {
+    /// One open directory per filesystem to `syncfs` (capability handles
+    /// are `O_PATH`, which `syncfs` refuses).
+    filesystems: Vec<std::fs::File>,
+    seqs: Vec<u64>,
+    footprints: Vec<(String, String, bool)>,
+}
+
+impl Markers {
+    /// Undos per batch at most.
+    const BATCH: usize = 1024;
+
+    fn new(mounts: &HashMap<String, MountFs>, backup: &Path) -> Self {
+        let filesystems = mounts
+            .values()
+            .map(|m| m.host.as_path())
+            .chain([backup])
+            .filter_map(|p| std::fs::File::open(p).ok())
+            .collect();
+        Markers {
+            filesystems,
+            seqs: Vec::new(),
+            footprints: Vec::new(),
+        }
+    }
+
+    /// Called before an undo with this footprint is applied.
+    fn before(&mut self, footprint: &Footprint, writer: &mut JournalWriter) -> io::Result<()> {
+        let clash = footprint
+            .iter()
+            .any(|f| self.footprints.iter().any(|p| overlaps(f, p)));
+        if clash || self.seqs.len() >= Self::BATCH {
+            self.flush(writer)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn applied(&mut self, seq: u64, footprint: Footprint) {
+        self.seqs.push(seq);
+        self.footprints.extend(footprint);
+    }
+
+    fn flush(&mut self, writer: &mut JournalWriter) -> io::Result<()> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        for fs in &self.filesystems {
+            rustix::fs::syncfs(fs)?;
+        }
+        writer.append_all(self.seqs.drain(..).map(|seq| Record::Undone { seq }))?;
+        self.footprints.clear();
+        Ok(())
+    }
 }
 
 fn finish(writer: &mut JournalWriter, mut report: RollbackReport) -> RollbackReport {

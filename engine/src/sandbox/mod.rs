@@ -336,7 +336,13 @@ impl Sandbox {
 /// nothing else: no environment, no arguments, no network.
 fn wasi_ctx(mounts: &[Mount], stdout: &CapturedOutput, stderr: &CapturedOutput) -> anyhow::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
-    builder.stdout(stdout.clone()).stderr(stderr.clone());
+    // File calls run on the step's own thread instead of hopping to
+    // tokio's blocking pool for each one: a step is one guest thread doing
+    // one call at a time, and the hop costs more than most file calls.
+    builder
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_blocking_current_thread(true);
     for mount in mounts {
         let perms = match mount.access {
             Access::ReadOnly => FsPerms::ReadOnly,

@@ -1,6 +1,7 @@
 //! Extraction of tar (optionally gzipped) and zip archives, in two passes:
 //! plan and check every entry, then write.
 
+use crate::io::{At, READ_BUFFER};
 use crate::progress::Progress;
 use crate::safe_path::{check_not_through, check_symlink, entry_path};
 use crate::tree::{prepare_slot, symlink, write_file};
@@ -58,10 +59,11 @@ impl Plan {
 
 fn open_tar(path: &Path, gzip: bool) -> Result<tar::Archive<Box<dyn Read>>, Error> {
     let file = File::open(path).context(format!("opening {}", path.display()))?;
+    let file = BufReader::with_capacity(READ_BUFFER, At::new(file));
     let reader: Box<dyn Read> = if gzip {
-        Box::new(GzDecoder::new(BufReader::new(file)))
+        Box::new(GzDecoder::new(file))
     } else {
-        Box::new(BufReader::new(file))
+        Box::new(file)
     };
     Ok(tar::Archive::new(reader))
 }

@@ -8,6 +8,7 @@
 
 mod archive;
 mod checksum;
+mod io;
 mod progress;
 mod safe_path;
 mod tree;

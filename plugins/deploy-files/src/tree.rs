@@ -1,20 +1,32 @@
 //! Copying files and directory trees, and the file writing shared with
 //! archive extraction.
 
+use crate::io::{At, BUFFER};
 use crate::progress::Progress;
 use std::fs::{self, File};
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, BufWriter, ErrorKind, Read};
 use std::path::Path;
 use std::time::SystemTime;
 use stepback_sdk::{Error, ResultExt};
 
 /// Makes room for a new entry at `path`: creates its parent directories and
-/// removes an existing file or symlink there (never a directory), so a
-/// symlink already in the destination is replaced, not written through.
+/// removes an existing symlink there (never a directory), so that it is
+/// replaced, not written through.
 pub fn prepare_slot(path: &Path) -> Result<(), Error> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).context(format!("creating {}", parent.display()))?;
+    ensure_parent(path)?;
+    replace_symlink(path)
+}
+
+fn ensure_parent(path: &Path) -> Result<(), Error> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            fs::create_dir_all(parent).context(format!("creating {}", parent.display()))
+        }
+        _ => Ok(()),
     }
+}
+
+fn replace_symlink(path: &Path) -> Result<(), Error> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => {
             fs::remove_file(path).context(format!("replacing symlink {}", path.display()))
@@ -25,11 +37,25 @@ pub fn prepare_slot(path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Writes `data` to a new or replaced file at `path`; returns the byte count.
+/// Writes `data` to a new or replaced file at `path`; returns the byte
+/// count. Parent directories are created only when the create fails for
+/// want of them: two calls per file in the common case, not four.
 pub fn write_file(data: &mut dyn Read, path: &Path, mtime: Option<SystemTime>) -> Result<u64, Error> {
-    prepare_slot(path)?;
-    let mut file = File::create(path).context(format!("creating {}", path.display()))?;
-    let bytes = io::copy(data, &mut file).context(format!("writing {}", path.display()))?;
+    replace_symlink(path)?;
+    let created = match File::create(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            ensure_parent(path)?;
+            File::create(path)
+        }
+        other => other,
+    };
+    let file = created.context(format!("creating {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(BUFFER, At::new(file));
+    let bytes = io::copy(data, &mut out).context(format!("writing {}", path.display()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::new(format!("writing {}: {}", path.display(), e.error())))?
+        .into_file();
     if let Some(mtime) = mtime {
         file.set_modified(mtime)
             .context(format!("setting the time of {}", path.display()))?;
@@ -111,9 +137,9 @@ fn copy_entries(from: &Path, to: &Path, progress: &mut Progress) -> Result<(), E
 }
 
 fn copy_file_counted(from: &Path, to: &Path, progress: &mut Progress) -> Result<(), Error> {
-    let mut source = File::open(from).context(format!("opening {}", from.display()))?;
+    let source = File::open(from).context(format!("opening {}", from.display()))?;
     let mtime = source.metadata().and_then(|m| m.modified()).ok();
-    let bytes = write_file(&mut source, to, mtime)?;
+    let bytes = write_file(&mut At::new(source), to, mtime)?;
     progress.file_done(bytes);
     Ok(())
 }

@@ -1,0 +1,313 @@
+//! Journal benchmarks (B1–B5 of the journal issue), printed as medians of
+//! runs interleaved side by side, so that the machine's drift hits every
+//! variant alike. Run with `cargo bench --bench journal`; the figures go to
+//! README.md and the issue.
+//!
+//! - B1: deploy 10,000 files of 4 KiB into a new directory: journaled vs
+//!   journal off vs `cp -r`; peak RSS of the journaled run.
+//! - B2: overwrite those 10,000 files: journaled vs journal off, and the
+//!   bytes copied into backups (should be 0: originals are moved aside).
+//! - B3: roll B2 back; compared with B2's own step time.
+//! - B4: deploy one 1 GiB file vs `cp`.
+//! - B5: `stepback recover` after a crash with 10,000 undo records.
+//!
+//! Every run is a `stepback` process with a warm compiled cache; step
+//! times come from its JSON events, so process start-up is excluded there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 5;
+const FILES: usize = 10_000;
+
+struct Bench {
+    root: PathBuf,
+    cache: PathBuf,
+}
+
+/// What one `stepback` run reported.
+struct Measured {
+    wall: Duration,
+    /// Sum of the steps' own times.
+    steps: Duration,
+    rollback: Option<Duration>,
+    peak_rss_kib: Option<u64>,
+}
+
+impl Bench {
+    fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    fn stepback(&self, args: &[&str], fault: Option<&str>) -> Measured {
+        sync();
+        let time = Path::new("/usr/bin/time").exists();
+        let mut command = if time {
+            let mut c = Command::new("/usr/bin/time");
+            c.args(["-f", "peak-rss-kib %M"])
+                .arg(env!("CARGO_BIN_EXE_stepback"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_stepback"))
+        };
+        command
+            .args(["--output", "json"])
+            .args(args)
+            .env("STEPBACK_STATE_DIR", self.state())
+            .env("STEPBACK_CACHE_DIR", &self.cache)
+            .current_dir(&self.root);
+        if let Some(f) = fault {
+            command.env("STEPBACK_FAULT", f);
+        }
+        let start = Instant::now();
+        let out = command.output().expect("running stepback");
+        let wall = start.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut steps = Duration::ZERO;
+        let mut rollback = None;
+        for line in stdout.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let millis = || Duration::from_secs_f64(event["millis"].as_f64().unwrap_or(0.0) / 1e3);
+            match event["event"].as_str() {
+                Some("step-finished") => steps += millis(),
+                Some("rollback-finished") => rollback = Some(millis()),
+                _ => {}
+            }
+        }
+        let peak_rss_kib = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("peak-rss-kib "))
+            .and_then(|v| v.trim().parse().ok());
+        Measured {
+            wall,
+            steps,
+            rollback,
+            peak_rss_kib,
+        }
+    }
+}
+
+fn sync() {
+    let _ = Command::new("sync").status();
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}", a.as_secs_f64() / b.as_secs_f64())
+}
+
+fn flow(name: &str, from: &str, fail: bool) -> String {
+    let mut text = format!(
+        r#"name = "{name}"
+[params.to]
+default = "tree"
+[[mounts]]
+name = "src"
+host = "src"
+guest = "/src"
+access = "read-only"
+[[mounts]]
+name = "dst"
+host = "dst"
+guest = "/dst"
+access = "read-write"
+[[steps]]
+name = "deploy"
+uses = "builtin:deploy-files"
+mounts = ["src", "dst"]
+with = {{ from = "{from}", to = "/dst/${{to}}" }}
+limits = {{ time = "1h", memory = "256MiB" }}
+"#
+    );
+    if fail {
+        text.push_str("[[steps]]\nname = \"fail\"\nuses = \"builtin:fail\"\n");
+    }
+    text
+}
+
+fn main() {
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir");
+    let root = scratch.path().to_path_buf();
+    let bench = Bench {
+        cache: root.join("cache"),
+        root: root.clone(),
+    };
+    std::fs::create_dir_all(root.join("dst")).unwrap();
+    for i in 0..FILES {
+        let dir = root.join(format!("src/tree/d{:03}", i / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..4096u32).map(|b| (b as usize * 31 + i) as u8).collect();
+        std::fs::write(dir.join(format!("f{:03}.bin", i % 100)), data).unwrap();
+    }
+    std::fs::write(root.join("deploy.toml"), flow("b1", "/src/tree", false)).unwrap();
+    std::fs::write(root.join("deploy-fail.toml"), flow("b3", "/src/tree", true)).unwrap();
+    std::fs::write(root.join("big.toml"), flow("b4", "/src/big.bin", false)).unwrap();
+    // Warm the compiled cache.
+    bench.stepback(&["run", "deploy.toml", "-p", "to=warm"], None);
+
+    println!("B1: deploy {FILES} files of 4 KiB into a new directory (median of {RUNS})");
+    let (mut journaled, mut off, mut cp, mut rss) = (vec![], vec![], vec![], vec![]);
+    for i in 0..RUNS {
+        let j = bench.stepback(&["run", "deploy.toml", "-p", &format!("to=j{i}")], None);
+        rss.extend(j.peak_rss_kib);
+        journaled.push(j.wall);
+        off.push(
+            bench
+                .stepback(
+                    &["run", "--no-journal", "deploy.toml", "-p", &format!("to=o{i}")],
+                    None,
+                )
+                .wall,
+        );
+        sync();
+        let start = Instant::now();
+        let status = Command::new("cp")
+            .args(["-r", "src/tree", &format!("dst/c{i}")])
+            .current_dir(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        cp.push(start.elapsed());
+    }
+    let (j, o, c) = (median(journaled), median(off), median(cp));
+    println!("  journaled {}  journal off {}  cp -r {}", ms(j), ms(o), ms(c));
+    println!(
+        "  journaled/off {} (target <= 1.10)  journaled/cp {} (target <= 2.0)",
+        ratio(j, o),
+        ratio(j, c)
+    );
+    if let Some(peak) = rss.iter().max() {
+        println!(
+            "  peak RSS of the journaled runs: {} MiB (target < 100 MiB)",
+            peak / 1024
+        );
+    }
+
+    println!("B2: overwrite those {FILES} files (median of {RUNS})");
+    let (mut journaled, mut off, mut process) = (vec![], vec![], vec![]);
+    for i in 0..RUNS {
+        let target = format!("to=j{i}");
+        journaled.push(bench.stepback(&["run", "deploy.toml", "-p", &target], None).steps);
+        off.push(
+            bench
+                .stepback(&["run", "--no-journal", "deploy.toml", "-p", &target], None)
+                .steps,
+        );
+        process.push(
+            bench
+                .stepback(&["run", "--sync", "process", "deploy.toml", "-p", &target], None)
+                .steps,
+        );
+    }
+    let (j, o, p) = (median(journaled), median(off), median(process));
+    println!(
+        "  step time: journaled {}  --sync process {}  journal off {}",
+        ms(j),
+        ms(p),
+        ms(o)
+    );
+    println!(
+        "  journaled/off {} (target <= 1.25)  process/off {}",
+        ratio(j, o),
+        ratio(p, o)
+    );
+    println!("  bytes copied into backups: {}", copied_bytes(&bench));
+
+    println!("B3: roll back an overwrite of {FILES} files (median of {RUNS})");
+    let (mut deploy, mut rollback) = (vec![], vec![]);
+    for i in 0..RUNS {
+        let m = bench.stepback(&["run", "deploy-fail.toml", "-p", &format!("to=j{i}")], None);
+        deploy.push(m.steps);
+        rollback.push(m.rollback.expect("the flow is rolled back"));
+    }
+    let (d, r) = (median(deploy), median(rollback));
+    println!(
+        "  overwrite {}  rollback {}  rollback/overwrite {} (target <= 0.5)",
+        ms(d),
+        ms(r),
+        ratio(r, d)
+    );
+
+    println!("B5: recover after a crash with {FILES} undo records (median of {RUNS})");
+    let mut recover = vec![];
+    for i in 0..RUNS {
+        let crashed = bench.stepback(
+            &["run", "deploy.toml", "-p", &format!("to=j{i}")],
+            Some(&format!("crash-before-op:{}", FILES + 50)),
+        );
+        let _ = crashed;
+        recover.push(bench.stepback(&["recover"], None).wall);
+    }
+    println!("  stepback recover: {} (target < 1 s)", ms(median(recover)));
+
+    println!("B4: deploy one 1 GiB file (median of 3)");
+    let big = root.join("src/big.bin");
+    let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let mut file = std::fs::File::create(&big).unwrap();
+    for _ in 0..1024 {
+        std::io::Write::write_all(&mut file, &chunk).unwrap();
+    }
+    drop(file);
+    let (mut engine, mut cp) = (vec![], vec![]);
+    for i in 0..3 {
+        engine.push(
+            bench
+                .stepback(&["run", "big.toml", "-p", &format!("to=big{i}.bin")], None)
+                .steps,
+        );
+        sync();
+        let start = Instant::now();
+        let target = format!("dst/cpbig{i}.bin");
+        assert!(
+            Command::new("cp")
+                .args(["src/big.bin", &target])
+                .current_dir(&root)
+                .status()
+                .unwrap()
+                .success()
+        );
+        cp.push(start.elapsed());
+        let _ = std::fs::remove_file(root.join(&target));
+        let _ = std::fs::remove_file(root.join(format!("dst/big{i}.bin")));
+    }
+    let (e, c) = (median(engine), median(cp));
+    let gib = |d: Duration| format!("{:.2} GiB/s", 1.0 / d.as_secs_f64());
+    println!(
+        "  stepback {} ({})  cp {} ({})  throughput ratio {} (target >= 0.8)",
+        ms(e),
+        gib(e),
+        ms(c),
+        gib(c),
+        ratio(c, e)
+    );
+}
+
+/// Bytes of `copied` records in the newest run's journal.
+fn copied_bytes(bench: &Bench) -> u64 {
+    let runs = bench.state().join("runs");
+    let mut ids: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    ids.sort();
+    let journal = std::fs::read_to_string(ids.last().unwrap().join("journal")).unwrap();
+    journal
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(_, json)| serde_json::from_str::<serde_json::Value>(json).ok())
+        .filter(|r| r["undo"]["op"] == "copied")
+        .map(|r| r["undo"]["size"].as_u64().unwrap_or(0))
+        .sum()
+}
