@@ -13,6 +13,7 @@
 //!
 //! Every run is a `stepback` process with a warm compiled cache; step
 //! times come from its JSON events, so process start-up is excluded there.
+//! `cargo bench --bench journal -- B3 B5` runs only the benchmarks named.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -156,7 +157,35 @@ fn main() {
     std::fs::write(root.join("big.toml"), flow("b4", "/src/big.bin", false)).unwrap();
     // Warm the compiled cache.
     bench.stepback(&["run", "deploy.toml", "-p", "to=warm"], None);
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with('B')).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
 
+    if !wanted("B1") {
+        // The later benchmarks overwrite the trees B1 deploys.
+        for i in 0..RUNS {
+            bench.stepback(
+                &["run", "--no-journal", "deploy.toml", "-p", &format!("to=j{i}")],
+                None,
+            );
+        }
+    } else {
+        b1(&bench, &root);
+    }
+    if wanted("B2") {
+        b2(&bench);
+    }
+    if wanted("B3") {
+        b3(&bench);
+    }
+    if wanted("B5") {
+        b5(&bench);
+    }
+    if wanted("B4") {
+        b4(&bench, &root);
+    }
+}
+
+fn b1(bench: &Bench, root: &Path) {
     println!("B1: deploy {FILES} files of 4 KiB into a new directory (median of {RUNS})");
     let (mut journaled, mut off, mut cp, mut rss) = (vec![], vec![], vec![], vec![]);
     for i in 0..RUNS {
@@ -175,7 +204,7 @@ fn main() {
         let start = Instant::now();
         let status = Command::new("cp")
             .args(["-r", "src/tree", &format!("dst/c{i}")])
-            .current_dir(&root)
+            .current_dir(root)
             .status()
             .unwrap();
         assert!(status.success());
@@ -194,7 +223,9 @@ fn main() {
             peak / 1024
         );
     }
+}
 
+fn b2(bench: &Bench) {
     println!("B2: overwrite those {FILES} files (median of {RUNS})");
     let (mut journaled, mut off, mut process) = (vec![], vec![], vec![]);
     for i in 0..RUNS {
@@ -223,8 +254,10 @@ fn main() {
         ratio(j, o),
         ratio(p, o)
     );
-    println!("  bytes copied into backups: {}", copied_bytes(&bench));
+    println!("  bytes copied into backups: {}", copied_bytes(bench));
+}
 
+fn b3(bench: &Bench) {
     println!("B3: roll back an overwrite of {FILES} files (median of {RUNS})");
     let (mut deploy, mut rollback) = (vec![], vec![]);
     for i in 0..RUNS {
@@ -239,19 +272,22 @@ fn main() {
         ms(r),
         ratio(r, d)
     );
+}
 
+fn b5(bench: &Bench) {
     println!("B5: recover after a crash with {FILES} undo records (median of {RUNS})");
     let mut recover = vec![];
     for i in 0..RUNS {
-        let crashed = bench.stepback(
+        bench.stepback(
             &["run", "deploy.toml", "-p", &format!("to=j{i}")],
             Some(&format!("crash-before-op:{}", FILES + 50)),
         );
-        let _ = crashed;
         recover.push(bench.stepback(&["recover"], None).wall);
     }
     println!("  stepback recover: {} (target < 1 s)", ms(median(recover)));
+}
 
+fn b4(bench: &Bench, root: &Path) {
     println!("B4: deploy one 1 GiB file (median of 3)");
     let big = root.join("src/big.bin");
     let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
@@ -273,7 +309,7 @@ fn main() {
         assert!(
             Command::new("cp")
                 .args(["src/big.bin", &target])
-                .current_dir(&root)
+                .current_dir(root)
                 .status()
                 .unwrap()
                 .success()

@@ -14,8 +14,8 @@
 //! (`--sync strict`, the default); within one filesystem, the rename or
 //! link that moves an original into the backup area reaching the disk no
 //! later than the change that follows it (ext4 and XFS journal metadata in
-//! order); `syncfs` of the mounts and the backup area before a batch of
-//! `undone` markers is written.
+//! order); `fsync` of the directories and files a batch of undos changed
+//! before the batch's `undone` markers are written.
 //!
 //! Layout of a run: `STATE/runs/RUN/journal` (append-only, one checksummed
 //! JSON record per line) and `STATE/runs/RUN/backup/` (originals, named by

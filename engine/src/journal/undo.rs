@@ -16,10 +16,10 @@ use cap_fs_ext::{DirExt, SystemTimeSpec};
 use cap_std::ambient_authority;
 use cap_std::fs::MetadataExt;
 use cap_std::fs::{Dir, OpenOptions, Permissions};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A path a rollback could not restore.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub fn rollback(
         })
         .collect();
     undos.sort_by_key(|(seq, ..)| std::cmp::Reverse(*seq));
-    let mut markers = Markers::new(&mounts, &run.backup());
+    let mut markers = Markers::new(&mounts, run.backup());
     for (n, (seq, mount, op)) in undos.into_iter().enumerate() {
         fault.before_undo(n as u64 + 1);
         let Some(fs) = mounts.get(mount) else { continue };
@@ -107,7 +107,7 @@ pub fn rollback(
         match apply(&fs.dir, &backup, op) {
             Ok(()) => {
                 report.undone += 1;
-                markers.applied(seq, footprint);
+                markers.applied(seq, mount, op, footprint);
             }
             Err(e) => report
                 .problems
@@ -125,9 +125,17 @@ pub fn rollback(
     finish(writer, report)
 }
 
-/// Where an undo acts: paths whose entry it changes (`subtree`: and
-/// everything beneath), and the directories whose listing it changes.
-type Footprint = Vec<(String, String, bool)>;
+/// What an undo touches: an entry itself (its existence, contents or
+/// times), an entry and everything beneath it, or only a directory's
+/// listing (an entry inside it appears or disappears).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Touches {
+    Entry,
+    Subtree,
+    Listing,
+}
+
+type Footprint = Vec<(String, String, Touches)>;
 
 fn footprint(mount: &str, op: &UndoOp) -> Footprint {
     let parent = |p: &str| {
@@ -137,70 +145,95 @@ fn footprint(mount: &str, op: &UndoOp) -> Footprint {
             .unwrap_or("")
             .to_owned()
     };
-    let entry = |p: &str, subtree: bool| {
+    let entry = |p: &str, touches| {
         vec![
-            (mount.to_owned(), p.to_owned(), subtree),
-            (mount.to_owned(), parent(p), false),
+            (mount.to_owned(), p.to_owned(), touches),
+            (mount.to_owned(), parent(p), Touches::Listing),
         ]
     };
     match op {
-        UndoOp::Created { path, tree } => entry(path, *tree),
-        UndoOp::Times { path, .. } => vec![(mount.to_owned(), path.clone(), false)],
+        UndoOp::Created { path, tree: true } => entry(path, Touches::Subtree),
+        UndoOp::Times { path, .. } => vec![(mount.to_owned(), path.clone(), Touches::Entry)],
         UndoOp::Renamed { from, to } => {
-            let mut f = entry(from, true);
-            f.extend(entry(to, true));
+            let mut f = entry(from, Touches::Subtree);
+            f.extend(entry(to, Touches::Subtree));
             f
         }
-        other => entry(other.path(), false),
+        other => entry(other.path(), Touches::Entry),
     }
 }
 
-fn overlaps(a: &(String, String, bool), b: &(String, String, bool)) -> bool {
-    let under =
-        |p: &str, dir: &str| dir.is_empty() || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
-    a.0 == b.0 && (a.1 == b.1 || (a.2 && under(&b.1, &a.1)) || (b.2 && under(&a.1, &b.1)))
+/// Whether re-applying one undo could undo the other's work. Two entries
+/// appearing in one directory do not interfere; a directory's own times or
+/// existence and its listing do.
+fn overlaps(a: &(String, String, Touches), b: &(String, String, Touches)) -> bool {
+    let under = |p: &str, dir: &str| {
+        p == dir || dir.is_empty() || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+    };
+    use Touches::*;
+    a.0 == b.0
+        && match (a.2, b.2) {
+            (Listing, Listing) => false,
+            (Subtree, _) => under(&b.1, &a.1),
+            (_, Subtree) => under(&a.1, &b.1),
+            _ => a.1 == b.1,
+        }
 }
 
 /// Batches the `undone` markers of a rollback.
 ///
 /// A marker may be written only once its undo's effect is on disk, so a
-/// batch is written after `syncfs` of the mounts and the backup area: one
-/// sync per batch, not one per undo. Undos whose markers are lost in a
-/// crash are applied again; that is safe because no two undos of a batch
-/// touch the same entry or directory listing: before an undo that would,
-/// the batch is flushed. So re-applying one finds its footprint as its
-/// first application left it, and changes nothing.
-struct Markers {
-    /// One open directory per filesystem to `syncfs` (capability handles
-    /// are `O_PATH`, which `syncfs` refuses).
-    filesystems: Vec<std::fs::File>,
+/// batch is written after the directories and files the batch changed are
+/// synced: a few syncs per batch, not one per undo. Undos whose markers are
+/// lost in a crash are applied again; that is safe because no two undos of
+/// a batch touch the same entry or directory listing: before an undo that
+/// would, the batch is flushed. So re-applying one finds its footprint as
+/// its first application left it, and changes nothing.
+struct Markers<'a> {
+    mounts: &'a HashMap<String, MountFs>,
+    backup: PathBuf,
     seqs: Vec<u64>,
-    footprints: Vec<(String, String, bool)>,
+    /// What the batch touched, by path (a path can be touched as an entry
+    /// and as a listing), and the subtrees it touched, which are rare.
+    touched: HashMap<(String, String), Vec<Touches>>,
+    subtrees: Vec<(String, String, Touches)>,
+    /// Host paths whose changes must be durable before the markers.
+    to_sync: BTreeSet<PathBuf>,
 }
 
-impl Markers {
+impl<'a> Markers<'a> {
     /// Undos per batch at most.
     const BATCH: usize = 1024;
 
-    fn new(mounts: &HashMap<String, MountFs>, backup: &Path) -> Self {
-        let filesystems = mounts
-            .values()
-            .map(|m| m.host.as_path())
-            .chain([backup])
-            .filter_map(|p| std::fs::File::open(p).ok())
-            .collect();
+    fn new(mounts: &'a HashMap<String, MountFs>, backup: PathBuf) -> Self {
         Markers {
-            filesystems,
+            mounts,
+            backup,
             seqs: Vec::new(),
-            footprints: Vec::new(),
+            touched: HashMap::new(),
+            subtrees: Vec::new(),
+            to_sync: BTreeSet::new(),
         }
     }
 
     /// Called before an undo with this footprint is applied.
     fn before(&mut self, footprint: &Footprint, writer: &mut JournalWriter) -> io::Result<()> {
-        let clash = footprint
-            .iter()
-            .any(|f| self.footprints.iter().any(|p| overlaps(f, p)));
+        let clash = footprint.iter().any(|f| {
+            let same_path = self
+                .touched
+                .get(&(f.0.clone(), f.1.clone()))
+                .into_iter()
+                .flatten();
+            same_path
+                .into_iter()
+                .any(|t| overlaps(f, &(f.0.clone(), f.1.clone(), *t)))
+                || self.subtrees.iter().any(|s| overlaps(f, s))
+                || (f.2 == Touches::Subtree
+                    && self
+                        .touched
+                        .iter()
+                        .any(|((m, p), ts)| ts.iter().any(|t| overlaps(f, &(m.clone(), p.clone(), *t)))))
+        });
         if clash || self.seqs.len() >= Self::BATCH {
             self.flush(writer)
         } else {
@@ -208,20 +241,49 @@ impl Markers {
         }
     }
 
-    fn applied(&mut self, seq: u64, footprint: Footprint) {
+    fn applied(&mut self, seq: u64, mount: &str, op: &UndoOp, footprint: Footprint) {
+        if let Some(fs) = self.mounts.get(mount) {
+            // Directory listings changed, and entries whose own contents or
+            // times changed; a moved-back file changes the backup area too.
+            match op {
+                UndoOp::Copied { path, .. }
+                | UndoOp::RemovedDir { path, .. }
+                | UndoOp::Times { path, .. } => {
+                    self.to_sync.insert(fs.host.join(path));
+                }
+                UndoOp::Saved { .. } => {
+                    self.to_sync.insert(self.backup.clone());
+                }
+                _ => {}
+            }
+            for (_, path, touches) in &footprint {
+                if *touches == Touches::Listing {
+                    self.to_sync.insert(fs.host.join(path));
+                }
+            }
+        }
         self.seqs.push(seq);
-        self.footprints.extend(footprint);
+        for (mount, path, touches) in footprint {
+            if touches == Touches::Subtree {
+                self.subtrees.push((mount.clone(), path.clone(), touches));
+            }
+            self.touched.entry((mount, path)).or_default().push(touches);
+        }
     }
 
     fn flush(&mut self, writer: &mut JournalWriter) -> io::Result<()> {
         if self.seqs.is_empty() {
             return Ok(());
         }
-        for fs in &self.filesystems {
-            rustix::fs::syncfs(fs)?;
+        for path in std::mem::take(&mut self.to_sync) {
+            match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         writer.append_all(self.seqs.drain(..).map(|seq| Record::Undone { seq }))?;
-        self.footprints.clear();
+        self.touched.clear();
+        self.subtrees.clear();
         Ok(())
     }
 }
