@@ -98,6 +98,7 @@ fn print_run(id: &str, records: &[Record]) {
             }
             Record::Committed => println!("committed"),
             Record::Pruned => println!("backups pruned"),
+            Record::RollbackStarted => println!("rollback started"),
             Record::Begin { .. } | Record::Final { .. } => {}
         }
     }

@@ -148,6 +148,10 @@ pub enum Record {
         change: Change,
         undo: UndoOp,
     },
+    /// A rollback (of a failed run, or `stepback undo` of a committed one)
+    /// begins: until `rolled-back`, the run is unfinished, and `recover`
+    /// completes it.
+    RollbackStarted,
     /// The undo record `seq` has been applied during a rollback.
     Undone { seq: u64 },
     /// What a path the run changed looked like when the run ended (`None`:

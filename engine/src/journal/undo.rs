@@ -94,6 +94,14 @@ pub fn rollback(
         })
         .collect();
     undos.sort_by_key(|(seq, ..)| std::cmp::Reverse(*seq));
+    if let Err(e) = writer.append(&Record::RollbackStarted) {
+        report.problems.push(Problem {
+            mount: String::new(),
+            path: run.journal().display().to_string(),
+            reason: format!("cannot record the start of the rollback: {e}"),
+        });
+        return finish(writer, report);
+    }
     let mut markers = Markers::new(&mounts, run.backup());
     for (n, (seq, mount, op)) in undos.into_iter().enumerate() {
         fault.before_undo(n as u64 + 1);
