@@ -1,7 +1,7 @@
 //! Committed runs: `stepback undo` reverses one later, refusing when its
 //! paths changed since unless forced; old runs' backups are pruned.
 
-use crate::journal::{churn_flow, fixture, runs};
+use crate::journal::{churn_env, runs};
 use crate::support::{Env, assert_same_meta, snapshot_meta};
 use std::fs;
 
@@ -25,10 +25,7 @@ with = {{ path = "/m/config.txt", content = "{content}" }}
 
 #[test]
 fn undo_reverses_a_committed_run_exactly() {
-    let env = Env::new();
-    fixture(&env.path("m"));
-    let before = snapshot_meta(&env.path("m"));
-    churn_flow(&env, false);
+    let (env, before) = churn_env(false);
     env.stepback(&["run", "flow.toml"]).expect_code(0);
     let run = runs(&env).pop().unwrap();
     env.stepback(&["show"]).expect_stdout("committed (can be undone)");
@@ -89,10 +86,7 @@ fn only_the_newest_runs_keep_their_backups() {
 
 #[test]
 fn a_crash_during_undo_is_finished_by_recover() {
-    let env = Env::new();
-    fixture(&env.path("m"));
-    let before = snapshot_meta(&env.path("m"));
-    churn_flow(&env, false);
+    let (env, before) = churn_env(false);
     env.stepback(&["run", "flow.toml"]).expect_code(0);
     let run = runs(&env).pop().unwrap();
     let crashed = env.stepback_env(&["undo", &run], &[("STEPBACK_FAULT", "crash-before-undo:5")]);

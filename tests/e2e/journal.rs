@@ -2,7 +2,7 @@
 //! symlink targets, modes, modification times), also after the engine is
 //! killed at any journaled operation or at any undo of a rollback.
 
-use crate::support::{Env, assert_same_meta, guest, snapshot_meta};
+use crate::support::{Env, Snapshot, assert_same_meta, guest, snapshot_meta};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
@@ -20,6 +20,8 @@ pub fn fixture(root: &Path) {
     write("a.txt", b"alpha");
     write("b.txt", b"bravo");
     write("c.txt", b"charlie");
+    write("d.txt", b"delta");
+    write("e.txt", b"echo");
     write(
         "big.bin",
         &(0..3 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<_>>(),
@@ -41,6 +43,8 @@ pub fn fixture(root: &Path) {
         "a.txt",
         "b.txt",
         "c.txt",
+        "d.txt",
+        "e.txt",
         "big.bin",
         "dir1/x.txt",
         "dir1/nested/y.txt",
@@ -84,6 +88,25 @@ with = {{ mode = "churn", root = "/m", fail = {fail} }}
     ));
 }
 
+/// A fresh scratch directory with the fixture in `m/` and the churn flow,
+/// and a snapshot of the fixture as it was before anything ran.
+pub fn churn_env(fail: bool) -> (Env, Snapshot) {
+    let env = Env::new();
+    fixture(&env.path("m"));
+    let before = snapshot_meta(&env.path("m"));
+    churn_flow(&env, fail);
+    (env, before)
+}
+
+/// How many undo records the churn flow writes.
+fn churn_records(fail: bool) -> usize {
+    let (probe, _) = churn_env(fail);
+    probe
+        .stepback(&["run", "flow.toml"])
+        .expect_code(if fail { 1 } else { 0 });
+    undo_records(&probe, &runs(&probe)[0])
+}
+
 /// The run ids in the env's state dir.
 pub fn runs(env: &Env) -> Vec<String> {
     let mut ids: Vec<String> = fs::read_dir(env.path("state/runs"))
@@ -108,10 +131,7 @@ fn undo_records(env: &Env, run: &str) -> usize {
 
 #[test]
 fn a_failed_flow_is_rolled_back_exactly() {
-    let env = Env::new();
-    fixture(&env.path("m"));
-    let before = snapshot_meta(&env.path("m"));
-    churn_flow(&env, true);
+    let (env, before) = churn_env(true);
     env.stepback(&["run", "flow.toml"])
         .expect_code(1)
         .expect_stdout("FAILED  churn")
@@ -154,21 +174,14 @@ fn a_successful_flow_is_committed_and_keeps_its_changes() {
 
 #[test]
 fn a_crash_at_every_journaled_operation_is_recovered() {
-    let probe = Env::new();
-    fixture(&probe.path("m"));
-    churn_flow(&probe, true);
-    probe.stepback(&["run", "flow.toml"]).expect_code(1);
-    let total = undo_records(&probe, &runs(&probe)[0]);
+    let total = churn_records(true);
     assert!(
         total >= 20,
         "the churn flow journals every kind of change ({total} records)"
     );
 
     for n in 1..=total {
-        let env = Env::new();
-        fixture(&env.path("m"));
-        let before = snapshot_meta(&env.path("m"));
-        churn_flow(&env, true);
+        let (env, before) = churn_env(true);
         let crashed = env.stepback_env(
             &["run", "flow.toml"],
             &[("STEPBACK_FAULT", &format!("crash-before-op:{n}"))],
@@ -196,17 +209,10 @@ fn a_crash_at_every_journaled_operation_is_recovered() {
 
 #[test]
 fn a_crash_at_every_undo_of_a_rollback_is_recovered() {
-    let probe = Env::new();
-    fixture(&probe.path("m"));
-    churn_flow(&probe, true);
-    probe.stepback(&["run", "flow.toml"]).expect_code(1);
-    let total = undo_records(&probe, &runs(&probe)[0]);
+    let total = churn_records(true);
 
     for n in 1..=total {
-        let env = Env::new();
-        fixture(&env.path("m"));
-        let before = snapshot_meta(&env.path("m"));
-        churn_flow(&env, true);
+        let (env, before) = churn_env(true);
         let crashed = env.stepback_env(
             &["run", "flow.toml"],
             &[("STEPBACK_FAULT", &format!("crash-before-undo:{n}"))],
@@ -233,21 +239,14 @@ fn a_crash_at_every_undo_of_a_rollback_is_recovered() {
 
 #[test]
 fn disk_full_and_io_errors_while_capturing_fail_the_step_and_lose_nothing() {
-    let probe = Env::new();
-    fixture(&probe.path("m"));
-    churn_flow(&probe, false);
-    probe.stepback(&["run", "flow.toml"]).expect_code(0);
-    let total = undo_records(&probe, &runs(&probe)[0]);
+    let total = churn_records(false);
 
     for (fault, message) in [
         ("enospc-at-op", "No space left on device"),
         ("eio-at-op", "I/O error"),
     ] {
         for n in [1, 2, total / 2, total] {
-            let env = Env::new();
-            fixture(&env.path("m"));
-            let before = snapshot_meta(&env.path("m"));
-            churn_flow(&env, false);
+            let (env, before) = churn_env(false);
             env.stepback_env(
                 &["run", "flow.toml"],
                 &[("STEPBACK_FAULT", &format!("{fault}:{n}"))],
@@ -323,10 +322,7 @@ fn a_rollback_that_cannot_restore_everything_says_which_paths() {
 
 #[test]
 fn per_step_sync_rolls_back_the_same() {
-    let env = Env::new();
-    fixture(&env.path("m"));
-    let before = snapshot_meta(&env.path("m"));
-    churn_flow(&env, true);
+    let (env, before) = churn_env(true);
     env.stepback(&["run", "--sync", "process", "flow.toml"])
         .expect_code(1)
         .expect_stdout("every path restored");

@@ -175,9 +175,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
     }
 }
 
+/// Every entry of a tree with its mode and modification time.
+pub type Snapshot = BTreeMap<PathBuf, (Node, u32, i128)>;
+
 /// A tree with every entry's mode and modification time, to check that a
 /// rollback restores more than contents.
-pub fn snapshot_meta(root: &Path) -> BTreeMap<PathBuf, (Node, u32, i128)> {
+pub fn snapshot_meta(root: &Path) -> Snapshot {
     use std::os::unix::fs::MetadataExt;
     let meta = |p: &Path| {
         let m = fs::symlink_metadata(p).unwrap();
@@ -199,11 +202,7 @@ pub fn snapshot_meta(root: &Path) -> BTreeMap<PathBuf, (Node, u32, i128)> {
 }
 
 /// Asserts two meta snapshots are equal, naming what differs.
-pub fn assert_same_meta(
-    before: &BTreeMap<PathBuf, (Node, u32, i128)>,
-    after: &BTreeMap<PathBuf, (Node, u32, i128)>,
-    what: &str,
-) {
+pub fn assert_same_meta(before: &Snapshot, after: &Snapshot, what: &str) {
     let differing: Vec<String> = before
         .keys()
         .chain(after.keys())

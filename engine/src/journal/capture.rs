@@ -27,7 +27,7 @@ use cap_std::fs::{Dir, Metadata};
 use cap_std::fs::{MetadataExt, PermissionsExt};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, ErrorKind};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// A flow mount, opened as a capability: every path below is resolved
 /// beneath its root, never following a symlink out of it.
@@ -45,6 +45,14 @@ impl MountFs {
             dir: Dir::open_ambient_dir(host, ambient_authority())?,
         })
     }
+}
+
+/// What a create makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewEntry {
+    File,
+    Dir,
+    Symlink,
 }
 
 /// What the caller must do after a truncation was captured.
@@ -77,6 +85,11 @@ pub struct RunJournal {
     touched: HashMap<(String, String), Touch>,
     /// Directories the run created; see [`RunJournal::in_fresh_tree`].
     fresh_dirs: HashSet<(String, String)>,
+    /// Entries moved into those directories from elsewhere.
+    foreign: HashSet<(String, String)>,
+    /// Symlinks the run made inside them, which paths may not pass
+    /// through unresolved.
+    fresh_symlinks: HashSet<(String, String)>,
     times_saved: HashSet<(String, String)>,
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
@@ -113,6 +126,8 @@ impl RunJournal {
             step: 0,
             touched: HashMap::new(),
             fresh_dirs: HashSet::new(),
+            foreign: HashSet::new(),
+            fresh_symlinks: HashSet::new(),
             times_saved: HashSet::new(),
             paths: BTreeSet::new(),
             fault,
@@ -238,23 +253,64 @@ impl RunJournal {
         self.touched.contains_key(&Self::key(mount, path)) || self.in_fresh_tree(mount, path)
     }
 
-    /// Whether `path` is beneath a directory this run created: its undo
-    /// removes everything beneath, so nothing there needs a record.
-    fn in_fresh_tree(&self, mount: &str, path: &str) -> bool {
-        !self.fresh_dirs.is_empty()
-            && Path::new(path)
-                .ancestors()
-                .skip(1)
-                .filter_map(Path::to_str)
-                .any(|a| self.fresh_dirs.contains(&Self::key(mount, a)))
+    /// Whether `path` is a directory this run created, or beneath one.
+    pub fn is_fresh(&self, mount: &str, path: &str) -> bool {
+        self.fresh_dirs.contains(&Self::key(mount, path)) || self.in_fresh_tree(mount, path)
     }
 
-    /// Before creating a file, directory (`is_dir`), symlink or hard link
-    /// at `path`, where nothing is.
-    pub fn before_create(&mut self, mount: &str, path: &str, is_dir: bool) -> io::Result<()> {
+    /// Whether `path` is beneath a directory this run created: its undo
+    /// removes everything beneath, so nothing there needs a record. Not so
+    /// for an entry moved in from elsewhere ("foreign"), nor beneath one.
+    fn in_fresh_tree(&self, mount: &str, path: &str) -> bool {
+        if self.fresh_dirs.is_empty() {
+            return false;
+        }
+        for a in Path::new(path).ancestors().filter_map(Path::to_str) {
+            let key = Self::key(mount, a);
+            if self.foreign.contains(&key) {
+                return false;
+            }
+            if a != path && self.fresh_dirs.contains(&key) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Where `path` (lexically normal, relative to the mount, with a
+    /// canonical prefix) lands, when that is inside a directory the run
+    /// created and no symlink of the run's own lies on the way: then no
+    /// resolution is needed. `None`: resolve it the slow way.
+    pub fn fresh_resolution(&self, mount: &str, path: &Path, follow: bool) -> Option<String> {
+        let rel = path.to_str()?;
+        if self.fresh_dirs.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+            return None;
+        }
+        if follow && self.fresh_symlinks.contains(&Self::key(mount, rel)) {
+            return None;
+        }
+        for a in path.ancestors().skip(1).filter_map(Path::to_str) {
+            let key = Self::key(mount, a);
+            if self.foreign.contains(&key) || self.fresh_symlinks.contains(&key) {
+                return None;
+            }
+            if self.fresh_dirs.contains(&key) {
+                return (!self.foreign.contains(&Self::key(mount, rel))).then(|| rel.to_owned());
+            }
+        }
+        None
+    }
+
+    /// Before creating a file, directory, symlink or hard link at `path`,
+    /// where nothing is.
+    pub fn before_create(&mut self, mount: &str, path: &str, kind: NewEntry) -> io::Result<()> {
         if self.in_fresh_tree(mount, path) {
+            if kind == NewEntry::Symlink {
+                self.fresh_symlinks.insert(Self::key(mount, path));
+            }
             return Ok(());
         }
+        let is_dir = kind == NewEntry::Dir;
         self.touch_parent(mount, path)?;
         let seq = self.record(
             mount,
@@ -279,17 +335,7 @@ impl RunJournal {
         }
         if meta.nlink() == 1 {
             self.touch_parent(mount, path)?;
-            let backup = self.backup_name();
-            let seq = self.record(
-                mount,
-                Change::Replaced,
-                UndoOp::Saved {
-                    path: path.to_owned(),
-                    backup: backup.clone(),
-                    size: meta.len(),
-                    ino: meta.ino(),
-                },
-            )?;
+            let (seq, backup) = self.record_saved(mount, path, meta, Change::Replaced)?;
             match self.dir(mount)?.rename(path, &self.backup, &backup) {
                 Ok(()) => {
                     self.touched.insert(Self::key(mount, path), Touch::Fresh);
@@ -306,6 +352,25 @@ impl RunJournal {
         }
         self.copy_aside(mount, path, meta, Change::Replaced)?;
         Ok(Capture::Nothing)
+    }
+
+    /// Records that the file at `path` is about to be moved or linked into
+    /// the backup area; returns the record's number and the backup's name.
+    fn record_saved(
+        &mut self,
+        mount: &str,
+        path: &str,
+        meta: &Metadata,
+        change: Change,
+    ) -> io::Result<(u64, String)> {
+        let backup = self.backup_name();
+        let saved = UndoOp::Saved {
+            path: path.to_owned(),
+            backup: backup.clone(),
+            size: meta.len(),
+            ino: meta.ino(),
+        };
+        Ok((self.record(mount, change, saved)?, backup))
     }
 
     /// Before opening the existing file at `path` for writing in place.
@@ -345,9 +410,11 @@ impl RunJournal {
 
     /// Before unlinking the file or symlink at `path`.
     pub fn before_unlink(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
+        self.fresh_symlinks.remove(&Self::key(mount, path));
         if self.in_fresh_tree(mount, path) {
             return Ok(());
         }
+        self.foreign.remove(&Self::key(mount, path));
         self.touch_parent(mount, path)?;
         if self.touched.remove(&Self::key(mount, path)).is_some() {
             return Ok(());
@@ -383,17 +450,7 @@ impl RunJournal {
             )?;
             self.done(seq);
         } else {
-            let backup = self.backup_name();
-            let seq = self.record(
-                mount,
-                change,
-                UndoOp::Saved {
-                    path: path.to_owned(),
-                    backup: backup.clone(),
-                    size: meta.len(),
-                    ino: meta.ino(),
-                },
-            )?;
+            let (seq, backup) = self.record_saved(mount, path, meta, change)?;
             match self.dir(mount)?.hard_link(path, &self.backup, &backup) {
                 Ok(()) => self.done(seq),
                 Err(e) if e.kind() == ErrorKind::CrossesDevices => {
@@ -413,6 +470,7 @@ impl RunJournal {
         }
         self.touch_parent(mount, path)?;
         self.fresh_dirs.remove(&Self::key(mount, path));
+        self.foreign.remove(&Self::key(mount, path));
         if self.touched.remove(&Self::key(mount, path)).is_some() {
             return Ok(());
         }
@@ -434,8 +492,14 @@ impl RunJournal {
         from_is_dir: bool,
         to_meta: Option<&Metadata>,
     ) -> io::Result<()> {
-        if self.in_fresh_tree(mount, from) && self.in_fresh_tree(mount, to) {
+        let (from_fresh, to_fresh) = (self.in_fresh_tree(mount, from), self.in_fresh_tree(mount, to));
+        self.move_keys(mount, from, to);
+        if from_fresh && to_fresh {
             return Ok(());
+        }
+        if to_fresh {
+            // Not the run's own: what happens to it inside must be recorded.
+            self.foreign.insert(Self::key(mount, to));
         }
         self.touch_parent(mount, from)?;
         self.touch_parent(mount, to)?;
@@ -467,18 +531,6 @@ impl RunJournal {
                 .retain(|(m, p), _| m != mount || !(under(p, from) || under(p, to)));
             self.times_saved
                 .retain(|(m, p)| m != mount || !(under(p, from) || under(p, to)));
-            // A directory the run made keeps that status under its new name.
-            let moved: Vec<String> = self
-                .fresh_dirs
-                .iter()
-                .filter(|(m, p)| m == mount && under(p, from))
-                .map(|(_, p)| p.clone())
-                .collect();
-            for p in moved {
-                self.fresh_dirs.remove(&Self::key(mount, &p));
-                self.fresh_dirs
-                    .insert(Self::key(mount, &format!("{to}{}", &p[from.len()..])));
-            }
         } else {
             match self.touched.remove(&Self::key(mount, from)) {
                 Some(state) => self.touched.insert(Self::key(mount, to), state),
@@ -488,6 +540,25 @@ impl RunJournal {
         }
         self.done(seq);
         Ok(())
+    }
+
+    /// Moves what is known of `from` (and beneath it) to `to`: the run's
+    /// directories and symlinks, and foreign entries, keep their status
+    /// under their new names.
+    fn move_keys(&mut self, mount: &str, from: &str, to: &str) {
+        let under = |p: &str| p == from || p.strip_prefix(from).is_some_and(|rest| rest.starts_with('/'));
+        for set in [&mut self.fresh_dirs, &mut self.foreign, &mut self.fresh_symlinks] {
+            set.retain(|(m, p)| m != mount || p != to);
+            let moved: Vec<String> = set
+                .iter()
+                .filter(|(m, p)| m == mount && under(p))
+                .map(|(_, p)| p.clone())
+                .collect();
+            for p in moved {
+                set.remove(&Self::key(mount, &p));
+                set.insert(Self::key(mount, &format!("{to}{}", &p[from.len()..])));
+            }
+        }
     }
 }
 

@@ -29,7 +29,7 @@ mod record;
 mod runs;
 mod undo;
 
-pub use capture::{Capture, MountFs, RunJournal, entry_state};
+pub use capture::{Capture, MountFs, NewEntry, RunJournal, entry_state};
 pub use fault::Fault;
 pub use lock::MountLocks;
 pub use log::{Durability, JournalWriter, read_journal};

@@ -13,7 +13,7 @@
 //! `open-at`, emptied by `drop`, renamed with `rename-at`.
 
 use crate::flow::Access;
-use crate::journal::{Capture, RunJournal};
+use crate::journal::{Capture, NewEntry, RunJournal};
 use cap_std::fs::Metadata;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
@@ -142,6 +142,16 @@ impl FsView<'_> {
         let joined = node.rel.join(path);
         let guard = journal.lock().unwrap_or_else(|p| p.into_inner());
         let dir = guard.mount(&node.mount).ok_or_else(refused)?;
+        // Fast path: inside a directory the run created, nothing needs
+        // resolving unless a symlink of the run's own is on the way.
+        if let Some(rel) = guard.fresh_resolution(&node.mount, &joined, follow) {
+            drop(guard);
+            return Ok(Some(Target {
+                journal: journal.clone(),
+                mount: node.mount.clone(),
+                rel,
+            }));
+        }
         let canonical = |p: &Path| -> FsResult<Option<PathBuf>> {
             let p = if p.as_os_str().is_empty() {
                 Path::new(".")
@@ -256,7 +266,7 @@ impl HostDescriptor for FsView<'_> {
             match t.metadata().map_err(fs_error)? {
                 None if oflags.contains(OpenFlags::CREATE) => {
                     t.lock()
-                        .before_create(&t.mount, &t.rel, false)
+                        .before_create(&t.mount, &t.rel, NewEntry::File)
                         .map_err(fs_error)?;
                 }
                 Some(m) if m.is_file() && !oflags.contains(OpenFlags::EXCLUSIVE) => {
@@ -291,7 +301,9 @@ impl HostDescriptor for FsView<'_> {
         if let Some(t) = self.target(&fd, &path, false)?
             && t.metadata().map_err(fs_error)?.is_none()
         {
-            t.lock().before_create(&t.mount, &t.rel, true).map_err(fs_error)?;
+            t.lock()
+                .before_create(&t.mount, &t.rel, NewEntry::Dir)
+                .map_err(fs_error)?;
         }
         self.inner.create_directory_at(fd, path).await
     }
@@ -306,7 +318,7 @@ impl HostDescriptor for FsView<'_> {
             && t.metadata().map_err(fs_error)?.is_none()
         {
             t.lock()
-                .before_create(&t.mount, &t.rel, false)
+                .before_create(&t.mount, &t.rel, NewEntry::Symlink)
                 .map_err(fs_error)?;
         }
         self.inner.symlink_at(fd, src, dest).await
@@ -320,11 +332,22 @@ impl HostDescriptor for FsView<'_> {
         new_fd: Resource<types::Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
+        // The new name shares the source's inode, so writing through it
+        // changes the source: save the source's contents now.
+        let follow = old_flags.contains(PathFlags::SYMLINK_FOLLOW);
+        if let Some(src) = self.target(&fd, &old_path, follow)?
+            && let Some(m) = src.metadata().map_err(fs_error)?
+            && m.is_file()
+        {
+            src.lock()
+                .before_write_open(&src.mount, &src.rel, &m)
+                .map_err(fs_error)?;
+        }
         if let Some(t) = self.target(&new_fd, &new_path, false)?
             && t.metadata().map_err(fs_error)?.is_none()
         {
             t.lock()
-                .before_create(&t.mount, &t.rel, false)
+                .before_create(&t.mount, &t.rel, NewEntry::File)
                 .map_err(fs_error)?;
         }
         self.inner

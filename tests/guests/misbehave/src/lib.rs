@@ -121,6 +121,19 @@ fn churn(root: &Path) -> io::Result<()> {
     fs::write(root.join("new.txt"), "new")?;
     fs::create_dir_all(root.join("newdir/sub"))?;
     fs::write(root.join("newdir/sub/f.txt"), "nested")?;
+    // A symlink inside a new directory that leads back out of it: writing
+    // through it changes an existing file, which must be captured.
+    symlink("../../d.txt", &root.join("newdir/sub/to-d"))?;
+    fs::write(root.join("newdir/sub/to-d"), "written through a new symlink")?;
+    // An existing directory moved into a new one, and changed there.
+    fs::rename(root.join("olddir/inner"), root.join("newdir/inner"))?;
+    fs::write(
+        root.join("newdir/inner/w.txt"),
+        "changed inside a moved-in directory",
+    )?;
+    // A new hard link to an existing file, written through.
+    fs::hard_link(root.join("e.txt"), root.join("newdir/e-link"))?;
+    fs::write(root.join("newdir/e-link"), "written through a new hard link")?;
     fs::remove_file(root.join("dir1/x.txt"))?;
     fs::remove_dir_all(root.join("olddir"))?;
     fs::rename(root.join("dir1/nested"), root.join("moved"))?;
