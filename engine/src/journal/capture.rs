@@ -6,7 +6,7 @@
 //! | create a file, directory, symlink or link | `created` record | remove it |
 //! | truncate a file (`fs::write`) | move it aside: a rename, no copy | move it back |
 //! | truncate a file with other hard links | copy | write the copy back in place |
-//! | open an existing file for writing (append, positioned writes, set-size) | copy | write the copy back in place |
+//! | open an existing file for writing (append, positioned writes, set-size) | copy (a reflink clone where the filesystem can) | write the copy back in place |
 //! | unlink a file, or rename over one | hard link it into the backup area | move it back |
 //! | remove an empty directory | its mode and mtime | recreate it |
 //! | remove or replace a symlink | its target and mtime | recreate it |
@@ -387,9 +387,7 @@ impl RunJournal {
     fn copy_aside(&mut self, mount: &str, path: &str, meta: &Metadata, change: Change) -> io::Result<()> {
         let backup = self.backup_name();
         self.fault.before_capture(self.seq + 1)?;
-        let dir = self.dir(mount)?;
-        dir.copy(path, &self.backup, &backup)?;
-        self.backup.open(&backup)?.sync_all()?;
+        clone_or_copy(self.dir(mount)?, path, &self.backup, &backup)?;
         let seq = self.record(
             mount,
             change,
@@ -560,6 +558,18 @@ impl RunJournal {
             }
         }
     }
+}
+
+/// Copies `path` into the backup area as `name`, durably: a reflink clone
+/// (shared blocks, no data copied) where the filesystem supports one
+/// (btrfs, XFS), else `copy_file_range`, else a plain copy.
+fn clone_or_copy(dir: &Dir, path: &str, backup: &Dir, name: &str) -> io::Result<()> {
+    let source = dir.open(path)?.into_std();
+    let copy = backup.create(name)?.into_std();
+    if rustix::fs::ioctl_ficlone(&copy, &source).is_err() {
+        io::copy(&mut &source, &mut &copy)?;
+    }
+    copy.sync_all()
 }
 
 pub(super) fn mtime(meta: &Metadata) -> Time {

@@ -88,19 +88,30 @@ impl JournalWriter {
 pub fn read_journal(path: &Path) -> io::Result<Vec<Record>> {
     let mut records = Vec::new();
     for line in BufReader::new(File::open(path)?).lines() {
-        let Ok(line) = line else { break };
-        let Some((crc, json)) = line.split_once(' ') else {
+        let Some(record) = line.ok().as_deref().and_then(parse_line) else {
             break;
         };
-        if u32::from_str_radix(crc, 16).ok() != Some(crc32fast::hash(json.as_bytes())) {
-            break;
-        }
-        match serde_json::from_str(json) {
-            Ok(record) => records.push(record),
-            Err(_) => break,
-        }
+        records.push(record);
     }
     Ok(records)
+}
+
+/// The first and the last intact records, without parsing the ones in
+/// between: all that listing runs needs, for journals of many thousand
+/// records.
+pub fn read_ends(path: &Path) -> io::Result<(Option<Record>, Option<Record>)> {
+    let text = std::fs::read_to_string(path)?;
+    let first = text.lines().next().and_then(parse_line);
+    let last = text.lines().rev().find_map(parse_line);
+    Ok((first, last))
+}
+
+fn parse_line(line: &str) -> Option<Record> {
+    let (crc, json) = line.split_once(' ')?;
+    if u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(json.as_bytes()) {
+        return None;
+    }
+    serde_json::from_str(json).ok()
 }
 
 #[cfg(test)]
@@ -129,6 +140,11 @@ mod tests {
                 name: "a".into()
             }]
         );
+        let step = Record::Step {
+            index: 0,
+            name: "a".into(),
+        };
+        assert_eq!(read_ends(&path).unwrap(), (Some(step.clone()), Some(step)));
         let flipped = text.replacen("\"a\"", "\"b\"", 1);
         std::fs::write(&path, flipped).unwrap();
         assert!(read_journal(&path).unwrap().is_empty());

@@ -1,7 +1,7 @@
 //! Where runs are kept: one directory per run under `STATE/runs`, holding
 //! its journal and backup area.
 
-use super::log::read_journal;
+use super::log::{read_ends, read_journal};
 use super::record::Record;
 use std::fs;
 use std::io;
@@ -44,7 +44,12 @@ pub enum RunState {
 
 impl RunState {
     pub fn of(records: &[Record]) -> RunState {
-        match records.last() {
+        Self::of_last(records.last())
+    }
+
+    /// The state a journal's last record gives.
+    pub fn of_last(last: Option<&Record>) -> RunState {
+        match last {
             Some(Record::Committed) => RunState::Committed { pruned: false },
             Some(Record::Pruned) => RunState::Committed { pruned: true },
             Some(Record::RolledBack { problems }) => RunState::RolledBack {
@@ -107,13 +112,13 @@ impl RunStore {
         for entry in entries {
             let id = entry?.file_name().to_string_lossy().into_owned();
             let Some(dir) = self.get(&id) else { continue };
-            let records = dir.records()?;
-            let (flow, started) = match records.first() {
-                Some(Record::Begin { flow, started, .. }) => (flow.clone(), started.clone()),
+            let (first, last) = read_ends(&dir.journal())?;
+            let (flow, started) = match first {
+                Some(Record::Begin { flow, started, .. }) => (flow, started),
                 _ => (String::new(), String::new()),
             };
             runs.push(RunSummary {
-                state: RunState::of(&records),
+                state: RunState::of_last(last.as_ref()),
                 dir,
                 flow,
                 started,
