@@ -135,7 +135,8 @@ pub fn rollback(
 
 /// What an undo touches: an entry itself (its existence, contents or
 /// times), an entry and everything beneath it, or only a directory's
-/// listing (an entry inside it appears or disappears).
+/// listing (an entry inside it appears or disappears), which must be
+/// synced before the undo's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Touches {
     Entry,
@@ -171,9 +172,14 @@ fn footprint(mount: &str, op: &UndoOp) -> Footprint {
     }
 }
 
-/// Whether re-applying one undo could undo the other's work. Two entries
-/// appearing in one directory do not interfere; a directory's own times or
-/// existence and its listing do.
+/// Whether re-applying one undo could undo the other's work.
+///
+/// After a crash, the unmarked undos of the last batch are applied again,
+/// newest first, each on the state the whole batch left. An undo applied a
+/// second time finds its own work done and changes nothing (a moved-back
+/// file's backup is gone, a removed entry is absent), so it cannot change a
+/// directory listing or times again; it can only clobber an entry that an
+/// older undo of the batch put at the same path, or beneath a subtree.
 fn overlaps(a: &(String, String, Touches), b: &(String, String, Touches)) -> bool {
     let under = |p: &str, dir: &str| {
         p == dir || dir.is_empty() || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
@@ -181,10 +187,10 @@ fn overlaps(a: &(String, String, Touches), b: &(String, String, Touches)) -> boo
     use Touches::*;
     a.0 == b.0
         && match (a.2, b.2) {
-            (Listing, Listing) => false,
             (Subtree, _) => under(&b.1, &a.1),
             (_, Subtree) => under(&a.1, &b.1),
-            _ => a.1 == b.1,
+            (Entry, Entry) => a.1 == b.1,
+            (Listing, _) | (_, Listing) => false,
         }
 }
 
@@ -194,9 +200,9 @@ fn overlaps(a: &(String, String, Touches), b: &(String, String, Touches)) -> boo
 /// batch is written after the directories and files the batch changed are
 /// synced: a few syncs per batch, not one per undo. Undos whose markers are
 /// lost in a crash are applied again; that is safe because no two undos of
-/// a batch touch the same entry or directory listing: before an undo that
-/// would, the batch is flushed. So re-applying one finds its footprint as
-/// its first application left it, and changes nothing.
+/// a batch touch the same entry (see [`overlaps`]): before an undo that
+/// would, the batch is flushed. Markers are appended in the order the undos
+/// were applied, so a torn append keeps a prefix.
 struct Markers<'a> {
     mounts: &'a HashMap<String, MountFs>,
     backup: PathBuf,
