@@ -66,9 +66,11 @@ impl JournalWriter {
     /// Appends records that need no individual sync (the final states
     /// written at commit), then syncs once.
     pub fn append_all(&mut self, records: impl IntoIterator<Item = Record>) -> io::Result<()> {
+        let mut lines = String::new();
         for record in records {
-            self.write(&record)?;
+            lines.push_str(&line(&record)?);
         }
+        self.file.write_all(lines.as_bytes())?;
         self.sync()
     }
 
@@ -78,10 +80,14 @@ impl JournalWriter {
     }
 
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        let json = serde_json::to_string(record).map_err(io::Error::other)?;
-        let line = format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
-        self.file.write_all(line.as_bytes())
+        self.file.write_all(line(record)?.as_bytes())
     }
+}
+
+/// A record as one journal line: `CRC32 JSON\n`.
+fn line(record: &Record) -> io::Result<String> {
+    let json = serde_json::to_string(record).map_err(io::Error::other)?;
+    Ok(format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())))
 }
 
 /// Reads every intact record; stops at the first torn or corrupt line.
