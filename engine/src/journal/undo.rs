@@ -103,6 +103,7 @@ pub fn rollback(
         return finish(writer, report);
     }
     let mut markers = Markers::new(&mounts, run.backup());
+    let mut places = Places::default();
     for (n, (seq, mount, op)) in undos.into_iter().enumerate() {
         fault.before_undo(n as u64 + 1);
         let Some(fs) = mounts.get(mount) else { continue };
@@ -112,7 +113,7 @@ pub fn rollback(
                 .problems
                 .push(problem(mount, op, format!("cannot mark undos as done: {e}")));
         }
-        match apply(&fs.dir, &backup, op) {
+        match places.apply(mount, &fs.dir, &backup, op) {
             Ok(()) => {
                 report.undone += 1;
                 markers.applied(seq, mount, op, footprint);
@@ -359,6 +360,53 @@ fn set_meta(dir: &Dir, path: &str, meta: Meta) -> io::Result<()> {
         Permissions::from_std(std::fs::Permissions::from_mode(meta.mode)),
     )?;
     set_mtime(dir, path, meta.mtime)
+}
+
+/// Open handles on the directories undos act in, so that an undo resolves
+/// one name instead of its whole path: rollbacks act on thousands of
+/// entries in few directories. Dropped whenever an undo moves, creates or
+/// removes a directory, which could leave a handle pointing elsewhere.
+#[derive(Default)]
+struct Places {
+    dirs: HashMap<(String, String), Dir>,
+}
+
+impl Places {
+    fn apply(&mut self, mount: &str, root: &Dir, backup: &Dir, op: &UndoOp) -> io::Result<()> {
+        let path = op.path();
+        let in_place = match op {
+            UndoOp::Saved { .. }
+            | UndoOp::Copied { .. }
+            | UndoOp::Times { .. }
+            | UndoOp::RemovedSymlink { .. } => path.rsplit_once('/'),
+            _ => None,
+        };
+        let Some((parent, name)) = in_place else {
+            self.dirs.clear();
+            return apply(root, backup, op);
+        };
+        let key = (mount.to_owned(), parent.to_owned());
+        let dir = match self.dirs.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(root.open_dir(parent)?),
+        };
+        apply(dir, backup, &relocated(op, name))
+    }
+}
+
+/// `op` with its path replaced by `name`, for applying it within its
+/// parent directory.
+fn relocated(op: &UndoOp, name: &str) -> UndoOp {
+    let mut op = op.clone();
+    match &mut op {
+        UndoOp::Saved { path, .. }
+        | UndoOp::Copied { path, .. }
+        | UndoOp::Times { path, .. }
+        | UndoOp::RemovedSymlink { path, .. } => *path = name.to_owned(),
+        // These change directories and are applied from the mount's root.
+        UndoOp::Created { .. } | UndoOp::RemovedDir { .. } | UndoOp::Renamed { .. } => {}
+    }
+    op
 }
 
 fn apply(dir: &Dir, backup: &Dir, op: &UndoOp) -> io::Result<()> {
