@@ -25,9 +25,11 @@ mod capture;
 mod fault;
 mod lock;
 mod log;
+mod markers;
 mod record;
 mod runs;
 mod undo;
+mod verify;
 
 pub use capture::{Capture, MountFs, NewEntry, RunJournal, entry_state};
 pub use fault::Fault;
