@@ -72,10 +72,9 @@ fn expected_release() -> Vec<(PathBuf, Node)> {
     ]
 }
 
-fn deploy(env: &Env, with: &str) -> crate::support::Run {
-    env.mkdir("app");
-    env.mkdir("dist");
-    env.run_flow(&format!(
+/// A flow deploying with `with` from the read-only `dist` mount into `app`.
+fn deploy_flow(with: &str) -> String {
+    format!(
         r#"
 name = "deploy"
 [[mounts]]
@@ -94,7 +93,13 @@ uses = "builtin:deploy-files"
 mounts = ["app", "dist"]
 with = {{ {with} }}
 "#
-    ))
+    )
+}
+
+fn deploy(env: &Env, with: &str) -> crate::support::Run {
+    env.mkdir("app");
+    env.mkdir("dist");
+    env.run_flow(&deploy_flow(with))
 }
 
 #[test]
@@ -225,26 +230,7 @@ fn progress_is_reported_in_files_and_bytes() {
     let env = Env::new();
     env.write("dist/r.tar", tar(RELEASE));
     env.mkdir("app");
-    let flow = env.flow(
-        r#"
-name = "progress"
-[[mounts]]
-name = "app"
-host = "app"
-guest = "/app"
-access = "read-write"
-[[mounts]]
-name = "dist"
-host = "dist"
-guest = "/dist"
-access = "read-only"
-[[steps]]
-name = "deploy"
-uses = "builtin:deploy-files"
-mounts = ["app", "dist"]
-with = { from = "/dist/r.tar", to = "/app/rel" }
-"#,
-    );
+    let flow = env.flow(&deploy_flow("from = \"/dist/r.tar\", to = \"/app/rel\""));
     let run = env.stepback(&["--output", "json", "run", flow.to_str().unwrap()]);
     run.expect_code(0);
     let progress: Vec<serde_json::Value> = run

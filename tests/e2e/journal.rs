@@ -98,6 +98,14 @@ pub fn churn_env(fail: bool) -> (Env, Snapshot) {
     (env, before)
 }
 
+/// A churn env whose failing flow was run with `fault` and crashed.
+fn crashed_churn(fault: &str) -> (Env, Snapshot) {
+    let (env, before) = churn_env(true);
+    let crashed = env.stepback_env(&["run", "flow.toml"], &[("STEPBACK_FAULT", fault)]);
+    assert!(crashed.killed(), "{fault} did not crash:\n{}", crashed.stdout());
+    (env, before)
+}
+
 /// How many undo records the churn flow writes.
 fn churn_records(fail: bool) -> usize {
     let (probe, _) = churn_env(fail);
@@ -181,16 +189,7 @@ fn a_crash_at_every_journaled_operation_is_recovered() {
     );
 
     for n in 1..=total {
-        let (env, before) = churn_env(true);
-        let crashed = env.stepback_env(
-            &["run", "flow.toml"],
-            &[("STEPBACK_FAULT", &format!("crash-before-op:{n}"))],
-        );
-        assert!(
-            crashed.killed(),
-            "crash point {n} did not crash:\n{}",
-            crashed.stdout()
-        );
+        let (env, before) = crashed_churn(&format!("crash-before-op:{n}"));
         env.stepback(&["run", "flow.toml"])
             .expect_code(5)
             .expect_stderr("did not finish")
@@ -212,16 +211,7 @@ fn a_crash_at_every_undo_of_a_rollback_is_recovered() {
     let total = churn_records(true);
 
     for n in 1..=total {
-        let (env, before) = churn_env(true);
-        let crashed = env.stepback_env(
-            &["run", "flow.toml"],
-            &[("STEPBACK_FAULT", &format!("crash-before-undo:{n}"))],
-        );
-        assert!(
-            crashed.killed(),
-            "undo crash point {n} did not crash:\n{}",
-            crashed.stdout()
-        );
+        let (env, before) = crashed_churn(&format!("crash-before-undo:{n}"));
         env.stepback(&["recover"])
             .expect_code(0)
             .expect_stdout("rolled back");
@@ -305,11 +295,7 @@ with = {{ mode = "sleep", seconds = 30 }}
 
 #[test]
 fn a_rollback_that_cannot_restore_everything_says_which_paths() {
-    let env = Env::new();
-    fixture(&env.path("m"));
-    churn_flow(&env, true);
-    let crashed = env.stepback_env(&["run", "flow.toml"], &[("STEPBACK_FAULT", "crash-before-op:12")]);
-    assert!(crashed.killed());
+    let (env, _) = crashed_churn("crash-before-op:12");
     // Lose the backups, as a careless clean-up of the state dir would.
     let backup = env.path(&format!("state/runs/{}/backup", runs(&env)[0]));
     fs::remove_dir_all(&backup).unwrap();
