@@ -24,13 +24,13 @@ fn mounts_of(records: &[Record]) -> Vec<(String, PathBuf)> {
     }
 }
 
-/// Unfinished runs that no running process holds.
-pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<RunSummary>> {
+/// Unfinished runs that no running process holds, with their records.
+pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<(RunSummary, Vec<Record>)>> {
     let mut runs = Vec::new();
     for run in RunStore::new(state_dir).unfinished()? {
-        let mounts = mounts_of(&run.dir.records()?);
-        if MountLocks::acquire(state_dir, &mounts, "a check for abandoned runs").is_ok() {
-            runs.push(run);
+        let records = run.dir.records()?;
+        if MountLocks::acquire(state_dir, &mounts_of(&records), "a check for abandoned runs").is_ok() {
+            runs.push((run, records));
         }
     }
     Ok(runs)
@@ -39,8 +39,7 @@ pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<RunSummary>> {
 /// Rolls back every abandoned run.
 pub fn recover(state_dir: &Path, fault: Fault) -> anyhow::Result<Vec<Recovered>> {
     let mut recovered = Vec::new();
-    for run in abandoned(state_dir)? {
-        let records = run.dir.records()?;
+    for (run, records) in abandoned(state_dir)? {
         let holder = format!("recovery of run {} (pid {})", run.dir.id, std::process::id());
         let _locks = MountLocks::acquire(state_dir, &mounts_of(&records), &holder)?;
         let mut writer = JournalWriter::open(&run.dir.journal())?;

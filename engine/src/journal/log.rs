@@ -7,7 +7,7 @@
 
 use super::record::Record;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 pub struct JournalWriter {
@@ -102,14 +102,25 @@ pub fn read_journal(path: &Path) -> io::Result<Vec<Record>> {
     Ok(records)
 }
 
-/// The first and the last intact records, without parsing the ones in
-/// between: all that listing runs needs, for journals of many thousand
-/// records.
+/// The first and the last intact records, reading only the journal's
+/// first line and its last few KiB: all that listing runs needs, and runs
+/// are listed before every run, however many journals have piled up.
 pub fn read_ends(path: &Path) -> io::Result<(Option<Record>, Option<Record>)> {
-    let text = std::fs::read_to_string(path)?;
-    let first = text.lines().next().and_then(parse_line);
-    let last = text.lines().rev().find_map(parse_line);
-    Ok((first, last))
+    const TAIL: u64 = 64 << 10;
+    let mut file = BufReader::new(File::open(path)?);
+    let mut first_line = String::new();
+    file.read_line(&mut first_line)?;
+    let first = parse_line(first_line.trim_end_matches('\n'));
+    let len = file.get_ref().metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let tail = String::from_utf8_lossy(&tail);
+    match tail.lines().rev().find_map(parse_line) {
+        Some(last) => Ok((first, Some(last))),
+        // A last record longer than the tail: read it all.
+        None => Ok((first, read_journal(path)?.pop())),
+    }
 }
 
 fn parse_line(line: &str) -> Option<Record> {
@@ -154,5 +165,29 @@ mod tests {
         let flipped = text.replacen("\"a\"", "\"b\"", 1);
         std::fs::write(&path, flipped).unwrap();
         assert!(read_journal(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_ends_of_a_long_journal_are_read_from_its_head_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut w = JournalWriter::create(&path).unwrap();
+        let step = |index| Record::Step {
+            index,
+            name: format!("step {index}"),
+        };
+        w.append_all((0..3000).map(step)).unwrap();
+        w.append(&Record::Committed).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 64 << 10);
+        assert_eq!(
+            read_ends(&path).unwrap(),
+            (Some(step(0)), Some(Record::Committed))
+        );
+        // A last record longer than the tail is still found.
+        let long = Record::RolledBack {
+            problems: vec!["x".repeat(70 << 10)],
+        };
+        w.append(&long).unwrap();
+        assert_eq!(read_ends(&path).unwrap(), (Some(step(0)), Some(long)));
     }
 }
