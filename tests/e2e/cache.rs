@@ -1,20 +1,15 @@
 //! Each component is compiled once: the second run loads compiled code
 //! from the cache.
 
-use crate::support::Env;
+use crate::support::{Env, flow_head};
 
 #[test]
 fn the_second_run_hits_the_compiled_cache() {
     let env = Env::new();
     env.mkdir("out");
     let flow = env.flow(
-        r#"
-name = "cache"
-[[mounts]]
-name = "out"
-host = "out"
-guest = "/out"
-access = "read-write"
+        flow_head("cache", &["out"], &[])
+            + r#"
 [[steps]]
 name = "write"
 uses = "builtin:write-file"

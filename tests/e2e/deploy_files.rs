@@ -2,7 +2,7 @@
 //! SHA-256, reports progress, and refuses archives whose entries would
 //! land outside the destination, before writing anything.
 
-use crate::support::{Env, Node, assert_same, snapshot};
+use crate::support::{Env, Node, assert_same, flow_head, snapshot};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::fs::symlink;
@@ -74,26 +74,16 @@ fn expected_release() -> Vec<(PathBuf, Node)> {
 
 /// A flow deploying with `with` from the read-only `dist` mount into `app`.
 fn deploy_flow(with: &str) -> String {
-    format!(
-        r#"
-name = "deploy"
-[[mounts]]
-name = "app"
-host = "app"
-guest = "/app"
-access = "read-write"
-[[mounts]]
-name = "dist"
-host = "dist"
-guest = "/dist"
-access = "read-only"
+    flow_head("deploy", &["app"], &["dist"])
+        + &format!(
+            r#"
 [[steps]]
 name = "deploy"
 uses = "builtin:deploy-files"
 mounts = ["app", "dist"]
 with = {{ {with} }}
 "#
-    )
+        )
 }
 
 fn deploy(env: &Env, with: &str) -> crate::support::Run {
@@ -230,7 +220,7 @@ fn progress_is_reported_in_files_and_bytes() {
     let env = Env::new();
     env.write("dist/r.tar", tar(RELEASE));
     env.mkdir("app");
-    let flow = env.flow(&deploy_flow("from = \"/dist/r.tar\", to = \"/app/rel\""));
+    let flow = env.flow(deploy_flow("from = \"/dist/r.tar\", to = \"/app/rel\""));
     let run = env.stepback(&["--output", "json", "run", flow.to_str().unwrap()]);
     run.expect_code(0);
     let progress: Vec<serde_json::Value> = run

@@ -1,6 +1,6 @@
 //! The example flow from README runs and leaves the expected files.
 
-use crate::support::Env;
+use crate::support::{Env, flow_head};
 use std::fs;
 use std::path::Path;
 
@@ -39,13 +39,8 @@ fn json_output_reports_every_event() {
     let env = Env::new();
     env.mkdir("app");
     let flow = env.flow(
-        r#"
-name = "json"
-[[mounts]]
-name = "app"
-host = "app"
-guest = "/app"
-access = "read-write"
+        flow_head("json", &["app"], &[])
+            + r#"
 [[steps]]
 name = "write"
 uses = "builtin:write-file"

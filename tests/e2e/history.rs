@@ -2,25 +2,22 @@
 //! paths changed since unless forced; old runs' backups are pruned.
 
 use crate::journal::{churn_env, runs};
-use crate::support::{Env, assert_same_meta, snapshot_meta};
+use crate::support::{Env, assert_same_meta, flow_head, snapshot_meta};
 use std::fs;
 
 fn write_flow(env: &Env, content: &str) {
-    env.flow(&format!(
-        r#"
-name = "write"
-[[mounts]]
-name = "m"
-host = "m"
-guest = "/m"
-access = "read-write"
+    env.flow(
+        flow_head("write", &["m"], &[])
+            + &format!(
+                r#"
 [[steps]]
 name = "write"
 uses = "builtin:write-file"
 mounts = ["m"]
 with = {{ path = "/m/config.txt", content = "{content}" }}
 "#
-    ));
+            ),
+    );
 }
 
 #[test]
@@ -118,13 +115,8 @@ fn undo_sees_files_added_later_inside_a_directory_the_run_created() {
     let env = Env::new();
     env.mkdir("m");
     env.flow(
-        r#"
-name = "tree"
-[[mounts]]
-name = "m"
-host = "m"
-guest = "/m"
-access = "read-write"
+        flow_head("tree", &["m"], &[])
+            + r#"
 [[steps]]
 name = "write"
 uses = "builtin:write-file"

@@ -2,7 +2,7 @@
 //! symlink targets, modes, modification times), also after the engine is
 //! killed at any journaled operation or at any undo of a rollback.
 
-use crate::support::{Env, Snapshot, assert_same_meta, guest, snapshot_meta};
+use crate::support::{Env, Snapshot, assert_same_meta, flow_head, guest, snapshot_meta};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
@@ -65,14 +65,10 @@ pub fn fixture(root: &Path) {
 }
 
 pub fn churn_flow(env: &Env, fail: bool) {
-    env.flow(&format!(
-        r#"
-name = "churn"
-[[mounts]]
-name = "m"
-host = "m"
-guest = "/m"
-access = "read-write"
+    env.flow(
+        flow_head("churn", &["m"], &[])
+            + &format!(
+                r#"
 [[steps]]
 name = "write first"
 uses = "builtin:write-file"
@@ -84,8 +80,9 @@ uses = "{}"
 mounts = ["m"]
 with = {{ mode = "churn", root = "/m", fail = {fail} }}
 "#,
-        guest("misbehave")
-    ));
+                guest("misbehave")
+            ),
+    );
 }
 
 /// A fresh scratch directory with the fixture in `m/` and the churn flow,
@@ -253,22 +250,19 @@ fn disk_full_and_io_errors_while_capturing_fail_the_step_and_lose_nothing() {
 fn a_mount_in_use_by_a_running_flow_is_refused() {
     let env = Env::new();
     env.mkdir("m");
-    env.flow(&format!(
-        r#"
-name = "slow"
-[[mounts]]
-name = "m"
-host = "m"
-guest = "/m"
-access = "read-write"
+    env.flow(
+        flow_head("slow", &["m"], &[])
+            + &format!(
+                r#"
 [[steps]]
 name = "sleep"
 uses = "{}"
 mounts = ["m"]
 with = {{ mode = "sleep", seconds = 30 }}
 "#,
-        guest("misbehave")
-    ));
+                guest("misbehave")
+            ),
+    );
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
     let mut slow = env.command(&["run", "flow.toml"], &cache).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -336,18 +330,8 @@ fn directories_the_run_created_are_removed_whole_and_renames_out_of_them_come_ba
     env.write("m/keep.txt", "keep");
     let before = snapshot_meta(&env.path("m"));
     env.flow(
-        r#"
-name = "fresh"
-[[mounts]]
-name = "m"
-host = "m"
-guest = "/m"
-access = "read-write"
-[[mounts]]
-name = "src"
-host = "src"
-guest = "/src"
-access = "read-only"
+        flow_head("fresh", &["m"], &["src"])
+            + r#"
 [[steps]]
 name = "deploy"
 uses = "builtin:deploy-files"

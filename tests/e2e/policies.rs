@@ -2,18 +2,12 @@
 //! flow with the failure reported, the later steps skipped and every
 //! change rolled back.
 
-use crate::support::Env;
+use crate::support::{Env, flow_head};
 
 fn flow(policy: &str) -> String {
-    format!(
-        r#"
-name = "policies"
-[[mounts]]
-name = "out"
-host = "out"
-guest = "/out"
-access = "read-write"
-
+    flow_head("policies", &["out"], &[])
+        + &format!(
+            r#"
 [[steps]]
 name = "first"
 uses = "builtin:write-file"
@@ -32,7 +26,7 @@ uses = "builtin:write-file"
 mounts = ["out"]
 with = {{ path = "/out/last", content = "3" }}
 "#
-    )
+        )
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! pointing out of a mount, writes to a read-only mount and the network
 //! are all refused, and nothing outside the mounts changes.
 
-use crate::support::{Env, assert_same, guest, snapshot};
+use crate::support::{Env, assert_same, flow_head, guest, snapshot};
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
@@ -17,19 +17,9 @@ fn escape_attempts_fail_and_change_nothing() {
     let outside = env.path("outside");
     let before = snapshot(env.dir.path());
 
-    let text = format!(
-        r#"
-name = "escape"
-[[mounts]]
-name = "rw"
-host = "rw"
-guest = "/rw"
-access = "read-write"
-[[mounts]]
-name = "ro"
-host = "ro"
-guest = "/ro"
-access = "read-only"
+    let text = flow_head("escape", &["rw"], &["ro"])
+        + &format!(
+            r#"
 [[steps]]
 name = "escape"
 uses = "{guest}"
@@ -48,9 +38,9 @@ writes = [
 ]
 reads = ["/rw/rel-link/secret", "/rw/abs-link/secret", "/rw/../outside/secret", "{outside}/secret"]
 "#,
-        guest = guest("misbehave"),
-        outside = outside.display()
-    );
+            guest = guest("misbehave"),
+            outside = outside.display()
+        );
     env.run_flow(&text)
         .expect_code(0)
         .expect_stdout("12 attempts refused");

@@ -1,19 +1,14 @@
 //! `builtin:write-file`, `builtin:remove` and `builtin:fail`.
 
-use crate::support::Env;
+use crate::support::{Env, flow_head};
 
 fn flow(steps: &str) -> String {
-    format!(
-        r#"
-name = "small"
-[[mounts]]
-name = "out"
-host = "out"
-guest = "/out"
-access = "read-write"
+    flow_head("small", &["out"], &[])
+        + &format!(
+            r#"
 {steps}
 "#
-    )
+        )
 }
 
 #[test]

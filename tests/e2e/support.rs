@@ -38,8 +38,8 @@ impl Env {
     }
 
     /// Writes `flow.toml` in the scratch directory.
-    pub fn flow(&self, text: &str) -> PathBuf {
-        self.write("flow.toml", text)
+    pub fn flow(&self, text: impl AsRef<str>) -> PathBuf {
+        self.write("flow.toml", text.as_ref())
     }
 
     /// Runs `stepback ARGS` with this env's state dir and the shared cache.
@@ -127,6 +127,23 @@ impl Run {
         );
         self
     }
+}
+
+/// The head of a flow file: its name, then a mount of `./NAME` seen as
+/// `/NAME` for each name, read-write for `rw` and read-only for `ro`.
+/// Steps follow it.
+pub fn flow_head(flow: &str, rw: &[&str], ro: &[&str]) -> String {
+    let mut head = format!("name = \"{flow}\"\n");
+    let mounts = rw
+        .iter()
+        .map(|m| (m, "read-write"))
+        .chain(ro.iter().map(|m| (m, "read-only")));
+    for (name, access) in mounts {
+        head.push_str(&format!(
+            "[[mounts]]\nname = \"{name}\"\nhost = \"{name}\"\nguest = \"/{name}\"\naccess = \"{access}\"\n"
+        ));
+    }
+    head
 }
 
 /// The path of a test-only guest component.

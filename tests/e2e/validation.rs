@@ -29,7 +29,7 @@ fn rejects(from: &str, to: &str, needles: &[&str]) {
     assert!(GOOD.contains(from), "{from:?} is not in the flow");
     let env = Env::new();
     env.write("app/keep", "kept");
-    let flow = env.flow(&GOOD.replacen(from, to, 1));
+    let flow = env.flow(GOOD.replacen(from, to, 1));
     let before = snapshot(&env.path("app"));
     for command in ["validate", "run"] {
         let run = env.stepback(&[command, flow.to_str().unwrap()]);

@@ -25,41 +25,30 @@ impl At {
     }
 }
 
+impl At {
+    /// Moves the offset past a `pread`/`pwrite` that returned `n`.
+    fn advance(&mut self, n: isize) -> io::Result<usize> {
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 impl Read for At {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.file.as_raw_fd();
         // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-        let n = unsafe {
-            libc::pread(
-                self.file.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                self.offset as libc::off_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.offset += n as u64;
-        Ok(n as usize)
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), self.offset as libc::off_t) };
+        self.advance(n)
     }
 }
 
 impl Write for At {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fd = self.file.as_raw_fd();
         // SAFETY: `buf` is valid for `buf.len()` bytes of reads.
-        let n = unsafe {
-            libc::pwrite(
-                self.file.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                self.offset as libc::off_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.offset += n as u64;
-        Ok(n as usize)
+        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), self.offset as libc::off_t) };
+        self.advance(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
