@@ -57,7 +57,7 @@ fn describe(state: &Option<EntryState>) -> String {
 pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result<RollbackReport, UndoError> {
     let store = RunStore::new(state_dir);
     let dir = store.get(id).ok_or_else(|| UndoError::NoSuchRun(id.to_owned()))?;
-    let records = dir.records().map_err(|e| UndoError::Io(e.into()))?;
+    let (mut writer, records) = JournalWriter::resume(&dir.journal()).map_err(|e| UndoError::Io(e.into()))?;
     match RunState::of(&records) {
         RunState::Committed { pruned: false } => {}
         RunState::Committed { pruned: true } => {
@@ -114,7 +114,6 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
     if !drifted.is_empty() && !force {
         return Err(UndoError::Drifted(drifted));
     }
-    let mut writer = JournalWriter::open(&dir.journal()).map_err(|e| UndoError::Io(e.into()))?;
     Ok(rollback(&dir, &records, &mut writer, fault))
 }
 
@@ -133,7 +132,7 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
         if run.dir.backup().exists() {
             std::fs::remove_dir_all(run.dir.backup())?;
         }
-        JournalWriter::open(&run.dir.journal())?.append(&Record::Pruned)?;
+        JournalWriter::resume(&run.dir.journal())?.0.append(&Record::Pruned)?;
         pruned.push(run.dir.id.clone());
     }
     for run in runs

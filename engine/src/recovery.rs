@@ -6,31 +6,29 @@
 //! mount locks tell it apart, and it is left alone.
 
 use crate::journal::{
-    Fault, JournalWriter, MountLocks, Record, RollbackReport, RunStore, RunSummary, rollback,
+    Fault, JournalWriter, MountLocks, MountRecord, RollbackReport, RunStore, RunSummary, adopt_orphans,
+    rollback,
 };
 use std::path::{Path, PathBuf};
 
 pub struct Recovered {
     pub run: RunSummary,
+    /// Backups whose journal records were lost with the journal's unsynced
+    /// end (power loss), found by their names and rolled back with the rest.
+    pub adopted: usize,
     pub report: RollbackReport,
 }
 
-fn mounts_of(records: &[Record]) -> Vec<(String, PathBuf)> {
-    match records.first() {
-        Some(Record::Begin { mounts, .. }) => {
-            mounts.iter().map(|m| (m.name.clone(), m.host.clone())).collect()
-        }
-        _ => Vec::new(),
-    }
+fn mounts_of(mounts: &[MountRecord]) -> Vec<(String, PathBuf)> {
+    mounts.iter().map(|m| (m.name.clone(), m.host.clone())).collect()
 }
 
-/// Unfinished runs that no running process holds, with their records.
-pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<(RunSummary, Vec<Record>)>> {
+/// Unfinished runs that no running process holds.
+pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<RunSummary>> {
     let mut runs = Vec::new();
     for run in RunStore::new(state_dir).unfinished()? {
-        let records = run.dir.records()?;
-        if MountLocks::acquire(state_dir, &mounts_of(&records), "a check for abandoned runs").is_ok() {
-            runs.push((run, records));
+        if MountLocks::acquire(state_dir, &mounts_of(&run.mounts), "a check for abandoned runs").is_ok() {
+            runs.push(run);
         }
     }
     Ok(runs)
@@ -39,12 +37,13 @@ pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<(RunSummary, Vec<Record
 /// Rolls back every abandoned run.
 pub fn recover(state_dir: &Path, fault: Fault) -> anyhow::Result<Vec<Recovered>> {
     let mut recovered = Vec::new();
-    for (run, records) in abandoned(state_dir)? {
+    for run in abandoned(state_dir)? {
         let holder = format!("recovery of run {} (pid {})", run.dir.id, std::process::id());
-        let _locks = MountLocks::acquire(state_dir, &mounts_of(&records), &holder)?;
-        let mut writer = JournalWriter::open(&run.dir.journal())?;
+        let _locks = MountLocks::acquire(state_dir, &mounts_of(&run.mounts), &holder)?;
+        let (mut writer, mut records) = JournalWriter::resume(&run.dir.journal())?;
+        let adopted = adopt_orphans(&run.dir, &mut records, &mut writer)?;
         let report = rollback(&run.dir, &records, &mut writer, fault);
-        recovered.push(Recovered { run, report });
+        recovered.push(Recovered { run, adopted, report });
     }
     Ok(recovered)
 }

@@ -93,7 +93,7 @@ pub async fn run(
     if !pending.is_empty() {
         let runs = pending
             .iter()
-            .map(|(r, _)| format!("run {} of flow '{}'", r.dir.id, r.flow))
+            .map(|r| format!("run {} of flow '{}'", r.dir.id, r.flow))
             .collect();
         return Err(RunError::NeedsRecovery(runs));
     }

@@ -180,6 +180,12 @@ fn recover(state_dir: &Path) -> u8 {
             "run {} of flow '{}': rolled back ({} changes undone)",
             r.run.dir.id, r.run.flow, r.report.undone
         );
+        if r.adopted > 0 {
+            println!(
+                "  {} of them were known only by their backups: the journal lost their records (power loss?)",
+                r.adopted
+            );
+        }
         for problem in &r.report.problems {
             println!("  NOT RESTORED {problem}");
             code = exit::ROLLBACK_INCOMPLETE;

@@ -20,6 +20,7 @@
 
 use super::fault::Fault;
 use super::log::{Durability, JournalWriter};
+use super::orphans;
 use super::record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
 use super::runs::RunDir;
 use cap_std::ambient_authority;
@@ -189,26 +190,37 @@ impl RunJournal {
 
     /// Writes an undo record; the caller makes the change only after this.
     fn record(&mut self, mount: &str, change: Change, undo: UndoOp) -> io::Result<u64> {
+        self.write_record(mount, change, undo, false)
+    }
+
+    /// Writes an undo record, synced unless `deferred` (its change leaves
+    /// a durable trace of its own: see [`super::orphans`]).
+    fn write_record(&mut self, mount: &str, change: Change, undo: UndoOp, deferred: bool) -> io::Result<u64> {
         let seq = self.seq + 1;
         self.fault.before_capture(seq)?;
         self.paths.insert(Self::key(mount, undo.path()));
         if let UndoOp::Renamed { from, .. } = &undo {
             self.paths.insert(Self::key(mount, from));
         }
-        self.writer.append(&Record::Undo {
+        let record = Record::Undo {
             seq,
             step: self.step,
             mount: mount.to_owned(),
             change,
             undo,
-        })?;
+        };
+        if deferred {
+            self.writer.append_deferred(&record)?;
+        } else {
+            self.writer.append(&record)?;
+        }
         self.seq = seq;
         Ok(seq)
     }
 
     /// The capture of operation `seq` is complete; the change may proceed.
     fn done(&self, seq: u64) {
-        self.fault.after_record(seq);
+        self.fault.after_record(seq, &self.writer);
     }
 
     fn backup_name(&self) -> String {
@@ -356,6 +368,8 @@ impl RunJournal {
 
     /// Records that the file at `path` is about to be moved or linked into
     /// the backup area; returns the record's number and the backup's name.
+    /// The record is synced only when the name cannot say where the backup
+    /// belongs (a path too long for a file name).
     fn record_saved(
         &mut self,
         mount: &str,
@@ -363,14 +377,16 @@ impl RunJournal {
         meta: &Metadata,
         change: Change,
     ) -> io::Result<(u64, String)> {
-        let backup = self.backup_name();
+        let named = orphans::name(self.seq + 1, change, mount, path);
+        let deferred = named.is_some();
+        let backup = named.unwrap_or_else(|| self.backup_name());
         let saved = UndoOp::Saved {
             path: path.to_owned(),
             backup: backup.clone(),
             size: meta.len(),
             ino: meta.ino(),
         };
-        Ok((self.record(mount, change, saved)?, backup))
+        Ok((self.write_record(mount, change, saved, deferred)?, backup))
     }
 
     /// Before opening the existing file at `path` for writing in place.

@@ -4,10 +4,14 @@
 //!
 //! - `crash-before-op:N`: abort the process once the Nth undo record is
 //!   durable, before the change it covers is made;
+//! - `power-loss-before-op:N`: the same, after dropping part of what the
+//!   journal holds unsynced, as a power cut would (the file system's own
+//!   changes stay: the worst case for the journal);
 //! - `crash-before-undo:N`: abort before applying the Nth undo of a rollback;
 //! - `enospc-at-op:N` / `eio-at-op:N`: fail the Nth capture with "no space
 //!   left on device" / an I/O error, as a full or failing disk would.
 
+use super::log::JournalWriter;
 use std::io;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,6 +19,7 @@ pub enum Fault {
     #[default]
     None,
     CrashBeforeOp(u64),
+    PowerLossBeforeOp(u64),
     CrashBeforeUndo(u64),
     ErrorAtOp(u64, i32),
 }
@@ -34,6 +39,7 @@ impl Fault {
         let n: u64 = n.parse().ok()?;
         Some(match kind {
             "crash-before-op" => Fault::CrashBeforeOp(n),
+            "power-loss-before-op" => Fault::PowerLossBeforeOp(n),
             "crash-before-undo" => Fault::CrashBeforeUndo(n),
             "enospc-at-op" => Fault::ErrorAtOp(n, 28),
             "eio-at-op" => Fault::ErrorAtOp(n, 5),
@@ -49,8 +55,12 @@ impl Fault {
         }
     }
 
-    /// Called once operation `n`'s undo record is durable.
-    pub fn after_record(self, n: u64) {
+    /// Called once operation `n` is captured, before its change.
+    pub fn after_record(self, n: u64, journal: &JournalWriter) {
+        if self == Fault::PowerLossBeforeOp(n) {
+            let _ = journal.lose_unsynced();
+            std::process::abort();
+        }
         if self == Fault::CrashBeforeOp(n) {
             std::process::abort();
         }

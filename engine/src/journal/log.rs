@@ -3,7 +3,10 @@
 //!
 //! A record is acted on only after `append` returns, that is after
 //! `fdatasync`; so a crash can leave at most a torn last line, which
-//! [`read_journal`] drops: the change it described never happened.
+//! [`read_journal`] drops: the change it described never happened. The
+//! exception, [`JournalWriter::append_deferred`], is for records whose
+//! backup names itself ([`super::orphans`]). [`JournalWriter::resume`]
+//! cuts a torn tail off before anything is appended after it.
 
 use super::record::Record;
 use std::fs::{File, OpenOptions};
@@ -12,6 +15,10 @@ use std::path::Path;
 
 pub struct JournalWriter {
     file: File,
+    /// Bytes written, and how many of them were on stable storage at the
+    /// last sync.
+    len: u64,
+    synced: u64,
     /// Sync after every record (the default) or only at the end of a step
     /// and of the run; see [`crate::journal::Durability`].
     sync_each: bool,
@@ -38,6 +45,8 @@ impl JournalWriter {
         }
         Ok(JournalWriter {
             file,
+            len: 0,
+            synced: 0,
             sync_each: true,
         })
     }
@@ -47,13 +56,23 @@ impl JournalWriter {
         self
     }
 
-    /// Reopens an existing journal to add records (recovery, undo).
-    pub fn open(path: &Path) -> io::Result<JournalWriter> {
-        let file = OpenOptions::new().append(true).open(path)?;
-        Ok(JournalWriter {
+    /// Reopens an existing journal to add records (recovery, undo), with
+    /// its intact records. A torn tail (power lost mid-write) is cut off
+    /// first, so that what is appended can be read back.
+    pub fn resume(path: &Path) -> io::Result<(JournalWriter, Vec<Record>)> {
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        let (records, intact) = read_intact(&file)?;
+        if file.metadata()?.len() != intact {
+            file.set_len(intact)?;
+            file.sync_data()?;
+        }
+        let writer = JournalWriter {
             file,
+            len: intact,
+            synced: intact,
             sync_each: true,
-        })
+        };
+        Ok((writer, records))
     }
 
     /// Appends a record and, unless durability is relaxed, waits until it
@@ -63,6 +82,13 @@ impl JournalWriter {
         if self.sync_each { self.sync() } else { Ok(()) }
     }
 
+    /// Appends a record without syncing it, whatever the durability: for
+    /// records whose change leaves its own durable trace (a backup that
+    /// names itself), made durable by the next sync.
+    pub fn append_deferred(&mut self, record: &Record) -> io::Result<()> {
+        self.write(record)
+    }
+
     /// Appends records that need no individual sync (the final states
     /// written at commit), then syncs once.
     pub fn append_all(&mut self, records: impl IntoIterator<Item = Record>) -> io::Result<()> {
@@ -70,17 +96,32 @@ impl JournalWriter {
         for record in records {
             lines.push_str(&line(&record)?);
         }
-        self.file.write_all(lines.as_bytes())?;
+        self.write_bytes(lines.as_bytes())?;
         self.sync()
     }
 
     /// Makes everything written so far durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.synced = self.len;
+        Ok(())
+    }
+
+    /// For the power-loss test ([`super::Fault`]): drops half of what was
+    /// written since the last sync, as a power cut would (the cut usually
+    /// tears a record in two).
+    pub fn lose_unsynced(&self) -> io::Result<()> {
+        self.file.set_len(self.synced + (self.len - self.synced) / 2)
     }
 
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        self.file.write_all(line(record)?.as_bytes())
+        self.write_bytes(line(record)?.as_bytes())
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
     }
 }
 
@@ -92,14 +133,28 @@ fn line(record: &Record) -> io::Result<String> {
 
 /// Reads every intact record; stops at the first torn or corrupt line.
 pub fn read_journal(path: &Path) -> io::Result<Vec<Record>> {
+    Ok(read_intact(&File::open(path)?)?.0)
+}
+
+/// The intact records and the length of the file they fill. A line counts
+/// only with its newline: a record is acted on only once all of it was
+/// written.
+fn read_intact(file: &File) -> io::Result<(Vec<Record>, u64)> {
     let mut records = Vec::new();
-    for line in BufReader::new(File::open(path)?).lines() {
-        let Some(record) = line.ok().as_deref().and_then(parse_line) else {
+    let mut intact = 0;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        let Some(text) = line.strip_suffix(b"\n") else { break };
+        let Some(record) = std::str::from_utf8(text).ok().and_then(parse_line) else {
             break;
         };
         records.push(record);
+        intact += n as u64;
     }
-    Ok(records)
+    Ok((records, intact))
 }
 
 /// The first and the last intact records, reading only the journal's
@@ -116,7 +171,9 @@ pub fn read_ends(path: &Path) -> io::Result<(Option<Record>, Option<Record>)> {
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
     let tail = String::from_utf8_lossy(&tail);
-    match tail.lines().rev().find_map(parse_line) {
+    // Only whole lines: see `read_intact`.
+    let complete = &tail[..tail.rfind('\n').map_or(0, |i| i + 1)];
+    match complete.lines().rev().find_map(parse_line) {
         Some(last) => Ok((first, Some(last))),
         // A last record longer than the tail: read it all.
         None => Ok((first, read_journal(path)?.pop())),
@@ -165,6 +222,26 @@ mod tests {
         let flipped = text.replacen("\"a\"", "\"b\"", 1);
         std::fs::write(&path, flipped).unwrap();
         assert!(read_journal(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn resuming_cuts_a_torn_tail_so_that_later_records_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut w = JournalWriter::create(&path).unwrap();
+        w.append(&Record::RollbackStarted).unwrap();
+        w.append(&Record::Undone { seq: 1 }).unwrap();
+        drop(w);
+        // The last record without its newline is torn too.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.trim_end()).unwrap();
+        let (mut w, records) = JournalWriter::resume(&path).unwrap();
+        assert_eq!(records, vec![Record::RollbackStarted]);
+        w.append(&Record::Committed).unwrap();
+        assert_eq!(
+            read_journal(&path).unwrap(),
+            vec![Record::RollbackStarted, Record::Committed]
+        );
     }
 
     #[test]

@@ -5,27 +5,32 @@
 //! mutating call through. The journal writes an undo record (and, where the
 //! change destroys data, moves or links the original into the run's backup
 //! area), syncs it, and only then returns; so an undo record is durable
-//! before the change it covers can reach the disk. Rollback applies the
+//! before the change it covers can reach the disk (or, for an original
+//! moved or linked aside, its backup's name says where it belongs; see
+//! [`orphans`]). Rollback applies the
 //! records newest first; each undo is idempotent, and `undone` markers are
 //! written in batches once the undos' effects are synced, so a rollback
 //! interrupted by a crash finishes on the next attempt (`stepback recover`).
 //!
 //! Ordering relied on: `fdatasync` of the journal before each change
-//! (`--sync strict`, the default); within one filesystem, the rename or
+//! (`--sync strict`, the default) except moves and links aside; within one
+//! filesystem, the rename or
 //! link that moves an original into the backup area reaching the disk no
 //! later than the change that follows it (ext4 and XFS journal metadata in
 //! order); `fsync` of the directories and files a batch of undos changed
 //! before the batch's `undone` markers are written.
 //!
 //! Layout of a run: `STATE/runs/RUN/journal` (append-only, one checksummed
-//! JSON record per line) and `STATE/runs/RUN/backup/` (originals, named by
-//! record number).
+//! JSON record per line) and `STATE/runs/RUN/backup/` (originals: copies
+//! named by record number, moved or linked files by record number, mount
+//! and path).
 
 mod capture;
 mod fault;
 mod lock;
 mod log;
 mod markers;
+mod orphans;
 mod record;
 mod runs;
 mod undo;
@@ -35,6 +40,7 @@ pub use capture::{Capture, MountFs, NewEntry, RunJournal, entry_state};
 pub use fault::Fault;
 pub use lock::MountLocks;
 pub use log::{Durability, JournalWriter, read_journal};
+pub use orphans::adopt_orphans;
 pub use record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub use undo::{Problem, RollbackReport, rollback};

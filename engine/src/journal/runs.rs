@@ -2,7 +2,7 @@
 //! its journal and backup area.
 
 use super::log::{read_ends, read_journal};
-use super::record::Record;
+use super::record::{MountRecord, Record};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,7 @@ pub struct RunSummary {
     pub dir: RunDir,
     pub flow: String,
     pub started: String,
+    pub mounts: Vec<MountRecord>,
     pub state: RunState,
 }
 
@@ -113,15 +114,18 @@ impl RunStore {
             let id = entry?.file_name().to_string_lossy().into_owned();
             let Some(dir) = self.get(&id) else { continue };
             let (first, last) = read_ends(&dir.journal())?;
-            let (flow, started) = match first {
-                Some(Record::Begin { flow, started, .. }) => (flow, started),
-                _ => (String::new(), String::new()),
+            let (flow, started, mounts) = match first {
+                Some(Record::Begin {
+                    flow, started, mounts, ..
+                }) => (flow, started, mounts),
+                _ => Default::default(),
             };
             runs.push(RunSummary {
                 state: RunState::of_last(last.as_ref()),
                 dir,
                 flow,
                 started,
+                mounts,
             });
         }
         runs.sort_by(|a, b| a.dir.id.cmp(&b.dir.id));
