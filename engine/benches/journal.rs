@@ -57,6 +57,10 @@ impl Bench {
             .args(args)
             .env("STEPBACK_STATE_DIR", self.state())
             .env("STEPBACK_CACHE_DIR", &self.cache)
+            // Errors the guests expect (a file not there yet) would capture
+            // backtraces, which an operator's shell does not ask for.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .current_dir(&self.root);
         if let Some(f) = fault {
             command.env("STEPBACK_FAULT", f);

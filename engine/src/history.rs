@@ -132,7 +132,7 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
         if run.dir.backup().exists() {
             std::fs::remove_dir_all(run.dir.backup())?;
         }
-        JournalWriter::resume(&run.dir.journal())?.0.append(&Record::Pruned)?;
+        JournalWriter::open(&run.dir.journal())?.append(&Record::Pruned)?;
         pruned.push(run.dir.id.clone());
     }
     for run in runs

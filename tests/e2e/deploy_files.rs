@@ -125,11 +125,37 @@ fn copies_a_tree_keeping_symlinks_and_a_single_file() {
     env.write("dist/tree/a/b/c.txt", "deep");
     env.write("dist/tree/top.txt", "top");
     symlink("a/b", env.path("dist/tree/shortcut")).unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_500_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(env.path("dist/tree/a/b/c.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     deploy(&env, "from = \"/dist/tree\", to = \"/app/copy\"").expect_code(0);
     assert_eq!(snapshot(&env.path("dist/tree")), snapshot(&env.path("app/copy")));
+    let mtime = |p: &str| std::fs::metadata(env.path(p)).unwrap().modified().unwrap();
+    assert_eq!(mtime("app/copy/a/b/c.txt"), old, "file times are kept");
 
     deploy(&env, "from = \"/dist/tree/top.txt\", to = \"/app/one/top.txt\"").expect_code(0);
     assert_eq!(std::fs::read(env.path("app/one/top.txt")).unwrap(), b"top");
+}
+
+#[test]
+fn a_symlink_where_a_file_goes_is_replaced_not_written_through() {
+    let env = Env::new();
+    env.write("dist/tree/config.txt", "new");
+    env.write("app/keep.txt", "keep me");
+    env.mkdir("app/copy");
+    symlink("../keep.txt", env.path("app/copy/config.txt")).unwrap();
+    deploy(&env, "from = \"/dist/tree\", to = \"/app/copy\"").expect_code(0);
+    let placed = env.path("app/copy/config.txt");
+    assert!(!std::fs::symlink_metadata(&placed).unwrap().is_symlink());
+    assert_eq!(std::fs::read_to_string(placed).unwrap(), "new");
+    assert_eq!(
+        std::fs::read_to_string(env.path("app/keep.txt")).unwrap(),
+        "keep me"
+    );
 }
 
 #[test]

@@ -162,6 +162,32 @@ fn a_failed_flow_is_rolled_back_exactly() {
         .expect_stdout("rolled back");
 }
 
+/// A rollback moves what it takes away into the run's backup area instead
+/// of deleting it (it need not wait for the blocks to be freed); pruning,
+/// at the end of a run, deletes it.
+#[test]
+fn what_a_recovery_removes_is_kept_aside_until_the_next_run_prunes_it() {
+    let (env, _) = crashed_churn("crash-before-undo:1");
+    env.stepback(&["recover"]).expect_code(0);
+    let failed = runs(&env)[0].clone();
+    let backup = env.path(&format!("state/runs/{failed}/backup"));
+    let discarded: Vec<String> = fs::read_dir(&backup)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("discarded-"))
+        .collect();
+    assert!(
+        !discarded.is_empty(),
+        "nothing discarded into {}",
+        backup.display()
+    );
+    assert!(!env.path("m/first.txt").exists());
+
+    churn_flow(&env, false);
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    assert!(!backup.exists(), "the rolled-back run's backups were not pruned");
+}
+
 #[test]
 fn a_successful_flow_is_committed_and_keeps_its_changes() {
     let env = Env::new();

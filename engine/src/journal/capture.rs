@@ -614,12 +614,15 @@ pub fn entry_state(dir: &Dir, path: &str) -> io::Result<Option<EntryState>> {
 }
 
 /// Final states of everything beneath a directory the run created (those
-/// entries have no records of their own).
+/// entries have no records of their own). Each directory is opened once and
+/// its entries looked up by name: resolving every path from the mount's
+/// root would cost a few system calls per entry of a large tree.
 fn final_states_beneath(dir: &Dir, mount: &str, path: &str, out: &mut Vec<Record>) -> io::Result<()> {
-    for entry in dir.read_dir(path)? {
-        let name = entry?.file_name();
-        let child = format!("{path}/{}", name.to_string_lossy());
-        let state = entry_state(dir, &child)?;
+    let here = dir.open_dir(path)?;
+    for entry in here.entries()? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let child = format!("{path}/{name}");
+        let state = entry_state(&here, &name)?;
         if state == Some(EntryState::Dir) {
             final_states_beneath(dir, mount, &child, out)?;
         }

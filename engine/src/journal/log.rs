@@ -56,6 +56,19 @@ impl JournalWriter {
         self
     }
 
+    /// Opens a finished journal to add a record (pruning): one known to end
+    /// with a whole record, so it need not be read first.
+    pub fn open(path: &Path) -> io::Result<JournalWriter> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(JournalWriter {
+            file,
+            len,
+            synced: len,
+            sync_each: true,
+        })
+    }
+
     /// Reopens an existing journal to add records (recovery, undo), with
     /// its intact records. A torn tail (power lost mid-write) is cut off
     /// first, so that what is appended can be read back.
@@ -147,7 +160,9 @@ fn read_intact(file: &File) -> io::Result<(Vec<Record>, u64)> {
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
-        let Some(text) = line.strip_suffix(b"\n") else { break };
+        let Some(text) = line.strip_suffix(b"\n") else {
+            break;
+        };
         let Some(record) = std::str::from_utf8(text).ok().and_then(parse_line) else {
             break;
         };

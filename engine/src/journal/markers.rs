@@ -133,14 +133,15 @@ impl<'a> Markers<'a> {
     pub(super) fn applied(&mut self, seq: u64, mount: &str, op: &UndoOp, footprint: Footprint) {
         if let Some(fs) = self.mounts.get(mount) {
             // Directory listings changed, and entries whose own contents or
-            // times changed; a moved-back file changes the backup area too.
+            // times changed; a moved-back or discarded entry changes the
+            // backup area too.
             match op {
                 UndoOp::Copied { path, .. }
                 | UndoOp::RemovedDir { path, .. }
                 | UndoOp::Times { path, .. } => {
                     self.to_sync.insert(fs.host.join(path));
                 }
-                UndoOp::Saved { .. } => {
+                UndoOp::Saved { .. } | UndoOp::Created { .. } => {
                     self.to_sync.insert(self.backup.clone());
                 }
                 _ => {}

@@ -59,7 +59,11 @@ fn parse(name: &str) -> Option<(u64, Change, String, String)> {
 /// Writes (durably) the records of the run's orphaned backups, and adds
 /// them to `records`, so that the rollback, the run's record and a
 /// recovery interrupted later all see them. Returns how many there were.
-pub fn adopt_orphans(run: &RunDir, records: &mut Vec<Record>, writer: &mut JournalWriter) -> io::Result<usize> {
+pub fn adopt_orphans(
+    run: &RunDir,
+    records: &mut Vec<Record>,
+    writer: &mut JournalWriter,
+) -> io::Result<usize> {
     let entries = match fs::read_dir(run.backup()) {
         Ok(entries) => entries,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
@@ -126,7 +130,12 @@ mod tests {
         assert!(!n.contains('/'), "{n}");
         assert_eq!(
             parse(&n),
-            Some((42, Change::Replaced, "app.v2".into(), "dir/100%.d/index.html".into()))
+            Some((
+                42,
+                Change::Replaced,
+                "app.v2".into(),
+                "dir/100%.d/index.html".into()
+            ))
         );
         // Plain record-numbered backups (copies) are not orphans.
         assert_eq!(parse("42"), None);

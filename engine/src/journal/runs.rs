@@ -116,7 +116,10 @@ impl RunStore {
             let (first, last) = read_ends(&dir.journal())?;
             let (flow, started, mounts) = match first {
                 Some(Record::Begin {
-                    flow, started, mounts, ..
+                    flow,
+                    started,
+                    mounts,
+                    ..
                 }) => (flow, started, mounts),
                 _ => Default::default(),
             };

@@ -113,7 +113,7 @@ pub fn rollback(
                 .problems
                 .push(problem(mount, op, format!("cannot mark undos as done: {e}")));
         }
-        match places.apply(mount, &fs.dir, &backup, op) {
+        match places.apply(mount, &fs.dir, &backup, seq, op) {
             Ok(()) => {
                 report.undone += 1;
                 markers.applied(seq, mount, op, footprint);
@@ -198,60 +198,96 @@ fn set_meta(dir: &Dir, path: &str, meta: Meta) -> io::Result<()> {
 /// entries in few directories. Dropped whenever an undo moves, creates or
 /// removes a directory, which could leave a handle pointing elsewhere.
 #[derive(Default)]
-struct Places {
+pub(super) struct Places {
     dirs: HashMap<(String, String), Dir>,
 }
 
 impl Places {
-    fn apply(&mut self, mount: &str, root: &Dir, backup: &Dir, op: &UndoOp) -> io::Result<()> {
-        let path = op.path();
-        let in_place = match op {
-            UndoOp::Saved { .. }
-            | UndoOp::Copied { .. }
-            | UndoOp::Times { .. }
-            | UndoOp::RemovedSymlink { .. } => path.rsplit_once('/'),
-            _ => None,
+    /// The directory holding `path` and its name there; `None` for an
+    /// entry of the mount's root.
+    pub(super) fn locate<'p>(
+        &mut self,
+        mount: &str,
+        root: &Dir,
+        path: &'p str,
+    ) -> io::Result<Option<(&Dir, &'p str)>> {
+        let Some((parent, name)) = path.rsplit_once('/') else {
+            return Ok(None);
         };
-        let Some((parent, name)) = in_place else {
-            self.dirs.clear();
-            return apply(root, backup, op);
-        };
-        let key = (mount.to_owned(), parent.to_owned());
-        let dir = match self.dirs.entry(key) {
+        let dir = match self.dirs.entry((mount.to_owned(), parent.to_owned())) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(root.open_dir(parent)?),
         };
-        apply(dir, backup, &relocated(op, name))
+        Ok(Some((dir, name)))
+    }
+
+    fn apply(&mut self, mount: &str, root: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
+        let in_place = matches!(
+            op,
+            UndoOp::Saved { .. }
+                | UndoOp::Copied { .. }
+                | UndoOp::Times { .. }
+                | UndoOp::RemovedSymlink { .. }
+        );
+        if !in_place {
+            self.dirs.clear();
+            return apply(root, backup, seq, op);
+        }
+        match self.locate(mount, root, op.path())? {
+            Some((dir, name)) => apply(dir, backup, seq, &relocated(op, name)),
+            None => apply(root, backup, seq, op),
+        }
     }
 }
 
-/// `op` with its path replaced by `name`, for applying it within its
-/// parent directory.
-fn relocated(op: &UndoOp, name: &str) -> UndoOp {
+/// `op` with its path (for a rename, the new name) replaced by `name`, for
+/// applying or checking it within its parent directory.
+pub(super) fn relocated(op: &UndoOp, name: &str) -> UndoOp {
     let mut op = op.clone();
     match &mut op {
-        UndoOp::Saved { path, .. }
+        UndoOp::Created { path, .. }
+        | UndoOp::Saved { path, .. }
         | UndoOp::Copied { path, .. }
+        | UndoOp::RemovedDir { path, .. }
         | UndoOp::Times { path, .. }
-        | UndoOp::RemovedSymlink { path, .. } => *path = name.to_owned(),
-        // These change directories and are applied from the mount's root.
-        UndoOp::Created { .. } | UndoOp::RemovedDir { .. } | UndoOp::Renamed { .. } => {}
+        | UndoOp::RemovedSymlink { path, .. }
+        | UndoOp::Renamed { to: path, .. } => *path = name.to_owned(),
     }
     op
 }
 
-fn apply(dir: &Dir, backup: &Dir, op: &UndoOp) -> io::Result<()> {
-    match op {
-        UndoOp::Created { path, tree: true } => match dir.symlink_metadata(path) {
+/// Takes the entry at `path` (a file, or a tree the run created) out of
+/// the mount by moving it into the backup area, to be deleted when the
+/// run's backups are pruned: a rollback need not wait for the filesystem to
+/// free a whole release's blocks before the originals are back. Deleted
+/// here only when it cannot be moved (another filesystem).
+fn discard(dir: &Dir, path: &str, backup: &Dir, seq: u64) -> io::Result<()> {
+    match dir.rename(path, backup, &format!("discarded-{seq}")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(_) => match dir.symlink_metadata(path) {
             Ok(m) if m.is_dir() => dir.remove_dir_all(path),
             _ => clear(dir, path),
         },
-        UndoOp::Created { path, tree: false } => clear(dir, path),
+    }
+}
+
+fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
+    match op {
+        UndoOp::Created { path, tree: true } => discard(dir, path, backup, seq),
+        UndoOp::Created { path, tree: false } => match dir.symlink_metadata(path) {
+            // Not a tree of the run's: a directory must be empty by now.
+            Ok(m) if m.is_dir() => dir.remove_dir(path),
+            _ => discard(dir, path, backup, seq),
+        },
         UndoOp::Saved {
             path, backup: name, ..
         } => {
             if exists(backup, name)? {
-                clear(dir, path)?;
+                match dir.symlink_metadata(path) {
+                    Ok(m) if m.is_dir() => dir.remove_dir(path)?,
+                    _ => discard(dir, path, backup, seq)?,
+                }
                 backup.rename(name, dir, path)?;
             }
             Ok(())

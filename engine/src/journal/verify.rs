@@ -3,7 +3,7 @@
 
 use super::capture::{MountFs, mtime};
 use super::record::{Record, UndoOp};
-use super::undo::{RollbackReport, at, problem};
+use super::undo::{Places, RollbackReport, at, problem, relocated};
 use cap_std::fs::{Dir, MetadataExt};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind};
@@ -17,6 +17,7 @@ pub(super) fn verify(
     report: &mut RollbackReport,
 ) {
     let mut seen = HashSet::new();
+    let mut places = Places::default();
     // After a rename, paths beneath either name stood elsewhere before the
     // run; their first record does not describe the original.
     let mut renamed: Vec<(&str, &str)> = Vec::new();
@@ -38,7 +39,13 @@ pub(super) fn verify(
         if moved || !seen.insert((mount.clone(), path.to_owned())) {
             continue;
         }
-        if let Err(reason) = check(&fs.dir, backup, undo) {
+        let checked = match places.locate(mount, &fs.dir, path) {
+            Ok(Some((dir, name))) => check(dir, backup, &relocated(undo, name)),
+            // At the root, or in a directory that is gone (its entries
+            // are looked for, and not found, from the root).
+            _ => check(&fs.dir, backup, undo),
+        };
+        if let Err(reason) = checked {
             report.problems.push(problem(mount, undo, reason));
         }
     }

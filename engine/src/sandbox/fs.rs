@@ -82,6 +82,8 @@ struct Target {
     journal: Arc<Mutex<RunJournal>>,
     mount: String,
     rel: String,
+    /// Beneath a directory the run created: files there need no capture.
+    fresh: bool,
 }
 
 impl Target {
@@ -104,6 +106,10 @@ impl Target {
         }
     }
 }
+
+/// The most one `read` returns: large enough that a copy is bound by the
+/// disk, not by host calls; small enough to bound the host's buffer.
+const MAX_READ: u64 = 4 << 20;
 
 fn at(rel: &str) -> &str {
     if rel.is_empty() { "." } else { rel }
@@ -150,6 +156,7 @@ impl FsView<'_> {
                 journal: journal.clone(),
                 mount: node.mount.clone(),
                 rel,
+                fresh: true,
             }));
         }
         let canonical = |p: &Path| -> FsResult<Option<PathBuf>> {
@@ -192,6 +199,7 @@ impl FsView<'_> {
             journal: journal.clone(),
             mount: node.mount.clone(),
             rel,
+            fresh: false,
         }))
     }
 
@@ -262,7 +270,9 @@ impl HostDescriptor for FsView<'_> {
         let mut restore_mode = None;
         let writes = flags.contains(DescriptorFlags::WRITE)
             || oflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE);
-        if let (Some(t), true) = (&target, writes) {
+        // A file beneath a directory the run created needs no capture,
+        // whatever is there now: skip looking.
+        if let (Some(t), true) = (&target, writes && !target.as_ref().is_some_and(|t| t.fresh)) {
             match t.metadata().map_err(fs_error)? {
                 None if oflags.contains(OpenFlags::CREATE) => {
                     t.lock()
@@ -512,13 +522,25 @@ impl HostDescriptor for FsView<'_> {
         self.inner.get_type(fd).await
     }
 
+    /// wasmtime-wasi returns at most 64 KiB per `read`; a guest copying a
+    /// large file with large buffers (deploy-files asks for 1 MiB) would make
+    /// sixteen times the host calls. Up to [`MAX_READ`] is read here instead.
     async fn read(
         &mut self,
         fd: Resource<types::Descriptor>,
         len: Filesize,
         offset: Filesize,
     ) -> FsResult<(Vec<u8>, bool)> {
-        self.inner.read(fd, len, offset).await
+        use std::os::unix::fs::FileExt;
+        use wasmtime_wasi::filesystem::Descriptor;
+        let file = match self.inner.table.get(&fd)? {
+            Descriptor::File(f) if len > 64 << 10 => f.file.clone(),
+            _ => return self.inner.read(fd, len, offset).await,
+        };
+        let mut buffer = vec![0; len.min(MAX_READ) as usize];
+        let n = file.read_at(&mut buffer, offset).map_err(fs_error)?;
+        buffer.truncate(n);
+        Ok((buffer, n == 0))
     }
 
     async fn read_directory(

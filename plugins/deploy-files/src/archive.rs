@@ -23,6 +23,7 @@ enum Kind {
 struct Planned {
     path: PathBuf,
     kind: Kind,
+    size: u64,
 }
 
 /// Checks a whole archive's entries before anything is written.
@@ -52,7 +53,7 @@ impl Plan {
             }
             Kind::Dir => {}
         }
-        self.entries.push(Planned { path, kind });
+        self.entries.push(Planned { path, kind, size });
         Ok(())
     }
 }
@@ -155,7 +156,7 @@ fn place(
     match &planned.kind {
         Kind::Dir => fs::create_dir_all(&path).context(format!("creating {}", path.display())),
         Kind::File => {
-            let bytes = write_file(data, &path, mtime)?;
+            let bytes = write_file(data, &path, mtime, planned.size)?;
             progress.file_done(bytes);
             Ok(())
         }

@@ -1,4 +1,5 @@
-//! Progress in files and bytes, reported to the host after each file.
+//! Progress in files and bytes, reported to the host every few files (a
+//! host call per unit per file would cost more than copying a small file).
 
 use stepback_sdk::Context;
 
@@ -8,7 +9,13 @@ pub struct Progress<'a> {
     bytes: u64,
     total_files: Option<u64>,
     total_bytes: Option<u64>,
+    /// Files and bytes when last reported.
+    reported: (u64, u64),
 }
+
+/// Report at least every this many files or bytes, and at the end.
+const EVERY_FILES: u64 = 64;
+const EVERY_BYTES: u64 = 4 << 20;
 
 impl<'a> Progress<'a> {
     pub fn new(cx: &'a Context) -> Self {
@@ -18,6 +25,7 @@ impl<'a> Progress<'a> {
             bytes: 0,
             total_files: None,
             total_bytes: None,
+            reported: (0, 0),
         }
     }
 
@@ -30,8 +38,14 @@ impl<'a> Progress<'a> {
     pub fn file_done(&mut self, bytes: u64) {
         self.files += 1;
         self.bytes += bytes;
-        self.cx.progress(self.files, self.total_files, "files");
-        self.cx.progress(self.bytes, self.total_bytes, "bytes");
+        let due = self.files - self.reported.0 >= EVERY_FILES
+            || self.bytes - self.reported.1 >= EVERY_BYTES
+            || Some(self.files) == self.total_files;
+        if due {
+            self.reported = (self.files, self.bytes);
+            self.cx.progress(self.files, self.total_files, "files");
+            self.cx.progress(self.bytes, self.total_bytes, "bytes");
+        }
     }
 
     pub fn files(&self) -> u64 {
