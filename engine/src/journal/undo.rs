@@ -262,7 +262,7 @@ pub(super) fn relocated(op: &UndoOp, name: &str) -> UndoOp {
 /// free a whole release's blocks before the originals are back. Deleted
 /// here only when it cannot be moved (another filesystem).
 fn discard(dir: &Dir, path: &str, backup: &Dir, seq: u64) -> io::Result<()> {
-    match dir.rename(path, backup, &format!("discarded-{seq}")) {
+    match dir.rename(path, backup, format!("discarded-{seq}")) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(_) => match dir.symlink_metadata(path) {
