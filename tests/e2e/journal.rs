@@ -103,6 +103,19 @@ fn crashed_churn(fault: &str) -> (Env, Snapshot) {
     (env, before)
 }
 
+/// Recovers a crashed churn env and checks that the mount is as `before`
+/// and that a second `recover` finds nothing left; returns what the first
+/// printed.
+fn recover_exactly(env: &Env, before: &Snapshot, what: &str) -> String {
+    let recovered = env.stepback(&["recover"]);
+    recovered.expect_code(0).expect_stdout("rolled back");
+    assert_same_meta(before, &snapshot_meta(&env.path("m")), what);
+    env.stepback(&["recover"])
+        .expect_code(0)
+        .expect_stdout("nothing to recover");
+    recovered.stdout().to_string()
+}
+
 /// How many undo records the churn flow writes.
 fn churn_records(fail: bool) -> usize {
     let (probe, _) = churn_env(fail);
@@ -217,14 +230,7 @@ fn a_crash_at_every_journaled_operation_is_recovered() {
             .expect_code(5)
             .expect_stderr("did not finish")
             .expect_stderr("stepback recover");
-        env.stepback(&["recover"])
-            .expect_code(0)
-            .expect_stdout("rolled back");
-        assert_same_meta(
-            &before,
-            &snapshot_meta(&env.path("m")),
-            &format!("crash before operation {n}"),
-        );
+        recover_exactly(&env, &before, &format!("crash before operation {n}"));
     }
     println!("checked {total} crash points during the flow");
 }
@@ -238,19 +244,10 @@ fn a_power_loss_at_every_journaled_operation_is_recovered() {
     let mut lost = 0;
     for n in 1..=total {
         let (env, before) = crashed_churn(&format!("power-loss-before-op:{n}"));
-        let recovered = env.stepback(&["recover"]);
-        recovered.expect_code(0).expect_stdout("rolled back");
-        if recovered.stdout().contains("known only by their backups") {
+        let said = recover_exactly(&env, &before, &format!("power loss before operation {n}"));
+        if said.contains("known only by their backups") {
             lost += 1;
         }
-        assert_same_meta(
-            &before,
-            &snapshot_meta(&env.path("m")),
-            &format!("power loss before operation {n}"),
-        );
-        env.stepback(&["recover"])
-            .expect_code(0)
-            .expect_stdout("nothing to recover");
     }
     assert!(lost > 0, "no power cut lost a journal record: nothing was tested");
     println!("checked {total} power-loss points; at {lost} the journal had lost records");
@@ -262,17 +259,7 @@ fn a_crash_at_every_undo_of_a_rollback_is_recovered() {
 
     for n in 1..=total {
         let (env, before) = crashed_churn(&format!("crash-before-undo:{n}"));
-        env.stepback(&["recover"])
-            .expect_code(0)
-            .expect_stdout("rolled back");
-        assert_same_meta(
-            &before,
-            &snapshot_meta(&env.path("m")),
-            &format!("crash before undo {n}"),
-        );
-        env.stepback(&["recover"])
-            .expect_code(0)
-            .expect_stdout("nothing to recover");
+        recover_exactly(&env, &before, &format!("crash before undo {n}"));
     }
     println!("checked {total} crash points during rollback");
 }

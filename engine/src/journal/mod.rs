@@ -23,7 +23,8 @@
 //! Layout of a run: `STATE/runs/RUN/journal` (append-only, one checksummed
 //! JSON record per line) and `STATE/runs/RUN/backup/` (originals: copies
 //! named by record number, moved or linked files by record number, mount
-//! and path).
+//! and path; and `discarded-SEQ`, what undo `SEQ` took out of a mount,
+//! deleted with the rest when the run is pruned).
 
 mod capture;
 mod fault;
