@@ -21,12 +21,13 @@
 use super::fault::Fault;
 use super::log::{Durability, JournalWriter};
 use super::orphans;
+use super::path_map::{PathMap, PathSet};
 use super::record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
 use super::runs::RunDir;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata};
 use cap_std::fs::{MetadataExt, PermissionsExt};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, ErrorKind};
 use std::path::{Component, Path, PathBuf};
 
@@ -83,15 +84,15 @@ pub struct RunJournal {
     mounts: HashMap<String, MountFs>,
     seq: u64,
     step: usize,
-    touched: HashMap<(String, String), Touch>,
+    touched: PathMap<Touch>,
     /// Directories the run created; see [`RunJournal::in_fresh_tree`].
-    fresh_dirs: HashSet<(String, String)>,
+    fresh_dirs: PathSet,
     /// Entries moved into those directories from elsewhere.
-    foreign: HashSet<(String, String)>,
+    foreign: PathSet,
     /// Symlinks the run made inside them, which paths may not pass
     /// through unresolved.
-    fresh_symlinks: HashSet<(String, String)>,
-    times_saved: HashSet<(String, String)>,
+    fresh_symlinks: PathSet,
+    times_saved: PathSet,
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
     fault: Fault,
@@ -125,11 +126,11 @@ impl RunJournal {
             mounts: mounts.into_iter().map(|m| (m.name.clone(), m)).collect(),
             seq: 0,
             step: 0,
-            touched: HashMap::new(),
-            fresh_dirs: HashSet::new(),
-            foreign: HashSet::new(),
-            fresh_symlinks: HashSet::new(),
-            times_saved: HashSet::new(),
+            touched: PathMap::default(),
+            fresh_dirs: PathSet::default(),
+            foreign: PathSet::default(),
+            fresh_symlinks: PathSet::default(),
+            times_saved: PathSet::default(),
             paths: BTreeSet::new(),
             fault,
         })
@@ -161,7 +162,7 @@ impl RunJournal {
         for (mount, path) in std::mem::take(&mut self.paths) {
             let dir = self.dir(&mount)?;
             let state = entry_state(dir, &path)?;
-            if self.fresh_dirs.contains(&Self::key(&mount, &path)) && state == Some(EntryState::Dir) {
+            if self.fresh_dirs.contains(&mount, &path) && state == Some(EntryState::Dir) {
                 final_states_beneath(dir, &mount, &path, &mut finals)?;
             }
             finals.push(Record::Final { mount, path, state });
@@ -238,9 +239,8 @@ impl RunJournal {
     }
 
     fn save_times(&mut self, mount: &str, path: &str) -> io::Result<()> {
-        let key = Self::key(mount, path);
-        if self.times_saved.contains(&key)
-            || self.touched.get(&key) == Some(&Touch::Fresh)
+        if self.times_saved.contains(mount, path)
+            || self.touched.get(mount, path) == Some(&Touch::Fresh)
             || self.in_fresh_tree(mount, path)
         {
             return Ok(());
@@ -256,18 +256,18 @@ impl RunJournal {
                 mtime: mtime(&meta),
             },
         )?;
-        self.times_saved.insert(key);
+        self.times_saved.add(mount, path);
         self.done(seq);
         Ok(())
     }
 
     fn is_kept(&self, mount: &str, path: &str) -> bool {
-        self.touched.contains_key(&Self::key(mount, path)) || self.in_fresh_tree(mount, path)
+        self.touched.contains(mount, path) || self.in_fresh_tree(mount, path)
     }
 
     /// Whether `path` is a directory this run created, or beneath one.
     pub fn is_fresh(&self, mount: &str, path: &str) -> bool {
-        self.fresh_dirs.contains(&Self::key(mount, path)) || self.in_fresh_tree(mount, path)
+        self.fresh_dirs.contains(mount, path) || self.in_fresh_tree(mount, path)
     }
 
     /// Whether `path` is beneath a directory this run created: its undo
@@ -278,11 +278,10 @@ impl RunJournal {
             return false;
         }
         for a in Path::new(path).ancestors().filter_map(Path::to_str) {
-            let key = Self::key(mount, a);
-            if self.foreign.contains(&key) {
+            if self.foreign.contains(mount, a) {
                 return false;
             }
-            if a != path && self.fresh_dirs.contains(&key) {
+            if a != path && self.fresh_dirs.contains(mount, a) {
                 return true;
             }
         }
@@ -298,16 +297,15 @@ impl RunJournal {
         if self.fresh_dirs.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
             return None;
         }
-        if follow && self.fresh_symlinks.contains(&Self::key(mount, rel)) {
+        if follow && self.fresh_symlinks.contains(mount, rel) {
             return None;
         }
         for a in path.ancestors().skip(1).filter_map(Path::to_str) {
-            let key = Self::key(mount, a);
-            if self.foreign.contains(&key) || self.fresh_symlinks.contains(&key) {
+            if self.foreign.contains(mount, a) || self.fresh_symlinks.contains(mount, a) {
                 return None;
             }
-            if self.fresh_dirs.contains(&key) {
-                return (!self.foreign.contains(&Self::key(mount, rel))).then(|| rel.to_owned());
+            if self.fresh_dirs.contains(mount, a) {
+                return (!self.foreign.contains(mount, rel)).then(|| rel.to_owned());
             }
         }
         None
@@ -318,7 +316,7 @@ impl RunJournal {
     pub fn before_create(&mut self, mount: &str, path: &str, kind: NewEntry) -> io::Result<()> {
         if self.in_fresh_tree(mount, path) {
             if kind == NewEntry::Symlink {
-                self.fresh_symlinks.insert(Self::key(mount, path));
+                self.fresh_symlinks.add(mount, path);
             }
             return Ok(());
         }
@@ -332,9 +330,9 @@ impl RunJournal {
                 tree: is_dir,
             },
         )?;
-        self.touched.insert(Self::key(mount, path), Touch::Fresh);
+        self.touched.insert(mount, path, Touch::Fresh);
         if is_dir {
-            self.fresh_dirs.insert(Self::key(mount, path));
+            self.fresh_dirs.add(mount, path);
         }
         self.done(seq);
         Ok(())
@@ -350,7 +348,7 @@ impl RunJournal {
             let (seq, backup) = self.record_saved(mount, path, meta, Change::Replaced)?;
             match self.dir(mount)?.rename(path, &self.backup, &backup) {
                 Ok(()) => {
-                    self.touched.insert(Self::key(mount, path), Touch::Fresh);
+                    self.touched.insert(mount, path, Touch::Fresh);
                     self.done(seq);
                     return Ok(Capture::MovedAside {
                         mode: meta.permissions().mode(),
@@ -417,20 +415,20 @@ impl RunJournal {
                 },
             },
         )?;
-        self.touched.insert(Self::key(mount, path), Touch::Preserved);
+        self.touched.insert(mount, path, Touch::Preserved);
         self.done(seq);
         Ok(())
     }
 
     /// Before unlinking the file or symlink at `path`.
     pub fn before_unlink(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
-        self.fresh_symlinks.remove(&Self::key(mount, path));
+        self.fresh_symlinks.remove(mount, path);
         if self.in_fresh_tree(mount, path) {
             return Ok(());
         }
-        self.foreign.remove(&Self::key(mount, path));
+        self.foreign.remove(mount, path);
         self.touch_parent(mount, path)?;
-        if self.touched.remove(&Self::key(mount, path)).is_some() {
+        if self.touched.remove(mount, path).is_some() {
             return Ok(());
         }
         self.save_entry(mount, path, meta, Change::Deleted)
@@ -469,7 +467,7 @@ impl RunJournal {
                 Ok(()) => self.done(seq),
                 Err(e) if e.kind() == ErrorKind::CrossesDevices => {
                     self.copy_aside(mount, path, meta, change)?;
-                    self.touched.remove(&Self::key(mount, path));
+                    self.touched.remove(mount, path);
                 }
                 Err(e) => return Err(e),
             }
@@ -483,9 +481,9 @@ impl RunJournal {
             return Ok(());
         }
         self.touch_parent(mount, path)?;
-        self.fresh_dirs.remove(&Self::key(mount, path));
-        self.foreign.remove(&Self::key(mount, path));
-        if self.touched.remove(&Self::key(mount, path)).is_some() {
+        self.fresh_dirs.remove(mount, path);
+        self.foreign.remove(mount, path);
+        if self.touched.remove(mount, path).is_some() {
             return Ok(());
         }
         self.save_entry(mount, path, meta, Change::Deleted)
@@ -513,7 +511,7 @@ impl RunJournal {
         }
         if to_fresh {
             // Not the run's own: what happens to it inside must be recorded.
-            self.foreign.insert(Self::key(mount, to));
+            self.foreign.add(mount, to);
         }
         self.touch_parent(mount, from)?;
         self.touch_parent(mount, to)?;
@@ -542,15 +540,15 @@ impl RunJournal {
             // is known of them, so they are captured again if changed.
             let under = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
             self.touched
-                .retain(|(m, p), _| m != mount || !(under(p, from) || under(p, to)));
+                .retain_in(mount, |p| !(under(p, from) || under(p, to)));
             self.times_saved
-                .retain(|(m, p)| m != mount || !(under(p, from) || under(p, to)));
+                .retain_in(mount, |p| !(under(p, from) || under(p, to)));
         } else {
-            match self.touched.remove(&Self::key(mount, from)) {
-                Some(state) => self.touched.insert(Self::key(mount, to), state),
-                None => self.touched.remove(&Self::key(mount, to)),
+            match self.touched.remove(mount, from) {
+                Some(state) => self.touched.insert(mount, to, state),
+                None => self.touched.remove(mount, to),
             };
-            self.times_saved.remove(&Self::key(mount, to));
+            self.times_saved.remove(mount, to);
         }
         self.done(seq);
         Ok(())
@@ -560,18 +558,13 @@ impl RunJournal {
     /// directories and symlinks, and foreign entries, keep their status
     /// under their new names.
     fn move_keys(&mut self, mount: &str, from: &str, to: &str) {
-        let under = |p: &str| p == from || p.strip_prefix(from).is_some_and(|rest| rest.starts_with('/'));
+        let renamed = |p: &str| {
+            let rest = p.strip_prefix(from)?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| format!("{to}{rest}"))
+        };
         for set in [&mut self.fresh_dirs, &mut self.foreign, &mut self.fresh_symlinks] {
-            set.retain(|(m, p)| m != mount || p != to);
-            let moved: Vec<String> = set
-                .iter()
-                .filter(|(m, p)| m == mount && under(p))
-                .map(|(_, p)| p.clone())
-                .collect();
-            for p in moved {
-                set.remove(&Self::key(mount, &p));
-                set.insert(Self::key(mount, &format!("{to}{}", &p[from.len()..])));
-            }
+            set.remove(mount, to);
+            set.rename_in(mount, renamed);
         }
     }
 }

@@ -32,6 +32,7 @@ mod lock;
 mod log;
 mod markers;
 mod orphans;
+mod path_map;
 mod record;
 mod runs;
 mod undo;
