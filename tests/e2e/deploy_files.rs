@@ -141,6 +141,21 @@ fn copies_a_tree_keeping_symlinks_and_a_single_file() {
     assert_eq!(std::fs::read(env.path("app/one/top.txt")).unwrap(), b"top");
 }
 
+/// Large files are read in chunks above wasmtime-wasi's 64 KiB (the
+/// layer serves those reads itself): every byte must arrive, in order.
+#[test]
+fn a_multi_mib_file_is_copied_byte_for_byte() {
+    let env = Env::new();
+    let data: Vec<u8> = (0..(5u32 << 20) + 3)
+        .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+        .collect();
+    env.write("dist/big.bin", &data);
+    deploy(&env, "from = \"/dist/big.bin\", to = \"/app/big.bin\"").expect_code(0);
+    let copied = std::fs::read(env.path("app/big.bin")).unwrap();
+    assert_eq!(copied.len(), data.len());
+    assert!(copied == data, "the copy differs from the source");
+}
+
 #[test]
 fn a_symlink_where_a_file_goes_is_replaced_not_written_through() {
     let env = Env::new();

@@ -95,23 +95,24 @@ pub fn adopt_orphans(
             continue;
         }
         let meta = entry.metadata()?;
-        orphans.push(Record::Undo {
+        orphans.push((
             seq,
-            step,
-            mount,
-            change,
-            undo: UndoOp::Saved {
-                path,
-                backup: file_name.to_string_lossy().into_owned(),
-                size: meta.len(),
-                ino: meta.ino(),
+            Record::Undo {
+                seq,
+                step,
+                mount,
+                change,
+                undo: UndoOp::Saved {
+                    path,
+                    backup: file_name.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                    ino: meta.ino(),
+                },
             },
-        });
+        ));
     }
-    orphans.sort_by_key(|r| match r {
-        Record::Undo { seq, .. } => *seq,
-        _ => 0,
-    });
+    orphans.sort_by_key(|(seq, _)| *seq);
+    let orphans: Vec<Record> = orphans.into_iter().map(|(_, record)| record).collect();
     if !orphans.is_empty() {
         writer.append_all(orphans.iter().cloned())?;
     }

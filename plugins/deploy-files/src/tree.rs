@@ -119,7 +119,7 @@ pub fn symlink(target: &Path, path: &Path) -> Result<(), Error> {
 pub fn copy_file(from: &Path, to: &Path, progress: &mut Progress) -> Result<(), Error> {
     let meta = fs::metadata(from).context(format!("reading {}", from.display()))?;
     progress.set_totals(1, meta.len());
-    copy_file_counted(from, to, &Found::File(meta.len(), meta.modified().ok()), progress)
+    copy_file_counted(from, to, meta.len(), meta.modified().ok(), progress)
 }
 
 /// An entry of a source tree, as the one walk over it found it.
@@ -154,7 +154,7 @@ pub fn copy_dir(from: &Path, to: &Path, progress: &mut Progress) -> Result<(), E
                 prepare_slot(&target)?;
                 symlink(&link, &target)?;
             }
-            Found::File(..) => copy_file_counted(&source, &target, found, progress)?,
+            Found::File(size, mtime) => copy_file_counted(&source, &target, *size, *mtime, progress)?,
         }
     }
     Ok(())
@@ -177,19 +177,18 @@ fn walk(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), E
             out.push((rel, Found::Symlink));
         } else {
             let (size, mtime) =
-                stat_at(&handle, &entry.path()).context(format!("{}", entry.path().display()))?;
+                stat_at(&handle, &entry.file_name()).context(format!("{}", entry.path().display()))?;
             out.push((rel, Found::File(size, Some(mtime))));
         }
     }
     Ok(())
 }
 
-/// Size and modification time of the entry named like `path`'s last
-/// component in directory `dir`, not following a symlink.
-fn stat_at(dir: &File, path: &Path) -> io::Result<(u64, SystemTime)> {
+/// Size and modification time of entry `name` of directory `dir`, not
+/// following a symlink.
+fn stat_at(dir: &File, name: &std::ffi::OsStr) -> io::Result<(u64, SystemTime)> {
     use std::os::fd::AsRawFd;
-    let name = path.file_name().map(Path::new).unwrap_or(path);
-    let name = c_path(name).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+    let name = c_path(Path::new(name)).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `name` is NUL-terminated; `stat` is written in full on success.
     let stat = match unsafe {
@@ -214,10 +213,15 @@ fn stat_at(dir: &File, path: &Path) -> io::Result<(u64, SystemTime)> {
     Ok((stat.st_size as u64, mtime))
 }
 
-fn copy_file_counted(from: &Path, to: &Path, found: &Found, progress: &mut Progress) -> Result<(), Error> {
-    let Found::File(size, mtime) = *found else {
-        return Err(Error::new(format!("{} is not a file", from.display())));
-    };
+/// Copies the file `from` (of `size` bytes, as listed) to `to`, giving it
+/// `mtime`.
+fn copy_file_counted(
+    from: &Path,
+    to: &Path,
+    size: u64,
+    mtime: Option<SystemTime>,
+    progress: &mut Progress,
+) -> Result<(), Error> {
     let source = File::open(from).context(format!("opening {}", from.display()))?;
     let bytes = write_file(&mut At::new(source), to, mtime, size)?;
     progress.file_done(bytes);
