@@ -167,7 +167,7 @@ fn added_since(
         .filter_map(|r| match r {
             Record::Undo {
                 mount,
-                undo: UndoOp::Created { path, tree: true },
+                undo: UndoOp::Created { path, tree: true, .. },
                 ..
             } => Some((mount.clone(), path.clone())),
             _ => None,

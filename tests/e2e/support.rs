@@ -251,3 +251,151 @@ pub fn assert_same_meta(before: &Snapshot, after: &Snapshot, what: &str) {
         differing.join("\n")
     );
 }
+
+/// Everything the guarantee covers about one entry of a tree.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full {
+    pub node: Node,
+    pub mode: u32,
+    pub owner: (u32, u32),
+    /// Nanoseconds since the epoch (negative before 1970).
+    pub mtime: i128,
+    /// Allocated 512-byte blocks: a sparse file must stay sparse.
+    pub blocks: u64,
+    /// Sorted extended attributes (user.*, trusted.*, security.*).
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// The first path (in sorted order) of the entry's hard-link group.
+    pub link_group: PathBuf,
+}
+
+/// A tree with everything the guarantee covers, the root included.
+pub type FullSnapshot = BTreeMap<PathBuf, Full>;
+
+pub fn snapshot_full(root: &Path) -> FullSnapshot {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths = vec![PathBuf::new()];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            paths.push(path.strip_prefix(root).unwrap().to_path_buf());
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    paths.sort();
+    let mut groups: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for rel in paths {
+        let path = root.join(&rel);
+        let m = fs::symlink_metadata(&path).unwrap();
+        let node = if m.file_type().is_symlink() {
+            Node::Symlink(fs::read_link(&path).unwrap())
+        } else if m.is_dir() {
+            Node::Dir
+        } else if m.is_file() {
+            Node::File(fs::read(&path).unwrap())
+        } else {
+            Node::File(format!("special file, type {:o}", m.mode() & 0o170000).into_bytes())
+        };
+        let group = groups
+            .entry((m.dev(), m.ino()))
+            .or_insert_with(|| rel.clone())
+            .clone();
+        out.insert(
+            rel,
+            Full {
+                node,
+                mode: m.mode(),
+                owner: (m.uid(), m.gid()),
+                mtime: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                blocks: if m.is_dir() { 0 } else { m.blocks() },
+                xattrs: xattrs(&path),
+                link_group: group,
+            },
+        );
+    }
+    out
+}
+
+/// The extended attributes of `path` (not following a symlink), sorted.
+pub fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut names = vec![0u8; 4096];
+    let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Vec<u8>)> = names[..n]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            let mut value = vec![0u8; 4096];
+            let len = rustix::fs::lgetxattr(path, name, &mut value[..]).unwrap_or(0);
+            value.truncate(len);
+            (String::from_utf8_lossy(name).into_owned(), value)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Asserts two full snapshots are equal, naming what differs.
+pub fn assert_same_full(before: &FullSnapshot, after: &FullSnapshot, what: &str) {
+    let differing: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|p| before.get(*p) != after.get(*p))
+        .map(|p| {
+            let show = |v: Option<&Full>| match v {
+                None => "absent".to_string(),
+                Some(f) => {
+                    let kind = match &f.node {
+                        Node::Dir => "dir".to_string(),
+                        Node::File(b) => format!("file {}B", b.len()),
+                        Node::Symlink(t) => format!("symlink->{}", t.display()),
+                    };
+                    format!(
+                        "{kind} mode {:o} owner {}:{} mtime {} blocks {} xattrs {:?} group {}",
+                        f.mode,
+                        f.owner.0,
+                        f.owner.1,
+                        f.mtime,
+                        f.blocks,
+                        f.xattrs,
+                        f.link_group.display()
+                    )
+                }
+            };
+            format!(
+                "/{}:\n    before {}\n    after  {}",
+                p.display(),
+                show(before.get(p)),
+                show(after.get(p))
+            )
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what}: {} path(s) differ:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
+}
+
+/// A flow (JSON) with read-write mount `m` whose one step runs the `fsops`
+/// test guest with `ops` (descriptor 0 is `/m`), failing after it if `fail`.
+pub fn fsops_flow(env: &Env, ops: &serde_json::Value, fail: bool) -> PathBuf {
+    let flow = serde_json::json!({
+        "name": "fsops",
+        "mounts": [{"name": "m", "host": "m", "guest": "/m", "access": "read-write"}],
+        "steps": [{
+            "name": "script",
+            "uses": guest("fsops"),
+            "mounts": ["m"],
+            "with": {"ops": ops, "fail": fail},
+        }],
+    });
+    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap())
+}

@@ -79,9 +79,11 @@ fn print_run(id: &str, records: &[Record]) {
         );
     }
     let mut undone = 0;
+    let voided = stepback::journal::voided(records);
     for record in records {
         match record {
             Record::Step { index, name } => println!("step {index} '{name}':"),
+            Record::Undo { seq, .. } if voided.contains(seq) => {}
             Record::Undo {
                 mount, change, undo, ..
             } => {
@@ -99,7 +101,7 @@ fn print_run(id: &str, records: &[Record]) {
             Record::Committed => println!("committed"),
             Record::Pruned => println!("backups pruned"),
             Record::RollbackStarted => println!("rollback started"),
-            Record::Begin { .. } | Record::Final { .. } => {}
+            Record::Begin { .. } | Record::Final { .. } | Record::Void { .. } => {}
         }
     }
 }

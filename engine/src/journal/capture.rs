@@ -8,28 +8,39 @@
 //! | truncate a file with other hard links | copy | write the copy back in place |
 //! | open an existing file for writing (append, positioned writes, set-size) | copy (a reflink clone where the filesystem can) | write the copy back in place |
 //! | unlink a file, or rename over one | hard link it into the backup area | move it back |
-//! | remove an empty directory | its mode and mtime | recreate it |
-//! | remove or replace a symlink | its target and mtime | recreate it |
+//! | remove an empty directory | its mode, owner, times and extended attributes | recreate it |
+//! | remove or replace a symlink | its target, owner and mtime | recreate it |
 //! | any change inside a directory, `set-times` | the entry's mtime | set it back |
 //! | rename | both names | rename back |
 //!
-//! A path is captured once per run: a file the run created, or whose
-//! original is already saved, is changed again without a new capture.
-//! Backups live in the run's directory under the state dir; when that is on
-//! another filesystem than the mount, moves and links fall back to copies.
+//! What the run has already dealt with is known by identity (device and
+//! inode), never by path: an inode the run created needs no capture
+//! wherever it is moved, and one whose contents were copied needs no second
+//! copy whatever name it is reached by. Paths go only into the records,
+//! where they are valid at the time of the record (undo runs newest first).
+//!
+//! Each call is captured in two phases: the `before_*` methods write the
+//! records (and move or link originals aside); then [`Recorder::finish`]
+//! says whether the call succeeded. Only then does the bookkeeping change;
+//! if the call failed, whatever the capture did to the disk is put back and
+//! its records are voided, so that a rollback never acts on a change that
+//! did not happen.
+//!
+//! Backups live in the run's directory under the state dir; for an entry on
+//! another filesystem, moves and links fall back to copies.
 
 use super::fault::Fault;
 use super::log::{Durability, JournalWriter};
 use super::orphans;
-use super::path_map::{PathMap, PathSet};
-use super::record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
+use super::record::{Change, EntryState, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr};
 use super::runs::RunDir;
+use cap_fs_ext::DirExt;
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, Metadata};
-use cap_std::fs::{MetadataExt, PermissionsExt};
-use std::collections::{BTreeSet, HashMap};
+use cap_std::fs::{Dir, Metadata, MetadataExt, PermissionsExt};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, ErrorKind};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// A flow mount, opened as a capability: every path below is resolved
 /// beneath its root, never following a symlink out of it.
@@ -49,6 +60,53 @@ impl MountFs {
     }
 }
 
+/// Which file an entry is, whatever its name: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// An entry about to change, as the caller resolved it on disk: the
+/// directory that holds it (open), and its one-component name there.
+pub struct Entry<'a> {
+    pub mount: &'a str,
+    pub dir: &'a Dir,
+    pub dir_id: FileId,
+    /// The directory's path in the mount (`""` for its root).
+    pub dir_rel: &'a str,
+    pub name: &'a str,
+}
+
+impl Entry<'_> {
+    /// The entry's path in the mount.
+    pub fn rel(&self) -> String {
+        if self.dir_rel.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}/{}", self.dir_rel, self.name)
+        }
+    }
+
+    /// What is there now, without following a symlink.
+    pub fn metadata(&self) -> io::Result<Option<Metadata>> {
+        match self.dir.symlink_metadata(self.name) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// What a create makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewEntry {
@@ -61,38 +119,112 @@ pub enum NewEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capture {
     Nothing,
-    /// The original was moved aside: the open must create the file anew,
-    /// and give it the original's mode.
-    MovedAside {
-        mode: u32,
+    /// The original was moved aside: the open must create the file anew;
+    /// [`Recorder::finish`] gives the new file the original's mode, owner
+    /// and extended attributes.
+    MovedAside,
+}
+
+/// How a call that was captured ended.
+pub enum Outcome<'a> {
+    /// The call failed: nothing it was captured for happened.
+    Failed,
+    Succeeded {
+        /// The entry the call created, if it created one.
+        created: Option<FileId>,
+        /// The file the call opened, if it opened one.
+        opened: Option<&'a std::fs::File>,
     },
 }
 
-/// The state of a path the run has already touched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Touch {
-    /// Created or replaced by this run: its contents need no capture.
+/// What the filesystem layer (or any other caller that changes a mount on
+/// a step's behalf) tells the journal: each `before_*` call before the
+/// change, then [`Recorder::finish`] once the change was tried. A `before_*`
+/// that fails means the change must not be made (and `finish` still
+/// follows, with [`Outcome::Failed`]).
+pub trait Recorder: Send {
+    /// Before creating a file, directory, symlink at `at`, where nothing is.
+    fn before_create(&mut self, at: &Entry, kind: NewEntry) -> io::Result<()>;
+    /// Before giving the existing inode a new name at `at` (a hard link).
+    fn before_link(&mut self, at: &Entry) -> io::Result<()>;
+    /// Before opening the existing file at `at` with truncation.
+    fn before_truncate(&mut self, at: &Entry, meta: &Metadata) -> io::Result<Capture>;
+    /// Before opening the existing file at `at` for writing in place.
+    fn before_write_open(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()>;
+    /// Before removing the file, symlink or (empty) directory at `at`.
+    fn before_remove(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()>;
+    /// Before renaming `from` to `to`, within one mount.
+    fn before_rename(
+        &mut self,
+        from: &Entry,
+        from_meta: &Metadata,
+        to: &Entry,
+        to_meta: Option<&Metadata>,
+    ) -> io::Result<()>;
+    /// Before changing the timestamps of the entry at `rel` (`meta`: what
+    /// is there).
+    fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
+    /// The call captured since the last `finish` has returned.
+    fn finish(&mut self, outcome: Outcome) -> io::Result<()>;
+}
+
+/// What the rest of the run already knows of an inode.
+#[derive(Default)]
+struct Known {
+    /// Inodes the run created: they need no capture, wherever they are.
+    fresh: HashSet<FileId>,
+    /// Inodes whose original contents are saved in a copy.
+    preserved: HashSet<FileId>,
+    /// Entries whose original mtime is recorded.
+    times_saved: HashSet<FileId>,
+}
+
+/// Bookkeeping to apply once the call succeeded.
+enum Mark {
+    /// The call creates a new inode (identified by [`Outcome`]).
     Fresh,
-    /// The original contents are saved in a copy.
-    Preserved,
+    Preserved(FileId),
+    TimesSaved(FileId),
+    /// The file created by the call replaces `backup`, moved aside: it
+    /// takes over its mode, owner and extended attributes.
+    Replaces(String),
+}
+
+/// What to put back on disk if the call fails.
+enum Compensation {
+    /// An original moved into the backup area goes back to its name, and
+    /// its directory gets back the time the move changed.
+    MoveBack {
+        backup: String,
+        dir: Dir,
+        name: String,
+        dir_mtime: std::time::SystemTime,
+    },
+    /// A hard link made into the backup area is removed again.
+    Unlink(String),
+}
+
+/// The capture of the call in progress.
+#[derive(Default)]
+struct Call {
+    seqs: Vec<u64>,
+    compensations: Vec<Compensation>,
+    marks: Vec<Mark>,
 }
 
 /// The journal of a running flow, shared by the steps' filesystem layers.
 pub struct RunJournal {
     writer: JournalWriter,
     backup: Dir,
+    backup_dev: u64,
     mounts: HashMap<String, MountFs>,
     seq: u64,
     step: usize,
-    touched: PathMap<Touch>,
-    /// Directories the run created; see [`RunJournal::in_fresh_tree`].
-    fresh_dirs: PathSet,
-    /// Entries moved into those directories from elsewhere.
-    foreign: PathSet,
-    /// Symlinks the run made inside them, which paths may not pass
-    /// through unresolved.
-    fresh_symlinks: PathSet,
-    times_saved: PathSet,
+    known: Known,
+    call: Call,
+    /// Directories recorded as created by the run, for the final states
+    /// written at commit (what is beneath them has no records).
+    created_trees: BTreeSet<(String, String)>,
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
     fault: Fault,
@@ -120,17 +252,17 @@ impl RunJournal {
                 })
                 .collect(),
         })?;
+        let backup = Dir::open_ambient_dir(run_dir.backup(), ambient_authority())?;
         Ok(RunJournal {
             writer,
-            backup: Dir::open_ambient_dir(run_dir.backup(), ambient_authority())?,
+            backup_dev: backup.dir_metadata()?.dev(),
+            backup,
             mounts: mounts.into_iter().map(|m| (m.name.clone(), m)).collect(),
             seq: 0,
             step: 0,
-            touched: PathMap::default(),
-            fresh_dirs: PathSet::default(),
-            foreign: PathSet::default(),
-            fresh_symlinks: PathSet::default(),
-            times_saved: PathSet::default(),
+            known: Known::default(),
+            call: Call::default(),
+            created_trees: BTreeSet::new(),
             paths: BTreeSet::new(),
             fault,
         })
@@ -162,7 +294,7 @@ impl RunJournal {
         for (mount, path) in std::mem::take(&mut self.paths) {
             let dir = self.dir(&mount)?;
             let state = entry_state(dir, &path)?;
-            if self.fresh_dirs.contains(&mount, &path) && state == Some(EntryState::Dir) {
+            if self.created_trees.contains(&(mount.clone(), path.clone())) && state == Some(EntryState::Dir) {
                 final_states_beneath(dir, &mount, &path, &mut finals)?;
             }
             finals.push(Record::Final { mount, path, state });
@@ -185,23 +317,19 @@ impl RunJournal {
             .ok_or_else(|| io::Error::new(ErrorKind::NotFound, format!("unknown mount {mount}")))
     }
 
-    fn key(mount: &str, path: &str) -> (String, String) {
-        (mount.to_owned(), path.to_owned())
-    }
-
-    /// Writes an undo record; the caller makes the change only after this.
-    fn record(&mut self, mount: &str, change: Change, undo: UndoOp) -> io::Result<u64> {
-        self.write_record(mount, change, undo, false)
+    fn is_fresh(&self, id: FileId) -> bool {
+        self.known.fresh.contains(&id)
     }
 
     /// Writes an undo record, synced unless `deferred` (its change leaves
-    /// a durable trace of its own: see [`super::orphans`]).
-    fn write_record(&mut self, mount: &str, change: Change, undo: UndoOp, deferred: bool) -> io::Result<u64> {
+    /// a durable trace of its own: see [`super::orphans`]); the caller
+    /// makes the change only after this.
+    fn record(&mut self, mount: &str, change: Change, undo: UndoOp, deferred: bool) -> io::Result<u64> {
         let seq = self.seq + 1;
         self.fault.before_capture(seq)?;
-        self.paths.insert(Self::key(mount, undo.path()));
+        self.paths.insert((mount.to_owned(), undo.path().to_owned()));
         if let UndoOp::Renamed { from, .. } = &undo {
-            self.paths.insert(Self::key(mount, from));
+            self.paths.insert((mount.to_owned(), from.clone()));
         }
         let record = Record::Undo {
             seq,
@@ -216,6 +344,7 @@ impl RunJournal {
             self.writer.append(&record)?;
         }
         self.seq = seq;
+        self.call.seqs.push(seq);
         Ok(seq)
     }
 
@@ -224,348 +353,395 @@ impl RunJournal {
         self.fault.after_record(seq, &self.writer);
     }
 
-    fn backup_name(&self) -> String {
-        format!("{}", self.seq + 1)
-    }
-
-    /// Saves the mtime of the directory holding `path`, once per run.
-    fn touch_parent(&mut self, mount: &str, path: &str) -> io::Result<()> {
-        let parent = Path::new(path)
-            .parent()
-            .and_then(Path::to_str)
-            .unwrap_or("")
-            .to_owned();
-        self.save_times(mount, &parent)
-    }
-
-    fn save_times(&mut self, mount: &str, path: &str) -> io::Result<()> {
-        if self.times_saved.contains(mount, path)
-            || self.touched.get(mount, path) == Some(&Touch::Fresh)
-            || self.in_fresh_tree(mount, path)
-        {
+    /// Saves the mtime of the directory holding `at`, once per run.
+    fn touch_parent(&mut self, at: &Entry) -> io::Result<()> {
+        if self.is_fresh(at.dir_id) || self.known.times_saved.contains(&at.dir_id) {
             return Ok(());
         }
-        let meta = self
-            .dir(mount)?
-            .symlink_metadata(if path.is_empty() { "." } else { path })?;
-        let seq = self.record(
-            mount,
-            Change::Touched,
-            UndoOp::Times {
-                path: path.to_owned(),
-                mtime: mtime(&meta),
-            },
-        )?;
-        self.times_saved.add(mount, path);
+        let meta = at.dir.dir_metadata()?;
+        self.save_times(at.mount, at.dir_rel, &meta)
+    }
+
+    fn save_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
+        let id = FileId::of(meta);
+        let undo = UndoOp::Times {
+            path: rel.to_owned(),
+            mtime: mtime(meta),
+        };
+        let seq = self.record(mount, Change::Touched, undo, false)?;
+        self.call.marks.push(Mark::TimesSaved(id));
         self.done(seq);
         Ok(())
     }
 
-    fn is_kept(&self, mount: &str, path: &str) -> bool {
-        self.touched.contains(mount, path) || self.in_fresh_tree(mount, path)
-    }
-
-    /// Whether `path` is a directory this run created, or beneath one.
-    pub fn is_fresh(&self, mount: &str, path: &str) -> bool {
-        self.fresh_dirs.contains(mount, path) || self.in_fresh_tree(mount, path)
-    }
-
-    /// Whether `path` is beneath a directory this run created: its undo
-    /// removes everything beneath, so nothing there needs a record. Not so
-    /// for an entry moved in from elsewhere ("foreign"), nor beneath one.
-    fn in_fresh_tree(&self, mount: &str, path: &str) -> bool {
-        if self.fresh_dirs.is_empty() {
-            return false;
-        }
-        for a in Path::new(path).ancestors().filter_map(Path::to_str) {
-            if self.foreign.contains(mount, a) {
-                return false;
-            }
-            if a != path && self.fresh_dirs.contains(mount, a) {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Where `path` (lexically normal, relative to the mount, with a
-    /// canonical prefix) lands, when that is inside a directory the run
-    /// created and no symlink of the run's own lies on the way: then no
-    /// resolution is needed. `None`: resolve it the slow way.
-    pub fn fresh_resolution(&self, mount: &str, path: &Path, follow: bool) -> Option<String> {
-        let rel = path.to_str()?;
-        if self.fresh_dirs.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
-            return None;
-        }
-        if follow && self.fresh_symlinks.contains(mount, rel) {
-            return None;
-        }
-        for a in path.ancestors().skip(1).filter_map(Path::to_str) {
-            if self.foreign.contains(mount, a) || self.fresh_symlinks.contains(mount, a) {
-                return None;
-            }
-            if self.fresh_dirs.contains(mount, a) {
-                return (!self.foreign.contains(mount, rel)).then(|| rel.to_owned());
-            }
-        }
-        None
-    }
-
-    /// Before creating a file, directory, symlink or hard link at `path`,
-    /// where nothing is.
-    pub fn before_create(&mut self, mount: &str, path: &str, kind: NewEntry) -> io::Result<()> {
-        if self.in_fresh_tree(mount, path) {
-            if kind == NewEntry::Symlink {
-                self.fresh_symlinks.add(mount, path);
-            }
-            return Ok(());
-        }
-        let is_dir = kind == NewEntry::Dir;
-        self.touch_parent(mount, path)?;
-        let seq = self.record(
-            mount,
-            Change::Created,
-            UndoOp::Created {
-                path: path.to_owned(),
-                tree: is_dir,
-            },
-        )?;
-        self.touched.insert(mount, path, Touch::Fresh);
-        if is_dir {
-            self.fresh_dirs.add(mount, path);
-        }
-        self.done(seq);
-        Ok(())
-    }
-
-    /// Before opening the existing file at `path` with truncation.
-    pub fn before_truncate(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<Capture> {
-        if self.is_kept(mount, path) {
-            return Ok(Capture::Nothing);
-        }
-        if meta.nlink() == 1 {
-            self.touch_parent(mount, path)?;
-            let (seq, backup) = self.record_saved(mount, path, meta, Change::Replaced)?;
-            match self.dir(mount)?.rename(path, &self.backup, &backup) {
-                Ok(()) => {
-                    self.touched.insert(mount, path, Touch::Fresh);
-                    self.done(seq);
-                    return Ok(Capture::MovedAside {
-                        mode: meta.permissions().mode(),
-                    });
-                }
-                // Another filesystem: the record stays without a backup,
-                // which undo skips; the copy below covers the change.
-                Err(e) if e.kind() == ErrorKind::CrossesDevices => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.copy_aside(mount, path, meta, Change::Replaced)?;
-        Ok(Capture::Nothing)
-    }
-
-    /// Records that the file at `path` is about to be moved or linked into
+    /// Records that the file at `at` is about to be moved or linked into
     /// the backup area; returns the record's number and the backup's name.
     /// The record is synced only when the name cannot say where the backup
     /// belongs (a path too long for a file name).
-    fn record_saved(
-        &mut self,
-        mount: &str,
-        path: &str,
-        meta: &Metadata,
-        change: Change,
-    ) -> io::Result<(u64, String)> {
-        let named = orphans::name(self.seq + 1, change, mount, path);
+    fn record_saved(&mut self, at: &Entry, meta: &Metadata, change: Change) -> io::Result<(u64, String)> {
+        let path = at.rel();
+        let named = orphans::name(self.seq + 1, change, at.mount, &path);
         let deferred = named.is_some();
-        let backup = named.unwrap_or_else(|| self.backup_name());
+        let backup = named.unwrap_or_else(|| format!("{}", self.seq + 1));
         let saved = UndoOp::Saved {
-            path: path.to_owned(),
+            path,
             backup: backup.clone(),
             size: meta.len(),
             ino: meta.ino(),
         };
-        Ok((self.write_record(mount, change, saved, deferred)?, backup))
+        Ok((self.record(at.mount, change, saved, deferred)?, backup))
     }
 
-    /// Before opening the existing file at `path` for writing in place.
-    pub fn before_write_open(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
-        if self.is_kept(mount, path) {
-            return Ok(());
-        }
-        self.copy_aside(mount, path, meta, Change::Modified)
+    /// Whether an original can be moved or linked into the backup area:
+    /// on the same filesystem, and (for a move, which a new file then
+    /// replaces) with an owner the new file can be given.
+    fn can_move_aside(&self, meta: &Metadata) -> bool {
+        meta.dev() == self.backup_dev
     }
 
     /// Copies the file into the backup area and syncs it, then records it:
     /// a crash mid-copy leaves an unreferenced backup, never a record
     /// pointing at a partial one.
-    fn copy_aside(&mut self, mount: &str, path: &str, meta: &Metadata, change: Change) -> io::Result<()> {
-        let backup = self.backup_name();
+    fn copy_aside(&mut self, at: &Entry, meta: &Metadata, change: Change) -> io::Result<()> {
+        let backup = format!("{}", self.seq + 1);
         self.fault.before_capture(self.seq + 1)?;
-        clone_or_copy(self.dir(mount)?, path, &self.backup, &backup)?;
-        let seq = self.record(
-            mount,
-            change,
-            UndoOp::Copied {
-                path: path.to_owned(),
-                backup,
-                size: meta.len(),
-                meta: Meta {
-                    mode: meta.permissions().mode(),
-                    mtime: mtime(meta),
-                },
-            },
-        )?;
-        self.touched.insert(mount, path, Touch::Preserved);
+        clone_or_copy(at.dir, at.name, &self.backup, &backup)?;
+        let undo = UndoOp::Copied {
+            path: at.rel(),
+            backup,
+            size: meta.len(),
+            meta: meta_of(meta, Vec::new()),
+        };
+        let seq = self.record(at.mount, change, undo, false)?;
+        self.call.marks.push(Mark::Preserved(FileId::of(meta)));
         self.done(seq);
         Ok(())
     }
 
-    /// Before unlinking the file or symlink at `path`.
-    pub fn before_unlink(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
-        self.fresh_symlinks.remove(mount, path);
-        if self.in_fresh_tree(mount, path) {
-            return Ok(());
-        }
-        self.foreign.remove(mount, path);
-        self.touch_parent(mount, path)?;
-        if self.touched.remove(mount, path).is_some() {
-            return Ok(());
-        }
-        self.save_entry(mount, path, meta, Change::Deleted)
-    }
-
-    /// Records how to bring back the entry at `path`, about to disappear.
-    fn save_entry(&mut self, mount: &str, path: &str, meta: &Metadata, change: Change) -> io::Result<()> {
+    /// Records how to bring back the entry at `at`, about to disappear.
+    fn save_entry(&mut self, at: &Entry, meta: &Metadata, change: Change) -> io::Result<()> {
+        let path = at.rel();
         if meta.is_symlink() {
-            let target = self.dir(mount)?.read_link_contents(path)?;
-            let seq = self.record(
-                mount,
-                change,
-                UndoOp::RemovedSymlink {
-                    path: path.to_owned(),
-                    target: target.to_string_lossy().into_owned(),
-                    mtime: mtime(meta),
-                },
-            )?;
+            let target = at.dir.read_link_contents(at.name)?;
+            let undo = UndoOp::RemovedSymlink {
+                path,
+                target: target.as_os_str().as_bytes().into(),
+                mtime: mtime(meta),
+                owner: Some(owner(meta)),
+            };
+            let seq = self.record(at.mount, change, undo, false)?;
             self.done(seq);
         } else if meta.is_dir() {
-            let seq = self.record(
-                mount,
-                change,
-                UndoOp::RemovedDir {
-                    path: path.to_owned(),
-                    meta: Meta {
-                        mode: meta.permissions().mode(),
-                        mtime: mtime(meta),
-                    },
-                },
-            )?;
+            let xattrs = dir_xattrs(at.dir, at.name)?;
+            let undo = UndoOp::RemovedDir {
+                path,
+                meta: meta_of(meta, xattrs),
+            };
+            let seq = self.record(at.mount, change, undo, false)?;
+            self.done(seq);
+        } else if self.can_move_aside(meta) {
+            let (seq, backup) = self.record_saved(at, meta, change)?;
+            at.dir.hard_link(at.name, &self.backup, &backup)?;
+            self.call.compensations.push(Compensation::Unlink(backup));
             self.done(seq);
         } else {
-            let (seq, backup) = self.record_saved(mount, path, meta, change)?;
-            match self.dir(mount)?.hard_link(path, &self.backup, &backup) {
-                Ok(()) => self.done(seq),
-                Err(e) if e.kind() == ErrorKind::CrossesDevices => {
-                    self.copy_aside(mount, path, meta, change)?;
-                    self.touched.remove(mount, path);
-                }
-                Err(e) => return Err(e),
-            }
+            self.copy_aside(at, meta, change)?;
         }
         Ok(())
     }
 
-    /// Before removing the (empty) directory at `path`.
-    pub fn before_remove_dir(&mut self, mount: &str, path: &str, meta: &Metadata) -> io::Result<()> {
-        if self.in_fresh_tree(mount, path) {
-            return Ok(());
-        }
-        self.touch_parent(mount, path)?;
-        self.fresh_dirs.remove(mount, path);
-        self.foreign.remove(mount, path);
-        if self.touched.remove(mount, path).is_some() {
-            return Ok(());
-        }
-        self.save_entry(mount, path, meta, Change::Deleted)
-    }
-
-    /// Before changing the timestamps of the entry at `path`.
-    pub fn before_set_times(&mut self, mount: &str, path: &str) -> io::Result<()> {
-        self.save_times(mount, path)
-    }
-
-    /// Before renaming `from` to `to` within one mount; `to_meta` is what
-    /// is at `to` now, if anything.
-    pub fn before_rename(
-        &mut self,
-        mount: &str,
-        from: &str,
-        to: &str,
-        from_is_dir: bool,
-        to_meta: Option<&Metadata>,
-    ) -> io::Result<()> {
-        let (from_fresh, to_fresh) = (self.in_fresh_tree(mount, from), self.in_fresh_tree(mount, to));
-        self.move_keys(mount, from, to);
-        if from_fresh && to_fresh {
-            return Ok(());
-        }
-        if to_fresh {
-            // Not the run's own: what happens to it inside must be recorded.
-            self.foreign.add(mount, to);
-        }
-        self.touch_parent(mount, from)?;
-        self.touch_parent(mount, to)?;
-        match to_meta {
-            Some(meta) if !self.is_kept(mount, to) => self.save_entry(mount, to, meta, Change::Replaced)?,
-            Some(_) => {}
-            None => {
-                let created = UndoOp::Created {
-                    path: to.to_owned(),
-                    tree: false,
-                };
-                let seq = self.record(mount, Change::Renamed, created)?;
-                self.done(seq);
-            }
-        }
-        let seq = self.record(
-            mount,
-            Change::Renamed,
-            UndoOp::Renamed {
-                from: from.to_owned(),
-                to: to.to_owned(),
-            },
-        )?;
-        if from_is_dir {
-            // Paths beneath both names now mean other entries: forget what
-            // is known of them, so they are captured again if changed.
-            let under = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
-            self.touched
-                .retain_in(mount, |p| !(under(p, from) || under(p, to)));
-            self.times_saved
-                .retain_in(mount, |p| !(under(p, from) || under(p, to)));
-        } else {
-            match self.touched.remove(mount, from) {
-                Some(state) => self.touched.insert(mount, to, state),
-                None => self.touched.remove(mount, to),
+    /// Puts back what the capture of a failed call did, newest first, and
+    /// voids its records. A compensation that fails leaves its record
+    /// standing, so that the rollback still undoes the capture.
+    fn compensate(&mut self, call: Call) -> io::Result<()> {
+        let mut clean = true;
+        for c in call.compensations.into_iter().rev() {
+            let undone = match c {
+                Compensation::MoveBack {
+                    backup,
+                    dir,
+                    name,
+                    dir_mtime,
+                } => self.backup.rename(&backup, &dir, &name).and_then(|()| {
+                    let time =
+                        cap_fs_ext::SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(dir_mtime));
+                    dir.set_times(".", None, Some(time))
+                }),
+                Compensation::Unlink(backup) => self.backup.remove_file(&backup),
             };
-            self.times_saved.remove(mount, to);
+            clean &= undone.is_ok();
         }
+        if clean && !call.seqs.is_empty() {
+            self.writer.append(&Record::Void { seqs: call.seqs })?;
+        }
+        Ok(())
+    }
+}
+
+impl Recorder for RunJournal {
+    fn before_create(&mut self, at: &Entry, kind: NewEntry) -> io::Result<()> {
+        self.call.marks.push(Mark::Fresh);
+        if self.is_fresh(at.dir_id) {
+            return Ok(());
+        }
+        self.touch_parent(at)?;
+        let tree = kind == NewEntry::Dir;
+        let path = at.rel();
+        if tree {
+            self.created_trees.insert((at.mount.to_owned(), path.clone()));
+        }
+        let undo = UndoOp::Created {
+            path,
+            tree,
+            ino: None,
+        };
+        let seq = self.record(at.mount, Change::Created, undo, false)?;
         self.done(seq);
         Ok(())
     }
 
-    /// Moves what is known of `from` (and beneath it) to `to`: the run's
-    /// directories and symlinks, and foreign entries, keep their status
-    /// under their new names.
-    fn move_keys(&mut self, mount: &str, from: &str, to: &str) {
-        let renamed = |p: &str| {
-            let rest = p.strip_prefix(from)?;
-            (rest.is_empty() || rest.starts_with('/')).then(|| format!("{to}{rest}"))
-        };
-        for set in [&mut self.fresh_dirs, &mut self.foreign, &mut self.fresh_symlinks] {
-            set.remove(mount, to);
-            set.rename_in(mount, renamed);
+    fn before_link(&mut self, at: &Entry) -> io::Result<()> {
+        if self.is_fresh(at.dir_id) {
+            return Ok(());
         }
+        self.touch_parent(at)?;
+        let undo = UndoOp::Created {
+            path: at.rel(),
+            tree: false,
+            ino: None,
+        };
+        let seq = self.record(at.mount, Change::Created, undo, false)?;
+        self.done(seq);
+        Ok(())
+    }
+
+    fn before_truncate(&mut self, at: &Entry, meta: &Metadata) -> io::Result<Capture> {
+        let id = FileId::of(meta);
+        if self.is_fresh(id) || self.known.preserved.contains(&id) {
+            return Ok(Capture::Nothing);
+        }
+        if meta.nlink() == 1 && self.can_move_aside(meta) && may_own(meta) {
+            self.touch_parent(at)?;
+            let dir_mtime = at.dir.dir_metadata()?.modified()?.into_std();
+            let (seq, backup) = self.record_saved(at, meta, Change::Replaced)?;
+            at.dir.rename(at.name, &self.backup, &backup)?;
+            self.call.compensations.push(Compensation::MoveBack {
+                backup: backup.clone(),
+                dir: at.dir.try_clone()?,
+                name: at.name.to_owned(),
+                dir_mtime,
+            });
+            self.call.marks.push(Mark::Fresh);
+            self.call.marks.push(Mark::Replaces(backup));
+            self.done(seq);
+            return Ok(Capture::MovedAside);
+        }
+        self.copy_aside(at, meta, Change::Replaced)?;
+        Ok(Capture::Nothing)
+    }
+
+    fn before_write_open(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
+        let id = FileId::of(meta);
+        if self.is_fresh(id) || self.known.preserved.contains(&id) {
+            return Ok(());
+        }
+        self.copy_aside(at, meta, Change::Modified)
+    }
+
+    fn before_remove(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
+        self.touch_parent(at)?;
+        if self.is_fresh(FileId::of(meta)) {
+            return Ok(());
+        }
+        self.save_entry(at, meta, Change::Deleted)
+    }
+
+    fn before_rename(
+        &mut self,
+        from: &Entry,
+        from_meta: &Metadata,
+        to: &Entry,
+        to_meta: Option<&Metadata>,
+    ) -> io::Result<()> {
+        let id = FileId::of(from_meta);
+        // Renaming a name onto another name of the same inode changes nothing.
+        if to_meta.is_some_and(|t| FileId::of(t) == id) {
+            return Ok(());
+        }
+        self.touch_parent(from)?;
+        self.touch_parent(to)?;
+        if let Some(t) = to_meta
+            && !self.is_fresh(FileId::of(t))
+        {
+            self.save_entry(to, t, Change::Replaced)?;
+        }
+        let to_path = to.rel();
+        if self.is_fresh(id) {
+            // The run's own entry: undo removes it from where it lands,
+            // unless that is inside something the run created anyway.
+            if !self.is_fresh(to.dir_id) {
+                let tree = from_meta.is_dir();
+                if tree {
+                    self.created_trees.insert((to.mount.to_owned(), to_path.clone()));
+                }
+                let undo = UndoOp::Created {
+                    path: to_path,
+                    tree,
+                    ino: Some(id.ino),
+                };
+                let seq = self.record(to.mount, Change::Renamed, undo, false)?;
+                self.done(seq);
+            }
+            return Ok(());
+        }
+        if to_meta.is_none() {
+            let undo = UndoOp::Created {
+                path: to_path.clone(),
+                tree: false,
+                ino: Some(id.ino),
+            };
+            let seq = self.record(to.mount, Change::Renamed, undo, false)?;
+            self.done(seq);
+        }
+        let undo = UndoOp::Renamed {
+            from: from.rel(),
+            to: to_path,
+        };
+        let seq = self.record(from.mount, Change::Renamed, undo, false)?;
+        self.done(seq);
+        Ok(())
+    }
+
+    fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
+        let id = FileId::of(meta);
+        if self.is_fresh(id) || self.known.times_saved.contains(&id) {
+            return Ok(());
+        }
+        self.save_times(mount, rel, meta)
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> io::Result<()> {
+        let call = std::mem::take(&mut self.call);
+        let Outcome::Succeeded { created, opened } = outcome else {
+            return self.compensate(call);
+        };
+        for mark in call.marks {
+            match mark {
+                Mark::Fresh => {
+                    if let Some(id) = created {
+                        self.known.fresh.insert(id);
+                    }
+                }
+                Mark::Preserved(id) => {
+                    self.known.preserved.insert(id);
+                }
+                Mark::TimesSaved(id) => {
+                    self.known.times_saved.insert(id);
+                }
+                Mark::Replaces(backup) => {
+                    if let Some(file) = opened {
+                        take_over_attributes(&self.backup.open(&backup)?.into_std(), file)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether this process can give a new file the owner of `meta`: a new
+/// file replacing a moved-aside original must look like it.
+fn may_own(meta: &Metadata) -> bool {
+    let euid = rustix::process::geteuid();
+    euid.is_root() || (meta.uid() == euid.as_raw() && meta.gid() == rustix::process::getegid().as_raw())
+}
+
+/// Gives `new` the mode, owner and extended attributes of `original`.
+fn take_over_attributes(original: &std::fs::File, new: &std::fs::File) -> io::Result<()> {
+    use rustix::fs::{Gid, Mode, Uid, fchmod, fchown, fstat};
+    let st = fstat(original)?;
+    let new_st = fstat(new)?;
+    if (st.st_uid, st.st_gid) != (new_st.st_uid, new_st.st_gid) {
+        fchown(
+            new,
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        )?;
+    }
+    for x in fd_xattrs(original)? {
+        rustix::fs::fsetxattr(
+            new,
+            x.name.as_bytes(),
+            &x.value.0,
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    // After the owner: chown clears set-id bits.
+    fchmod(new, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    Ok(())
+}
+
+/// The extended attributes of an open file.
+pub(super) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>> {
+    let mut list = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::flistxattr(file, &mut list[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => list.resize(list.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::fgetxattr(file, name, &mut value[..]) {
+                Ok(len) => break len,
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        value.truncate(len);
+        out.push(Xattr {
+            name: String::from_utf8_lossy(name).into_owned(),
+            value: OsBytes(value),
+        });
+    }
+    Ok(out)
+}
+
+fn dir_xattrs(parent: &Dir, name: &str) -> io::Result<Vec<Xattr>> {
+    fd_xattrs(&open_dir_readable(parent, name)?)
+}
+
+/// Opens the directory at `path` beneath `dir`, not following a final
+/// symlink, readable: extended attributes cannot be read or written
+/// through the path-only descriptor cap-std opens directories with.
+pub(super) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let located = dir.open_dir_nofollow(path)?;
+    Ok(openat(
+        &located,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn owner(meta: &Metadata) -> Owner {
+    Owner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    }
+}
+
+fn meta_of(meta: &Metadata, xattrs: Vec<Xattr>) -> Meta {
+    Meta {
+        mode: meta.permissions().mode(),
+        mtime: mtime(meta),
+        owner: Some(owner(meta)),
+        xattrs,
     }
 }
 
@@ -596,7 +772,7 @@ pub fn entry_state(dir: &Dir, path: &str) -> io::Result<Option<EntryState>> {
         EntryState::Dir
     } else if meta.is_symlink() {
         EntryState::Symlink {
-            target: dir.read_link_contents(path)?.to_string_lossy().into_owned(),
+            target: dir.read_link_contents(path)?.as_os_str().as_bytes().into(),
         }
     } else {
         EntryState::File {

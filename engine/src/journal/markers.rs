@@ -36,7 +36,7 @@ pub(super) fn footprint(mount: &str, op: &UndoOp) -> Footprint {
         ]
     };
     match op {
-        UndoOp::Created { path, tree: true } => entry(path, Touches::Subtree),
+        UndoOp::Created { path, tree: true, .. } => entry(path, Touches::Subtree),
         UndoOp::Times { path, .. } => vec![(mount.to_owned(), path.clone(), Touches::Entry)],
         UndoOp::Renamed { from, to } => {
             let mut f = entry(from, Touches::Subtree);

@@ -32,17 +32,18 @@ mod lock;
 mod log;
 mod markers;
 mod orphans;
-mod path_map;
 mod record;
 mod runs;
 mod undo;
 mod verify;
 
-pub use capture::{Capture, MountFs, NewEntry, RunJournal, entry_state};
+pub use capture::{Capture, Entry, FileId, MountFs, NewEntry, Outcome, Recorder, RunJournal, entry_state};
 pub use fault::Fault;
 pub use lock::MountLocks;
 pub use log::{Durability, JournalWriter, read_journal};
 pub use orphans::adopt_orphans;
-pub use record::{Change, EntryState, Meta, MountRecord, Record, Time, UndoOp};
+pub use record::{
+    Change, EntryState, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr, voided,
+};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub use undo::{Problem, RollbackReport, rollback};

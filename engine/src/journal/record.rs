@@ -28,11 +28,79 @@ impl Time {
     }
 }
 
-/// Mode bits and modification time of an entry, restored with it.
+/// Bytes the filesystem holds that need not be text (symlink targets,
+/// extended attribute values): written as a string when they are UTF-8,
+/// else as an array of byte values, so that they round-trip exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OsBytes(pub Vec<u8>);
+
+impl From<&[u8]> for OsBytes {
+    fn from(bytes: &[u8]) -> OsBytes {
+        OsBytes(bytes.to_vec())
+    }
+}
+
+impl OsBytes {
+    pub fn as_path(&self) -> &std::path::Path {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::Path::new(std::ffi::OsStr::from_bytes(&self.0))
+    }
+}
+
+impl std::fmt::Display for OsBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl Serialize for OsBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => self.0.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OsBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Bytes(Vec<u8>),
+        }
+        Ok(OsBytes(match Form::deserialize(d)? {
+            Form::Text(t) => t.into_bytes(),
+            Form::Bytes(b) => b,
+        }))
+    }
+}
+
+/// Owner and group of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One extended attribute (ACLs and file capabilities are stored as such).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: String,
+    pub value: OsBytes,
+}
+
+/// What an entry is besides its contents, restored with it: mode bits,
+/// modification time and (when recorded) owner and extended attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub mode: u32,
     pub mtime: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
 }
 
 /// How to reverse one change. Paths are relative to the mount's root,
@@ -47,6 +115,11 @@ pub enum UndoOp {
         path: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         tree: bool,
+        /// The inode that was put there, when it was known before the
+        /// change (an entry of the run's own moved here): undo removes
+        /// only that inode, never another entry found at the path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ino: Option<u64>,
     },
     /// The file at `path` was moved or hard-linked into the backup area
     /// (no copy); undo moves it back, with its inode, mode and times.
@@ -71,8 +144,10 @@ pub enum UndoOp {
     /// A symlink was removed or replaced; undo recreates it.
     RemovedSymlink {
         path: String,
-        target: String,
+        target: OsBytes,
         mtime: Time,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<Owner>,
     },
     /// The modification time of an entry about to change: a directory
     /// gaining or losing entries, or a `set-times`.
@@ -119,7 +194,7 @@ pub enum Change {
 pub enum EntryState {
     File { size: u64, mtime: Time },
     Dir,
-    Symlink { target: String },
+    Symlink { target: OsBytes },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +229,10 @@ pub enum Record {
     RollbackStarted,
     /// The undo record `seq` has been applied during a rollback.
     Undone { seq: u64 },
+    /// The calls that undo records `seqs` were written for failed, and
+    /// whatever their capture did to the disk was put back: they describe
+    /// changes that never happened, and nothing acts on them.
+    Void { seqs: Vec<u64> },
     /// What a path the run changed looked like when the run ended (`None`:
     /// absent); written before `committed`, checked by `stepback undo` to
     /// find paths changed since.
@@ -169,4 +248,16 @@ pub enum Record {
     Pruned,
     /// A rollback finished; `problems` lists paths it could not restore.
     RolledBack { problems: Vec<String> },
+}
+
+/// The undo records that a `void` record cancels.
+pub fn voided(records: &[Record]) -> std::collections::HashSet<u64> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Void { seqs } => Some(seqs.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }

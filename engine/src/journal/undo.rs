@@ -11,7 +11,7 @@ use super::capture::MountFs;
 use super::fault::Fault;
 use super::log::JournalWriter;
 use super::markers::{Markers, footprint};
-use super::record::{Meta, Record, Time, UndoOp};
+use super::record::{Meta, Owner, Record, Time, UndoOp, voided};
 use super::runs::RunDir;
 use super::verify::verify;
 use cap_fs_ext::{DirExt, SystemTimeSpec};
@@ -77,13 +77,14 @@ pub fn rollback(
             return finish(writer, report);
         }
     };
-    let done: HashSet<u64> = records
+    let mut done: HashSet<u64> = records
         .iter()
         .filter_map(|r| match r {
             Record::Undone { seq } => Some(*seq),
             _ => None,
         })
         .collect();
+    done.extend(voided(records));
     let mut undos: Vec<(u64, &str, &UndoOp)> = records
         .iter()
         .filter_map(|r| match r {
@@ -130,8 +131,46 @@ pub fn rollback(
             reason: format!("cannot mark undos as done: {e}"),
         });
     }
+    restore_directory_times(records, &mounts, &mut report);
     verify(records, &mounts, &backup, &mut report);
     finish(writer, report)
+}
+
+/// Sets every directory's original modification time once more, deepest
+/// first, after all undos: an undo inside a directory (a file moved back,
+/// an entry removed) moves its time, and an older undo may act inside a
+/// directory whose time a newer one already set back.
+fn restore_directory_times(
+    records: &[Record],
+    mounts: &HashMap<String, MountFs>,
+    report: &mut RollbackReport,
+) {
+    let mut times = super::verify::originals(records)
+        .into_iter()
+        .filter_map(|(mount, op)| match op {
+            UndoOp::Times { path, mtime } => Some((mount, path.as_str(), *mtime)),
+            UndoOp::RemovedDir { path, meta } => Some((mount, path.as_str(), meta.mtime)),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    times.sort_by_key(|(_, path, _)| {
+        std::cmp::Reverse(path.matches('/').count() + usize::from(!path.is_empty()))
+    });
+    for (mount, path, time) in times {
+        let Some(fs) = mounts.get(mount) else { continue };
+        match fs.dir.symlink_metadata(at(path)) {
+            Ok(m) if m.is_dir() => {
+                if let Err(e) = set_mtime(&fs.dir, path, time) {
+                    report.problems.push(Problem {
+                        mount: mount.to_owned(),
+                        path: path.to_owned(),
+                        reason: format!("cannot restore its modification time: {e}"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn finish(writer: &mut JournalWriter, mut report: RollbackReport) -> RollbackReport {
@@ -185,12 +224,47 @@ fn set_mtime(dir: &Dir, path: &str, time: Time) -> io::Result<()> {
     }
 }
 
-fn set_meta(dir: &Dir, path: &str, meta: Meta) -> io::Result<()> {
+fn set_meta(dir: &Dir, path: &str, meta: &Meta) -> io::Result<()> {
+    // The owner first: changing it clears set-id bits.
+    if let Some(owner) = meta.owner {
+        set_owner(dir, path, owner)?;
+    }
+    // Only directories' attributes are recorded: a file is restored as
+    // the same inode, which keeps its own.
+    if !meta.xattrs.is_empty() {
+        let file = super::capture::open_dir_readable(dir, path)?;
+        for x in &meta.xattrs {
+            rustix::fs::fsetxattr(
+                &file,
+                x.name.as_bytes(),
+                &x.value.0,
+                rustix::fs::XattrFlags::empty(),
+            )?;
+        }
+    }
     dir.set_permissions(
         path,
         Permissions::from_std(std::fs::Permissions::from_mode(meta.mode)),
     )?;
     set_mtime(dir, path, meta.mtime)
+}
+
+/// Gives the entry at `path` (a symlink itself, not what it points to)
+/// its recorded owner, where it differs.
+fn set_owner(dir: &Dir, path: &str, owner: Owner) -> io::Result<()> {
+    use cap_std::fs::MetadataExt;
+    let m = dir.symlink_metadata(at(path))?;
+    if (m.uid(), m.gid()) == (owner.uid, owner.gid) {
+        return Ok(());
+    }
+    rustix::fs::chownat(
+        dir,
+        at(path),
+        Some(rustix::fs::Uid::from_raw(owner.uid)),
+        Some(rustix::fs::Gid::from_raw(owner.gid)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
 }
 
 /// Open handles on the directories undos act in, so that an undo resolves
@@ -274,8 +348,19 @@ fn discard(dir: &Dir, path: &str, backup: &Dir, seq: u64) -> io::Result<()> {
 
 fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
     match op {
-        UndoOp::Created { path, tree: true } => discard(dir, path, backup, seq),
-        UndoOp::Created { path, tree: false } => match dir.symlink_metadata(path) {
+        // Something else than the inode the run put there: not the run's.
+        UndoOp::Created {
+            path, ino: Some(ino), ..
+        } if dir
+            .symlink_metadata(path)
+            .is_ok_and(|m| cap_std::fs::MetadataExt::ino(&m) != *ino) =>
+        {
+            Ok(())
+        }
+        UndoOp::Created { path, tree: true, .. } => discard(dir, path, backup, seq),
+        UndoOp::Created {
+            path, tree: false, ..
+        } => match dir.symlink_metadata(path) {
             // Not a tree of the run's: a directory must be empty by now.
             Ok(m) if m.is_dir() => dir.remove_dir(path),
             _ => discard(dir, path, backup, seq),
@@ -316,7 +401,7 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
                     backup.copy(name, dir, path)?;
                 }
             }
-            set_meta(dir, path, *meta)
+            set_meta(dir, path, meta)
         }
         UndoOp::RemovedDir { path, meta } => {
             match dir.symlink_metadata(path) {
@@ -328,13 +413,21 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
                 Err(e) if e.kind() == ErrorKind::NotFound => dir.create_dir(path)?,
                 Err(e) => return Err(e),
             }
-            set_meta(dir, path, *meta)
+            set_meta(dir, path, meta)
         }
-        UndoOp::RemovedSymlink { path, target, mtime } => {
+        UndoOp::RemovedSymlink {
+            path,
+            target,
+            mtime,
+            owner,
+        } => {
             let current = dir.read_link_contents(path).ok();
-            if current.as_deref() != Some(std::path::Path::new(target)) {
+            if current.as_deref() != Some(target.as_path()) {
                 clear(dir, path)?;
-                dir.symlink(target, path)?;
+                dir.symlink(target.as_path(), path)?;
+            }
+            if let Some(owner) = owner {
+                set_owner(dir, path, *owner)?;
             }
             set_mtime(dir, path, *mtime)
         }

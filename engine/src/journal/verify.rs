@@ -2,7 +2,7 @@
 //! record of that path, which describes it as it was before the run.
 
 use super::capture::{MountFs, mtime};
-use super::record::{Record, UndoOp};
+use super::record::{Meta, Owner, Record, UndoOp, voided};
 use super::undo::{Places, RollbackReport, at, problem, relocated};
 use cap_std::fs::{Dir, MetadataExt};
 use std::collections::{HashMap, HashSet};
@@ -16,29 +16,10 @@ pub(super) fn verify(
     backup: &Dir,
     report: &mut RollbackReport,
 ) {
-    let mut seen = HashSet::new();
     let mut places = Places::default();
-    // After a rename, paths beneath either name stood elsewhere before the
-    // run; their first record does not describe the original.
-    let mut renamed: Vec<(&str, &str)> = Vec::new();
-    let under =
-        |p: &str, dir: &str| p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
-    for record in records {
-        let Record::Undo { mount, undo, .. } = record else {
-            continue;
-        };
+    for (mount, undo) in originals(records) {
         let Some(fs) = mounts.get(mount) else { continue };
         let path = undo.path();
-        let moved = renamed
-            .iter()
-            .any(|(m, p)| *m == mount.as_str() && under(path, p));
-        if let UndoOp::Renamed { from, to } = undo {
-            renamed.push((mount, from));
-            renamed.push((mount, to));
-        }
-        if moved || !seen.insert((mount.clone(), path.to_owned())) {
-            continue;
-        }
         let checked = match places.locate(mount, &fs.dir, path) {
             Ok(Some((dir, name))) => check(dir, backup, &relocated(undo, name)),
             // At the root, or in a directory that is gone (its entries
@@ -49,6 +30,45 @@ pub(super) fn verify(
             report.problems.push(problem(mount, undo, reason));
         }
     }
+}
+
+/// The first record of each path, which describes it as it was before the
+/// run, in journal order. Left out: voided records; paths beneath a name
+/// that a rename moved before their first record (they stood elsewhere
+/// before the run, so their first record does not describe the original);
+/// paths beneath one the run created (they did not exist before).
+pub(super) fn originals(records: &[Record]) -> Vec<(&str, &UndoOp)> {
+    let voided = voided(records);
+    let mut seen = HashSet::new();
+    let mut renamed: Vec<(&str, &str)> = Vec::new();
+    let under =
+        |p: &str, dir: &str| p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    let mut out = Vec::new();
+    for record in records {
+        let Record::Undo { seq, mount, undo, .. } = record else {
+            continue;
+        };
+        if voided.contains(seq) {
+            continue;
+        }
+        let path = undo.path();
+        let moved = renamed
+            .iter()
+            .any(|(m, p)| *m == mount.as_str() && under(path, p));
+        match undo {
+            UndoOp::Renamed { from, to } => {
+                renamed.push((mount, from));
+                renamed.push((mount, to));
+            }
+            UndoOp::Created { path, .. } => renamed.push((mount, path)),
+            _ => {}
+        }
+        if moved || !seen.insert((mount.as_str(), path)) {
+            continue;
+        }
+        out.push((mount.as_str(), undo));
+    }
+    out
 }
 
 /// Type and size for every file; for a file moved back, its inode; for a
@@ -90,10 +110,10 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
         (UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }, Ok(m)) => {
             Err(format!("should be a file of {size} bytes, but is {}", found(&m)))
         }
-        (UndoOp::RemovedDir { .. }, Ok(m)) if m.is_dir() => Ok(()),
-        (UndoOp::RemovedSymlink { target, .. }, Ok(m)) if m.is_symlink() => {
+        (UndoOp::RemovedDir { meta, .. }, Ok(m)) if m.is_dir() => check_meta(dir, op.path(), &m, meta),
+        (UndoOp::RemovedSymlink { target, owner, .. }, Ok(m)) if m.is_symlink() => {
             match dir.read_link_contents(op.path()) {
-                Ok(t) if t == std::path::Path::new(target) => Ok(()),
+                Ok(t) if t == target.as_path() => check_owner(&m, *owner),
                 Ok(t) => Err(format!("should point to {target}, but points to {}", t.display())),
                 Err(e) => Err(e.to_string()),
             }
@@ -116,4 +136,42 @@ fn hash(dir: &Dir, path: &str) -> io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     io::copy(&mut dir.open(path)?, &mut hasher)?;
     Ok(hasher.finalize().into())
+}
+
+fn check_owner(m: &cap_std::fs::Metadata, owner: Option<Owner>) -> Result<(), String> {
+    match owner {
+        Some(o) if (m.uid(), m.gid()) != (o.uid, o.gid) => Err(format!(
+            "owner not restored ({}:{} instead of {}:{})",
+            m.uid(),
+            m.gid(),
+            o.uid,
+            o.gid
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Mode, owner and extended attributes of a recreated directory.
+fn check_meta(dir: &Dir, path: &str, m: &cap_std::fs::Metadata, meta: &Meta) -> Result<(), String> {
+    use cap_std::fs::PermissionsExt;
+    if m.permissions().mode() & 0o7777 != meta.mode & 0o7777 {
+        return Err(format!(
+            "mode not restored ({:o} instead of {:o})",
+            m.permissions().mode() & 0o7777,
+            meta.mode & 0o7777
+        ));
+    }
+    check_owner(m, meta.owner)?;
+    if meta.xattrs.is_empty() {
+        return Ok(());
+    }
+    let found = super::capture::open_dir_readable(dir, path)
+        .and_then(|d| super::capture::fd_xattrs(&d))
+        .map_err(|e| format!("cannot read its extended attributes: {e}"))?;
+    for x in &meta.xattrs {
+        if !found.contains(x) {
+            return Err(format!("extended attribute {} not restored", x.name));
+        }
+    }
+    Ok(())
 }

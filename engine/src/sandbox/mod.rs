@@ -306,18 +306,25 @@ impl Sandbox {
         let stderr = CapturedOutput::default();
         let layer_mounts = mounts
             .iter()
-            .map(|m| LayerMount {
-                name: m.name.clone(),
-                guest: m.guest.clone(),
-                access: m.access,
+            .map(|m| {
+                Ok(LayerMount {
+                    name: m.name.clone(),
+                    guest: m.guest.clone(),
+                    access: m.access,
+                    root: std::fs::canonicalize(&m.host)
+                        .with_context(|| format!("opening mount {} at {}", m.name, m.host.display()))?,
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         let state = StepState {
             wasi: Wasi {
                 ctx: wasi_ctx(mounts, &stdout, &stderr)?,
                 table: ResourceTable::new(),
             },
-            fs: FsLayer::new(journal, layer_mounts),
+            fs: FsLayer::new(
+                journal.map(|j| j as Arc<Mutex<dyn crate::journal::Recorder>>),
+                layer_mounts,
+            ),
             limiter: MemoryLimiter::new(limits.memory),
             step: step.to_owned(),
             params,

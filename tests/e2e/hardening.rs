@@ -1,0 +1,309 @@
+//! The guarantee against a hostile plugin: raw `wasi:filesystem` calls
+//! (through the `fsops` test guest) that once made the journal drift from
+//! the disk. Each test is one finding of the hardening issue; each checks
+//! that after the rollback the mount, and a directory beside it, are
+//! exactly as before (contents, types, modes, owners, times, extended
+//! attributes, allocation, hard-link groups).
+
+use crate::support::{Env, FullSnapshot, Run, assert_same_full, fsops_flow, snapshot_full};
+use serde_json::{Value, json};
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+/// A victim tree in `m/` (what the plugin may reach) and `outside/` beside
+/// it (what it must never reach), with fixed times everywhere.
+fn victim_tree(env: &Env) {
+    env.write("m/victim/a.txt", "alpha");
+    env.write("m/victim/deep/b.txt", "bravo");
+    env.write("m/c.txt", "charlie");
+    env.write("m/dir1/x.txt", "x-ray");
+    env.write("m/sub/keep.txt", "keep");
+    env.write("outside/o.txt", "outside");
+    symlink("../victim", env.path("m/dir1/s")).unwrap();
+    fix_times(&env.path("m"));
+    fix_times(&env.path("outside"));
+}
+
+/// Gives every entry beneath `root` (and `root`) a distinct old mtime,
+/// deepest first, so that a change to any of them shows.
+pub fn fix_times(root: &Path) {
+    let mut all = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        all.push(dir.clone());
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                all.push(p);
+            }
+        }
+    }
+    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for (i, p) in all.iter().enumerate() {
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 1_500_000_000,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1_500_000_000 + i as i64 * 7,
+                tv_nsec: 123_456_789,
+            },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, p, &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+}
+
+/// Runs `ops` in a step that then fails; returns the run and asserts the
+/// flow was rolled back cleanly and `m/` and `outside/` are as `before`.
+fn rolled_back(env: &Env, ops: Value) -> Run {
+    let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
+    let flow = fsops_flow(env, &ops, true);
+    let run = env.stepback(&["run", flow.to_str().unwrap()]);
+    run.expect_code(1).expect_stdout("every path restored");
+    same(&before.0, &env.path("m"), "the mount after rollback");
+    same(&before.1, &env.path("outside"), "the directory beside the mount");
+    run
+}
+
+fn same(before: &FullSnapshot, root: &Path, what: &str) {
+    assert_same_full(before, &snapshot_full(root), what);
+}
+
+fn open(fd: usize, path: &str, oflags: &[&str], flags: &[&str]) -> Value {
+    json!({"op": "open", "fd": fd, "path": path, "oflags": oflags, "flags": flags})
+}
+
+fn write(fd: usize, offset: u64, len: u64) -> Value {
+    json!({"op": "write", "fd": fd, "offset": offset, "len": len, "byte": 90})
+}
+
+/// Finding 1: a failed rename of a new directory over a non-empty one
+/// used to move the "created by this run" mark onto the victim.
+#[test]
+fn a_failed_rename_over_a_directory_marks_nothing() {
+    let env = Env::new();
+    victim_tree(&env);
+    let run = rolled_back(
+        &env,
+        json!([
+            {"op": "mkdir", "fd": 0, "path": "n"},
+            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": "victim"},
+            open(0, "victim/a.txt", &["truncate"], &["write"]),
+            write(1, 0, 3),
+            {"op": "unlink", "fd": 0, "path": "victim/deep/b.txt"},
+            open(0, "victim/new.txt", &["create"], &["write"]),
+        ]),
+    );
+    drop(run);
+    let show = env.stepback(&["show", &crate::journal::runs(&env)[0]]);
+    assert!(
+        !show.stdout().contains("renamed"),
+        "a rename that failed is listed:\n{}",
+        show.stdout()
+    );
+}
+
+/// Finding 2: `mkdir ghost/.` fails, but `ghost` was marked as created;
+/// a symlink `ghost -> victim` then made the victim look new.
+#[test]
+fn a_failed_create_through_dot_marks_nothing() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(
+        &env,
+        json!([
+            {"op": "mkdir", "fd": 0, "path": "ghost/."},
+            {"op": "symlink", "fd": 0, "target": "victim", "path": "ghost"},
+            open(0, "ghost/a.txt", &["truncate"], &["write"]),
+            {"op": "unlink", "fd": 0, "path": "ghost/deep/b.txt"},
+        ]),
+    );
+}
+
+/// Finding 3: a hard link to a symlink (`dir1/s -> ../victim`) inside a
+/// new directory was taken for a plain new file.
+#[test]
+fn writes_through_a_linked_symlink_in_a_new_directory_are_captured() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(
+        &env,
+        json!([
+            {"op": "mkdir", "fd": 0, "path": "n"},
+            {"op": "link", "fd": 0, "path": "dir1/s", "to_fd": 0, "to": "n/s2"},
+            open(0, "n/s2/a.txt", &["truncate"], &["write"]),
+            write(1, 0, 8),
+            {"op": "rename", "fd": 0, "path": "n/s2/deep", "to_fd": 0, "to": "n/s2/gone"},
+        ]),
+    );
+}
+
+/// Finding 4: a file moved into a new directory lost its "moved in" mark
+/// when a later rename of it failed; an overwrite in place then went
+/// unrecorded.
+#[test]
+fn a_moved_in_file_stays_captured_after_a_failed_rename() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(
+        &env,
+        json!([
+            {"op": "mkdir", "fd": 0, "path": "n"},
+            {"op": "mkdir", "fd": 0, "path": "n/d"},
+            {"op": "rename", "fd": 0, "path": "victim/a.txt", "to_fd": 0, "to": "n/a.txt"},
+            {"op": "rename", "fd": 0, "path": "n/a.txt", "to_fd": 0, "to": "n/d"},
+            open(0, "n/a.txt", &[], &["write"]),
+            write(1, 0, 5),
+        ]),
+    );
+}
+
+/// Finding 5: a trailing slash made a rename invisible to the journal,
+/// and the rollback deleted the new directory with the victim inside.
+#[test]
+fn a_trailing_slash_names_the_same_entry() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(
+        &env,
+        json!([
+            {"op": "mkdir", "fd": 0, "path": "n"},
+            {"op": "rename", "fd": 0, "path": "victim", "to_fd": 0, "to": "n/victim"},
+            {"op": "rename", "fd": 0, "path": "n/victim/", "to_fd": 0, "to": "n/w"},
+            {"op": "rename", "fd": 0, "path": "n/w//", "to_fd": 0, "to": "w2/"},
+            open(0, "w2/a.txt", &["truncate"], &["write"]),
+        ]),
+    );
+}
+
+/// Finding 6: a failed rename to `""` or `.` marked the mount's root as
+/// created, and nothing was journaled for the rest of the run.
+#[test]
+fn renames_to_the_root_change_nothing_and_journaling_goes_on() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(
+        &env,
+        json!([
+            {"op": "mkdir", "fd": 0, "path": "n"},
+            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": ""},
+            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": "."},
+            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": "n/.."},
+            open(0, "c.txt", &["truncate"], &["write"]),
+            write(1, 0, 4),
+            {"op": "unlink", "fd": 0, "path": "victim/a.txt"},
+        ]),
+    );
+}
+
+/// Finding 7: opens with TRUNCATE that the host then refuses used to move
+/// the original aside for good; the run committed with the files gone.
+#[test]
+fn a_refused_truncating_open_leaves_the_file_in_place() {
+    let env = Env::new();
+    victim_tree(&env);
+    let before = snapshot_full(&env.path("m"));
+    let ops = json!([
+        open(0, "c.txt", &["truncate", "directory"], &["write"]),
+        open(0, "c.txt", &["truncate"], &["write", "file-integrity-sync"]),
+        open(0, "c.txt", &["truncate"], &["write", "data-integrity-sync"]),
+        open(0, "dir1", &["directory"], &["read"]),
+        open(4, "../c.txt", &["create", "truncate"], &["write"]),
+        open(4, "x.txt", &["truncate", "exclusive", "create"], &["write"]),
+    ]);
+    let flow = fsops_flow(&env, &ops, false);
+    env.stepback(&["run", flow.to_str().unwrap()])
+        .expect_code(0)
+        .expect_stdout("6 calls, 5 failed");
+    same(&before, &env.path("m"), "after refused opens");
+}
+
+/// Finding 8: a file with another name (here outside the mount) was
+/// modified in place and then unlinked; the rollback recreated it as a new
+/// inode, and the other name kept the plugin's bytes.
+#[test]
+fn hard_links_are_restored_in_place_whatever_happened_to_the_name() {
+    for ending in ["unlink", "rename-over"] {
+        let env = Env::new();
+        victim_tree(&env);
+        fs::hard_link(env.path("m/c.txt"), env.path("outside/c-link")).unwrap();
+        fix_times(&env.path("outside"));
+        let end = match ending {
+            "unlink" => json!({"op": "unlink", "fd": 0, "path": "c.txt"}),
+            _ => json!({"op": "rename", "fd": 0, "path": "dir1/x.txt", "to_fd": 0, "to": "c.txt"}),
+        };
+        rolled_back(
+            &env,
+            json!([
+                open(0, "c.txt", &[], &["write"]),
+                write(1, 0, 7),
+                end,
+                write(1, 2, 3)
+            ]),
+        );
+    }
+}
+
+/// Finding 9: writes left in flight on many output streams went on during
+/// and after the rollback.
+#[test]
+fn writes_in_flight_end_with_their_step() {
+    let env = Env::new();
+    victim_tree(&env);
+    env.write("m/big.bin", vec![7u8; 4 << 20]);
+    fix_times(&env.path("m"));
+    rolled_back(
+        &env,
+        json!([
+            open(0, "big.bin", &[], &["write"]),
+            {"op": "stream", "fd": 1, "offset": 0, "len": 65536, "byte": 1, "count": 10000},
+            {"op": "stream", "fd": 1, "len": 4096, "byte": 2, "count": 200},
+        ]),
+    );
+}
+
+/// Finding 15: opening a FIFO blocked the engine where no time limit
+/// reached it. Special files are never opened.
+#[test]
+fn special_files_are_never_opened() {
+    let env = Env::new();
+    victim_tree(&env);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        env.path("m/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let ops = json!([
+        open(0, "fifo", &[], &["read"]),
+        open(0, "fifo", &[], &["write"]),
+        {"op": "symlink", "fd": 0, "target": "fifo", "path": "to-fifo"},
+        json!({"op": "open", "fd": 0, "path": "to-fifo", "follow": true, "flags": ["read"]}),
+    ]);
+    let flow = fsops_flow(&env, &ops, false);
+    env.stepback(&["run", flow.to_str().unwrap()])
+        .expect_code(0)
+        .expect_stdout("4 calls, 3 failed");
+}
+
+/// Finding 20: append, then remove, then fail: the parent directory's
+/// time was reported as not restored although it was.
+#[test]
+fn append_then_remove_rolls_back_without_a_false_alarm() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(
+        &env,
+        json!([
+            open(0, "victim/a.txt", &[], &["write"]),
+            write(1, 5, 3),
+            {"op": "unlink", "fd": 0, "path": "victim/a.txt"},
+        ]),
+    );
+}
