@@ -307,3 +307,37 @@ fn append_then_remove_rolls_back_without_a_false_alarm() {
         ]),
     );
 }
+
+/// Principle 15: any time the filesystem holds round-trips; a time before
+/// 1970 made the rollback panic, `recover` panic, and every later run
+/// refuse.
+#[test]
+fn times_before_1970_round_trip_through_rollback_and_recovery() {
+    let env = Env::new();
+    victim_tree(&env);
+    let old = rustix::fs::Timespec {
+        tv_sec: -31_536_001,
+        tv_nsec: 987_654_321,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: old,
+        last_modification: old,
+    };
+    for p in ["m/c.txt", "m/victim"] {
+        rustix::fs::utimensat(rustix::fs::CWD, env.path(p), &times, rustix::fs::AtFlags::empty()).unwrap();
+    }
+    let ops = json!([
+        {"op": "set-times", "fd": 0, "path": "c.txt", "seconds": 1},
+        open(0, "victim/new", &["create"], &["write"]),
+    ]);
+    rolled_back(&env, ops.clone());
+    let before = snapshot_full(&env.path("m"));
+    let flow = fsops_flow(&env, &ops, true);
+    let crashed = env.stepback_env(
+        &["run", flow.to_str().unwrap()],
+        &[("STEPBACK_FAULT", "crash-before-op:3")],
+    );
+    assert!(crashed.killed(), "{}", crashed.stdout());
+    env.stepback(&["recover"]).expect_code(0);
+    same(&before, &env.path("m"), "after recovery");
+}

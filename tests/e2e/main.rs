@@ -7,6 +7,7 @@ mod support;
 mod cache;
 mod deploy_files;
 mod example;
+mod fuzz;
 mod hardening;
 mod history;
 mod inspect;

@@ -341,6 +341,13 @@ pub fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Asserts two full snapshots are equal, naming what differs.
 pub fn assert_same_full(before: &FullSnapshot, after: &FullSnapshot, what: &str) {
+    if let Some(diff) = diff_full(before, after, what) {
+        panic!("{diff}");
+    }
+}
+
+/// What differs between two full snapshots, if anything.
+pub fn diff_full(before: &FullSnapshot, after: &FullSnapshot, what: &str) -> Option<String> {
     let differing: Vec<String> = before
         .keys()
         .chain(after.keys())
@@ -376,12 +383,13 @@ pub fn assert_same_full(before: &FullSnapshot, after: &FullSnapshot, what: &str)
             )
         })
         .collect();
-    assert!(
-        differing.is_empty(),
-        "{what}: {} path(s) differ:\n{}",
-        differing.len(),
-        differing.join("\n")
-    );
+    (!differing.is_empty()).then(|| {
+        format!(
+            "{what}: {} path(s) differ:\n{}",
+            differing.len(),
+            differing.join("\n")
+        )
+    })
 }
 
 /// A flow (JSON) with read-write mount `m` whose one step runs the `fsops`

@@ -198,7 +198,7 @@ enum Compensation {
         backup: String,
         dir: Dir,
         name: String,
-        dir_mtime: std::time::SystemTime,
+        dir_mtime: Time,
     },
     /// A hard link made into the backup area is removed again.
     Unlink(String),
@@ -462,11 +462,10 @@ impl RunJournal {
                     dir,
                     name,
                     dir_mtime,
-                } => self.backup.rename(&backup, &dir, &name).and_then(|()| {
-                    let time =
-                        cap_fs_ext::SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(dir_mtime));
-                    dir.set_times(".", None, Some(time))
-                }),
+                } => self
+                    .backup
+                    .rename(&backup, &dir, &name)
+                    .and_then(|()| super::undo::set_mtime(&dir, "", dir_mtime)),
                 Compensation::Unlink(backup) => self.backup.remove_file(&backup),
             };
             clean &= undone.is_ok();
@@ -522,7 +521,7 @@ impl Recorder for RunJournal {
         }
         if meta.nlink() == 1 && self.can_move_aside(meta) && may_own(meta) {
             self.touch_parent(at)?;
-            let dir_mtime = at.dir.dir_metadata()?.modified()?.into_std();
+            let dir_mtime = mtime(&at.dir.dir_metadata()?);
             let (seq, backup) = self.record_saved(at, meta, Change::Replaced)?;
             at.dir.rename(at.name, &self.backup, &backup)?;
             self.call.compensations.push(Compensation::MoveBack {
@@ -747,12 +746,12 @@ fn meta_of(meta: &Metadata, xattrs: Vec<Xattr>) -> Meta {
 
 /// Copies `path` into the backup area as `name`, durably: a reflink clone
 /// (shared blocks, no data copied) where the filesystem supports one
-/// (btrfs, XFS), else `copy_file_range`, else a plain copy.
+/// (btrfs, XFS), else its data extents only (holes stay holes).
 fn clone_or_copy(dir: &Dir, path: &str, backup: &Dir, name: &str) -> io::Result<()> {
     let source = dir.open(path)?.into_std();
     let copy = backup.create(name)?.into_std();
     if rustix::fs::ioctl_ficlone(&copy, &source).is_err() {
-        io::copy(&mut &source, &mut &copy)?;
+        super::sparse::copy_contents(&source, &copy)?;
     }
     copy.sync_all()
 }

@@ -34,6 +34,7 @@ mod markers;
 mod orphans;
 mod record;
 mod runs;
+mod sparse;
 mod undo;
 mod verify;
 

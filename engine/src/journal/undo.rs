@@ -14,7 +14,6 @@ use super::markers::{Markers, footprint};
 use super::record::{Meta, Owner, Record, Time, UndoOp, voided};
 use super::runs::RunDir;
 use super::verify::verify;
-use cap_fs_ext::{DirExt, SystemTimeSpec};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, Permissions};
 use std::collections::{HashMap, HashSet};
@@ -215,13 +214,33 @@ fn clear(dir: &Dir, path: &str) -> io::Result<()> {
     }
 }
 
-fn set_mtime(dir: &Dir, path: &str, time: Time) -> io::Result<()> {
-    let spec = SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(time.to_system()));
-    if dir.symlink_metadata(at(path))?.is_symlink() {
-        dir.set_symlink_times(path, None, Some(spec))
-    } else {
-        dir.set_times(at(path), None, Some(spec))
-    }
+/// Sets the modification time of the entry at `path` (a symlink itself),
+/// any time the filesystem can hold: before 1970 too (`SystemTime`-based
+/// helpers panic on those). The entry's directory is opened beneath `dir`,
+/// so no symlink leads out of it.
+pub(super) fn set_mtime(dir: &Dir, path: &str, time: Time) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_OMIT, utimensat};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: time.0,
+            tv_nsec: time.1.into(),
+        },
+    };
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((parent, name)) => (Some(dir.open_dir(parent)?), name),
+        None => (None, at(path)),
+    };
+    utimensat(
+        parent.as_ref().unwrap_or(dir),
+        name,
+        &times,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
 }
 
 fn set_meta(dir: &Dir, path: &str, meta: &Meta) -> io::Result<()> {
@@ -392,13 +411,15 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             match dir.symlink_metadata(path) {
                 // In place, so that the file's other hard links see it too.
                 Ok(m) if m.is_file() => {
-                    let mut target = dir.open_with(path, OpenOptions::new().write(true).truncate(true))?;
-                    io::copy(&mut backup.open(name)?, &mut target)?;
+                    let target = dir.open_with(path, OpenOptions::new().write(true))?.into_std();
+                    super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
                     target.sync_all()?;
                 }
                 _ => {
                     clear(dir, path)?;
-                    backup.copy(name, dir, path)?;
+                    let target = dir.create(path)?.into_std();
+                    super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
+                    target.sync_all()?;
                 }
             }
             set_meta(dir, path, meta)

@@ -368,7 +368,8 @@ impl HostDescriptor for FsView<'_> {
             let mut r = lock(rec);
             let captured = match &meta {
                 None if oflags.contains(OpenFlags::CREATE) => r.before_create(&entry, NewEntry::File),
-                Some(m) if m.is_file() && !oflags.contains(OpenFlags::EXCLUSIVE) => {
+                // EXCLUSIVE counts only with CREATE: alone, it is ignored.
+                Some(m) if m.is_file() && !oflags.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE) => {
                     if oflags.contains(OpenFlags::TRUNCATE) {
                         r.before_truncate(&entry, m).map(|c| capture = c)
                     } else if flags.contains(DescriptorFlags::WRITE) {

@@ -1,0 +1,240 @@
+//! Model-based fuzzing of the guarantee: a random starting tree (hard
+//! links, symlinks in and out of the mount, sparse files, other owners,
+//! extended attributes, odd modes, times before 1970 and with nanoseconds),
+//! a random sequence of raw `wasi:filesystem` calls through the `fsops`
+//! guest (every open and descriptor flag, `.`, `..`, empty and trailing-slash
+//! paths, symlinks, hard links, descriptors kept open across renames and
+//! deletions, calls meant to fail), then a failure. Property: the mount and
+//! a directory beside it are exactly as before; the same when the engine is
+//! killed at a random journaled operation and `stepback recover` runs.
+//!
+//! proptest shrinks a failing sequence to a minimal one and prints it.
+//! `STEPBACK_FUZZ_CASES` sets the number of sequences (CI's budget is the
+//! default); `STEPBACK_FUZZ_LONG=1` runs batches until stopped, printing
+//! how many sequences were tried.
+
+use crate::hardening::fix_times;
+use crate::support::{Env, diff_full, fsops_flow, snapshot_full};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::{Value, json};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+
+/// Sequences per run of the test in CI.
+const CI_CASES: u32 = 120;
+
+/// Names a path can be made of: entries of the starting tree, names the
+/// sequence may create, and a symlink's way out.
+const NAMES: &[&str] = &[
+    "a", "b", "d", "deep", "g", "n", "s", "h1", "h2", "sparse", "up", "x",
+];
+
+fn name() -> impl Strategy<Value = String> {
+    prop::sample::select(NAMES).prop_map(str::to_owned)
+}
+
+/// A path as a hostile plugin writes it: one to three names, and now and
+/// then `.`, `..`, a trailing slash, an empty path or a way out.
+fn path() -> impl Strategy<Value = String> {
+    let plain = || prop::collection::vec(name(), 1..=3).prop_map(|parts| parts.join("/"));
+    prop_oneof![
+        8 => plain(),
+        1 => plain().prop_map(|p| format!("{p}/")),
+        1 => plain().prop_map(|p| format!("{p}/.")),
+        1 => plain().prop_map(|p| format!("{p}/..")),
+        1 => plain().prop_map(|p| format!("./{p}")),
+        1 => prop::sample::select(vec!["", ".", "..", "../outside/o.txt", "d/../a", "/etc/hostname"])
+            .prop_map(str::to_owned),
+    ]
+}
+
+fn fd() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => Just(0usize), 2 => 1usize..6]
+}
+
+fn subset(all: &'static [&'static str]) -> impl Strategy<Value = Vec<&'static str>> {
+    prop::sample::subsequence(all, 0..=all.len())
+}
+
+fn op() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        6 => (fd(), path(), any::<bool>(), subset(&["create", "directory", "exclusive", "truncate"]),
+              subset(&["read", "write", "mutate-directory", "data-integrity-sync"]))
+            .prop_map(|(fd, path, follow, oflags, flags)| json!({
+                "op": "open", "fd": fd, "path": path, "follow": follow, "oflags": oflags, "flags": flags})),
+        2 => (fd(), path()).prop_map(|(fd, path)| json!({"op": "mkdir", "fd": fd, "path": path})),
+        2 => (fd(), path(), path()).prop_map(|(fd, target, path)|
+            json!({"op": "symlink", "fd": fd, "target": target, "path": path})),
+        2 => (fd(), any::<bool>(), path(), fd(), path()).prop_map(|(fd, follow, path, to_fd, to)|
+            json!({"op": "link", "fd": fd, "follow": follow, "path": path, "to_fd": to_fd, "to": to})),
+        2 => (fd(), path()).prop_map(|(fd, path)| json!({"op": "unlink", "fd": fd, "path": path})),
+        2 => (fd(), path()).prop_map(|(fd, path)| json!({"op": "rmdir", "fd": fd, "path": path})),
+        3 => (fd(), path(), fd(), path()).prop_map(|(fd, path, to_fd, to)|
+            json!({"op": "rename", "fd": fd, "path": path, "to_fd": to_fd, "to": to})),
+        2 => (fd(), prop::option::of(path()), any::<bool>(), prop_oneof![Just(0i64), Just(-1), 1i64..2_000_000_000])
+            .prop_map(|(fd, path, follow, seconds)|
+                json!({"op": "set-times", "fd": fd, "path": path, "follow": follow, "seconds": seconds})),
+        4 => (1usize..6, prop_oneof![0u64..64, Just(1 << 20), Just(5 << 30)], 1u64..9000)
+            .prop_map(|(fd, offset, len)| json!({"op": "write", "fd": fd, "offset": offset, "len": len, "byte": 66})),
+        2 => (1usize..6, prop::option::of(0u64..100), 1u64..5000, 1u32..4)
+            .prop_map(|(fd, offset, len, count)|
+                json!({"op": "stream", "fd": fd, "offset": offset, "len": len, "byte": 67, "count": count})),
+        2 => (1usize..6, prop_oneof![0u64..10, Just(3 << 30)])
+            .prop_map(|(fd, size)| json!({"op": "set-size", "fd": fd, "size": size})),
+        1 => (1usize..6).prop_map(|fd| json!({"op": "close", "fd": fd})),
+    ]
+}
+
+/// A starting tree chosen by `seed`: the same seed, the same tree.
+fn lay_out(env: &Env, seed: u64) {
+    let mut state = seed | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let m = env.path("m");
+    env.write("outside/o.txt", "outside");
+    env.write("m/a", "alpha");
+    env.write("m/b", vec![b'b'; 1 + next(70_000) as usize]);
+    env.write("m/d/g", "golf");
+    env.write("m/d/deep/x", "x-ray");
+    if next(2) == 0 {
+        env.mkdir("m/n");
+    }
+    // A sparse file: 4 KiB of data in 64 MiB.
+    let sparse = fs::File::create(m.join("sparse")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &[1; 4096], 1 << 20).unwrap();
+    // Hard links: within the mount, and across its boundary.
+    fs::hard_link(m.join("a"), m.join("d/h1")).unwrap();
+    fs::hard_link(env.path("outside/o.txt"), m.join("h2")).unwrap();
+    symlink("d", m.join("s")).unwrap();
+    symlink("..", m.join("d/up")).unwrap();
+    if next(2) == 0 {
+        symlink("../outside", m.join("x")).unwrap();
+    }
+    for (rel, mode) in [("a", 0o600), ("b", 0o4755), ("d", 0o750), ("d/deep", 0o700)] {
+        let mode = if next(3) == 0 { 0o644 } else { mode };
+        fs::set_permissions(m.join(rel), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    if rustix::process::geteuid().is_root() {
+        for rel in ["b", "d/g", "s"] {
+            let id = 1000 + next(3) as u32;
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                m.join(rel),
+                Some(rustix::fs::Uid::from_raw(id)),
+                Some(rustix::fs::Gid::from_raw(id)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        }
+    }
+    for rel in ["a", "d", "d/deep"] {
+        let _ = rustix::fs::setxattr(
+            m.join(rel),
+            "user.stepback",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        );
+    }
+    fix_times(&m);
+    fix_times(&env.path("outside"));
+    // One entry from before 1970, with nanoseconds.
+    let old = rustix::fs::Timespec {
+        tv_sec: -86_400 * 365 - next(1000) as i64,
+        tv_nsec: 987_654_321,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: old,
+        last_modification: old,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        m.join("d/g"),
+        &times,
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+}
+
+/// One case: run the sequence and fail; the mount and `outside/` must be as
+/// they were. With `crash_at`, the engine is killed before that journaled
+/// operation, and `recover` must bring them back.
+fn check(seed: u64, ops: &[Value], crash_at: Option<u64>) -> Result<(), TestCaseError> {
+    let env = Env::new();
+    lay_out(&env, seed);
+    let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
+    let flow = fsops_flow(&env, &Value::Array(ops.to_vec()), true);
+    let flow = flow.to_str().unwrap();
+    let fault = crash_at.map(|n| format!("crash-before-op:{n}"));
+    let vars: Vec<(&str, &str)> = fault.iter().map(|f| ("STEPBACK_FAULT", f.as_str())).collect();
+    let run = env.stepback_env(&["run", flow], &vars);
+    let said = format!(
+        "seed {seed}, crash at {crash_at:?}, calls:\n{}\n--- stdout\n{}\n--- stderr\n{}",
+        serde_json::to_string(ops).unwrap(),
+        run.stdout(),
+        run.stderr()
+    );
+    if run.killed() {
+        let recovered = env.stepback(&["recover"]);
+        prop_assert_eq!(
+            recovered.code(),
+            0,
+            "recover failed after a crash:\n{}\n{}",
+            said,
+            recovered.stdout()
+        );
+    } else {
+        prop_assert_eq!(run.code(), 1, "the flow did not roll back cleanly:\n{}", said);
+        prop_assert!(run.stdout().contains("every path restored"), "{}", said);
+    }
+    let after = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
+    let differs = diff_full(&before.0, &after.0, "the mount")
+        .or_else(|| diff_full(&before.1, &after.1, "outside the mount"));
+    if let Some(why) = differs {
+        return Err(TestCaseError::fail(format!("{why}\n{said}")));
+    }
+    Ok(())
+}
+
+fn case() -> impl Strategy<Value = (u64, Vec<Value>, Option<u64>)> {
+    (
+        any::<u64>(),
+        prop::collection::vec(op(), 1..40),
+        prop_oneof![3 => Just(None), 1 => (1u64..40).prop_map(Some)],
+    )
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 400,
+        ..Config::default()
+    })
+}
+
+#[test]
+fn random_sequences_of_calls_are_rolled_back_exactly() {
+    let long = std::env::var_os("STEPBACK_FUZZ_LONG").is_some();
+    let cases = std::env::var("STEPBACK_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CI_CASES);
+    let mut tried = 0u64;
+    loop {
+        let result = runner(cases).run(&case(), |(seed, ops, crash)| check(seed, &ops, crash));
+        tried += u64::from(cases);
+        if let Err(e) = result {
+            panic!("after {tried} sequences (the last batch's count included): {e}");
+        }
+        println!("fuzz: {tried} sequences tried, 0 failures");
+        if !long {
+            break;
+        }
+    }
+}
