@@ -55,6 +55,7 @@ fn describe(state: &Option<EntryState>) -> String {
 
 /// Reverses committed run `id`.
 pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result<RollbackReport, UndoError> {
+    crate::state::ensure_private(state_dir).map_err(UndoError::Io)?;
     let store = RunStore::new(state_dir);
     let dir = store.get(id).ok_or_else(|| UndoError::NoSuchRun(id.to_owned()))?;
     let (mut writer, records) = JournalWriter::resume(&dir.journal()).map_err(|e| UndoError::Io(e.into()))?;

@@ -36,6 +36,7 @@ pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<RunSummary>> {
 
 /// Rolls back every abandoned run.
 pub fn recover(state_dir: &Path, fault: Fault) -> anyhow::Result<Vec<Recovered>> {
+    crate::state::ensure_private(state_dir)?;
     let mut recovered = Vec::new();
     for run in abandoned(state_dir)? {
         let holder = format!("recovery of run {} (pid {})", run.dir.id, std::process::id());

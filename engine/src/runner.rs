@@ -89,6 +89,7 @@ pub async fn run(
     events: &dyn EventSink,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
+    crate::state::ensure_private(&options.state_dir).map_err(RunError::Journal)?;
     let pending = crate::recovery::abandoned(&options.state_dir).map_err(RunError::Journal)?;
     if !pending.is_empty() {
         let runs = pending

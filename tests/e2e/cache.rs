@@ -23,8 +23,11 @@ with = { path = "/out/x", content = "x" }
         .expect_code(0)
         .expect_stderr("plugin builtin:write-file (sha256 ")
         .expect_stderr("compiled and cached");
-    let entries = std::fs::read_dir(&cache).unwrap().count();
-    assert_eq!(entries, 1, "one compiled entry per component");
+    assert_eq!(
+        compiled_entries(&cache).len(),
+        1,
+        "one compiled entry per component"
+    );
     let second = env.stepback_with_cache(&args, &cache);
     second.expect_code(0).expect_stderr("compiled cache hit");
     assert!(
@@ -51,4 +54,58 @@ fn a_corrupt_cache_entry_is_recompiled() {
     env.stepback_with_cache(&args, &cache)
         .expect_code(0)
         .expect_stderr("compiled cache hit");
+}
+
+fn compiled_entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Finding 13: whoever could write the cache could make a later flow load
+/// any compiled code as a plugin. An entry swapped for another valid
+/// artifact (here: another plugin's) fails its keyed digest and is
+/// recompiled, never loaded.
+#[test]
+fn a_replaced_cache_entry_is_never_loaded() {
+    let env = Env::new();
+    env.mkdir("out");
+    let flow = env.flow(
+        flow_head("cache", &["out"], &[])
+            + r#"
+[[steps]]
+name = "write"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = { path = "/out/x", content = "x" }
+[[steps]]
+name = "fail"
+uses = "builtin:fail"
+on-failure = "continue"
+"#,
+    );
+    let cache = env.path("fresh-cache");
+    let args = ["--verbose", "run", flow.to_str().unwrap()];
+    env.stepback_with_cache(&args, &cache).expect_code(0);
+    let entries = compiled_entries(&cache);
+    assert_eq!(entries.len(), 2);
+    let (a, b) = (
+        std::fs::read(&entries[0]).unwrap(),
+        std::fs::read(&entries[1]).unwrap(),
+    );
+    std::fs::write(&entries[0], &b).unwrap();
+    std::fs::write(&entries[1], &a).unwrap();
+    let again = env.stepback_with_cache(&args, &cache);
+    again.expect_code(0);
+    assert_eq!(
+        again.stderr().matches("compiled and cached").count(),
+        2,
+        "a swapped entry was loaded:\n{}",
+        again.stderr()
+    );
+    assert_eq!(std::fs::read_to_string(env.path("out/x")).unwrap(), "x");
 }

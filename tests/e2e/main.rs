@@ -12,6 +12,7 @@ mod hardening;
 mod history;
 mod inspect;
 mod journal;
+mod layout;
 mod limits;
 mod plugin_checks;
 mod policies;

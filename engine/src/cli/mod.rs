@@ -8,7 +8,7 @@ mod show;
 
 use args::{Cli, Command, OutputFormat, PluginCommand, SyncMode};
 use clap::Parser;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use stepback::events::{EventSink, FlowStatus};
@@ -59,6 +59,7 @@ async fn dispatch(cli: Cli) -> u8 {
         .cache_dir
         .clone()
         .unwrap_or_else(|| state::cache_dir(&state_dir));
+    let engine_dirs = [state_dir.clone(), cache_dir.clone()];
     let sandbox = match Sandbox::new(CompiledCache::new(cache_dir), events.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -82,6 +83,7 @@ async fn dispatch(cli: Cli) -> u8 {
                 &args.flow.flow,
                 &args.flow.params,
                 &sandbox,
+                &engine_dirs,
                 events.as_ref(),
                 &options,
             )
@@ -90,19 +92,24 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Undo { run, force } => undo(&state_dir, &run, force),
         Command::Recover => recover(&state_dir),
         Command::Show { run } => show::show(&state_dir, run.as_deref(), cli.output),
-        Command::Validate(args) => validate(&args.flow, &args.params, &sandbox).await,
+        Command::Validate(args) => validate(&args.flow, &args.params, &sandbox, &engine_dirs).await,
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
         } => inspect(&plugin, &sandbox, cli.output).await,
     }
 }
 
-async fn plan(flow: &Path, params: &[(String, String)], sandbox: &Sandbox) -> Result<flow::Plan, u8> {
+async fn plan(
+    flow: &Path,
+    params: &[(String, String)],
+    sandbox: &Sandbox,
+    engine_dirs: &[PathBuf],
+) -> Result<flow::Plan, u8> {
     let source = FlowSource::read(flow).map_err(|d| {
         eprintln!("error: {d}");
         exit::INVALID_INPUT
     })?;
-    flow::validate(&source, params, sandbox)
+    flow::validate(&source, params, sandbox, engine_dirs)
         .await
         .map_err(|diagnostics| {
             eprintln!("{diagnostics}");
@@ -114,10 +121,11 @@ async fn run(
     flow: &Path,
     params: &[(String, String)],
     sandbox: &Sandbox,
+    engine_dirs: &[PathBuf],
     events: &dyn EventSink,
     options: &RunOptions,
 ) -> u8 {
-    let plan = match plan(flow, params, sandbox).await {
+    let plan = match plan(flow, params, sandbox, engine_dirs).await {
         Ok(plan) => plan,
         Err(code) => return code,
     };
@@ -194,8 +202,13 @@ fn recover(state_dir: &Path) -> u8 {
     code
 }
 
-async fn validate(flow: &Path, params: &[(String, String)], sandbox: &Sandbox) -> u8 {
-    match plan(flow, params, sandbox).await {
+async fn validate(
+    flow: &Path,
+    params: &[(String, String)],
+    sandbox: &Sandbox,
+    engine_dirs: &[PathBuf],
+) -> u8 {
+    match plan(flow, params, sandbox, engine_dirs).await {
         Ok(plan) => {
             println!(
                 "{}: flow {:?} is valid: {} step{}, {} mount{}",

@@ -12,21 +12,28 @@ use crate::sandbox::{Limits, Plugin, Sandbox};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 /// Reads, parses and checks a flow against the plugins it uses. Nothing is
 /// changed on the machine: plugins are only asked to describe themselves.
+///
+/// `engine_dirs` are the directories Stepback keeps its own state in (the
+/// state and compiled-cache directories): no mount may contain them or lie
+/// inside them, or a step could rewrite the journal a rollback trusts or
+/// the native code a later run loads.
 pub async fn validate(
     source: &FlowSource,
     overrides: &[(String, String)],
     sandbox: &Sandbox,
+    engine_dirs: &[PathBuf],
 ) -> Result<Plan, Diagnostics> {
     let flow = source.parse().map_err(|d| Diagnostics(vec![d]))?;
     let mut v = Validator {
         source,
         problems: Vec::new(),
         declared_mounts: flow.mounts.iter().map(|m| m.name.clone()).collect(),
+        engine_dirs: engine_dirs.iter().map(|d| canonical_lenient(d)).collect(),
     };
     let params = v.params(&flow, overrides);
     let mounts = v.mounts(&flow.mounts, &params);
@@ -50,6 +57,27 @@ struct Validator<'a> {
     /// Every mount name the flow declares, valid or not: a step naming an
     /// invalid mount is not told the mount is undefined as well.
     declared_mounts: HashSet<String>,
+    /// Stepback's own directories, canonical.
+    engine_dirs: Vec<PathBuf>,
+}
+
+/// `path` with symlinks resolved as far as it exists: a state directory
+/// need not exist yet to be protected.
+fn canonical_lenient(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            return missing.iter().rev().fold(c, |acc: PathBuf, part| acc.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 impl Validator<'_> {
@@ -152,9 +180,61 @@ impl Validator<'_> {
                 guest: decl.guest.clone(),
                 access: decl.access,
             };
+            if let Some(problem) = self.layout_problem(&mount, mounts.values()) {
+                self.report(&field.key("host"), problem);
+                continue;
+            }
             mounts.insert(decl.name.clone(), mount);
         }
         mounts
+    }
+
+    /// Why `mount` cannot be mounted beside `others`, if it cannot: it holds
+    /// or lies in Stepback's own directories; it is another mount's
+    /// directory again; or it overlaps another mount where either is
+    /// read-write (a step could then change one mount through the other,
+    /// replacing it by a symlink or moving it, behind the journal).
+    fn layout_problem<'m>(&self, mount: &Mount, others: impl Iterator<Item = &'m Mount>) -> Option<String> {
+        let host = &mount.host;
+        let shown = host.display();
+        for dir in &self.engine_dirs {
+            if dir.starts_with(host) {
+                return Some(format!(
+                    "host path {shown} contains {}, where Stepback keeps its journals and compiled plugins: a step could forge them. Mount a directory that does not contain it (or move it with --state-dir / --cache-dir)",
+                    dir.display()
+                ));
+            }
+            if host.starts_with(dir) {
+                return Some(format!(
+                    "host path {shown} lies inside {}, where Stepback keeps its journals and compiled plugins: mount a directory outside it",
+                    dir.display()
+                ));
+            }
+        }
+        for other in others {
+            if &other.host == host {
+                return Some(format!(
+                    "host path {shown} is mounted already, as '{}': mount a directory once and list that mount in every step that needs it",
+                    other.name
+                ));
+            }
+            let (outer, inner) = match () {
+                _ if host.starts_with(&other.host) => (other, mount),
+                _ if other.host.starts_with(host) => (mount, other),
+                _ => continue,
+            };
+            if mount.access == Access::ReadWrite || other.access == Access::ReadWrite {
+                return Some(format!(
+                    "host path {shown} overlaps mount '{}' ({}): '{}' lies inside '{}' and one of them is read-write, so a step could change one through the other behind the journal. Mount only '{}', or directories beside each other",
+                    other.name,
+                    other.host.display(),
+                    inner.name,
+                    outer.name,
+                    outer.name
+                ));
+            }
+        }
+        None
     }
 
     async fn steps(

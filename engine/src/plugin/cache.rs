@@ -9,7 +9,11 @@
 //! renamed, so a crash never leaves a half-written entry.
 //!
 //! Loading an entry runs native code from it: the cache directory must be
-//! writable only by the user running Stepback.
+//! this user's and writable by no one else (checked, see
+//! [`crate::state::ensure_private`]), and every entry is checked against a
+//! keyed digest (HMAC-SHA256, in a file beside it, under a key only this
+//! user can read) before it is loaded: an entry replaced by anything that
+//! cannot read the key is recompiled, never run.
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -43,30 +47,80 @@ impl CompiledCache {
     /// The component for `bytes`, from the cache or freshly compiled (and
     /// then stored). Returns the component's SHA-256 in hex too.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> anyhow::Result<(Component, CacheOutcome, String)> {
+        crate::state::ensure_private(&self.dir).context("the compiled-plugin cache")?;
+        let key = self.key().context("the compiled-plugin cache's key")?;
         let sha = hex(&Sha256::digest(bytes));
         let entry = self.dir.join(format!("{sha}-{}.cwasm", engine_key(engine)));
-        if entry.is_file() {
-            // SAFETY: entries are written only by `store` below, from
-            // `Component::serialize` output, into a directory owned by the
-            // operator; wasmtime re-checks compatibility on load.
-            if let Ok(component) = unsafe { Component::deserialize_file(engine, &entry) } {
+        if let Some(artifact) = verified(&entry, &key) {
+            // SAFETY: the artifact's keyed digest proves it was written by
+            // `store` below, from `Component::serialize` output; wasmtime
+            // re-checks compatibility on load.
+            if let Ok(component) = unsafe { Component::deserialize(engine, &artifact) } {
                 return Ok((component, CacheOutcome::Hit, sha));
             }
         }
         let component = Component::new(engine, bytes)?;
-        self.store(&entry, &component)
+        self.store(&entry, &component, &key)
             .with_context(|| format!("writing compiled plugin to the cache at {}", entry.display()))?;
         Ok((component, CacheOutcome::Compiled, sha))
     }
 
-    fn store(&self, entry: &Path, component: &Component) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+    fn store(&self, entry: &Path, component: &Component, key: &[u8]) -> anyhow::Result<()> {
         let artifact = component.serialize()?;
+        let digest = mac(key, &artifact);
         let tmp = entry.with_extension(format!("tmp.{}", std::process::id()));
         std::fs::write(&tmp, artifact)?;
         std::fs::rename(&tmp, entry)?;
+        std::fs::write(&tmp, hex(&digest))?;
+        std::fs::rename(&tmp, digest_path(entry))?;
         Ok(())
     }
+
+    /// The cache's key, made on first use: 32 random bytes, readable by
+    /// this user only.
+    fn key(&self) -> std::io::Result<Vec<u8>> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join("key");
+        match std::fs::read(&path) {
+            Ok(key) if key.len() == 32 => return Ok(key),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut key = vec![0; 32];
+        let mut filled = 0;
+        while filled < key.len() {
+            filled += rustix::rand::getrandom(&mut key[filled..], rustix::rand::GetRandomFlags::empty())?;
+        }
+        let tmp = self.dir.join(format!("key.tmp.{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?
+            .write_all(&key)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(key)
+    }
+}
+
+/// The artifact in `entry`, if its digest matches.
+fn verified(entry: &Path, key: &[u8]) -> Option<Vec<u8>> {
+    let artifact = std::fs::read(entry).ok()?;
+    let digest = std::fs::read_to_string(digest_path(entry)).ok()?;
+    (digest.trim() == hex(&mac(key, &artifact))).then_some(artifact)
+}
+
+fn digest_path(entry: &Path) -> PathBuf {
+    entry.with_extension("cwasm.mac")
+}
+
+fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
 }
 
 fn engine_key(engine: &Engine) -> String {

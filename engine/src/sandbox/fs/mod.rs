@@ -50,7 +50,7 @@ pub struct LayerMount {
 pub struct FsLayer {
     recorder: Option<Arc<Mutex<dyn Recorder>>>,
     mounts: Vec<LayerMount>,
-    /// The mount each directory descriptor belongs to, by resource rep.
+    /// The mount each descriptor belongs to, by resource rep.
     nodes: HashMap<u32, usize>,
     parents: Parents,
 }
@@ -224,11 +224,11 @@ impl FsView<'_> {
             .delete(Resource::<types::Descriptor>::new_own(rep));
     }
 
-    /// Remembers the mount of a directory descriptor `fd` opened from `from`.
+    /// Remembers the mount of a new descriptor: paths are resolved
+    /// relative to a directory's, and `set-times` on a file's changes an
+    /// entry of that mount.
     fn remember(&mut self, fd: &Resource<types::Descriptor>, mount: usize) {
-        if matches!(self.inner.table.get(fd), Ok(Descriptor::Dir(_))) {
-            self.layer.nodes.insert(fd.rep(), mount);
-        }
+        self.layer.nodes.insert(fd.rep(), mount);
     }
 
     /// Where a descriptor itself is in its mount, for a change made
@@ -242,8 +242,8 @@ impl FsView<'_> {
                 Some(&m) => (d.dir.clone(), m),
                 None => return Ok(None),
             },
-            Descriptor::File(f) => match self.file_mounts(fd) {
-                Some(m) => (f.file.clone(), m),
+            Descriptor::File(f) => match self.layer.nodes.get(&fd.rep()) {
+                Some(&m) => (f.file.clone(), m),
                 None => return Ok(None),
             },
         };
@@ -256,11 +256,6 @@ impl FsView<'_> {
             .metadata()
             .map_err(fs_error)?;
         Ok(Some((mount, rel, meta)))
-    }
-
-    /// The mount a file descriptor was opened in.
-    fn file_mounts(&self, fd: &Resource<types::Descriptor>) -> Option<usize> {
-        self.layer.nodes.get(&fd.rep()).copied()
     }
 
     /// Tells the recorder (when the call was captured) how it ended.
