@@ -341,3 +341,17 @@ fn times_before_1970_round_trip_through_rollback_and_recovery() {
     env.stepback(&["recover"]).expect_code(0);
     same(&before, &env.path("m"), "after recovery");
 }
+
+/// Finding 17: a file name with a newline printed a fake line in `show`.
+#[test]
+fn file_names_are_shown_escaped() {
+    let env = Env::new();
+    victim_tree(&env);
+    let ops = json!([open(0, "evil\nrun 1 committed\u{1b}[2K", &["create"], &["write"])]);
+    let flow = fsops_flow(&env, &ops, false);
+    env.stepback(&["run", flow.to_str().unwrap()]).expect_code(0);
+    let show = env.stepback(&["show", &crate::journal::runs(&env)[0]]);
+    show.expect_code(0)
+        .expect_stdout("m:/evil\\nrun 1 committed\\u{1b}[2K");
+    assert!(!show.stdout().lines().any(|l| l.starts_with("run 1 committed")));
+}

@@ -1,6 +1,7 @@
 //! Output for people: one line per step with its status and duration, the
 //! log of a failed step, and with `--verbose` what happens as it happens.
 
+use super::escape::clean;
 use std::sync::Mutex;
 use stepback::events::{Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
 use stepback::plugin::{CacheOutcome, PluginInfo};
@@ -43,12 +44,13 @@ impl EventSink for Reporter {
                 *self.width.lock().expect("width lock") = steps.iter().map(String::len).max().unwrap_or(0);
                 let n = steps.len();
                 println!(
-                    "flow {flow}: {n} step{} (run {run_id})",
+                    "flow {}: {n} step{} (run {run_id})",
+                    clean(&flow),
                     if n == 1 { "" } else { "s" }
                 );
             }
             Event::StepLog { step, level, message } if self.verbose => {
-                eprintln!("  [{step}] {}{message}", level_tag(level));
+                eprintln!("  [{}] {}{}", clean(&step), level_tag(level), clean(&message));
             }
             Event::StepFinished {
                 step,
@@ -77,12 +79,13 @@ impl EventSink for Reporter {
                 } else {
                     format_millis(millis)
                 };
-                println!("  {tag:<7} {step:<width$}  {time:>7}  {text}");
+                let step = clean(&step);
+                println!("  {tag:<7} {step:<width$}  {time:>7}  {}", clean(&text));
                 if matches!(status, StepStatus::Failed | StepStatus::FailedIgnored) && !self.verbose {
                     print_log(&log);
                 }
             }
-            Event::Warning { message } => eprintln!("warning: {message}"),
+            Event::Warning { message } => eprintln!("warning: {}", clean(&message)),
             Event::RollbackStarted { changes, .. } => {
                 println!(
                     "rolling back {changes} recorded change{}",
@@ -106,7 +109,7 @@ impl EventSink for Reporter {
                         problems.len()
                     );
                     for problem in problems {
-                        println!("  {problem}");
+                        println!("  {}", clean(&problem));
                     }
                 }
             }
@@ -117,10 +120,13 @@ impl EventSink for Reporter {
                 failed_step,
                 ..
             } => match status {
-                FlowStatus::Succeeded => println!("flow {flow} succeeded in {}", format_millis(millis)),
+                FlowStatus::Succeeded => {
+                    println!("flow {} succeeded in {}", clean(&flow), format_millis(millis))
+                }
                 FlowStatus::Failed => println!(
-                    "flow {flow} failed at step '{}' after {}",
-                    failed_step.unwrap_or_default(),
+                    "flow {} failed at step '{}' after {}",
+                    clean(&flow),
+                    clean(&failed_step.unwrap_or_default()),
                     format_millis(millis)
                 ),
             },
@@ -135,7 +141,7 @@ fn print_log(log: &[LogLine]) {
     }
     println!("          log:");
     for line in log {
-        println!("          | {}{}", level_tag(line.level), line.message);
+        println!("          | {}{}", level_tag(line.level), clean(&line.message));
     }
 }
 
@@ -160,12 +166,17 @@ fn format_millis(millis: f64) -> String {
 }
 
 pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], exports: &[String]) {
-    println!("{} {} ({})", info.name, info.version, plugin.label);
-    println!("  {}", info.description);
+    println!(
+        "{} {} ({})",
+        clean(&info.name),
+        clean(&info.version),
+        clean(&plugin.label)
+    );
+    println!("  {}", clean(&info.description));
     println!("  sha256: {}", plugin.sha256);
     println!("needs:");
     for need in &info.needs.mounts {
-        println!("  mount {:?}: {:?}", need.role, need.access);
+        println!("  mount {:?}: {:?}", clean(&need.role), need.access);
     }
     println!("  exec: {}, network: {}", info.needs.exec, info.needs.network);
     println!("config schema:");

@@ -2,6 +2,7 @@
 //! the library, and maps the outcome to an exit code.
 
 mod args;
+mod escape;
 mod human;
 mod json;
 mod show;

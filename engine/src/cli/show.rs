@@ -1,6 +1,7 @@
 //! `stepback show`: the record of runs.
 
 use super::args::OutputFormat;
+use super::escape::clean;
 use super::exit;
 use std::path::Path;
 use stepback::journal::{Change, Record, RunState, RunStore, UndoOp};
@@ -53,7 +54,7 @@ fn list(store: &RunStore) -> u8 {
         println!(
             "{}  {:<20}  {}  {}",
             run.dir.id,
-            run.flow,
+            clean(&run.flow),
             run.started,
             state_text(run.state)
         );
@@ -74,7 +75,8 @@ fn state_text(state: RunState) -> String {
 fn print_run(id: &str, records: &[Record]) {
     if let Some(Record::Begin { flow, started, .. }) = records.first() {
         println!(
-            "run {id} of flow '{flow}', started {started}: {}",
+            "run {id} of flow '{}', started {started}: {}",
+            clean(flow),
             state_text(RunState::of(records))
         );
     }
@@ -82,20 +84,21 @@ fn print_run(id: &str, records: &[Record]) {
     let voided = stepback::journal::voided(records);
     for record in records {
         match record {
-            Record::Step { index, name } => println!("step {index} '{name}':"),
+            Record::Step { index, name } => println!("step {index} '{}':", clean(name)),
             Record::Undo { seq, .. } if voided.contains(seq) => {}
             Record::Undo {
                 mount, change, undo, ..
             } => {
                 if let Some(line) = describe(*change, undo) {
-                    println!("  {line:<40} {mount}:/{}", undo.path());
+                    let line = clean(&line);
+                    println!("  {line:<40} {mount}:/{}", clean(undo.path()));
                 }
             }
             Record::Undone { .. } => undone += 1,
             Record::RolledBack { problems } => {
                 println!("rollback: {undone} changes undone");
                 for p in problems {
-                    println!("  NOT RESTORED {p}");
+                    println!("  NOT RESTORED {}", clean(p));
                 }
             }
             Record::Committed => println!("committed"),

@@ -24,7 +24,13 @@ impl Host for StepState {
         self.record_log(level, message);
     }
 
-    fn progress(&mut self, done: u64, total: Option<u64>, unit: String) {
+    fn progress(&mut self, done: u64, total: Option<u64>, mut unit: String) {
+        use super::state::{MAX_UNIT, MAX_UNITS};
+        unit.truncate(unit.floor_char_boundary(MAX_UNIT));
+        if !self.progress.contains_key(&unit) && self.progress.len() >= MAX_UNITS {
+            self.dropped.progress += 1;
+            return;
+        }
         let now = Instant::now();
         let entry = self.progress.entry(unit.clone()).or_insert((0, None, None));
         let due = entry

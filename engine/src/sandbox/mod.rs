@@ -282,6 +282,7 @@ impl Sandbox {
             }),
         };
         let mut log = std::mem::take(&mut store.data_mut().log);
+        log.extend(store.data().dropped_line());
         for (level, output) in [(LogLevel::Stdout, &stdout), (LogLevel::Stderr, &stderr)] {
             log.extend(
                 output
@@ -331,6 +332,8 @@ impl Sandbox {
             events: self.events.clone(),
             log: Vec::new(),
             progress: Default::default(),
+            log_bytes: 0,
+            dropped: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

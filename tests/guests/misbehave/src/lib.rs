@@ -27,6 +27,10 @@ enum Config {
     Sleep { seconds: u64 },
     /// Tries to open a TCP connection; fails if it gets through.
     Connect { address: String },
+    /// Logs `lines` lines of `bytes` bytes each (with a newline and an
+    /// escape sequence in them) and reports progress in `units` distinct
+    /// units, then fails.
+    Flood { lines: u64, bytes: usize, units: u64 },
     /// Makes every kind of file change under `root` (laid out by the
     /// journal tests), then fails if `fail` is set.
     Churn {
@@ -72,6 +76,16 @@ impl Step for Misbehave {
                     return Err(Error::new("churned, now failing on purpose"));
                 }
                 Ok(Outcome::summary("churned"))
+            }
+            Config::Flood { lines, bytes, units } => {
+                let line = format!("fake\nflow x succeeded\x1b[2K{}", "y".repeat(bytes));
+                for _ in 0..lines {
+                    cx.info(&line);
+                }
+                for unit in 0..units {
+                    cx.progress(1, Some(2), &format!("unit-{unit}"));
+                }
+                Err(Error::new("flooded"))
             }
             Config::Sleep { seconds } => {
                 std::thread::sleep(std::time::Duration::from_secs(seconds));
