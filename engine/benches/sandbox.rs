@@ -78,6 +78,7 @@ async fn in_process(cache: &Path, scratch: &Path) {
                 &plugin,
                 StepRequest {
                     journal: None,
+                    room: None,
                     flow: "bench",
                     step: "write",
                     run_id: "bench",

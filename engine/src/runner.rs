@@ -5,7 +5,8 @@
 use crate::events::{Event, EventSink, FlowStatus, StepStatus};
 use crate::flow::{Access, Mount, OnFailure, Plan};
 use crate::journal::{
-    Durability, Fault, MountFs, MountLocks, Problem, RollbackReport, RunDir, RunJournal, RunStore, rollback,
+    Durability, Fault, MountFs, MountLocks, Problem, RollbackReport, Room, RunDir, RunJournal, RunStore,
+    rollback,
 };
 use crate::sandbox::{FailureReason, Sandbox, StepFailure, StepRequest, StepRun};
 use std::path::PathBuf;
@@ -23,6 +24,9 @@ pub struct RunOptions {
     /// Off: nothing is recorded and a failed flow is not rolled back (for
     /// measuring the journal's cost, or flows that must not keep backups).
     pub journal: bool,
+    /// Bytes kept free on every filesystem the run writes to, beyond the
+    /// copies a rollback may write back ([`crate::journal::Room`]).
+    pub reserve: u64,
 }
 
 /// Why a run did not start. Nothing was changed.
@@ -157,6 +161,7 @@ pub async fn run(
         let start = Instant::now();
         let request = StepRequest {
             journal: journal.as_ref().map(|j| j.journal.clone()),
+            room: journal.as_ref().map(|j| j.room.clone()),
             flow: &plan.name,
             step: &step.name,
             run_id: &run_id,
@@ -261,6 +266,7 @@ async fn run_step(
 /// A run's journal and where it is kept.
 struct Journaled {
     journal: Arc<Mutex<RunJournal>>,
+    room: Arc<Room>,
     dir: RunDir,
 }
 
@@ -277,6 +283,7 @@ impl Journaled {
             .map(|m| MountFs::open(&m.name, &m.host))
             .collect::<std::io::Result<Vec<_>>>()?;
         let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let room = Arc::new(Room::new(options.reserve));
         let journal = RunJournal::begin(
             &dir,
             &plan.name,
@@ -284,9 +291,11 @@ impl Journaled {
             mounts,
             options.durability,
             options.fault,
+            room.clone(),
         )?;
         Ok(Journaled {
             journal: Arc::new(Mutex::new(journal)),
+            room,
             dir,
         })
     }

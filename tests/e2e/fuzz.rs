@@ -11,7 +11,8 @@
 //! proptest shrinks a failing sequence to a minimal one and prints it.
 //! `STEPBACK_FUZZ_CASES` sets the number of sequences (CI's budget is the
 //! default); `STEPBACK_FUZZ_LONG=1` runs batches until stopped, printing
-//! how many sequences were tried.
+//! how many sequences were tried. For a long run beside other work, test a
+//! copy of the binary: `STEPBACK_TEST_BIN=/tmp/stepback`.
 
 use crate::hardening::fix_times;
 use crate::support::{Env, diff_full, fsops_flow, snapshot_full};

@@ -6,6 +6,7 @@ mod support;
 
 mod cache;
 mod deploy_files;
+mod disk_full;
 mod example;
 mod fuzz;
 mod hardening;

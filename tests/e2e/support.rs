@@ -61,7 +61,11 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str], cache: &Path) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stepback"));
+        // STEPBACK_TEST_BIN: a copy of the binary to test, so that a long
+        // fuzzing run goes on while the tree is rebuilt.
+        let bin =
+            std::env::var_os("STEPBACK_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stepback").into());
+        let mut command = Command::new(bin);
         command
             .args(args)
             .env("STEPBACK_STATE_DIR", self.path("state"))

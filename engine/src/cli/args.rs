@@ -108,6 +108,19 @@ pub struct RunArgs {
     /// journal's cost, or first installs where there is nothing to restore.
     #[arg(long)]
     pub no_journal: bool,
+
+    /// Free space kept on every filesystem the run writes to, beyond the
+    /// copies a rollback may write back: a step's write that would leave
+    /// less fails with "no space", so the rollback always has room.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub reserve: u64,
+}
+
+/// A size such as `64MiB`, `1GB` or `4096`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|s| s.as_u64())
+        .map_err(|e| format!("{text:?} is not a size (such as 64MiB): {e}"))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -75,6 +75,7 @@ async fn dispatch(cli: Cli) -> u8 {
                 fault: Fault::from_env(),
                 keep: args.keep,
                 journal: !args.no_journal,
+                reserve: args.reserve,
                 durability: match args.sync {
                     SyncMode::Strict => Durability::Strict,
                     SyncMode::Process => Durability::Process,

@@ -33,6 +33,7 @@ use super::fault::Fault;
 use super::log::{Durability, JournalWriter};
 use super::orphans;
 use super::record::{Change, EntryState, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr};
+use super::room::Room;
 use super::runs::RunDir;
 use cap_fs_ext::DirExt;
 use cap_std::ambient_authority;
@@ -41,6 +42,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Room a record needs, checked against the reserve: more than any record
+/// but one naming a path near `PATH_MAX`.
+const RECORD_ROOM: u64 = 8 << 10;
 
 /// A flow mount, opened as a capability: every path below is resolved
 /// beneath its root, never following a symlink out of it.
@@ -228,9 +234,12 @@ pub struct RunJournal {
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
     fault: Fault,
+    room: Arc<Room>,
 }
 
 impl RunJournal {
+    /// Starts the journal of run `run_dir`; `room` is the free-space
+    /// reserve its records and copies must leave.
     pub fn begin(
         run_dir: &RunDir,
         flow: &str,
@@ -238,6 +247,7 @@ impl RunJournal {
         mounts: Vec<MountFs>,
         durability: Durability,
         fault: Fault,
+        room: Arc<Room>,
     ) -> io::Result<RunJournal> {
         let mut writer = JournalWriter::create(&run_dir.journal())?.with_durability(durability);
         writer.append(&Record::Begin {
@@ -265,6 +275,7 @@ impl RunJournal {
             created_trees: BTreeSet::new(),
             paths: BTreeSet::new(),
             fault,
+            room,
         })
     }
 
@@ -327,6 +338,7 @@ impl RunJournal {
     fn record(&mut self, mount: &str, change: Change, undo: UndoOp, deferred: bool) -> io::Result<u64> {
         let seq = self.seq + 1;
         self.fault.before_capture(seq)?;
+        self.room.check(self.writer.file(), RECORD_ROOM)?;
         self.paths.insert((mount.to_owned(), undo.path().to_owned()));
         if let UndoOp::Renamed { from, .. } = &undo {
             self.paths.insert((mount.to_owned(), from.clone()));
@@ -405,7 +417,9 @@ impl RunJournal {
     fn copy_aside(&mut self, at: &Entry, meta: &Metadata, change: Change) -> io::Result<()> {
         let backup = format!("{}", self.seq + 1);
         self.fault.before_capture(self.seq + 1)?;
+        self.room.check(&self.backup, meta.len())?;
         clone_or_copy(at.dir, at.name, &self.backup, &backup)?;
+        self.room.add_copy(meta.len());
         let undo = UndoOp::Copied {
             path: at.rel(),
             backup,

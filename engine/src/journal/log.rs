@@ -113,6 +113,11 @@ impl JournalWriter {
         self.sync()
     }
 
+    /// The journal file, to check the room left on its filesystem.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Makes everything written so far durable.
     pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
@@ -131,8 +136,14 @@ impl JournalWriter {
         self.write_bytes(line(record)?.as_bytes())
     }
 
+    /// Appends whole lines or nothing: a write cut short (disk full, I/O
+    /// error) is cut back, so that no torn record stands before the
+    /// records written after it.
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
+        if let Err(e) = self.file.write_all(bytes) {
+            self.file.set_len(self.len)?;
+            return Err(e);
+        }
         self.len += bytes.len() as u64;
         Ok(())
     }

@@ -33,6 +33,7 @@ mod log;
 mod markers;
 mod orphans;
 mod record;
+mod room;
 mod runs;
 mod sparse;
 mod undo;
@@ -46,5 +47,6 @@ pub use orphans::adopt_orphans;
 pub use record::{
     Change, EntryState, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr, voided,
 };
+pub use room::Room;
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub use undo::{Problem, RollbackReport, rollback};

@@ -57,6 +57,8 @@ impl std::fmt::Debug for Plugin {
 pub struct StepRequest<'a> {
     /// The run's journal; `None` runs the step unjournaled.
     pub journal: Option<Arc<Mutex<RunJournal>>>,
+    /// The free-space reserve the step's writes must leave.
+    pub room: Option<Arc<crate::journal::Room>>,
     pub flow: &'a str,
     pub step: &'a str,
     pub run_id: &'a str,
@@ -176,7 +178,7 @@ impl Sandbox {
             time: DESCRIBE_TIME,
             ..Limits::default()
         };
-        let (mut store, _, stderr) = self.store("describe", &[], None, Vec::new(), limits)?;
+        let (mut store, _, stderr) = self.store("describe", &[], (None, None), Vec::new(), limits)?;
         let called = tokio::time::timeout(limits.time, async {
             let step = plugin.pre.instantiate_async(&mut store).await?;
             step.call_describe(&mut store).await
@@ -227,7 +229,7 @@ impl Sandbox {
         let (mut store, stdout, stderr) = match self.store(
             request.step,
             request.mounts,
-            request.journal.clone(),
+            (request.journal.clone(), request.room.clone()),
             request.params.clone(),
             limits,
         ) {
@@ -299,7 +301,7 @@ impl Sandbox {
         &self,
         step: &str,
         mounts: &[Mount],
-        journal: Option<Arc<Mutex<RunJournal>>>,
+        (journal, room): (Option<Arc<Mutex<RunJournal>>>, Option<Arc<crate::journal::Room>>),
         params: Vec<(String, String)>,
         limits: Limits,
     ) -> anyhow::Result<(Store<StepState>, CapturedOutput, CapturedOutput)> {
@@ -316,7 +318,7 @@ impl Sandbox {
                         .with_context(|| format!("opening mount {} at {}", m.name, m.host.display()))?,
                 })
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let state = StepState {
             wasi: Wasi {
                 ctx: wasi_ctx(mounts, &stdout, &stderr)?,
@@ -324,6 +326,7 @@ impl Sandbox {
             },
             fs: FsLayer::new(
                 journal.map(|j| j as Arc<Mutex<dyn crate::journal::Recorder>>),
+                room,
                 layer_mounts,
             ),
             limiter: MemoryLimiter::new(limits.memory),

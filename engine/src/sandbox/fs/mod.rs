@@ -17,7 +17,7 @@ mod resolve;
 mod stream;
 
 use crate::flow::Access;
-use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder};
+use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room};
 use cap_std::fs::{FileTypeExt, Metadata};
 use resolve::{Parent, Parents, Resolved, rel_of, resolve};
 use std::collections::HashMap;
@@ -49,6 +49,8 @@ pub struct LayerMount {
 /// The per-step state of the layer.
 pub struct FsLayer {
     recorder: Option<Arc<Mutex<dyn Recorder>>>,
+    /// The reserve that writes to journaled mounts must leave free.
+    room: Option<Arc<Room>>,
     mounts: Vec<LayerMount>,
     /// The mount each descriptor belongs to, by resource rep.
     nodes: HashMap<u32, usize>,
@@ -58,9 +60,14 @@ pub struct FsLayer {
 impl FsLayer {
     /// `recorder` is `None` when nothing the step does needs recording
     /// (describing a plugin, or a run with journaling off).
-    pub fn new(recorder: Option<Arc<Mutex<dyn Recorder>>>, mounts: Vec<LayerMount>) -> FsLayer {
+    pub fn new(
+        recorder: Option<Arc<Mutex<dyn Recorder>>>,
+        room: Option<Arc<Room>>,
+        mounts: Vec<LayerMount>,
+    ) -> FsLayer {
         FsLayer {
             recorder,
+            room,
             mounts,
             nodes: HashMap::new(),
             parents: Parents::default(),
@@ -638,7 +645,12 @@ impl HostDescriptor for FsView<'_> {
     // Writes through a descriptor need no capture here: a descriptor can
     // write only if it was opened for writing, and `open_at` captured the
     // file then (or the run created it).
+    // (Writes still leave the free-space reserve: see [`Room`].)
     async fn set_size(&mut self, fd: Resource<types::Descriptor>, size: Filesize) -> FsResult<()> {
+        if let Some((file, room)) = self.room_for(&fd)? {
+            let now = file.metadata().map_err(fs_error)?.len();
+            room.check(&*file, size.saturating_sub(now)).map_err(fs_error)?;
+        }
         self.inner.set_size(fd, size).await
     }
 
@@ -648,6 +660,9 @@ impl HostDescriptor for FsView<'_> {
         buf: Vec<u8>,
         offset: Filesize,
     ) -> FsResult<Filesize> {
+        if let Some((file, room)) = self.room_for(&fd)? {
+            room.check(&*file, buf.len() as u64).map_err(fs_error)?;
+        }
         self.inner.write(fd, buf, offset).await
     }
 
@@ -657,13 +672,15 @@ impl HostDescriptor for FsView<'_> {
         offset: Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
         let file = self.writable_file(&fd)?;
-        let stream: DynOutputStream = Box::new(FileStream::at(file, offset));
+        let room = self.room_for(&fd)?.map(|(_, room)| room);
+        let stream: DynOutputStream = Box::new(FileStream::at(file, offset, room));
         Ok(self.inner.table.push(stream)?)
     }
 
     fn append_via_stream(&mut self, fd: Resource<types::Descriptor>) -> FsResult<Resource<DynOutputStream>> {
         let file = self.writable_file(&fd)?;
-        let stream: DynOutputStream = Box::new(FileStream::append(file));
+        let room = self.room_for(&fd)?.map(|(_, room)| room);
+        let stream: DynOutputStream = Box::new(FileStream::append(file, room));
         Ok(self.inner.table.push(stream)?)
     }
 
@@ -777,6 +794,24 @@ impl HostDescriptor for FsView<'_> {
 }
 
 impl FsView<'_> {
+    /// A file descriptor of a journaled mount and the reserve its writes
+    /// must leave; `None` where there is no reserve to keep.
+    fn room_for(
+        &self,
+        fd: &Resource<types::Descriptor>,
+    ) -> FsResult<Option<(Arc<std::fs::File>, Arc<Room>)>> {
+        let (Some(room), Some(&mount)) = (&self.layer.room, self.layer.nodes.get(&fd.rep())) else {
+            return Ok(None);
+        };
+        if self.layer.mounts[mount].access != Access::ReadWrite {
+            return Ok(None);
+        }
+        match self.inner.table.get(fd)? {
+            Descriptor::File(f) => Ok(Some((f.file.clone(), room.clone()))),
+            Descriptor::Dir(_) => Ok(None),
+        }
+    }
+
     /// The file of a descriptor a stream may write to, checked as
     /// wasmtime-wasi checks it.
     fn writable_file(&self, fd: &Resource<types::Descriptor>) -> FsResult<Arc<std::fs::File>> {

@@ -8,6 +8,7 @@
 //! `WasiCtxBuilder::allow_blocking_current_thread`), so when a step is
 //! over, so are its writes.
 
+use crate::journal::Room;
 use bytes::Bytes;
 use std::fs::File;
 use std::io;
@@ -20,6 +21,8 @@ const CAPACITY: usize = 64 << 10;
 
 pub(super) struct FileStream {
     file: Arc<File>,
+    /// The free-space reserve each write must leave.
+    room: Option<Arc<Room>>,
     /// Where the next write goes; `None`: at the end (append).
     position: Option<u64>,
     state: State,
@@ -33,23 +36,28 @@ enum State {
 }
 
 impl FileStream {
-    pub(super) fn at(file: Arc<File>, position: u64) -> FileStream {
+    pub(super) fn at(file: Arc<File>, position: u64, room: Option<Arc<Room>>) -> FileStream {
         FileStream {
             file,
+            room,
             position: Some(position),
             state: State::Open,
         }
     }
 
-    pub(super) fn append(file: Arc<File>) -> FileStream {
+    pub(super) fn append(file: Arc<File>, room: Option<Arc<Room>>) -> FileStream {
         FileStream {
             file,
+            room,
             position: None,
             state: State::Open,
         }
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Some(room) = &self.room {
+            room.check(&*self.file, bytes.len() as u64)?;
+        }
         match &mut self.position {
             Some(p) => {
                 self.file.write_all_at(bytes, *p)?;

@@ -1,0 +1,84 @@
+//! A full disk: the free-space reserve keeps room for the rollback, so a
+//! step that fills the filesystem fails cleanly and is rolled back
+//! exactly, its journal and backups on the same filesystem.
+
+use crate::hardening::fix_times;
+use crate::support::{Env, assert_same_full, fsops_flow, snapshot_full};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs at {} (the test needs root)",
+            at.display()
+        );
+        SmallFs(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Finding 14 and principle 7: mount, journal and backups on one small
+/// filesystem; the step copies a 2 MiB file aside (it will be written
+/// back), shrinks it, then writes until the disk is "full", then deletes
+/// and renames: everything is rolled back, with room to spare.
+#[test]
+fn a_step_that_fills_the_disk_is_rolled_back_exactly() {
+    let env = Env::new();
+    let _fs = SmallFs::mount(&env.path("small"), "24m");
+    env.write("small/m/big.bin", vec![5u8; 2 << 20]);
+    env.write("small/m/a.txt", "alpha");
+    env.write("small/m/d/b.txt", "bravo");
+    fix_times(&env.path("small/m"));
+    let before = snapshot_full(&env.path("small/m"));
+    let mut ops = vec![
+        json!({"op": "open", "fd": 0, "path": "big.bin", "flags": ["write"]}),
+        json!({"op": "set-size", "fd": 1, "size": 0}),
+        json!({"op": "open", "fd": 0, "path": "fill", "oflags": ["create"], "flags": ["write"]}),
+    ];
+    for i in 0..40u64 {
+        ops.push(json!({"op": "write", "fd": 2, "offset": i << 20, "len": 1 << 20, "byte": 1}));
+    }
+    ops.push(json!({"op": "unlink", "fd": 0, "path": "a.txt"}));
+    ops.push(json!({"op": "rename", "fd": 0, "path": "d", "to_fd": 0, "to": "e"}));
+    // The flow file's mount is m, relative to the flow file: put it beside m.
+    let flow = fsops_flow(&env, &json!(ops), true);
+    let flow_in_small = env.path("small/flow.json");
+    std::fs::copy(&flow, &flow_in_small).unwrap();
+    let state = env.path("small/state");
+    let run = env.stepback(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "run",
+        "--reserve",
+        "4MiB",
+        flow_in_small.to_str().unwrap(),
+    ]);
+    run.expect_code(1)
+        .expect_stdout("insufficient-space")
+        .expect_stdout("every path restored");
+    assert_same_full(
+        &before,
+        &snapshot_full(&env.path("small/m")),
+        "after filling the disk",
+    );
+    env.stepback(&["--state-dir", state.to_str().unwrap(), "show"])
+        .expect_code(0)
+        .expect_stdout("rolled back");
+}
