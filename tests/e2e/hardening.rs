@@ -355,3 +355,12 @@ fn file_names_are_shown_escaped() {
         .expect_stdout("m:/evil\\nrun 1 committed\\u{1b}[2K");
     assert!(!show.stdout().lines().any(|l| l.starts_with("run 1 committed")));
 }
+
+/// Found by the fuzzer: CREATE on an existing file (no WRITE, no
+/// TRUNCATE) opens it writable, and a write through it went uncaptured.
+#[test]
+fn create_on_an_existing_file_is_captured_like_a_write_open() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(&env, json!([open(0, "c.txt", &["create"], &[]), write(1, 0, 3)]));
+}

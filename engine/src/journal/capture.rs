@@ -607,15 +607,8 @@ impl Recorder for RunJournal {
             }
             return Ok(());
         }
-        if to_meta.is_none() {
-            let undo = UndoOp::Created {
-                path: to_path.clone(),
-                tree: false,
-                ino: Some(id.ino),
-            };
-            let seq = self.record(to.mount, Change::Renamed, undo, false)?;
-            self.done(seq);
-        }
+        // (Where nothing was at `to`, the rename is that path's first
+        // record, which tells verification it must be absent again.)
         let undo = UndoOp::Renamed {
             from: from.rel(),
             to: to_path,

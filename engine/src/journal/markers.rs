@@ -5,7 +5,7 @@ use super::capture::MountFs;
 use super::log::JournalWriter;
 use super::record::{Record, UndoOp};
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, ErrorKind};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// What an undo touches: an entry itself (its existence, contents or
@@ -55,15 +55,15 @@ pub(super) fn footprint(mount: &str, op: &UndoOp) -> Footprint {
 /// file's backup is gone, a removed entry is absent), so it cannot change a
 /// directory listing or times again; it can only clobber an entry that an
 /// older undo of the batch put at the same path, or beneath a subtree.
-fn overlaps(a: &(String, String, Touches), b: &(String, String, Touches)) -> bool {
+fn overlaps(a: (&str, &str, Touches), b: (&str, &str, Touches)) -> bool {
     let under = |p: &str, dir: &str| {
         p == dir || dir.is_empty() || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
     };
     use Touches::*;
     a.0 == b.0
         && match (a.2, b.2) {
-            (Subtree, _) => under(&b.1, &a.1),
-            (_, Subtree) => under(&a.1, &b.1),
+            (Subtree, _) => under(b.1, a.1),
+            (_, Subtree) => under(a.1, b.1),
             (Entry, Entry) => a.1 == b.1,
             (Listing, _) | (_, Listing) => false,
         }
@@ -107,21 +107,19 @@ impl<'a> Markers<'a> {
 
     /// Called before an undo with this footprint is applied.
     pub(super) fn before(&mut self, footprint: &Footprint, writer: &mut JournalWriter) -> io::Result<()> {
-        let clash = footprint.iter().any(|f| {
-            let same_path = self
-                .touched
-                .get(&(f.0.clone(), f.1.clone()))
-                .into_iter()
-                .flatten();
-            same_path
-                .into_iter()
-                .any(|t| overlaps(f, &(f.0.clone(), f.1.clone(), *t)))
-                || self.subtrees.iter().any(|s| overlaps(f, s))
-                || (f.2 == Touches::Subtree
+        let clash = footprint.iter().any(|(m, p, t)| {
+            let f = (m.as_str(), p.as_str(), *t);
+            let at_path = self.touched.get(&(m.clone(), p.clone())).into_iter().flatten();
+            at_path.into_iter().any(|t| overlaps(f, (m, p, *t)))
+                || self
+                    .subtrees
+                    .iter()
+                    .any(|(sm, sp, st)| overlaps(f, (sm, sp, *st)))
+                || (*t == Touches::Subtree
                     && self
                         .touched
                         .iter()
-                        .any(|((m, p), ts)| ts.iter().any(|t| overlaps(f, &(m.clone(), p.clone(), *t)))))
+                        .any(|((tm, tp), ts)| ts.iter().any(|t| overlaps(f, (tm, tp, *t)))))
         });
         if clash || self.seqs.len() >= Self::BATCH {
             self.flush(writer)
@@ -166,14 +164,28 @@ impl<'a> Markers<'a> {
             return Ok(());
         }
         for path in std::mem::take(&mut self.to_sync) {
-            match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
-                Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            sync_entry(&path)?;
         }
         writer.append_all(self.seqs.drain(..).map(|seq| Record::Undone { seq }))?;
         self.touched.clear();
         self.subtrees.clear();
         Ok(())
+    }
+}
+
+/// Makes a restored file or directory durable. Never follows a symlink
+/// (which could lead out of the mount) and never waits on a special file
+/// (opening a FIFO blocks): those, and entries gone since, need no sync.
+fn sync_entry(path: &Path) -> io::Result<()> {
+    use rustix::fs::{FileType, Mode, OFlags, fstat, open};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    match FileType::from_raw_mode(fstat(&fd)?.st_mode) {
+        FileType::RegularFile | FileType::Directory => Ok(rustix::fs::fsync(&fd)?),
+        _ => Ok(()),
     }
 }

@@ -410,16 +410,15 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             }
             match dir.symlink_metadata(path) {
                 // In place, so that the file's other hard links see it too.
+                // (Synced with the rest of its batch, before its marker.)
                 Ok(m) if m.is_file() => {
                     let target = dir.open_with(path, OpenOptions::new().write(true))?.into_std();
                     super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
-                    target.sync_all()?;
                 }
                 _ => {
                     clear(dir, path)?;
                     let target = dir.create(path)?.into_std();
                     super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
-                    target.sync_all()?;
                 }
             }
             set_meta(dir, path, meta)

@@ -125,7 +125,9 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
                 Err(format!("modification time not restored ({}s)", m.mtime()))
             }
         }
-        (UndoOp::Renamed { .. }, _) => Ok(()),
+        // The first record of `to`: nothing was there before the run.
+        (UndoOp::Renamed { .. }, Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
+        (UndoOp::Renamed { .. }, Ok(m)) => Err(format!("should not exist, but is {}", found(&m))),
         (_, Err(e)) => Err(format!("missing after rollback: {e}")),
         (_, Ok(m)) => Err(format!("has the wrong type: {}", found(&m))),
     }

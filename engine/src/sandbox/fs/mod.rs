@@ -374,10 +374,9 @@ impl HostDescriptor for FsView<'_> {
                 Some(m) if m.is_file() && !oflags.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE) => {
                     if oflags.contains(OpenFlags::TRUNCATE) {
                         r.before_truncate(&entry, m).map(|c| capture = c)
-                    } else if flags.contains(DescriptorFlags::WRITE) {
-                        r.before_write_open(&entry, m)
                     } else {
-                        Ok(())
+                        // CREATE on an existing file opens it for writing too.
+                        r.before_write_open(&entry, m)
                     }
                 }
                 _ => Ok(()),
