@@ -10,6 +10,9 @@
 //! - B3: roll B2 back; compared with B2's own step time.
 //! - B4: deploy one 1 GiB file vs `cp`.
 //! - B5: `stepback recover` after a crash with 10,000 undo records.
+//! - B6: roll back 20,000 renames, against the step that made them.
+//! - B7: roll back 20,000 mixed changes to existing files (overwrites,
+//!   appends, deletions, time changes, renames), against their step.
 //!
 //! Every run is a `stepback` process with a warm compiled cache; step
 //! times come from its JSON events, so process start-up is excluded there.
@@ -187,6 +190,108 @@ fn main() {
     if wanted("B4") {
         b4(&bench, &root);
     }
+    if wanted("B6") || wanted("B7") {
+        churn_tree(&root);
+    }
+    if wanted("B6") {
+        b6_b7(&bench, &root, "B6", "20,000 renames", renames());
+    }
+    if wanted("B7") {
+        b6_b7(
+            &bench,
+            &root,
+            "B7",
+            "20,000 mixed changes to existing files",
+            mixed(),
+        );
+    }
+}
+
+const CHURN: usize = 20_000;
+
+/// 20,000 files of 4 KiB in 200 directories, for B6 and B7.
+fn churn_tree(root: &Path) {
+    for i in 0..CHURN {
+        let dir = root.join(format!("churn/d{:03}", i / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{:03}", i % 100)), vec![i as u8; 4096]).unwrap();
+    }
+}
+
+fn churn_name(i: usize) -> String {
+    format!("d{:03}/f{:03}", i / 100, i % 100)
+}
+
+/// Renames every file of the churn tree within its directory.
+fn renames() -> Vec<serde_json::Value> {
+    (0..CHURN)
+        .map(|i| {
+            let to = churn_name(i).replace("/f", "/g");
+            serde_json::json!({"op": "rename", "fd": 0, "path": churn_name(i), "to_fd": 0, "to": to})
+        })
+        .collect()
+}
+
+/// One change to every file of the churn tree, five kinds in turn.
+fn mixed() -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut ops = Vec::new();
+    let mut fds = 0;
+    for i in 0..CHURN {
+        let path = churn_name(i);
+        match i % 5 {
+            0 | 1 => {
+                let (oflags, offset) = if i % 5 == 0 {
+                    (vec!["truncate"], 0)
+                } else {
+                    (vec![], 4096)
+                };
+                ops.push(json!({"op": "open", "fd": 0, "path": path, "oflags": oflags, "flags": ["write"]}));
+                fds += 1;
+                ops.push(json!({"op": "write", "fd": fds, "offset": offset, "len": 16, "byte": 7}));
+                ops.push(json!({"op": "close", "fd": fds}));
+            }
+            2 => ops.push(json!({"op": "unlink", "fd": 0, "path": path})),
+            3 => ops.push(json!({"op": "set-times", "fd": 0, "path": path, "seconds": 1_000_000})),
+            _ => {
+                let to = path.replace("/f", "/h");
+                ops.push(json!({"op": "rename", "fd": 0, "path": path, "to_fd": 0, "to": to}));
+            }
+        }
+    }
+    ops
+}
+
+/// Runs `ops` on the churn tree in a step that then fails: the step's
+/// time against its rollback's.
+fn b6_b7(bench: &Bench, root: &Path, name: &str, what: &str, ops: Vec<serde_json::Value>) {
+    println!("{name}: roll back {what} (median of {RUNS})");
+    let flow = serde_json::json!({
+        "name": name,
+        "mounts": [{"name": "churn", "host": "churn", "guest": "/churn", "access": "read-write"}],
+        "steps": [{
+            "name": "churn",
+            "uses": format!("{}/fsops.wasm", env!("STEPBACK_PLUGIN_DIR")),
+            "mounts": ["churn"],
+            "limits": {"time": "1h", "memory": "1GiB"},
+            "with": {"ops": ops, "fail": true},
+        }],
+    });
+    let file = root.join(format!("{name}.json"));
+    std::fs::write(&file, flow.to_string()).unwrap();
+    let (mut step, mut rollback) = (vec![], vec![]);
+    for _ in 0..RUNS {
+        let m = bench.stepback(&["run", file.to_str().unwrap()], None);
+        step.push(m.steps);
+        rollback.push(m.rollback.expect("the flow is rolled back"));
+    }
+    let (s, r) = (median(step), median(rollback));
+    println!(
+        "  step {}  rollback {}  rollback/step {} (target <= 0.5)",
+        ms(s),
+        ms(r),
+        ratio(r, s)
+    );
 }
 
 fn b1(bench: &Bench, root: &Path) {

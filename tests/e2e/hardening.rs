@@ -364,3 +364,18 @@ fn create_on_an_existing_file_is_captured_like_a_write_open() {
     victim_tree(&env);
     rolled_back(&env, json!([open(0, "c.txt", &["create"], &[]), write(1, 0, 3)]));
 }
+
+/// Found by the fuzzer: truncating one name of a hard-linked file, then
+/// deleting the other, was restored right but reported as not restored
+/// (the deleted name's record gave the size after the truncation).
+#[test]
+fn a_truncated_then_deleted_hard_link_is_verified_by_its_original_size() {
+    let env = Env::new();
+    victim_tree(&env);
+    fs::hard_link(env.path("m/c.txt"), env.path("m/dir1/c2")).unwrap();
+    fix_times(&env.path("m"));
+    rolled_back(
+        &env,
+        json!([open(0, "dir1/c2", &["truncate"], &[]), {"op": "unlink", "fd": 0, "path": "dir1/../c.txt"}]),
+    );
+}

@@ -179,8 +179,9 @@ pub trait Recorder: Send {
 struct Known {
     /// Inodes the run created: they need no capture, wherever they are.
     fresh: HashSet<FileId>,
-    /// Inodes whose original contents are saved in a copy.
-    preserved: HashSet<FileId>,
+    /// Inodes whose original contents are saved in a copy, with their
+    /// size then: what a later record of the same inode must say it was.
+    preserved: HashMap<FileId, u64>,
     /// Entries whose original mtime is recorded.
     times_saved: HashSet<FileId>,
 }
@@ -189,7 +190,7 @@ struct Known {
 enum Mark {
     /// The call creates a new inode (identified by [`Outcome`]).
     Fresh,
-    Preserved(FileId),
+    Preserved(FileId, u64),
     TimesSaved(FileId),
     /// The file created by the call replaces `backup`, moved aside: it
     /// takes over its mode, owner and extended attributes.
@@ -367,7 +368,11 @@ impl RunJournal {
 
     /// Saves the mtime of the directory holding `at`, once per run.
     fn touch_parent(&mut self, at: &Entry) -> io::Result<()> {
-        if self.is_fresh(at.dir_id) || self.known.times_saved.contains(&at.dir_id) {
+        let pending = |m: &Mark| matches!(m, Mark::TimesSaved(id) if *id == at.dir_id);
+        if self.is_fresh(at.dir_id)
+            || self.known.times_saved.contains(&at.dir_id)
+            || self.call.marks.iter().any(pending)
+        {
             return Ok(());
         }
         let meta = at.dir.dir_metadata()?;
@@ -395,10 +400,18 @@ impl RunJournal {
         let named = orphans::name(self.seq + 1, change, at.mount, &path);
         let deferred = named.is_some();
         let backup = named.unwrap_or_else(|| format!("{}", self.seq + 1));
+        // Its size when the run started: its contents may have changed
+        // since they were copied, and the copy's undo puts them back.
+        let size = self
+            .known
+            .preserved
+            .get(&FileId::of(meta))
+            .copied()
+            .unwrap_or(meta.len());
         let saved = UndoOp::Saved {
             path,
             backup: backup.clone(),
-            size: meta.len(),
+            size,
             ino: meta.ino(),
         };
         Ok((self.record(at.mount, change, saved, deferred)?, backup))
@@ -427,7 +440,9 @@ impl RunJournal {
             meta: meta_of(meta, Vec::new()),
         };
         let seq = self.record(at.mount, change, undo, false)?;
-        self.call.marks.push(Mark::Preserved(FileId::of(meta)));
+        self.call
+            .marks
+            .push(Mark::Preserved(FileId::of(meta), meta.len()));
         self.done(seq);
         Ok(())
     }
@@ -530,7 +545,7 @@ impl Recorder for RunJournal {
 
     fn before_truncate(&mut self, at: &Entry, meta: &Metadata) -> io::Result<Capture> {
         let id = FileId::of(meta);
-        if self.is_fresh(id) || self.known.preserved.contains(&id) {
+        if self.is_fresh(id) || self.known.preserved.contains_key(&id) {
             return Ok(Capture::Nothing);
         }
         if meta.nlink() == 1 && self.can_move_aside(meta) && may_own(meta) {
@@ -555,7 +570,7 @@ impl Recorder for RunJournal {
 
     fn before_write_open(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
         let id = FileId::of(meta);
-        if self.is_fresh(id) || self.known.preserved.contains(&id) {
+        if self.is_fresh(id) || self.known.preserved.contains_key(&id) {
             return Ok(());
         }
         self.copy_aside(at, meta, Change::Modified)
@@ -638,8 +653,8 @@ impl Recorder for RunJournal {
                         self.known.fresh.insert(id);
                     }
                 }
-                Mark::Preserved(id) => {
-                    self.known.preserved.insert(id);
+                Mark::Preserved(id, size) => {
+                    self.known.preserved.insert(id, size);
                 }
                 Mark::TimesSaved(id) => {
                     self.known.times_saved.insert(id);

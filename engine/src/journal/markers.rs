@@ -4,7 +4,7 @@
 use super::capture::MountFs;
 use super::log::JournalWriter;
 use super::record::{Record, UndoOp};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -83,9 +83,13 @@ pub(super) struct Markers<'a> {
     backup: PathBuf,
     seqs: Vec<u64>,
     /// What the batch touched, by path (a path can be touched as an entry
-    /// and as a listing), and the subtrees it touched, which are rare.
+    /// and as a listing); the paths it touched as subtrees; and every
+    /// directory above a touched path. With these, whether a new undo
+    /// clashes with the batch is a few lookups per path component, not a
+    /// scan of the batch (a rollback of 20,000 renames is 40,000 subtrees).
     touched: HashMap<(String, String), Vec<Touches>>,
-    subtrees: Vec<(String, String, Touches)>,
+    subtrees: HashSet<(String, String)>,
+    above: HashSet<(String, String)>,
     /// Host paths whose changes must be durable before the markers.
     to_sync: BTreeSet<PathBuf>,
 }
@@ -100,7 +104,8 @@ impl<'a> Markers<'a> {
             backup,
             seqs: Vec::new(),
             touched: HashMap::new(),
-            subtrees: Vec::new(),
+            subtrees: HashSet::new(),
+            above: HashSet::new(),
             to_sync: BTreeSet::new(),
         }
     }
@@ -108,18 +113,15 @@ impl<'a> Markers<'a> {
     /// Called before an undo with this footprint is applied.
     pub(super) fn before(&mut self, footprint: &Footprint, writer: &mut JournalWriter) -> io::Result<()> {
         let clash = footprint.iter().any(|(m, p, t)| {
-            let f = (m.as_str(), p.as_str(), *t);
-            let at_path = self.touched.get(&(m.clone(), p.clone())).into_iter().flatten();
-            at_path.into_iter().any(|t| overlaps(f, (m, p, *t)))
-                || self
-                    .subtrees
-                    .iter()
-                    .any(|(sm, sp, st)| overlaps(f, (sm, sp, *st)))
-                || (*t == Touches::Subtree
-                    && self
-                        .touched
-                        .iter()
-                        .any(|((tm, tp), ts)| ts.iter().any(|t| overlaps(f, (tm, tp, *t)))))
+            let key = (m.clone(), p.clone());
+            let at_path = self.touched.get(&key).into_iter().flatten();
+            // At the same path, as `overlaps` says; beneath a subtree of
+            // the batch; or, as a subtree, above anything the batch touched.
+            at_path
+                .into_iter()
+                .any(|touched| overlaps((m, p, *t), (m, p, *touched)))
+                || ancestors(p).any(|a| self.subtrees.contains(&(m.clone(), a.to_owned())))
+                || (*t == Touches::Subtree && self.above.contains(&key))
         });
         if clash || self.seqs.len() >= Self::BATCH {
             self.flush(writer)
@@ -152,8 +154,11 @@ impl<'a> Markers<'a> {
         }
         self.seqs.push(seq);
         for (mount, path, touches) in footprint {
+            for a in ancestors(&path) {
+                self.above.insert((mount.clone(), a.to_owned()));
+            }
             if touches == Touches::Subtree {
-                self.subtrees.push((mount.clone(), path.clone(), touches));
+                self.subtrees.insert((mount.clone(), path.clone()));
             }
             self.touched.entry((mount, path)).or_default().push(touches);
         }
@@ -169,8 +174,18 @@ impl<'a> Markers<'a> {
         writer.append_all(self.seqs.drain(..).map(|seq| Record::Undone { seq }))?;
         self.touched.clear();
         self.subtrees.clear();
+        self.above.clear();
         Ok(())
     }
+}
+
+/// The directories above `path` in its mount, nearest first, the mount's
+/// root (`""`) last; none for the root itself.
+pub(super) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let parents = std::iter::successors(path.rsplit_once('/').map(|(a, _)| a), |p| {
+        p.rsplit_once('/').map(|(a, _)| a)
+    });
+    parents.chain((!path.is_empty()).then_some(""))
 }
 
 /// Makes a restored file or directory durable. Never follows a symlink
@@ -187,5 +202,28 @@ fn sync_entry(path: &Path) -> io::Result<()> {
     match FileType::from_raw_mode(fstat(&fd)?.st_mode) {
         FileType::RegularFile | FileType::Directory => Ok(rustix::fs::fsync(&fd)?),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_are_listed_nearest_first_down_to_the_root() {
+        assert_eq!(ancestors("a/b/c").collect::<Vec<_>>(), ["a/b", "a", ""]);
+        assert_eq!(ancestors("a").collect::<Vec<_>>(), [""]);
+        assert!(ancestors("").next().is_none());
+    }
+
+    #[test]
+    fn overlapping_footprints_are_told_apart_from_neighbours() {
+        let s = |p| ("m", p, Touches::Subtree);
+        let e = |p| ("m", p, Touches::Entry);
+        let l = |p| ("m", p, Touches::Listing);
+        assert!(overlaps(s("a"), e("a/b")) && overlaps(e("a/b"), s("a")));
+        assert!(overlaps(e("a"), e("a")) && !overlaps(e("a"), e("ab")));
+        assert!(!overlaps(l("a"), e("a")) && !overlaps(s("a"), e("ab")));
+        assert!(!overlaps(s("a"), ("n", "a", Touches::Entry)));
     }
 }

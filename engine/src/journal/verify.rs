@@ -40,9 +40,9 @@ pub(super) fn verify(
 pub(super) fn originals(records: &[Record]) -> Vec<(&str, &UndoOp)> {
     let voided = voided(records);
     let mut seen = HashSet::new();
-    let mut renamed: Vec<(&str, &str)> = Vec::new();
-    let under =
-        |p: &str, dir: &str| p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    // Names a rename or a create gave a new meaning to, by mount: a path
+    // at or beneath one of them is looked up, ancestor by ancestor.
+    let mut renamed: HashSet<(&str, &str)> = HashSet::new();
     let mut out = Vec::new();
     for record in records {
         let Record::Undo { seq, mount, undo, .. } = record else {
@@ -52,15 +52,17 @@ pub(super) fn originals(records: &[Record]) -> Vec<(&str, &UndoOp)> {
             continue;
         }
         let path = undo.path();
-        let moved = renamed
-            .iter()
-            .any(|(m, p)| *m == mount.as_str() && under(path, p));
+        let moved = std::iter::once(path)
+            .chain(super::markers::ancestors(path))
+            .any(|p| renamed.contains(&(mount.as_str(), p)));
         match undo {
             UndoOp::Renamed { from, to } => {
-                renamed.push((mount, from));
-                renamed.push((mount, to));
+                renamed.insert((mount, from));
+                renamed.insert((mount, to));
             }
-            UndoOp::Created { path, .. } => renamed.push((mount, path)),
+            UndoOp::Created { path, .. } => {
+                renamed.insert((mount, path));
+            }
             _ => {}
         }
         if moved || !seen.insert((mount.as_str(), path)) {
