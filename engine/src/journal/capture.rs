@@ -170,6 +170,14 @@ pub trait Recorder: Send {
     /// Before changing the timestamps of the entry at `rel` (`meta`: what
     /// is there).
     fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
+    /// Whether changing the timestamps of the entry `meta` describes needs
+    /// no capture (the run made it, or saved its times already): a caller
+    /// can then skip finding out where it is.
+    fn times_kept(&self, meta: &Metadata) -> bool;
+    /// Whether everything in directory `dir` is the run's own (the run
+    /// made it and moved or linked nothing into it): a change to any entry
+    /// there needs no capture, and a caller need not even look at it.
+    fn owns_all_in(&self, dir: FileId) -> bool;
     /// The call captured since the last `finish` has returned.
     fn finish(&mut self, outcome: Outcome) -> io::Result<()>;
 }
@@ -184,12 +192,17 @@ struct Known {
     preserved: HashMap<FileId, u64>,
     /// Entries whose original mtime is recorded.
     times_saved: HashSet<FileId>,
+    /// Directories the run made that nothing was moved or linked into:
+    /// every entry in them is the run's own, whatever its inode.
+    whole: HashSet<FileId>,
 }
 
 /// Bookkeeping to apply once the call succeeded.
 enum Mark {
     /// The call creates a new inode (identified by [`Outcome`]).
     Fresh,
+    /// The call creates a new directory, with nothing in it but the run's.
+    FreshDir,
     Preserved(FileId, u64),
     TimesSaved(FileId),
     /// The file created by the call replaces `backup`, moved aside: it
@@ -331,6 +344,11 @@ impl RunJournal {
 
     fn is_fresh(&self, id: FileId) -> bool {
         self.known.fresh.contains(&id)
+    }
+
+    /// Whether the entry at `at`, of inode `id`, is the run's own.
+    fn owned(&self, at: &Entry, id: FileId) -> bool {
+        self.is_fresh(id) || self.known.whole.contains(&at.dir_id)
     }
 
     /// Writes an undo record, synced unless `deferred` (its change leaves
@@ -508,7 +526,10 @@ impl RunJournal {
 
 impl Recorder for RunJournal {
     fn before_create(&mut self, at: &Entry, kind: NewEntry) -> io::Result<()> {
-        self.call.marks.push(Mark::Fresh);
+        self.call.marks.push(match kind {
+            NewEntry::Dir => Mark::FreshDir,
+            _ => Mark::Fresh,
+        });
         if self.is_fresh(at.dir_id) {
             return Ok(());
         }
@@ -529,6 +550,8 @@ impl Recorder for RunJournal {
     }
 
     fn before_link(&mut self, at: &Entry) -> io::Result<()> {
+        // The linked inode may not be the run's own.
+        self.known.whole.remove(&at.dir_id);
         if self.is_fresh(at.dir_id) {
             return Ok(());
         }
@@ -545,7 +568,7 @@ impl Recorder for RunJournal {
 
     fn before_truncate(&mut self, at: &Entry, meta: &Metadata) -> io::Result<Capture> {
         let id = FileId::of(meta);
-        if self.is_fresh(id) || self.known.preserved.contains_key(&id) {
+        if self.owned(at, id) || self.known.preserved.contains_key(&id) {
             return Ok(Capture::Nothing);
         }
         if meta.nlink() == 1 && self.can_move_aside(meta) && may_own(meta) {
@@ -570,7 +593,7 @@ impl Recorder for RunJournal {
 
     fn before_write_open(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
         let id = FileId::of(meta);
-        if self.is_fresh(id) || self.known.preserved.contains_key(&id) {
+        if self.owned(at, id) || self.known.preserved.contains_key(&id) {
             return Ok(());
         }
         self.copy_aside(at, meta, Change::Modified)
@@ -578,7 +601,7 @@ impl Recorder for RunJournal {
 
     fn before_remove(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
         self.touch_parent(at)?;
-        if self.is_fresh(FileId::of(meta)) {
+        if self.owned(at, FileId::of(meta)) {
             return Ok(());
         }
         self.save_entry(at, meta, Change::Deleted)
@@ -596,15 +619,19 @@ impl Recorder for RunJournal {
         if to_meta.is_some_and(|t| FileId::of(t) == id) {
             return Ok(());
         }
+        let own = self.owned(from, id);
+        if !own {
+            self.known.whole.remove(&to.dir_id);
+        }
         self.touch_parent(from)?;
         self.touch_parent(to)?;
         if let Some(t) = to_meta
-            && !self.is_fresh(FileId::of(t))
+            && !self.owned(to, FileId::of(t))
         {
             self.save_entry(to, t, Change::Replaced)?;
         }
         let to_path = to.rel();
-        if self.is_fresh(id) {
+        if own {
             // The run's own entry: undo removes it from where it lands,
             // unless that is inside something the run created anyway.
             if !self.is_fresh(to.dir_id) {
@@ -634,11 +661,19 @@ impl Recorder for RunJournal {
     }
 
     fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
-        let id = FileId::of(meta);
-        if self.is_fresh(id) || self.known.times_saved.contains(&id) {
+        if self.times_kept(meta) {
             return Ok(());
         }
         self.save_times(mount, rel, meta)
+    }
+
+    fn times_kept(&self, meta: &Metadata) -> bool {
+        let id = FileId::of(meta);
+        self.is_fresh(id) || self.known.times_saved.contains(&id)
+    }
+
+    fn owns_all_in(&self, dir: FileId) -> bool {
+        self.known.whole.contains(&dir)
     }
 
     fn finish(&mut self, outcome: Outcome) -> io::Result<()> {
@@ -651,6 +686,12 @@ impl Recorder for RunJournal {
                 Mark::Fresh => {
                     if let Some(id) = created {
                         self.known.fresh.insert(id);
+                    }
+                }
+                Mark::FreshDir => {
+                    if let Some(id) = created {
+                        self.known.fresh.insert(id);
+                        self.known.whole.insert(id);
                     }
                 }
                 Mark::Preserved(id, size) => {

@@ -34,17 +34,24 @@ impl Room {
     /// Fails with "no space" unless `len` more bytes can be written to the
     /// filesystem of `file` and leave the reserve free.
     pub fn check(&self, file: impl AsFd, len: u64) -> io::Result<()> {
+        self.headroom(file, len).map(drop)
+    }
+
+    /// Like [`Room::check`]; on success, how many bytes more the
+    /// filesystem of `file` could take after these `len` and still leave
+    /// the reserve free.
+    pub fn headroom(&self, file: impl AsFd, len: u64) -> io::Result<u64> {
         let st = rustix::fs::fstatvfs(file)?;
         let free = st.f_bavail.saturating_mul(st.f_frsize);
         let keep = self.reserve + self.copied.load(Ordering::Relaxed);
-        if free < keep.saturating_add(len) {
+        match free.checked_sub(keep.saturating_add(len)) {
+            Some(left) => Ok(left),
             // ENOSPC itself, so that the guest is told "insufficient
             // space", as the filesystem would.
-            return Err(io::Error::from_raw_os_error(
+            None => Err(io::Error::from_raw_os_error(
                 rustix::io::Errno::NOSPC.raw_os_error(),
-            ));
+            )),
         }
-        Ok(())
     }
 
     /// A copy of `len` bytes was taken: a rollback may write it back.

@@ -52,8 +52,12 @@ pub struct FsLayer {
     /// The reserve that writes to journaled mounts must leave free.
     room: Option<Arc<Room>>,
     mounts: Vec<LayerMount>,
-    /// The mount each descriptor belongs to, by resource rep.
-    nodes: HashMap<u32, usize>,
+    /// What the layer knows of each descriptor, by resource rep.
+    nodes: HashMap<u32, Node>,
+    /// Bytes each mount's filesystem may still take before its free space
+    /// is looked up again for the reserve (a look-up per write would cost
+    /// a system call per file of a deploy).
+    headroom: Vec<u64>,
     parents: Parents,
 }
 
@@ -70,9 +74,20 @@ impl FsLayer {
             room,
             mounts,
             nodes: HashMap::new(),
+            headroom: Vec::new(),
             parents: Parents::default(),
         }
     }
+}
+
+/// What the layer knows of a descriptor.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// Index of its mount.
+    mount: usize,
+    /// It is the run's own (created by the run, or in a directory where
+    /// everything is): changes through it need no capture.
+    own: bool,
 }
 
 /// The linker's `HasData` for the layer.
@@ -163,7 +178,7 @@ impl FsView<'_> {
         &self,
         fd: &Resource<types::Descriptor>,
     ) -> FsResult<Option<(usize, wasmtime_wasi::filesystem::Dir)>> {
-        let Some(&mount) = self.layer.nodes.get(&fd.rep()) else {
+        let Some(&Node { mount, .. }) = self.layer.nodes.get(&fd.rep()) else {
             return Ok(None);
         };
         match self.inner.table.get(fd)? {
@@ -234,35 +249,40 @@ impl FsView<'_> {
     /// Remembers the mount of a new descriptor: paths are resolved
     /// relative to a directory's, and `set-times` on a file's changes an
     /// entry of that mount.
-    fn remember(&mut self, fd: &Resource<types::Descriptor>, mount: usize) {
-        self.layer.nodes.insert(fd.rep(), mount);
+    fn remember(&mut self, fd: &Resource<types::Descriptor>, mount: usize, own: bool) {
+        self.layer.nodes.insert(fd.rep(), Node { mount, own });
     }
 
     /// Where a descriptor itself is in its mount, for a change made
-    /// through it (`set-times`): refused if it has no name in the mount.
+    /// through it (`set-times`), when that change needs capturing; refused
+    /// if it has no name in the mount.
     fn descriptor_entry(
         &self,
         fd: &Resource<types::Descriptor>,
     ) -> FsResult<Option<(usize, String, Metadata)>> {
-        let (file, mount) = match self.inner.table.get(fd)? {
-            Descriptor::Dir(d) => match self.layer.nodes.get(&fd.rep()) {
-                Some(&m) => (d.dir.clone(), m),
-                None => return Ok(None),
-            },
-            Descriptor::File(f) => match self.layer.nodes.get(&fd.rep()) {
-                Some(&m) => (f.file.clone(), m),
-                None => return Ok(None),
-            },
+        let Some(&Node { mount, own }) = self.layer.nodes.get(&fd.rep()) else {
+            return Ok(None);
         };
         let m = &self.layer.mounts[mount];
-        if m.access == Access::ReadOnly || self.layer.recorder.is_none() {
+        let Some(rec) = self
+            .layer
+            .recorder
+            .as_ref()
+            .filter(|_| m.access == Access::ReadWrite && !own)
+        else {
+            return Ok(None);
+        };
+        let file = match self.inner.table.get(fd)? {
+            Descriptor::Dir(d) => d.dir.clone(),
+            Descriptor::File(f) => f.file.clone(),
+        };
+        let meta = Metadata::from_just_metadata(file.metadata().map_err(fs_error)?);
+        // Most such calls are on files the run just made (a deploy sets
+        // each file's time): no need to ask the kernel where they are.
+        if lock(rec).times_kept(&meta) {
             return Ok(None);
         }
-        let rel = rel_of(file.as_fd(), &m.root)?;
-        let meta = cap_std::fs::File::from_std(file.try_clone().map_err(fs_error)?)
-            .metadata()
-            .map_err(fs_error)?;
-        Ok(Some((mount, rel, meta)))
+        Ok(Some((mount, rel_of(file.as_fd(), &m.root)?, meta)))
     }
 
     /// Tells the recorder (when the call was captured) how it ended.
@@ -290,7 +310,7 @@ impl preopens::Host for FsView<'_> {
         let dirs = preopens::Host::get_directories(&mut self.inner)?;
         for (fd, guest) in &dirs {
             if let Some(m) = self.layer.mounts.iter().position(|m| &m.guest == guest) {
-                self.layer.nodes.insert(fd.rep(), m);
+                self.layer.nodes.insert(fd.rep(), Node { mount: m, own: false });
             }
         }
         Ok(dirs)
@@ -340,9 +360,28 @@ impl HostDescriptor for FsView<'_> {
         let Some(name) = target.resolved.name.clone() else {
             // The directory itself: nothing to create or truncate.
             let opened = self.inner.open_at(fd, path_flags, path, oflags, flags).await?;
-            self.remember(&opened, mount);
+            self.remember(&opened, mount, false);
             return Ok(opened);
         };
+        // Where everything is the run's own, nothing needs capturing, or
+        // even looking at (and there are no special files: a guest cannot
+        // make one).
+        let own_dir = target
+            .recorder
+            .as_ref()
+            .is_some_and(|rec| lock(rec).owns_all_in(target.resolved.parent.id));
+        if own_dir {
+            let dir = self.open_parent(&target.resolved.parent)?;
+            let rep = dir.rep();
+            let opened = self
+                .inner
+                .open_at(dir, path_flags, target.resolved.call_name(), oflags, flags)
+                .await;
+            self.close_parent(rep);
+            let opened = opened?;
+            self.remember(&opened, mount, true);
+            return Ok(opened);
+        }
         let meta = target.metadata()?;
         if meta.as_ref().is_some_and(is_special) {
             return Err(ErrorCode::NotPermitted.into());
@@ -422,7 +461,8 @@ impl HostDescriptor for FsView<'_> {
             let _ = outcome;
         }
         let opened = opened?;
-        self.remember(&opened, mount);
+        let own = recorder.is_some() && (meta.is_none() || capture == Capture::MovedAside);
+        self.remember(&opened, mount, own);
         Ok(opened)
     }
 
@@ -646,9 +686,9 @@ impl HostDescriptor for FsView<'_> {
     // file then (or the run created it).
     // (Writes still leave the free-space reserve: see [`Room`].)
     async fn set_size(&mut self, fd: Resource<types::Descriptor>, size: Filesize) -> FsResult<()> {
-        if let Some((file, room)) = self.room_for(&fd)? {
+        if let Some((file, _)) = self.room_for(&fd)? {
             let now = file.metadata().map_err(fs_error)?.len();
-            room.check(&*file, size.saturating_sub(now)).map_err(fs_error)?;
+            self.check_room(&fd, size.saturating_sub(now))?;
         }
         self.inner.set_size(fd, size).await
     }
@@ -659,9 +699,7 @@ impl HostDescriptor for FsView<'_> {
         buf: Vec<u8>,
         offset: Filesize,
     ) -> FsResult<Filesize> {
-        if let Some((file, room)) = self.room_for(&fd)? {
-            room.check(&*file, buf.len() as u64).map_err(fs_error)?;
-        }
+        self.check_room(&fd, buf.len() as u64)?;
         self.inner.write(fd, buf, offset).await
     }
 
@@ -799,7 +837,8 @@ impl FsView<'_> {
         &self,
         fd: &Resource<types::Descriptor>,
     ) -> FsResult<Option<(Arc<std::fs::File>, Arc<Room>)>> {
-        let (Some(room), Some(&mount)) = (&self.layer.room, self.layer.nodes.get(&fd.rep())) else {
+        let (Some(room), Some(&Node { mount, .. })) = (&self.layer.room, self.layer.nodes.get(&fd.rep()))
+        else {
             return Ok(None);
         };
         if self.layer.mounts[mount].access != Access::ReadWrite {
@@ -809,6 +848,26 @@ impl FsView<'_> {
             Descriptor::File(f) => Ok(Some((f.file.clone(), room.clone()))),
             Descriptor::Dir(_) => Ok(None),
         }
+    }
+
+    /// Checks that `len` more bytes written through `fd` leave the reserve
+    /// free. The free space is looked up again only once the writes since
+    /// the last look-up could have used half of what was left.
+    fn check_room(&mut self, fd: &Resource<types::Descriptor>, len: u64) -> FsResult<()> {
+        let Some((file, room)) = self.room_for(fd)? else {
+            return Ok(());
+        };
+        let mount = self.layer.nodes[&fd.rep()].mount;
+        if self.layer.headroom.len() <= mount {
+            self.layer.headroom.resize(mount + 1, 0);
+        }
+        let left = &mut self.layer.headroom[mount];
+        if len <= *left {
+            *left -= len;
+            return Ok(());
+        }
+        *left = room.headroom(&*file, len).map_err(fs_error)? / 2;
+        Ok(())
     }
 
     /// The file of a descriptor a stream may write to, checked as
