@@ -82,3 +82,24 @@ fn a_step_that_fills_the_disk_is_rolled_back_exactly() {
         .expect_code(0)
         .expect_stdout("rolled back");
 }
+
+/// Finding 21: with the mount on another filesystem than the state
+/// directory, originals cannot be moved aside; the copies restored them,
+/// but verification reported "not the original file". (Run as root:
+/// the mount is a tmpfs.)
+#[test]
+fn a_mount_on_another_filesystem_rolls_back_without_false_alarms() {
+    let env = Env::new();
+    let _fs = SmallFs::mount(&env.path("m"), "64m");
+    crate::journal::fixture(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    crate::journal::churn_flow(&env, true);
+    env.stepback(&["run", "flow.toml"])
+        .expect_code(1)
+        .expect_stdout("every path restored");
+    assert_same_full(
+        &before,
+        &snapshot_full(&env.path("m")),
+        "after rollback across filesystems",
+    );
+}

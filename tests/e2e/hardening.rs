@@ -379,3 +379,15 @@ fn a_truncated_then_deleted_hard_link_is_verified_by_its_original_size() {
         json!([open(0, "dir1/c2", &["truncate"], &[]), {"op": "unlink", "fd": 0, "path": "dir1/../c.txt"}]),
     );
 }
+
+/// Finding 18: a symlink target that is not UTF-8 came back with U+FFFD.
+#[test]
+fn symlink_targets_round_trip_as_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    victim_tree(&env);
+    symlink(OsStr::from_bytes(b"target-\xff\xfe"), env.path("m/odd")).unwrap();
+    fix_times(&env.path("m"));
+    rolled_back(&env, json!([{"op": "unlink", "fd": 0, "path": "odd"}]));
+}
