@@ -86,11 +86,16 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
     let holder = format!("undo of run {id} (pid {})", std::process::id());
     let _locks = MountLocks::acquire(state_dir, &mounts, &holder).map_err(UndoError::Io)?;
     let mut drifted = Vec::new();
+    let pinned: std::collections::HashMap<&str, _> = match records.first() {
+        Some(Record::Begin { mounts, .. }) => mounts.iter().map(|m| (m.name.as_str(), m.id)).collect(),
+        _ => Default::default(),
+    };
     let mut opened = std::collections::HashMap::new();
     for (name, host) in &mounts {
+        let id = pinned.get(name.as_str()).copied().flatten();
         opened.insert(
             name.clone(),
-            MountFs::open(name, host).map_err(|e| UndoError::Io(e.into()))?,
+            MountFs::open_pinned(name, host, id).map_err(|e| UndoError::Io(e.into()))?,
         );
     }
     for record in &records {

@@ -119,6 +119,7 @@ pub async fn run(
         .collect();
     let _locks = MountLocks::acquire(&options.state_dir, &lock_list, &holder)
         .map_err(|e| RunError::Busy(format!("{e:#}")))?;
+    let pinned = pin(&plan.mounts).map_err(RunError::Journal)?;
     let journal = match options.journal {
         true => Some(Journaled::open(&run_id, plan, &writable, options).map_err(RunError::Journal)?),
         false => None,
@@ -170,7 +171,17 @@ pub async fn run(
             params: params.clone(),
             limits: step.limits,
         };
-        let run = run_step(sandbox, &step.plugin, request, index, journal.as_ref()).await;
+        let run = match moved_mount(&step.mounts, &pinned) {
+            Some(why) => StepRun {
+                result: Err(StepFailure {
+                    reason: FailureReason::Setup,
+                    message: why,
+                    details: None,
+                }),
+                log: Vec::new(),
+            },
+            None => run_step(sandbox, &step.plugin, request, index, journal.as_ref()).await,
+        };
         let (status, summary, failure) = match run.result {
             Ok(summary) => (StepStatus::Succeeded, summary, None),
             Err(failure) if step.on_failure == OnFailure::Continue => {
@@ -232,6 +243,36 @@ pub async fn run(
         failed_step: report.failed_step().map(|s| s.name.clone()),
     });
     Ok(report)
+}
+
+/// Each mount's directory identity when the run starts: every step must
+/// find the same directories (a mount replaced by another directory, or by
+/// a symlink, between steps would escape the journal).
+fn pin(mounts: &[Mount]) -> anyhow::Result<std::collections::HashMap<String, crate::journal::FileId>> {
+    mounts
+        .iter()
+        .map(|m| Ok((m.name.clone(), MountFs::open(&m.name, &m.host)?.id)))
+        .collect()
+}
+
+/// Why a step cannot run: one of its mounts is no longer the directory the
+/// run started with.
+fn moved_mount(
+    mounts: &[Mount],
+    pinned: &std::collections::HashMap<String, crate::journal::FileId>,
+) -> Option<String> {
+    mounts.iter().find_map(|m| {
+        let now = MountFs::open(&m.name, &m.host).map(|fs| fs.id);
+        match now {
+            Ok(id) if Some(&id) == pinned.get(&m.name) => None,
+            Ok(_) => Some(format!(
+                "mount '{}' ({}) is no longer the directory the run started with: it was replaced or moved",
+                m.name,
+                m.host.display()
+            )),
+            Err(e) => Some(format!("mount '{}' cannot be opened: {e}", m.name)),
+        }
+    })
 }
 
 /// Runs one step, with its records bracketed in the journal; a journal

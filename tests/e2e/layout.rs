@@ -157,3 +157,50 @@ fn flows_whose_mounts_overlap_exclude_each_other() {
     slow.wait().unwrap();
     second.expect_code(0);
 }
+
+/// Principle 4: a mount is pinned by its directory's identity when the run
+/// starts. Replaced between steps (here by another process, while a step
+/// sleeps), the next step is not run on the new directory, and the
+/// rollback leaves the new directory alone instead of undoing the run's
+/// changes there, saying why.
+#[test]
+fn a_mount_replaced_during_a_run_is_neither_used_nor_rolled_back() {
+    let env = Env::new();
+    env.mkdir("m");
+    let text = format!(
+        "name = \"pinned\"\n{}{}[[steps]]\nname = \"sleep\"\nuses = \"{}\"\nmounts = [\"m\"]\nwith = {{ mode = \"sleep\", seconds = 3 }}\n[[steps]]\nname = \"again\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/y\", content = \"y\" }}\n",
+        mount("m", "m", "read-write"),
+        write_step("m"),
+        guest("misbehave")
+    );
+    env.write("flow.toml", text);
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let child = env
+        .command(&["run", "flow.toml"], &cache)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.path("m/x").exists() {
+        assert!(Instant::now() < deadline, "the first step never wrote");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::rename(env.path("m"), env.path("m.old")).unwrap();
+    env.write("m/keep", "not the run's");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("is no longer the directory the run started with"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("is not the directory the run changed"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/keep")).unwrap(),
+        "not the run's"
+    );
+    assert!(!env.path("m/y").exists());
+}

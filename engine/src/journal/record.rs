@@ -201,6 +201,10 @@ pub enum EntryState {
 pub struct MountRecord {
     pub name: String,
     pub host: PathBuf,
+    /// The directory's identity when the run began: rollback, recovery and
+    /// undo act only on that directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<super::capture::FileId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

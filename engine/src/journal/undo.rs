@@ -53,14 +53,14 @@ pub fn rollback(
     let mut mounts = HashMap::new();
     if let Some(Record::Begin { mounts: list, .. }) = records.first() {
         for m in list {
-            match MountFs::open(&m.name, &m.host) {
+            match MountFs::open_pinned(&m.name, &m.host, m.id) {
                 Ok(fs) => {
                     mounts.insert(m.name.clone(), fs);
                 }
                 Err(e) => report.problems.push(Problem {
                     mount: m.name.clone(),
                     path: String::new(),
-                    reason: format!("cannot open {}: {e}", m.host.display()),
+                    reason: format!("cannot open the mount: {e}"),
                 }),
             }
         }
