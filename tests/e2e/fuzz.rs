@@ -15,7 +15,7 @@
 //! copy of the binary: `STEPBACK_TEST_BIN=/tmp/stepback`.
 
 use crate::hardening::fix_times;
-use crate::support::{Env, diff_full, fsops_flow, snapshot_full};
+use crate::support::{Env, diff_full, fsops_flow, set_mtime, snapshot_full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -145,21 +145,7 @@ fn lay_out(env: &Env, seed: u64) {
     fix_times(&m);
     fix_times(&env.path("outside"));
     // One entry from before 1970, with nanoseconds.
-    let old = rustix::fs::Timespec {
-        tv_sec: -86_400 * 365 - next(1000) as i64,
-        tv_nsec: 987_654_321,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: old,
-        last_modification: old,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        m.join("d/g"),
-        &times,
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
+    set_mtime(&m.join("d/g"), -86_400 * 365 - next(1000) as i64, 987_654_321);
 }
 
 /// One case: run the sequence and fail; the mount and `outside/` must be as

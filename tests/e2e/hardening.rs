@@ -5,7 +5,7 @@
 //! exactly as before (contents, types, modes, owners, times, extended
 //! attributes, allocation, hard-link groups).
 
-use crate::support::{Env, FullSnapshot, Run, assert_same_full, fsops_flow, snapshot_full};
+use crate::support::{Env, FullSnapshot, Run, assert_same_full, fsops_flow, set_mtime, snapshot_full};
 use serde_json::{Value, json};
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -43,17 +43,7 @@ pub fn fix_times(root: &Path) {
     }
     all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for (i, p) in all.iter().enumerate() {
-        let t = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: 1_500_000_000,
-                tv_nsec: 0,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: 1_500_000_000 + i as i64 * 7,
-                tv_nsec: 123_456_789,
-            },
-        };
-        rustix::fs::utimensat(rustix::fs::CWD, p, &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        set_mtime(p, 1_500_000_000 + i as i64 * 7, 123_456_789);
     }
 }
 
@@ -315,16 +305,8 @@ fn append_then_remove_rolls_back_without_a_false_alarm() {
 fn times_before_1970_round_trip_through_rollback_and_recovery() {
     let env = Env::new();
     victim_tree(&env);
-    let old = rustix::fs::Timespec {
-        tv_sec: -31_536_001,
-        tv_nsec: 987_654_321,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: old,
-        last_modification: old,
-    };
     for p in ["m/c.txt", "m/victim"] {
-        rustix::fs::utimensat(rustix::fs::CWD, env.path(p), &times, rustix::fs::AtFlags::empty()).unwrap();
+        set_mtime(&env.path(p), -31_536_001, 987_654_321);
     }
     let ops = json!([
         {"op": "set-times", "fd": 0, "path": "c.txt", "seconds": 1},

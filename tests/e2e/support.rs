@@ -411,3 +411,23 @@ pub fn fsops_flow(env: &Env, ops: &serde_json::Value, fail: bool) -> PathBuf {
     });
     env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap())
 }
+
+/// Sets the access and modification times of `path` itself (not what a
+/// symlink points to), any time the filesystem holds: before 1970 too.
+pub fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: seconds,
+        tv_nsec: nanos,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}

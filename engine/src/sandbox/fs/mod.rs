@@ -769,7 +769,6 @@ impl HostDescriptor for FsView<'_> {
         offset: Filesize,
     ) -> FsResult<(Vec<u8>, bool)> {
         use std::os::unix::fs::FileExt;
-        use wasmtime_wasi::filesystem::Descriptor;
         let file = match self.inner.table.get(&fd)? {
             Descriptor::File(f) if len > 64 << 10 => f.file.clone(),
             _ => return self.inner.read(fd, len, offset).await,
