@@ -435,34 +435,31 @@ impl HostDescriptor for FsView<'_> {
             .open_at(dir, path_flags, target.resolved.call_name(), oflags, flags)
             .await;
         self.close_parent(rep);
+        let created = recorder.is_some() && (meta.is_none() || capture == Capture::MovedAside);
         if let Some(rec) = &recorder {
-            let outcome = match &opened {
-                Ok(new) => {
-                    let file = match self.inner.table.get(new)? {
-                        Descriptor::File(f) => Some(f.file.clone()),
-                        Descriptor::Dir(_) => None,
-                    };
-                    let created = (meta.is_none() || capture == Capture::MovedAside)
-                        .then(|| id_at(&target.resolved.parent, &name))
-                        .flatten();
-                    let done = lock(rec).finish(Outcome::Succeeded {
-                        created,
-                        opened: file.as_deref(),
-                    });
-                    if let Err(e) = done {
-                        let new = opened?;
-                        let _ = HostDescriptor::drop(&mut self.inner, new);
-                        return Err(fs_error(e));
-                    }
-                    Ok(())
-                }
-                Err(_) => lock(rec).finish(Outcome::Failed),
+            let file = match &opened {
+                Ok(new) => match self.inner.table.get(new)? {
+                    Descriptor::File(f) => Some(f.file.clone()),
+                    Descriptor::Dir(_) => None,
+                },
+                Err(_) => None,
             };
-            let _ = outcome;
+            let outcome = match &opened {
+                Ok(_) => Outcome::Succeeded {
+                    created: created.then(|| id_at(&target.resolved.parent, &name)).flatten(),
+                    opened: file.as_deref(),
+                },
+                Err(_) => Outcome::Failed,
+            };
+            // A new file that cannot take over its original's attributes
+            // is not handed to the guest.
+            if let (Err(e), Ok(_)) = (lock(rec).finish(outcome), &opened) {
+                let _ = HostDescriptor::drop(&mut self.inner, opened?);
+                return Err(fs_error(e));
+            }
         }
         let opened = opened?;
-        let own = recorder.is_some() && (meta.is_none() || capture == Capture::MovedAside);
-        self.remember(&opened, mount, own);
+        self.remember(&opened, mount, created);
         Ok(opened)
     }
 
