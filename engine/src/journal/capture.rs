@@ -471,8 +471,7 @@ impl RunJournal {
     }
 
     /// Whether an original can be moved or linked into the backup area:
-    /// on the same filesystem, and (for a move, which a new file then
-    /// replaces) with an owner the new file can be given.
+    /// only on the backup area's filesystem (elsewhere it is copied).
     fn can_move_aside(&self, meta: &Metadata) -> bool {
         meta.dev() == self.backup_dev
     }
