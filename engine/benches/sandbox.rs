@@ -79,6 +79,7 @@ async fn in_process(cache: &Path, scratch: &Path) {
                 StepRequest {
                     journal: None,
                     room: None,
+                    pinned: Vec::new(),
                     flow: "bench",
                     step: "write",
                     run_id: "bench",

@@ -168,6 +168,7 @@ pub async fn run(
             run_id: &run_id,
             config: &step.config,
             mounts: &step.mounts,
+            pinned: step.mounts.iter().map(|m| pinned[&m.name].1.clone()).collect(),
             params: params.clone(),
             limits: step.limits,
         };
@@ -245,26 +246,31 @@ pub async fn run(
     Ok(report)
 }
 
-/// Each mount's directory identity when the run starts: every step must
-/// find the same directories (a mount replaced by another directory, or by
-/// a symlink, between steps would escape the journal).
-fn pin(mounts: &[Mount]) -> anyhow::Result<std::collections::HashMap<String, crate::journal::FileId>> {
+/// A mount's directory as the run opened it when it started: its
+/// identity, and the open directory every step's preopen is made from.
+type Pinned = std::collections::HashMap<String, (crate::journal::FileId, Arc<std::fs::File>)>;
+
+/// Opens every mount's directory when the run starts, following no
+/// symlink: every step must find the same directories (a mount replaced by
+/// another directory, or by a symlink, between steps would escape the
+/// journal), and each step's preopen is this very directory.
+fn pin(mounts: &[Mount]) -> anyhow::Result<Pinned> {
     mounts
         .iter()
-        .map(|m| Ok((m.name.clone(), MountFs::open(&m.name, &m.host)?.id)))
+        .map(|m| {
+            let fs = MountFs::open(&m.name, &m.host)?;
+            Ok((m.name.clone(), (fs.id, Arc::new(fs.dir.into_std_file()))))
+        })
         .collect()
 }
 
 /// Why a step cannot run: one of its mounts is no longer the directory the
 /// run started with.
-fn moved_mount(
-    mounts: &[Mount],
-    pinned: &std::collections::HashMap<String, crate::journal::FileId>,
-) -> Option<String> {
+fn moved_mount(mounts: &[Mount], pinned: &Pinned) -> Option<String> {
     mounts.iter().find_map(|m| {
         let now = MountFs::open(&m.name, &m.host).map(|fs| fs.id);
         match now {
-            Ok(id) if Some(&id) == pinned.get(&m.name) => None,
+            Ok(id) if Some(id) == pinned.get(&m.name).map(|p| p.0) => None,
             Ok(_) => Some(format!(
                 "mount '{}' ({}) is no longer the directory the run started with: it was replaced or moved",
                 m.name,

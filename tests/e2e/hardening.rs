@@ -373,3 +373,22 @@ fn symlink_targets_round_trip_as_bytes() {
     fix_times(&env.path("m"));
     rolled_back(&env, json!([{"op": "unlink", "fd": 0, "path": "odd"}]));
 }
+
+/// Found by the fuzzer: `set-times "s/"` without follow, `s` a symlink to
+/// a directory, changes the directory (a trailing slash resolves the
+/// symlink), but the symlink's time was captured instead.
+#[test]
+fn a_trailing_slash_resolves_a_final_symlink_as_the_kernel_does() {
+    let env = Env::new();
+    victim_tree(&env);
+    symlink("victim", env.path("m/s")).unwrap();
+    fix_times(&env.path("m"));
+    rolled_back(
+        &env,
+        json!([
+            {"op": "set-times", "fd": 0, "path": "s/", "seconds": 0},
+            open(0, "s/", &["directory"], &["read"]),
+            {"op": "set-times", "fd": 1, "seconds": 5},
+        ]),
+    );
+}

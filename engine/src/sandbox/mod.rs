@@ -64,6 +64,10 @@ pub struct StepRequest<'a> {
     pub run_id: &'a str,
     pub config: &'a str,
     pub mounts: &'a [Mount],
+    /// The mounts' directories, opened when the run started, in the order
+    /// of `mounts` (empty: open them by path): the step's preopens are
+    /// these very directories, whatever their paths lead to now.
+    pub pinned: Vec<Arc<std::fs::File>>,
     pub params: Vec<(String, String)>,
     pub limits: Limits,
 }
@@ -178,7 +182,7 @@ impl Sandbox {
             time: DESCRIBE_TIME,
             ..Limits::default()
         };
-        let (mut store, _, stderr) = self.store("describe", &[], (None, None), Vec::new(), limits)?;
+        let (mut store, _, stderr) = self.store("describe", (&[], &[]), (None, None), Vec::new(), limits)?;
         let called = tokio::time::timeout(limits.time, async {
             let step = plugin.pre.instantiate_async(&mut store).await?;
             step.call_describe(&mut store).await
@@ -228,7 +232,7 @@ impl Sandbox {
         let limits = request.limits;
         let (mut store, stdout, stderr) = match self.store(
             request.step,
-            request.mounts,
+            (request.mounts, &request.pinned),
             (request.journal.clone(), request.room.clone()),
             request.params.clone(),
             limits,
@@ -300,7 +304,7 @@ impl Sandbox {
     fn store(
         &self,
         step: &str,
-        mounts: &[Mount],
+        (mounts, pinned): (&[Mount], &[Arc<std::fs::File>]),
         (journal, room): (Option<Arc<Mutex<RunJournal>>>, Option<Arc<crate::journal::Room>>),
         params: Vec<(String, String)>,
         limits: Limits,
@@ -309,19 +313,21 @@ impl Sandbox {
         let stderr = CapturedOutput::default();
         let layer_mounts = mounts
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
                 Ok(LayerMount {
                     name: m.name.clone(),
                     guest: m.guest.clone(),
                     access: m.access,
                     root: std::fs::canonicalize(&m.host)
                         .with_context(|| format!("opening mount {} at {}", m.name, m.host.display()))?,
+                    pinned: pinned.get(i).cloned(),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let state = StepState {
             wasi: Wasi {
-                ctx: wasi_ctx(mounts, &stdout, &stderr)?,
+                ctx: wasi_ctx(if pinned.is_empty() { mounts } else { &[] }, &stdout, &stderr)?,
                 table: ResourceTable::new(),
             },
             fs: FsLayer::new(
@@ -345,8 +351,9 @@ impl Sandbox {
     }
 }
 
-/// The WASI context of a step: its mounts as preopens, captured stdio, and
-/// nothing else: no environment, no arguments, no network.
+/// The WASI context of a step: the mounts not pinned by the run as
+/// preopens (the layer serves pinned ones), captured stdio, and nothing
+/// else: no environment, no arguments, no network.
 fn wasi_ctx(mounts: &[Mount], stdout: &CapturedOutput, stderr: &CapturedOutput) -> anyhow::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     // File calls run on the step's own thread instead of hopping to

@@ -27,7 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stream::FileStream;
 use wasmtime::component::{HasData, Resource};
-use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView};
+use wasmtime_wasi::FsPerms;
+use wasmtime_wasi::filesystem::{Descriptor, Dir as WasiDir, OpenMode, WasiFilesystemCtxView};
 use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self, Advice, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntryStream, ErrorCode, Filesize,
@@ -44,6 +45,9 @@ pub struct LayerMount {
     /// The host directory, canonical: where the kernel says a directory
     /// of this mount is, relative to this, is its place in the mount.
     pub root: PathBuf,
+    /// The directory as the run opened it when it started, which the
+    /// guest's preopen is made from; `None`: wasmtime-wasi's preopen by path.
+    pub pinned: Option<Arc<std::fs::File>>,
 }
 
 /// The per-step state of the layer.
@@ -307,7 +311,18 @@ fn id_at(parent: &Parent, name: &str) -> Option<FileId> {
 
 impl preopens::Host for FsView<'_> {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<types::Descriptor>, String)>> {
-        let dirs = preopens::Host::get_directories(&mut self.inner)?;
+        let mut dirs = Vec::new();
+        for m in &self.layer.mounts {
+            if let Some(dir) = &m.pinned {
+                let (perms, mode) = match m.access {
+                    Access::ReadOnly => (FsPerms::ReadOnly, OpenMode::READ),
+                    Access::ReadWrite => (FsPerms::ReadWrite, OpenMode::READ | OpenMode::WRITE),
+                };
+                let dir = WasiDir::new(dir.try_clone()?, perms, mode, true);
+                dirs.push((self.inner.table.push(Descriptor::Dir(dir))?, m.guest.clone()));
+            }
+        }
+        dirs.extend(preopens::Host::get_directories(&mut self.inner)?);
         for (fd, guest) in &dirs {
             if let Some(m) = self.layer.mounts.iter().position(|m| &m.guest == guest) {
                 self.layer.nodes.insert(fd.rep(), Node { mount: m, own: false });
@@ -352,7 +367,8 @@ impl HostDescriptor for FsView<'_> {
         mut oflags: OpenFlags,
         flags: DescriptorFlags,
     ) -> FsResult<Resource<types::Descriptor>> {
-        let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+        // A trailing slash resolves a final symlink as the kernel does.
+        let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW) || path.ends_with('/');
         let Some(target) = self.target(&fd, &path, follow)? else {
             return self.inner.open_at(fd, path_flags, path, oflags, flags).await;
         };
@@ -630,7 +646,8 @@ impl HostDescriptor for FsView<'_> {
         atim: NewTimestamp,
         mtim: NewTimestamp,
     ) -> FsResult<()> {
-        let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+        // A trailing slash resolves a final symlink as the kernel does.
+        let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW) || path.ends_with('/');
         let Some(target) = self.target(&fd, &path, follow)? else {
             return self.inner.set_times_at(fd, path_flags, path, atim, mtim).await;
         };
