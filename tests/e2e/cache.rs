@@ -5,18 +5,7 @@ use crate::support::{Env, flow_head};
 
 #[test]
 fn the_second_run_hits_the_compiled_cache() {
-    let env = Env::new();
-    env.mkdir("out");
-    let flow = env.flow(
-        flow_head("cache", &["out"], &[])
-            + r#"
-[[steps]]
-name = "write"
-uses = "builtin:write-file"
-mounts = ["out"]
-with = { path = "/out/x", content = "x" }
-"#,
-    );
+    let (env, flow) = write_flow("");
     let cache = env.path("fresh-cache");
     let args = ["--verbose", "run", flow.to_str().unwrap()];
     env.stepback_with_cache(&args, &cache)
@@ -56,6 +45,24 @@ fn a_corrupt_cache_entry_is_recompiled() {
         .expect_stderr("compiled cache hit");
 }
 
+/// A scratch env whose flow writes `/out/x` with `builtin:write-file`,
+/// then has the `extra` steps.
+fn write_flow(extra: &str) -> (Env, std::path::PathBuf) {
+    let env = Env::new();
+    env.mkdir("out");
+    let flow = env.flow(
+        flow_head("cache", &["out"], &[])
+            + r#"
+[[steps]]
+name = "write"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = { path = "/out/x", content = "x" }
+"# + extra,
+    );
+    (env, flow)
+}
+
 fn compiled_entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut entries: Vec<_> = std::fs::read_dir(cache)
         .unwrap()
@@ -72,22 +79,8 @@ fn compiled_entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// recompiled, never loaded.
 #[test]
 fn a_replaced_cache_entry_is_never_loaded() {
-    let env = Env::new();
-    env.mkdir("out");
-    let flow = env.flow(
-        flow_head("cache", &["out"], &[])
-            + r#"
-[[steps]]
-name = "write"
-uses = "builtin:write-file"
-mounts = ["out"]
-with = { path = "/out/x", content = "x" }
-[[steps]]
-name = "fail"
-uses = "builtin:fail"
-on-failure = "continue"
-"#,
-    );
+    let (env, flow) =
+        write_flow("[[steps]]\nname = \"fail\"\nuses = \"builtin:fail\"\non-failure = \"continue\"\n");
     let cache = env.path("fresh-cache");
     let args = ["--verbose", "run", flow.to_str().unwrap()];
     env.stepback_with_cache(&args, &cache).expect_code(0);
