@@ -392,3 +392,36 @@ fn a_trailing_slash_resolves_a_final_symlink_as_the_kernel_does() {
         ]),
     );
 }
+
+/// Found by the fuzzer: EXCLUSIVE without CREATE is ignored by the kernel,
+/// so EXCLUSIVE|TRUNCATE truncated a file uncaptured; and set-times
+/// through a file's own descriptor changed its time uncaptured.
+#[test]
+fn exclusive_without_create_and_set_times_through_a_file_are_captured() {
+    let env = Env::new();
+    victim_tree(&env);
+    rolled_back(
+        &env,
+        json!([
+            open(0, "c.txt", &["exclusive", "truncate"], &[]),
+            {"op": "set-size", "fd": 1, "size": 100},
+            open(0, "dir1/x.txt", &[], &["read"]),
+            {"op": "set-times", "fd": 2, "seconds": 1},
+        ]),
+    );
+}
+
+/// Principle 14 (and found by the fuzzer): a small write into a large
+/// sparse file must not copy, or restore, its holes.
+#[test]
+fn sparse_files_stay_sparse_through_capture_and_rollback() {
+    let env = Env::new();
+    victim_tree(&env);
+    let sparse = fs::File::create(env.path("m/sparse")).unwrap();
+    // 64 MiB of which 4 KiB are data (the snapshot reads every byte).
+    sparse.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &[1; 4096], 32 << 20).unwrap();
+    drop(sparse);
+    fix_times(&env.path("m"));
+    rolled_back(&env, json!([open(0, "sparse", &[], &["write"]), write(1, 5, 4)]));
+}
