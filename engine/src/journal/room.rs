@@ -58,4 +58,9 @@ impl Room {
     pub fn add_copy(&self, len: u64) {
         self.copied.fetch_add(len, Ordering::Relaxed);
     }
+
+    /// The bytes of copies taken so far, which the reserve includes.
+    pub fn copied(&self) -> u64 {
+        self.copied.load(Ordering::Relaxed)
+    }
 }

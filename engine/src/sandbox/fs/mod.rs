@@ -60,8 +60,10 @@ pub struct FsLayer {
     nodes: HashMap<u32, Node>,
     /// Bytes each mount's filesystem may still take before its free space
     /// is looked up again for the reserve (a look-up per write would cost
-    /// a system call per file of a deploy).
-    headroom: Vec<u64>,
+    /// a system call per file of a deploy), and the run's copied bytes when
+    /// it was looked up: a copy taken since raises the reserve, so the
+    /// figure no longer holds.
+    headroom: Vec<(u64, u64)>,
     parents: Parents,
 }
 
@@ -872,13 +874,14 @@ impl FsView<'_> {
         };
         let mount = self.layer.nodes[&fd.rep()].mount;
         if self.layer.headroom.len() <= mount {
-            self.layer.headroom.resize(mount + 1, 0);
+            self.layer.headroom.resize(mount + 1, (0, 0));
         }
-        let left = &mut self.layer.headroom[mount];
-        if len <= *left {
+        let (left, copied) = &mut self.layer.headroom[mount];
+        if len <= *left && *copied == room.copied() {
             *left -= len;
             return Ok(());
         }
+        *copied = room.copied();
         *left = room.headroom(&*file, len).map_err(fs_error)? / 2;
         Ok(())
     }
