@@ -94,6 +94,10 @@ pub enum Event {
         undone: usize,
         /// Paths that could not be restored, with the reason.
         problems: Vec<String>,
+        /// Changes other processes made to paths the run had changed,
+        /// moved aside into the run's backup area (where each one is
+        /// kept is in its line) so that restoring the path lost nothing.
+        kept: Vec<String>,
         millis: f64,
     },
     /// Something went wrong that does not change the run's outcome.

@@ -44,15 +44,6 @@ impl std::fmt::Display for UndoError {
 
 impl std::error::Error for UndoError {}
 
-fn describe(state: &Option<EntryState>) -> String {
-    match state {
-        None => "absent".into(),
-        Some(EntryState::Dir) => "a directory".into(),
-        Some(EntryState::Symlink { target }) => format!("a symlink to {target}"),
-        Some(EntryState::File { size, mtime }) => format!("a file of {size} bytes modified at {}s", mtime.0),
-    }
-}
-
 /// Reverses committed run `id`.
 pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result<RollbackReport, UndoError> {
     crate::state::ensure_private(state_dir).map_err(UndoError::Io)?;
@@ -104,15 +95,11 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
         };
         let Some(fs) = opened.get(mount) else { continue };
         let now = entry_state(&fs.dir, path).map_err(|e| UndoError::Io(e.into()))?;
-        let same = match (&now, state) {
-            (Some(EntryState::Dir), Some(EntryState::Dir)) => true,
-            (a, b) => a == b,
-        };
-        if !same {
+        if !EntryState::same(state, &now) {
             drifted.push(format!(
                 "{mount}:/{path}: {} when the run ended, {} now",
-                describe(state),
-                describe(&now)
+                EntryState::describe(state),
+                EntryState::describe(&now)
             ));
         }
     }
@@ -124,7 +111,8 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
 }
 
 /// Deletes the backups of committed runs older than the newest `keep`, and
-/// of cleanly rolled-back runs (their originals are back in place).
+/// of cleanly rolled-back runs (their originals are back in place, and
+/// nothing of another process's was kept aside).
 /// Returns the ids of the runs pruned.
 pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
     let runs = RunStore::new(state_dir).list()?;
@@ -143,7 +131,7 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
     }
     for run in runs
         .iter()
-        .filter(|r| r.state == (RunState::RolledBack { problems: 0 }))
+        .filter(|r| r.state == (RunState::RolledBack { problems: 0, kept: 0 }))
     {
         if run.dir.backup().exists() {
             std::fs::remove_dir_all(run.dir.backup())?;
@@ -197,7 +185,7 @@ fn added_since(
             if !finals.contains(&(mount.as_str(), path.as_str())) {
                 added.push(format!(
                     "{mount}:/{path}: absent when the run ended, {} now",
-                    describe(&now)
+                    EntryState::describe(&now)
                 ));
             } else if now == Some(EntryState::Dir) {
                 pending.push((mount.clone(), path));

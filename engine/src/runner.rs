@@ -385,12 +385,14 @@ impl Journaled {
                     path: self.dir.journal().display().to_string(),
                     reason: format!("cannot read the journal: {e}"),
                 }],
+                kept: Vec::new(),
             },
         };
         events.emit(Event::RollbackFinished {
             run_id: run_id.to_owned(),
             undone: report.undone,
             problems: report.problems.iter().map(ToString::to_string).collect(),
+            kept: report.kept.iter().map(ToString::to_string).collect(),
             millis: started.elapsed().as_secs_f64() * 1e3,
         });
         Ok(Some(report))

@@ -2,8 +2,7 @@
 //! step that fills the filesystem fails cleanly and is rolled back
 //! exactly, its journal and backups on the same filesystem.
 
-use crate::hardening::fix_times;
-use crate::support::{Env, assert_same_full, fsops_flow, snapshot_full};
+use crate::support::{Env, assert_same_full, fix_times, fsops_flow, snapshot_full};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -14,8 +14,7 @@
 //! how many sequences were tried. For a long run beside other work, test a
 //! copy of the binary: `STEPBACK_TEST_BIN=/tmp/stepback`.
 
-use crate::hardening::fix_times;
-use crate::support::{Env, diff_full, fsops_flow, set_mtime, snapshot_full};
+use crate::support::{Env, diff_full, fix_times, fsops_steps, set_mtime, snapshot_full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -148,21 +147,24 @@ fn lay_out(env: &Env, seed: u64) {
     set_mtime(&m.join("d/g"), -86_400 * 365 - next(1000) as i64, 987_654_321);
 }
 
-/// One case: run the sequence and fail; the mount and `outside/` must be as
-/// they were. With `crash_at`, the engine is killed before that journaled
-/// operation, and `recover` must bring them back.
-fn check(seed: u64, ops: &[Value], crash_at: Option<u64>) -> Result<(), TestCaseError> {
+/// One case: run the sequence, split into steps, and fail; the mount and
+/// `outside/` must be as they were, and nothing may have been taken for
+/// another process's change (nothing else touches them). With `crash_at`,
+/// the engine is killed before that journaled operation, and `recover`
+/// must bring them back.
+fn check(seed: u64, steps: &[Vec<Value>], crash_at: Option<u64>) -> Result<(), TestCaseError> {
     let env = Env::new();
     lay_out(&env, seed);
     let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
-    let flow = fsops_flow(&env, &Value::Array(ops.to_vec()), true);
+    let scripts: Vec<Value> = steps.iter().map(|ops| Value::Array(ops.clone())).collect();
+    let flow = fsops_steps(&env, &scripts, true);
     let flow = flow.to_str().unwrap();
     let fault = crash_at.map(|n| format!("crash-before-op:{n}"));
     let vars: Vec<(&str, &str)> = fault.iter().map(|f| ("STEPBACK_FAULT", f.as_str())).collect();
     let run = env.stepback_env(&["run", flow], &vars);
     let said = format!(
         "seed {seed}, crash at {crash_at:?}, calls:\n{}\n--- stdout\n{}\n--- stderr\n{}",
-        serde_json::to_string(ops).unwrap(),
+        serde_json::to_string(steps).unwrap(),
         run.stdout(),
         run.stderr()
     );
@@ -179,6 +181,7 @@ fn check(seed: u64, ops: &[Value], crash_at: Option<u64>) -> Result<(), TestCase
         prop_assert_eq!(run.code(), 1, "the flow did not roll back cleanly:\n{}", said);
         prop_assert!(run.stdout().contains("every path restored"), "{}", said);
     }
+    prop_assert!(!run.stdout().contains("KEPT ASIDE"), "a false alarm:\n{}", said);
     let after = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
     let differs = diff_full(&before.0, &after.0, "the mount")
         .or_else(|| diff_full(&before.1, &after.1, "outside the mount"));
@@ -188,10 +191,10 @@ fn check(seed: u64, ops: &[Value], crash_at: Option<u64>) -> Result<(), TestCase
     Ok(())
 }
 
-fn case() -> impl Strategy<Value = (u64, Vec<Value>, Option<u64>)> {
+fn case() -> impl Strategy<Value = (u64, Vec<Vec<Value>>, Option<u64>)> {
     (
         any::<u64>(),
-        prop::collection::vec(op(), 1..40),
+        prop::collection::vec(prop::collection::vec(op(), 1..20), 1..=3),
         prop_oneof![3 => Just(None), 1 => (1u64..40).prop_map(Some)],
     )
 }
@@ -214,7 +217,7 @@ fn random_sequences_of_calls_are_rolled_back_exactly() {
         .unwrap_or(CI_CASES);
     let mut tried = 0u64;
     loop {
-        let result = runner(cases).run(&case(), |(seed, ops, crash)| check(seed, &ops, crash));
+        let result = runner(cases).run(&case(), |(seed, steps, crash)| check(seed, &steps, crash));
         tried += u64::from(cases);
         if let Err(e) = result {
             panic!("after {tried} sequences (the last batch's count included): {e}");

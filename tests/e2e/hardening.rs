@@ -5,7 +5,9 @@
 //! exactly as before (contents, types, modes, owners, times, extended
 //! attributes, allocation, hard-link groups).
 
-use crate::support::{Env, FullSnapshot, Run, assert_same_full, fsops_flow, set_mtime, snapshot_full};
+use crate::support::{
+    Env, FullSnapshot, Run, assert_same_full, fix_times, fsops_flow, set_mtime, snapshot_full,
+};
 use serde_json::{Value, json};
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -23,28 +25,6 @@ fn victim_tree(env: &Env) {
     symlink("../victim", env.path("m/dir1/s")).unwrap();
     fix_times(&env.path("m"));
     fix_times(&env.path("outside"));
-}
-
-/// Gives every entry beneath `root` (and `root`) a distinct old mtime,
-/// deepest first, so that a change to any of them shows.
-pub fn fix_times(root: &Path) {
-    let mut all = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        all.push(dir.clone());
-        for e in fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if fs::symlink_metadata(&p).unwrap().is_dir() {
-                stack.push(p);
-            } else {
-                all.push(p);
-            }
-        }
-    }
-    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for (i, p) in all.iter().enumerate() {
-        set_mtime(p, 1_500_000_000 + i as i64 * 7, 123_456_789);
-    }
 }
 
 /// Runs `ops` in a step that then fails; returns the run and asserts the

@@ -55,8 +55,15 @@ fn undo_refuses_when_paths_changed_since_unless_forced() {
         &snapshot_meta(&env.path("m")),
         "a refused undo changed something",
     );
-    env.stepback(&["undo", &run, "--force"]).expect_code(0);
+    // Forced, the undo restores the path and keeps the edit aside.
+    let forced = env.stepback(&["undo", &run, "--force"]);
+    forced
+        .expect_code(0)
+        .expect_stdout("KEPT ASIDE m:/config.txt: a file of 14 bytes");
     assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v1");
+    let out = forced.stdout();
+    let kept = out.rsplit_once("kept at ").unwrap().1.lines().next().unwrap();
+    assert_eq!(fs::read_to_string(kept).unwrap(), "edited by hand");
 }
 
 #[test]

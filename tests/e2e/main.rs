@@ -15,6 +15,7 @@ mod inspect;
 mod journal;
 mod layout;
 mod limits;
+mod other_processes;
 mod plugin_checks;
 mod policies;
 mod sandbox_escape;

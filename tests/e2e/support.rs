@@ -399,15 +399,28 @@ pub fn diff_full(before: &FullSnapshot, after: &FullSnapshot, what: &str) -> Opt
 /// A flow (JSON) with read-write mount `m` whose one step runs the `fsops`
 /// test guest with `ops` (descriptor 0 is `/m`), failing after it if `fail`.
 pub fn fsops_flow(env: &Env, ops: &serde_json::Value, fail: bool) -> PathBuf {
+    fsops_steps(env, std::slice::from_ref(ops), fail)
+}
+
+/// Like [`fsops_flow`], with one step per script; with `fail`, the last
+/// step fails.
+pub fn fsops_steps(env: &Env, scripts: &[serde_json::Value], fail: bool) -> PathBuf {
+    let steps: Vec<_> = scripts
+        .iter()
+        .enumerate()
+        .map(|(i, ops)| {
+            serde_json::json!({
+                "name": format!("script-{i}"),
+                "uses": guest("fsops"),
+                "mounts": ["m"],
+                "with": {"ops": ops, "fail": fail && i + 1 == scripts.len()},
+            })
+        })
+        .collect();
     let flow = serde_json::json!({
         "name": "fsops",
         "mounts": [{"name": "m", "host": "m", "guest": "/m", "access": "read-write"}],
-        "steps": [{
-            "name": "script",
-            "uses": guest("fsops"),
-            "mounts": ["m"],
-            "with": {"ops": ops, "fail": fail},
-        }],
+        "steps": steps,
     });
     env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap())
 }
@@ -430,4 +443,26 @@ pub fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .unwrap();
+}
+
+/// Gives every entry beneath `root` (and `root`) a distinct old mtime,
+/// deepest first, so that a change to any of them shows.
+pub fn fix_times(root: &Path) {
+    let mut all = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        all.push(dir.clone());
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                all.push(p);
+            }
+        }
+    }
+    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for (i, p) in all.iter().enumerate() {
+        set_mtime(p, 1_500_000_000 + i as i64 * 7, 123_456_789);
+    }
 }

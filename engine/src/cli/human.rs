@@ -95,9 +95,11 @@ impl EventSink for Reporter {
             Event::RollbackFinished {
                 undone,
                 problems,
+                kept,
                 millis,
                 ..
             } => {
+                print_kept(&kept);
                 if problems.is_empty() {
                     println!(
                         "rolled back: {undone} changes undone in {}; every path restored",
@@ -191,5 +193,20 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
     println!("exports:");
     for name in exports {
         println!("  {name}");
+    }
+}
+
+/// Lists what a rollback moved aside: other processes' changes found at
+/// paths the run had changed.
+pub fn print_kept(kept: &[impl std::fmt::Display]) {
+    if kept.is_empty() {
+        return;
+    }
+    println!(
+        "{} change(s) made by another process during the run were in the way and are kept aside:",
+        kept.len()
+    );
+    for k in kept {
+        println!("  KEPT ASIDE {}", clean(&k.to_string()));
     }
 }

@@ -152,6 +152,7 @@ fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
     match stepback::history::undo_run(state_dir, run, force, Fault::from_env()) {
         Ok(report) => {
             println!("run {run} undone: {} changes reversed", report.undone);
+            human::print_kept(&report.kept);
             for problem in &report.problems {
                 println!("  NOT RESTORED {problem}");
             }
@@ -196,6 +197,7 @@ fn recover(state_dir: &Path) -> u8 {
                 r.adopted
             );
         }
+        human::print_kept(&r.report.kept);
         for problem in &r.report.problems {
             println!("  NOT RESTORED {problem}");
             code = exit::ROLLBACK_INCOMPLETE;

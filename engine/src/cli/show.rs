@@ -67,8 +67,11 @@ fn state_text(state: RunState) -> String {
         RunState::Unfinished => "unfinished (needs `stepback recover`)".into(),
         RunState::Committed { pruned: false } => "committed (can be undone)".into(),
         RunState::Committed { pruned: true } => "committed (backups pruned)".into(),
-        RunState::RolledBack { problems: 0 } => "rolled back".into(),
-        RunState::RolledBack { problems } => format!("rolled back, {problems} path(s) NOT restored"),
+        RunState::RolledBack { problems: 0, kept: 0 } => "rolled back".into(),
+        RunState::RolledBack { problems: 0, kept } => {
+            format!("rolled back, {kept} change(s) by other processes kept aside")
+        }
+        RunState::RolledBack { problems, .. } => format!("rolled back, {problems} path(s) NOT restored"),
     }
 }
 
@@ -95,16 +98,23 @@ fn print_run(id: &str, records: &[Record]) {
                 }
             }
             Record::Undone { .. } => undone += 1,
-            Record::RolledBack { problems } => {
+            Record::RolledBack { problems, kept } => {
                 println!("rollback: {undone} changes undone");
                 for p in problems {
                     println!("  NOT RESTORED {}", clean(p));
+                }
+                for k in kept {
+                    println!("  KEPT ASIDE {}", clean(k));
                 }
             }
             Record::Committed => println!("committed"),
             Record::Pruned => println!("backups pruned"),
             Record::RollbackStarted => println!("rollback started"),
-            Record::Begin { .. } | Record::Final { .. } | Record::Void { .. } => {}
+            Record::Begin { .. }
+            | Record::Final { .. }
+            | Record::Left { .. }
+            | Record::StepEnded { .. }
+            | Record::Void { .. } => {}
         }
     }
 }

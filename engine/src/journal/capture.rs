@@ -281,6 +281,9 @@ pub struct RunJournal {
     created_trees: BTreeSet<(String, String)>,
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
+    /// The paths of `paths` the current step touched (with or without a
+    /// record), for its `left` records.
+    step_paths: BTreeSet<(String, String)>,
     fault: Fault,
     room: Arc<Room>,
 }
@@ -323,6 +326,7 @@ impl RunJournal {
             call: Call::default(),
             created_trees: BTreeSet::new(),
             paths: BTreeSet::new(),
+            step_paths: BTreeSet::new(),
             fault,
             room,
         })
@@ -336,10 +340,57 @@ impl RunJournal {
         })
     }
 
-    /// Makes the step's records durable (they already are, unless
-    /// durability is relaxed).
+    /// Writes what the step left at every path it touched, and makes the
+    /// step's records durable.
     pub fn end_step(&mut self) -> io::Result<()> {
+        let touched = std::mem::take(&mut self.step_paths);
+        let mut left = Vec::with_capacity(touched.len() + 1);
+        for (mount, path) in touched {
+            let state = entry_state(self.dir(&mount)?, &path)?;
+            left.push(Record::Left { mount, path, state });
+        }
+        left.push(Record::StepEnded { index: self.step });
+        self.writer.append_all(left)?;
         self.writer.sync()
+    }
+
+    /// Notes that the step touches `path` (a record of an earlier call
+    /// names it): what it leaves there is the run's own.
+    fn touch(&mut self, mount: &str, path: String) {
+        let key = (mount.to_owned(), path);
+        if self.paths.contains(&key) {
+            self.step_paths.insert(key);
+        }
+    }
+
+    /// Writes `left` records for the paths the step touched beneath
+    /// `dir`, about to be renamed: after that, those paths name other
+    /// entries (or nothing), and what the step left under them is what the
+    /// rollback finds once it has renamed `dir` back.
+    fn leave_beneath(&mut self, mount: &str, dir: &str) -> io::Result<()> {
+        let prefix = format!("{dir}/");
+        let start = (mount.to_owned(), prefix.clone());
+        let beneath: Vec<(String, String)> = self
+            .step_paths
+            .range(start..)
+            .take_while(|(m, p)| m == mount && p.starts_with(&prefix))
+            .cloned()
+            .collect();
+        if beneath.is_empty() {
+            return Ok(());
+        }
+        let root = self.dir(mount)?.try_clone()?;
+        let mut left = Vec::with_capacity(beneath.len());
+        for key in beneath {
+            self.step_paths.remove(&key);
+            let state = entry_state(&root, &key.1)?;
+            left.push(Record::Left {
+                mount: key.0,
+                path: key.1,
+                state,
+            });
+        }
+        self.writer.append_all(left)
     }
 
     /// The number of undo records written so far.
@@ -393,9 +444,13 @@ impl RunJournal {
         let seq = self.seq + 1;
         self.fault.before_capture(seq)?;
         self.room.check(self.writer.file(), RECORD_ROOM)?;
-        self.paths.insert((mount.to_owned(), undo.path().to_owned()));
-        if let UndoOp::Renamed { from, .. } = &undo {
-            self.paths.insert((mount.to_owned(), from.clone()));
+        for path in std::iter::once(undo.path()).chain(match &undo {
+            UndoOp::Renamed { from, .. } => Some(from.as_str()),
+            _ => None,
+        }) {
+            let key = (mount.to_owned(), path.to_owned());
+            self.paths.insert(key.clone());
+            self.step_paths.insert(key);
         }
         let record = Record::Undo {
             seq,
@@ -560,6 +615,7 @@ impl RunJournal {
 
 impl Recorder for RunJournal {
     fn before_create(&mut self, at: &Entry, kind: NewEntry) -> io::Result<()> {
+        self.touch(at.mount, at.rel());
         self.call.marks.push(match kind {
             NewEntry::Dir => Mark::FreshDir,
             _ => Mark::Fresh,
@@ -584,6 +640,7 @@ impl Recorder for RunJournal {
     }
 
     fn before_link(&mut self, at: &Entry) -> io::Result<()> {
+        self.touch(at.mount, at.rel());
         // The linked inode may not be the run's own.
         self.known.whole.remove(&at.dir_id);
         if self.is_fresh(at.dir_id) {
@@ -601,6 +658,7 @@ impl Recorder for RunJournal {
     }
 
     fn before_truncate(&mut self, at: &Entry, meta: &Metadata) -> io::Result<Capture> {
+        self.touch(at.mount, at.rel());
         let id = FileId::of(meta);
         if self.owned(at, id) || self.known.preserved.contains_key(&id) {
             return Ok(Capture::Nothing);
@@ -626,6 +684,7 @@ impl Recorder for RunJournal {
     }
 
     fn before_write_open(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
+        self.touch(at.mount, at.rel());
         let id = FileId::of(meta);
         if self.owned(at, id) || self.known.preserved.contains_key(&id) {
             return Ok(());
@@ -634,6 +693,7 @@ impl Recorder for RunJournal {
     }
 
     fn before_remove(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
+        self.touch(at.mount, at.rel());
         self.touch_parent(at)?;
         if self.owned(at, FileId::of(meta)) {
             return Ok(());
@@ -653,6 +713,15 @@ impl Recorder for RunJournal {
         if to_meta.is_some_and(|t| FileId::of(t) == id) {
             return Ok(());
         }
+        let (from_path, to_path) = (from.rel(), to.rel());
+        self.touch(from.mount, from_path.clone());
+        self.touch(to.mount, to_path.clone());
+        if from_meta.is_dir() {
+            self.leave_beneath(from.mount, &from_path)?;
+        }
+        if to_meta.is_some_and(Metadata::is_dir) {
+            self.leave_beneath(to.mount, &to_path)?;
+        }
         let own = self.owned(from, id);
         if !own {
             self.known.whole.remove(&to.dir_id);
@@ -664,7 +733,6 @@ impl Recorder for RunJournal {
         {
             self.save_entry(to, t, Change::Replaced)?;
         }
-        let to_path = to.rel();
         if own {
             // The run's own entry: undo removes it from where it lands,
             // unless that is inside something the run created anyway.
@@ -686,7 +754,7 @@ impl Recorder for RunJournal {
         // (Where nothing was at `to`, the rename is that path's first
         // record, which tells verification it must be absent again.)
         let undo = UndoOp::Renamed {
-            from: from.rel(),
+            from: from_path,
             to: to_path,
         };
         let seq = self.record(from.mount, Change::Renamed, undo, false)?;
@@ -695,6 +763,7 @@ impl Recorder for RunJournal {
     }
 
     fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
+        self.touch(mount, rel.to_owned());
         if self.times_kept(meta) {
             return Ok(());
         }

@@ -289,6 +289,7 @@ mod tests {
         // A last record longer than the tail is still found.
         let long = Record::RolledBack {
             problems: vec!["x".repeat(70 << 10)],
+            kept: Vec::new(),
         };
         w.append(&long).unwrap();
         assert_eq!(read_ends(&path).unwrap(), (Some(step(0)), Some(long)));

@@ -26,11 +26,14 @@
 //! Layout of a run: `STATE/runs/RUN/journal` (append-only, one checksummed
 //! JSON record per line) and `STATE/runs/RUN/backup/` (originals: copies
 //! named by record number, moved or linked files by record number, mount
-//! and path; and `discarded-SEQ`, what undo `SEQ` took out of a mount,
-//! deleted with the rest when the run is pruned).
+//! and path; `discarded-SEQ`, what undo `SEQ` took out of a mount,
+//! deleted with the rest when the run is pruned; and `foreign-N`, what
+//! another process had put where the rollback was to restore an original,
+//! kept: see [`foreign`]).
 
 mod capture;
 mod fault;
+mod foreign;
 mod lock;
 mod log;
 mod markers;

@@ -197,6 +197,29 @@ pub enum EntryState {
     Symlink { target: OsBytes },
 }
 
+impl EntryState {
+    /// Whether an entry found in state `now` is what was recorded as
+    /// `then` (directories by type only).
+    pub fn same(then: &Option<EntryState>, now: &Option<EntryState>) -> bool {
+        match (then, now) {
+            (Some(EntryState::Dir), Some(EntryState::Dir)) => true,
+            (a, b) => a == b,
+        }
+    }
+
+    /// A state in words, for messages.
+    pub fn describe(state: &Option<EntryState>) -> String {
+        match state {
+            None => "absent".into(),
+            Some(EntryState::Dir) => "a directory".into(),
+            Some(EntryState::Symlink { target }) => format!("a symlink to {target}"),
+            Some(EntryState::File { size, mtime }) => {
+                format!("a file of {size} bytes modified at {}s", mtime.0)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
     pub name: String,
@@ -245,13 +268,31 @@ pub enum Record {
         path: String,
         state: Option<EntryState>,
     },
+    /// What the run left at `path` when it last touched it: written at the
+    /// end of each step for the paths the step touched, and just before a
+    /// rename moves one of their ancestors (after which the path names
+    /// something else). A rollback that finds something else there knows
+    /// that another process changed it, and keeps that aside.
+    Left {
+        mount: String,
+        path: String,
+        state: Option<EntryState>,
+    },
+    /// Step `index` ended and its `left` records are written: without
+    /// this, the step may have touched paths it has no records for.
+    StepEnded { index: usize },
     /// The flow succeeded; its changes stay.
     Committed,
     /// The run's backups were deleted to bound disk use; it can no longer
     /// be undone.
     Pruned,
-    /// A rollback finished; `problems` lists paths it could not restore.
-    RolledBack { problems: Vec<String> },
+    /// A rollback finished; `problems` lists paths it could not restore,
+    /// `kept` what other processes had put in the way, moved aside.
+    RolledBack {
+        problems: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept: Vec<String>,
+    },
 }
 
 /// The undo records that a `void` record cancels.

@@ -34,11 +34,11 @@ pub enum RunState {
     Unfinished,
     /// Succeeded; `pruned` once its backups are gone and it can no longer
     /// be undone.
-    Committed {
-        pruned: bool,
-    },
+    Committed { pruned: bool },
     RolledBack {
         problems: usize,
+        /// Entries of other processes the rollback moved aside.
+        kept: usize,
     },
 }
 
@@ -52,8 +52,9 @@ impl RunState {
         match last {
             Some(Record::Committed) => RunState::Committed { pruned: false },
             Some(Record::Pruned) => RunState::Committed { pruned: true },
-            Some(Record::RolledBack { problems }) => RunState::RolledBack {
+            Some(Record::RolledBack { problems, kept }) => RunState::RolledBack {
                 problems: problems.len(),
+                kept: kept.len(),
             },
             _ => RunState::Unfinished,
         }

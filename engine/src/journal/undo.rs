@@ -9,6 +9,7 @@
 
 use super::capture::MountFs;
 use super::fault::Fault;
+use super::foreign::Foreign;
 use super::log::JournalWriter;
 use super::markers::{Markers, footprint};
 use super::record::{Meta, Owner, Record, Time, UndoOp, voided};
@@ -39,6 +40,11 @@ pub struct RollbackReport {
     /// Undo records applied by this rollback.
     pub undone: usize,
     pub problems: Vec<Problem>,
+    /// Entries that other processes changed at paths the run had changed,
+    /// found in the way of the undos: moved aside into the run's backup
+    /// area (which is then never pruned) rather than overwritten. The
+    /// paths themselves are restored.
+    pub kept: Vec<Problem>,
 }
 
 /// Rolls back every change recorded in `records` that is not yet undone,
@@ -84,16 +90,17 @@ pub fn rollback(
         })
         .collect();
     done.extend(voided(records));
-    let mut undos: Vec<(u64, &str, &UndoOp)> = records
+    let mut undos: Vec<(usize, u64, &str, &UndoOp)> = records
         .iter()
-        .filter_map(|r| match r {
+        .enumerate()
+        .filter_map(|(pos, r)| match r {
             Record::Undo { seq, mount, undo, .. } if !done.contains(seq) => {
-                Some((*seq, mount.as_str(), undo))
+                Some((pos, *seq, mount.as_str(), undo))
             }
             _ => None,
         })
         .collect();
-    undos.sort_by_key(|(seq, ..)| std::cmp::Reverse(*seq));
+    undos.sort_by_key(|(_, seq, ..)| std::cmp::Reverse(*seq));
     if let Err(e) = writer.append(&Record::RollbackStarted) {
         report.problems.push(Problem {
             mount: String::new(),
@@ -104,9 +111,25 @@ pub fn rollback(
     }
     let mut markers = Markers::new(&mounts, run.backup());
     let mut places = Places::default();
-    for (n, (seq, mount, op)) in undos.into_iter().enumerate() {
+    let mut foreign = Foreign::new(records);
+    report.kept.extend(foreign.kept_earlier(&backup, &run.backup()));
+    let mut left_alone = HashSet::new();
+    for (n, (pos, seq, mount, op)) in undos.into_iter().enumerate() {
         fault.before_undo(n as u64 + 1);
         let Some(fs) = mounts.get(mount) else { continue };
+        let checked = foreign.before(mount, op, &fs.dir, &backup, &run.backup());
+        if !checked.kept.is_empty() {
+            // Entries moved aside: handles on directories may be stale.
+            places.dirs.clear();
+        }
+        report.kept.extend(checked.kept);
+        report.problems.extend(checked.problems);
+        if checked.leave {
+            left_alone.insert((mount, op.path()));
+        }
+        if left_alone.contains(&(mount, op.path())) {
+            continue;
+        }
         let footprint = footprint(mount, op);
         if let Err(e) = markers.before(&footprint, writer) {
             report
@@ -116,6 +139,7 @@ pub fn rollback(
         match places.apply(mount, &fs.dir, &backup, seq, op) {
             Ok(()) => {
                 report.undone += 1;
+                foreign.applied(mount, pos, op);
                 markers.applied(seq, mount, op, footprint);
             }
             Err(e) => report
@@ -130,7 +154,7 @@ pub fn rollback(
             reason: format!("cannot mark undos as done: {e}"),
         });
     }
-    restore_directory_times(records, &mounts, &mut report);
+    restore_directory_times(records, &mounts, &foreign.dir_times, &mut report);
     verify(records, &mounts, &backup, &mut report);
     finish(writer, report)
 }
@@ -138,10 +162,13 @@ pub fn rollback(
 /// Sets every directory's original modification time once more, deepest
 /// first, after all undos: an undo inside a directory (a file moved back,
 /// an entry removed) moves its time, and an older undo may act inside a
-/// directory whose time a newer one already set back.
+/// directory whose time a newer one already set back. `aside`: the times
+/// of directories that entries of other processes were moved out of, for
+/// those the run did not change itself.
 fn restore_directory_times(
     records: &[Record],
     mounts: &HashMap<String, MountFs>,
+    aside: &HashMap<(&str, &str), Time>,
     report: &mut RollbackReport,
 ) {
     let mut times = super::verify::originals(records)
@@ -152,6 +179,13 @@ fn restore_directory_times(
             _ => None,
         })
         .collect::<Vec<_>>();
+    let recorded: HashSet<(&str, &str)> = times.iter().map(|(m, p, _)| (*m, *p)).collect();
+    times.extend(
+        aside
+            .iter()
+            .filter(|(key, _)| !recorded.contains(*key))
+            .map(|((m, p), t)| (*m, *p, *t)),
+    );
     times.sort_by_key(|(_, path, _)| {
         std::cmp::Reverse(path.matches('/').count() + usize::from(!path.is_empty()))
     });
@@ -174,7 +208,8 @@ fn restore_directory_times(
 
 fn finish(writer: &mut JournalWriter, mut report: RollbackReport) -> RollbackReport {
     let problems = report.problems.iter().map(ToString::to_string).collect();
-    if let Err(e) = writer.append(&Record::RolledBack { problems }) {
+    let kept = report.kept.iter().map(ToString::to_string).collect();
+    if let Err(e) = writer.append(&Record::RolledBack { problems, kept }) {
         report.problems.push(Problem {
             mount: String::new(),
             path: String::new(),

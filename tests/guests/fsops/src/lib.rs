@@ -105,6 +105,12 @@ enum Op {
     Close {
         fd: usize,
     },
+    /// Waits (up to a minute) until `path` exists: lets a test change the
+    /// mount from outside while the step runs.
+    WaitFor {
+        fd: usize,
+        path: String,
+    },
 }
 
 fn one() -> u32 {
@@ -269,6 +275,18 @@ fn apply(
             Ok(())
         }
         Op::SetSize { fd, size } => get(fds, *fd)?.set_size(*size),
+        Op::WaitFor { fd, path } => {
+            for _ in 0..3000 {
+                match get(fds, *fd)?.stat_at(PathFlags::empty(), path) {
+                    Ok(_) => return Ok(()),
+                    Err(ErrorCode::NoEntry) => {
+                        wasip2::clocks::monotonic_clock::subscribe_duration(20_000_000).block()
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ErrorCode::NoEntry)
+        }
         Op::Close { fd } => match fds.get_mut(*fd) {
             Some(slot) => {
                 slot.take();

@@ -1,0 +1,225 @@
+//! Telling other processes' changes from the run's own during a rollback,
+//! so that the rollback never overwrites them silently.
+//!
+//! The run writes a `left` record of every path it touched at the end of
+//! each step (and, for paths beneath a directory about to be renamed, just
+//! before the rename). Undos run newest first, so when the rollback first
+//! meets a path, every later change of the run is already undone and the
+//! path should hold exactly what the run left there. If something else is
+//! there, another process put it there: it is moved aside into the run's
+//! backup area (kept, and named in the report) before the undos of that
+//! path restore the original.
+//!
+//! Which `left` record applies: the newest one written before the oldest
+//! rename or move the rollback has undone so far of one of the path's
+//! ancestors (before such a rename, the path named another entry).
+//!
+//! Not checked: entries beneath directories the run created (they have no
+//! records; undo moves the whole tree into the backup area), entries
+//! another process deleted (the undos bring back the original), a run whose
+//! last step did not end (a crash: that step may have touched paths without
+//! records), and a rollback resumed after a crash (its first attempt
+//! already moved aside what it found; those are listed again).
+
+use super::capture::{entry_state, mtime};
+use super::record::{EntryState, Record, Time, UndoOp};
+use super::undo::Problem;
+use cap_std::fs::Dir;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// The prefix of the backup-area names of entries moved aside.
+const ASIDE: &str = "foreign-";
+
+/// A path in a mount: (mount, path).
+type Key<'r> = (&'r str, &'r str);
+
+/// What the run left at each path, and where the rollback has got to.
+pub(super) struct Foreign<'r> {
+    enabled: bool,
+    resumed: bool,
+    /// Per path, its `left` records: position in the journal, state.
+    left: HashMap<Key<'r>, Vec<(usize, &'r Option<EntryState>)>>,
+    /// Paths already met (checked once, at their newest undo).
+    met: HashSet<Key<'r>>,
+    /// Paths renamed or moved by undos applied so far, with the position
+    /// of the oldest such undo: what lies beneath them was last left
+    /// before that.
+    horizons: HashMap<Key<'r>, usize>,
+    aside: usize,
+    /// The modification time of each directory an entry was moved out of,
+    /// from before the move: set back once the undos are done, as the
+    /// run's own records set back the directories the run changed.
+    pub(super) dir_times: HashMap<Key<'r>, Time>,
+}
+
+/// What checking the paths of one undo found.
+#[derive(Default)]
+pub(super) struct Checked {
+    /// Entries of other processes moved aside into the backup area.
+    pub kept: Vec<Problem>,
+    pub problems: Vec<Problem>,
+    /// Something found could not be moved aside: the undo must leave its
+    /// path alone, or it would overwrite it.
+    pub leave: bool,
+}
+
+impl<'r> Foreign<'r> {
+    pub(super) fn new(records: &'r [Record]) -> Foreign<'r> {
+        let last_step_ended = records
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Step { .. } => Some(false),
+                Record::StepEnded { .. } => Some(true),
+                _ => None,
+            })
+            .unwrap_or(true);
+        let resumed = records.iter().any(|r| matches!(r, Record::RollbackStarted));
+        let mut left: HashMap<_, Vec<_>> = HashMap::new();
+        for (pos, record) in records.iter().enumerate() {
+            if let Record::Left { mount, path, state } = record {
+                left.entry((mount.as_str(), path.as_str()))
+                    .or_default()
+                    .push((pos, state));
+            }
+        }
+        Foreign {
+            enabled: last_step_ended && !resumed,
+            resumed,
+            left,
+            met: HashSet::new(),
+            horizons: HashMap::new(),
+            aside: 0,
+            dir_times: HashMap::new(),
+        }
+    }
+
+    /// Before an undo: checks each path it names that the rollback meets
+    /// for the first time, and moves aside into the backup area whatever
+    /// another process put there.
+    pub(super) fn before(
+        &mut self,
+        mount: &'r str,
+        op: &'r UndoOp,
+        root: &Dir,
+        backup: &Dir,
+        backup_path: &Path,
+    ) -> Checked {
+        let mut checked = Checked::default();
+        if !self.enabled {
+            return checked;
+        }
+        let from = match op {
+            UndoOp::Renamed { from, .. } => Some(from.as_str()),
+            _ => None,
+        };
+        for path in std::iter::once(op.path()).chain(from) {
+            if !self.met.insert((mount, path)) {
+                continue;
+            }
+            let Some(expected) = self.expected(mount, path) else {
+                continue;
+            };
+            let problem = |reason| Problem {
+                mount: mount.to_owned(),
+                path: path.to_owned(),
+                reason,
+            };
+            let now = match entry_state(root, path) {
+                Ok(now) => now,
+                Err(e) => {
+                    checked
+                        .problems
+                        .push(problem(format!("cannot compare it with what the run left: {e}")));
+                    continue;
+                }
+            };
+            if now.is_none() || EntryState::same(expected, &now) {
+                continue;
+            }
+            let found = format!(
+                "{} where the run left {}: changed by another process",
+                EntryState::describe(&now),
+                EntryState::describe(expected)
+            );
+            self.aside += 1;
+            let name = format!("{ASIDE}{}", self.aside);
+            let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.dir_times.entry((mount, parent))
+                && let Ok(m) = root.symlink_metadata(super::undo::at(parent))
+            {
+                e.insert(mtime(&m));
+            }
+            match root.rename(path, backup, &name) {
+                Ok(()) => checked.kept.push(problem(format!(
+                    "{found}; kept at {}",
+                    backup_path.join(&name).display()
+                ))),
+                Err(e) => {
+                    checked.leave = true;
+                    checked.problems.push(problem(format!(
+                        "{found}; left as it is, not restored (cannot move it into {}: {e})",
+                        backup_path.display()
+                    )));
+                }
+            }
+        }
+        checked
+    }
+
+    /// After the undo at position `pos` was applied: a rename or move
+    /// undone changes what the paths beneath its names refer to.
+    pub(super) fn applied(&mut self, mount: &'r str, pos: usize, op: &'r UndoOp) {
+        match op {
+            UndoOp::Renamed { from, to } => {
+                self.horizons.insert((mount, from), pos);
+                self.horizons.insert((mount, to), pos);
+            }
+            UndoOp::Created { path, .. } => {
+                self.horizons.insert((mount, path), pos);
+            }
+            _ => {}
+        }
+    }
+
+    /// The state the run left at `path`, as the rollback should find it now.
+    fn expected(&self, mount: &str, path: &str) -> Option<&'r Option<EntryState>> {
+        let horizon = super::markers::ancestors(path)
+            .filter_map(|a| self.horizons.get(&(mount, a)).copied())
+            .min()
+            .unwrap_or(usize::MAX);
+        self.left
+            .get(&(mount, path))?
+            .iter()
+            .rev()
+            .find(|(pos, _)| *pos < horizon)
+            .map(|(_, state)| *state)
+    }
+
+    /// In a rollback resumed after a crash, what its first attempt moved
+    /// aside (it checks nothing itself), to be reported as kept.
+    pub(super) fn kept_earlier(&self, backup: &Dir, backup_path: &Path) -> Vec<Problem> {
+        if !self.resumed {
+            return Vec::new();
+        }
+        let Ok(entries) = backup.entries() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(ASIDE))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| Problem {
+                mount: String::new(),
+                path: backup_path.join(name).display().to_string(),
+                reason: "changed by another process; kept there by an interrupted attempt of this rollback"
+                    .into(),
+            })
+            .collect()
+    }
+}

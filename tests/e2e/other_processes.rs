@@ -1,0 +1,184 @@
+//! Changes that something other than the flow makes to a mount while the
+//! flow runs: the rollback restores the paths the run changed, and keeps
+//! what the other process put there aside, never overwriting it silently.
+
+use crate::support::*;
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A flow whose first step replaces `config.txt` and creates `new.txt`,
+/// and whose second step waits for `sig/go` and then fails.
+fn two_step_flow(env: &Env) {
+    let step = |name: &str, ops: serde_json::Value, fail: bool, mounts: &[&str]| {
+        serde_json::json!({
+            "name": name,
+            "uses": guest("fsops"),
+            "mounts": mounts,
+            "with": {"ops": ops, "fail": fail},
+        })
+    };
+    let write = |path: &str, byte: u8| {
+        serde_json::json!([
+            {"op": "open", "fd": 0, "path": path, "oflags": ["create", "truncate"], "flags": ["write"]},
+            {"op": "write", "fd": 1, "offset": 0, "len": 3, "byte": byte},
+        ])
+    };
+    let mut first = write("config.txt", b'n').as_array().unwrap().clone();
+    first.extend(write("new.txt", b'r').as_array().unwrap().iter().map(|op| {
+        let mut op = op.clone();
+        if op["fd"] == 1 {
+            op["fd"] = 2.into();
+        }
+        op
+    }));
+    let flow = serde_json::json!({
+        "name": "other-processes",
+        "mounts": [
+            {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
+            {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
+        ],
+        "steps": [
+            step("deploy", serde_json::Value::Array(first), false, &["m"]),
+            step(
+                "check",
+                serde_json::json!([
+                    {"op": "mkdir", "fd": 0, "path": "started"},
+                    {"op": "wait-for", "fd": 1, "path": "go"},
+                ]),
+                true,
+                &["m", "sig"],
+            ),
+        ],
+    });
+    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+}
+
+/// Runs the flow, calling `meddle` while its second step waits.
+fn run_with(env: &Env, meddle: impl FnOnce()) -> Run {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let child = env
+        .command(&["run", "flow.json"], &cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting stepback");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !env.path("m/started").exists() {
+        assert!(Instant::now() < deadline, "the second step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    meddle();
+    fs::write(env.path("sig/go"), "").unwrap();
+    Run(child.wait_with_output().unwrap())
+}
+
+/// The path in a `kept at PATH` line of the output.
+fn kept_path(out: &str, mount_path: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.contains("KEPT ASIDE") && l.contains(mount_path))
+        .unwrap_or_else(|| panic!("no KEPT ASIDE line for {mount_path}:\n{out}"));
+    line.rsplit_once("kept at ").unwrap().1.to_owned()
+}
+
+#[test]
+fn a_file_another_process_changed_during_the_run_is_kept_aside_not_overwritten() {
+    let env = Env::new();
+    env.write("m/config.txt", "v1");
+    env.write("m/other.txt", "untouched");
+    env.mkdir("sig");
+    two_step_flow(&env);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let run = run_with(&env, || {
+        fs::write(env.path("m/config.txt"), "edited by hand").unwrap();
+        fs::write(env.path("m/new.txt"), "replaced by hand").unwrap();
+    });
+    run.expect_code(1)
+        .expect_stdout("2 change(s) made by another process during the run")
+        .expect_stdout("m:/config.txt: a file of 14 bytes")
+        .expect_stdout("where the run left a file of 3 bytes");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+    let out = run.stdout();
+    assert_eq!(
+        fs::read_to_string(kept_path(&out, "m:/config.txt")).unwrap(),
+        "edited by hand"
+    );
+    assert_eq!(
+        fs::read_to_string(kept_path(&out, "m:/new.txt")).unwrap(),
+        "replaced by hand"
+    );
+    env.stepback(&["show"])
+        .expect_stdout("2 change(s) by other processes kept aside");
+    // A later run prunes clean rollbacks' backups, never this one's.
+    env.stepback(&["run", "flow.json"]).expect_code(1);
+    assert!(Path::new(&kept_path(&out, "m:/config.txt")).exists());
+}
+
+#[test]
+fn what_the_run_left_as_it_was_is_restored_without_keeping_anything() {
+    let env = Env::new();
+    env.write("m/config.txt", "v1");
+    env.mkdir("sig");
+    two_step_flow(&env);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    // Another process changes only what the run never touched: nothing of
+    // it is in the rollback's way.
+    let run = run_with(&env, || {
+        fs::write(env.path("m/unrelated.txt"), "by hand").unwrap();
+    });
+    run.expect_code(1).expect_stdout("every path restored");
+    assert!(!run.stdout().contains("KEPT ASIDE"), "{}", run.stdout());
+    fs::remove_file(env.path("m/unrelated.txt")).unwrap();
+    let mut after = snapshot_full(&env.path("m"));
+    // The root's time moved with the unrelated file.
+    after.retain(|p, _| !p.as_os_str().is_empty());
+    let mut before = before;
+    before.retain(|p, _| !p.as_os_str().is_empty());
+    assert_same_full(&before, &after, "after the rollback");
+}
+
+#[test]
+fn a_file_renamed_with_its_directory_is_checked_where_it_is_restored() {
+    // The run changes `d/x`, then renames `d` to `e` in the same step; the
+    // rollback renames it back and must find `d/x` as the run left it (no
+    // false alarm), while a change by hand to `e/x` is found there and
+    // kept aside.
+    let env = Env::new();
+    env.write("m/d/x", "orig");
+    env.mkdir("sig");
+    let flow = serde_json::json!({
+        "name": "renamed",
+        "mounts": [
+            {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
+            {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
+        ],
+        "steps": [
+            {"name": "change", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
+                {"op": "open", "fd": 0, "path": "d/x", "flags": ["write"]},
+                {"op": "write", "fd": 1, "offset": 0, "len": 6, "byte": 120},
+                {"op": "rename", "fd": 0, "path": "d", "to_fd": 0, "to": "e"},
+            ], "fail": false}},
+            {"name": "check", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
+                {"op": "mkdir", "fd": 0, "path": "started"},
+                {"op": "wait-for", "fd": 1, "path": "go"},
+            ], "fail": true}},
+        ],
+    });
+    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let quiet = run_with(&env, || {});
+    quiet.expect_code(1).expect_stdout("every path restored");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after a quiet rollback");
+    fs::remove_file(env.path("sig/go")).unwrap();
+    let meddled = run_with(&env, || fs::write(env.path("m/e/x"), "by hand!").unwrap());
+    meddled
+        .expect_code(1)
+        .expect_stdout("KEPT ASIDE m:/d/x: a file of 8 bytes")
+        .expect_stdout("where the run left a file of 6 bytes");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+}
