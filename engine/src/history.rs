@@ -180,16 +180,25 @@ fn added_since(
             Err(e) => return Err(e),
         };
         for entry in entries {
-            let path = format!("{dir}/{}", entry?.file_name().to_string_lossy());
+            let name = entry?.file_name();
+            let path = Path::new(&dir).join(&name);
             let now = entry_state(&fs.dir, &path)?;
-            if !finals.contains(&(mount.as_str(), path.as_str())) {
-                added.push(format!(
-                    "{mount}:/{path}: absent when the run ended, {} now",
-                    EntryState::describe(&now)
-                ));
-            } else if now == Some(EntryState::Dir) {
-                pending.push((mount.clone(), path));
-            }
+            let was = match name.to_str().map(|name| format!("{dir}/{name}")) {
+                Some(path) if finals.contains(&(mount.as_str(), path.as_str())) => {
+                    if now == Some(EntryState::Dir) {
+                        pending.push((mount.clone(), path));
+                    }
+                    continue;
+                }
+                Some(_) => "absent when the run ended",
+                // A plugin's paths are strings: not the run's.
+                None => "a name that is not UTF-8, never the run's",
+            };
+            added.push(format!(
+                "{mount}:/{}: {was}, {} now",
+                path.display(),
+                EntryState::describe(&now)
+            ));
         }
     }
     Ok(added)

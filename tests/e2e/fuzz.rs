@@ -141,6 +141,13 @@ fn lay_out(env: &Env, seed: u64) {
             rustix::fs::XattrFlags::empty(),
         );
     }
+    // Names and values are bytes, not text.
+    let _ = rustix::fs::setxattr(
+        m.join("d/deep"),
+        &b"user.caf\xe9"[..],
+        b"\xff\x00",
+        rustix::fs::XattrFlags::empty(),
+    );
     fix_times(&m);
     fix_times(&env.path("outside"));
     // One entry from before 1970, with nanoseconds.

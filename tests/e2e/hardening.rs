@@ -405,3 +405,47 @@ fn sparse_files_stay_sparse_through_capture_and_rollback() {
     fix_times(&env.path("m"));
     rolled_back(&env, json!([open(0, "sparse", &[], &["write"]), write(1, 5, 4)]));
 }
+
+/// Principle 11: extended attributes whose names and values are not UTF-8
+/// come back byte for byte on a removed directory.
+#[test]
+fn extended_attributes_round_trip_as_bytes() {
+    let env = Env::new();
+    victim_tree(&env);
+    let dir = env.mkdir("m/conf.d");
+    for (name, value) in [
+        (&b"user.caf\xe9"[..], &b"\xff\x00v"[..]),
+        (b"user.plain", b"text"),
+    ] {
+        rustix::fs::setxattr(&dir, name, value, rustix::fs::XattrFlags::empty())
+            .expect("the temp dir's filesystem takes user xattrs");
+    }
+    fix_times(&env.path("m"));
+    let before = crate::support::xattrs(&dir);
+    assert_eq!(before.len(), 2);
+    rolled_back(&env, json!([{"op": "rmdir", "fd": 0, "path": "conf.d"}]));
+    assert_eq!(crate::support::xattrs(&dir), before);
+}
+
+/// Found by the fuzzer: a file with two names, truncated through one and
+/// its time set through the other. Undoing the time changes the file
+/// under its first name too, which is no other process's change.
+#[test]
+fn undos_through_another_hard_link_are_not_taken_for_another_process() {
+    let env = Env::new();
+    victim_tree(&env);
+    fs::hard_link(env.path("m/c.txt"), env.path("m/dir1/h1")).unwrap();
+    fix_times(&env.path("m"));
+    let run = rolled_back(
+        &env,
+        json!([
+            open(0, "dir1/h1", &["truncate"], &[]),
+            {"op": "set-times", "fd": 0, "path": "c.txt", "seconds": 1},
+        ]),
+    );
+    assert!(
+        !run.stdout().contains("KEPT ASIDE"),
+        "a false alarm:\n{}",
+        run.stdout()
+    );
+}

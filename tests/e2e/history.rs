@@ -138,6 +138,15 @@ with = { path = "/m/new/deep/file.txt", content = "x" }
         .expect_code(6)
         .expect_stderr("m:/new/deep/added-later.txt: absent when the run ended, a file of 7 bytes");
     assert!(env.path("m/new/deep/added-later.txt").exists());
+    // A name that is not UTF-8 cannot be a plugin's: found and named too.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = env.path("m/new").join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::write(&odd, "by hand").unwrap();
+    env.stepback(&["undo", &run])
+        .expect_code(6)
+        .expect_stderr("2 path(s) changed since the run")
+        .expect_stderr("a name that is not UTF-8, never the run's, a file of 7 bytes");
+    fs::remove_file(&odd).unwrap();
     env.stepback(&["undo", &run, "--force"]).expect_code(0);
     assert!(!env.path("m/new").exists());
 }

@@ -1,7 +1,7 @@
 //! Limits and guest faults are step failures with a clear reason; the
 //! engine itself reports them and exits cleanly.
 
-use crate::support::{Env, guest};
+use crate::support::{Env, Run, assert_same_full, guest, snapshot_full};
 
 fn misbehave(mode: &str, limits: &str) -> String {
     format!(
@@ -95,4 +95,118 @@ fn a_flooding_plugin_is_cut_off_and_cannot_fake_output() {
     let shown = run.stdout().lines().filter(|l| l.contains("fake\\n")).count();
     assert!((200..=256).contains(&shown), "{shown} log lines kept");
     run.expect_stdout(&format!("{} log line(s)", 3000 - shown));
+}
+
+/// A flow whose one step opens `c.txt` `opens` times without closing, then
+/// closes its first descriptor, creates `w.txt`, writes to it and fails.
+fn descriptor_bomb(env: &Env, opens: usize, descriptors: usize) {
+    env.write("m/c.txt", "charlie");
+    let mut ops: Vec<serde_json::Value> = (0..opens)
+        .map(|_| serde_json::json!({"op": "open", "fd": 0, "path": "c.txt", "flags": ["read"]}))
+        .collect();
+    let create = serde_json::json!(
+        {"op": "open", "fd": 0, "path": "w.txt", "oflags": ["create"], "flags": ["write"]}
+    );
+    ops.push(create.clone());
+    ops.push(serde_json::json!({"op": "close", "fd": 1}));
+    ops.push(create);
+    ops.push(serde_json::json!({"op": "write", "fd": opens + 2, "offset": 0, "len": 5, "byte": 119}));
+    let flow = serde_json::json!({
+        "name": "descriptors",
+        "mounts": [{"name": "m", "host": "m", "guest": "/m", "access": "read-write"}],
+        "steps": [{
+            "name": "bomb",
+            "uses": guest("fsops"),
+            "mounts": ["m"],
+            "limits": {"descriptors": descriptors},
+            "with": {"ops": ops, "fail": true},
+        }],
+    });
+    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+}
+
+#[test]
+fn descriptors_a_step_holds_are_bounded_and_counted() {
+    let env = Env::new();
+    descriptor_bomb(&env, 20, 8);
+    let before = snapshot_full(&env.path("m"));
+    let run = env.stepback(&["run", "flow.json"]);
+    // 8 opens succeed; 12 more and the first create are refused; after a
+    // close, the create and its write go through, and are rolled back.
+    run.expect_code(1)
+        .expect_stdout("13 open(s) or directory listing(s) refused: the step may hold 8 at once")
+        .expect_stdout("op 20 Open")
+        .expect_stdout("insufficient-memory")
+        .expect_stdout("2 changes undone")
+        .expect_stdout("every path restored");
+    assert!(
+        !run.stdout().contains("op 23"),
+        "the write after the close failed:\n{}",
+        run.stdout()
+    );
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+    Env::new()
+        .run_flow(&misbehave("spin", "descriptors = 0"))
+        .expect_code(2)
+        .expect_stderr("steps[0].limits.descriptors: descriptor limit 0 is out of range: 1 to 4096");
+}
+
+/// When the engine itself runs out of descriptors (EMFILE from the
+/// kernel, below the step's limit), the calls that meet it fail and the
+/// rollback is still exact. Descriptors are freed a few at a time, so that
+/// the changes tried in between meet the limit at different points: in
+/// resolving the path, in capturing (copying the original aside), in the
+/// open itself.
+#[test]
+fn running_out_of_process_descriptors_fails_calls_not_the_guarantee() {
+    let env = Env::new();
+    env.write("m/c.txt", "charlie");
+    let opens = 300;
+    let mut ops: Vec<serde_json::Value> = (0..opens)
+        .map(|_| serde_json::json!({"op": "open", "fd": 0, "path": "c.txt", "flags": ["read"]}))
+        .collect();
+    let mut next = opens + 1;
+    for k in 0..8 {
+        // One descriptor more each time.
+        for fd in k * (k + 1) / 2..(k + 1) * (k + 2) / 2 {
+            ops.push(serde_json::json!({"op": "close", "fd": 1 + fd}));
+        }
+        for (path, oflags) in [("c.txt", vec![]), (&*format!("n{k}"), vec!["create"])] {
+            ops.push(serde_json::json!(
+                {"op": "open", "fd": 0, "path": path, "oflags": oflags, "flags": ["write"]}
+            ));
+            ops.push(serde_json::json!({"op": "write", "fd": next, "offset": k, "len": 1, "byte": 120}));
+            next += 1;
+        }
+    }
+    let flow = serde_json::json!({
+        "name": "emfile",
+        "mounts": [{"name": "m", "host": "m", "guest": "/m", "access": "read-write"}],
+        "steps": [{"name": "bomb", "uses": guest("fsops"), "mounts": ["m"],
+                   "limits": {"descriptors": 4096}, "with": {"ops": ops, "fail": true}}],
+    });
+    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+    let before = snapshot_full(&env.path("m"));
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let bin = env.command(&[], &cache).get_program().to_owned();
+    let run = Run(std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$0\" run flow.json"])
+        .arg(&bin)
+        .env("STEPBACK_STATE_DIR", env.path("state"))
+        .env("STEPBACK_CACHE_DIR", &cache)
+        .current_dir(env.path(""))
+        .output()
+        .unwrap());
+    // The first write-open has one descriptor to spare: its capture
+    // cannot create the copy of the original, and the call fails.
+    run.expect_code(1)
+        .expect_stdout("op 301 Open")
+        .expect_stdout("name: \"io\"")
+        .expect_stdout("every path restored");
+    assert!(
+        !run.stdout().contains("op 367 Write"),
+        "the last write failed too:\n{}",
+        run.stdout()
+    );
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
 }

@@ -267,7 +267,7 @@ pub struct Full {
     /// Allocated 512-byte blocks: a sparse file must stay sparse.
     pub blocks: u64,
     /// Sorted extended attributes (user.*, trusted.*, security.*).
-    pub xattrs: Vec<(String, Vec<u8>)>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The first path (in sorted order) of the entry's hard-link group.
     pub link_group: PathBuf,
 }
@@ -324,19 +324,19 @@ pub fn snapshot_full(root: &Path) -> FullSnapshot {
 }
 
 /// The extended attributes of `path` (not following a symlink), sorted.
-pub fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut names = vec![0u8; 4096];
     let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else {
         return Vec::new();
     };
-    let mut out: Vec<(String, Vec<u8>)> = names[..n]
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = names[..n]
         .split(|b| *b == 0)
         .filter(|n| !n.is_empty())
         .map(|name| {
             let mut value = vec![0u8; 4096];
             let len = rustix::fs::lgetxattr(path, name, &mut value[..]).unwrap_or(0);
             value.truncate(len);
-            (String::from_utf8_lossy(name).into_owned(), value)
+            (name.to_vec(), value)
         })
         .collect();
     out.sort();

@@ -40,6 +40,7 @@ pub mod exit {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_descriptor_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -48,6 +49,24 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(dispatch(cli)))
+}
+
+/// Raises the soft limit on open descriptors to the hard one (often 1024
+/// against 500,000): the engine holds the descriptors of every step's
+/// guest (`limits.descriptors`) beside its own. If this fails, a step that
+/// meets the lower limit gets I/O errors, and the journal still holds.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
 }
 
 async fn dispatch(cli: Cli) -> u8 {

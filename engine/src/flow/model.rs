@@ -91,4 +91,7 @@ pub struct LimitsDecl {
     /// Linear memory, e.g. "64MiB".
     #[serde(default)]
     pub memory: Option<String>,
+    /// Descriptors and directory listings held at once.
+    #[serde(default)]
+    pub descriptors: Option<i64>,
 }

@@ -453,6 +453,18 @@ impl Validator<'_> {
                 ),
             }
         }
+        if let Some(n) = decl.limits.descriptors {
+            match usize::try_from(n) {
+                Ok(n) if (1..=Limits::MAX_DESCRIPTORS).contains(&n) => limits.descriptors = n,
+                _ => self.report(
+                    &field.key("descriptors"),
+                    format!(
+                        "descriptor limit {n} is out of range: 1 to {}",
+                        Limits::MAX_DESCRIPTORS
+                    ),
+                ),
+            }
+        }
         limits
     }
 }

@@ -834,12 +834,7 @@ fn take_over_attributes(original: &std::fs::File, new: &std::fs::File) -> io::Re
         )?;
     }
     for x in fd_xattrs(original)? {
-        rustix::fs::fsetxattr(
-            new,
-            x.name.as_bytes(),
-            &x.value.0,
-            rustix::fs::XattrFlags::empty(),
-        )?;
+        rustix::fs::fsetxattr(new, &x.name.0[..], &x.value.0, rustix::fs::XattrFlags::empty())?;
     }
     // After the owner: chown clears set-id bits.
     fchmod(new, Mode::from_raw_mode(st.st_mode & 0o7777))?;
@@ -869,7 +864,7 @@ pub(super) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>>
         };
         value.truncate(len);
         out.push(Xattr {
-            name: String::from_utf8_lossy(name).into_owned(),
+            name: OsBytes::from(name),
             value: OsBytes(value),
         });
     }
@@ -927,8 +922,14 @@ pub(super) fn mtime(meta: &Metadata) -> Time {
 }
 
 /// The state of `path` as `stepback undo` compares it; `None` if absent.
-pub fn entry_state(dir: &Dir, path: &str) -> io::Result<Option<EntryState>> {
-    let meta = match dir.symlink_metadata(if path.is_empty() { "." } else { path }) {
+pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<EntryState>> {
+    let path = path.as_ref();
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let meta = match dir.symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -954,7 +955,11 @@ pub fn entry_state(dir: &Dir, path: &str) -> io::Result<Option<EntryState>> {
 fn final_states_beneath(dir: &Dir, mount: &str, path: &str, out: &mut Vec<Record>) -> io::Result<()> {
     let here = dir.open_dir(path)?;
     for entry in here.entries()? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+        // A name that is not UTF-8 is not the run's (a plugin's paths are
+        // strings): `undo` finds it, unrecorded, and refuses.
+        let Ok(name) = entry?.file_name().into_string() else {
+            continue;
+        };
         let child = format!("{path}/{name}");
         let state = entry_state(&here, &name)?;
         if state == Some(EntryState::Dir) {

@@ -16,7 +16,9 @@
 //!
 //! Not checked: entries beneath directories the run created (they have no
 //! records; undo moves the whole tree into the backup area), entries
-//! another process deleted (the undos bring back the original), a run whose
+//! another process deleted (the undos bring back the original), changes in
+//! place to a file with several hard links (undos through its other names
+//! change it too, so only its type is compared), a run whose
 //! last step did not end (a crash: that step may have touched paths without
 //! records), and a rollback resumed after a crash (its first attempt
 //! already moved aside what it found; those are listed again).
@@ -135,7 +137,7 @@ impl<'r> Foreign<'r> {
                     continue;
                 }
             };
-            if now.is_none() || EntryState::same(expected, &now) {
+            if now.is_none() || EntryState::same(expected, &now) || shared_file(root, path, expected, &now) {
                 continue;
             }
             let found = format!(
@@ -222,4 +224,16 @@ impl<'r> Foreign<'r> {
             })
             .collect()
     }
+}
+
+/// Whether a file found with other size or time than the run left is one
+/// with several hard links: the undos of changes made through its other
+/// names (a time set back, contents written back) change it too, so only
+/// a different type says that someone else was here.
+fn shared_file(root: &Dir, path: &str, expected: &Option<EntryState>, now: &Option<EntryState>) -> bool {
+    use cap_std::fs::MetadataExt;
+    matches!(
+        (expected, now),
+        (Some(EntryState::File { .. }), Some(EntryState::File { .. }))
+    ) && root.symlink_metadata(path).is_ok_and(|m| m.nlink() > 1)
 }

@@ -87,7 +87,9 @@ pub struct Owner {
 /// One extended attribute (ACLs and file capabilities are stored as such).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Xattr {
-    pub name: String,
+    /// Bytes, like the value: the kernel allows any name after the
+    /// namespace prefix.
+    pub name: OsBytes,
     pub value: OsBytes,
 }
 

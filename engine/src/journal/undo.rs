@@ -288,12 +288,7 @@ fn set_meta(dir: &Dir, path: &str, meta: &Meta) -> io::Result<()> {
     if !meta.xattrs.is_empty() {
         let file = super::capture::open_dir_readable(dir, path)?;
         for x in &meta.xattrs {
-            rustix::fs::fsetxattr(
-                &file,
-                x.name.as_bytes(),
-                &x.value.0,
-                rustix::fs::XattrFlags::empty(),
-            )?;
+            rustix::fs::fsetxattr(&file, &x.name.0[..], &x.value.0, rustix::fs::XattrFlags::empty())?;
         }
     }
     dir.set_permissions(

@@ -12,11 +12,19 @@ pub struct Limits {
     pub time: Duration,
     /// Bytes of linear memory, per memory of the component.
     pub memory: u64,
+    /// Descriptors and directory listings the step may hold at once: each
+    /// costs the host a file descriptor or memory, which the memory limit
+    /// does not cover; past it, opens fail with `insufficient-memory`.
+    pub descriptors: usize,
 }
 
 impl Limits {
     pub const DEFAULT_TIME: Duration = Duration::from_secs(300);
     pub const DEFAULT_MEMORY: u64 = 512 << 20;
+    pub const DEFAULT_DESCRIPTORS: usize = 256;
+    /// Far below the engine's own descriptor limit, which it raises to
+    /// the system's hard limit when it starts.
+    pub const MAX_DESCRIPTORS: usize = 4096;
     /// Below this a Rust component cannot even start.
     pub const MIN_MEMORY: u64 = 2 << 20;
 }
@@ -26,6 +34,7 @@ impl Default for Limits {
         Limits {
             time: Self::DEFAULT_TIME,
             memory: Self::DEFAULT_MEMORY,
+            descriptors: Self::DEFAULT_DESCRIPTORS,
         }
     }
 }

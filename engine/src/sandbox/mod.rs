@@ -289,6 +289,10 @@ impl Sandbox {
         };
         let mut log = std::mem::take(&mut store.data_mut().log);
         log.extend(store.data().dropped_line());
+        log.extend(store.data().fs.refused_line().map(|message| LogLine {
+            level: LogLevel::Warn,
+            message,
+        }));
         for (level, output) in [(LogLevel::Stdout, &stdout), (LogLevel::Stderr, &stderr)] {
             log.extend(
                 output
@@ -334,6 +338,7 @@ impl Sandbox {
                 journal.map(|j| j as Arc<Mutex<dyn crate::journal::Recorder>>),
                 room,
                 layer_mounts,
+                limits.descriptors,
             ),
             limiter: MemoryLimiter::new(limits.memory),
             step: step.to_owned(),

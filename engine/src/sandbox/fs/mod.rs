@@ -65,6 +65,13 @@ pub struct FsLayer {
     /// figure no longer holds.
     headroom: Vec<(u64, u64)>,
     parents: Parents,
+    /// Descriptors the guest opened and directory listings it holds, by
+    /// resource rep: each costs the host a descriptor or memory, so a
+    /// step may hold `max_held` at once.
+    held: std::collections::HashSet<u32>,
+    max_held: usize,
+    /// Opens and listings refused because `max_held` were held.
+    refused: u64,
 }
 
 impl FsLayer {
@@ -74,6 +81,7 @@ impl FsLayer {
         recorder: Option<Arc<Mutex<dyn Recorder>>>,
         room: Option<Arc<Room>>,
         mounts: Vec<LayerMount>,
+        max_held: usize,
     ) -> FsLayer {
         FsLayer {
             recorder,
@@ -82,7 +90,21 @@ impl FsLayer {
             nodes: HashMap::new(),
             headroom: Vec::new(),
             parents: Parents::default(),
+            held: Default::default(),
+            max_held,
+            refused: 0,
         }
+    }
+
+    /// The line for the step's log that says how many opens and listings
+    /// were refused, if any were.
+    pub fn refused_line(&self) -> Option<String> {
+        (self.refused > 0).then(|| {
+            format!(
+                "{} open(s) or directory listing(s) refused: the step may hold {} at once (limits.descriptors)",
+                self.refused, self.max_held
+            )
+        })
     }
 }
 
@@ -356,12 +378,24 @@ impl HostDirectoryEntryStream for FsView<'_> {
     }
 
     fn drop(&mut self, stream: Resource<DirectoryEntryStream>) -> wasmtime::Result<()> {
+        self.layer.held.remove(&stream.rep());
         HostDirectoryEntryStream::drop(&mut self.inner, stream)
     }
 }
 
-impl HostDescriptor for FsView<'_> {
-    async fn open_at(
+impl FsView<'_> {
+    /// Whether the step may hold one more descriptor or listing; counts
+    /// the refusal if not.
+    fn may_hold_another(&mut self) -> FsResult<()> {
+        if self.layer.held.len() < self.layer.max_held {
+            return Ok(());
+        }
+        self.layer.refused += 1;
+        Err(ErrorCode::InsufficientMemory.into())
+    }
+
+    /// `open-at`, once the step may hold the descriptor it makes.
+    async fn open_checked(
         &mut self,
         fd: Resource<types::Descriptor>,
         path_flags: PathFlags,
@@ -478,6 +512,22 @@ impl HostDescriptor for FsView<'_> {
         }
         let opened = opened?;
         self.remember(&opened, mount, created);
+        Ok(opened)
+    }
+}
+
+impl HostDescriptor for FsView<'_> {
+    async fn open_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path_flags: PathFlags,
+        path: String,
+        oflags: OpenFlags,
+        flags: DescriptorFlags,
+    ) -> FsResult<Resource<types::Descriptor>> {
+        self.may_hold_another()?;
+        let opened = self.open_checked(fd, path_flags, path, oflags, flags).await?;
+        self.layer.held.insert(opened.rep());
         Ok(opened)
     }
 
@@ -739,6 +789,7 @@ impl HostDescriptor for FsView<'_> {
 
     fn drop(&mut self, fd: Resource<types::Descriptor>) -> wasmtime::Result<()> {
         self.layer.nodes.remove(&fd.rep());
+        self.layer.held.remove(&fd.rep());
         self.layer.parents.forget(fd.rep());
         HostDescriptor::drop(&mut self.inner, fd)
     }
@@ -799,7 +850,11 @@ impl HostDescriptor for FsView<'_> {
         &mut self,
         fd: Resource<types::Descriptor>,
     ) -> FsResult<Resource<DirectoryEntryStream>> {
-        self.inner.read_directory(fd).await
+        // A listing holds the directory's entries in the host's memory.
+        self.may_hold_another()?;
+        let listing = self.inner.read_directory(fd).await?;
+        self.layer.held.insert(listing.rep());
+        Ok(listing)
     }
 
     async fn sync(&mut self, fd: Resource<types::Descriptor>) -> FsResult<()> {
