@@ -17,6 +17,9 @@
 //! Every run is a `stepback` process with a warm compiled cache; step
 //! times come from its JSON events, so process start-up is excluded there.
 //! `cargo bench --bench journal -- B3 B5` runs only the benchmarks named.
+//! `STEPBACK_BENCH_DIR=/dev/shm` runs them on another filesystem than the
+//! target directory's: on tmpfs, the engine's own cost shows without the
+//! disk's noise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -146,7 +149,8 @@ limits = {{ time = "1h", memory = "256MiB" }}
 }
 
 fn main() {
-    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir");
+    let parent = std::env::var_os("STEPBACK_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
+    let scratch = tempfile::tempdir_in(parent).expect("scratch dir");
     let root = scratch.path().to_path_buf();
     let bench = Bench {
         cache: root.join("cache"),

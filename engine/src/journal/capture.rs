@@ -344,14 +344,31 @@ impl RunJournal {
     /// step's records durable.
     pub fn end_step(&mut self) -> io::Result<()> {
         let touched = std::mem::take(&mut self.step_paths);
-        let mut left = Vec::with_capacity(touched.len() + 1);
-        for (mount, path) in touched {
-            let state = entry_state(self.dir(&mount)?, &path)?;
-            left.push(Record::Left { mount, path, state });
-        }
+        let mut left: Vec<Record> = self
+            .states_of(touched)?
+            .into_iter()
+            .map(|(mount, path, state)| Record::Left { mount, path, state })
+            .collect();
         left.push(Record::StepEnded { index: self.step });
         self.writer.append_all(left)?;
         self.writer.sync()
+    }
+
+    /// What is at each of `paths` now.
+    fn states_of(
+        &self,
+        paths: BTreeSet<(String, String)>,
+    ) -> io::Result<Vec<(String, String, Option<EntryState>)>> {
+        let mut out = Vec::with_capacity(paths.len());
+        let mut states: Option<(String, States)> = None;
+        for (mount, path) in paths {
+            if !states.as_ref().is_some_and(|(m, _)| *m == mount) {
+                states = Some((mount.clone(), States::new(self.dir(&mount)?.try_clone()?)));
+            }
+            let state = states.as_mut().map_or(Ok(None), |(_, s)| s.of(&path))?;
+            out.push((mount, path, state));
+        }
+        Ok(out)
     }
 
     /// Notes that the step touches `path` (a record of an earlier call
@@ -379,11 +396,11 @@ impl RunJournal {
         if beneath.is_empty() {
             return Ok(());
         }
-        let root = self.dir(mount)?.try_clone()?;
+        let mut states = States::new(self.dir(mount)?.try_clone()?);
         let mut left = Vec::with_capacity(beneath.len());
         for key in beneath {
             self.step_paths.remove(&key);
-            let state = entry_state(&root, &key.1)?;
+            let state = states.of(&key.1)?;
             left.push(Record::Left {
                 mount: key.0,
                 path: key.1,
@@ -402,11 +419,10 @@ impl RunJournal {
     /// path it changed, then `committed`.
     pub fn commit(mut self) -> io::Result<()> {
         let mut finals = Vec::new();
-        for (mount, path) in std::mem::take(&mut self.paths) {
-            let dir = self.dir(&mount)?;
-            let state = entry_state(dir, &path)?;
+        let paths = std::mem::take(&mut self.paths);
+        for (mount, path, state) in self.states_of(paths)? {
             if self.created_trees.contains(&(mount.clone(), path.clone())) && state == Some(EntryState::Dir) {
-                final_states_beneath(dir, &mount, &path, &mut finals)?;
+                final_states_beneath(self.dir(&mount)?, &mount, &path, &mut finals)?;
             }
             finals.push(Record::Final { mount, path, state });
         }
@@ -946,6 +962,39 @@ pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<Entry
             mtime: mtime(&meta),
         }
     }))
+}
+
+/// Looks up the states of many paths of one mount, sorted, each directory
+/// opened once for its entries: resolving every path from the mount's
+/// root costs a few system calls per path of a large step.
+struct States {
+    root: Dir,
+    /// The directory of the last path looked up (`None`: it is gone).
+    parent: Option<(String, Option<Dir>)>,
+}
+
+impl States {
+    fn new(root: Dir) -> States {
+        States { root, parent: None }
+    }
+
+    fn of(&mut self, path: &str) -> io::Result<Option<EntryState>> {
+        let Some((dir, name)) = path.rsplit_once('/') else {
+            return entry_state(&self.root, path);
+        };
+        if !self.parent.as_ref().is_some_and(|(d, _)| d == dir) {
+            let opened = match self.root.open_dir(dir) {
+                Ok(d) => Some(d),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => None,
+                Err(e) => return Err(e),
+            };
+            self.parent = Some((dir.to_owned(), opened));
+        }
+        match self.parent.as_ref().and_then(|(_, d)| d.as_ref()) {
+            Some(d) => entry_state(d, name),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Final states of everything beneath a directory the run created (those

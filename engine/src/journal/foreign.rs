@@ -25,7 +25,7 @@
 
 use super::capture::{entry_state, mtime};
 use super::record::{EntryState, Record, Time, UndoOp};
-use super::undo::Problem;
+use super::undo::{Places, Problem};
 use cap_std::fs::Dir;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -104,7 +104,7 @@ impl<'r> Foreign<'r> {
         &mut self,
         mount: &'r str,
         op: &'r UndoOp,
-        root: &Dir,
+        (root, places): (&Dir, &mut Places),
         backup: &Dir,
         backup_path: &Path,
     ) -> Checked {
@@ -128,7 +128,14 @@ impl<'r> Foreign<'r> {
                 path: path.to_owned(),
                 reason,
             };
-            let now = match entry_state(root, path) {
+            // Looked up in its directory, opened once for all its entries.
+            let now = match places.locate(mount, root, path) {
+                Ok(Some((dir, name))) => entry_state(dir, name),
+                Ok(None) => entry_state(root, path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+            let now = match now {
                 Ok(now) => now,
                 Err(e) => {
                     checked
@@ -147,6 +154,8 @@ impl<'r> Foreign<'r> {
             );
             self.aside += 1;
             let name = format!("{ASIDE}{}", self.aside);
+            // Moving an entry aside can leave a cached directory stale.
+            places.dirs.clear();
             let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
             if let std::collections::hash_map::Entry::Vacant(e) = self.dir_times.entry((mount, parent))
                 && let Ok(m) = root.symlink_metadata(super::undo::at(parent))

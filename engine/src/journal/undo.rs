@@ -117,11 +117,7 @@ pub fn rollback(
     for (n, (pos, seq, mount, op)) in undos.into_iter().enumerate() {
         fault.before_undo(n as u64 + 1);
         let Some(fs) = mounts.get(mount) else { continue };
-        let checked = foreign.before(mount, op, &fs.dir, &backup, &run.backup());
-        if !checked.kept.is_empty() {
-            // Entries moved aside: handles on directories may be stale.
-            places.dirs.clear();
-        }
+        let checked = foreign.before(mount, op, (&fs.dir, &mut places), &backup, &run.backup());
         report.kept.extend(checked.kept);
         report.problems.extend(checked.problems);
         if checked.leave {
@@ -322,7 +318,7 @@ fn set_owner(dir: &Dir, path: &str, owner: Owner) -> io::Result<()> {
 /// removes a directory, which could leave a handle pointing elsewhere.
 #[derive(Default)]
 pub(super) struct Places {
-    dirs: HashMap<(String, String), Dir>,
+    pub(super) dirs: HashMap<(String, String), Dir>,
 }
 
 impl Places {
