@@ -362,7 +362,7 @@ impl RunJournal {
         let mut out = Vec::with_capacity(paths.len());
         let mut states: Option<(String, States)> = None;
         for (mount, path) in paths {
-            if !states.as_ref().is_some_and(|(m, _)| *m == mount) {
+            if states.as_ref().is_none_or(|(m, _)| *m != mount) {
                 states = Some((mount.clone(), States::new(self.dir(&mount)?.try_clone()?)));
             }
             let state = states.as_mut().map_or(Ok(None), |(_, s)| s.of(&path))?;
@@ -982,7 +982,7 @@ impl States {
         let Some((dir, name)) = path.rsplit_once('/') else {
             return entry_state(&self.root, path);
         };
-        if !self.parent.as_ref().is_some_and(|(d, _)| d == dir) {
+        if self.parent.as_ref().is_none_or(|(d, _)| d != dir) {
             let opened = match self.root.open_dir(dir) {
                 Ok(d) => Some(d),
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => None,
