@@ -182,3 +182,43 @@ fn a_file_renamed_with_its_directory_is_checked_where_it_is_restored() {
         .expect_stdout("where the run left a file of 6 bytes");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
 }
+
+#[test]
+fn a_file_changed_by_another_process_while_its_step_still_runs_is_kept_aside() {
+    // The step writes `config.txt` and closes it, then goes on (waits);
+    // meanwhile another process edits the file. The step's end is after
+    // that edit, but what the step left is what it wrote.
+    let env = Env::new();
+    env.write("m/config.txt", "v1");
+    env.mkdir("sig");
+    let flow = serde_json::json!({
+        "name": "in-step",
+        "mounts": [
+            {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
+            {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
+        ],
+        "steps": [
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
+                {"op": "open", "fd": 0, "path": "config.txt", "oflags": ["truncate"], "flags": ["write"]},
+                {"op": "write", "fd": 2, "offset": 0, "len": 3, "byte": 110},
+                {"op": "close", "fd": 2},
+                {"op": "mkdir", "fd": 0, "path": "started"},
+                {"op": "wait-for", "fd": 1, "path": "go"},
+            ], "fail": true}},
+        ],
+    });
+    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let run = run_with(&env, || {
+        fs::write(env.path("m/config.txt"), "edited by hand").unwrap()
+    });
+    run.expect_code(1)
+        .expect_stdout("KEPT ASIDE m:/config.txt: a file of 14 bytes")
+        .expect_stdout("where the run left a file of 3 bytes");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+    assert_eq!(
+        fs::read_to_string(kept_path(&run.stdout(), "m:/config.txt")).unwrap(),
+        "edited by hand"
+    );
+}

@@ -214,6 +214,10 @@ pub trait Recorder: Send {
     fn owns_all_in(&self, dir: FileId) -> bool;
     /// The call captured since the last `finish` has returned.
     fn finish(&mut self, outcome: Outcome) -> io::Result<()>;
+    /// The step is done changing the file `meta` describes, for now (it
+    /// closed a descriptor it could write through, set its times, or
+    /// ended): what another process does to it later is not the run's.
+    fn left(&mut self, meta: &Metadata);
 }
 
 /// What the rest of the run already knows of an inode.
@@ -229,6 +233,9 @@ struct Known {
     /// Directories the run made that nothing was moved or linked into:
     /// every entry in them is the run's own, whatever its inode.
     whole: HashSet<FileId>,
+    /// Files the run changed (wrote, resized, set the times of), with
+    /// their size and time just after its last change.
+    written: HashMap<FileId, (u64, Time)>,
 }
 
 /// Bookkeeping to apply once the call succeeded.
@@ -354,7 +361,18 @@ impl RunJournal {
         self.writer.sync()
     }
 
-    /// What is at each of `paths` now.
+    /// A file the step wrote is described as the step left it: a change
+    /// another process made since shows as a difference (see
+    /// [`super::foreign`]).
+    fn as_left(&self, found: Option<(EntryState, FileId)>) -> Option<EntryState> {
+        let (state, id) = found?;
+        Some(match (state, self.known.written.get(&id)) {
+            (EntryState::File { .. }, Some(&(size, mtime))) => EntryState::File { size, mtime },
+            (state, _) => state,
+        })
+    }
+
+    /// What the run left at each of `paths`.
     fn states_of(
         &self,
         paths: BTreeSet<(String, String)>,
@@ -365,8 +383,8 @@ impl RunJournal {
             if states.as_ref().is_none_or(|(m, _)| *m != mount) {
                 states = Some((mount.clone(), States::new(self.dir(&mount)?.try_clone()?)));
             }
-            let state = states.as_mut().map_or(Ok(None), |(_, s)| s.of(&path))?;
-            out.push((mount, path, state));
+            let found = states.as_mut().map_or(Ok(None), |(_, s)| s.of(&path))?;
+            out.push((mount, path, self.as_left(found)));
         }
         Ok(out)
     }
@@ -400,7 +418,7 @@ impl RunJournal {
         let mut left = Vec::with_capacity(beneath.len());
         for key in beneath {
             self.step_paths.remove(&key);
-            let state = states.of(&key.1)?;
+            let state = self.as_left(states.of(&key.1)?);
             left.push(Record::Left {
                 mount: key.0,
                 path: key.1,
@@ -795,6 +813,14 @@ impl Recorder for RunJournal {
         self.known.whole.contains(&dir)
     }
 
+    fn left(&mut self, meta: &Metadata) {
+        if meta.is_file() {
+            self.known
+                .written
+                .insert(FileId::of(meta), (meta.len(), mtime(meta)));
+        }
+    }
+
     fn finish(&mut self, outcome: Outcome) -> io::Result<()> {
         let call = std::mem::take(&mut self.call);
         let Outcome::Succeeded { created, opened } = outcome else {
@@ -939,6 +965,11 @@ pub(super) fn mtime(meta: &Metadata) -> Time {
 
 /// The state of `path` as `stepback undo` compares it; `None` if absent.
 pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<EntryState>> {
+    Ok(entry_with_id(dir, path)?.map(|(state, _)| state))
+}
+
+/// The state of `path`, and which inode is there.
+fn entry_with_id(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<(EntryState, FileId)>> {
     let path = path.as_ref();
     let path = if path.as_os_str().is_empty() {
         Path::new(".")
@@ -950,7 +981,7 @@ pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<Entry
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(Some(if meta.is_dir() {
+    let state = if meta.is_dir() {
         EntryState::Dir
     } else if meta.is_symlink() {
         EntryState::Symlink {
@@ -961,7 +992,8 @@ pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<Entry
             size: meta.len(),
             mtime: mtime(&meta),
         }
-    }))
+    };
+    Ok(Some((state, FileId::of(&meta))))
 }
 
 /// Looks up the states of many paths of one mount, sorted, each directory
@@ -978,9 +1010,9 @@ impl States {
         States { root, parent: None }
     }
 
-    fn of(&mut self, path: &str) -> io::Result<Option<EntryState>> {
+    fn of(&mut self, path: &str) -> io::Result<Option<(EntryState, FileId)>> {
         let Some((dir, name)) = path.rsplit_once('/') else {
-            return entry_state(&self.root, path);
+            return entry_with_id(&self.root, path);
         };
         if self.parent.as_ref().is_none_or(|(d, _)| d != dir) {
             let opened = match self.root.open_dir(dir) {
@@ -991,7 +1023,7 @@ impl States {
             self.parent = Some((dir.to_owned(), opened));
         }
         match self.parent.as_ref().and_then(|(_, d)| d.as_ref()) {
-            Some(d) => entry_state(d, name),
+            Some(d) => entry_with_id(d, name),
             None => Ok(None),
         }
     }

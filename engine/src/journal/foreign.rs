@@ -3,7 +3,10 @@
 //!
 //! The run writes a `left` record of every path it touched at the end of
 //! each step (and, for paths beneath a directory about to be renamed, just
-//! before the rename). Undos run newest first, so when the rollback first
+//! before the rename). A file the step wrote is described as the step left
+//! it (when it closed the file, set its times, or ended), not as it is at
+//! the end of the step: another process may have edited it since, while
+//! the step went on. Undos run newest first, so when the rollback first
 //! meets a path, every later change of the run is already undone and the
 //! path should hold exactly what the run left there. If something else is
 //! there, another process put it there: it is moved aside into the run's
@@ -18,7 +21,9 @@
 //! records; undo moves the whole tree into the backup area), entries
 //! another process deleted (the undos bring back the original), changes in
 //! place to a file with several hard links (undos through its other names
-//! change it too, so only its type is compared), a run whose
+//! change it too, so only its type is compared), entries other than files
+//! the step wrote that another process replaced while the step that last
+//! touched them still ran, a run whose
 //! last step did not end (a crash: that step may have touched paths without
 //! records), and a rollback resumed after a crash (its first attempt
 //! already moved aside what it found; those are listed again).

@@ -37,7 +37,7 @@ pub fn build(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
     Ok(linker)
 }
 
-fn fs_view(state: &mut StepState) -> FsView<'_> {
+pub(super) fn fs_view(state: &mut StepState) -> FsView<'_> {
     FsView {
         inner: state.wasi.filesystem(),
         layer: &mut state.fs,

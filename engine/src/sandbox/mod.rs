@@ -287,6 +287,7 @@ impl Sandbox {
                 details: None,
             }),
         };
+        linker::fs_view(store.data_mut()).settle();
         let mut log = std::mem::take(&mut store.data_mut().log);
         log.extend(store.data().dropped_line());
         log.extend(store.data().fs.refused_line().map(|message| LogLine {

@@ -313,6 +313,39 @@ impl FsView<'_> {
         Ok(Some((mount, rel_of(file.as_fd(), &m.root)?, meta)))
     }
 
+    /// Tells the recorder what a file that `fd` (when `writable_only`, if
+    /// it can write) reaches in a journaled mount is like now: the step is
+    /// done changing it, for now.
+    fn leave_file(&self, fd: &Resource<types::Descriptor>, writable_only: bool) {
+        let Some(&Node { mount, .. }) = self.layer.nodes.get(&fd.rep()) else {
+            return;
+        };
+        let Some(rec) = self
+            .layer
+            .recorder
+            .as_ref()
+            .filter(|_| self.layer.mounts[mount].access == Access::ReadWrite)
+        else {
+            return;
+        };
+        if let Ok(Descriptor::File(f)) = self.inner.table.get(fd)
+            && !(writable_only && f.perms.write_not_permitted())
+            && let Ok(meta) = f.file.metadata()
+        {
+            lock(rec).left(&Metadata::from_just_metadata(meta));
+        }
+    }
+
+    /// At the end of a step: every file it could still write to is as it
+    /// left it (descriptors the guest never closed are not dropped one by
+    /// one).
+    pub fn settle(&mut self) {
+        let reps: Vec<u32> = self.layer.nodes.keys().copied().collect();
+        for rep in reps {
+            self.leave_file(&Resource::new_borrow(rep), true);
+        }
+    }
+
     /// Tells the recorder (when the call was captured) how it ended.
     fn finish(&self, target: &Target, captured: bool, ok: bool, created: Option<FileId>) {
         if let Some(rec) = target.recorder.as_ref().filter(|_| captured) {
@@ -720,6 +753,9 @@ impl HostDescriptor for FsView<'_> {
             .await;
         self.close_parent(rep);
         self.finish(&target, captured, result.is_ok(), None);
+        if let (Some(rec), Ok(Some(meta))) = (&target.recorder, target.metadata()) {
+            lock(rec).left(&meta);
+        }
         result
     }
 
@@ -730,12 +766,20 @@ impl HostDescriptor for FsView<'_> {
         mtim: NewTimestamp,
     ) -> FsResult<()> {
         let Some((mount, rel, meta)) = self.descriptor_entry(&fd)? else {
-            return self.inner.set_times(fd, atim, mtim).await;
+            let result = self
+                .inner
+                .set_times(Resource::new_borrow(fd.rep()), atim, mtim)
+                .await;
+            self.leave_file(&fd, false);
+            return result;
         };
         let rec = self.layer.recorder.clone().expect("descriptor_entry checks it");
         let name = self.layer.mounts[mount].name.clone();
         capture(&rec, |r| r.before_set_times(&name, &rel, &meta))?;
-        let result = self.inner.set_times(fd, atim, mtim).await;
+        let result = self
+            .inner
+            .set_times(Resource::new_borrow(fd.rep()), atim, mtim)
+            .await;
         let outcome = match &result {
             Ok(()) => Outcome::Succeeded {
                 created: None,
@@ -744,6 +788,7 @@ impl HostDescriptor for FsView<'_> {
             Err(_) => Outcome::Failed,
         };
         let _ = lock(&rec).finish(outcome);
+        self.leave_file(&fd, false);
         result
     }
 
@@ -788,6 +833,7 @@ impl HostDescriptor for FsView<'_> {
     }
 
     fn drop(&mut self, fd: Resource<types::Descriptor>) -> wasmtime::Result<()> {
+        self.leave_file(&fd, true);
         self.layer.nodes.remove(&fd.rep());
         self.layer.held.remove(&fd.rep());
         self.layer.parents.forget(fd.rep());
