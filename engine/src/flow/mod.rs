@@ -5,6 +5,7 @@ mod field;
 mod model;
 mod params;
 mod plan;
+mod remote;
 mod source;
 mod validate;
 

@@ -191,12 +191,23 @@ impl Validator<'_> {
 
     /// Why `mount` cannot be mounted beside `others`, if it cannot: it holds
     /// or lies in Stepback's own directories; it is another mount's
-    /// directory again; or it overlaps another mount where either is
+    /// directory again; it overlaps another mount where either is
     /// read-write (a step could then change one mount through the other,
-    /// replacing it by a symlink or moving it, behind the journal).
+    /// replacing it by a symlink or moving it, behind the journal); or it
+    /// reaches a network or FUSE filesystem ([`super::remote`]).
     fn layout_problem<'m>(&self, mount: &Mount, others: impl Iterator<Item = &'m Mount>) -> Option<String> {
         let host = &mount.host;
         let shown = host.display();
+        if let Some((point, fstype)) = super::remote::remote_filesystems(host).into_iter().next() {
+            let place = match host.starts_with(&point) {
+                true => "is on",
+                false => "contains",
+            };
+            return Some(format!(
+                "host path {shown} {place} a {fstype} filesystem ({}): a call there can block in the kernel past any time limit, and so could the rollback. Mount a directory on a local filesystem",
+                point.display()
+            ));
+        }
         for dir in &self.engine_dirs {
             if dir.starts_with(host) {
                 return Some(format!(
