@@ -53,8 +53,14 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
     match RunState::of(&records) {
         RunState::Committed { pruned: false } => {}
         RunState::Committed { pruned: true } => {
+            let kept = match records.last() {
+                Some(Record::Pruned { keep: Some(keep) }) => {
+                    format!(" when the newest {keep} committed runs kept theirs")
+                }
+                _ => String::new(),
+            };
             return Err(UndoError::NotUndoable(format!(
-                "run {id} can no longer be undone: its backups were pruned (the newest {DEFAULT_KEEP} committed runs keep theirs)"
+                "run {id} can no longer be undone: its backups were pruned{kept}"
             )));
         }
         RunState::RolledBack { .. } => {
@@ -126,7 +132,7 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
         if run.dir.backup().exists() {
             std::fs::remove_dir_all(run.dir.backup())?;
         }
-        JournalWriter::open(&run.dir.journal())?.append(&Record::Pruned)?;
+        JournalWriter::open(&run.dir.journal())?.append(&Record::Pruned { keep: Some(keep) })?;
         pruned.push(run.dir.id.clone());
     }
     for run in runs

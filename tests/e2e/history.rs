@@ -80,7 +80,7 @@ fn only_the_newest_runs_keep_their_backups() {
         assert!(!env.path(&format!("state/runs/{old}/backup")).exists());
         env.stepback(&["undo", old])
             .expect_code(6)
-            .expect_stderr("backups were pruned");
+            .expect_stderr("backups were pruned when the newest 1 committed runs kept theirs");
     }
     env.stepback(&["show"])
         .expect_stdout("committed (backups pruned)");

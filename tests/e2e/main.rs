@@ -5,6 +5,7 @@
 mod support;
 
 mod cache;
+mod cli;
 mod deploy_files;
 mod disk_full;
 mod example;

@@ -74,6 +74,9 @@ pub enum Command {
     Show {
         /// The run id (as `stepback show` lists them).
         run: Option<String>,
+        /// List at most this many runs, newest first.
+        #[arg(long, short = 'n', value_name = "N")]
+        limit: Option<usize>,
     },
 
     /// Check a flow without running it: syntax, keys, types, parameters,

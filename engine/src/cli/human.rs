@@ -2,6 +2,7 @@
 //! log of a failed step, and with `--verbose` what happens as it happens.
 
 use super::escape::clean;
+use super::out::{errln, outln};
 use std::sync::Mutex;
 use stepback::events::{Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
 use stepback::plugin::{CacheOutcome, PluginInfo};
@@ -35,7 +36,7 @@ impl EventSink for Reporter {
                     CacheOutcome::Hit => "compiled cache hit",
                     CacheOutcome::Compiled => "compiled and cached",
                 };
-                eprintln!(
+                errln!(
                     "plugin {plugin} (sha256 {}): {how} in {millis:.1} ms",
                     &sha256[..12]
                 );
@@ -43,14 +44,14 @@ impl EventSink for Reporter {
             Event::FlowStarted { flow, run_id, steps } => {
                 *self.width.lock().expect("width lock") = steps.iter().map(String::len).max().unwrap_or(0);
                 let n = steps.len();
-                println!(
+                outln!(
                     "flow {}: {n} step{} (run {run_id})",
                     clean(&flow),
                     if n == 1 { "" } else { "s" }
                 );
             }
             Event::StepLog { step, level, message } if self.verbose => {
-                eprintln!("  [{}] {}{}", clean(&step), level_tag(level), clean(&message));
+                errln!("  [{}] {}{}", clean(&step), level_tag(level), clean(&message));
             }
             Event::StepFinished {
                 step,
@@ -80,14 +81,14 @@ impl EventSink for Reporter {
                     format_millis(millis)
                 };
                 let step = clean(&step);
-                println!("  {tag:<7} {step:<width$}  {time:>7}  {}", clean(&text));
+                outln!("  {tag:<7} {step:<width$}  {time:>7}  {}", clean(&text));
                 if matches!(status, StepStatus::Failed | StepStatus::FailedIgnored) && !self.verbose {
                     print_log(&log);
                 }
             }
-            Event::Warning { message } => eprintln!("warning: {}", clean(&message)),
+            Event::Warning { message } => errln!("warning: {}", clean(&message)),
             Event::RollbackStarted { changes, .. } => {
-                println!(
+                outln!(
                     "rolling back {changes} recorded change{}",
                     if changes == 1 { "" } else { "s" }
                 );
@@ -101,17 +102,17 @@ impl EventSink for Reporter {
             } => {
                 print_kept(&kept);
                 if problems.is_empty() {
-                    println!(
+                    outln!(
                         "rolled back: {undone} changes undone in {}; every path restored",
                         format_millis(millis)
                     );
                 } else {
-                    println!(
+                    outln!(
                         "ROLLBACK INCOMPLETE: {} path(s) could not be restored:",
                         problems.len()
                     );
                     for problem in problems {
-                        println!("  {}", clean(&problem));
+                        outln!("  {}", clean(&problem));
                     }
                 }
             }
@@ -123,9 +124,9 @@ impl EventSink for Reporter {
                 ..
             } => match status {
                 FlowStatus::Succeeded => {
-                    println!("flow {} succeeded in {}", clean(&flow), format_millis(millis))
+                    outln!("flow {} succeeded in {}", clean(&flow), format_millis(millis))
                 }
-                FlowStatus::Failed => println!(
+                FlowStatus::Failed => outln!(
                     "flow {} failed at step '{}' after {}",
                     clean(&flow),
                     clean(&failed_step.unwrap_or_default()),
@@ -141,9 +142,9 @@ fn print_log(log: &[LogLine]) {
     if log.is_empty() {
         return;
     }
-    println!("          log:");
+    outln!("          log:");
     for line in log {
-        println!("          | {}{}", level_tag(line.level), clean(&line.message));
+        outln!("          | {}{}", level_tag(line.level), clean(&line.message));
     }
 }
 
@@ -168,31 +169,31 @@ fn format_millis(millis: f64) -> String {
 }
 
 pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], exports: &[String]) {
-    println!(
+    outln!(
         "{} {} ({})",
         clean(&info.name),
         clean(&info.version),
         clean(&plugin.label)
     );
-    println!("  {}", clean(&info.description));
-    println!("  sha256: {}", plugin.sha256);
-    println!("needs:");
+    outln!("  {}", clean(&info.description));
+    outln!("  sha256: {}", plugin.sha256);
+    outln!("needs:");
     for need in &info.needs.mounts {
-        println!("  mount {:?}: {:?}", clean(&need.role), need.access);
+        outln!("  mount {:?}: {:?}", clean(&need.role), need.access);
     }
-    println!("  exec: {}, network: {}", info.needs.exec, info.needs.network);
-    println!("config schema:");
+    outln!("  exec: {}, network: {}", info.needs.exec, info.needs.network);
+    outln!("config schema:");
     let schema = serde_json::to_string_pretty(&info.config_schema).unwrap_or_default();
     for line in schema.lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
-    println!("imports:");
+    outln!("imports:");
     for name in imports {
-        println!("  {name}");
+        outln!("  {name}");
     }
-    println!("exports:");
+    outln!("exports:");
     for name in exports {
-        println!("  {name}");
+        outln!("  {name}");
     }
 }
 
@@ -202,11 +203,11 @@ pub fn print_kept(kept: &[impl std::fmt::Display]) {
     if kept.is_empty() {
         return;
     }
-    println!(
+    outln!(
         "{} change(s) made by another process during the run were in the way and are kept aside:",
         kept.len()
     );
     for k in kept {
-        println!("  KEPT ASIDE {}", clean(&k.to_string()));
+        outln!("  KEPT ASIDE {}", clean(&k.to_string()));
     }
 }

@@ -1,8 +1,8 @@
 //! Output for programs: JSON lines on stdout, one object per event (and
 //! one for `plugin inspect`'s result).
 
+use super::out::outln;
 use serde_json::json;
-use std::io::Write;
 use stepback::events::{Event, EventSink};
 use stepback::plugin::PluginInfo;
 use stepback::sandbox::Plugin;
@@ -12,9 +12,7 @@ pub struct Reporter;
 impl EventSink for Reporter {
     fn emit(&self, event: Event) {
         let line = serde_json::to_string(&event).expect("events serialize");
-        let mut out = std::io::stdout().lock();
-        // A closed pipe must not panic the engine mid-flow; the run goes on.
-        let _ = writeln!(out, "{line}");
+        outln!("{line}");
     }
 }
 
@@ -26,7 +24,7 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
         "imports": imports,
         "exports": exports,
     });
-    println!(
+    outln!(
         "{}",
         serde_json::to_string(&value).expect("inspection serializes")
     );

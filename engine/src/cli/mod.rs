@@ -5,10 +5,12 @@ mod args;
 mod escape;
 mod human;
 mod json;
+mod out;
 mod show;
 
 use args::{Cli, Command, OutputFormat, PluginCommand, SyncMode};
 use clap::Parser;
+use out::{errln, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,7 +46,7 @@ pub fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit::ENGINE_ERROR);
         }
     };
@@ -83,10 +85,16 @@ async fn dispatch(cli: Cli) -> u8 {
     let sandbox = match Sandbox::new(CompiledCache::new(cache_dir), events.clone()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot set up the WebAssembly engine: {e:#}");
+            errln!("error: cannot set up the WebAssembly engine: {e:#}");
             return exit::ENGINE_ERROR;
         }
     };
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Undo { .. } | Command::Recover
+    ) {
+        out::keep_going_on_broken_pipe();
+    }
     match cli.command {
         Command::Run(args) => {
             let options = RunOptions {
@@ -112,7 +120,7 @@ async fn dispatch(cli: Cli) -> u8 {
         }
         Command::Undo { run, force } => undo(&state_dir, &run, force),
         Command::Recover => recover(&state_dir),
-        Command::Show { run } => show::show(&state_dir, run.as_deref(), cli.output),
+        Command::Show { run, limit } => show::show(&state_dir, run.as_deref(), limit, cli.output),
         Command::Validate(args) => validate(&args.flow, &args.params, &sandbox, &engine_dirs).await,
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
@@ -127,13 +135,13 @@ async fn plan(
     engine_dirs: &[PathBuf],
 ) -> Result<flow::Plan, u8> {
     let source = FlowSource::read(flow).map_err(|d| {
-        eprintln!("error: {d}");
+        errln!("error: {d}");
         exit::INVALID_INPUT
     })?;
     flow::validate(&source, params, sandbox, engine_dirs)
         .await
         .map_err(|diagnostics| {
-            eprintln!("{diagnostics}");
+            errln!("{diagnostics}");
             exit::INVALID_INPUT
         })
 }
@@ -153,7 +161,7 @@ async fn run(
     let report = match runner::run(&plan, sandbox, events, options).await {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return match e {
                 RunError::NeedsRecovery(_) | RunError::Busy(_) => exit::BLOCKED,
                 RunError::Journal(_) => exit::ENGINE_ERROR,
@@ -170,10 +178,10 @@ async fn run(
 fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
     match stepback::history::undo_run(state_dir, run, force, Fault::from_env()) {
         Ok(report) => {
-            println!("run {run} undone: {} changes reversed", report.undone);
+            outln!("run {run} undone: {} changes reversed", report.undone);
             human::print_kept(&report.kept);
             for problem in &report.problems {
-                println!("  NOT RESTORED {problem}");
+                outln!("  NOT RESTORED {problem}");
             }
             if report.problems.is_empty() {
                 exit::SUCCESS
@@ -182,7 +190,7 @@ fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             match e {
                 UndoError::NoSuchRun(_) => exit::INVALID_INPUT,
                 UndoError::NotUndoable(_) | UndoError::Drifted(_) => exit::UNDO_REFUSED,
@@ -196,29 +204,31 @@ fn recover(state_dir: &Path) -> u8 {
     let recovered = match stepback::recovery::recover(state_dir, Fault::from_env()) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             return exit::BLOCKED;
         }
     };
     if recovered.is_empty() {
-        println!("nothing to recover: every run finished");
+        outln!("nothing to recover: every run finished");
         return exit::SUCCESS;
     }
     let mut code = exit::SUCCESS;
     for r in &recovered {
-        println!(
+        outln!(
             "run {} of flow '{}': rolled back ({} changes undone)",
-            r.run.dir.id, r.run.flow, r.report.undone
+            r.run.dir.id,
+            r.run.flow,
+            r.report.undone
         );
         if r.adopted > 0 {
-            println!(
+            outln!(
                 "  {} of them were known only by their backups: the journal lost their records (power loss?)",
                 r.adopted
             );
         }
         human::print_kept(&r.report.kept);
         for problem in &r.report.problems {
-            println!("  NOT RESTORED {problem}");
+            outln!("  NOT RESTORED {problem}");
             code = exit::ROLLBACK_INCOMPLETE;
         }
     }
@@ -233,7 +243,7 @@ async fn validate(
 ) -> u8 {
     match plan(flow, params, sandbox, engine_dirs).await {
         Ok(plan) => {
-            println!(
+            outln!(
                 "{}: flow {:?} is valid: {} step{}, {} mount{}",
                 flow.display(),
                 plan.name,
@@ -259,7 +269,7 @@ async fn inspect(plugin: &str, sandbox: &Sandbox, output: OutputFormat) -> u8 {
     let (loaded, info) = match described {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             return exit::INVALID_INPUT;
         }
     };

@@ -3,13 +3,14 @@
 use super::args::OutputFormat;
 use super::escape::clean;
 use super::exit;
+use super::out::{errln, outln};
 use std::path::Path;
 use stepback::journal::{Change, Record, RunState, RunStore, UndoOp};
 
-pub fn show(state_dir: &Path, run: Option<&str>, output: OutputFormat) -> u8 {
+pub fn show(state_dir: &Path, run: Option<&str>, limit: Option<usize>, output: OutputFormat) -> u8 {
     let store = RunStore::new(state_dir);
     match run {
-        None => list(&store),
+        None => list(&store, limit),
         Some(id) => match store.get(id) {
             Some(dir) => match dir.records() {
                 Ok(records) => {
@@ -17,19 +18,19 @@ pub fn show(state_dir: &Path, run: Option<&str>, output: OutputFormat) -> u8 {
                         OutputFormat::Human => print_run(id, &records),
                         OutputFormat::Json => {
                             for record in &records {
-                                println!("{}", serde_json::to_string(record).expect("records serialize"));
+                                outln!("{}", serde_json::to_string(record).expect("records serialize"));
                             }
                         }
                     }
                     exit::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: cannot read the journal of run {id}: {e}");
+                    errln!("error: cannot read the journal of run {id}: {e}");
                     exit::ENGINE_ERROR
                 }
             },
             None => {
-                eprintln!(
+                errln!(
                     "error: no run {id:?} in {}; `stepback show` lists the runs",
                     state_dir.join("runs").display()
                 );
@@ -39,19 +40,20 @@ pub fn show(state_dir: &Path, run: Option<&str>, output: OutputFormat) -> u8 {
     }
 }
 
-fn list(store: &RunStore) -> u8 {
+/// Lists runs newest first (like `git log`), at most `limit`.
+fn list(store: &RunStore, limit: Option<usize>) -> u8 {
     let runs = match store.list() {
         Ok(runs) => runs,
         Err(e) => {
-            eprintln!("error: cannot list runs: {e}");
+            errln!("error: cannot list runs: {e}");
             return exit::ENGINE_ERROR;
         }
     };
     if runs.is_empty() {
-        println!("no runs recorded");
+        outln!("no runs recorded");
     }
-    for run in runs {
-        println!(
+    for run in runs.iter().rev().take(limit.unwrap_or(usize::MAX)) {
+        outln!(
             "{}  {:<20}  {}  {}",
             run.dir.id,
             clean(&run.flow),
@@ -77,7 +79,7 @@ fn state_text(state: RunState) -> String {
 
 fn print_run(id: &str, records: &[Record]) {
     if let Some(Record::Begin { flow, started, .. }) = records.first() {
-        println!(
+        outln!(
             "run {id} of flow '{}', started {started}: {}",
             clean(flow),
             state_text(RunState::of(records))
@@ -87,29 +89,32 @@ fn print_run(id: &str, records: &[Record]) {
     let voided = stepback::journal::voided(records);
     for record in records {
         match record {
-            Record::Step { index, name } => println!("step {index} '{}':", clean(name)),
+            Record::Step { index, name } => outln!("step {index} '{}':", clean(name)),
             Record::Undo { seq, .. } if voided.contains(seq) => {}
             Record::Undo {
                 mount, change, undo, ..
             } => {
                 if let Some(line) = describe(*change, undo) {
                     let line = clean(&line);
-                    println!("  {line:<40} {mount}:/{}", clean(undo.path()));
+                    outln!("  {line:<40} {mount}:/{}", clean(undo.path()));
                 }
             }
             Record::Undone { .. } => undone += 1,
             Record::RolledBack { problems, kept } => {
-                println!("rollback: {undone} changes undone");
+                outln!("rollback: {undone} changes undone");
                 for p in problems {
-                    println!("  NOT RESTORED {}", clean(p));
+                    outln!("  NOT RESTORED {}", clean(p));
                 }
                 for k in kept {
-                    println!("  KEPT ASIDE {}", clean(k));
+                    outln!("  KEPT ASIDE {}", clean(k));
                 }
             }
-            Record::Committed => println!("committed"),
-            Record::Pruned => println!("backups pruned"),
-            Record::RollbackStarted => println!("rollback started"),
+            Record::Committed => outln!("committed"),
+            Record::Pruned { keep: Some(keep) } => {
+                outln!("backups pruned (the newest {keep} committed runs kept theirs)")
+            }
+            Record::Pruned { keep: None } => outln!("backups pruned"),
+            Record::RollbackStarted => outln!("rollback started"),
             Record::Begin { .. }
             | Record::Final { .. }
             | Record::Left { .. }

@@ -286,8 +286,11 @@ pub enum Record {
     /// The flow succeeded; its changes stay.
     Committed,
     /// The run's backups were deleted to bound disk use; it can no longer
-    /// be undone.
-    Pruned,
+    /// be undone. `keep`: how many newer committed runs kept theirs then.
+    Pruned {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<usize>,
+    },
     /// A rollback finished; `problems` lists paths it could not restore,
     /// `kept` what other processes had put in the way, moved aside.
     RolledBack {

@@ -51,7 +51,7 @@ impl RunState {
     pub fn of_last(last: Option<&Record>) -> RunState {
         match last {
             Some(Record::Committed) => RunState::Committed { pruned: false },
-            Some(Record::Pruned) => RunState::Committed { pruned: true },
+            Some(Record::Pruned { .. }) => RunState::Committed { pruned: true },
             Some(Record::RolledBack { problems, kept }) => RunState::RolledBack {
                 problems: problems.len(),
                 kept: kept.len(),
