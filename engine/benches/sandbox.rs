@@ -83,6 +83,7 @@ async fn in_process(cache: &Path, scratch: &Path) {
                     flow: "bench",
                     step: "write",
                     run_id: "bench",
+                    events: std::sync::Arc::new(stepback::events::Discard),
                     config: r#"{"path": "/out/x", "content": "x"}"#,
                     mounts: &mounts,
                     params: Vec::new(),

@@ -1,9 +1,12 @@
 //! What a run reports as it goes. The CLI prints these for people or as
 //! JSON lines; a program embedding the library implements [`EventSink`].
+//! A leaf: it depends on nothing else in the crate.
 
-use crate::plugin::CacheOutcome;
 use serde::Serialize;
+use std::sync::Arc;
 
+/// How important a step's log line is, or which of its output streams it
+/// came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogLevel {
@@ -18,16 +21,25 @@ pub enum LogLevel {
     Stderr,
 }
 
+/// One line of a step's log.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
     pub level: LogLevel,
+    /// The text as the step wrote it (control characters included: a
+    /// reporter for people escapes them).
     pub message: String,
 }
 
+/// How a step ended.
+///
+/// Not `#[non_exhaustive]`, like [`FlowStatus`] and [`LogLevel`]: every
+/// reporter and exit code maps each of them, and a new one should break
+/// them at compile time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepStatus {
     Succeeded,
+    /// Failed, and stopped the flow.
     Failed,
     /// Failed under `on-failure = "continue"`: the flow went on.
     FailedIgnored,
@@ -35,62 +47,96 @@ pub enum StepStatus {
     Skipped,
 }
 
+/// How a flow ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlowStatus {
+    /// Every step succeeded (or failed under `on-failure = "continue"`);
+    /// the run is committed.
     Succeeded,
+    /// A step failed and stopped the flow; its changes were rolled back
+    /// (see [`Event::RollbackFinished`] for how completely).
     Failed,
 }
 
+/// Whether loading a plugin compiled it or reused compiled code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheOutcome {
+    Hit,
+    Compiled,
+}
+
+/// Something that happened, in the order it happened. As JSON, `event`
+/// names the variant in kebab-case (`step-finished`) and the fields keep
+/// their names. Times are in milliseconds of wall-clock time.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Event {
+    /// A plugin's component is ready to run (while a flow is validated).
     PluginLoaded {
+        /// As the flow names it: `builtin:NAME` or a path.
         plugin: String,
+        /// Of the component's bytes, hex.
         sha256: String,
         cache: CacheOutcome,
+        /// Time to load (and compile, on a cache miss).
         millis: f64,
     },
+    /// The run has its journal and its locks, and starts its first step.
     FlowStarted {
         flow: String,
-        run_id: String,
         /// Step names, in order.
         steps: Vec<String>,
     },
     StepStarted {
+        /// Position in the flow, from 0.
         index: usize,
         step: String,
+        /// As the flow names it.
         plugin: String,
     },
+    /// A line of a step's log, as it is written (bounded per step: see
+    /// [`Event::StepFinished`]'s `log`).
     StepLog {
         step: String,
         level: LogLevel,
         message: String,
     },
+    /// How far a step has got: at most every 100 ms per unit, and always
+    /// when `done` reaches `total`.
     StepProgress {
         step: String,
+        /// What is counted (`files`, `bytes`), as the step names it.
         unit: String,
         done: u64,
+        /// `None` when the step does not know.
         total: Option<u64>,
     },
     StepFinished {
         index: usize,
         step: String,
         status: StepStatus,
+        /// Wall time of the step, its host calls included; 0 if skipped.
         millis: f64,
+        /// What the step says it did, when it succeeded.
         summary: Option<String>,
+        /// Why it failed (the plugin's message, or the limit it hit).
         error: Option<String>,
+        /// More about the failure, when there is more.
         details: Option<String>,
+        /// The step's whole log, with lines about what was dropped beyond
+        /// the host's bounds.
         log: Vec<LogLine>,
     },
     /// A failed flow's changes are being reversed.
     RollbackStarted {
-        run_id: String,
         /// Undo records in the journal.
         changes: u64,
     },
     RollbackFinished {
-        run_id: String,
+        /// Undo records this rollback applied.
         undone: usize,
         /// Paths that could not be restored, with the reason.
         problems: Vec<String>,
@@ -98,27 +144,74 @@ pub enum Event {
         /// moved aside into the run's backup area (where each one is
         /// kept is in its line) so that restoring the path lost nothing.
         kept: Vec<String>,
+        /// Wall time of the rollback and its verification.
         millis: f64,
     },
     /// Something went wrong that does not change the run's outcome.
     Warning { message: String },
+    /// The last event of a run.
     FlowFinished {
         flow: String,
-        run_id: String,
         status: FlowStatus,
+        /// Wall time from the first step to the end of the rollback.
         millis: f64,
+        /// The step whose failure stopped the flow.
         failed_step: Option<String>,
     },
 }
 
-/// Receives a run's events, in order, from the thread running the flow.
+/// An event as a sink receives it: what happened, in which run, and when.
+/// As JSON, the event's own fields sit beside `run_id` and `time`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Envelope {
+    /// The run it belongs to; `None` for what happens outside a run (a
+    /// plugin loaded while a flow is validated).
+    pub run_id: Option<String>,
+    /// When it happened: RFC 3339, UTC, to the millisecond.
+    pub time: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Receives events, in order, from the thread running the flow.
 pub trait EventSink: Send + Sync {
-    fn emit(&self, event: Event);
+    fn emit(&self, envelope: Envelope);
 }
 
 /// Drops every event.
 pub struct Discard;
 
 impl EventSink for Discard {
-    fn emit(&self, _event: Event) {}
+    fn emit(&self, _envelope: Envelope) {}
+}
+
+/// Stamps events with their run and time on the way to a sink.
+#[derive(Clone)]
+pub(crate) struct Emitter {
+    run_id: Option<Arc<str>>,
+    sink: Arc<dyn EventSink>,
+}
+
+impl Emitter {
+    /// Events outside any run.
+    pub(crate) fn new(sink: Arc<dyn EventSink>) -> Emitter {
+        Emitter { run_id: None, sink }
+    }
+
+    /// Events of run `run_id`, to `sink`.
+    pub(crate) fn for_run(run_id: &str, sink: Arc<dyn EventSink>) -> Emitter {
+        Emitter {
+            run_id: Some(run_id.into()),
+            sink,
+        }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        self.sink.emit(Envelope {
+            run_id: self.run_id.as_deref().map(str::to_owned),
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            event,
+        });
+    }
 }

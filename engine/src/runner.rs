@@ -2,7 +2,7 @@
 //! journaling every change they make to read-write mounts, and rolls the
 //! whole flow back when a step fails and stops it.
 
-use crate::events::{Event, EventSink, FlowStatus, StepStatus};
+use crate::events::{Emitter, Event, EventSink, FlowStatus, StepStatus};
 use crate::flow::{Access, Mount, OnFailure, Plan};
 use crate::journal::{
     Durability, Fault, MountFs, MountLocks, Problem, RollbackReport, Room, RunDir, RunJournal, RunStore,
@@ -90,7 +90,7 @@ impl RunReport {
 pub async fn run(
     plan: &Plan,
     sandbox: &Sandbox,
-    events: &dyn EventSink,
+    sink: Arc<dyn EventSink>,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
     crate::state::ensure_private(&options.state_dir).map_err(RunError::Journal)?;
@@ -126,9 +126,9 @@ pub async fn run(
     };
 
     let flow_start = Instant::now();
+    let events = Emitter::for_run(&run_id, sink.clone());
     events.emit(Event::FlowStarted {
         flow: plan.name.clone(),
-        run_id: run_id.clone(),
         steps: plan.steps.iter().map(|s| s.name.clone()).collect(),
     });
     let params = plan.params.sorted();
@@ -166,6 +166,7 @@ pub async fn run(
             flow: &plan.name,
             step: &step.name,
             run_id: &run_id,
+            events: sink.clone(),
             config: &step.config,
             mounts: &step.mounts,
             pinned: step.mounts.iter().map(|m| pinned[&m.name].1.clone()).collect(),
@@ -211,7 +212,7 @@ pub async fn run(
         });
     }
     let rollback = match journal {
-        Some(journal) => journal.finish(stopped, &run_id, events, options)?,
+        Some(journal) => journal.finish(stopped, &events, options)?,
         None if stopped => {
             events.emit(Event::Warning {
                 message: "the journal is off: the flow's changes were not rolled back".into(),
@@ -238,7 +239,6 @@ pub async fn run(
     };
     events.emit(Event::FlowFinished {
         flow: plan.name.clone(),
-        run_id: report.run_id.clone(),
         status,
         millis: flow_start.elapsed().as_secs_f64() * 1e3,
         failed_step: report.failed_step().map(|s| s.name.clone()),
@@ -355,8 +355,7 @@ impl Journaled {
     fn finish(
         self,
         stopped: bool,
-        run_id: &str,
-        events: &dyn EventSink,
+        events: &Emitter,
         options: &RunOptions,
     ) -> Result<Option<RollbackReport>, RunError> {
         let journal = Arc::try_unwrap(self.journal)
@@ -371,7 +370,6 @@ impl Journaled {
             return Ok(None);
         }
         events.emit(Event::RollbackStarted {
-            run_id: run_id.to_owned(),
             changes: journal.changes(),
         });
         let started = Instant::now();
@@ -389,7 +387,6 @@ impl Journaled {
             },
         };
         events.emit(Event::RollbackFinished {
-            run_id: run_id.to_owned(),
             undone: report.undone,
             problems: report.problems.iter().map(ToString::to_string).collect(),
             kept: report.kept.iter().map(ToString::to_string).collect(),

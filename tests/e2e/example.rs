@@ -64,4 +64,17 @@ with = { path = "/app/a.txt", content = "a" }
     let finished = events.iter().find(|e| e["event"] == "step-finished").unwrap();
     assert_eq!(finished["status"], "succeeded");
     assert_eq!(events.last().unwrap()["status"], "succeeded");
+    // Every event of the run, step logs included, names the run and says
+    // when it happened, in order; loading the plugin was before the run.
+    assert!(events[0]["run_id"].is_null());
+    let started = events.iter().position(|e| e["event"] == "flow-started").unwrap();
+    let run_id = events[started]["run_id"].as_str().unwrap();
+    assert!(run_id.len() > 10, "{run_id}");
+    let mut last = std::time::SystemTime::UNIX_EPOCH;
+    for e in &events[started..] {
+        assert_eq!(e["run_id"], run_id, "{e}");
+        let time = humantime::parse_rfc3339(e["time"].as_str().unwrap()).expect("RFC 3339");
+        assert!(time >= last, "events out of order: {e}");
+        last = time;
+    }
 }

@@ -4,7 +4,7 @@
 use super::escape::clean;
 use super::out::{errln, outln};
 use std::sync::Mutex;
-use stepback::events::{Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
+use stepback::events::{Envelope, Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
 use stepback::plugin::{CacheOutcome, PluginInfo};
 use stepback::sandbox::Plugin;
 
@@ -24,8 +24,9 @@ impl Reporter {
 }
 
 impl EventSink for Reporter {
-    fn emit(&self, event: Event) {
-        match event {
+    fn emit(&self, envelope: Envelope) {
+        let run_id = envelope.run_id.unwrap_or_default();
+        match envelope.event {
             Event::PluginLoaded {
                 plugin,
                 sha256,
@@ -41,7 +42,7 @@ impl EventSink for Reporter {
                     &sha256[..12]
                 );
             }
-            Event::FlowStarted { flow, run_id, steps } => {
+            Event::FlowStarted { flow, steps } => {
                 *self.width.lock().expect("width lock") = steps.iter().map(String::len).max().unwrap_or(0);
                 let n = steps.len();
                 outln!(

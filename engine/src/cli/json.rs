@@ -3,15 +3,15 @@
 
 use super::out::outln;
 use serde_json::json;
-use stepback::events::{Event, EventSink};
+use stepback::events::{Envelope, EventSink};
 use stepback::plugin::PluginInfo;
 use stepback::sandbox::Plugin;
 
 pub struct Reporter;
 
 impl EventSink for Reporter {
-    fn emit(&self, event: Event) {
-        let line = serde_json::to_string(&event).expect("events serialize");
+    fn emit(&self, envelope: Envelope) {
+        let line = serde_json::to_string(&envelope).expect("events serialize");
         outln!("{line}");
     }
 }

@@ -113,7 +113,7 @@ async fn dispatch(cli: Cli) -> u8 {
                 &args.flow.params,
                 &sandbox,
                 &engine_dirs,
-                events.as_ref(),
+                events.clone(),
                 &options,
             )
             .await
@@ -151,7 +151,7 @@ async fn run(
     params: &[(String, String)],
     sandbox: &Sandbox,
     engine_dirs: &[PathBuf],
-    events: &dyn EventSink,
+    events: Arc<dyn EventSink>,
     options: &RunOptions,
 ) -> u8 {
     let plan = match plan(flow, params, sandbox, engine_dirs).await {

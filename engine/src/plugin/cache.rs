@@ -22,13 +22,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Whether a load compiled the component or reused compiled code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CacheOutcome {
-    Hit,
-    Compiled,
-}
+pub use crate::events::CacheOutcome;
 
 #[derive(Debug, Clone)]
 pub struct CompiledCache {

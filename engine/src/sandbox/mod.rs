@@ -15,7 +15,7 @@ mod ticker;
 
 pub use limits::Limits;
 
-use crate::events::{Event, EventSink, LogLevel, LogLine};
+use crate::events::{Emitter, Event, EventSink, LogLevel, LogLine};
 use crate::flow::{Access, Mount};
 use crate::journal::RunJournal;
 use crate::plugin::{CacheOutcome, CompiledCache, MountNeed, Needs, PluginInfo, PluginSource};
@@ -62,6 +62,8 @@ pub struct StepRequest<'a> {
     pub flow: &'a str,
     pub step: &'a str,
     pub run_id: &'a str,
+    /// Where the step's logs and progress go, stamped with `run_id`.
+    pub events: Arc<dyn EventSink>,
     pub config: &'a str,
     pub mounts: &'a [Mount],
     /// The mounts' directories, opened when the run started, in the order
@@ -106,7 +108,8 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<StepState>,
     cache: CompiledCache,
-    events: Arc<dyn EventSink>,
+    /// Where plugin loading is reported (outside any run).
+    events: Emitter,
 }
 
 impl Sandbox {
@@ -120,7 +123,7 @@ impl Sandbox {
             engine,
             linker,
             cache,
-            events,
+            events: Emitter::new(events),
         })
     }
 
@@ -182,7 +185,13 @@ impl Sandbox {
             time: DESCRIBE_TIME,
             ..Limits::default()
         };
-        let (mut store, _, stderr) = self.store("describe", (&[], &[]), (None, None), Vec::new(), limits)?;
+        let (mut store, _, stderr) = self.store(
+            ("describe", self.events.clone()),
+            (&[], &[]),
+            (None, None),
+            Vec::new(),
+            limits,
+        )?;
         let called = tokio::time::timeout(limits.time, async {
             let step = plugin.pre.instantiate_async(&mut store).await?;
             step.call_describe(&mut store).await
@@ -231,7 +240,10 @@ impl Sandbox {
     pub async fn run(&self, plugin: &Plugin, request: StepRequest<'_>) -> StepRun {
         let limits = request.limits;
         let (mut store, stdout, stderr) = match self.store(
-            request.step,
+            (
+                request.step,
+                Emitter::for_run(request.run_id, request.events.clone()),
+            ),
             (request.mounts, &request.pinned),
             (request.journal.clone(), request.room.clone()),
             request.params.clone(),
@@ -308,7 +320,7 @@ impl Sandbox {
 
     fn store(
         &self,
-        step: &str,
+        (step, events): (&str, Emitter),
         (mounts, pinned): (&[Mount], &[Arc<std::fs::File>]),
         (journal, room): (Option<Arc<Mutex<RunJournal>>>, Option<Arc<crate::journal::Room>>),
         params: Vec<(String, String)>,
@@ -344,7 +356,7 @@ impl Sandbox {
             limiter: MemoryLimiter::new(limits.memory),
             step: step.to_owned(),
             params,
-            events: self.events.clone(),
+            events,
             log: Vec::new(),
             progress: Default::default(),
             log_bytes: 0,

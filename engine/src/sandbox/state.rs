@@ -3,9 +3,8 @@
 
 use super::fs::FsLayer;
 use super::limits::MemoryLimiter;
-use crate::events::{Event, EventSink, LogLevel, LogLine};
+use crate::events::{Emitter, Event, LogLevel, LogLine};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -32,7 +31,7 @@ pub struct StepState {
     pub(super) limiter: MemoryLimiter,
     pub(super) step: String,
     pub(super) params: Vec<(String, String)>,
-    pub(super) events: Arc<dyn EventSink>,
+    pub(super) events: Emitter,
     pub(super) log: Vec<LogLine>,
     /// Latest figure per unit: done, total, when it was last forwarded.
     pub(super) progress: BTreeMap<String, (u64, Option<u64>, Option<Instant>)>,
