@@ -84,6 +84,7 @@ async fn in_process(cache: &Path, scratch: &Path) {
                     step: "write",
                     run_id: "bench",
                     events: std::sync::Arc::new(stepback::events::Discard),
+                    cancel: Default::default(),
                     config: r#"{"path": "/out/x", "content": "x"}"#,
                     mounts: &mounts,
                     params: Vec::new(),

@@ -57,6 +57,9 @@ pub enum FlowStatus {
     /// A step failed and stopped the flow; its changes were rolled back
     /// (see [`Event::RollbackFinished`] for how completely).
     Failed,
+    /// The run was cancelled ([`crate::cancel::Cancel`]): the step running
+    /// then was stopped, and the flow's changes were rolled back.
+    Cancelled,
 }
 
 /// Whether loading a plugin compiled it or reused compiled code.

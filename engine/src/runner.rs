@@ -2,6 +2,7 @@
 //! journaling every change they make to read-write mounts, and rolls the
 //! whole flow back when a step fails and stops it.
 
+use crate::cancel::Cancel;
 use crate::events::{Emitter, Event, EventSink, FlowStatus, StepStatus};
 use crate::flow::{Access, Mount, OnFailure, Plan};
 use crate::journal::{
@@ -27,7 +28,30 @@ pub struct RunOptions {
     /// Bytes kept free on every filesystem the run writes to, beyond the
     /// copies a rollback may write back ([`crate::journal::Room`]).
     pub reserve: u64,
+    /// Stops the run from outside (see [`Cancel`]).
+    pub cancel: Cancel,
 }
+
+impl RunOptions {
+    /// The defaults `stepback run` uses, with records kept in `state_dir`:
+    /// journaled, synced before every change, 64 MiB kept free, the newest
+    /// [`crate::history::DEFAULT_KEEP`] committed runs undoable.
+    pub fn new(state_dir: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            state_dir: state_dir.into(),
+            fault: Fault::default(),
+            keep: crate::history::DEFAULT_KEEP,
+            durability: Durability::Strict,
+            journal: true,
+            reserve: DEFAULT_RESERVE,
+            cancel: Cancel::new(),
+        }
+    }
+}
+
+/// The free space a run keeps by default on every filesystem it writes
+/// to, beyond its copies (see [`crate::journal::Room`]).
+pub const DEFAULT_RESERVE: u64 = 64 << 20;
 
 /// Why a run did not start. Nothing was changed.
 #[derive(Debug)]
@@ -135,6 +159,7 @@ pub async fn run(
     let mut reports = Vec::with_capacity(plan.steps.len());
     let mut stopped = false;
     for (index, step) in plan.steps.iter().enumerate() {
+        stopped |= options.cancel.is_cancelled();
         if stopped {
             events.emit(Event::StepFinished {
                 index,
@@ -167,6 +192,7 @@ pub async fn run(
             step: &step.name,
             run_id: &run_id,
             events: sink.clone(),
+            cancel: options.cancel.clone(),
             config: &step.config,
             mounts: &step.mounts,
             pinned: step.mounts.iter().map(|m| pinned[&m.name].1.clone()).collect(),
@@ -226,10 +252,10 @@ pub async fn run(
             message: format!("could not prune old runs' backups: {e:#}"),
         });
     }
-    let status = if stopped {
-        FlowStatus::Failed
-    } else {
-        FlowStatus::Succeeded
+    let status = match (stopped, options.cancel.is_cancelled()) {
+        (true, true) => FlowStatus::Cancelled,
+        (true, false) => FlowStatus::Failed,
+        (false, _) => FlowStatus::Succeeded,
     };
     let report = RunReport {
         run_id,

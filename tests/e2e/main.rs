@@ -13,6 +13,7 @@ mod fuzz;
 mod hardening;
 mod history;
 mod inspect;
+mod interrupt;
 mod journal;
 mod layout;
 mod limits;

@@ -158,3 +158,18 @@ fn parse_param(arg: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected NAME=VALUE, got {arg:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_reserve_is_the_librarys() {
+        let cli = Cli::try_parse_from(["stepback", "run", "flow.toml"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.reserve, stepback::runner::DEFAULT_RESERVE);
+        assert_eq!(args.keep, stepback::history::DEFAULT_KEEP);
+    }
+}

@@ -133,6 +133,14 @@ impl EventSink for Reporter {
                     clean(&failed_step.unwrap_or_default()),
                     format_millis(millis)
                 ),
+                FlowStatus::Cancelled => outln!(
+                    "flow {} interrupted{} after {}",
+                    clean(&flow),
+                    failed_step
+                        .map(|s| format!(" in step '{}'", clean(&s)))
+                        .unwrap_or_default(),
+                    format_millis(millis)
+                ),
             },
             _ => {}
         }

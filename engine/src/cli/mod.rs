@@ -14,6 +14,7 @@ use out::{errln, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use stepback::cancel::Cancel;
 use stepback::events::{EventSink, FlowStatus};
 use stepback::flow::{self, FlowSource};
 use stepback::history::UndoError;
@@ -38,6 +39,9 @@ pub mod exit {
     pub const BLOCKED: u8 = 5;
     /// `undo` refused: paths changed since the run, or it cannot be undone.
     pub const UNDO_REFUSED: u8 = 6;
+    /// `run` was interrupted (Ctrl-C, SIGTERM) and rolled back: 128 + SIGINT,
+    /// as shells report an interrupted command.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 pub fn main() -> ExitCode {
@@ -69,6 +73,37 @@ fn raise_descriptor_limit() {
             },
         );
     }
+}
+
+/// A [`Cancel`] that the first Ctrl-C or SIGTERM triggers. Later ones are
+/// ignored: the rollback that follows is what leaves the machine in a
+/// known state (a `kill -9` leaves it to `stepback recover`).
+fn interrupt_cancels() -> Cancel {
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        errln!(
+            "interrupted: stopping the running step, then rolling back every change; further interrupts are ignored until the rollback is done"
+        );
+        trigger.cancel();
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            errln!("the rollback goes on (kill -9 would leave the rest to `stepback recover`)");
+        }
+    });
+    cancel
 }
 
 async fn dispatch(cli: Cli) -> u8 {
@@ -107,6 +142,7 @@ async fn dispatch(cli: Cli) -> u8 {
                     SyncMode::Strict => Durability::Strict,
                     SyncMode::Process => Durability::Process,
                 },
+                cancel: interrupt_cancels(),
             };
             run(
                 &args.flow.flow,
@@ -170,8 +206,9 @@ async fn run(
     };
     match (report.status, &report.rollback) {
         (FlowStatus::Succeeded, _) => exit::SUCCESS,
-        (FlowStatus::Failed, Some(rollback)) if !rollback.problems.is_empty() => exit::ROLLBACK_INCOMPLETE,
+        (_, Some(rollback)) if !rollback.problems.is_empty() => exit::ROLLBACK_INCOMPLETE,
         (FlowStatus::Failed, _) => exit::FLOW_FAILED,
+        (FlowStatus::Cancelled, _) => exit::INTERRUPTED,
     }
 }
 

@@ -64,6 +64,8 @@ pub struct StepRequest<'a> {
     pub run_id: &'a str,
     /// Where the step's logs and progress go, stamped with `run_id`.
     pub events: Arc<dyn EventSink>,
+    /// Stops the step when the run is cancelled.
+    pub cancel: crate::cancel::Cancel,
     pub config: &'a str,
     pub mounts: &'a [Mount],
     /// The mounts' directories, opened when the run started, in the order
@@ -84,6 +86,8 @@ pub enum FailureReason {
     MemoryLimit,
     /// The sandbox could not be set up (e.g. a mount vanished).
     Setup,
+    /// The run was cancelled ([`crate::cancel::Cancel`]) while the step ran.
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -279,17 +283,25 @@ impl Sandbox {
         let called = tokio::time::timeout(limits.time, async {
             let step: Step = plugin.pre.instantiate_async(&mut store).await?;
             step.call_run(&mut store, request.config, &context).await
-        })
-        .await;
+        });
+        let called = tokio::select! {
+            called = called => Some(called),
+            () = request.cancel.cancelled() => None,
+        };
         let result = match called {
-            Ok(Ok(Ok(outcome))) => Ok(outcome.summary),
-            Ok(Ok(Err(error))) => Err(StepFailure {
+            None => Err(StepFailure {
+                reason: FailureReason::Cancelled,
+                message: format!("step '{}' was stopped: the run was cancelled", request.step),
+                details: None,
+            }),
+            Some(Ok(Ok(Ok(outcome)))) => Ok(outcome.summary),
+            Some(Ok(Ok(Err(error)))) => Err(StepFailure {
                 reason: FailureReason::Plugin,
                 message: error.message,
                 details: error.details,
             }),
-            Ok(Err(trap)) => Err(trap_failure(&trap, &store, &stderr, limits, request.step)),
-            Err(_) => Err(StepFailure {
+            Some(Ok(Err(trap))) => Err(trap_failure(&trap, &store, &stderr, limits, request.step)),
+            Some(Err(_)) => Err(StepFailure {
                 reason: FailureReason::TimeLimit,
                 message: format!(
                     "step '{}' exceeded its {} time limit",
