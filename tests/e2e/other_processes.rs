@@ -222,3 +222,55 @@ fn a_file_changed_by_another_process_while_its_step_still_runs_is_kept_aside() {
         "edited by hand"
     );
 }
+
+#[test]
+fn entries_another_process_puts_in_a_directory_the_run_created_are_kept_aside() {
+    // The run makes `new/` with a file, a subdirectory and a hard link of
+    // an existing file in it; while a later step runs, another process adds
+    // a file and a directory there. The rollback takes `new/` out of the
+    // mount and keeps the other process's entries, and only those, aside.
+    let env = Env::new();
+    env.write("m/config.txt", "v1");
+    env.mkdir("sig");
+    let flow = serde_json::json!({
+        "name": "tree",
+        "mounts": [
+            {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
+            {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
+        ],
+        "steps": [
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
+                {"op": "mkdir", "fd": 0, "path": "new"},
+                {"op": "open", "fd": 0, "path": "new/app.bin", "oflags": ["create"], "flags": ["write"]},
+                {"op": "write", "fd": 1, "offset": 0, "len": 10, "byte": 97},
+                {"op": "mkdir", "fd": 0, "path": "new/lib"},
+                {"op": "open", "fd": 0, "path": "new/lib/x.so", "oflags": ["create"], "flags": ["write"]},
+                {"op": "link", "fd": 0, "path": "config.txt", "to_fd": 0, "to": "new/config.txt"},
+            ]}},
+            {"name": "check", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
+                {"op": "mkdir", "fd": 0, "path": "started"},
+                {"op": "wait-for", "fd": 1, "path": "go"},
+            ], "fail": true}},
+        ],
+    });
+    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let run = run_with(&env, || {
+        fs::write(env.path("m/new/notes.txt"), "by hand").unwrap();
+        fs::create_dir(env.path("m/new/lib/extra")).unwrap();
+        fs::write(env.path("m/new/lib/extra/y"), "y").unwrap();
+    });
+    run.expect_code(1)
+        .expect_stdout("2 change(s) made by another process")
+        .expect_stdout("KEPT ASIDE m:/new/notes.txt: not the run's")
+        .expect_stdout("KEPT ASIDE m:/new/lib/extra: not the run's");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+    let out = run.stdout();
+    assert_eq!(
+        fs::read_to_string(kept_path(&out, "m:/new/notes.txt")).unwrap(),
+        "by hand"
+    );
+    let extra = std::path::PathBuf::from(kept_path(&out, "m:/new/lib/extra"));
+    assert_eq!(fs::read_to_string(extra.join("y")).unwrap(), "y");
+}

@@ -118,6 +118,7 @@ fn print_run(id: &str, records: &[Record]) {
             Record::Begin { .. }
             | Record::Final { .. }
             | Record::Left { .. }
+            | Record::Made { .. }
             | Record::StepEnded { .. }
             | Record::Void { .. } => {}
         }

@@ -214,6 +214,9 @@ pub trait Recorder: Send {
     fn owns_all_in(&self, dir: FileId) -> bool;
     /// The call captured since the last `finish` has returned.
     fn finish(&mut self, outcome: Outcome) -> io::Result<()>;
+    /// The step put entry `id` where it is without a capture (a file it
+    /// opened in a directory that is all its own, a hard link it made).
+    fn made(&mut self, id: FileId);
     /// The step is done changing the file `meta` describes, for now (it
     /// closed a descriptor it could write through, set its times, or
     /// ended): what another process does to it later is not the run's.
@@ -291,6 +294,8 @@ pub struct RunJournal {
     /// The paths of `paths` the current step touched (with or without a
     /// record), for its `left` records.
     step_paths: BTreeSet<(String, String)>,
+    /// Entries the current step made, for its `made` record.
+    step_made: Vec<FileId>,
     fault: Fault,
     room: Arc<Room>,
 }
@@ -334,6 +339,7 @@ impl RunJournal {
             created_trees: BTreeSet::new(),
             paths: BTreeSet::new(),
             step_paths: BTreeSet::new(),
+            step_made: Vec::new(),
             fault,
             room,
         })
@@ -351,6 +357,11 @@ impl RunJournal {
     /// step's records durable.
     pub fn end_step(&mut self) -> io::Result<()> {
         let touched = std::mem::take(&mut self.step_paths);
+        let made = std::mem::take(&mut self.step_made);
+        if !made.is_empty() {
+            let ids = made.into_iter().map(|id| (id.dev, id.ino)).collect();
+            self.writer.append_deferred(&Record::Made { ids })?;
+        }
         let mut left: Vec<Record> = self
             .states_of(touched)?
             .into_iter()
@@ -813,6 +824,10 @@ impl Recorder for RunJournal {
         self.known.whole.contains(&dir)
     }
 
+    fn made(&mut self, id: FileId) {
+        self.step_made.push(id);
+    }
+
     fn left(&mut self, meta: &Metadata) {
         if meta.is_file() {
             self.known
@@ -831,12 +846,14 @@ impl Recorder for RunJournal {
                 Mark::Fresh => {
                     if let Some(id) = created {
                         self.known.fresh.insert(id);
+                        self.step_made.push(id);
                     }
                 }
                 Mark::FreshDir => {
                     if let Some(id) = created {
                         self.known.fresh.insert(id);
                         self.known.whole.insert(id);
+                        self.step_made.push(id);
                     }
                 }
                 Mark::Preserved(id, size) => {

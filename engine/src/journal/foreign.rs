@@ -13,13 +13,16 @@
 //! backup area (kept, and named in the report) before the undos of that
 //! path restore the original.
 //!
+//! A directory the run created is taken out of the mount whole; before
+//! that, whatever in it the run did not make (by the inodes of its `made`
+//! records and of the entries it created through captured calls) is moved
+//! aside the same way.
+//!
 //! Which `left` record applies: the newest one written before the oldest
 //! rename or move the rollback has undone so far of one of the path's
 //! ancestors (before such a rename, the path named another entry).
 //!
-//! Not checked: entries beneath directories the run created (they have no
-//! records; undo moves the whole tree into the backup area), entries
-//! another process deleted (the undos bring back the original), changes in
+//! Not checked: entries another process deleted (the undos bring back the original), changes in
 //! place to a file with several hard links (undos through its other names
 //! change it too, so only its type is compared), entries other than files
 //! the step wrote that another process replaced while the step that last
@@ -28,9 +31,10 @@
 //! records), and a rollback resumed after a crash (its first attempt
 //! already moved aside what it found; those are listed again).
 
-use super::capture::{entry_state, mtime};
+use super::capture::{FileId, entry_state, mtime};
 use super::record::{EntryState, Record, Time, UndoOp};
 use super::undo::{Places, Problem};
+use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -58,6 +62,9 @@ pub(super) struct Foreign<'r> {
     /// from before the move: set back once the undos are done, as the
     /// run's own records set back the directories the run changed.
     pub(super) dir_times: HashMap<Key<'r>, Time>,
+    /// Entries the run made without records (see `made` records): in a
+    /// directory the run created, anything else is another process's.
+    made: HashSet<FileId>,
 }
 
 /// What checking the paths of one undo found.
@@ -84,11 +91,15 @@ impl<'r> Foreign<'r> {
             .unwrap_or(true);
         let resumed = records.iter().any(|r| matches!(r, Record::RollbackStarted));
         let mut left: HashMap<_, Vec<_>> = HashMap::new();
+        let mut made = HashSet::new();
         for (pos, record) in records.iter().enumerate() {
-            if let Record::Left { mount, path, state } = record {
-                left.entry((mount.as_str(), path.as_str()))
+            match record {
+                Record::Left { mount, path, state } => left
+                    .entry((mount.as_str(), path.as_str()))
                     .or_default()
-                    .push((pos, state));
+                    .push((pos, state)),
+                Record::Made { ids } => made.extend(ids.iter().map(|&(dev, ino)| FileId { dev, ino })),
+                _ => {}
             }
         }
         Foreign {
@@ -99,6 +110,7 @@ impl<'r> Foreign<'r> {
             horizons: HashMap::new(),
             aside: 0,
             dir_times: HashMap::new(),
+            made,
         }
     }
 
@@ -181,7 +193,62 @@ impl<'r> Foreign<'r> {
                 }
             }
         }
+        if let UndoOp::Created { path, tree: true, .. } = op {
+            self.foreign_in_tree(mount, path, root, (backup, backup_path), &mut checked);
+        }
         checked
+    }
+
+    /// Moves aside whatever in the directory the run created at `path`
+    /// (about to be taken out of the mount whole) the run did not make.
+    fn foreign_in_tree(
+        &mut self,
+        mount: &str,
+        path: &str,
+        root: &Dir,
+        (backup, backup_path): (&Dir, &Path),
+        checked: &mut Checked,
+    ) {
+        let mut pending = vec![path.to_owned()];
+        while let Some(dir_path) = pending.pop() {
+            let Ok(dir) = root.open_dir_nofollow(super::undo::at(&dir_path)) else {
+                continue;
+            };
+            let Ok(entries) = dir.entries() else { continue };
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name();
+                let Ok(meta) = dir.symlink_metadata(&name) else {
+                    continue;
+                };
+                let shown = format!("{dir_path}/{}", name.to_string_lossy());
+                if self.made.contains(&FileId::of(&meta)) {
+                    if meta.is_dir() {
+                        pending.push(shown);
+                    }
+                    continue;
+                }
+                self.aside += 1;
+                let aside = format!("{ASIDE}{}", self.aside);
+                let problem = |reason| Problem {
+                    mount: mount.to_owned(),
+                    path: shown.clone(),
+                    reason,
+                };
+                match dir.rename(&name, backup, &aside) {
+                    Ok(()) => checked.kept.push(problem(format!(
+                        "not the run's, in a directory the run created: put there by another process; kept at {}",
+                        backup_path.join(&aside).display()
+                    ))),
+                    Err(e) => {
+                        checked.leave = true;
+                        checked.problems.push(problem(format!(
+                            "not the run's, in a directory the run created: left as it is with the directory (cannot move it into {}: {e})",
+                            backup_path.display()
+                        )));
+                    }
+                }
+            }
+        }
     }
 
     /// After the undo at position `pos` was applied: a rename or move

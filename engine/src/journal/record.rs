@@ -280,6 +280,10 @@ pub enum Record {
         path: String,
         state: Option<EntryState>,
     },
+    /// Entries the step made (files, directories, links it created) that
+    /// have no records of their own, for telling other processes' entries
+    /// apart in the directories the run created.
+    Made { ids: Vec<(u64, u64)> },
     /// Step `index` ended and its `left` records are written: without
     /// this, the step may have touched paths it has no records for.
     StepEnded { index: usize },

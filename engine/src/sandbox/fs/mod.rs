@@ -465,6 +465,11 @@ impl FsView<'_> {
             self.close_parent(rep);
             let opened = opened?;
             self.remember(&opened, mount, true);
+            if let (Some(rec), Ok(Descriptor::File(f))) = (&target.recorder, self.inner.table.get(&opened))
+                && let Ok(meta) = f.file.metadata()
+            {
+                lock(rec).made(FileId::of(&Metadata::from_just_metadata(meta)));
+            }
             return Ok(opened);
         }
         let meta = target.metadata()?;
@@ -670,6 +675,11 @@ impl HostDescriptor for FsView<'_> {
         self.close_parent(reps.0);
         self.close_parent(reps.1);
         self.finish(&to, captured, result.is_ok(), None);
+        if let (Some(rec), Ok(())) = (&to.recorder, &result)
+            && let Some(id) = id_at(&to.resolved.parent, &name)
+        {
+            lock(rec).made(id);
+        }
         result
     }
 
