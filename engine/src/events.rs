@@ -60,6 +60,11 @@ pub enum FlowStatus {
     /// The run was cancelled ([`crate::cancel::Cancel`]): the step running
     /// then was stopped, and the flow's changes were rolled back.
     Cancelled,
+    /// Every step succeeded, but the run could not be recorded as
+    /// committed (its journal could not be written): it was rolled back,
+    /// so the machine is as before the run rather than in a state no
+    /// record describes.
+    Uncommitted,
 }
 
 /// Whether loading a plugin compiled it or reused compiled code.

@@ -22,6 +22,9 @@ pub enum UndoError {
     NotUndoable(String),
     /// Paths changed since the run; each line says how.
     Drifted(Vec<String>),
+    /// A mount is in use by a running flow.
+    Busy(anyhow::Error),
+    /// The state directory could not be used.
     Io(anyhow::Error),
 }
 
@@ -37,7 +40,7 @@ impl std::fmt::Display for UndoError {
                 paths.len(),
                 paths.join("\n  ")
             ),
-            UndoError::Io(e) => write!(f, "{e:#}"),
+            UndoError::Busy(e) | UndoError::Io(e) => write!(f, "{e:#}"),
         }
     }
 }
@@ -81,7 +84,7 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
         _ => Vec::new(),
     };
     let holder = format!("undo of run {id} (pid {})", std::process::id());
-    let _locks = MountLocks::acquire(state_dir, &mounts, &holder).map_err(UndoError::Io)?;
+    let _locks = MountLocks::acquire(state_dir, &mounts, &holder).map_err(UndoError::Busy)?;
     let mut drifted = Vec::new();
     let pinned: std::collections::HashMap<&str, _> = match records.first() {
         Some(Record::Begin { mounts, .. }) => mounts.iter().map(|m| (m.name.as_str(), m.id)).collect(),

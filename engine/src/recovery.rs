@@ -34,15 +34,38 @@ pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<RunSummary>> {
     Ok(runs)
 }
 
+/// Why `recover` could not run. (Exhaustive, like the other error enums:
+/// each variant maps to its own exit code.)
+#[derive(Debug)]
+pub enum RecoverError {
+    /// A mount of the run is locked by a flow that is running.
+    Busy(anyhow::Error),
+    /// The state directory or a journal could not be used.
+    Io(anyhow::Error),
+}
+
+impl std::fmt::Display for RecoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoverError::Busy(e) | RecoverError::Io(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for RecoverError {}
+
 /// Rolls back every abandoned run.
-pub fn recover(state_dir: &Path, fault: Fault) -> anyhow::Result<Vec<Recovered>> {
-    crate::state::ensure_private(state_dir)?;
+pub fn recover(state_dir: &Path, fault: Fault) -> Result<Vec<Recovered>, RecoverError> {
+    let io = |e: anyhow::Error| RecoverError::Io(e);
+    crate::state::ensure_private(state_dir).map_err(io)?;
     let mut recovered = Vec::new();
-    for run in abandoned(state_dir)? {
+    for run in abandoned(state_dir).map_err(io)? {
         let holder = format!("recovery of run {} (pid {})", run.dir.id, std::process::id());
-        let _locks = MountLocks::acquire(state_dir, &mounts_of(&run.mounts), &holder)?;
-        let (mut writer, mut records) = JournalWriter::resume(&run.dir.journal())?;
-        let adopted = adopt_orphans(&run.dir, &mut records, &mut writer)?;
+        let _locks =
+            MountLocks::acquire(state_dir, &mounts_of(&run.mounts), &holder).map_err(RecoverError::Busy)?;
+        let (mut writer, mut records) =
+            JournalWriter::resume(&run.dir.journal()).map_err(|e| io(e.into()))?;
+        let adopted = adopt_orphans(&run.dir, &mut records, &mut writer).map_err(|e| io(e.into()))?;
         let report = rollback(&run.dir, &records, &mut writer, fault);
         recovered.push(Recovered { run, adopted, report });
     }

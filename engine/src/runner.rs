@@ -237,15 +237,15 @@ pub async fn run(
             failure,
         });
     }
-    let rollback = match journal {
-        Some(journal) => journal.finish(stopped, &events, options)?,
+    let (rollback, uncommitted) = match journal {
+        Some(journal) => journal.finish(stopped, &events, options),
         None if stopped => {
             events.emit(Event::Warning {
                 message: "the journal is off: the flow's changes were not rolled back".into(),
             });
-            None
+            (None, false)
         }
-        None => None,
+        None => (None, false),
     };
     if let Err(e) = crate::history::prune(&options.state_dir, options.keep) {
         events.emit(Event::Warning {
@@ -253,6 +253,7 @@ pub async fn run(
         });
     }
     let status = match (stopped, options.cancel.is_cancelled()) {
+        _ if uncommitted => FlowStatus::Uncommitted,
         (true, true) => FlowStatus::Cancelled,
         (true, false) => FlowStatus::Failed,
         (false, _) => FlowStatus::Succeeded,
@@ -378,35 +379,42 @@ impl Journaled {
     }
 
     /// Commits a successful run, or rolls a stopped one back.
-    fn finish(
-        self,
-        stopped: bool,
-        events: &Emitter,
-        options: &RunOptions,
-    ) -> Result<Option<RollbackReport>, RunError> {
-        let journal = Arc::try_unwrap(self.journal)
+    /// A run whose commit fails is rolled back too: it would otherwise be
+    /// an unfinished run, which blocks the next one until `recover` rolls
+    /// it back. Returns the rollback's report, and whether that was why.
+    fn finish(self, stopped: bool, events: &Emitter, options: &RunOptions) -> (Option<RollbackReport>, bool) {
+        let Journaled { journal, dir, .. } = self;
+        let mut journal = Arc::try_unwrap(journal)
             .ok()
             .expect("every step's store is dropped when it ends")
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
+        let mut uncommitted = false;
         if !stopped {
-            journal
-                .commit()
-                .map_err(|e| RunError::Journal(anyhow::anyhow!("cannot mark the run committed: {e}")))?;
-            return Ok(None);
+            match journal.commit() {
+                Ok(()) => return (None, false),
+                Err(e) => {
+                    events.emit(Event::Warning {
+                        message: format!(
+                            "every step succeeded, but the run could not be recorded as committed ({e}): rolling it back"
+                        ),
+                    });
+                    uncommitted = true;
+                }
+            }
         }
         events.emit(Event::RollbackStarted {
             changes: journal.changes(),
         });
         let started = Instant::now();
         let mut writer = journal.into_writer();
-        let report = match self.dir.records() {
-            Ok(records) => rollback(&self.dir, &records, &mut writer, options.fault),
+        let report = match dir.records() {
+            Ok(records) => rollback(&dir, &records, &mut writer, options.fault),
             Err(e) => RollbackReport {
                 undone: 0,
                 problems: vec![Problem {
                     mount: String::new(),
-                    path: self.dir.journal().display().to_string(),
+                    path: dir.journal().display().to_string(),
                     reason: format!("cannot read the journal: {e}"),
                 }],
                 kept: Vec::new(),
@@ -418,7 +426,7 @@ impl Journaled {
             kept: report.kept.iter().map(ToString::to_string).collect(),
             millis: started.elapsed().as_secs_f64() * 1e3,
         });
-        Ok(Some(report))
+        (Some(report), uncommitted)
     }
 }
 

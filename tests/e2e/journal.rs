@@ -405,3 +405,30 @@ uses = "builtin:fail"
         "50 files in a new directory need no records of their own ({undos} records)"
     );
 }
+
+/// A run whose steps all succeeded but whose commit cannot be written is
+/// rolled back (it would otherwise block the next run until `recover`
+/// rolled it back), with its own exit code.
+#[test]
+fn a_failed_commit_rolls_the_run_back_with_its_own_code() {
+    let env = Env::new();
+    env.write("m/config.txt", "v1");
+    env.flow(
+        flow_head("commit", &["m"], &[])
+            + r#"
+[[steps]]
+name = "write"
+uses = "builtin:write-file"
+mounts = ["m"]
+with = { path = "/m/config.txt", content = "v2" }
+"#,
+    );
+    let run = env.stepback_env(&["run", "flow.toml"], &[("STEPBACK_FAULT", "eio-at-commit:1")]);
+    run.expect_code(7)
+        .expect_stderr("every step succeeded, but the run could not be recorded as committed")
+        .expect_stdout("every path restored")
+        .expect_stdout("so it was rolled back");
+    assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v1");
+    env.stepback(&["show"]).expect_stdout("rolled back");
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+}

@@ -133,6 +133,11 @@ impl EventSink for Reporter {
                     clean(&failed_step.unwrap_or_default()),
                     format_millis(millis)
                 ),
+                FlowStatus::Uncommitted => outln!(
+                    "flow {}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({})",
+                    clean(&flow),
+                    format_millis(millis)
+                ),
                 FlowStatus::Cancelled => outln!(
                     "flow {} interrupted{} after {}",
                     clean(&flow),

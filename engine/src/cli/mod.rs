@@ -3,6 +3,7 @@
 
 mod args;
 mod escape;
+mod exit;
 mod human;
 mod json;
 mod out;
@@ -15,34 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use stepback::cancel::Cancel;
-use stepback::events::{EventSink, FlowStatus};
+use stepback::events::EventSink;
 use stepback::flow::{self, FlowSource};
-use stepback::history::UndoError;
 use stepback::journal::{Durability, Fault};
 use stepback::plugin::{CompiledCache, PluginSource};
-use stepback::runner::{RunError, RunOptions};
+use stepback::runner::RunOptions;
 use stepback::sandbox::Sandbox;
 use stepback::{runner, state};
-
-/// Exit codes, documented in README.md.
-pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    /// A step failed and stopped the flow.
-    pub const FLOW_FAILED: u8 = 1;
-    /// Bad input: usage, an invalid flow, a plugin that cannot be loaded.
-    pub const INVALID_INPUT: u8 = 2;
-    /// The engine itself could not work (e.g. its state directory).
-    pub const ENGINE_ERROR: u8 = 3;
-    /// A rollback could not restore every path: needs attention.
-    pub const ROLLBACK_INCOMPLETE: u8 = 4;
-    /// Nothing ran: an unfinished run needs recovery, or a mount is in use.
-    pub const BLOCKED: u8 = 5;
-    /// `undo` refused: paths changed since the run, or it cannot be undone.
-    pub const UNDO_REFUSED: u8 = 6;
-    /// `run` was interrupted (Ctrl-C, SIGTERM) and rolled back: 128 + SIGINT,
-    /// as shells report an interrupted command.
-    pub const INTERRUPTED: u8 = 130;
-}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -194,21 +174,12 @@ async fn run(
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let report = match runner::run(&plan, sandbox, events, options).await {
-        Ok(report) => report,
+    match runner::run(&plan, sandbox, events, options).await {
+        Ok(report) => exit::of_run(&report),
         Err(e) => {
             errln!("error: {e}");
-            return match e {
-                RunError::NeedsRecovery(_) | RunError::Busy(_) => exit::BLOCKED,
-                RunError::Journal(_) => exit::ENGINE_ERROR,
-            };
+            exit::of_run_error(&e)
         }
-    };
-    match (report.status, &report.rollback) {
-        (FlowStatus::Succeeded, _) => exit::SUCCESS,
-        (_, Some(rollback)) if !rollback.problems.is_empty() => exit::ROLLBACK_INCOMPLETE,
-        (FlowStatus::Failed, _) => exit::FLOW_FAILED,
-        (FlowStatus::Cancelled, _) => exit::INTERRUPTED,
     }
 }
 
@@ -220,19 +191,11 @@ fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
             for problem in &report.problems {
                 outln!("  NOT RESTORED {problem}");
             }
-            if report.problems.is_empty() {
-                exit::SUCCESS
-            } else {
-                exit::ROLLBACK_INCOMPLETE
-            }
+            exit::of_rollback(&report)
         }
         Err(e) => {
             errln!("error: {e}");
-            match e {
-                UndoError::NoSuchRun(_) => exit::INVALID_INPUT,
-                UndoError::NotUndoable(_) | UndoError::Drifted(_) => exit::UNDO_REFUSED,
-                UndoError::Io(_) => exit::BLOCKED,
-            }
+            exit::of_undo_error(&e)
         }
     }
 }
@@ -241,8 +204,8 @@ fn recover(state_dir: &Path) -> u8 {
     let recovered = match stepback::recovery::recover(state_dir, Fault::from_env()) {
         Ok(r) => r,
         Err(e) => {
-            errln!("error: {e:#}");
-            return exit::BLOCKED;
+            errln!("error: {e}");
+            return exit::of_recover_error(&e);
         }
     };
     if recovered.is_empty() {
@@ -266,8 +229,8 @@ fn recover(state_dir: &Path) -> u8 {
         human::print_kept(&r.report.kept);
         for problem in &r.report.problems {
             outln!("  NOT RESTORED {problem}");
-            code = exit::ROLLBACK_INCOMPLETE;
         }
+        code = code.max(exit::of_rollback(&r.report));
     }
     code
 }

@@ -8,9 +8,6 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// 128 + SIGPIPE, as a shell reports a writer a closed pipe stopped.
-pub const BROKEN_PIPE: i32 = 141;
-
 static STOP_ON_BROKEN_PIPE: AtomicBool = AtomicBool::new(true);
 static GONE: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
 
@@ -33,7 +30,7 @@ pub fn write(err: bool, args: std::fmt::Arguments) {
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
         if STOP_ON_BROKEN_PIPE.load(Ordering::Relaxed) {
-            std::process::exit(BROKEN_PIPE);
+            std::process::exit(super::exit::BROKEN_PIPE.into());
         }
         gone.store(true, Ordering::Relaxed);
     }

@@ -446,7 +446,8 @@ impl RunJournal {
 
     /// Ends the journal of a successful run: the final state of every
     /// path it changed, then `committed`.
-    pub fn commit(mut self) -> io::Result<()> {
+    pub fn commit(&mut self) -> io::Result<()> {
+        self.fault.before_commit()?;
         let mut finals = Vec::new();
         let paths = std::mem::take(&mut self.paths);
         for (mount, path, state) in self.states_of(paths)? {

@@ -9,7 +9,8 @@
 //!   changes stay: the worst case for the journal);
 //! - `crash-before-undo:N`: abort before applying the Nth undo of a rollback;
 //! - `enospc-at-op:N` / `eio-at-op:N`: fail the Nth capture with "no space
-//!   left on device" / an I/O error, as a full or failing disk would.
+//!   left on device" / an I/O error, as a full or failing disk would;
+//! - `eio-at-commit:1`: fail the commit of a run whose steps all succeeded.
 
 use super::log::JournalWriter;
 use std::io;
@@ -22,6 +23,7 @@ pub enum Fault {
     PowerLossBeforeOp(u64),
     CrashBeforeUndo(u64),
     ErrorAtOp(u64, i32),
+    ErrorAtCommit,
 }
 
 impl Fault {
@@ -43,6 +45,7 @@ impl Fault {
             "crash-before-undo" => Fault::CrashBeforeUndo(n),
             "enospc-at-op" => Fault::ErrorAtOp(n, 28),
             "eio-at-op" => Fault::ErrorAtOp(n, 5),
+            "eio-at-commit" if n == 1 => Fault::ErrorAtCommit,
             _ => return None,
         })
     }
@@ -51,6 +54,14 @@ impl Fault {
     pub fn before_capture(self, n: u64) -> io::Result<()> {
         match self {
             Fault::ErrorAtOp(at, errno) if at == n => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Called before a run is committed.
+    pub fn before_commit(self) -> io::Result<()> {
+        match self {
+            Fault::ErrorAtCommit => Err(io::Error::from_raw_os_error(5)),
             _ => Ok(()),
         }
     }

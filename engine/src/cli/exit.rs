@@ -1,0 +1,118 @@
+//! Exit codes: the one table, and the only place where outcomes and errors
+//! become codes. README's table repeats it (a test keeps the two equal).
+
+use stepback::events::FlowStatus;
+use stepback::history::UndoError;
+use stepback::journal::RollbackReport;
+use stepback::recovery::RecoverError;
+use stepback::runner::{RunError, RunReport};
+
+pub const SUCCESS: u8 = 0;
+/// A step failed and stopped the flow; every change was rolled back.
+pub const FLOW_FAILED: u8 = 1;
+/// Bad input: usage, an invalid flow, a plugin that cannot be loaded, an
+/// unknown run. Nothing ran.
+pub const INVALID_INPUT: u8 = 2;
+/// The engine could not work: its WebAssembly engine, or its state
+/// directory (journals, locks) could not be used.
+pub const ENGINE_ERROR: u8 = 3;
+/// A rollback could not restore every path: needs attention.
+pub const ROLLBACK_INCOMPLETE: u8 = 4;
+/// Nothing ran: an unfinished run needs recovery, or a mount is in use.
+pub const BLOCKED: u8 = 5;
+/// `undo` refused: paths changed since the run, or it cannot be undone.
+pub const UNDO_REFUSED: u8 = 6;
+/// Every step succeeded, but the run could not be recorded as committed;
+/// it was rolled back.
+pub const COMMIT_FAILED: u8 = 7;
+/// `run` was interrupted (Ctrl-C, SIGTERM) and rolled back: 128 + SIGINT,
+/// as shells report an interrupted command.
+pub const INTERRUPTED: u8 = 130;
+/// A reporting command's reader went away: 128 + SIGPIPE.
+pub const BROKEN_PIPE: u8 = 141;
+
+/// Every code, for the test that README lists them all.
+#[cfg(test)]
+const ALL: &[u8] = &[
+    SUCCESS,
+    FLOW_FAILED,
+    INVALID_INPUT,
+    ENGINE_ERROR,
+    ROLLBACK_INCOMPLETE,
+    BLOCKED,
+    UNDO_REFUSED,
+    COMMIT_FAILED,
+    INTERRUPTED,
+    BROKEN_PIPE,
+];
+
+/// A rollback that left paths unrestored needs attention above all else.
+fn incomplete(rollback: Option<&RollbackReport>) -> bool {
+    rollback.is_some_and(|r| !r.problems.is_empty())
+}
+
+pub fn of_run(report: &RunReport) -> u8 {
+    if incomplete(report.rollback.as_ref()) {
+        return ROLLBACK_INCOMPLETE;
+    }
+    match report.status {
+        FlowStatus::Succeeded => SUCCESS,
+        FlowStatus::Failed => FLOW_FAILED,
+        FlowStatus::Cancelled => INTERRUPTED,
+        FlowStatus::Uncommitted => COMMIT_FAILED,
+    }
+}
+
+pub fn of_run_error(e: &RunError) -> u8 {
+    match e {
+        RunError::NeedsRecovery(_) | RunError::Busy(_) => BLOCKED,
+        RunError::Journal(_) => ENGINE_ERROR,
+    }
+}
+
+pub fn of_rollback(report: &RollbackReport) -> u8 {
+    match incomplete(Some(report)) {
+        true => ROLLBACK_INCOMPLETE,
+        false => SUCCESS,
+    }
+}
+
+pub fn of_undo_error(e: &UndoError) -> u8 {
+    match e {
+        UndoError::NoSuchRun(_) => INVALID_INPUT,
+        UndoError::NotUndoable(_) | UndoError::Drifted(_) => UNDO_REFUSED,
+        UndoError::Busy(_) => BLOCKED,
+        UndoError::Io(_) => ENGINE_ERROR,
+    }
+}
+
+pub fn of_recover_error(e: &RecoverError) -> u8 {
+    match e {
+        RecoverError::Busy(_) => BLOCKED,
+        RecoverError::Io(_) => ENGINE_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_lists_every_exit_code_and_no_other() {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("Exit codes (")
+            .nth(1)
+            .expect("README has an exit code table");
+        let mut listed: Vec<u8> = table
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.trim_start_matches('|').split('|').next()?.trim().parse().ok())
+            .collect();
+        listed.sort();
+        let mut all = ALL.to_vec();
+        all.sort();
+        assert_eq!(listed, all);
+    }
+}
