@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepback::events::Discard;
-use stepback::flow::{Access, Mount};
+use stepback::grant::{Access, Mount};
 use stepback::plugin::{CompiledCache, PluginSource};
 use stepback::sandbox::{Limits, Sandbox, StepRequest};
 

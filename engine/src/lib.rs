@@ -7,6 +7,7 @@
 //! The pieces, in the order a run uses them:
 //! - [`flow`]: reading a flow file (TOML or JSON) and validating it into a
 //!   [`flow::Plan`], with errors that point at file, line and column;
+//! - [`grant`]: what a flow grants a step (mounts, access, limits);
 //! - [`plugin`]: finding a step's component (built in or on disk) and
 //!   compiling it once, with an on-disk cache of compiled code;
 //! - [`sandbox`]: one wasmtime store per step, with its mounts, limits and
@@ -93,6 +94,7 @@ pub mod cancel;
 pub mod diagnostic;
 pub mod events;
 pub mod flow;
+pub mod grant;
 pub mod history;
 pub mod journal;
 pub mod plugin;
@@ -100,3 +102,6 @@ pub mod recovery;
 pub mod runner;
 pub mod sandbox;
 pub mod state;
+
+#[cfg(test)]
+mod layering;

@@ -4,7 +4,8 @@
 
 use crate::cancel::Cancel;
 use crate::events::{Emitter, Event, EventSink, FlowStatus, StepStatus};
-use crate::flow::{Access, Mount, OnFailure, Plan};
+use crate::flow::{OnFailure, Plan};
+use crate::grant::{Access, Mount};
 use crate::journal::{
     Durability, Fault, MountFs, MountLocks, Problem, RollbackReport, Room, RunDir, RunJournal, RunStore,
     rollback,

@@ -10,8 +10,8 @@ mod source;
 mod validate;
 
 pub use field::FieldPath;
-pub use model::{Access, FlowFile, LimitsDecl, MountDecl, OnFailure, ParamDecl, StepDecl};
+pub use model::{FlowFile, LimitsDecl, MountDecl, OnFailure, ParamDecl, StepDecl};
 pub use params::Params;
-pub use plan::{Mount, Plan, PlannedStep};
+pub use plan::{Plan, PlannedStep};
 pub use source::{FlowSource, Format};
 pub use validate::validate;

@@ -2,6 +2,7 @@
 //! and wrong types while parsing; everything else is checked in
 //! [`super::validate`].
 
+use crate::grant::Access;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -41,15 +42,6 @@ pub struct MountDecl {
     /// The absolute path the directory appears at inside the sandbox.
     pub guest: String,
     pub access: Access,
-}
-
-/// How a mount is granted. A read-only mount cannot be written by any
-/// step: the guest gets an error code, and the flow goes on as the step decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Access {
-    ReadOnly,
-    ReadWrite,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,21 +1,13 @@
 //! A validated flow: every plugin loaded and described, every parameter
 //! substituted, every mount resolved. The runner trusts it as it is.
 
-use super::model::{Access, OnFailure};
+use super::model::OnFailure;
 use super::params::Params;
+use crate::grant::{Limits, Mount};
 use crate::plugin::PluginInfo;
-use crate::sandbox::{Limits, Plugin};
+use crate::sandbox::Plugin;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-#[derive(Debug, Clone)]
-pub struct Mount {
-    pub name: String,
-    /// Canonical host directory.
-    pub host: PathBuf,
-    pub guest: String,
-    pub access: Access,
-}
 
 pub struct PlannedStep {
     pub name: String,

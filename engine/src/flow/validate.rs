@@ -2,13 +2,14 @@
 //! position instead of stopping at the first.
 
 use super::field::FieldPath;
-use super::model::{Access, FlowFile, MountDecl, StepDecl};
+use super::model::{FlowFile, MountDecl, StepDecl};
 use super::params::Params;
-use super::plan::{Mount, Plan, PlannedStep};
+use super::plan::{Plan, PlannedStep};
 use super::source::FlowSource;
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::grant::{Access, Limits, Mount};
 use crate::plugin::{PluginInfo, PluginSource};
-use crate::sandbox::{Limits, Plugin, Sandbox};
+use crate::sandbox::{Plugin, Sandbox};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};

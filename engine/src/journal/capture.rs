@@ -29,13 +29,13 @@
 //! Backups live in the run's directory under the state dir; for an entry on
 //! another filesystem, moves and links fall back to copies.
 
+use super::entry::{entry_state, entry_with_id, fd_xattrs, mtime, open_dir_readable, set_mtime};
 use super::fault::Fault;
 use super::log::{Durability, JournalWriter};
 use super::orphans;
-use super::record::{Change, EntryState, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr};
+use super::record::{Change, EntryState, FileId, Meta, MountRecord, Owner, Record, Time, UndoOp, Xattr};
 use super::room::Room;
 use super::runs::RunDir;
-use cap_fs_ext::DirExt;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata, MetadataExt, PermissionsExt};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -96,22 +96,6 @@ impl MountFs {
                 id.dev
             ))),
             _ => Ok(fs),
-        }
-    }
-}
-
-/// Which file an entry is, whatever its name: device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    pub fn of(meta: &Metadata) -> FileId {
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
         }
     }
 }
@@ -647,7 +631,7 @@ impl RunJournal {
                 } => self
                     .backup
                     .rename(&backup, &dir, &name)
-                    .and_then(|()| super::undo::set_mtime(&dir, "", dir_mtime)),
+                    .and_then(|()| set_mtime(&dir, "", dir_mtime)),
                 Compensation::Unlink(backup) => self.backup.remove_file(&backup),
             };
             clean &= undone.is_ok();
@@ -901,52 +885,8 @@ fn take_over_attributes(original: &std::fs::File, new: &std::fs::File) -> io::Re
     Ok(())
 }
 
-/// The extended attributes of an open file.
-pub(super) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>> {
-    let mut list = vec![0u8; 1024];
-    let n = loop {
-        match rustix::fs::flistxattr(file, &mut list[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => list.resize(list.len() * 4, 0),
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut out = Vec::new();
-    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let mut value = vec![0u8; 256];
-        let len = loop {
-            match rustix::fs::fgetxattr(file, name, &mut value[..]) {
-                Ok(len) => break len,
-                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        value.truncate(len);
-        out.push(Xattr {
-            name: OsBytes::from(name),
-            value: OsBytes(value),
-        });
-    }
-    Ok(out)
-}
-
 fn dir_xattrs(parent: &Dir, name: &str) -> io::Result<Vec<Xattr>> {
     fd_xattrs(&open_dir_readable(parent, name)?)
-}
-
-/// Opens the directory at `path` beneath `dir`, not following a final
-/// symlink, readable: extended attributes cannot be read or written
-/// through the path-only descriptor cap-std opens directories with.
-pub(super) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags, openat};
-    let located = dir.open_dir_nofollow(path)?;
-    Ok(openat(
-        &located,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
 }
 
 fn owner(meta: &Metadata) -> Owner {
@@ -975,43 +915,6 @@ fn clone_or_copy(dir: &Dir, path: &str, backup: &Dir, name: &str) -> io::Result<
         super::sparse::copy_contents(&source, &copy)?;
     }
     copy.sync_all()
-}
-
-pub(super) fn mtime(meta: &Metadata) -> Time {
-    Time(meta.mtime(), meta.mtime_nsec() as u32)
-}
-
-/// The state of `path` as `stepback undo` compares it; `None` if absent.
-pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<EntryState>> {
-    Ok(entry_with_id(dir, path)?.map(|(state, _)| state))
-}
-
-/// The state of `path`, and which inode is there.
-fn entry_with_id(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<(EntryState, FileId)>> {
-    let path = path.as_ref();
-    let path = if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    };
-    let meta = match dir.symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let state = if meta.is_dir() {
-        EntryState::Dir
-    } else if meta.is_symlink() {
-        EntryState::Symlink {
-            target: dir.read_link_contents(path)?.as_os_str().as_bytes().into(),
-        }
-    } else {
-        EntryState::File {
-            size: meta.len(),
-            mtime: mtime(&meta),
-        }
-    };
-    Ok(Some((state, FileId::of(&meta))))
 }
 
 /// Looks up the states of many paths of one mount, sorted, each directory

@@ -31,9 +31,10 @@
 //! records), and a rollback resumed after a crash (its first attempt
 //! already moved aside what it found; those are listed again).
 
-use super::capture::{FileId, entry_state, mtime};
-use super::record::{EntryState, Record, Time, UndoOp};
-use super::undo::{Places, Problem};
+use super::entry::{at, entry_state, mtime};
+use super::places::Places;
+use super::record::{EntryState, FileId, Record, Time, UndoOp};
+use super::report::Problem;
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 use std::collections::{HashMap, HashSet};
@@ -175,7 +176,7 @@ impl<'r> Foreign<'r> {
             places.dirs.clear();
             let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
             if let std::collections::hash_map::Entry::Vacant(e) = self.dir_times.entry((mount, parent))
-                && let Ok(m) = root.symlink_metadata(super::undo::at(parent))
+                && let Ok(m) = root.symlink_metadata(at(parent))
             {
                 e.insert(mtime(&m));
             }
@@ -211,7 +212,7 @@ impl<'r> Foreign<'r> {
     ) {
         let mut pending = vec![path.to_owned()];
         while let Some(dir_path) = pending.pop() {
-            let Ok(dir) = root.open_dir_nofollow(super::undo::at(&dir_path)) else {
+            let Ok(dir) = root.open_dir_nofollow(at(&dir_path)) else {
                 continue;
             };
             let Ok(entries) = dir.entries() else { continue };

@@ -32,27 +32,32 @@
 //! kept: see [`foreign`]).
 
 mod capture;
+mod entry;
 mod fault;
 mod foreign;
 mod lock;
 mod log;
 mod markers;
 mod orphans;
+mod places;
 mod record;
+mod report;
 mod room;
 mod runs;
 mod sparse;
 mod undo;
 mod verify;
 
-pub use capture::{Capture, Entry, FileId, MountFs, NewEntry, Outcome, Recorder, RunJournal, entry_state};
+pub use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal};
+pub use entry::entry_state;
 pub use fault::Fault;
 pub use lock::MountLocks;
 pub use log::{Durability, JournalWriter, read_journal};
 pub use orphans::adopt_orphans;
 pub use record::{
-    Change, EntryState, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr, voided,
+    Change, EntryState, FileId, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr, voided,
 };
+pub use report::{Problem, RollbackReport};
 pub use room::Room;
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
-pub use undo::{Problem, RollbackReport, rollback};
+pub use undo::rollback;

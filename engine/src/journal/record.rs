@@ -229,7 +229,7 @@ pub struct MountRecord {
     /// The directory's identity when the run began: rollback, recovery and
     /// undo act only on that directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<super::capture::FileId>,
+    pub id: Option<FileId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,4 +314,21 @@ pub fn voided(records: &[Record]) -> std::collections::HashSet<u64> {
         })
         .flatten()
         .collect()
+}
+
+/// Which file an entry is, whatever its name: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &cap_std::fs::Metadata) -> FileId {
+        use cap_std::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }

@@ -8,11 +8,14 @@
 //! the backup area has already been moved back).
 
 use super::capture::MountFs;
+use super::entry::{at, open_dir_readable, set_mtime};
 use super::fault::Fault;
 use super::foreign::Foreign;
 use super::log::JournalWriter;
 use super::markers::{Markers, footprint};
+use super::places::{Places, relocated};
 use super::record::{Meta, Owner, Record, Time, UndoOp, voided};
+use super::report::{Problem, RollbackReport, problem};
 use super::runs::RunDir;
 use super::verify::verify;
 use cap_std::ambient_authority;
@@ -20,32 +23,6 @@ use cap_std::fs::{Dir, OpenOptions, Permissions};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::PermissionsExt;
-
-/// A path a rollback could not restore.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    pub mount: String,
-    pub path: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:/{}: {}", self.mount, self.path, self.reason)
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct RollbackReport {
-    /// Undo records applied by this rollback.
-    pub undone: usize,
-    pub problems: Vec<Problem>,
-    /// Entries that other processes changed at paths the run had changed,
-    /// found in the way of the undos: moved aside into the run's backup
-    /// area (which is then never pruned) rather than overwritten. The
-    /// paths themselves are restored.
-    pub kept: Vec<Problem>,
-}
 
 /// Rolls back every change recorded in `records` that is not yet undone,
 /// appending markers and the final `rolled-back` record through `writer`.
@@ -132,7 +109,7 @@ pub fn rollback(
                 .problems
                 .push(problem(mount, op, format!("cannot mark undos as done: {e}")));
         }
-        match places.apply(mount, &fs.dir, &backup, seq, op) {
+        match apply_in(&mut places, mount, &fs.dir, &backup, seq, op) {
             Ok(()) => {
                 report.undone += 1;
                 foreign.applied(mount, pos, op);
@@ -215,18 +192,6 @@ fn finish(writer: &mut JournalWriter, mut report: RollbackReport) -> RollbackRep
     report
 }
 
-pub(super) fn problem(mount: &str, op: &UndoOp, reason: String) -> Problem {
-    Problem {
-        mount: mount.to_owned(),
-        path: op.path().to_owned(),
-        reason,
-    }
-}
-
-pub(super) fn at(path: &str) -> &str {
-    if path.is_empty() { "." } else { path }
-}
-
 fn exists(dir: &Dir, path: &str) -> io::Result<bool> {
     match dir.symlink_metadata(at(path)) {
         Ok(_) => Ok(true),
@@ -245,35 +210,6 @@ fn clear(dir: &Dir, path: &str) -> io::Result<()> {
     }
 }
 
-/// Sets the modification time of the entry at `path` (a symlink itself),
-/// any time the filesystem can hold: before 1970 too (`SystemTime`-based
-/// helpers panic on those). The entry's directory is opened beneath `dir`,
-/// so no symlink leads out of it.
-pub(super) fn set_mtime(dir: &Dir, path: &str, time: Time) -> io::Result<()> {
-    use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_OMIT, utimensat};
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: time.0,
-            tv_nsec: time.1.into(),
-        },
-    };
-    let (parent, name) = match path.rsplit_once('/') {
-        Some((parent, name)) => (Some(dir.open_dir(parent)?), name),
-        None => (None, at(path)),
-    };
-    utimensat(
-        parent.as_ref().unwrap_or(dir),
-        name,
-        &times,
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    Ok(())
-}
-
 fn set_meta(dir: &Dir, path: &str, meta: &Meta) -> io::Result<()> {
     // The owner first: changing it clears set-id bits.
     if let Some(owner) = meta.owner {
@@ -282,7 +218,7 @@ fn set_meta(dir: &Dir, path: &str, meta: &Meta) -> io::Result<()> {
     // Only directories' attributes are recorded: a file is restored as
     // the same inode, which keeps its own.
     if !meta.xattrs.is_empty() {
-        let file = super::capture::open_dir_readable(dir, path)?;
+        let file = open_dir_readable(dir, path)?;
         for x in &meta.xattrs {
             rustix::fs::fsetxattr(&file, &x.name.0[..], &x.value.0, rustix::fs::XattrFlags::empty())?;
         }
@@ -312,67 +248,28 @@ fn set_owner(dir: &Dir, path: &str, owner: Owner) -> io::Result<()> {
     Ok(())
 }
 
-/// Open handles on the directories undos act in, so that an undo resolves
-/// one name instead of its whole path: rollbacks act on thousands of
-/// entries in few directories. Dropped whenever an undo moves, creates or
-/// removes a directory, which could leave a handle pointing elsewhere.
-#[derive(Default)]
-pub(super) struct Places {
-    pub(super) dirs: HashMap<(String, String), Dir>,
-}
-
-impl Places {
-    /// The directory holding `path` and its name there; `None` for an
-    /// entry of the mount's root.
-    pub(super) fn locate<'p>(
-        &mut self,
-        mount: &str,
-        root: &Dir,
-        path: &'p str,
-    ) -> io::Result<Option<(&Dir, &'p str)>> {
-        let Some((parent, name)) = path.rsplit_once('/') else {
-            return Ok(None);
-        };
-        let dir = match self.dirs.entry((mount.to_owned(), parent.to_owned())) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(root.open_dir(parent)?),
-        };
-        Ok(Some((dir, name)))
+/// Applies `op` through `places`: an undo that leaves every directory
+/// where it is resolves one name in its cached directory.
+fn apply_in(
+    places: &mut Places,
+    mount: &str,
+    root: &Dir,
+    backup: &Dir,
+    seq: u64,
+    op: &UndoOp,
+) -> io::Result<()> {
+    let in_place = matches!(
+        op,
+        UndoOp::Saved { .. } | UndoOp::Copied { .. } | UndoOp::Times { .. } | UndoOp::RemovedSymlink { .. }
+    );
+    if !in_place {
+        places.dirs.clear();
+        return apply(root, backup, seq, op);
     }
-
-    fn apply(&mut self, mount: &str, root: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
-        let in_place = matches!(
-            op,
-            UndoOp::Saved { .. }
-                | UndoOp::Copied { .. }
-                | UndoOp::Times { .. }
-                | UndoOp::RemovedSymlink { .. }
-        );
-        if !in_place {
-            self.dirs.clear();
-            return apply(root, backup, seq, op);
-        }
-        match self.locate(mount, root, op.path())? {
-            Some((dir, name)) => apply(dir, backup, seq, &relocated(op, name)),
-            None => apply(root, backup, seq, op),
-        }
+    match places.locate(mount, root, op.path())? {
+        Some((dir, name)) => apply(dir, backup, seq, &relocated(op, name)),
+        None => apply(root, backup, seq, op),
     }
-}
-
-/// `op` with its path (for a rename, the new name) replaced by `name`, for
-/// applying or checking it within its parent directory.
-pub(super) fn relocated(op: &UndoOp, name: &str) -> UndoOp {
-    let mut op = op.clone();
-    match &mut op {
-        UndoOp::Created { path, .. }
-        | UndoOp::Saved { path, .. }
-        | UndoOp::Copied { path, .. }
-        | UndoOp::RemovedDir { path, .. }
-        | UndoOp::Times { path, .. }
-        | UndoOp::RemovedSymlink { path, .. }
-        | UndoOp::Renamed { to: path, .. } => *path = name.to_owned(),
-    }
-    op
 }
 
 /// Takes the entry at `path` (a file, or a tree the run created) out of

@@ -1,9 +1,11 @@
 //! Checking a rollback's work: every path it restored against the first
 //! record of that path, which describes it as it was before the run.
 
-use super::capture::{MountFs, mtime};
+use super::capture::MountFs;
+use super::entry::{at, fd_xattrs, mtime, open_dir_readable};
+use super::places::{Places, relocated};
 use super::record::{Meta, Owner, Record, UndoOp, voided};
-use super::undo::{Places, RollbackReport, at, problem, relocated};
+use super::report::{RollbackReport, problem};
 use cap_std::fs::{Dir, MetadataExt};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind};
@@ -169,8 +171,8 @@ fn check_meta(dir: &Dir, path: &str, m: &cap_std::fs::Metadata, meta: &Meta) -> 
     if meta.xattrs.is_empty() {
         return Ok(());
     }
-    let found = super::capture::open_dir_readable(dir, path)
-        .and_then(|d| super::capture::fd_xattrs(&d))
+    let found = open_dir_readable(dir, path)
+        .and_then(|d| fd_xattrs(&d))
         .map_err(|e| format!("cannot read its extended attributes: {e}"))?;
     for x in &meta.xattrs {
         if !found.contains(x) {

@@ -1,6 +1,6 @@
 //! A plugin's self-description, as the host keeps it.
 
-use crate::flow::Access;
+use crate::grant::Access;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]

@@ -13,10 +13,10 @@ mod output;
 mod state;
 mod ticker;
 
-pub use limits::Limits;
+pub use crate::grant::Limits;
 
 use crate::events::{Emitter, Event, EventSink, LogLevel, LogLine};
-use crate::flow::{Access, Mount};
+use crate::grant::{Access, Mount};
 use crate::journal::RunJournal;
 use crate::plugin::{CacheOutcome, CompiledCache, MountNeed, Needs, PluginInfo, PluginSource};
 use anyhow::{Context, anyhow, bail};

@@ -16,7 +16,7 @@
 mod resolve;
 mod stream;
 
-use crate::flow::Access;
+use crate::grant::Access;
 use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room};
 use cap_std::fs::{FileTypeExt, Metadata};
 use resolve::{Parent, Parents, Resolved, rel_of, resolve};

@@ -1,0 +1,63 @@
+//! What a flow grants a step: directories and how it may use them, and the
+//! resources it may spend. A leaf that both [`crate::flow`] (which reads
+//! grants from the flow file) and [`crate::sandbox`] (which enforces them)
+//! depend on, so that neither depends on the other for them.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a mount is granted. A read-only mount cannot be written by any
+/// step: the guest gets an error code, and the flow goes on as the step decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// A host directory granted to steps, as validation resolved it.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub name: String,
+    /// Canonical host directory.
+    pub host: PathBuf,
+    /// Where guests see it.
+    pub guest: String,
+    pub access: Access,
+}
+
+/// What one step may use. Defaults suit deploy-sized work; a step
+/// overrides them with `[steps.limits]` in the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time of the whole step, host calls included.
+    pub time: Duration,
+    /// Bytes of linear memory, per memory of the component.
+    pub memory: u64,
+    /// Descriptors and directory listings the step may hold at once: each
+    /// costs the host a file descriptor or memory, which the memory limit
+    /// does not cover; past it, opens fail with `insufficient-memory`.
+    pub descriptors: usize,
+}
+
+impl Limits {
+    pub const DEFAULT_TIME: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MEMORY: u64 = 512 << 20;
+    pub const DEFAULT_DESCRIPTORS: usize = 256;
+    /// Far below the engine's own descriptor limit, which it raises to
+    /// the system's hard limit when it starts.
+    pub const MAX_DESCRIPTORS: usize = 4096;
+    /// Below this a Rust component cannot even start.
+    pub const MIN_MEMORY: u64 = 2 << 20;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            time: Self::DEFAULT_TIME,
+            memory: Self::DEFAULT_MEMORY,
+            descriptors: Self::DEFAULT_DESCRIPTORS,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Small operations on one entry beneath a mount's root, shared by capture,
+//! rollback and its checks: its state, its time, its attributes. None of
+//! them follows a symlink out of the mount or opens a special file.
+
+use super::record::{EntryState, FileId, OsBytes, Time, Xattr};
+use cap_fs_ext::DirExt;
+use cap_std::fs::{Dir, Metadata, MetadataExt};
+use std::io::{self, ErrorKind};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `"."` for the mount's root, whose path is empty.
+pub(super) fn at(path: &str) -> &str {
+    if path.is_empty() { "." } else { path }
+}
+
+/// Sets the modification time of the entry at `path` (a symlink itself),
+/// any time the filesystem can hold: before 1970 too (`SystemTime`-based
+/// helpers panic on those). The entry's directory is opened beneath `dir`,
+/// so no symlink leads out of it.
+pub(super) fn set_mtime(dir: &Dir, path: &str, time: Time) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_OMIT, utimensat};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: time.0,
+            tv_nsec: time.1.into(),
+        },
+    };
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((parent, name)) => (Some(dir.open_dir(parent)?), name),
+        None => (None, at(path)),
+    };
+    utimensat(
+        parent.as_ref().unwrap_or(dir),
+        name,
+        &times,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+pub(super) fn mtime(meta: &Metadata) -> Time {
+    Time(meta.mtime(), meta.mtime_nsec() as u32)
+}
+
+/// The state of `path` as `stepback undo` compares it; `None` if absent.
+pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<EntryState>> {
+    Ok(entry_with_id(dir, path)?.map(|(state, _)| state))
+}
+
+/// The state of `path`, and which inode is there.
+pub(super) fn entry_with_id(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<(EntryState, FileId)>> {
+    let path = path.as_ref();
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let meta = match dir.symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let state = if meta.is_dir() {
+        EntryState::Dir
+    } else if meta.is_symlink() {
+        EntryState::Symlink {
+            target: dir.read_link_contents(path)?.as_os_str().as_bytes().into(),
+        }
+    } else {
+        EntryState::File {
+            size: meta.len(),
+            mtime: mtime(&meta),
+        }
+    };
+    Ok(Some((state, FileId::of(&meta))))
+}
+
+/// The extended attributes of an open file.
+pub(super) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>> {
+    let mut list = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::flistxattr(file, &mut list[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => list.resize(list.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::fgetxattr(file, name, &mut value[..]) {
+                Ok(len) => break len,
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        value.truncate(len);
+        out.push(Xattr {
+            name: OsBytes::from(name),
+            value: OsBytes(value),
+        });
+    }
+    Ok(out)
+}
+
+/// Opens the directory at `path` beneath `dir`, not following a final
+/// symlink, readable: extended attributes cannot be read or written
+/// through the path-only descriptor cap-std opens directories with.
+pub(super) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let located = dir.open_dir_nofollow(path)?;
+    Ok(openat(
+        &located,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}

@@ -1,0 +1,38 @@
+//! What a rollback reports: what it undid, what it could not restore, and
+//! what of other processes' it kept aside.
+
+use super::record::UndoOp;
+
+/// A path a rollback could not restore.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub mount: String,
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:/{}: {}", self.mount, self.path, self.reason)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RollbackReport {
+    /// Undo records applied by this rollback.
+    pub undone: usize,
+    pub problems: Vec<Problem>,
+    /// Entries that other processes changed at paths the run had changed,
+    /// found in the way of the undos: moved aside into the run's backup
+    /// area (which is then never pruned) rather than overwritten. The
+    /// paths themselves are restored.
+    pub kept: Vec<Problem>,
+}
+
+pub(super) fn problem(mount: &str, op: &UndoOp, reason: String) -> Problem {
+    Problem {
+        mount: mount.to_owned(),
+        path: op.path().to_owned(),
+        reason,
+    }
+}
