@@ -2,7 +2,7 @@
 //! import the host does not provide, or a missing export is refused
 //! before anything runs, with a message that says what is wrong.
 
-use crate::support::Env;
+use crate::support::{Env, guest};
 
 fn flow_using(env: &Env, wasm: &[u8]) -> crate::support::Run {
     env.write("plugin.wasm", wasm);
@@ -50,4 +50,23 @@ fn files_that_are_not_wasm_are_refused() {
     flow_using(&env, b"#!/bin/sh\necho hi\n")
         .expect_code(2)
         .expect_stderr("is not a WebAssembly component");
+}
+
+/// The defaults in a plugin's config schema are applied to `with` before
+/// the plugin sees it (a plugin in another language has no serde to fill
+/// them), and `plugin inspect` lists them.
+#[test]
+fn schema_defaults_reach_the_plugin_and_are_listed() {
+    let env = Env::new();
+    env.flow(format!(
+        "name = \"defaults\"\n[[steps]]\nname = \"echo\"\nuses = \"{}\"\nwith = {{ mode = \"echo\" }}\n",
+        guest("misbehave")
+    ));
+    env.stepback(&["run", "flow.toml"])
+        .expect_code(0)
+        .expect_stdout("hello from the schema");
+    env.stepback(&["plugin", "inspect", &guest("misbehave")])
+        .expect_code(0)
+        .expect_stdout("defaults (applied to `with` before the plugin sees it):")
+        .expect_stdout("greeting = \"hello from the schema\"");
 }

@@ -196,6 +196,13 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
         outln!("  mount {:?}: {:?}", clean(&need.role), need.access);
     }
     outln!("  exec: {}, network: {}", info.needs.exec, info.needs.network);
+    let defaults = stepback::plugin::defaults::list(&info.config_schema);
+    if !defaults.is_empty() {
+        outln!("defaults (applied to `with` before the plugin sees it):");
+        for (key, value) in defaults {
+            outln!("  {} = {}", clean(&key), clean(&value.to_string()));
+        }
+    }
     outln!("config schema:");
     let schema = serde_json::to_string_pretty(&info.config_schema).unwrap_or_default();
     for line in schema.lines() {

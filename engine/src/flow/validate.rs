@@ -336,6 +336,7 @@ impl Validator<'_> {
         let limits = self.limits(field, decl);
         // Without the plugin, only the checks above can be made.
         let (plugin, info) = plugin?;
+        crate::plugin::defaults::apply(&info.config_schema, &mut config);
         if all_granted {
             self.check_needs(field, &info, &granted);
         }

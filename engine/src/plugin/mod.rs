@@ -7,6 +7,7 @@
 
 pub mod builtin;
 mod cache;
+pub mod defaults;
 mod info;
 mod source;
 

@@ -38,6 +38,13 @@ enum Config {
         #[serde(default)]
         fail: bool,
     },
+    /// Says `greeting`. Its default is in the schema only (serde requires
+    /// the key), as a plugin in another language would declare it: the
+    /// step gets one only if the host applies the schema's defaults.
+    Echo {
+        #[schemars(extend("default" = "hello from the schema"))]
+        greeting: String,
+    },
 }
 
 struct Misbehave;
@@ -87,6 +94,7 @@ impl Step for Misbehave {
                 }
                 Err(Error::new("flooded"))
             }
+            Config::Echo { greeting } => Ok(Outcome::summary(greeting)),
             Config::Sleep { seconds } => {
                 std::thread::sleep(std::time::Duration::from_secs(seconds));
                 Ok(Outcome::done())
