@@ -70,3 +70,33 @@ fn schema_defaults_reach_the_plugin_and_are_listed() {
         .expect_stdout("defaults (applied to `with` before the plugin sees it):")
         .expect_stdout("greeting = \"hello from the schema\"");
 }
+
+/// A plugin built against a newer `stepback:plugin` than this host's is
+/// refused in Stepback's words, and an unlinkable one is refused before it
+/// is compiled: nothing enters the compiled cache.
+#[test]
+fn unlinkable_plugins_are_refused_before_compiling() {
+    let env = Env::new();
+    let newer = wat::parse_str(r#"(component (import "stepback:plugin/host@0.1.9" (instance)))"#).unwrap();
+    env.write("plugin.wasm", newer);
+    env.write(
+        "flow.toml",
+        "name = \"p\"\n[[steps]]\nname = \"s\"\nuses = \"plugin.wasm\"\n",
+    );
+    let cache = env.mkdir("own-cache");
+    env.stepback_with_cache(&["run", "flow.toml"], &cache)
+        .expect_code(2)
+        .expect_stderr("was built against stepback:plugin 0.1.9; this host provides 0.1.0: upgrade stepback");
+    let http =
+        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#).unwrap();
+    env.write("plugin.wasm", http);
+    env.stepback_with_cache(&["run", "flow.toml"], &cache)
+        .expect_code(2)
+        .expect_stderr("which Stepback does not provide");
+    let compiled: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".cwasm"))
+        .collect();
+    assert!(compiled.is_empty(), "compiled before refusing: {compiled:?}");
+}

@@ -8,9 +8,11 @@
 pub mod builtin;
 mod cache;
 pub mod defaults;
+mod imports;
 mod info;
 mod source;
 
 pub use cache::{CacheOutcome, CompiledCache};
+pub use imports::component_imports;
 pub use info::{MountNeed, Needs, PluginInfo};
 pub use source::PluginSource;

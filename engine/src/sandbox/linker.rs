@@ -11,7 +11,7 @@ use super::bindings::Step;
 use super::fs::{FsView, JournaledFs};
 use super::state::StepState;
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::filesystem;
 
@@ -44,25 +44,61 @@ pub(super) fn fs_view(state: &mut StepState) -> FsView<'_> {
     }
 }
 
-/// Names the imports of `component` that the linker does not provide, so
-/// an unfit plugin is refused with the interface and version it wanted
-/// rather than a raw linker error.
-pub fn unprovided_imports(engine: &Engine, component: &Component) -> Vec<String> {
-    component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_owned())
+/// The version of `stepback:plugin` this host implements, from its WIT.
+pub fn host_wit_version() -> &'static str {
+    const WIT: &str = include_str!("../../../wit/plugin.wit");
+    WIT.lines()
+        .find_map(|l| l.trim().strip_prefix("package stepback:plugin@"))
+        .and_then(|v| v.strip_suffix(';'))
+        .expect("wit/plugin.wit declares its package version")
+}
+
+/// Why a plugin importing `imports` cannot be linked, in Stepback's words
+/// rather than a linker's: interfaces this host does not provide (with the
+/// version wanted), or a newer `stepback:plugin` than this host's.
+pub fn refusal(label: &str, imports: &[String]) -> Option<String> {
+    let host = host_wit_version();
+    let newer = imports.iter().find_map(|name| {
+        let version = name.strip_prefix("stepback:plugin/")?.split_once('@')?.1;
+        (numbers(version) > numbers(host)).then_some(version)
+    });
+    if let Some(version) = newer {
+        return Some(format!(
+            "plugin {label} was built against stepback:plugin {version}; this host provides {host}: upgrade stepback"
+        ));
+    }
+    let missing: Vec<&str> = imports
+        .iter()
+        .map(String::as_str)
         .filter(|name| {
             let (interface, version) = name.split_once('@').unwrap_or((name, ""));
             !PROVIDED
                 .iter()
                 .any(|(prefix, series)| interface.starts_with(prefix) && version.starts_with(series))
         })
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "plugin {label} imports {}, which Stepback does not provide (it provides {})",
+            missing.join(", "),
+            provided_summary()
+        )
+    })
+}
+
+/// `1.2.3` as numbers, for comparing versions (pre-release tags ignored).
+fn numbers(version: &str) -> Vec<u64> {
+    version
+        .split(['-', '+'])
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .map(|n| n.parse().unwrap_or(0))
         .collect()
 }
 
 /// What the linker provides, for messages.
-pub fn provided_summary() -> String {
+fn provided_summary() -> String {
     PROVIDED
         .iter()
         .map(|(prefix, series)| format!("{}*@{}x", prefix, series))

@@ -142,18 +142,17 @@ impl Sandbox {
         let label = source.label();
         let bytes = source.bytes()?;
         let start = Instant::now();
+        // Refused before compiling (seconds, and a large cache entry, for
+        // a big component) when its imports cannot be linked anyway.
+        let imports =
+            crate::plugin::component_imports(&bytes).with_context(|| format!("reading plugin {label}"))?;
+        if let Some(why) = linker::refusal(&label, &imports) {
+            bail!(why);
+        }
         let (component, cache, sha256) = self
             .cache
             .load(&self.engine, &bytes)
             .with_context(|| format!("compiling plugin {label}"))?;
-        let missing = linker::unprovided_imports(&self.engine, &component);
-        if !missing.is_empty() {
-            bail!(
-                "plugin {label} imports {}, which Stepback does not provide (it provides {})",
-                missing.join(", "),
-                linker::provided_summary()
-            );
-        }
         let pre = self
             .linker
             .instantiate_pre(&component)
