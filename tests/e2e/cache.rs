@@ -102,3 +102,48 @@ fn a_replaced_cache_entry_is_never_loaded() {
     );
     assert_eq!(std::fs::read_to_string(env.path("out/x")).unwrap(), "x");
 }
+
+#[test]
+fn the_cache_is_listed_and_pruned() {
+    let (env, flow) = write_flow("");
+    let cache = env.path("fresh-cache");
+    env.stepback_with_cache(&["run", flow.to_str().unwrap()], &cache)
+        .expect_code(0);
+    let listed = env.stepback_with_cache(&["--output", "json", "cache", "list"], &cache);
+    listed.expect_code(0);
+    let entries: Vec<serde_json::Value> = listed
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{}", listed.stdout());
+    assert_eq!(entries[0]["sha256"].as_str().unwrap().len(), 64);
+    assert!(entries[0]["bytes"].as_u64().unwrap() > 1000);
+    env.stepback_with_cache(&["cache", "list"], &cache)
+        .expect_stdout("1 compiled plugin(s)");
+    // Used just now: not older than an hour, and within the limit.
+    env.stepback_with_cache(&["cache", "prune", "--older-than", "1h"], &cache)
+        .expect_code(0)
+        .expect_stdout("removed 0 compiled plugin(s)");
+    env.stepback_with_cache(&["cache", "prune", "--max", "0"], &cache)
+        .expect_code(0)
+        .expect_stdout("removed 1 compiled plugin(s)");
+    assert!(compiled_entries(&cache).is_empty());
+    env.stepback_with_cache(&["--verbose", "run", flow.to_str().unwrap()], &cache)
+        .expect_code(0)
+        .expect_stderr("compiled and cached");
+}
+
+#[test]
+fn the_cache_stays_within_its_limit() {
+    let (env, flow) =
+        write_flow("[[steps]]\nname = \"f\"\nuses = \"builtin:fail\"\non-failure = \"continue\"\n");
+    let cache = env.path("fresh-cache");
+    // A limit below one entry: each new entry pushes the others out.
+    env.stepback_with_cache(&["--cache-limit", "1", "run", flow.to_str().unwrap()], &cache)
+        .expect_code(0);
+    assert_eq!(compiled_entries(&cache).len(), 1);
+    env.stepback_with_cache(&["run", flow.to_str().unwrap()], &cache)
+        .expect_code(0);
+    assert_eq!(compiled_entries(&cache).len(), 2, "the default limit keeps both");
+}

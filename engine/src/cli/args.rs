@@ -20,6 +20,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "STEPBACK_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// How much disk compiled plugins may take; past it, the least recently
+    /// used are removed when a new one is compiled.
+    #[arg(long, global = true, env = "STEPBACK_CACHE_LIMIT", value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub cache_limit: u64,
+
     /// Also show plugin loading (compiled-cache hits) and step logs as they happen.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -47,9 +52,11 @@ pub enum Command {
     ///
     /// Exit codes: 0 the flow succeeded; 1 a step failed and the flow was
     /// rolled back cleanly; 2 the flow or its input is invalid (nothing
-    /// ran); 3 the engine could not start; 4 the rollback is incomplete
+    /// ran); 3 the engine could not work; 4 the rollback is incomplete
     /// (needs attention: the paths are listed); 5 nothing ran because an
-    /// earlier run needs `stepback recover` or a mount is in use.
+    /// earlier run needs `stepback recover` or a mount is in use; 7 every
+    /// step succeeded but the run could not be committed, so it was rolled
+    /// back; 130 interrupted and rolled back.
     Run(RunArgs),
 
     /// Roll back runs that did not finish because the engine or the
@@ -64,7 +71,8 @@ pub enum Command {
     Undo {
         /// The run id (as `stepback show` lists them).
         run: String,
-        /// Undo even if paths changed since the run, overwriting those changes.
+        /// Undo even if paths changed since the run; what changed is moved
+        /// aside into the run's backup area (listed), not overwritten.
         #[arg(long)]
         force: bool,
     },
@@ -87,6 +95,12 @@ pub enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+
+    /// Work with the cache of compiled plugins.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
 }
 
@@ -140,6 +154,26 @@ pub struct FlowArgs {
     /// Set an update parameter, overriding its default (repeatable).
     #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// List the compiled plugins, least recently used first.
+    List,
+    /// Remove compiled plugins: those unused for longer than
+    /// `--older-than`, then the least recently used until the rest fit in
+    /// `--max` (default: the cache limit).
+    Prune {
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max: Option<u64>,
+        /// A duration such as `30d` or `12h`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration (such as 30d): {e}"))
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,7 +9,7 @@ mod json;
 mod out;
 mod show;
 
-use args::{Cli, Command, OutputFormat, PluginCommand, SyncMode};
+use args::{CacheCommand, Cli, Command, OutputFormat, PluginCommand, SyncMode};
 use clap::Parser;
 use out::{errln, outln};
 use std::path::{Path, PathBuf};
@@ -97,7 +97,11 @@ async fn dispatch(cli: Cli) -> u8 {
         .clone()
         .unwrap_or_else(|| state::cache_dir(&state_dir));
     let engine_dirs = [state_dir.clone(), cache_dir.clone()];
-    let sandbox = match Sandbox::new(CompiledCache::new(cache_dir), events.clone()) {
+    let cache = CompiledCache::new(cache_dir).with_limit(cli.cache_limit);
+    if let Command::Cache { command } = &cli.command {
+        return cache_command(&cache, command, cli.cache_limit, cli.output);
+    }
+    let sandbox = match Sandbox::new(cache, events.clone()) {
         Ok(s) => s,
         Err(e) => {
             errln!("error: cannot set up the WebAssembly engine: {e:#}");
@@ -141,6 +145,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
         } => inspect(&plugin, &sandbox, cli.output).await,
+        Command::Cache { .. } => unreachable!("handled before the engine is set up"),
     }
 }
 
@@ -279,4 +284,60 @@ async fn inspect(plugin: &str, sandbox: &Sandbox, output: OutputFormat) -> u8 {
         OutputFormat::Json => json::print_inspection(&loaded, &info, &imports, &exports),
     }
     exit::SUCCESS
+}
+
+/// `stepback cache list` and `stepback cache prune`.
+fn cache_command(cache: &CompiledCache, command: &CacheCommand, limit: u64, output: OutputFormat) -> u8 {
+    let shown = |e: &stepback::plugin::CacheEntry| {
+        let used = humantime::format_rfc3339_seconds(e.last_used);
+        (e.sha256.clone(), e.size, used.to_string())
+    };
+    let result =
+        match command {
+            CacheCommand::List => cache.entries().map(|entries| {
+                let total: u64 = entries.iter().map(|e| e.size).sum();
+                for (sha, size, used) in entries.iter().map(shown) {
+                    match output {
+                        OutputFormat::Human => outln!(
+                            "{}  {:>10}  last used {used}",
+                            &sha[..12],
+                            bytesize::ByteSize(size)
+                        ),
+                        OutputFormat::Json => outln!(
+                            "{}",
+                            serde_json::json!({"sha256": sha, "bytes": size, "last_used": used})
+                        ),
+                    }
+                }
+                if output == OutputFormat::Human {
+                    outln!(
+                        "{} compiled plugin(s), {} of {} ({})",
+                        entries.len(),
+                        bytesize::ByteSize(total),
+                        bytesize::ByteSize(limit),
+                        cache.dir().display()
+                    );
+                }
+            }),
+            CacheCommand::Prune { max, older_than } => cache
+                .prune(max.unwrap_or(limit), *older_than, None)
+                .map(|removed| {
+                    let freed: u64 = removed.iter().map(|e| e.size).sum();
+                    outln!(
+                        "removed {} compiled plugin(s), {}",
+                        removed.len(),
+                        bytesize::ByteSize(freed)
+                    );
+                }),
+        };
+    match result {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            errln!(
+                "error: the compiled-plugin cache in {}: {e}",
+                cache.dir().display()
+            );
+            exit::ENGINE_ERROR
+        }
+    }
 }

@@ -24,14 +24,103 @@ use wasmtime::component::Component;
 
 pub use crate::events::CacheOutcome;
 
+/// The cache's default bound: compiled code of a large component is tens
+/// of megabytes, so this keeps dozens.
+pub const DEFAULT_CACHE_LIMIT: u64 = 1 << 30;
+
 #[derive(Debug, Clone)]
 pub struct CompiledCache {
     dir: PathBuf,
+    /// Bytes the entries may take: past it, the least recently used go
+    /// when a new one is stored (never the new one).
+    limit: u64,
+}
+
+/// One compiled component in the cache.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    /// The component's SHA-256, hex.
+    pub sha256: String,
+    /// Bytes on disk, its keyed digest included.
+    pub size: u64,
+    /// When it was last stored or loaded.
+    pub last_used: std::time::SystemTime,
+    path: PathBuf,
 }
 
 impl CompiledCache {
     pub fn new(dir: PathBuf) -> Self {
-        CompiledCache { dir }
+        CompiledCache {
+            dir,
+            limit: DEFAULT_CACHE_LIMIT,
+        }
+    }
+
+    /// The same cache, bounded to `limit` bytes.
+    pub fn with_limit(self, limit: u64) -> Self {
+        CompiledCache { limit, ..self }
+    }
+
+    /// Every entry, least recently used first.
+    pub fn entries(&self) -> std::io::Result<Vec<CacheEntry>> {
+        let listing = match std::fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut entries = Vec::new();
+        for item in listing {
+            let path = item?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".cwasm") else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let mac = std::fs::metadata(digest_path(&path)).map_or(0, |m| m.len());
+            entries.push(CacheEntry {
+                sha256: stem.split('-').next().unwrap_or(stem).to_owned(),
+                size: meta.len() + mac,
+                last_used: meta.modified()?,
+                path,
+            });
+        }
+        entries.sort_by_key(|e| e.last_used);
+        Ok(entries)
+    }
+
+    /// Removes entries unused for longer than `older_than`, then the least
+    /// recently used until the rest take at most `max_bytes`, sparing
+    /// `keep`. Returns what it removed.
+    pub fn prune(
+        &self,
+        max_bytes: u64,
+        older_than: Option<std::time::Duration>,
+        keep: Option<&Path>,
+    ) -> std::io::Result<Vec<CacheEntry>> {
+        let entries = self.entries()?;
+        let mut total: u64 = entries.iter().map(|e| e.size).sum();
+        let now = std::time::SystemTime::now();
+        let mut removed = Vec::new();
+        for entry in entries {
+            let stale =
+                older_than.is_some_and(|age| now.duration_since(entry.last_used).unwrap_or_default() > age);
+            if Some(entry.path.as_path()) == keep || (!stale && total <= max_bytes) {
+                continue;
+            }
+            for path in [digest_path(&entry.path), entry.path.clone()] {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            total -= entry.size;
+            removed.push(entry);
+        }
+        Ok(removed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -50,12 +139,18 @@ impl CompiledCache {
             // `store` below, from `Component::serialize` output; wasmtime
             // re-checks compatibility on load.
             if let Ok(component) = unsafe { Component::deserialize(engine, &artifact) } {
+                // Used now: the least recently used go first.
+                if let Ok(file) = std::fs::File::open(&entry) {
+                    let _ = file.set_modified(std::time::SystemTime::now());
+                }
                 return Ok((component, CacheOutcome::Hit, sha));
             }
         }
         let component = Component::new(engine, bytes)?;
         self.store(&entry, &component, &key)
             .with_context(|| format!("writing compiled plugin to the cache at {}", entry.display()))?;
+        self.prune(self.limit, None, Some(&entry))
+            .with_context(|| format!("bounding the compiled-plugin cache in {}", self.dir.display()))?;
         Ok((component, CacheOutcome::Compiled, sha))
     }
 

@@ -12,7 +12,7 @@ mod imports;
 mod info;
 mod source;
 
-pub use cache::{CacheOutcome, CompiledCache};
+pub use cache::{CacheEntry, CacheOutcome, CompiledCache, DEFAULT_CACHE_LIMIT};
 pub use imports::component_imports;
 pub use info::{MountNeed, Needs, PluginInfo};
 pub use source::PluginSource;
