@@ -20,6 +20,8 @@ pub enum UndoError {
     NoSuchRun(String),
     /// Only a committed run with its backups can be undone.
     NotUndoable(String),
+    /// The run did not finish: recovery rolls it back.
+    Unfinished(String),
     /// Paths changed since the run; each line says how.
     Drifted(Vec<String>),
     /// A mount is in use by a running flow.
@@ -31,12 +33,15 @@ pub enum UndoError {
 impl std::fmt::Display for UndoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            UndoError::NoSuchRun(id) => write!(f, "no run {id:?}; `stepback show` lists the runs"),
+            UndoError::NoSuchRun(id) => write!(f, "no run {id:?}"),
             UndoError::NotUndoable(why) => f.write_str(why),
+            UndoError::Unfinished(id) => write!(
+                f,
+                "run {id} did not finish: it is rolled back by recovery, not undone"
+            ),
             UndoError::Drifted(paths) => write!(
                 f,
-                "{} path(s) changed since the run; undoing it would overwrite those changes \
-                 (use --force to undo anyway):\n  {}",
+                "{} path(s) changed since the run; undoing it would overwrite those changes:\n  {}",
                 paths.len(),
                 paths.join("\n  ")
             ),
@@ -71,11 +76,7 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
                 "run {id} was already rolled back"
             )));
         }
-        RunState::Unfinished => {
-            return Err(UndoError::NotUndoable(format!(
-                "run {id} did not finish; `stepback recover` rolls it back"
-            )));
-        }
+        RunState::Unfinished => return Err(UndoError::Unfinished(id.to_owned())),
     }
     let mounts: Vec<(String, std::path::PathBuf)> = match records.first() {
         Some(Record::Begin { mounts, .. }) => {

@@ -115,3 +115,25 @@ fn leaves_depend_on_nothing_in_the_crate() {
         assert!(used.is_empty(), "{leaf} uses {used:?}");
     }
 }
+
+#[test]
+fn library_messages_name_no_command() {
+    // The CLI adds which command fixes a problem: an embedding program has
+    // none of them. (Validation's messages about parameters do name
+    // `--param`: they quote the override the caller passed.)
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let command = ["`", "stepback "].concat();
+    let mut found = Vec::new();
+    for (module, text) in modules(&src).iter().filter(|(m, _)| !m.starts_with("cli")) {
+        for line in text.lines().map(str::trim_start).filter(|l| !l.starts_with("//")) {
+            if line.contains('"') && line.contains(&command) {
+                found.push(format!("{module}: {line}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "library messages that name a command:\n{}",
+        found.join("\n")
+    );
+}

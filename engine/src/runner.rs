@@ -58,7 +58,7 @@ pub const DEFAULT_RESERVE: u64 = 64 << 20;
 #[derive(Debug)]
 pub enum RunError {
     /// Earlier runs did not finish (the engine or the machine stopped);
-    /// `stepback recover` must roll them back first.
+    /// [`crate::recovery::recover`] must roll them back first.
     NeedsRecovery(Vec<String>),
     /// A mount is locked by another flow that is running.
     Busy(String),
@@ -71,9 +71,9 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::NeedsRecovery(runs) => write!(
                 f,
-                "{} did not finish and may have left mounts half-changed; run `stepback recover` to roll {} back first",
+                "{} did not finish and may have left mounts half-changed: {} must be rolled back first",
                 runs.join(", "),
-                if runs.len() == 1 { "it" } else { "them" }
+                if runs.len() == 1 { "it" } else { "they" }
             ),
             RunError::Busy(why) => f.write_str(why),
             RunError::Journal(e) => write!(f, "cannot set up the run's journal: {e:#}"),

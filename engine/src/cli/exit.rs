@@ -80,7 +80,7 @@ pub fn of_rollback(report: &RollbackReport) -> u8 {
 pub fn of_undo_error(e: &UndoError) -> u8 {
     match e {
         UndoError::NoSuchRun(_) => INVALID_INPUT,
-        UndoError::NotUndoable(_) | UndoError::Drifted(_) => UNDO_REFUSED,
+        UndoError::NotUndoable(_) | UndoError::Unfinished(_) | UndoError::Drifted(_) => UNDO_REFUSED,
         UndoError::Busy(_) => BLOCKED,
         UndoError::Io(_) => ENGINE_ERROR,
     }

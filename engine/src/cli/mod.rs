@@ -18,9 +18,10 @@ use std::sync::Arc;
 use stepback::cancel::Cancel;
 use stepback::events::EventSink;
 use stepback::flow::{self, FlowSource};
+use stepback::history::UndoError;
 use stepback::journal::{Durability, Fault};
 use stepback::plugin::{CompiledCache, PluginSource};
-use stepback::runner::RunOptions;
+use stepback::runner::{RunError, RunOptions};
 use stepback::sandbox::Sandbox;
 use stepback::{runner, state};
 
@@ -182,7 +183,11 @@ async fn run(
     match runner::run(&plan, sandbox, events, options).await {
         Ok(report) => exit::of_run(&report),
         Err(e) => {
-            errln!("error: {e}");
+            let hint = match e {
+                RunError::NeedsRecovery(_) => "; run `stepback recover`",
+                _ => "",
+            };
+            errln!("error: {e}{hint}");
             exit::of_run_error(&e)
         }
     }
@@ -199,7 +204,15 @@ fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
             exit::of_rollback(&report)
         }
         Err(e) => {
-            errln!("error: {e}");
+            let hint = match e {
+                UndoError::NoSuchRun(_) => "; `stepback show` lists the runs",
+                UndoError::Unfinished(_) => "; `stepback recover` rolls it back",
+                UndoError::Drifted(_) => {
+                    "\n(`stepback undo RUN --force` undoes it anyway, keeping those changes aside)"
+                }
+                _ => "",
+            };
+            errln!("error: {e}{hint}");
             exit::of_undo_error(&e)
         }
     }

@@ -212,7 +212,7 @@ impl Validator<'_> {
         for dir in &self.engine_dirs {
             if dir.starts_with(host) {
                 return Some(format!(
-                    "host path {shown} contains {}, where Stepback keeps its journals and compiled plugins: a step could forge them. Mount a directory that does not contain it (or move it with --state-dir / --cache-dir)",
+                    "host path {shown} contains {}, where Stepback keeps its journals and compiled plugins: a step could forge them. Mount a directory that does not contain it, or keep Stepback's state and cache elsewhere",
                     dir.display()
                 ));
             }
