@@ -1,6 +1,8 @@
 //! Stopping a run from outside it: another task, a thread, a signal
 //! handler. A leaf, like `events`.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
@@ -21,15 +23,18 @@ struct Inner {
 }
 
 impl Cancel {
+    /// A handle no run has seen yet: pass clones to the run and to whatever stops it.
     pub fn new() -> Cancel {
         Cancel::default()
     }
 
+    /// Stops the run (idempotent).
     pub fn cancel(&self) {
         self.0.cancelled.store(true, Ordering::SeqCst);
         self.0.notify.notify_waiters();
     }
 
+    /// Whether [`Cancel::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
         self.0.cancelled.load(Ordering::SeqCst)
     }

@@ -2,6 +2,8 @@
 //! JSON lines; a program embedding the library implements [`EventSink`].
 //! A leaf: it depends on nothing else in the crate.
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -10,10 +12,15 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogLevel {
+    /// Detail for whoever debugs the plugin.
     Trace,
+    /// Detail for the step author.
     Debug,
+    /// What the step is doing.
     Info,
+    /// Something the operator should know even if the step succeeds.
     Warn,
+    /// Something went wrong (whether the step fails is its own call).
     Error,
     /// A line the guest wrote to its standard output.
     Stdout,
@@ -24,6 +31,7 @@ pub enum LogLevel {
 /// One line of a step's log.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
+    /// How important the line is, or which output stream it came from.
     pub level: LogLevel,
     /// The text as the step wrote it (control characters included: a
     /// reporter for people escapes them).
@@ -38,6 +46,7 @@ pub struct LogLine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepStatus {
+    /// The step did its work.
     Succeeded,
     /// Failed, and stopped the flow.
     Failed,
@@ -71,7 +80,9 @@ pub enum FlowStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CacheOutcome {
+    /// Compiled code was loaded from the cache.
     Hit,
+    /// The component was compiled (and the result cached).
     Compiled,
 }
 
@@ -88,19 +99,23 @@ pub enum Event {
         plugin: String,
         /// Of the component's bytes, hex.
         sha256: String,
+        /// Whether compiled code was reused.
         cache: CacheOutcome,
         /// Time to load (and compile, on a cache miss).
         millis: f64,
     },
     /// The run has its journal and its locks, and starts its first step.
     FlowStarted {
+        /// The flow's name.
         flow: String,
         /// Step names, in order.
         steps: Vec<String>,
     },
+    /// A step begins.
     StepStarted {
         /// Position in the flow, from 0.
         index: usize,
+        /// The step's name.
         step: String,
         /// As the flow names it.
         plugin: String,
@@ -108,23 +123,32 @@ pub enum Event {
     /// A line of a step's log, as it is written (bounded per step: see
     /// [`Event::StepFinished`]'s `log`).
     StepLog {
+        /// The step's name.
         step: String,
+        /// Its level, or the output stream it came from.
         level: LogLevel,
+        /// The line, without its newline.
         message: String,
     },
     /// How far a step has got: at most every 100 ms per unit, and always
     /// when `done` reaches `total`.
     StepProgress {
+        /// The step's name.
         step: String,
         /// What is counted (`files`, `bytes`), as the step names it.
         unit: String,
+        /// How many `unit`s are done.
         done: u64,
         /// `None` when the step does not know.
         total: Option<u64>,
     },
+    /// A step ended (or was skipped).
     StepFinished {
+        /// Position in the flow, from 0.
         index: usize,
+        /// The step's name.
         step: String,
+        /// How it ended.
         status: StepStatus,
         /// Wall time of the step, its host calls included; 0 if skipped.
         millis: f64,
@@ -143,6 +167,7 @@ pub enum Event {
         /// Undo records in the journal.
         changes: u64,
     },
+    /// The rollback ended; the flow is back where it started unless `problems` lists paths.
     RollbackFinished {
         /// Undo records this rollback applied.
         undone: usize,
@@ -156,10 +181,15 @@ pub enum Event {
         millis: f64,
     },
     /// Something went wrong that does not change the run's outcome.
-    Warning { message: String },
+    Warning {
+        /// What, in one line.
+        message: String,
+    },
     /// The last event of a run.
     FlowFinished {
+        /// The flow's name.
         flow: String,
+        /// How the run ended.
         status: FlowStatus,
         /// Wall time from the first step to the end of the rollback.
         millis: f64,
@@ -179,11 +209,14 @@ pub struct Envelope {
     /// When it happened: RFC 3339, UTC, to the millisecond.
     pub time: String,
     #[serde(flatten)]
+    /// What happened.
     pub event: Event,
 }
 
 /// Receives events, in order, from the thread running the flow.
 pub trait EventSink: Send + Sync {
+    /// Receives one event; called from the thread running the flow, in order. It should not
+    /// block for long: the run waits.
     fn emit(&self, envelope: Envelope);
 }
 

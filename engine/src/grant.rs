@@ -3,6 +3,8 @@
 //! grants from the flow file) and [`crate::sandbox`] (which enforces them)
 //! depend on, so that neither depends on the other for them.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,18 +14,22 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Access {
+    /// Steps may read, not change, anything there.
     ReadOnly,
+    /// Steps may change it; every change is journaled and undone if the flow fails.
     ReadWrite,
 }
 
 /// A host directory granted to steps, as validation resolved it.
 #[derive(Debug, Clone)]
 pub struct Mount {
+    /// The mount's name in the flow.
     pub name: String,
     /// Canonical host directory.
     pub host: PathBuf,
     /// Where guests see it.
     pub guest: String,
+    /// What steps may do there.
     pub access: Access,
 }
 
@@ -42,8 +48,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Time a step may take unless the flow says otherwise.
     pub const DEFAULT_TIME: Duration = Duration::from_secs(300);
+    /// Linear memory a step may use unless the flow says otherwise.
     pub const DEFAULT_MEMORY: u64 = 512 << 20;
+    /// Descriptors and listings a step may hold unless the flow says otherwise.
     pub const DEFAULT_DESCRIPTORS: usize = 256;
     /// Far below the engine's own descriptor limit, which it raises to
     /// the system's hard limit when it starts.

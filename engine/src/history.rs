@@ -6,6 +6,8 @@
 //! changed since (another run, a person), undo refuses and lists the paths,
 //! unless forced, because undoing would overwrite those later changes.
 
+#![warn(missing_docs)]
+
 use crate::journal::{
     EntryState, Fault, JournalWriter, MountFs, MountLocks, Record, RollbackReport, RunState, RunStore,
     entry_state, rollback,
@@ -16,7 +18,9 @@ use std::path::Path;
 pub const DEFAULT_KEEP: usize = 5;
 
 #[derive(Debug)]
+/// Why a committed run could not be undone.
 pub enum UndoError {
+    /// No run has this id.
     NoSuchRun(String),
     /// Only a committed run with its backups can be undone.
     NotUndoable(String),

@@ -5,17 +5,22 @@
 //! A run still in progress in another process also has no end record; its
 //! mount locks tell it apart, and it is left alone.
 
+#![warn(missing_docs)]
+
 use crate::journal::{
     Fault, JournalWriter, MountLocks, MountRecord, RollbackReport, RunStore, RunSummary, adopt_orphans,
     rollback,
 };
 use std::path::{Path, PathBuf};
 
+/// A run that recovery rolled back.
 pub struct Recovered {
+    /// The run, as its journal describes it.
     pub run: RunSummary,
     /// Backups whose journal records were lost with the journal's unsynced
     /// end (power loss), found by their names and rolled back with the rest.
     pub adopted: usize,
+    /// What the rollback did.
     pub report: RollbackReport,
 }
 

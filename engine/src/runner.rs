@@ -2,6 +2,8 @@
 //! journaling every change they make to read-write mounts, and rolls the
 //! whole flow back when a step fails and stops it.
 
+#![warn(missing_docs)]
+
 use crate::cancel::Cancel;
 use crate::events::{Emitter, Event, EventSink, FlowStatus, StepStatus};
 use crate::flow::{OnFailure, Plan};
@@ -18,10 +20,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Where and how a run keeps its journal.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Where runs are journaled and locks are kept: local, private (checked), outside every
+    /// mount.
     pub state_dir: PathBuf,
+    /// Fault injection for tests (off by default; the CLI reads `STEPBACK_FAULT`).
     pub fault: Fault,
     /// How many committed runs keep their backups (and can be undone).
     pub keep: usize,
+    /// When journal records are synced.
     pub durability: Durability,
     /// Off: nothing is recorded and a failed flow is not rolled back (for
     /// measuring the journal's cost, or flows that must not keep backups).
@@ -86,17 +92,24 @@ impl std::error::Error for RunError {}
 /// What happened to one step.
 #[derive(Debug)]
 pub struct StepReport {
+    /// The step's name.
     pub name: String,
+    /// How it ended.
     pub status: StepStatus,
+    /// What the step says it did, when it succeeded.
     pub summary: Option<String>,
+    /// Why it failed, when it did.
     pub failure: Option<StepFailure>,
 }
 
 /// What happened to the flow.
 #[derive(Debug)]
 pub struct RunReport {
+    /// The run's id, as the journal and `show` know it.
     pub run_id: String,
+    /// How the run ended.
     pub status: FlowStatus,
+    /// Every step, in flow order (skipped ones included).
     pub steps: Vec<StepReport>,
     /// Present when the flow failed and was rolled back.
     pub rollback: Option<RollbackReport>,

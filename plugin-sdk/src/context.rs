@@ -6,16 +6,20 @@ use crate::bindings::stepback::plugin::types as wit;
 /// How a mount is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Writes fail with an error code (the step decides whether that fails it).
     ReadOnly,
+    /// Every change is journaled by the host and undone if the flow fails.
     ReadWrite,
 }
 
 /// A directory the flow grants this step, as seen inside the sandbox.
 #[derive(Debug, Clone)]
 pub struct Mount {
+    /// The mount's name in the flow (`[[mounts]] name`).
     pub name: String,
     /// Absolute path inside the sandbox; open files beneath it with `std::fs`.
     pub guest_path: String,
+    /// What the flow lets this step do there.
     pub access: Access,
 }
 
@@ -50,10 +54,12 @@ impl Context {
         }
     }
 
+    /// The flow's name, for messages.
     pub fn flow(&self) -> &str {
         &self.flow
     }
 
+    /// This step's name in the flow, for messages.
     pub fn step(&self) -> &str {
         &self.step
     }
@@ -63,6 +69,8 @@ impl Context {
         &self.run_id
     }
 
+    /// The mounts the flow grants this step, and nothing else: the step
+    /// can reach no other directory.
     pub fn mounts(&self) -> &[Mount] {
         &self.mounts
     }
@@ -77,18 +85,25 @@ impl Context {
         self.params().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
+    /// Logs a line shown only with `--verbose`.
     pub fn debug(&self, message: impl AsRef<str>) {
         host::log(Level::Debug, message.as_ref());
     }
 
+    /// Logs a line: shown live with `--verbose`, and with the step's report
+    /// when it fails.
     pub fn info(&self, message: impl AsRef<str>) {
         host::log(Level::Info, message.as_ref());
     }
 
+    /// Logs a warning: something the operator should know even if the
+    /// step succeeds.
     pub fn warn(&self, message: impl AsRef<str>) {
         host::log(Level::Warn, message.as_ref());
     }
 
+    /// Logs an error line; the step still decides whether it fails (by
+    /// returning [`crate::Error`]).
     pub fn error(&self, message: impl AsRef<str>) {
         host::log(Level::Error, message.as_ref());
     }

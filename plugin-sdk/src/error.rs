@@ -12,6 +12,7 @@ pub struct Error {
 }
 
 impl Error {
+    /// A failure with a one-line `message` for the operator.
     pub fn new(message: impl Into<String>) -> Self {
         Error {
             message: message.into(),
@@ -25,6 +26,7 @@ impl Error {
         self
     }
 
+    /// The one-line message.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -53,6 +55,7 @@ impl From<Error> for wit::StepError {
 
 /// Adds what was being done to an error: `fs::read(p).context(format!("reading {p}"))?`.
 pub trait ResultExt<T> {
+    /// The error as "`what`: the error".
     fn context(self, what: impl fmt::Display) -> Result<T, Error>;
 }
 

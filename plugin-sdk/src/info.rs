@@ -13,6 +13,8 @@ pub struct Info {
 }
 
 impl Info {
+    /// A plugin called `name` at `version`, described in one sentence
+    /// (`plugin inspect` shows all three).
     pub fn new(name: &str, version: &str, description: &str) -> Self {
         Info {
             name: name.into(),

@@ -31,6 +31,8 @@
 //! Build it with `cargo build --release --target wasm32-wasip2` and
 //! `crate-type = ["cdylib"]`.
 
+#![warn(missing_docs)]
+
 mod context;
 mod error;
 mod info;

@@ -10,7 +10,7 @@
 //! area), syncs it, and only then returns; so an undo record is durable
 //! before the change it covers can reach the disk (or, for an original
 //! moved or linked aside, its backup's name says where it belongs; see
-//! [`orphans`]). Rollback applies the
+//! the module `orphans`). Rollback applies the
 //! records newest first; each undo is idempotent, and `undone` markers are
 //! written in batches once the undos' effects are synced, so a rollback
 //! interrupted by a crash finishes on the next attempt (`stepback recover`).
@@ -29,7 +29,7 @@
 //! and path; `discarded-SEQ`, what undo `SEQ` took out of a mount,
 //! deleted with the rest when the run is pruned; and `foreign-N`, what
 //! another process had put where the rollback was to restore an original,
-//! kept: see [`foreign`]).
+//! kept: see the module `foreign`).
 
 mod capture;
 mod entry;

@@ -138,7 +138,9 @@ impl CompiledCache {
             // SAFETY: the artifact's keyed digest proves it was written by
             // `store` below, from `Component::serialize` output; wasmtime
             // re-checks compatibility on load.
-            if let Ok(component) = unsafe { Component::deserialize(engine, &artifact) } {
+            #[allow(unsafe_code)]
+            let deserialized = unsafe { Component::deserialize(engine, &artifact) };
+            if let Ok(component) = deserialized {
                 // Used now: the least recently used go first.
                 if let Ok(file) = std::fs::File::open(&entry) {
                     let _ = file.set_modified(std::time::SystemTime::now());
