@@ -1,8 +1,6 @@
 //! Stopping a run from outside it: another task, a thread, a signal
 //! handler. A leaf, like `events`.
 
-#![warn(missing_docs)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;

@@ -2,8 +2,6 @@
 //! JSON lines; a program embedding the library implements [`EventSink`].
 //! A leaf: it depends on nothing else in the crate.
 
-#![warn(missing_docs)]
-
 use serde::Serialize;
 use std::sync::Arc;
 

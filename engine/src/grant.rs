@@ -3,8 +3,6 @@
 //! grants from the flow file) and [`crate::sandbox`] (which enforces them)
 //! depend on, so that neither depends on the other for them.
 
-#![warn(missing_docs)]
-
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -6,8 +6,6 @@
 //! changed since (another run, a person), undo refuses and lists the paths,
 //! unless forced, because undoing would overwrite those later changes.
 
-#![warn(missing_docs)]
-
 use crate::journal::{
     EntryState, Fault, JournalWriter, MountFs, MountLocks, Record, RollbackReport, RunState, RunStore,
     entry_state, rollback,

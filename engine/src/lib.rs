@@ -90,17 +90,25 @@
 //! [`runner::RunOptions::cancel`] stops a run from another task; the
 //! journal's records of a run are read with [`journal::RunStore`].
 
+#![warn(missing_docs)]
+
 pub mod cancel;
+#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod diagnostic;
 pub mod events;
+#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod flow;
 pub mod grant;
 pub mod history;
+#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod journal;
+#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod plugin;
 pub mod recovery;
 pub mod runner;
+#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod sandbox;
+#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod state;
 
 #[cfg(test)]

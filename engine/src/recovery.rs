@@ -5,8 +5,6 @@
 //! A run still in progress in another process also has no end record; its
 //! mount locks tell it apart, and it is left alone.
 
-#![warn(missing_docs)]
-
 use crate::journal::{
     Fault, JournalWriter, MountLocks, MountRecord, RollbackReport, RunStore, RunSummary, adopt_orphans,
     rollback,

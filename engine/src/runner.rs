@@ -2,8 +2,6 @@
 //! journaling every change they make to read-write mounts, and rolls the
 //! whole flow back when a step fails and stops it.
 
-#![warn(missing_docs)]
-
 use crate::cancel::Cancel;
 use crate::events::{Emitter, Event, EventSink, FlowStatus, StepStatus};
 use crate::flow::{OnFailure, Plan};
