@@ -319,3 +319,74 @@ fn shared_file(root: &Dir, path: &str, expected: &Option<EntryState>, now: &Opti
         (Some(EntryState::File { .. }), Some(EntryState::File { .. }))
     ) && root.symlink_metadata(path).is_ok_and(|m| m.nlink() > 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::Change;
+
+    fn file(size: u64) -> Option<EntryState> {
+        Some(EntryState::File {
+            size,
+            mtime: Time(1, 0),
+        })
+    }
+
+    fn left(path: &str, size: u64) -> Record {
+        Record::Left {
+            mount: "m".into(),
+            path: path.into(),
+            state: file(size),
+        }
+    }
+
+    #[test]
+    fn the_newest_left_record_applies_until_an_ancestor_rename_is_undone() {
+        let rename = UndoOp::Renamed {
+            from: "d".into(),
+            to: "e".into(),
+        };
+        let records = vec![
+            Record::Step {
+                index: 0,
+                name: "s".into(),
+            },
+            // d/x as the step left it before renaming d away...
+            left("d/x", 1),
+            Record::Undo {
+                seq: 1,
+                step: 0,
+                mount: "m".into(),
+                change: Change::Renamed,
+                undo: rename.clone(),
+            },
+            // ...and what a later step left at d/x, a new entry.
+            left("d/x", 2),
+            Record::StepEnded { index: 0 },
+        ];
+        let mut foreign = Foreign::new(&records);
+        assert!(foreign.enabled);
+        assert_eq!(foreign.expected("m", "d/x"), Some(&file(2)));
+        // Once the rollback has renamed e back to d, d/x is the older entry.
+        foreign.applied("m", 2, &rename);
+        assert_eq!(foreign.expected("m", "d/x"), Some(&file(1)));
+        assert_eq!(foreign.expected("m", "other"), None);
+    }
+
+    #[test]
+    fn nothing_is_checked_after_a_crash_mid_step_or_in_a_resumed_rollback() {
+        let step = Record::Step {
+            index: 0,
+            name: "s".into(),
+        };
+        let crashed = vec![step.clone(), left("a", 1)];
+        assert!(!Foreign::new(&crashed).enabled);
+        let resumed = vec![
+            step,
+            left("a", 1),
+            Record::StepEnded { index: 0 },
+            Record::RollbackStarted,
+        ];
+        assert!(!Foreign::new(&resumed).enabled);
+    }
+}

@@ -181,3 +181,70 @@ fn check_meta(dir: &Dir, path: &str, m: &cap_std::fs::Metadata, meta: &Meta) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::{Change, Time};
+
+    fn undo(seq: u64, undo: UndoOp) -> Record {
+        Record::Undo {
+            seq,
+            step: 0,
+            mount: "m".into(),
+            change: Change::Touched,
+            undo,
+        }
+    }
+
+    fn times(path: &str, secs: i64) -> UndoOp {
+        UndoOp::Times {
+            path: path.into(),
+            mtime: Time(secs, 0),
+        }
+    }
+
+    #[test]
+    fn each_path_is_checked_against_its_first_record_only() {
+        let records = vec![
+            undo(1, times("a", 1)),
+            undo(2, times("a", 2)),
+            undo(3, times("b", 3)),
+        ];
+        let checked: Vec<_> = originals(&records)
+            .into_iter()
+            .map(|(_, op)| op.clone())
+            .collect();
+        assert_eq!(checked, [times("a", 1), times("b", 3)]);
+    }
+
+    #[test]
+    fn paths_beneath_a_rename_or_a_create_and_voided_records_are_left_out() {
+        let renamed = UndoOp::Renamed {
+            from: "d".into(),
+            to: "e".into(),
+        };
+        let created = UndoOp::Created {
+            path: "n".into(),
+            tree: true,
+            ino: None,
+        };
+        let records = vec![
+            undo(1, renamed.clone()),
+            // Stood elsewhere before the run: its record says nothing of
+            // the original.
+            undo(2, times("e/x", 5)),
+            undo(3, created.clone()),
+            // Did not exist before the run.
+            undo(4, times("n/y", 6)),
+            undo(5, times("z", 7)),
+            Record::Void { seqs: vec![5] },
+            undo(6, times("d/x", 8)),
+        ];
+        let checked: Vec<_> = originals(&records)
+            .into_iter()
+            .map(|(_, op)| op.clone())
+            .collect();
+        assert_eq!(checked, [renamed, created]);
+    }
+}
