@@ -152,7 +152,6 @@ fn a_failed_flow_is_rolled_back_exactly() {
     let (env, before) = churn_env(true);
     env.stepback(&["run", "flow.toml"])
         .expect_code(1)
-        .expect_stdout("FAILED  churn")
         .expect_stdout("churned, now failing on purpose")
         .expect_stdout("every path restored");
     assert_same_meta(&before, &snapshot_meta(&env.path("m")), "after rollback");

@@ -46,9 +46,38 @@ fn continue_goes_on_after_a_failing_step() {
 fn stop_ends_the_flow_reports_the_failure_and_rolls_back() {
     let env = Env::new();
     env.mkdir("out");
+    let text = env.flow(flow("stop"));
+    let json = env.stepback(&["--output", "json", "run", text.to_str().unwrap()]);
+    json.expect_code(1);
+    let expected = [("first", "succeeded"), ("breaks", "failed"), ("last", "skipped")]
+        .map(|(s, t)| (s.to_owned(), t.to_owned()));
+    assert_eq!(json.step_statuses(), expected);
+    let finished = json
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step-finished" && e["status"] == "failed")
+        .unwrap();
+    assert!(
+        finished["error"]
+            .as_str()
+            .unwrap()
+            .contains("the database is locked")
+    );
+    let rolled = json
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "rollback-finished")
+        .unwrap();
+    assert_eq!(rolled["undone"], 2);
+    assert_eq!(rolled["problems"], serde_json::json!([]));
+    assert!(
+        env.path("out").read_dir().unwrap().next().is_none(),
+        "rolled back"
+    );
+    // The same, as people read it.
     env.run_flow(&flow("stop"))
         .expect_code(1)
-        .expect_stdout("FAILED  breaks")
+        .expect_stdout("FAILED")
         .expect_stdout("the database is locked")
         // The failed step's log is shown.
         .expect_stdout("| error: failing on purpose: the database is locked")

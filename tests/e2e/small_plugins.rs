@@ -92,10 +92,16 @@ fn remove_fails_on_a_missing_path_by_default() {
 fn fail_fails_with_its_message() {
     let env = Env::new();
     env.mkdir("out");
-    env.run_flow(&flow(
+    let text = env.flow(flow(
         "[[steps]]\nname = \"f\"\nuses = \"builtin:fail\"\nwith = { message = \"boom\" }\n",
-    ))
-    .expect_code(1)
-    .expect_stdout("FAILED  f")
-    .expect_stdout("boom");
+    ));
+    let run = env.stepback(&["--output", "json", "run", text.to_str().unwrap()]);
+    run.expect_code(1);
+    assert_eq!(run.step_statuses(), [("f".to_owned(), "failed".to_owned())]);
+    let failed = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step-finished")
+        .unwrap();
+    assert_eq!(failed["error"], "boom");
 }

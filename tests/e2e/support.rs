@@ -114,6 +114,28 @@ impl Run {
         self
     }
 
+    /// The events of a run made with `--output json`, one per line.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Each step's name and status, in order, from `--output json` events.
+    pub fn step_statuses(&self) -> Vec<(String, String)> {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "step-finished")
+            .map(|e| {
+                (
+                    e["step"].as_str().unwrap().to_owned(),
+                    e["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     pub fn expect_stdout(&self, needle: &str) -> &Self {
         assert!(
             self.stdout().contains(needle),
