@@ -9,7 +9,7 @@ use super::source::FlowSource;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::grant::{Access, Limits, Mount};
 use crate::plugin::{PluginInfo, PluginSource};
-use crate::sandbox::{Plugin, Sandbox};
+use crate::sandbox::{Plugin, Refusal, Sandbox};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -353,32 +353,15 @@ impl Validator<'_> {
         })
     }
 
+    /// Whether the step's grant gives the plugin what it needs, asked of
+    /// each capability.
     fn check_needs(&mut self, field: &FieldPath, info: &PluginInfo, granted: &[Mount]) {
-        if info.needs.exec || info.needs.network {
-            let what = if info.needs.exec {
-                "to run commands"
-            } else {
-                "network access"
+        for refusal in crate::sandbox::check_grant(&info.needs, granted) {
+            let (key, why) = match refusal {
+                Refusal::Plugin(why) => ("uses", why),
+                Refusal::Mounts(why) => ("mounts", why),
             };
-            self.report(
-                &field.key("uses"),
-                format!(
-                    "plugin {} needs {what}, which this version of Stepback does not grant",
-                    info.name
-                ),
-            );
-        }
-        let writes = info.needs.mounts.iter().find(|m| m.access == Access::ReadWrite);
-        if let Some(need) = writes
-            && !granted.iter().any(|m| m.access == Access::ReadWrite)
-        {
-            self.report(
-                &field.key("mounts"),
-                format!(
-                    "plugin {} writes its {:?} mount, but the step is granted no read-write mount",
-                    info.name, need.role
-                ),
-            );
+            self.report(&field.key(key), format!("plugin {} {why}", info.name));
         }
     }
 

@@ -1,19 +1,11 @@
-//! The one place where a step's imports are linked.
-//!
-//! Every interface a plugin can reach is linked here: the WASI 0.2 imports
-//! and `stepback:plugin/host`. `wasi:filesystem` is linked with the rest of
-//! WASI, then shadowed by the journaled filesystem layer ([`super::fs`]). Sockets are linked so that
-//! components which import them without using them (componentize-py's do)
-//! still instantiate; the WASI context grants no address, so every socket
-//! call fails. `wasi:http` is not linked.
+//! The linker every step is instantiated with (each capability adds its
+//! part: [`super::capability`]), and the check, before a plugin is
+//! compiled, that its imports are among what the linker provides.
+//! `wasi:http` is not linked.
 
-use super::bindings::Step;
-use super::fs::{FsView, JournaledFs};
 use super::state::StepState;
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime_wasi::filesystem::WasiFilesystemView;
-use wasmtime_wasi::p2::bindings::filesystem;
+use wasmtime::component::Linker;
 
 /// Interface prefixes and the version series the linker provides them in.
 const PROVIDED: &[(&str, &str)] = &[
@@ -28,20 +20,8 @@ const PROVIDED: &[(&str, &str)] = &[
 
 pub fn build(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    linker.allow_shadowing(true);
-    filesystem::types::add_to_linker::<StepState, JournaledFs>(&mut linker, fs_view)?;
-    filesystem::preopens::add_to_linker::<StepState, JournaledFs>(&mut linker, fs_view)?;
-    linker.allow_shadowing(false);
-    Step::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |state| state)?;
+    super::capability::link(&mut linker)?;
     Ok(linker)
-}
-
-pub(super) fn fs_view(state: &mut StepState) -> FsView<'_> {
-    FsView {
-        inner: state.wasi.filesystem(),
-        layer: &mut state.fs,
-    }
 }
 
 /// The version of `stepback:plugin` this host implements, from its WIT.

@@ -5,6 +5,7 @@
 //! nothing a guest does can crash the engine.
 
 mod bindings;
+mod capability;
 mod fs;
 mod host;
 mod limits;
@@ -14,6 +15,7 @@ mod state;
 mod ticker;
 
 pub use crate::grant::Limits;
+pub use capability::{Refusal, check as check_grant};
 
 use crate::events::{Emitter, Event, EventSink, LogLevel, LogLine};
 use crate::grant::{Access, Mount};
@@ -22,15 +24,12 @@ use crate::plugin::{CacheOutcome, CompiledCache, MountNeed, Needs, PluginInfo, P
 use anyhow::{Context, anyhow, bail};
 use bindings::stepback::plugin::types;
 use bindings::{Step, StepPre};
-use fs::{FsLayer, LayerMount};
-use limits::MemoryLimiter;
 use output::CapturedOutput;
-use state::{StepState, Wasi};
+use state::StepState;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// How long `describe` may take; it should only return constants.
 const DESCRIBE_TIME: Duration = Duration::from_secs(10);
@@ -310,9 +309,9 @@ impl Sandbox {
                 details: None,
             }),
         };
-        linker::fs_view(store.data_mut()).settle();
-        let mut log = std::mem::take(&mut store.data_mut().log);
-        log.extend(store.data().dropped_line());
+        capability::fs_view(store.data_mut()).settle();
+        let mut log = std::mem::take(&mut store.data_mut().host.log);
+        log.extend(store.data().host.dropped_line());
         log.extend(store.data().fs.refused_line().map(|message| LogLine {
             level: LogLevel::Warn,
             message,
@@ -339,70 +338,23 @@ impl Sandbox {
     ) -> anyhow::Result<(Store<StepState>, CapturedOutput, CapturedOutput)> {
         let stdout = CapturedOutput::default();
         let stderr = CapturedOutput::default();
-        let layer_mounts = mounts
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                Ok(LayerMount {
-                    name: m.name.clone(),
-                    guest: m.guest.clone(),
-                    access: m.access,
-                    root: std::fs::canonicalize(&m.host)
-                        .with_context(|| format!("opening mount {} at {}", m.name, m.host.display()))?,
-                    pinned: pinned.get(i).cloned(),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let state = StepState {
-            wasi: Wasi {
-                ctx: wasi_ctx(if pinned.is_empty() { mounts } else { &[] }, &stdout, &stderr)?,
-                table: ResourceTable::new(),
-            },
-            fs: FsLayer::new(
-                journal.map(|j| j as Arc<Mutex<dyn crate::journal::Recorder>>),
-                room,
-                layer_mounts,
-                limits.descriptors,
-            ),
-            limiter: MemoryLimiter::new(limits.memory),
-            step: step.to_owned(),
+        let state = capability::prepare(&capability::Setup {
+            step,
+            mounts,
+            pinned,
+            journal,
+            room,
             params,
+            limits,
             events,
-            log: Vec::new(),
-            progress: Default::default(),
-            log_bytes: 0,
-            dropped: Default::default(),
-        };
+            stdout: &stdout,
+            stderr: &stderr,
+        })?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_async_yield_and_update(1);
         Ok((store, stdout, stderr))
     }
-}
-
-/// The WASI context of a step: the mounts not pinned by the run as
-/// preopens (the layer serves pinned ones), captured stdio, and nothing
-/// else: no environment, no arguments, no network.
-fn wasi_ctx(mounts: &[Mount], stdout: &CapturedOutput, stderr: &CapturedOutput) -> anyhow::Result<WasiCtx> {
-    let mut builder = WasiCtxBuilder::new();
-    // File calls run on the step's own thread instead of hopping to
-    // tokio's blocking pool for each one: a step is one guest thread doing
-    // one call at a time, and the hop costs more than most file calls.
-    builder
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .allow_blocking_current_thread(true);
-    for mount in mounts {
-        let perms = match mount.access {
-            Access::ReadOnly => FsPerms::ReadOnly,
-            Access::ReadWrite => FsPerms::ReadWrite,
-        };
-        builder
-            .preopened_dir(&mount.host, &mount.guest, perms)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("opening mount {} at {}", mount.name, mount.host.display()))?;
-    }
-    Ok(builder.build())
 }
 
 /// Explains a trap: a memory-limit hit, a panic (its message is on the
