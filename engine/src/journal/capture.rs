@@ -120,15 +120,6 @@ impl Entry<'_> {
             format!("{}/{}", self.dir_rel, self.name)
         }
     }
-
-    /// What is there now, without following a symlink.
-    pub fn metadata(&self) -> io::Result<Option<Metadata>> {
-        match self.dir.symlink_metadata(self.name) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 /// What a create makes.

@@ -48,16 +48,20 @@ mod sparse;
 mod undo;
 mod verify;
 
-pub use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal};
-pub use entry::entry_state;
+// The writer side (capture, the journal writer, locks, rollback) is the
+// engine's own; what a program reads of a run (records, runs, reports)
+// is public.
+pub(crate) use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal};
+pub(crate) use entry::entry_state;
 pub use fault::Fault;
-pub use lock::MountLocks;
-pub use log::{Durability, JournalWriter, read_journal};
-pub use orphans::adopt_orphans;
+pub(crate) use lock::MountLocks;
+pub use log::Durability;
+pub(crate) use log::JournalWriter;
+pub(crate) use orphans::adopt_orphans;
 pub use record::{
     Change, EntryState, FileId, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr, voided,
 };
 pub use report::{Problem, RollbackReport};
-pub use room::Room;
+pub(crate) use room::Room;
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
-pub use undo::rollback;
+pub(crate) use undo::rollback;
