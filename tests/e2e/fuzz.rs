@@ -4,9 +4,11 @@
 //! a random sequence of raw `wasi:filesystem` calls through the `fsops`
 //! guest (every open and descriptor flag, `.`, `..`, empty and trailing-slash
 //! paths, symlinks, hard links, descriptors kept open across renames and
-//! deletions, calls meant to fail), then a failure. Property: the mount and
-//! a directory beside it are exactly as before; the same when the engine is
-//! killed at a random journaled operation and `stepback recover` runs.
+//! deletions, calls meant to fail), split over up to three steps, then a
+//! failure. Property: the mount and a directory beside it are exactly as
+//! before, and nothing was taken for another process's change (nothing
+//! else touches them); the same when the engine is killed at a random
+//! journaled operation and `stepback recover` runs.
 //!
 //! proptest shrinks a failing sequence to a minimal one and prints it.
 //! `STEPBACK_FUZZ_CASES` sets the number of sequences (CI's budget is the
