@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 /// A position in a source file, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
+    /// From 1.
     pub line: usize,
+    /// From 1, in characters.
     pub column: usize,
 }
 
@@ -33,17 +35,22 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
 /// One problem with a flow (or another input file).
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
+    /// The flow file.
     pub file: PathBuf,
+    /// Where in it, when the field could be found.
     pub position: Option<Position>,
     /// The field the problem is in, e.g. `steps[2].with.from`; empty for
     /// problems with the file as a whole.
     pub field: String,
+    /// What is wrong, with the offending value.
     pub message: String,
     /// The source line the position points into, shown under the message.
     pub source_line: Option<String>,
 }
 
 impl Diagnostic {
+    /// A problem with `field` (a path such as `steps[0].uses`) of `file`, located later against
+    /// its text.
     pub fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
         Diagnostic {
             file: file.to_path_buf(),

@@ -93,7 +93,6 @@
 #![warn(missing_docs)]
 
 pub mod cancel;
-#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod diagnostic;
 pub mod events;
 #[allow(missing_docs)] // Not yet every item: see the architecture issue.
@@ -102,13 +101,11 @@ pub mod grant;
 pub mod history;
 #[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod journal;
-#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod plugin;
 pub mod recovery;
 pub mod runner;
 #[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod sandbox;
-#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod state;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     builtin!("write-file", "write_file.wasm"),
 ];
 
+/// The built-in plugins' names, for messages.
 pub fn names() -> impl Iterator<Item = &'static str> {
     BUILTINS.iter().map(|(n, _)| *n)
 }

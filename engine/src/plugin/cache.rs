@@ -28,6 +28,7 @@ pub use crate::events::CacheOutcome;
 /// of megabytes, so this keeps dozens.
 pub const DEFAULT_CACHE_LIMIT: u64 = 1 << 30;
 
+/// The compiled-plugin cache in one directory, bounded in size.
 #[derive(Debug, Clone)]
 pub struct CompiledCache {
     dir: PathBuf,
@@ -49,6 +50,7 @@ pub struct CacheEntry {
 }
 
 impl CompiledCache {
+    /// The cache in `dir` (created, private, on first use), bounded by the default limit.
     pub fn new(dir: PathBuf) -> Self {
         CompiledCache {
             dir,
@@ -123,6 +125,7 @@ impl CompiledCache {
         Ok(removed)
     }
 
+    /// Where it is.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

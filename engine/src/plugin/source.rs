@@ -5,9 +5,12 @@ use anyhow::{Context, bail};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
+/// Where a plugin's component comes from.
 #[derive(Debug, Clone)]
 pub enum PluginSource {
+    /// Shipped inside this binary: its name and bytes.
     Builtin(&'static str, &'static [u8]),
+    /// A component file on disk.
     File(PathBuf),
 }
 
