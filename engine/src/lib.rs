@@ -95,7 +95,6 @@
 pub mod cancel;
 pub mod diagnostic;
 pub mod events;
-#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod flow;
 pub mod grant;
 pub mod history;
@@ -104,7 +103,6 @@ pub mod journal;
 pub mod plugin;
 pub mod recovery;
 pub mod runner;
-#[allow(missing_docs)] // Not yet every item: see the architecture issue.
 pub mod sandbox;
 pub mod state;
 

@@ -14,16 +14,19 @@ pub enum Segment {
 pub struct FieldPath(pub Vec<Segment>);
 
 impl FieldPath {
+    /// The document itself.
     pub fn root() -> Self {
         FieldPath(Vec::new())
     }
 
+    /// Its member `key`.
     pub fn key(&self, key: &str) -> Self {
         let mut next = self.clone();
         next.0.push(Segment::Key(key.to_owned()));
         next
     }
 
+    /// Its element `index`.
     pub fn index(&self, index: usize) -> Self {
         let mut next = self.clone();
         next.0.push(Segment::Index(index));

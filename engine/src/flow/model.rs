@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FlowFile {
+    /// The flow's name, in messages and the run's record.
     pub name: String,
     #[serde(default)]
+    /// What the flow is for, for people.
     pub description: Option<String>,
     /// Update parameters, referenced as `${name}` in step configs and mount
     /// host paths; `--param name=value` overrides a default.
@@ -20,9 +22,11 @@ pub struct FlowFile {
     /// Everything the flow may touch; a step sees only the mounts it names.
     #[serde(default)]
     pub mounts: Vec<MountDecl>,
+    /// The steps, in the order they run.
     pub steps: Vec<StepDecl>,
 }
 
+/// A parameter a flow declares (`[params.NAME]`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ParamDecl {
@@ -30,23 +34,29 @@ pub struct ParamDecl {
     #[serde(default)]
     pub default: Option<String>,
     #[serde(default)]
+    /// What it is for, for people.
     pub description: Option<String>,
 }
 
+/// A `[[mounts]]` entry as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MountDecl {
+    /// What steps list it by.
     pub name: String,
     /// A directory on the machine; relative paths are relative to the flow file.
     pub host: String,
     /// The absolute path the directory appears at inside the sandbox.
     pub guest: String,
+    /// What steps may do there.
     pub access: Access,
 }
 
+/// A `[[steps]]` entry as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StepDecl {
+    /// Unique in the flow.
     pub name: String,
     /// `builtin:NAME`, or a path to a component `.wasm` (relative to the flow file).
     pub uses: String,
@@ -54,11 +64,13 @@ pub struct StepDecl {
     #[serde(default)]
     pub mounts: Vec<String>,
     #[serde(default)]
+    /// What a failure of the step does to the flow.
     pub on_failure: OnFailure,
     /// The step's configuration, checked against the plugin's JSON Schema.
     #[serde(default)]
     pub with: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
+    /// Overrides of the sandbox limits.
     pub limits: LimitsDecl,
 }
 

@@ -44,6 +44,7 @@ impl Params {
         Ok(out)
     }
 
+    /// Every parameter and its value, sorted by name (what steps see).
     pub fn sorted(&self) -> Vec<(String, String)> {
         self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }

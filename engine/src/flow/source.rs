@@ -8,25 +8,32 @@ use std::path::{Path, PathBuf};
 /// TOML for people, JSON for machines; chosen by the file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// TOML, from a `.toml` file (or any other extension).
     Toml,
+    /// JSON, from a `.json` file.
     Json,
 }
 
 /// A flow file's text, kept so that diagnostics can quote it.
 #[derive(Debug, Clone)]
 pub struct FlowSource {
+    /// Where it was read from: errors name it, relative paths start there.
     pub path: PathBuf,
+    /// The text, kept to locate errors by line and column.
     pub text: String,
+    /// How the text is written.
     pub format: Format,
 }
 
 impl FlowSource {
+    /// Reads the flow file at `path`.
     pub fn read(path: &Path) -> Result<FlowSource, Diagnostic> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Diagnostic::new(path, "", format!("cannot read the flow file: {e}")))?;
         Ok(FlowSource::from_text(path, text))
     }
 
+    /// A flow whose text is given, as if read from `path`.
     pub fn from_text(path: &Path, text: String) -> FlowSource {
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,

@@ -36,8 +36,11 @@ const DESCRIBE_TIME: Duration = Duration::from_secs(10);
 
 /// A compiled plugin, ready to instantiate many times.
 pub struct Plugin {
+    /// As the flow names it.
     pub label: String,
+    /// Of the component's bytes, hex.
     pub sha256: String,
+    /// Whether it came from the compiled cache.
     pub cache: CacheOutcome,
     component: Component,
     pre: StepPre<StepState>,
@@ -58,30 +61,40 @@ pub struct StepRequest<'a> {
     pub journal: Option<Arc<Mutex<RunJournal>>>,
     /// The free-space reserve the step's writes must leave.
     pub room: Option<Arc<crate::journal::Room>>,
+    /// The flow's name, for the step's context.
     pub flow: &'a str,
+    /// The step's name.
     pub step: &'a str,
+    /// The run's id.
     pub run_id: &'a str,
     /// Where the step's logs and progress go, stamped with `run_id`.
     pub events: Arc<dyn EventSink>,
     /// Stops the step when the run is cancelled.
     pub cancel: crate::cancel::Cancel,
+    /// The `with` table, as JSON.
     pub config: &'a str,
+    /// The mounts granted to the step.
     pub mounts: &'a [Mount],
     /// The mounts' directories, opened when the run started, in the order
     /// of `mounts` (empty: open them by path): the step's preopens are
     /// these very directories, whatever their paths lead to now.
     pub pinned: Vec<Arc<std::fs::File>>,
+    /// The flow's parameters, sorted.
     pub params: Vec<(String, String)>,
+    /// What the step may spend.
     pub limits: Limits,
 }
 
+/// Why a step failed, for reports and policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
     /// The plugin returned an error.
     Plugin,
     /// The guest trapped or panicked.
     Trap,
+    /// It ran out of time.
     TimeLimit,
+    /// It asked for more memory than its limit.
     MemoryLimit,
     /// The sandbox could not be set up (e.g. a mount vanished).
     Setup,
@@ -89,10 +102,14 @@ pub enum FailureReason {
     Cancelled,
 }
 
+/// A step's failure.
 #[derive(Debug, Clone)]
 pub struct StepFailure {
+    /// Why.
     pub reason: FailureReason,
+    /// One line for the operator.
     pub message: String,
+    /// More, when there is more (the guest's stderr for a panic).
     pub details: Option<String>,
 }
 
@@ -116,6 +133,8 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// The engine (with its epoch ticker) and linker every step uses; plugin loading is
+    /// reported to `events`.
     pub fn new(cache: CompiledCache, events: Arc<dyn EventSink>) -> anyhow::Result<Sandbox> {
         let mut config = Config::new();
         config.epoch_interruption(true).wasm_component_model(true);
@@ -128,10 +147,6 @@ impl Sandbox {
             cache,
             events: Emitter::new(events),
         })
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// Compiles (or loads from the cache) and links a plugin. Refuses core
