@@ -31,7 +31,7 @@ pub struct RunOptions {
     /// measuring the journal's cost, or flows that must not keep backups).
     pub journal: bool,
     /// Bytes kept free on every filesystem the run writes to, beyond the
-    /// copies a rollback may write back ([`crate::journal::Room`]).
+    /// copies a rollback may write back (the journal's free-space reserve).
     pub reserve: u64,
     /// Stops the run from outside (see [`Cancel`]).
     pub cancel: Cancel,
@@ -55,7 +55,7 @@ impl RunOptions {
 }
 
 /// The free space a run keeps by default on every filesystem it writes
-/// to, beyond its copies (see [`crate::journal::Room`]).
+/// to, beyond its copies (the journal's free-space reserve).
 pub const DEFAULT_RESERVE: u64 = 64 << 20;
 
 /// Why a run did not start. Nothing was changed.

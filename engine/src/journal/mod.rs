@@ -1,9 +1,9 @@
 //! The undo journal: how every change a step makes to a mount is recorded
 //! before it reaches the disk, and reversed when the flow fails.
 //!
-//! The sandbox's filesystem layer calls the run's [`Recorder`] (a
-//! [`RunJournal`]) *before* it lets a mutating call through, and tells it
-//! afterwards whether the call succeeded ([`Recorder::finish`]: a failed
+//! The sandbox's filesystem layer calls the run's `Recorder` (a
+//! `RunJournal`) *before* it lets a mutating call through, and tells it
+//! afterwards whether the call succeeded (`Recorder::finish`: a failed
 //! call's capture is put back and its records voided). The journal writes
 //! an undo record (and, where the
 //! change destroys data, moves or links the original into the run's backup
