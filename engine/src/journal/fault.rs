@@ -15,18 +15,26 @@
 use super::log::JournalWriter;
 use std::io;
 
+/// A fault to inject (see the module docs for the forms).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fault {
     #[default]
+    /// No fault: the default.
     None,
+    /// Abort once the Nth undo record is durable, before its change.
     CrashBeforeOp(u64),
+    /// The same, after dropping what the journal holds unsynced.
     PowerLossBeforeOp(u64),
+    /// Abort before the Nth undo of a rollback.
     CrashBeforeUndo(u64),
+    /// Fail the Nth capture with this errno.
     ErrorAtOp(u64, i32),
+    /// Fail the commit of a run whose steps all succeeded.
     ErrorAtCommit,
 }
 
 impl Fault {
+    /// The environment variable `from_env` reads.
     pub const VAR: &'static str = "STEPBACK_FAULT";
 
     /// The fault `STEPBACK_FAULT` names; none in a build without the

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Time(pub i64, pub u32);
 
 impl Time {
+    /// The time a `SystemTime` says, before 1970 too.
     pub fn from_system(t: SystemTime) -> Time {
         match t.duration_since(UNIX_EPOCH) {
             Ok(d) => Time(d.as_secs() as i64, d.subsec_nanos()),
@@ -19,6 +20,7 @@ impl Time {
         }
     }
 
+    /// Back to a `SystemTime`.
     pub fn to_system(self) -> SystemTime {
         if self.0 >= 0 {
             UNIX_EPOCH + Duration::new(self.0 as u64, self.1)
@@ -41,6 +43,7 @@ impl From<&[u8]> for OsBytes {
 }
 
 impl OsBytes {
+    /// As a path (Unix paths are bytes).
     pub fn as_path(&self) -> &std::path::Path {
         use std::os::unix::ffi::OsStrExt;
         std::path::Path::new(std::ffi::OsStr::from_bytes(&self.0))
@@ -80,7 +83,9 @@ impl<'de> Deserialize<'de> for OsBytes {
 /// Owner and group of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
+    /// User id.
     pub uid: u32,
+    /// Group id.
     pub gid: u32,
 }
 
@@ -90,6 +95,7 @@ pub struct Xattr {
     /// Bytes, like the value: the kernel allows any name after the
     /// namespace prefix.
     pub name: OsBytes,
+    /// Its value, byte for byte.
     pub value: OsBytes,
 }
 
@@ -97,10 +103,14 @@ pub struct Xattr {
 /// modification time and (when recorded) owner and extended attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
+    /// `st_mode` as the filesystem gave it: permission bits and type.
     pub mode: u32,
+    /// Modification time.
     pub mtime: Time,
+    /// Owner and group, when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// Extended attributes, when recorded (directories).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
 }
@@ -114,7 +124,9 @@ pub enum UndoOp {
     /// directory the run made, so everything beneath it is the run's too
     /// (and has no records of its own); undo removes it all.
     Created {
+        /// Where the run put it.
         path: String,
+        /// Whether it is a directory the run made (everything beneath is the run's).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         tree: bool,
         /// The inode that was put there, when it was known before the
@@ -126,8 +138,11 @@ pub enum UndoOp {
     /// The file at `path` was moved or hard-linked into the backup area
     /// (no copy); undo moves it back, with its inode, mode and times.
     Saved {
+        /// Where the file was.
         path: String,
+        /// Its name in the backup area.
         backup: String,
+        /// Its size before the run.
         size: u64,
         /// The inode, which the restored file must have again.
         ino: u64,
@@ -136,26 +151,49 @@ pub enum UndoOp {
     /// is kept so that its other hard links see the change); undo writes
     /// the contents back in place.
     Copied {
+        /// Where the file is.
         path: String,
+        /// The copy's name in the backup area.
         backup: String,
+        /// Its size before the change.
         size: u64,
+        /// Its mode, times and owner before the change.
         meta: Meta,
     },
     /// An empty directory was removed; undo recreates it.
-    RemovedDir { path: String, meta: Meta },
+    RemovedDir {
+        /// Where it was.
+        path: String,
+        /// What it was, to recreate it with.
+        meta: Meta,
+    },
     /// A symlink was removed or replaced; undo recreates it.
     RemovedSymlink {
+        /// Where it was.
         path: String,
+        /// Where it pointed, byte for byte.
         target: OsBytes,
+        /// Its modification time.
         mtime: Time,
+        /// Its owner and group, when recorded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<Owner>,
     },
     /// The modification time of an entry about to change: a directory
     /// gaining or losing entries, or a `set-times`.
-    Times { path: String, mtime: Time },
+    Times {
+        /// The entry.
+        path: String,
+        /// Its modification time before the change.
+        mtime: Time,
+    },
     /// `from` was renamed to `to`; undo renames it back.
-    Renamed { from: String, to: String },
+    Renamed {
+        /// The name before.
+        from: String,
+        /// The name after, where undo finds it.
+        to: String,
+    },
 }
 
 impl UndoOp {
@@ -177,12 +215,15 @@ impl UndoOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Change {
+    /// Made by the run.
     Created,
     /// Truncated or replaced as a whole.
     Replaced,
     /// Opened for writing in place (appended, written at an offset, resized).
     Modified,
+    /// Removed.
     Deleted,
+    /// Moved to another name.
     Renamed,
     /// Timestamps changed, or a directory gained or lost entries.
     Touched,
@@ -194,9 +235,20 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EntryState {
-    File { size: u64, mtime: Time },
+    /// A file.
+    File {
+        /// Bytes.
+        size: u64,
+        /// Modification time.
+        mtime: Time,
+    },
+    /// A directory.
     Dir,
-    Symlink { target: OsBytes },
+    /// A symbolic link.
+    Symlink {
+        /// Where it points, byte for byte.
+        target: OsBytes,
+    },
 }
 
 impl EntryState {
@@ -222,9 +274,12 @@ impl EntryState {
     }
 }
 
+/// A mount as a run recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
+    /// Its name in the flow.
     pub name: String,
+    /// The host directory (canonical).
     pub host: PathBuf,
     /// The directory's identity when the run began: rollback, recovery and
     /// undo act only on that directory.
@@ -232,24 +287,39 @@ pub struct MountRecord {
     pub id: Option<FileId>,
 }
 
+/// One line of a run's journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "kebab-case")]
 pub enum Record {
     /// The first record of every run.
     Begin {
+        /// The run's id.
         run: String,
+        /// The flow's name.
         flow: String,
         /// RFC 3339, UTC.
         started: String,
+        /// The read-write mounts the run journals.
         mounts: Vec<MountRecord>,
     },
     /// A step starts; undo records after it belong to it.
-    Step { index: usize, name: String },
+    Step {
+        /// Position in the flow, from 0.
+        index: usize,
+        /// The step's name.
+        name: String,
+    },
+    /// How to reverse one change, written before the change.
     Undo {
+        /// Its number in the run, from 1.
         seq: u64,
+        /// The step that made the change.
         step: usize,
+        /// The mount it is in.
         mount: String,
+        /// What the change was, for `show`.
         change: Change,
+        /// How to reverse it.
         undo: UndoOp,
     },
     /// A rollback (of a failed run, or `stepback undo` of a committed one)
@@ -257,17 +327,26 @@ pub enum Record {
     /// completes it.
     RollbackStarted,
     /// The undo record `seq` has been applied during a rollback.
-    Undone { seq: u64 },
+    Undone {
+        /// The undo record applied.
+        seq: u64,
+    },
     /// The calls that undo records `seqs` were written for failed, and
     /// whatever their capture did to the disk was put back: they describe
     /// changes that never happened, and nothing acts on them.
-    Void { seqs: Vec<u64> },
+    Void {
+        /// The undo records voided.
+        seqs: Vec<u64>,
+    },
     /// What a path the run changed looked like when the run ended (`None`:
     /// absent); written before `committed`, checked by `stepback undo` to
     /// find paths changed since.
     Final {
+        /// The mount.
         mount: String,
+        /// The path.
         path: String,
+        /// What was there (`None`: nothing).
         state: Option<EntryState>,
     },
     /// What the run left at `path` when it last touched it: written at the
@@ -276,29 +355,41 @@ pub enum Record {
     /// something else). A rollback that finds something else there knows
     /// that another process changed it, and keeps that aside.
     Left {
+        /// The mount.
         mount: String,
+        /// The path.
         path: String,
+        /// What the run left (`None`: nothing).
         state: Option<EntryState>,
     },
     /// Entries the step made (files, directories, links it created) that
     /// have no records of their own, for telling other processes' entries
     /// apart in the directories the run created.
-    Made { ids: Vec<(u64, u64)> },
+    Made {
+        /// Device and inode of each.
+        ids: Vec<(u64, u64)>,
+    },
     /// Step `index` ended and its `left` records are written: without
     /// this, the step may have touched paths it has no records for.
-    StepEnded { index: usize },
+    StepEnded {
+        /// Position in the flow, from 0.
+        index: usize,
+    },
     /// The flow succeeded; its changes stay.
     Committed,
     /// The run's backups were deleted to bound disk use; it can no longer
     /// be undone. `keep`: how many newer committed runs kept theirs then.
     Pruned {
+        /// How many newer committed runs kept their backups then.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         keep: Option<usize>,
     },
     /// A rollback finished; `problems` lists paths it could not restore,
     /// `kept` what other processes had put in the way, moved aside.
     RolledBack {
+        /// Paths it could not restore, with the reason.
         problems: Vec<String>,
+        /// What other processes had put in the way, moved aside.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         kept: Vec<String>,
     },
@@ -319,11 +410,14 @@ pub fn voided(records: &[Record]) -> std::collections::HashSet<u64> {
 /// Which file an entry is, whatever its name: device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileId {
+    /// Device.
     pub dev: u64,
+    /// Inode.
     pub ino: u64,
 }
 
 impl FileId {
+    /// The identity `meta` describes.
     pub fn of(meta: &cap_std::fs::Metadata) -> FileId {
         use cap_std::fs::MetadataExt;
         FileId {

@@ -6,8 +6,11 @@ use super::record::UndoOp;
 /// A path a rollback could not restore.
 #[derive(Debug, Clone)]
 pub struct Problem {
+    /// The mount (empty when the problem is the journal's).
     pub mount: String,
+    /// The path in it.
     pub path: String,
+    /// What went wrong.
     pub reason: String,
 }
 
@@ -17,10 +20,12 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// What a rollback did.
 #[derive(Debug, Default)]
 pub struct RollbackReport {
     /// Undo records applied by this rollback.
     pub undone: usize,
+    /// Paths it could not restore.
     pub problems: Vec<Problem>,
     /// Entries that other processes changed at paths the run had changed,
     /// found in the way of the undos: moved aside into the run's backup

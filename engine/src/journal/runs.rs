@@ -7,21 +7,27 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// A run's directory in the state directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
+    /// The run's id.
     pub id: String,
+    /// Where it is.
     pub path: PathBuf,
 }
 
 impl RunDir {
+    /// The run's journal.
     pub fn journal(&self) -> PathBuf {
         self.path.join("journal")
     }
 
+    /// The run's backup area.
     pub fn backup(&self) -> PathBuf {
         self.path.join("backup")
     }
 
+    /// Every record of the run's journal, in order.
     pub fn records(&self) -> io::Result<Vec<Record>> {
         read_journal(&self.journal())
     }
@@ -34,8 +40,13 @@ pub enum RunState {
     Unfinished,
     /// Succeeded; `pruned` once its backups are gone and it can no longer
     /// be undone.
-    Committed { pruned: bool },
+    Committed {
+        /// Its backups are gone: it can no longer be undone.
+        pruned: bool,
+    },
+    /// Rolled back (a failed run, or an undone one).
     RolledBack {
+        /// How many paths it could not restore.
         problems: usize,
         /// Entries of other processes the rollback moved aside.
         kept: usize,
@@ -43,6 +54,7 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// How a journal's records say the run ended.
     pub fn of(records: &[Record]) -> RunState {
         Self::of_last(records.last())
     }
@@ -61,20 +73,28 @@ impl RunState {
     }
 }
 
+/// A run as `show` lists it.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// Its directory.
     pub dir: RunDir,
+    /// The flow's name.
     pub flow: String,
+    /// When it started, RFC 3339.
     pub started: String,
+    /// Its read-write mounts.
     pub mounts: Vec<MountRecord>,
+    /// How it ended.
     pub state: RunState,
 }
 
+/// The runs kept in a state directory.
 pub struct RunStore {
     root: PathBuf,
 }
 
 impl RunStore {
+    /// The runs in `state_dir`.
     pub fn new(state_dir: &Path) -> RunStore {
         RunStore {
             root: state_dir.join("runs"),
@@ -95,6 +115,7 @@ impl RunStore {
         })
     }
 
+    /// Run `id`, if there is one.
     pub fn get(&self, id: &str) -> Option<RunDir> {
         let path = self.root.join(id);
         (!id.contains('/') && path.join("journal").is_file()).then(|| RunDir {
@@ -136,6 +157,7 @@ impl RunStore {
         Ok(runs)
     }
 
+    /// The runs that have no end record (a crash, or running now).
     pub fn unfinished(&self) -> io::Result<Vec<RunSummary>> {
         Ok(self
             .list()?
