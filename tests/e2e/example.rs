@@ -19,7 +19,6 @@ fn example_flow_deploys_the_release() {
 
     env.stepback(&["run", "flow.toml"])
         .expect_code(0)
-        .expect_stdout("ok      unpack release")
         .expect_stdout("3 files, 78 bytes to /app/releases/1.4.2")
         .expect_stdout("flow webapp succeeded");
 

@@ -124,11 +124,12 @@ fn undeclared_and_missing_parameter_values_are_errors() {
     let flow = env.flow(GOOD);
     env.stepback(&["validate", flow.to_str().unwrap(), "--param", "relase=2"])
         .expect_code(2)
-        .expect_stderr("--param relase=2: the flow declares no parameter `relase` (declared: release)");
+        .expect_stderr("override relase=2: the flow declares no parameter `relase` (declared: release)")
+        .expect_stderr("(a parameter's value is given with --param NAME=VALUE)");
     rejects(
         "default = \"1.0\"",
         "description = \"no default\"",
-        &["params.release: parameter `release` has no default and no value"],
+        &["params.release: parameter `release` has no default and was given no value"],
     );
     env.stepback(&["validate", flow.to_str().unwrap(), "--param", "oops"])
         .expect_code(2)

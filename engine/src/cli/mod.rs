@@ -164,6 +164,9 @@ async fn plan(
         .await
         .map_err(|diagnostics| {
             errln!("{diagnostics}");
+            if diagnostics.0.iter().any(|d| d.field.starts_with("params")) {
+                errln!("(a parameter's value is given with --param NAME=VALUE)");
+            }
             exit::INVALID_INPUT
         })
 }

@@ -102,7 +102,7 @@ impl Validator<'_> {
                     &self.source.path,
                     "params",
                     format!(
-                        "--param {name}={value}: the flow declares no parameter `{name}` (declared: {})",
+                        "override {name}={value}: the flow declares no parameter `{name}` (declared: {})",
                         if declared.is_empty() {
                             "none".into()
                         } else {
@@ -118,7 +118,7 @@ impl Validator<'_> {
                 let field = FieldPath::root().key("params").key(name);
                 self.report(
                     &field,
-                    format!("parameter `{name}` has no default and no value; pass --param {name}=VALUE"),
+                    format!("parameter `{name}` has no default and was given no value"),
                 );
             }
         }
