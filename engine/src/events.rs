@@ -9,6 +9,7 @@ use std::sync::Arc;
 /// came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum LogLevel {
     /// Detail for whoever debugs the plugin.
     Trace,
@@ -37,12 +38,9 @@ pub struct LogLine {
 }
 
 /// How a step ended.
-///
-/// Not `#[non_exhaustive]`, like [`FlowStatus`] and [`LogLevel`]: every
-/// reporter and exit code maps each of them, and a new one should break
-/// them at compile time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum StepStatus {
     /// The step did its work.
     Succeeded,
@@ -57,6 +55,7 @@ pub enum StepStatus {
 /// How a flow ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum FlowStatus {
     /// Every step succeeded (or failed under `on-failure = "continue"`);
     /// the run is committed.
@@ -77,6 +76,7 @@ pub enum FlowStatus {
 /// Whether loading a plugin compiled it or reused compiled code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum CacheOutcome {
     /// Compiled code was loaded from the cache.
     Hit,

@@ -11,6 +11,7 @@ use std::time::Duration;
 /// step: the guest gets an error code, and the flow goes on as the step decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Access {
     /// Steps may read, not change, anything there.
     ReadOnly,

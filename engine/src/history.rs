@@ -17,6 +17,7 @@ pub const DEFAULT_KEEP: usize = 5;
 
 #[derive(Debug)]
 /// Why a committed run could not be undone.
+#[non_exhaustive]
 pub enum UndoError {
     /// No run has this id.
     NoSuchRun(String),

@@ -37,9 +37,9 @@ pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<RunSummary>> {
     Ok(runs)
 }
 
-/// Why `recover` could not run. (Exhaustive, like the other error enums:
-/// each variant maps to its own exit code.)
+/// Why `recover` could not run.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RecoverError {
     /// A mount of the run is locked by a flow that is running.
     Busy(anyhow::Error),

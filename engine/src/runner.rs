@@ -60,6 +60,7 @@ pub const DEFAULT_RESERVE: u64 = 64 << 20;
 
 /// Why a run did not start. Nothing was changed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RunError {
     /// Earlier runs did not finish (the engine or the machine stopped);
     /// [`crate::recovery::recover`] must roll them back first.

@@ -1,5 +1,7 @@
 //! Exit codes: the one table, and the only place where outcomes and errors
 //! become codes. README's table repeats it (a test keeps the two equal).
+//! The library's enums are `#[non_exhaustive]`: an outcome or error this
+//! CLI does not know yet is a failure (1) or an engine error (3), never 0.
 
 use stepback::events::FlowStatus;
 use stepback::history::UndoError;
@@ -60,6 +62,8 @@ pub fn of_run(report: &RunReport) -> u8 {
         FlowStatus::Failed => FLOW_FAILED,
         FlowStatus::Cancelled => INTERRUPTED,
         FlowStatus::Uncommitted => COMMIT_FAILED,
+        // An outcome this CLI does not know: not a success.
+        _ => FLOW_FAILED,
     }
 }
 
@@ -67,6 +71,7 @@ pub fn of_run_error(e: &RunError) -> u8 {
     match e {
         RunError::NeedsRecovery(_) | RunError::Busy(_) => BLOCKED,
         RunError::Journal(_) => ENGINE_ERROR,
+        _ => ENGINE_ERROR,
     }
 }
 
@@ -83,6 +88,7 @@ pub fn of_undo_error(e: &UndoError) -> u8 {
         UndoError::NotUndoable(_) | UndoError::Unfinished(_) | UndoError::Drifted(_) => UNDO_REFUSED,
         UndoError::Busy(_) => BLOCKED,
         UndoError::Io(_) => ENGINE_ERROR,
+        _ => ENGINE_ERROR,
     }
 }
 
@@ -90,6 +96,7 @@ pub fn of_recover_error(e: &RecoverError) -> u8 {
     match e {
         RecoverError::Busy(_) => BLOCKED,
         RecoverError::Io(_) => ENGINE_ERROR,
+        _ => ENGINE_ERROR,
     }
 }
 

@@ -35,7 +35,7 @@ impl EventSink for Reporter {
             } if self.verbose => {
                 let how = match cache {
                     CacheOutcome::Hit => "compiled cache hit",
-                    CacheOutcome::Compiled => "compiled and cached",
+                    _ => "compiled and cached",
                 };
                 errln!(
                     "plugin {plugin} (sha256 {}): {how} in {millis:.1} ms",
@@ -75,6 +75,7 @@ impl EventSink for Reporter {
                         ),
                     ),
                     StepStatus::Skipped => ("skipped", String::new()),
+                    _ => ("?", error.or(summary).unwrap_or_default()),
                 };
                 let time = if status == StepStatus::Skipped {
                     String::new()
@@ -146,6 +147,7 @@ impl EventSink for Reporter {
                         .unwrap_or_default(),
                     format_millis(millis)
                 ),
+                _ => outln!("flow {} ended after {}", clean(&flow), format_millis(millis)),
             },
             _ => {}
         }
@@ -171,6 +173,7 @@ fn level_tag(level: LogLevel) -> &'static str {
         LogLevel::Error => "error: ",
         LogLevel::Stdout => "stdout: ",
         LogLevel::Stderr => "stderr: ",
+        _ => "",
     }
 }
 

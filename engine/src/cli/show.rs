@@ -74,6 +74,7 @@ fn state_text(state: RunState) -> String {
             format!("rolled back, {kept} change(s) by other processes kept aside")
         }
         RunState::RolledBack { problems, .. } => format!("rolled back, {problems} path(s) NOT restored"),
+        _ => "in an unknown state".into(),
     }
 }
 
@@ -121,6 +122,8 @@ fn print_run(id: &str, records: &[Record]) {
             | Record::Made { .. }
             | Record::StepEnded { .. }
             | Record::Void { .. } => {}
+            // Records of a newer engine: nothing to show.
+            _ => {}
         }
     }
 }

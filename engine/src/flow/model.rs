@@ -77,6 +77,7 @@ pub struct StepDecl {
 /// What a step's failure does to the flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum OnFailure {
     /// End the flow, reporting the failure.
     #[default]

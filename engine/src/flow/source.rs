@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// TOML for people, JSON for machines; chosen by the file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// TOML, from a `.toml` file (or any other extension).
     Toml,

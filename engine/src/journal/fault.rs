@@ -17,6 +17,7 @@ use std::io;
 
 /// A fault to inject (see the module docs for the forms).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fault {
     #[default]
     /// No fault: the default.

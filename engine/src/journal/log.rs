@@ -26,6 +26,7 @@ pub struct JournalWriter {
 
 /// How hard the journal works to survive a crash.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// Every record is on stable storage before its change is made:
     /// survives power loss and kernel crashes.

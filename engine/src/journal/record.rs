@@ -119,6 +119,7 @@ pub struct Meta {
 /// with symlinks in their parents resolved, `/`-separated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum UndoOp {
     /// Nothing was at `path`; undo removes what is there. `tree`: a
     /// directory the run made, so everything beneath it is the run's too
@@ -214,6 +215,7 @@ impl UndoOp {
 /// What a step did, as `stepback show` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Change {
     /// Made by the run.
     Created,
@@ -234,6 +236,7 @@ pub enum Change {
 /// only, since any change inside them moves their time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum EntryState {
     /// A file.
     File {
@@ -290,6 +293,7 @@ pub struct MountRecord {
 /// One line of a run's journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Record {
     /// The first record of every run.
     Begin {

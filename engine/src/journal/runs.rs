@@ -35,6 +35,7 @@ impl RunDir {
 
 /// How a run ended, read from its journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RunState {
     /// No end record: the engine stopped mid-run, mid-rollback or mid-undo.
     Unfinished,

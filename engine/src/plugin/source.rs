@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum PluginSource {
     /// Shipped inside this binary: its name and bytes.
     Builtin(&'static str, &'static [u8]),

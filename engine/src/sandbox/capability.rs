@@ -39,6 +39,7 @@ pub(super) struct Setup<'a> {
 
 /// Why a plugin cannot have what it needs from a step's grant, and which
 /// part of the step says so.
+#[non_exhaustive]
 pub enum Refusal {
     /// The plugin needs something no grant gives.
     Plugin(String),

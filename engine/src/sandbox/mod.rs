@@ -87,6 +87,7 @@ pub struct StepRequest<'a> {
 
 /// Why a step failed, for reports and policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureReason {
     /// The plugin returned an error.
     Plugin,
