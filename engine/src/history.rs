@@ -56,7 +56,7 @@ impl std::fmt::Display for UndoError {
 impl std::error::Error for UndoError {}
 
 /// Reverses committed run `id`.
-pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result<RollbackReport, UndoError> {
+pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackReport, UndoError> {
     crate::state::ensure_private(state_dir).map_err(UndoError::Io)?;
     let store = RunStore::new(state_dir);
     let dir = store.get(id).ok_or_else(|| UndoError::NoSuchRun(id.to_owned()))?;
@@ -120,7 +120,7 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool, fault: Fault) -> Result
     if !drifted.is_empty() && !force {
         return Err(UndoError::Drifted(drifted));
     }
-    Ok(rollback(&dir, &records, &mut writer, fault))
+    Ok(rollback(&dir, &records, &mut writer, Fault::from_env()))
 }
 
 /// Deletes the backups of committed runs older than the newest `keep`, and

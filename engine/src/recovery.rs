@@ -58,7 +58,8 @@ impl std::fmt::Display for RecoverError {
 impl std::error::Error for RecoverError {}
 
 /// Rolls back every abandoned run.
-pub fn recover(state_dir: &Path, fault: Fault) -> Result<Vec<Recovered>, RecoverError> {
+pub fn recover(state_dir: &Path) -> Result<Vec<Recovered>, RecoverError> {
+    let fault = Fault::from_env();
     let io = |e: anyhow::Error| RecoverError::Io(e);
     crate::state::ensure_private(state_dir).map_err(io)?;
     let mut recovered = Vec::new();

@@ -21,8 +21,6 @@ pub struct RunOptions {
     /// Where runs are journaled and locks are kept: local, private (checked), outside every
     /// mount.
     pub state_dir: PathBuf,
-    /// Fault injection for tests (off by default; the CLI reads `STEPBACK_FAULT`).
-    pub fault: Fault,
     /// How many committed runs keep their backups (and can be undone).
     pub keep: usize,
     /// When journal records are synced.
@@ -44,7 +42,6 @@ impl RunOptions {
     pub fn new(state_dir: impl Into<PathBuf>) -> RunOptions {
         RunOptions {
             state_dir: state_dir.into(),
-            fault: Fault::default(),
             keep: crate::history::DEFAULT_KEEP,
             durability: Durability::Strict,
             journal: true,
@@ -251,7 +248,7 @@ pub async fn run(
         });
     }
     let (rollback, uncommitted) = match journal {
-        Some(journal) => journal.finish(stopped, &events, options),
+        Some(journal) => journal.finish(stopped, &events),
         None if stopped => {
             events.emit(Event::Warning {
                 message: "the journal is off: the flow's changes were not rolled back".into(),
@@ -355,6 +352,8 @@ struct Journaled {
     journal: Arc<Mutex<RunJournal>>,
     room: Arc<Room>,
     dir: RunDir,
+    /// Injected faults (tests), for the run and its rollback alike.
+    fault: Fault,
 }
 
 impl Journaled {
@@ -371,19 +370,21 @@ impl Journaled {
             .collect::<std::io::Result<Vec<_>>>()?;
         let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let room = Arc::new(Room::new(options.reserve));
+        let fault = Fault::from_env();
         let journal = RunJournal::begin(
             &dir,
             &plan.name,
             started,
             mounts,
             options.durability,
-            options.fault,
+            fault,
             room.clone(),
         )?;
         Ok(Journaled {
             journal: Arc::new(Mutex::new(journal)),
             room,
             dir,
+            fault,
         })
     }
 
@@ -395,8 +396,10 @@ impl Journaled {
     /// A run whose commit fails is rolled back too: it would otherwise be
     /// an unfinished run, which blocks the next one until `recover` rolls
     /// it back. Returns the rollback's report, and whether that was why.
-    fn finish(self, stopped: bool, events: &Emitter, options: &RunOptions) -> (Option<RollbackReport>, bool) {
-        let Journaled { journal, dir, .. } = self;
+    fn finish(self, stopped: bool, events: &Emitter) -> (Option<RollbackReport>, bool) {
+        let Journaled {
+            journal, dir, fault, ..
+        } = self;
         let mut journal = Arc::try_unwrap(journal)
             .ok()
             .expect("every step's store is dropped when it ends")
@@ -422,7 +425,7 @@ impl Journaled {
         let started = Instant::now();
         let mut writer = journal.into_writer();
         let report = match dir.records() {
-            Ok(records) => rollback(&dir, &records, &mut writer, options.fault),
+            Ok(records) => rollback(&dir, &records, &mut writer, fault),
             Err(e) => RollbackReport {
                 undone: 0,
                 problems: vec![Problem {

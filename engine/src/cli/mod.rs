@@ -19,7 +19,7 @@ use stepback::cancel::Cancel;
 use stepback::events::EventSink;
 use stepback::flow::{self, FlowSource};
 use stepback::history::UndoError;
-use stepback::journal::{Durability, Fault};
+use stepback::journal::Durability;
 use stepback::plugin::{CompiledCache, PluginSource};
 use stepback::runner::{RunError, RunOptions};
 use stepback::sandbox::Sandbox;
@@ -119,7 +119,6 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Run(args) => {
             let options = RunOptions {
                 state_dir,
-                fault: Fault::from_env(),
                 keep: args.keep,
                 journal: !args.no_journal,
                 reserve: args.reserve,
@@ -197,7 +196,7 @@ async fn run(
 }
 
 fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
-    match stepback::history::undo_run(state_dir, run, force, Fault::from_env()) {
+    match stepback::history::undo_run(state_dir, run, force) {
         Ok(report) => {
             outln!("run {run} undone: {} changes reversed", report.undone);
             human::print_kept(&report.kept);
@@ -222,7 +221,7 @@ fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
 }
 
 fn recover(state_dir: &Path) -> u8 {
-    let recovered = match stepback::recovery::recover(state_dir, Fault::from_env()) {
+    let recovered = match stepback::recovery::recover(state_dir) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: {e}");

@@ -1,5 +1,7 @@
-//! Fault injection for the crash and disk-full tests. Off unless the
-//! `STEPBACK_FAULT` environment variable is set; every form counts journaled
+//! Fault injection for the crash and disk-full tests: crate-private, read
+//! from the `STEPBACK_FAULT` environment variable where a run, rollback,
+//! undo or recovery starts, and only in a build with the `fault-injection`
+//! feature (the default, for the tests). Every form counts journaled
 //! operations (or undos) from 1:
 //!
 //! - `crash-before-op:N`: abort the process once the Nth undo record is

@@ -53,7 +53,7 @@ mod verify;
 // is public.
 pub(crate) use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal};
 pub(crate) use entry::entry_state;
-pub use fault::Fault;
+pub(crate) use fault::Fault;
 pub(crate) use lock::MountLocks;
 pub use log::Durability;
 pub(crate) use log::JournalWriter;

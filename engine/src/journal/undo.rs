@@ -388,3 +388,84 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::{Change, MountRecord};
+    use crate::journal::runs::RunStore;
+
+    fn undo(seq: u64, undo: UndoOp) -> Record {
+        Record::Undo {
+            seq,
+            step: 0,
+            mount: "m".into(),
+            change: Change::Renamed,
+            undo,
+        }
+    }
+
+    /// The run renamed the original `a` to `b`, then created a new `a`.
+    /// Newest first, the new `a` goes and `b` is renamed back; oldest
+    /// first, the rename back would find `a` taken and the original would
+    /// stay at `b`.
+    #[test]
+    fn undos_apply_newest_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = tmp.path().join("m");
+        std::fs::create_dir(&m).unwrap();
+        std::fs::write(m.join("b"), "original").unwrap();
+        std::fs::write(m.join("a"), "made by the run").unwrap();
+        let run = RunStore::new(&tmp.path().join("state")).create("r").unwrap();
+        let records = vec![
+            Record::Begin {
+                run: "r".into(),
+                flow: "f".into(),
+                started: String::new(),
+                mounts: vec![MountRecord {
+                    name: "m".into(),
+                    host: m.canonicalize().unwrap(),
+                    id: None,
+                }],
+            },
+            Record::Step {
+                index: 0,
+                name: "s".into(),
+            },
+            undo(
+                1,
+                UndoOp::Renamed {
+                    from: "a".into(),
+                    to: "b".into(),
+                },
+            ),
+            undo(
+                2,
+                UndoOp::Created {
+                    path: "a".into(),
+                    tree: false,
+                    ino: None,
+                },
+            ),
+        ];
+        let mut writer = JournalWriter::create(&run.journal()).unwrap();
+        for record in &records {
+            writer.append(record).unwrap();
+        }
+        let report = rollback(&run, &records, &mut writer, Fault::None);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.undone, 2);
+        assert_eq!(std::fs::read_to_string(m.join("a")).unwrap(), "original");
+        assert!(!m.join("b").exists());
+        // The rollback is recorded, each undo marked done.
+        let written = run.records().unwrap();
+        assert!(matches!(written.last(), Some(Record::RolledBack { .. })));
+        assert_eq!(
+            written
+                .iter()
+                .filter(|r| matches!(r, Record::Undone { .. }))
+                .count(),
+            2
+        );
+    }
+}
