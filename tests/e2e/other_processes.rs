@@ -11,51 +11,46 @@ use std::time::{Duration, Instant};
 /// A flow whose first step replaces `config.txt` and creates `new.txt`,
 /// and whose second step waits for `sig/go` and then fails.
 fn two_step_flow(env: &Env) {
-    let step = |name: &str, ops: serde_json::Value, fail: bool, mounts: &[&str]| {
-        serde_json::json!({
-            "name": name,
-            "uses": guest("fsops"),
-            "mounts": mounts,
-            "with": {"ops": ops, "fail": fail},
-        })
-    };
-    let write = |path: &str, byte: u8| {
+    flow_with(
+        env,
+        "other-processes",
         serde_json::json!([
-            {"op": "open", "fd": 0, "path": path, "oflags": ["create", "truncate"], "flags": ["write"]},
-            {"op": "write", "fd": 1, "offset": 0, "len": 3, "byte": byte},
-        ])
-    };
-    let mut first = write("config.txt", b'n').as_array().unwrap().clone();
-    first.extend(write("new.txt", b'r').as_array().unwrap().iter().map(|op| {
-        let mut op = op.clone();
-        if op["fd"] == 1 {
-            op["fd"] = 2.into();
-        }
-        op
-    }));
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
+                {"op": "open", "fd": 0, "path": "config.txt", "oflags": ["create", "truncate"], "flags": ["write"]},
+                {"op": "write", "fd": 1, "offset": 0, "len": 3, "byte": 110},
+                {"op": "open", "fd": 0, "path": "new.txt", "oflags": ["create", "truncate"], "flags": ["write"]},
+                {"op": "write", "fd": 2, "offset": 0, "len": 3, "byte": 114},
+            ]}},
+            waiting_step(),
+        ]),
+    );
+}
+
+/// Writes `flow.json`: mount `m` read-write, mount `sig` (where the test
+/// says `go`) read-only, and `steps`.
+fn flow_with(env: &Env, name: &str, steps: serde_json::Value) {
+    env.mkdir("sig");
     let flow = serde_json::json!({
-        "name": "other-processes",
+        "name": name,
         "mounts": [
             {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
             {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
         ],
-        "steps": [
-            step("deploy", serde_json::Value::Array(first), false, &["m"]),
-            step(
-                "check",
-                serde_json::json!([
-                    {"op": "mkdir", "fd": 0, "path": "started"},
-                    {"op": "wait-for", "fd": 1, "path": "go"},
-                ]),
-                true,
-                &["m", "sig"],
-            ),
-        ],
+        "steps": steps,
     });
     env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
 }
 
-/// Runs the flow, calling `meddle` while its second step waits.
+/// A step that says it has started (`m/started`), waits for `sig/go`,
+/// then fails: the test changes the mount meanwhile.
+fn waiting_step() -> serde_json::Value {
+    serde_json::json!({"name": "check", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
+        {"op": "mkdir", "fd": 0, "path": "started"},
+        {"op": "wait-for", "fd": 1, "path": "go"},
+    ], "fail": true}})
+}
+
+/// Runs the flow, calling `meddle` while its waiting step waits.
 fn run_with(env: &Env, meddle: impl FnOnce()) -> Run {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
     let child = env
@@ -88,7 +83,6 @@ fn a_file_another_process_changed_during_the_run_is_kept_aside_not_overwritten()
     let env = Env::new();
     env.write("m/config.txt", "v1");
     env.write("m/other.txt", "untouched");
-    env.mkdir("sig");
     two_step_flow(&env);
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
@@ -121,7 +115,6 @@ fn a_file_another_process_changed_during_the_run_is_kept_aside_not_overwritten()
 fn what_the_run_left_as_it_was_is_restored_without_keeping_anything() {
     let env = Env::new();
     env.write("m/config.txt", "v1");
-    env.mkdir("sig");
     two_step_flow(&env);
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
@@ -149,26 +142,18 @@ fn a_file_renamed_with_its_directory_is_checked_where_it_is_restored() {
     // kept aside.
     let env = Env::new();
     env.write("m/d/x", "orig");
-    env.mkdir("sig");
-    let flow = serde_json::json!({
-        "name": "renamed",
-        "mounts": [
-            {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
-            {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
-        ],
-        "steps": [
+    flow_with(
+        &env,
+        "renamed",
+        serde_json::json!([
             {"name": "change", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
                 {"op": "open", "fd": 0, "path": "d/x", "flags": ["write"]},
                 {"op": "write", "fd": 1, "offset": 0, "len": 6, "byte": 120},
                 {"op": "rename", "fd": 0, "path": "d", "to_fd": 0, "to": "e"},
             ], "fail": false}},
-            {"name": "check", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
-                {"op": "mkdir", "fd": 0, "path": "started"},
-                {"op": "wait-for", "fd": 1, "path": "go"},
-            ], "fail": true}},
-        ],
-    });
-    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+            waiting_step(),
+        ]),
+    );
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
     let quiet = run_with(&env, || {});
@@ -190,14 +175,10 @@ fn a_file_changed_by_another_process_while_its_step_still_runs_is_kept_aside() {
     // that edit, but what the step left is what it wrote.
     let env = Env::new();
     env.write("m/config.txt", "v1");
-    env.mkdir("sig");
-    let flow = serde_json::json!({
-        "name": "in-step",
-        "mounts": [
-            {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
-            {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
-        ],
-        "steps": [
+    flow_with(
+        &env,
+        "in-step",
+        serde_json::json!([
             {"name": "deploy", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
                 {"op": "open", "fd": 0, "path": "config.txt", "oflags": ["truncate"], "flags": ["write"]},
                 {"op": "write", "fd": 2, "offset": 0, "len": 3, "byte": 110},
@@ -205,9 +186,8 @@ fn a_file_changed_by_another_process_while_its_step_still_runs_is_kept_aside() {
                 {"op": "mkdir", "fd": 0, "path": "started"},
                 {"op": "wait-for", "fd": 1, "path": "go"},
             ], "fail": true}},
-        ],
-    });
-    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+        ]),
+    );
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
     let run = run_with(&env, || {
@@ -231,14 +211,10 @@ fn entries_another_process_puts_in_a_directory_the_run_created_are_kept_aside() 
     // mount and keeps the other process's entries, and only those, aside.
     let env = Env::new();
     env.write("m/config.txt", "v1");
-    env.mkdir("sig");
-    let flow = serde_json::json!({
-        "name": "tree",
-        "mounts": [
-            {"name": "m", "host": "m", "guest": "/m", "access": "read-write"},
-            {"name": "sig", "host": "sig", "guest": "/sig", "access": "read-only"},
-        ],
-        "steps": [
+    flow_with(
+        &env,
+        "tree",
+        serde_json::json!([
             {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
                 {"op": "mkdir", "fd": 0, "path": "new"},
                 {"op": "open", "fd": 0, "path": "new/app.bin", "oflags": ["create"], "flags": ["write"]},
@@ -247,13 +223,9 @@ fn entries_another_process_puts_in_a_directory_the_run_created_are_kept_aside() 
                 {"op": "open", "fd": 0, "path": "new/lib/x.so", "oflags": ["create"], "flags": ["write"]},
                 {"op": "link", "fd": 0, "path": "config.txt", "to_fd": 0, "to": "new/config.txt"},
             ]}},
-            {"name": "check", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
-                {"op": "mkdir", "fd": 0, "path": "started"},
-                {"op": "wait-for", "fd": 1, "path": "go"},
-            ], "fail": true}},
-        ],
-    });
-    env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
+            waiting_step(),
+        ]),
+    );
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
     let run = run_with(&env, || {

@@ -323,7 +323,7 @@ fn shared_file(root: &Dir, path: &str, expected: &Option<EntryState>, now: &Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::Change;
+    use crate::journal::record::{Change, undo_in_m};
 
     fn file(size: u64) -> Option<EntryState> {
         Some(EntryState::File {
@@ -353,13 +353,7 @@ mod tests {
             },
             // d/x as the step left it before renaming d away...
             left("d/x", 1),
-            Record::Undo {
-                seq: 1,
-                step: 0,
-                mount: "m".into(),
-                change: Change::Renamed,
-                undo: rename.clone(),
-            },
+            undo_in_m(1, Change::Renamed, rename.clone()),
             // ...and what a later step left at d/x, a new entry.
             left("d/x", 2),
             Record::StepEnded { index: 0 },

@@ -430,3 +430,15 @@ impl FileId {
         }
     }
 }
+
+/// An undo record of step 0 in mount `m`, for the journal's unit tests.
+#[cfg(test)]
+pub(super) fn undo_in_m(seq: u64, change: Change, undo: UndoOp) -> Record {
+    Record::Undo {
+        seq,
+        step: 0,
+        mount: "m".into(),
+        change,
+        undo,
+    }
+}

@@ -392,17 +392,11 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::{Change, MountRecord};
+    use crate::journal::record::{Change, MountRecord, undo_in_m};
     use crate::journal::runs::RunStore;
 
     fn undo(seq: u64, undo: UndoOp) -> Record {
-        Record::Undo {
-            seq,
-            step: 0,
-            mount: "m".into(),
-            change: Change::Renamed,
-            undo,
-        }
+        undo_in_m(seq, Change::Renamed, undo)
     }
 
     /// The run renamed the original `a` to `b`, then created a new `a`.

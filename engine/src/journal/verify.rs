@@ -185,16 +185,10 @@ fn check_meta(dir: &Dir, path: &str, m: &cap_std::fs::Metadata, meta: &Meta) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::{Change, Time};
+    use crate::journal::record::{Change, Time, undo_in_m};
 
     fn undo(seq: u64, undo: UndoOp) -> Record {
-        Record::Undo {
-            seq,
-            step: 0,
-            mount: "m".into(),
-            change: Change::Touched,
-            undo,
-        }
+        undo_in_m(seq, Change::Touched, undo)
     }
 
     fn times(path: &str, secs: i64) -> UndoOp {
