@@ -1,7 +1,6 @@
 //! CLI manners: a closed pipe, the order and length of `show`.
 
 use crate::support::{Env, Run, flow_head};
-use std::path::Path;
 use std::process::Stdio;
 
 /// An env with `n` committed runs of a one-step flow.
@@ -29,7 +28,7 @@ with = { path = "/m/x", content = "x" }
 fn into_closed_pipe(env: &Env, args: &[&str]) -> Run {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let cache = crate::support::shared_cache();
     let output = env
         .command(args, &cache)
         .stdout(writer)

@@ -2,9 +2,7 @@
 //! rolls back as if it had failed.
 
 use crate::support::*;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn interrupted_with(signal: rustix::process::Signal) {
     let env = Env::new();
@@ -25,18 +23,7 @@ fn interrupted_with(signal: rustix::process::Signal) {
     env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
-    let child = env
-        .command(&["run", "flow.json"], &cache)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !env.path("m/started").exists() {
-        assert!(Instant::now() < deadline, "the first step never ran");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = env.spawn_until_started("flow.json");
     // Into the spinning step.
     std::thread::sleep(Duration::from_millis(300));
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();

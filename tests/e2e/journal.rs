@@ -327,7 +327,7 @@ with = {{ mode = "sleep", seconds = 30 }}
                 guest("misbehave")
             ),
     );
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let cache = crate::support::shared_cache();
     let mut slow = env.command(&["run", "flow.toml"], &cache).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while runs(&env).is_empty() {

@@ -5,7 +5,6 @@
 
 use crate::journal::runs;
 use crate::support::{Env, guest};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn mount(name: &str, host: &str, access: &str) -> String {
@@ -112,7 +111,7 @@ fn hold(env: &Env, host: &str) -> std::process::Child {
         guest("misbehave")
     );
     env.write("slow.toml", text);
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let cache = crate::support::shared_cache();
     let child = env.command(&["run", "slow.toml"], &cache).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while runs(env).is_empty() {
@@ -174,7 +173,7 @@ fn a_mount_replaced_during_a_run_is_neither_used_nor_rolled_back() {
         guest("misbehave")
     );
     env.write("flow.toml", text);
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let cache = crate::support::shared_cache();
     let child = env
         .command(&["run", "flow.toml"], &cache)
         .stdout(std::process::Stdio::piped())

@@ -187,7 +187,7 @@ fn running_out_of_process_descriptors_fails_calls_not_the_guarantee() {
     });
     env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
     let before = snapshot_full(&env.path("m"));
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
+    let cache = crate::support::shared_cache();
     let bin = env.command(&[], &cache).get_program().to_owned();
     let run = Run(std::process::Command::new("sh")
         .args(["-c", "ulimit -n 128 && exec \"$0\" run flow.json"])

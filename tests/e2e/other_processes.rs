@@ -5,8 +5,6 @@
 use crate::support::*;
 use std::fs;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 /// A flow whose first step replaces `config.txt` and creates `new.txt`,
 /// and whose second step waits for `sig/go` and then fails.
@@ -52,18 +50,7 @@ fn waiting_step() -> serde_json::Value {
 
 /// Runs the flow, calling `meddle` while its waiting step waits.
 fn run_with(env: &Env, meddle: impl FnOnce()) -> Run {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
-    let child = env
-        .command(&["run", "flow.json"], &cache)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting stepback");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !env.path("m/started").exists() {
-        assert!(Instant::now() < deadline, "the second step never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = env.spawn_until_started("flow.json");
     meddle();
     fs::write(env.path("sig/go"), "").unwrap();
     Run(child.wait_with_output().unwrap())

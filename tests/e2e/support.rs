@@ -44,8 +44,27 @@ impl Env {
 
     /// Runs `stepback ARGS` with this env's state dir and the shared cache.
     pub fn stepback(&self, args: &[&str]) -> Run {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
-        self.stepback_with_cache(args, &cache)
+        self.stepback_with_cache(args, &shared_cache())
+    }
+
+    /// Starts `stepback run FLOW` in the background and returns once its
+    /// flow has made `m/started` (a step that waits for the test to act).
+    pub fn spawn_until_started(&self, flow: &str) -> std::process::Child {
+        let child = self
+            .command(&["run", flow], &shared_cache())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting stepback");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !self.path("m/started").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flow never made m/started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child
     }
 
     pub fn stepback_with_cache(&self, args: &[&str], cache: &Path) -> Run {
@@ -54,8 +73,7 @@ impl Env {
 
     /// `stepback ARGS` with extra environment variables (fault injection).
     pub fn stepback_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache");
-        let mut command = self.command(args, &cache);
+        let mut command = self.command(args, &shared_cache());
         command.envs(vars.iter().copied());
         Run(command.output().expect("running stepback"))
     }
@@ -79,6 +97,12 @@ impl Env {
         let flow = self.flow(text);
         self.stepback(&["run", flow.to_str().unwrap()])
     }
+}
+
+/// The compiled-plugin cache all tests share (entries are keyed by
+/// content, so each plugin is compiled once per test run).
+pub fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled-cache")
 }
 
 /// What a `stepback` invocation did.

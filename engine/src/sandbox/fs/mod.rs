@@ -427,6 +427,25 @@ impl FsView<'_> {
         Err(ErrorCode::InsufficientMemory.into())
     }
 
+    /// Opens the entry `target` names, in its resolved directory, by its
+    /// one plain name (resolution already followed a symlink where asked).
+    async fn open_in_parent(
+        &mut self,
+        target: &Target,
+        path_flags: PathFlags,
+        oflags: OpenFlags,
+        flags: DescriptorFlags,
+    ) -> FsResult<Resource<types::Descriptor>> {
+        let dir = self.open_parent(&target.resolved.parent)?;
+        let rep = dir.rep();
+        let opened = self
+            .inner
+            .open_at(dir, path_flags, target.resolved.call_name(), oflags, flags)
+            .await;
+        self.close_parent(rep);
+        opened
+    }
+
     /// `open-at`, once the step may hold the descriptor it makes.
     async fn open_checked(
         &mut self,
@@ -456,14 +475,7 @@ impl FsView<'_> {
             .as_ref()
             .is_some_and(|rec| lock(rec).owns_all_in(target.resolved.parent.id));
         if own_dir {
-            let dir = self.open_parent(&target.resolved.parent)?;
-            let rep = dir.rep();
-            let opened = self
-                .inner
-                .open_at(dir, path_flags, target.resolved.call_name(), oflags, flags)
-                .await;
-            self.close_parent(rep);
-            let opened = opened?;
+            let opened = self.open_in_parent(&target, path_flags, oflags, flags).await?;
             self.remember(&opened, mount, true);
             if let (Some(rec), Ok(Descriptor::File(f))) = (&target.recorder, self.inner.table.get(&opened))
                 && let Ok(meta) = f.file.metadata()
@@ -518,13 +530,7 @@ impl FsView<'_> {
         if capture == Capture::MovedAside {
             oflags |= OpenFlags::CREATE;
         }
-        let dir = self.open_parent(&target.resolved.parent)?;
-        let rep = dir.rep();
-        let opened = self
-            .inner
-            .open_at(dir, path_flags, target.resolved.call_name(), oflags, flags)
-            .await;
-        self.close_parent(rep);
+        let opened = self.open_in_parent(&target, path_flags, oflags, flags).await;
         let created = recorder.is_some() && (meta.is_none() || capture == Capture::MovedAside);
         if let Some(rec) = &recorder {
             let file = match &opened {
