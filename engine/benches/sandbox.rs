@@ -89,6 +89,8 @@ async fn in_process(cache: &Path, scratch: &Path) {
                     mounts: &mounts,
                     params: Vec::new(),
                     limits: Limits::default(),
+                    exec: &Default::default(),
+                    scratch: scratch.join("exec"),
                 },
             )
             .await;

@@ -69,3 +69,49 @@ impl Default for Limits {
         }
     }
 }
+
+/// The commands a step may run (`exec = [...]` in the flow) and what
+/// else they get.
+#[derive(Debug, Clone, Default)]
+pub struct Exec {
+    /// The programs, as the flow names them and as validation resolved
+    /// them (absolute paths).
+    pub programs: Vec<Program>,
+    /// Whether commands reach the network (otherwise they get a network
+    /// namespace of their own with nothing in it).
+    pub network: bool,
+    /// How their file changes are captured.
+    pub capture: Capture,
+}
+
+/// A program a step may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// As the flow writes it.
+    pub name: String,
+    /// The file that runs.
+    pub path: PathBuf,
+}
+
+/// How the file changes of a step's commands are captured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Capture {
+    /// Each read-write mount is an overlay while the command runs; its
+    /// upper layer is applied through the journal afterwards.
+    #[default]
+    Overlay,
+    /// Not captured: the command writes the mounts directly, and the run
+    /// is marked as not wholly reversible.
+    None,
+}
+
+/// Everything a flow grants one step.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    /// The directories it sees.
+    pub mounts: Vec<Mount>,
+    /// The commands it may run.
+    pub exec: Exec,
+}

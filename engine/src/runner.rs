@@ -208,6 +208,11 @@ pub async fn run(
             pinned: step.mounts.iter().map(|m| pinned[&m.name].1.clone()).collect(),
             params: params.clone(),
             limits: step.limits,
+            exec: &step.exec,
+            scratch: match &journal {
+                Some(j) => j.dir.path.join("exec"),
+                None => options.state_dir.join("exec"),
+            },
         };
         let run = match moved_mount(&step.mounts, &pinned) {
             Some(why) => StepRun {

@@ -10,6 +10,7 @@ pub struct Info {
     version: String,
     description: String,
     mounts: Vec<wit::MountNeed>,
+    exec: bool,
 }
 
 impl Info {
@@ -21,7 +22,15 @@ impl Info {
             version: version.into(),
             description: description.into(),
             mounts: Vec::new(),
+            exec: false,
         }
+    }
+
+    /// Declares that the step runs programs ([`crate::exec`]): the flow
+    /// must grant it the ones it runs (`exec = [...]`).
+    pub fn runs_commands(mut self) -> Self {
+        self.exec = true;
+        self
     }
 
     /// Declares a mount role the step only reads.
@@ -51,7 +60,7 @@ impl Info {
             config_schema: serde_json::to_string(&schema).expect("a JSON Schema serializes"),
             needs: wit::Needs {
                 mounts: self.mounts,
-                exec: false,
+                exec: self.exec,
                 network: false,
             },
         }

@@ -35,6 +35,7 @@
 
 mod context;
 mod error;
+pub mod exec;
 mod info;
 
 pub use context::{Access, Context, Mount};

@@ -6,6 +6,7 @@ mod support;
 
 mod cache;
 mod cli;
+mod commands;
 mod deploy_files;
 mod disk_full;
 mod example;

@@ -2,7 +2,7 @@
 //! and wrong types while parsing; everything else is checked in
 //! [`super::validate`].
 
-use crate::grant::Access;
+use crate::grant::{Access, Capture};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -72,6 +72,16 @@ pub struct StepDecl {
     #[serde(default)]
     /// Overrides of the sandbox limits.
     pub limits: LimitsDecl,
+    /// Programs the step's commands may run: names looked up in `PATH`, or
+    /// absolute paths.
+    #[serde(default)]
+    pub exec: Vec<String>,
+    /// Whether its commands reach the network.
+    #[serde(default)]
+    pub network: bool,
+    /// How its commands' file changes are captured.
+    #[serde(default)]
+    pub capture: Option<Capture>,
 }
 
 /// What a step's failure does to the flow.

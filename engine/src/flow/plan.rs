@@ -3,7 +3,7 @@
 
 use super::model::OnFailure;
 use super::params::Params;
-use crate::grant::{Limits, Mount};
+use crate::grant::{Exec, Limits, Mount};
 use crate::plugin::PluginInfo;
 use crate::sandbox::Plugin;
 use std::path::PathBuf;
@@ -23,6 +23,8 @@ pub struct PlannedStep {
     pub config: String,
     /// The mounts granted to it.
     pub mounts: Vec<Mount>,
+    /// The commands it may run.
+    pub exec: Exec,
     /// What its failure does to the flow.
     pub on_failure: OnFailure,
     /// What it may spend.

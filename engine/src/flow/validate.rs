@@ -7,7 +7,7 @@ use super::params::Params;
 use super::plan::{Plan, PlannedStep};
 use super::source::FlowSource;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::grant::{Access, Limits, Mount};
+use crate::grant::{Access, Capture, Exec, Grant, Limits, Mount, Program};
 use crate::plugin::{PluginInfo, PluginSource};
 use crate::sandbox::{Plugin, Refusal, Sandbox};
 use jsonschema::paths::LocationSegment;
@@ -334,13 +334,23 @@ impl Validator<'_> {
         let mut config = Value::Object(decl.with.clone());
         self.substitute(&field.key("with"), &mut config, params);
         let limits = self.limits(field, decl);
+        let exec = self.exec(field, decl, &granted);
         // Without the plugin, only the checks above can be made.
         let (plugin, info) = plugin?;
         crate::plugin::defaults::apply(&info.config_schema, &mut config);
+        let grant = Grant {
+            mounts: granted,
+            exec,
+        };
         if all_granted {
-            self.check_needs(field, &info, &granted);
+            self.check_needs(field, &info, &grant);
         }
         self.check_schema(&field.key("with"), &info, &config);
+        self.check_programs(&field.key("with"), &info, &config, &grant.exec);
+        let Grant {
+            mounts: granted,
+            exec,
+        } = grant;
         (self.problems.len() == before).then(|| PlannedStep {
             name: decl.name.clone(),
             uses: decl.uses.clone(),
@@ -348,6 +358,7 @@ impl Validator<'_> {
             info,
             config: config.to_string(),
             mounts: granted,
+            exec,
             on_failure: decl.on_failure,
             limits,
         })
@@ -355,13 +366,94 @@ impl Validator<'_> {
 
     /// Whether the step's grant gives the plugin what it needs, asked of
     /// each capability.
-    fn check_needs(&mut self, field: &FieldPath, info: &PluginInfo, granted: &[Mount]) {
+    fn check_needs(&mut self, field: &FieldPath, info: &PluginInfo, granted: &Grant) {
         for refusal in crate::sandbox::check_grant(&info.needs, granted) {
             let (key, why) = match refusal {
                 Refusal::Plugin(why) => ("uses", why),
                 Refusal::Mounts(why) => ("mounts", why),
+                Refusal::Exec(why) => ("exec", why),
             };
             self.report(&field.key(key), format!("plugin {} {why}", info.name));
+        }
+    }
+
+    /// The step's exec grant: each program resolved to the file that
+    /// runs (a name through `PATH`, as the engine has it), and the
+    /// overlays that capture commands tried on its read-write mounts.
+    fn exec(&mut self, field: &FieldPath, decl: &StepDecl, mounts: &[Mount]) -> Exec {
+        let mut programs = Vec::new();
+        for (j, name) in decl.exec.iter().enumerate() {
+            match resolve_program(name) {
+                Ok(path) => programs.push(Program {
+                    name: name.clone(),
+                    path,
+                }),
+                Err(why) => self.report(&field.key("exec").index(j), why),
+            }
+        }
+        let capture = decl.capture.unwrap_or_default();
+        if decl.exec.is_empty() {
+            for (key, set) in [("network", decl.network), ("capture", decl.capture.is_some())] {
+                if set {
+                    self.report(
+                        &field.key(key),
+                        format!(
+                            "`{key}` applies to the step's commands, but it grants none (`exec = [...]`)"
+                        ),
+                    );
+                }
+            }
+        } else if capture == Capture::Overlay
+            && let Some(scratch) = self.engine_dirs.first()
+            && let Err(why) = crate::sandbox::probe_capture(mounts, scratch)
+        {
+            let key = if decl.capture.is_some() { "capture" } else { "exec" };
+            self.report(
+                &field.key(key),
+                format!(
+                    "the step's commands cannot be captured here: {why}. Set capture = \"none\" to run them uncaptured (their changes are then not reversible)"
+                ),
+            );
+        }
+        Exec {
+            programs,
+            network: decl.network,
+            capture,
+        }
+    }
+
+    /// Whether every program the config names (in a property the plugin's
+    /// schema marks with `"x-stepback-program": true`) is in the step's
+    /// grant: a command outside it is refused before anything runs.
+    fn check_programs(&mut self, field: &FieldPath, info: &PluginInfo, config: &Value, exec: &Exec) {
+        let Some(properties) = info.config_schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (key, schema) in properties {
+            if schema.get("x-stepback-program") != Some(&Value::Bool(true)) {
+                continue;
+            }
+            let Some(name) = config.get(key).and_then(Value::as_str) else {
+                continue;
+            };
+            let granted = exec
+                .programs
+                .iter()
+                .any(|p| p.name == name || p.path == Path::new(name));
+            if !granted {
+                let listed: Vec<&str> = exec.programs.iter().map(|p| p.name.as_str()).collect();
+                self.report(
+                    &field.key(key),
+                    format!(
+                        "program {name:?} is not in the step's exec grant ({}): add it to `exec`",
+                        if listed.is_empty() {
+                            "the step has none".to_owned()
+                        } else {
+                            listed.join(", ")
+                        }
+                    ),
+                );
+            }
         }
     }
 
@@ -463,6 +555,41 @@ impl Validator<'_> {
         }
         limits
     }
+}
+
+/// The file program `name` runs: an absolute path as it is, a bare name
+/// through the engine's `PATH`; a regular file that may be executed.
+fn resolve_program(name: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let found = if name.contains('/') {
+        if !Path::new(name).is_absolute() {
+            return Err(format!(
+                "program {name:?} must be a bare name (found through PATH) or an absolute path"
+            ));
+        }
+        if !runnable(Path::new(name)) {
+            return Err(format!("program {name:?} is not an executable file"));
+        }
+        PathBuf::from(name)
+    } else if name.is_empty() {
+        return Err("empty program name".to_owned());
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| runnable(p))
+            .ok_or_else(|| {
+                format!(
+                    "program {name:?} is not found in PATH ({})",
+                    path.to_string_lossy()
+                )
+            })?
+    };
+    // Not canonical: a multi-call program (busybox) tells what to be by
+    // the name it is run as.
+    Ok(found)
 }
 
 fn is_clean_absolute(guest: &str) -> bool {

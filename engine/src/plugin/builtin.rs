@@ -14,6 +14,7 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     builtin!("deploy-files", "deploy_files.wasm"),
     builtin!("fail", "fail.wasm"),
     builtin!("remove", "remove.wasm"),
+    builtin!("run-command", "run_command.wasm"),
     builtin!("write-file", "write_file.wasm"),
 ];
 

@@ -4,4 +4,5 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "stepback:plugin/step",
     exports: { default: async },
+    imports: { "stepback:plugin/exec.run": async },
 });

@@ -1,21 +1,23 @@
 //! What a step can be granted, one capability at a time, in the spirit of
 //! Spin's factors: each capability says what it links into a step's
 //! linker, what it requires of the flow's grant (checked at validation),
-//! and prepares its part of a step's store. Adding a capability (the
-//! coming exec and network grants) is one more implementation here and its
-//! line in each of [`link`], [`check`] and [`prepare`].
+//! and prepares its part of a step's store. Adding a capability is one
+//! more implementation here and its line in each of [`link`], [`check`]
+//! and [`prepare`].
 
-use super::bindings::Step;
+use super::bindings::stepback::plugin::{exec, host, types};
+use super::exec::{ExecCapability, ExecMount, ExecState, ExecView};
 use super::fs::{FsLayer, FsView, JournaledFs, LayerMount};
 use super::host::HostState;
 use super::limits::MemoryLimiter;
 use super::output::CapturedOutput;
 use super::state::{StepState, Wasi};
 use crate::events::Emitter;
-use crate::grant::{Access, Limits, Mount};
+use crate::grant::{Access, Exec, Grant, Limits, Mount};
 use crate::journal::{Recorder, Room, RunJournal};
 use crate::plugin::Needs;
 use anyhow::Context;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
@@ -26,6 +28,10 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 pub(super) struct Setup<'a> {
     pub step: &'a str,
     pub mounts: &'a [Mount],
+    /// The commands it may run.
+    pub exec: &'a Exec,
+    /// Where its commands' overlay layers go.
+    pub scratch: PathBuf,
     /// The mounts' directories as the run opened them (empty: by path).
     pub pinned: &'a [Arc<std::fs::File>],
     pub journal: Option<Arc<Mutex<RunJournal>>>,
@@ -45,6 +51,8 @@ pub enum Refusal {
     Plugin(String),
     /// The step's mounts do not give what the plugin needs.
     Mounts(String),
+    /// The step's exec grant does not fit what the plugin does.
+    Exec(String),
 }
 
 /// One capability.
@@ -54,7 +62,7 @@ trait Capability {
     /// Adds (or shadows) the host functions it provides.
     fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()>;
     /// What the plugin needs of it that the step is not granted.
-    fn check(_needs: &Needs, _granted: &[Mount]) -> Option<Refusal> {
+    fn check(_needs: &Needs, _granted: &Grant) -> Option<Refusal> {
         None
     }
     /// Its state for one step.
@@ -64,7 +72,8 @@ trait Capability {
 /// WASI 0.2: clocks, random, stdio, and sockets that reach nothing.
 /// Sockets are linked so that components importing them without using
 /// them (componentize-py's) still instantiate; the context grants no
-/// address, so every socket call fails. No command runs, no network.
+/// address, so every socket call fails: a plugin has no network of its
+/// own (a step's commands may: [`Commands`]).
 struct BaseWasi;
 
 impl Capability for BaseWasi {
@@ -74,15 +83,12 @@ impl Capability for BaseWasi {
         wasmtime_wasi::p2::add_to_linker_async(linker)
     }
 
-    fn check(needs: &Needs, _granted: &[Mount]) -> Option<Refusal> {
-        let what = match (needs.exec, needs.network) {
-            (true, _) => "to run commands",
-            (false, true) => "network access",
-            (false, false) => return None,
-        };
-        Some(Refusal::Plugin(format!(
-            "needs {what}, which this version of Stepback does not grant"
-        )))
+    fn check(needs: &Needs, _granted: &Grant) -> Option<Refusal> {
+        needs.network.then(|| {
+            Refusal::Plugin(
+                "needs network access for itself, which Stepback does not grant to plugins (a step's commands may have it: `network = true`)".to_owned(),
+            )
+        })
     }
 
     fn prepare(setup: &Setup) -> anyhow::Result<Wasi> {
@@ -139,9 +145,9 @@ impl Capability for Filesystem {
         Ok(())
     }
 
-    fn check(needs: &Needs, granted: &[Mount]) -> Option<Refusal> {
+    fn check(needs: &Needs, granted: &Grant) -> Option<Refusal> {
         let writes = needs.mounts.iter().find(|m| m.access == Access::ReadWrite)?;
-        (!granted.iter().any(|m| m.access == Access::ReadWrite)).then(|| {
+        (!granted.mounts.iter().any(|m| m.access == Access::ReadWrite)).then(|| {
             Refusal::Mounts(format!(
                 "writes its {:?} mount, but the step is granted no read-write mount",
                 writes.role
@@ -189,7 +195,8 @@ impl Capability for Host {
     type State = HostState;
 
     fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        Step::add_to_linker::<StepState, HasSelf<HostState>>(linker, |state| &mut state.host)
+        types::add_to_linker::<StepState, HasSelf<HostState>>(linker, |state| &mut state.host)?;
+        host::add_to_linker::<StepState, HasSelf<HostState>>(linker, |state| &mut state.host)
     }
 
     fn prepare(setup: &Setup) -> anyhow::Result<HostState> {
@@ -201,19 +208,75 @@ impl Capability for Host {
     }
 }
 
+/// `stepback:plugin/exec`: programs of the step's grant, run natively,
+/// their file changes captured ([`super::exec`]).
+struct Commands;
+
+impl Capability for Commands {
+    type State = ExecState;
+
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        exec::add_to_linker::<StepState, ExecCapability>(linker, exec_view)
+    }
+
+    fn check(needs: &Needs, granted: &Grant) -> Option<Refusal> {
+        match (needs.exec, granted.exec.programs.is_empty()) {
+            (true, true) => Some(Refusal::Plugin(
+                "runs commands, but the step grants none: list the programs it may run, e.g. exec = [\"systemctl\"]".to_owned(),
+            )),
+            (false, false) => Some(Refusal::Exec(
+                "grants programs, but the plugin runs no commands: remove `exec`".to_owned(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn prepare(setup: &Setup) -> anyhow::Result<ExecState> {
+        let mounts = setup
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ExecMount {
+                name: m.name.clone(),
+                guest: m.guest.clone(),
+                host: m.host.clone(),
+                access: m.access,
+                pinned: setup.pinned.get(i).cloned(),
+            })
+            .collect();
+        Ok(ExecState::new(
+            setup.exec.clone(),
+            mounts,
+            setup.journal.clone().map(|j| j as Arc<Mutex<dyn Recorder>>),
+            setup.scratch.clone(),
+            setup.limits.time,
+        ))
+    }
+}
+
+/// The exec interface's view of a step's store.
+fn exec_view(state: &mut StepState) -> ExecView<'_> {
+    ExecView {
+        exec: &mut state.exec,
+        host: &mut state.host,
+    }
+}
+
 /// Links every capability.
 pub(super) fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     BaseWasi::link(linker)?;
     Filesystem::link(linker)?;
-    Host::link(linker)
+    Host::link(linker)?;
+    Commands::link(linker)
 }
 
 /// What a plugin needs that a step's grant does not give.
-pub fn check(needs: &Needs, granted: &[Mount]) -> Vec<Refusal> {
+pub fn check(needs: &Needs, granted: &Grant) -> Vec<Refusal> {
     [
         BaseWasi::check(needs, granted),
         Filesystem::check(needs, granted),
         Host::check(needs, granted),
+        Commands::check(needs, granted),
     ]
     .into_iter()
     .flatten()
@@ -226,6 +289,7 @@ pub(super) fn prepare(setup: &Setup) -> anyhow::Result<StepState> {
         wasi: BaseWasi::prepare(setup)?,
         fs: Filesystem::prepare(setup)?,
         host: Host::prepare(setup)?,
+        exec: Commands::prepare(setup)?,
         limiter: MemoryLimiter::new(setup.limits.memory),
     })
 }

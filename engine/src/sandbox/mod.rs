@@ -6,6 +6,7 @@
 
 mod bindings;
 mod capability;
+mod exec;
 mod fs;
 mod host;
 mod limits;
@@ -16,9 +17,10 @@ mod ticker;
 
 pub use crate::grant::Limits;
 pub use capability::{Refusal, check as check_grant};
+pub use exec::probe as probe_capture;
 
 use crate::events::{Emitter, Event, EventSink, LogLevel, LogLine};
-use crate::grant::{Access, Mount};
+use crate::grant::{Access, Exec, Mount};
 use crate::journal::RunJournal;
 use crate::plugin::{CacheOutcome, CompiledCache, MountNeed, Needs, PluginInfo, PluginSource};
 use anyhow::{Context, anyhow, bail};
@@ -83,6 +85,11 @@ pub struct StepRequest<'a> {
     pub params: Vec<(String, String)>,
     /// What the step may spend.
     pub limits: Limits,
+    /// The commands it may run.
+    pub exec: &'a Exec,
+    /// A directory of the run's own, outside every mount, where its
+    /// commands' file changes are held until they are applied.
+    pub scratch: std::path::PathBuf,
 }
 
 /// Why a step failed, for reports and policies.
@@ -207,6 +214,7 @@ impl Sandbox {
             ("describe", self.events.clone()),
             (&[], &[]),
             (None, None),
+            (&Exec::default(), std::env::temp_dir()),
             Vec::new(),
             limits,
         )?;
@@ -264,6 +272,7 @@ impl Sandbox {
             ),
             (request.mounts, &request.pinned),
             (request.journal.clone(), request.room.clone()),
+            (request.exec, request.scratch.clone()),
             request.params.clone(),
             limits,
         ) {
@@ -349,6 +358,7 @@ impl Sandbox {
         (step, events): (&str, Emitter),
         (mounts, pinned): (&[Mount], &[Arc<std::fs::File>]),
         (journal, room): (Option<Arc<Mutex<RunJournal>>>, Option<Arc<crate::journal::Room>>),
+        (exec, scratch): (&Exec, std::path::PathBuf),
         params: Vec<(String, String)>,
         limits: Limits,
     ) -> anyhow::Result<(Store<StepState>, CapturedOutput, CapturedOutput)> {
@@ -357,6 +367,8 @@ impl Sandbox {
         let state = capability::prepare(&capability::Setup {
             step,
             mounts,
+            exec,
+            scratch,
             pinned,
             journal,
             room,

@@ -1,5 +1,6 @@
 //! What a step's store holds: each capability's state, and its limiter.
 
+use super::exec::ExecState;
 use super::fs::FsLayer;
 use super::host::HostState;
 use super::limits::MemoryLimiter;
@@ -28,6 +29,7 @@ pub struct StepState {
     pub(super) wasi: Wasi,
     pub(super) fs: FsLayer,
     pub(super) host: HostState,
+    pub(super) exec: ExecState,
     pub(super) limiter: MemoryLimiter,
 }
 

@@ -1,0 +1,382 @@
+//! `stepback:plugin/exec`: commands a step runs natively, their file
+//! changes captured by overlays ([`namespace`]) and applied through the
+//! journal once they exit ([`apply`]).
+
+mod apply;
+mod namespace;
+mod output;
+
+use super::bindings::stepback::plugin::exec::{Command, Completion, ExecError, Host, Status};
+use super::host::HostState;
+use crate::events::LogLevel;
+use crate::grant::{Access, Capture, Exec, Mount};
+use crate::journal::Recorder;
+use cap_std::fs::{Dir, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::HasData;
+
+/// A step's part of the exec capability.
+pub struct ExecState {
+    grant: Exec,
+    mounts: Vec<ExecMount>,
+    recorder: Option<Arc<Mutex<dyn Recorder>>>,
+    /// Where the overlays' upper layers are made, one directory per command.
+    scratch: PathBuf,
+    /// When the step must end: no command runs past it.
+    deadline: Instant,
+    /// Commands run so far, naming their scratch directories.
+    count: usize,
+}
+
+/// A mount as commands see it: at its host path.
+pub struct ExecMount {
+    /// The mount's name, for records.
+    pub name: String,
+    /// Where steps see it.
+    pub guest: String,
+    /// Where commands see it (and where it is).
+    pub host: PathBuf,
+    /// What steps may do there.
+    pub access: Access,
+    /// The directory as the run opened it, if it did.
+    pub pinned: Option<Arc<std::fs::File>>,
+}
+
+impl ExecState {
+    /// A step's exec state: `scratch` holds the overlays' layers.
+    pub fn new(
+        grant: Exec,
+        mounts: Vec<ExecMount>,
+        recorder: Option<Arc<Mutex<dyn Recorder>>>,
+        scratch: PathBuf,
+        time: Duration,
+    ) -> ExecState {
+        ExecState {
+            grant,
+            mounts,
+            recorder,
+            scratch,
+            deadline: Instant::now() + time,
+            count: 0,
+        }
+    }
+}
+
+/// The exec interface's view of a step's store: its own state, and the
+/// host interface's log that a command's output goes to.
+pub struct ExecView<'a> {
+    /// The exec state.
+    pub exec: &'a mut ExecState,
+    /// The step's log.
+    pub host: &'a mut HostState,
+}
+
+/// Links `stepback:plugin/exec` to [`ExecView`].
+pub struct ExecCapability;
+
+impl HasData for ExecCapability {
+    type Data<'a> = ExecView<'a>;
+}
+
+/// Whether commands can be captured by overlays of `mounts` (read-write
+/// ones), with layers made in `scratch`: tried for real, nothing attached.
+pub fn probe(mounts: &[Mount], scratch: &Path) -> Result<(), String> {
+    let dir = scratch.join(format!("probe-{}", std::process::id()));
+    let result = (|| {
+        for mount in mounts.iter().filter(|m| m.access == Access::ReadWrite) {
+            let layer = Layer::make(&dir, &mount.name)?;
+            namespace::overlay(&layer.overlay(&mount.host, &mount.host))?;
+        }
+        std::io::Result::Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map_err(|e| match e.raw_os_error() {
+        Some(libc::EPERM) => format!("making an overlay needs root (CAP_SYS_ADMIN): {e}"),
+        _ => e.to_string(),
+    })
+}
+
+/// A command's upper and work directories for one mount.
+struct Layer {
+    upper: PathBuf,
+    work: PathBuf,
+}
+
+impl Layer {
+    fn make(dir: &Path, mount: &str) -> std::io::Result<Layer> {
+        let base = dir.join(mount);
+        let (upper, work) = (base.join("upper"), base.join("work"));
+        std::fs::create_dir_all(&upper)?;
+        std::fs::create_dir_all(&work)?;
+        Ok(Layer { upper, work })
+    }
+
+    fn overlay(&self, target: &Path, lower: &Path) -> namespace::Overlay {
+        namespace::Overlay {
+            target: target.to_path_buf(),
+            lower: lower.to_path_buf(),
+            upper: self.upper.clone(),
+            work: self.work.clone(),
+        }
+    }
+}
+
+/// The environment every command starts from; the plugin's adds to it.
+const BASE_ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/tmp"),
+    ("LANG", "C.UTF-8"),
+];
+
+impl ExecView<'_> {
+    /// The granted program `name` names, by its name in the grant or its path.
+    fn program(&self, name: &str) -> Result<PathBuf, ExecError> {
+        let grant = &self.exec.grant.programs;
+        grant
+            .iter()
+            .find(|p| p.name == name || p.path == Path::new(name))
+            .map(|p| p.path.clone())
+            .ok_or_else(|| {
+                let listed: Vec<&str> = grant.iter().map(|p| p.name.as_str()).collect();
+                ExecError::NotGranted(format!(
+                    "program {name:?} is not in the step's exec grant ({})",
+                    if listed.is_empty() {
+                        "which is empty".to_owned()
+                    } else {
+                        listed.join(", ")
+                    }
+                ))
+            })
+    }
+
+    /// The host directory the guest path `cwd` names, inside a mount.
+    fn cwd(&self, cwd: Option<&str>) -> Result<PathBuf, ExecError> {
+        let Some(cwd) = cwd else {
+            return Ok(self
+                .exec
+                .mounts
+                .first()
+                .map_or_else(|| PathBuf::from("/"), |m| m.host.clone()));
+        };
+        let path = Path::new(cwd);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
+        {
+            return Err(ExecError::Invalid(format!(
+                "working directory {cwd:?} must be an absolute guest path without `.` or `..`"
+            )));
+        }
+        self.exec
+            .mounts
+            .iter()
+            .find_map(|m| {
+                let rest = path.strip_prefix(&m.guest).ok()?;
+                Some(m.host.join(rest))
+            })
+            .ok_or_else(|| {
+                ExecError::Invalid(format!(
+                    "working directory {cwd:?} is not inside any of the step's mounts"
+                ))
+            })
+    }
+
+    async fn run_command(&mut self, command: Command) -> Result<Completion, ExecError> {
+        let program = self.program(&command.program)?;
+        let cwd = self.cwd(command.cwd.as_deref())?;
+        let left = self.exec.deadline.saturating_duration_since(Instant::now());
+        let timeout = command
+            .timeout_ms
+            .map_or(left, |ms| Duration::from_millis(ms).min(left));
+        self.exec.count += 1;
+        let dir = self.exec.scratch.join(format!("command-{}", self.exec.count));
+        let captured = self.exec.grant.capture == Capture::Overlay;
+        let writable: Vec<&ExecMount> = self
+            .exec
+            .mounts
+            .iter()
+            .filter(|m| captured && m.access == Access::ReadWrite)
+            .collect();
+        let mut layers = Vec::new();
+        let mut overlays = Vec::new();
+        for m in &writable {
+            let layer =
+                Layer::make(&dir, &m.name).map_err(|e| spawn_failed("making the overlay's layers", e))?;
+            let lower = match &m.pinned {
+                Some(f) => PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&**f))),
+                None => m.host.clone(),
+            };
+            overlays.push(
+                namespace::overlay(&layer.overlay(&m.host, &lower))
+                    .map_err(|e| spawn_failed("capturing", e))?,
+            );
+            layers.push(layer);
+        }
+        let visible: Vec<namespace::Visible> = self
+            .exec
+            .mounts
+            .iter()
+            .map(|m| namespace::Visible {
+                path: m.host.clone(),
+                writable: !captured && m.access == Access::ReadWrite,
+            })
+            .collect();
+        let jail = namespace::Jail::new(overlays, &visible, &cwd, self.exec.grant.network)
+            .map_err(|e| spawn_failed("preparing the namespace", e))?;
+
+        let mut cmd = std::process::Command::new(&program);
+        cmd.args(&command.args)
+            .env_clear()
+            .envs(BASE_ENV.iter().copied())
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if command.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        jail.enter(&mut cmd);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_failed(&format!("starting {}", program.display()), e))?;
+        drop(jail);
+        self.host.record_log(
+            LogLevel::Info,
+            format!("running {} {}", command.program, shell_words(&command.args)),
+        );
+
+        let stdin = child.stdin.take();
+        let input = command.stdin.unwrap_or_default();
+        let feed = async move {
+            if let Some(mut stdin) = stdin {
+                use tokio::io::AsyncWriteExt;
+                // A command that does not read its input just closes it.
+                let _ = stdin.write_all(&input).await;
+            }
+        };
+        let mut lines = output::Lines::new(child.stdout.take(), child.stderr.take());
+        let mut tail = output::Tail::default();
+        let waited = tokio::time::timeout(timeout, async {
+            let ((), ()) = tokio::join!(feed, async {
+                while let Some((level, line)) = lines.next().await {
+                    tail.push(&line);
+                    self.host.record_log(level, line);
+                }
+            });
+            child.wait().await
+        })
+        .await;
+        let status = match waited {
+            Err(_) => {
+                let _ = child.kill().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir(&self.exec.scratch);
+                self.host.record_log(
+                    LogLevel::Warn,
+                    format!(
+                        "{} timed out after {}: killed with everything it started; its file changes were discarded",
+                        command.program,
+                        humantime::format_duration(timeout)
+                    ),
+                );
+                return Ok(Completion {
+                    status: Status::TimedOut,
+                    output_tail: tail.into_string(),
+                    changes: 0,
+                });
+            }
+            Ok(Err(e)) => return Err(spawn_failed("waiting for the command", e)),
+            Ok(Ok(status)) => status,
+        };
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+        let changes = self.apply(&writable_names(&writable), &layers);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir(&self.exec.scratch);
+        let changes = changes.map_err(ExecError::ApplyFailed)?;
+        if changes > 0 {
+            self.host.record_log(
+                LogLevel::Info,
+                format!("applied {changes} change(s) the command made to the step's mounts"),
+            );
+        }
+        Ok(Completion {
+            status: Status::Exited(code),
+            output_tail: tail.into_string(),
+            changes,
+        })
+    }
+
+    /// Applies each layer to its mount; the number of changes applied.
+    fn apply(&self, names: &[String], layers: &[Layer]) -> Result<u64, String> {
+        let mut total = 0;
+        for (name, layer) in names.iter().zip(layers) {
+            let m = self
+                .exec
+                .mounts
+                .iter()
+                .find(|m| &m.name == name)
+                .expect("layers are made for the step's mounts");
+            let result = (|| {
+                let root = match &m.pinned {
+                    Some(f) => Dir::from_std_file(f.try_clone()?),
+                    None => Dir::open_ambient_dir(&m.host, cap_std::ambient_authority())?,
+                };
+                let upper = Dir::open_ambient_dir(&layer.upper, cap_std::ambient_authority())?;
+                let mut apply = apply::Apply {
+                    mount: &m.name,
+                    recorder: self.exec.recorder.as_ref(),
+                    same_fs: upper.dir_metadata()?.dev() == root.dir_metadata()?.dev(),
+                    changes: 0,
+                };
+                let done = apply.run(&upper, &root);
+                total += apply.changes;
+                done
+            })();
+            result.map_err(|e| format!("applying the command's changes to mount {name}: {e}"))?;
+        }
+        Ok(total)
+    }
+}
+
+fn writable_names(mounts: &[&ExecMount]) -> Vec<String> {
+    mounts.iter().map(|m| m.name.clone()).collect()
+}
+
+fn spawn_failed(what: &str, e: std::io::Error) -> ExecError {
+    ExecError::SpawnFailed(format!("{what}: {e}"))
+}
+
+/// Arguments as a shell would need them written, for the log.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Host for ExecView<'_> {
+    async fn run(&mut self, command: Command) -> Result<Completion, ExecError> {
+        self.run_command(command).await
+    }
+}

@@ -1,0 +1,320 @@
+//! Commands (`builtin:run-command`, the exec capability): their file
+//! changes inside the step's mounts are captured by an overlay, applied
+//! through the journal, and rolled back exactly; nothing outside changes;
+//! nothing they start outlives them; grants are checked before anything runs.
+
+use crate::support::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A flow with mount `m` (read-write), whose first step runs `script`
+/// with `sh` in it; `more` is appended (further keys of that step, then
+/// further steps).
+fn command_flow(script: &str, step_keys: &str, more: &str) -> String {
+    format!(
+        "{}\n[[steps]]\nname = \"command\"\nuses = \"builtin:run-command\"\nmounts = [\"m\"]\nexec = [\"sh\"]\n{step_keys}\n[steps.with]\nprogram = \"sh\"\nargs = [\"-c\", '''{script}''']\n{more}",
+        flow_head("commands", &["m"], &["r"])
+    )
+}
+
+const FAIL_AFTER: &str = "[[steps]]\nname = \"after\"\nuses = \"builtin:fail\"\n";
+
+/// A tree with something for every kind of change to act on.
+fn seed(env: &Env) {
+    env.write("m/append.txt", "first line\n");
+    env.write("m/overwrite.txt", "old contents\n");
+    env.write("m/delete.txt", "doomed\n");
+    env.write("m/deldir/one", "1");
+    env.write("m/deldir/inner/two", "2");
+    env.write("m/movedir/x", "x");
+    env.write("m/move.txt", "moving\n");
+    env.write("m/mode.txt", "mode\n");
+    env.write("m/to-symlink.txt", "becomes a link\n");
+    env.write("m/sub/deep/edit.txt", "deep\n");
+    env.write("m/keep.txt", "untouched\n");
+    std::os::unix::fs::symlink("keep.txt", env.path("m/old-link")).unwrap();
+    env.mkdir("r");
+    env.write("r/ro.txt", "read-only\n");
+}
+
+/// Every kind of change a command can make inside its mount.
+const CHANGES: &str = "set -e
+echo second line >> append.txt
+printf 'new contents' > overwrite.txt
+rm delete.txt
+rm -r deldir
+mv movedir moved
+mv move.txt moved.txt
+chmod 600 mode.txt
+rm to-symlink.txt && ln -s keep.txt to-symlink.txt
+rm old-link && ln -s moved.txt old-link
+echo more >> sub/deep/edit.txt
+mkdir -p new/dir && echo fresh > new/dir/file && touch -d @1600000000 new/dir/file
+echo done";
+
+#[test]
+fn a_commands_changes_roll_back_exactly() {
+    let env = Env::new();
+    seed(&env);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let run = env.run_flow(&command_flow(CHANGES, "", FAIL_AFTER));
+    run.expect_code(1).expect_stdout("every path restored");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+}
+
+#[test]
+fn a_commands_changes_are_those_of_a_plain_run() {
+    let env = Env::new();
+    seed(&env);
+    // The same script run plainly, on a copy.
+    let status = std::process::Command::new("cp")
+        .args(["-a", "m", "plain"])
+        .current_dir(env.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plain = std::process::Command::new("sh")
+        .args(["-c", CHANGES])
+        .current_dir(env.path("plain"))
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{plain:?}");
+
+    env.run_flow(&command_flow(CHANGES, "", ""))
+        .expect_code(0)
+        .expect_stdout("sh exited with 0");
+    let (got, want) = (snapshot_full(&env.path("m")), snapshot_full(&env.path("plain")));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same paths"
+    );
+    for (path, g) in &got {
+        let w = &want[path];
+        assert_eq!(g.node, w.node, "{}: contents or link target", path.display());
+        assert_eq!(g.mode, w.mode, "{}: type and mode", path.display());
+        assert_eq!(g.owner, w.owner, "{}: owner", path.display());
+        assert!(
+            g.xattrs.iter().all(|(n, _)| !n.starts_with(b"trusted.overlay.")),
+            "{}: overlay bookkeeping leaked",
+            path.display()
+        );
+    }
+    // A time the command set is kept.
+    assert_eq!(
+        got[Path::new("new/dir/file")].mtime,
+        1_600_000_000 * 1_000_000_000
+    );
+}
+
+#[test]
+fn outside_its_mounts_a_command_gets_read_only_errors() {
+    let env = Env::new();
+    seed(&env);
+    env.write("outside.txt", "outside\n");
+    let script = "echo x > ../outside.txt || echo outside-refused
+echo y > ../r/ro.txt || echo mount-refused
+echo z > /etc/stepback-test-file || echo etc-refused
+echo fine > ok.txt";
+    let before_r = snapshot_full(&env.path("r"));
+    let flow = command_flow(script, "", "").replace("mounts = [\"m\"]\n", "mounts = [\"m\", \"r\"]\n");
+    let path = env.flow(flow);
+    let run = env.stepback(&["--output", "json", "run", path.to_str().unwrap()]);
+    run.expect_code(0);
+    let lines: Vec<String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "step-log")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for refused in ["outside-refused", "mount-refused", "etc-refused"] {
+        assert!(
+            lines.iter().any(|l| l == refused),
+            "{refused} missing from {lines:?}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("Read-only file system"))
+            .count()
+            >= 3,
+        "{lines:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("outside.txt")).unwrap(),
+        "outside\n"
+    );
+    assert!(!Path::new("/etc/stepback-test-file").exists());
+    assert_same_full(&before_r, &snapshot_full(&env.path("r")), "the read-only mount");
+    assert_eq!(std::fs::read_to_string(env.path("m/ok.txt")).unwrap(), "fine\n");
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) && !cmdline.contains("-c") {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// Waits up to five seconds for every process holding `needle` to go.
+fn assert_gone(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nothing_a_command_starts_outlives_it() {
+    let env = Env::new();
+    seed(&env);
+    let run = env.run_flow(&command_flow("sleep 4321 & echo started", "", ""));
+    run.expect_code(0);
+    // Checked at once: the namespace is gone when the command is.
+    assert_eq!(processes_with("sleep 4321"), Vec::<String>::new());
+}
+
+#[test]
+fn a_timeout_kills_the_whole_tree_and_discards_its_changes() {
+    let env = Env::new();
+    seed(&env);
+    let before = snapshot_full(&env.path("m"));
+    let script = "echo partial > made.txt; sleep 5432 & sleep 5433";
+    let flow = command_flow(script, "", "").replace("[steps.with]\n", "[steps.with]\ntimeout = \"500ms\"\n");
+    let started = Instant::now();
+    let run = env.run_flow(&flow);
+    run.expect_code(1).expect_stdout("sh timed out");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_gone("sleep 5432");
+    assert_gone("sleep 5433");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the timeout");
+}
+
+#[test]
+fn grants_are_checked_before_anything_runs() {
+    let env = Env::new();
+    seed(&env);
+    let before = snapshot_full(&env.path("m"));
+    // A program outside the grant.
+    let flow = command_flow("echo hi > made", "", "").replace("program = \"sh\"", "program = \"bash\"");
+    let run = env.run_flow(&flow);
+    run.expect_code(2)
+        .expect_stderr("flow.toml:")
+        .expect_stderr("program \"bash\" is not in the step's exec grant (sh)");
+    // No grant at all.
+    let flow = command_flow("echo hi > made", "", "").replace("exec = [\"sh\"]\n", "");
+    env.run_flow(&flow)
+        .expect_code(2)
+        .expect_stderr("runs commands, but the step grants none");
+    // A program that is not there.
+    let flow = command_flow("echo hi > made", "", "")
+        .replace("exec = [\"sh\"]", "exec = [\"sh\", \"no-such-program-here\"]");
+    env.run_flow(&flow)
+        .expect_code(2)
+        .expect_stderr("program \"no-such-program-here\" is not found in PATH");
+    // A grant for a plugin that runs nothing.
+    let flow = format!(
+        "{}\n[[steps]]\nname = \"w\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nexec = [\"sh\"]\nwith = {{ path = \"/m/x\", content = \"x\" }}\n",
+        flow_head("commands", &["m"], &[])
+    );
+    env.run_flow(&flow)
+        .expect_code(2)
+        .expect_stderr("grants programs, but the plugin runs no commands");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after refused runs");
+}
+
+#[test]
+fn the_network_is_denied_unless_granted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let env = Env::new();
+    seed(&env);
+    let connect = format!(
+        "{}\n[[steps]]\nname = \"connect\"\nuses = \"builtin:run-command\"\nmounts = [\"m\"]\nexec = [\"bash\"]\nNETWORK\nwith = {{ program = \"bash\", args = [\"-c\", \"echo hello > /dev/tcp/127.0.0.1/{port}\"] }}\n",
+        flow_head("network", &["m"], &[])
+    );
+    env.run_flow(&connect.replace("NETWORK", ""))
+        .expect_code(1)
+        .expect_stdout("bash exited with 1");
+    assert!(listener.accept().is_err(), "a connection got through");
+    env.run_flow(&connect.replace("NETWORK", "network = true"))
+        .expect_code(0);
+    assert!(listener.accept().is_ok(), "the granted connection did not arrive");
+}
+
+#[test]
+fn a_kill_while_a_command_runs_is_recovered() {
+    let env = Env::new();
+    seed(&env);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let flow = format!(
+        "{}\n[[steps]]\nname = \"first\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/append.txt\", content = \"changed\" }}\n{}",
+        flow_head("killed", &["m"], &["r"]),
+        command_flow("echo x > made.txt; sleep 6543", "", "")
+            .split_once("[[steps]]")
+            .map(|(_, rest)| format!("[[steps]]{rest}"))
+            .unwrap()
+    );
+    let path = env.flow(flow);
+    let mut child = env
+        .command(&["run", path.to_str().unwrap()], &shared_cache())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while processes_with("sleep 6543").is_empty() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_gone("sleep 6543");
+    env.stepback(&["run", path.to_str().unwrap()])
+        .expect_code(5)
+        .expect_stderr("must be rolled back first");
+    env.stepback(&["recover"])
+        .expect_code(0)
+        .expect_stdout("rolled back");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after recover");
+}
+
+#[test]
+fn a_crash_while_a_commands_changes_are_applied_is_recovered() {
+    for op in [2, 5, 9] {
+        let env = Env::new();
+        seed(&env);
+        fix_times(&env.path("m"));
+        let before = snapshot_full(&env.path("m"));
+        let flow = env.flow(command_flow(CHANGES, "", ""));
+        let run = env.stepback_env(
+            &["run", flow.to_str().unwrap()],
+            &[("STEPBACK_FAULT", &format!("crash-before-op:{op}"))],
+        );
+        assert!(run.killed(), "op {op}: the run was not aborted\n{}", run.stdout());
+        env.stepback(&["recover"])
+            .expect_code(0)
+            .expect_stdout("rolled back");
+        assert_same_full(
+            &before,
+            &snapshot_full(&env.path("m")),
+            &format!("recovered after a crash before op {op}"),
+        );
+    }
+}
