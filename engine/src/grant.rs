@@ -84,6 +84,49 @@ pub struct Exec {
     pub capture: Capture,
 }
 
+impl Mount {
+    /// Where guest path `guest` is on the host, if it is in this mount
+    /// (absolute, without `.` or `..`): commands see mounts there.
+    pub fn host_path(&self, guest: &str) -> Option<PathBuf> {
+        let path = std::path::Path::new(guest);
+        let clean = path.is_absolute()
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+        clean.then_some(())?;
+        Some(self.host.join(path.strip_prefix(&self.guest).ok()?))
+    }
+}
+
+impl Exec {
+    /// The granted program `name` names: by the name the flow gives it,
+    /// or by a path to the same file (`/bin/sh` for `sh` found as
+    /// `/usr/bin/sh`, where `/bin` links to `/usr/bin`).
+    pub fn find(&self, name: &str) -> Option<&Program> {
+        let path = std::path::Path::new(name);
+        let canonical = || std::fs::canonicalize(path).ok();
+        self.programs.iter().find(|p| {
+            p.name == name
+                || p.path == path
+                || (path.is_absolute()
+                    && canonical().is_some_and(|c| std::fs::canonicalize(&p.path).ok() == Some(c)))
+        })
+    }
+
+    /// The names of the granted programs, for messages.
+    pub fn listed(&self) -> String {
+        match self.programs.is_empty() {
+            true => "the step grants none".to_owned(),
+            false => self
+                .programs
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
 /// A program a step may run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
@@ -114,4 +157,88 @@ pub struct Grant {
     pub mounts: Vec<Mount>,
     /// The commands it may run.
     pub exec: Exec,
+}
+
+/// What a script's `#!` line runs: the program, and the one argument
+/// the line may give it (`/usr/bin/env NAME` runs NAME, with none).
+pub fn shebang(script: &[u8]) -> Option<(String, Option<String>)> {
+    let line = script.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line.strip_prefix(b"#!")?).ok()?.trim();
+    let (program, arg) = match line.split_once(char::is_whitespace) {
+        Some((program, arg)) => (program, Some(arg.trim().to_owned())),
+        None => (line, None),
+    };
+    match (program.rsplit('/').next(), &arg) {
+        (Some("env"), Some(name)) if !name.starts_with('-') && !name.contains(char::is_whitespace) => {
+            Some((name.clone(), None))
+        }
+        _ if program.is_empty() => None,
+        _ => Some((program.to_owned(), arg)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shebang_names_its_program_and_argument() {
+        let line = |s: &str| shebang(s.as_bytes());
+        assert_eq!(line("#!/bin/sh\necho"), Some(("/bin/sh".into(), None)));
+        assert_eq!(
+            line("#! /bin/bash -e\n"),
+            Some(("/bin/bash".into(), Some("-e".into())))
+        );
+        assert_eq!(line("#!/usr/bin/env python3\n"), Some(("python3".into(), None)));
+        // env with a flag runs env itself, which must then be granted.
+        assert_eq!(
+            line("#!/usr/bin/env -S a b\n"),
+            Some(("/usr/bin/env".into(), Some("-S a b".into())))
+        );
+        assert_eq!(line("echo no shebang"), None);
+        assert_eq!(line("#!\n"), None);
+    }
+
+    #[test]
+    fn a_program_is_found_by_name_or_by_a_path_to_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("tool");
+        std::fs::write(&real, "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("alias")).unwrap();
+        let exec = Exec {
+            programs: vec![Program {
+                name: "tool".into(),
+                path: real.clone(),
+            }],
+            ..Exec::default()
+        };
+        assert!(exec.find("tool").is_some());
+        assert!(exec.find(real.to_str().unwrap()).is_some());
+        assert!(exec.find(dir.path().join("alias").to_str().unwrap()).is_some());
+        assert!(
+            exec.find("alias").is_none(),
+            "a bare name is matched by name only"
+        );
+        assert!(exec.find("/bin/true").is_none());
+        assert_eq!(exec.listed(), "tool");
+        assert_eq!(Exec::default().listed(), "the step grants none");
+    }
+
+    #[test]
+    fn a_guest_path_maps_into_its_mount_only() {
+        let m = Mount {
+            name: "app".into(),
+            host: PathBuf::from("/srv/app"),
+            guest: "/app".into(),
+            access: Access::ReadWrite,
+        };
+        assert_eq!(
+            m.host_path("/app/bin/run"),
+            Some(PathBuf::from("/srv/app/bin/run"))
+        );
+        assert_eq!(m.host_path("/app"), Some(PathBuf::from("/srv/app/")));
+        assert_eq!(m.host_path("/apple"), None);
+        assert_eq!(m.host_path("/app/../etc"), None);
+        assert_eq!(m.host_path("app/x"), None);
+    }
 }

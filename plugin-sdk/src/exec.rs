@@ -97,6 +97,13 @@ impl Command {
     }
 }
 
+/// Where commands find what the step sees at `guest_path` (commands see
+/// mounts at their host paths); `None` outside every mount. For arguments
+/// that name files of the step's mounts.
+pub fn host_path(guest_path: &str) -> Option<String> {
+    wit::host_path(guest_path)
+}
+
 /// A command that ran.
 #[derive(Debug, Clone)]
 pub struct Completion(wit::Completion);

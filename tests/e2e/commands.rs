@@ -318,3 +318,52 @@ fn a_crash_while_a_commands_changes_are_applied_is_recovered() {
         );
     }
 }
+
+/// A flow with mount `m` and one `builtin:run-script` step with `with`
+/// (a TOML inline table's insides) and grant `exec`.
+fn script_flow(exec: &str, with: &str) -> String {
+    format!(
+        "{}\n[params.version]\ndefault = \"1.2.3\"\n[[steps]]\nname = \"script\"\nuses = \"builtin:run-script\"\nmounts = [\"m\"]\nexec = [{exec}]\nwith = {{ {with} }}\n",
+        flow_head("scripts", &["m"], &[])
+    )
+}
+
+#[test]
+fn a_script_runs_by_its_shebang_or_a_named_interpreter() {
+    let env = Env::new();
+    env.write("m/deploy.sh", "#!/bin/sh\necho \"deployed $1\" > release.txt\n");
+    env.run_flow(&script_flow(
+        "\"sh\"",
+        "path = \"/m/deploy.sh\", args = [\"${version}\"]",
+    ))
+    .expect_code(0)
+    .expect_stdout("/m/deploy.sh exited with 0");
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/release.txt")).unwrap(),
+        "deployed 1.2.3\n"
+    );
+
+    env.run_flow(&script_flow(
+        "\"bash\"",
+        "inline = 'echo \"$0 $1 $VERSION\" > inline.txt', interpreter = \"bash\", args = [\"${version}\"], env = { VERSION = \"v${version}\" }",
+    ))
+    .expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/inline.txt")).unwrap(),
+        "inline-script 1.2.3 v1.2.3\n"
+    );
+}
+
+#[test]
+fn a_scripts_interpreter_must_be_granted() {
+    let env = Env::new();
+    env.write("m/tool.pl", "#!/usr/bin/env perl\nprint 1;\n");
+    env.run_flow(&script_flow("\"sh\"", "path = \"/m/tool.pl\""))
+        .expect_code(2)
+        .expect_stderr("flow.toml:")
+        .expect_stderr("the #! line of /m/tool.pl runs \"perl\", which is not in the step's exec grant (sh)");
+    env.run_flow(&script_flow("\"sh\"", "inline = 'echo hi'"))
+        .expect_code(2)
+        .expect_stderr("interpreter");
+    assert!(!env.path("m/hi").exists());
+}

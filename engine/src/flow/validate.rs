@@ -346,7 +346,7 @@ impl Validator<'_> {
             self.check_needs(field, &info, &grant);
         }
         self.check_schema(&field.key("with"), &info, &config);
-        self.check_programs(&field.key("with"), &info, &config, &grant.exec);
+        self.check_programs(&field.key("with"), &info, &config, &grant);
         let Grant {
             mounts: granted,
             exec,
@@ -422,38 +422,52 @@ impl Validator<'_> {
         }
     }
 
-    /// Whether every program the config names (in a property the plugin's
-    /// schema marks with `"x-stepback-program": true`) is in the step's
-    /// grant: a command outside it is refused before anything runs.
-    fn check_programs(&mut self, field: &FieldPath, info: &PluginInfo, config: &Value, exec: &Exec) {
+    /// Whether every program the config names is in the step's grant: a
+    /// command outside it is refused before anything runs. The plugin's
+    /// schema marks the properties that name programs
+    /// (`"x-stepback-program": true`), and those that name a script in a
+    /// mount (`"x-stepback-script": true`) whose `#!` line names one when
+    /// no program is named.
+    fn check_programs(&mut self, field: &FieldPath, info: &PluginInfo, config: &Value, grant: &Grant) {
         let Some(properties) = info.config_schema.get("properties").and_then(Value::as_object) else {
             return;
         };
-        for (key, schema) in properties {
-            if schema.get("x-stepback-program") != Some(&Value::Bool(true)) {
-                continue;
-            }
-            let Some(name) = config.get(key).and_then(Value::as_str) else {
-                continue;
-            };
-            let granted = exec
-                .programs
+        let marked = |mark: &'static str| {
+            properties
                 .iter()
-                .any(|p| p.name == name || p.path == Path::new(name));
-            if !granted {
-                let listed: Vec<&str> = exec.programs.iter().map(|p| p.name.as_str()).collect();
+                .filter_map(move |(key, schema)| Some((key, schema.get(mark)?, config.get(key)?.as_str()?)))
+        };
+        let mut named = false;
+        for (key, _, name) in marked("x-stepback-program") {
+            named = true;
+            if grant.exec.find(name).is_none() {
                 self.report(
                     &field.key(key),
                     format!(
                         "program {name:?} is not in the step's exec grant ({}): add it to `exec`",
-                        if listed.is_empty() {
-                            "the step has none".to_owned()
-                        } else {
-                            listed.join(", ")
-                        }
+                        grant.exec.listed()
                     ),
                 );
             }
+        }
+        if named {
+            return;
+        }
+        for (key, _, guest) in marked("x-stepback-script") {
+            let host = grant.mounts.iter().find_map(|m| m.host_path(guest));
+            // A script an earlier step makes is checked when it runs.
+            let Some(text) = host.and_then(|p| std::fs::read(p).ok()) else {
+                continue;
+            };
+            let why = match crate::grant::shebang(&text) {
+                None => format!("script {guest} has no #! line: name its interpreter"),
+                Some((program, _)) if grant.exec.find(&program).is_none() => format!(
+                    "the #! line of {guest} runs {program:?}, which is not in the step's exec grant ({}): add it to `exec`",
+                    grant.exec.listed()
+                ),
+                Some(_) => continue,
+            };
+            self.report(&field.key(key), why);
         }
     }
 

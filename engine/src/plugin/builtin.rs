@@ -15,6 +15,7 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     builtin!("fail", "fail.wasm"),
     builtin!("remove", "remove.wasm"),
     builtin!("run-command", "run_command.wasm"),
+    builtin!("run-script", "run_script.wasm"),
     builtin!("write-file", "write_file.wasm"),
 ];
 

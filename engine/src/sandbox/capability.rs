@@ -237,10 +237,7 @@ impl Capability for Commands {
             .iter()
             .enumerate()
             .map(|(i, m)| ExecMount {
-                name: m.name.clone(),
-                guest: m.guest.clone(),
-                host: m.host.clone(),
-                access: m.access,
+                mount: m.clone(),
                 pinned: setup.pinned.get(i).cloned(),
             })
             .collect();

@@ -33,14 +33,8 @@ pub struct ExecState {
 
 /// A mount as commands see it: at its host path.
 pub struct ExecMount {
-    /// The mount's name, for records.
-    pub name: String,
-    /// Where steps see it.
-    pub guest: String,
-    /// Where commands see it (and where it is).
-    pub host: PathBuf,
-    /// What steps may do there.
-    pub access: Access,
+    /// The mount.
+    pub mount: Mount,
     /// The directory as the run opened it, if it did.
     pub pinned: Option<Arc<std::fs::File>>,
 }
@@ -62,6 +56,13 @@ impl ExecState {
             deadline: Instant::now() + time,
             count: 0,
         }
+    }
+}
+
+impl ExecState {
+    /// Where commands find guest path `guest`.
+    fn host_path(&self, guest: &str) -> Option<PathBuf> {
+        self.mounts.iter().find_map(|m| m.mount.host_path(guest))
     }
 }
 
@@ -135,24 +136,37 @@ const BASE_ENV: &[(&str, &str)] = &[
 ];
 
 impl ExecView<'_> {
-    /// The granted program `name` names, by its name in the grant or its path.
-    fn program(&self, name: &str) -> Result<PathBuf, ExecError> {
-        let grant = &self.exec.grant.programs;
-        grant
-            .iter()
-            .find(|p| p.name == name || p.path == Path::new(name))
-            .map(|p| p.path.clone())
-            .ok_or_else(|| {
-                let listed: Vec<&str> = grant.iter().map(|p| p.name.as_str()).collect();
-                ExecError::NotGranted(format!(
-                    "program {name:?} is not in the step's exec grant ({})",
-                    if listed.is_empty() {
-                        "which is empty".to_owned()
-                    } else {
-                        listed.join(", ")
-                    }
-                ))
-            })
+    /// What runs for program `name` with `args`: a granted program, or a
+    /// script in one of the step's mounts (by host path) whose `#!` line
+    /// names one, run by it.
+    fn program(&self, name: &str, args: Vec<String>) -> Result<(PathBuf, Vec<String>), ExecError> {
+        let grant = &self.exec.grant;
+        if let Some(p) = grant.find(name) {
+            return Ok((p.path.clone(), args));
+        }
+        let script = Path::new(name);
+        let in_mount =
+            script.is_absolute() && self.exec.mounts.iter().any(|m| script.starts_with(&m.mount.host));
+        let line = in_mount
+            .then(|| std::fs::read(script).ok())
+            .flatten()
+            .and_then(|text| crate::grant::shebang(&text));
+        match line {
+            Some((interpreter, arg)) => {
+                let p = grant.find(&interpreter).ok_or_else(|| {
+                    ExecError::NotGranted(format!(
+                        "the #! line of {name} runs {interpreter:?}, which is not in the step's exec grant ({})",
+                        grant.listed()
+                    ))
+                })?;
+                let args = arg.into_iter().chain([name.to_owned()]).chain(args).collect();
+                Ok((p.path.clone(), args))
+            }
+            None => Err(ExecError::NotGranted(format!(
+                "program {name:?} is not in the step's exec grant ({})",
+                grant.listed()
+            ))),
+        }
     }
 
     /// The host directory the guest path `cwd` names, inside a mount.
@@ -162,34 +176,17 @@ impl ExecView<'_> {
                 .exec
                 .mounts
                 .first()
-                .map_or_else(|| PathBuf::from("/"), |m| m.host.clone()));
+                .map_or_else(|| PathBuf::from("/"), |m| m.mount.host.clone()));
         };
-        let path = Path::new(cwd);
-        if !path.is_absolute()
-            || path
-                .components()
-                .any(|c| !matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
-        {
-            return Err(ExecError::Invalid(format!(
-                "working directory {cwd:?} must be an absolute guest path without `.` or `..`"
-            )));
-        }
-        self.exec
-            .mounts
-            .iter()
-            .find_map(|m| {
-                let rest = path.strip_prefix(&m.guest).ok()?;
-                Some(m.host.join(rest))
-            })
-            .ok_or_else(|| {
-                ExecError::Invalid(format!(
-                    "working directory {cwd:?} is not inside any of the step's mounts"
-                ))
-            })
+        self.exec.host_path(cwd).ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "working directory {cwd:?} is not an absolute guest path (without `.` or `..`) inside one of the step's mounts"
+            ))
+        })
     }
 
     async fn run_command(&mut self, command: Command) -> Result<Completion, ExecError> {
-        let program = self.program(&command.program)?;
+        let (program, args) = self.program(&command.program, command.args.clone())?;
         let cwd = self.cwd(command.cwd.as_deref())?;
         let left = self.exec.deadline.saturating_duration_since(Instant::now());
         let timeout = command
@@ -202,19 +199,19 @@ impl ExecView<'_> {
             .exec
             .mounts
             .iter()
-            .filter(|m| captured && m.access == Access::ReadWrite)
+            .filter(|m| captured && m.mount.access == Access::ReadWrite)
             .collect();
         let mut layers = Vec::new();
         let mut overlays = Vec::new();
         for m in &writable {
-            let layer =
-                Layer::make(&dir, &m.name).map_err(|e| spawn_failed("making the overlay's layers", e))?;
+            let layer = Layer::make(&dir, &m.mount.name)
+                .map_err(|e| spawn_failed("making the overlay's layers", e))?;
             let lower = match &m.pinned {
                 Some(f) => PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&**f))),
-                None => m.host.clone(),
+                None => m.mount.host.clone(),
             };
             overlays.push(
-                namespace::overlay(&layer.overlay(&m.host, &lower))
+                namespace::overlay(&layer.overlay(&m.mount.host, &lower))
                     .map_err(|e| spawn_failed("capturing", e))?,
             );
             layers.push(layer);
@@ -224,15 +221,15 @@ impl ExecView<'_> {
             .mounts
             .iter()
             .map(|m| namespace::Visible {
-                path: m.host.clone(),
-                writable: !captured && m.access == Access::ReadWrite,
+                path: m.mount.host.clone(),
+                writable: !captured && m.mount.access == Access::ReadWrite,
             })
             .collect();
         let jail = namespace::Jail::new(overlays, &visible, &cwd, self.exec.grant.network)
             .map_err(|e| spawn_failed("preparing the namespace", e))?;
 
         let mut cmd = std::process::Command::new(&program);
-        cmd.args(&command.args)
+        cmd.args(&args)
             .env_clear()
             .envs(BASE_ENV.iter().copied())
             .envs(command.env.iter().map(|(k, v)| (k, v)))
@@ -326,16 +323,16 @@ impl ExecView<'_> {
                 .exec
                 .mounts
                 .iter()
-                .find(|m| &m.name == name)
+                .find(|m| &m.mount.name == name)
                 .expect("layers are made for the step's mounts");
             let result = (|| {
                 let root = match &m.pinned {
                     Some(f) => Dir::from_std_file(f.try_clone()?),
-                    None => Dir::open_ambient_dir(&m.host, cap_std::ambient_authority())?,
+                    None => Dir::open_ambient_dir(&m.mount.host, cap_std::ambient_authority())?,
                 };
                 let upper = Dir::open_ambient_dir(&layer.upper, cap_std::ambient_authority())?;
                 let mut apply = apply::Apply {
-                    mount: &m.name,
+                    mount: &m.mount.name,
                     recorder: self.exec.recorder.as_ref(),
                     same_fs: upper.dir_metadata()?.dev() == root.dir_metadata()?.dev(),
                     changes: 0,
@@ -351,7 +348,7 @@ impl ExecView<'_> {
 }
 
 fn writable_names(mounts: &[&ExecMount]) -> Vec<String> {
-    mounts.iter().map(|m| m.name.clone()).collect()
+    mounts.iter().map(|m| m.mount.name.clone()).collect()
 }
 
 fn spawn_failed(what: &str, e: std::io::Error) -> ExecError {
@@ -378,5 +375,11 @@ fn shell_words(args: &[String]) -> String {
 impl Host for ExecView<'_> {
     async fn run(&mut self, command: Command) -> Result<Completion, ExecError> {
         self.run_command(command).await
+    }
+
+    fn host_path(&mut self, guest: String) -> Option<String> {
+        self.exec
+            .host_path(&guest)
+            .map(|p| p.to_string_lossy().into_owned())
     }
 }
