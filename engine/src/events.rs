@@ -175,6 +175,10 @@ pub enum Event {
         /// moved aside into the run's backup area (where each one is
         /// kept is in its line) so that restoring the path lost nothing.
         kept: Vec<String>,
+        /// Commands that ran uncaptured (`capture = "none"`): what they
+        /// changed was not reversed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        not_reversed: Vec<String>,
         /// Wall time of the rollback and its verification.
         millis: f64,
     },

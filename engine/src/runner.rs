@@ -439,12 +439,14 @@ impl Journaled {
                     reason: format!("cannot read the journal: {e}"),
                 }],
                 kept: Vec::new(),
+                not_reversed: Vec::new(),
             },
         };
         events.emit(Event::RollbackFinished {
             undone: report.undone,
             problems: report.problems.iter().map(ToString::to_string).collect(),
             kept: report.kept.iter().map(ToString::to_string).collect(),
+            not_reversed: report.not_reversed.clone(),
             millis: started.elapsed().as_secs_f64() * 1e3,
         });
         (Some(report), uncommitted)

@@ -367,3 +367,27 @@ fn a_scripts_interpreter_must_be_granted() {
         .expect_stderr("interpreter");
     assert!(!env.path("m/hi").exists());
 }
+
+#[test]
+fn an_uncaptured_command_is_marked_as_not_reversible() {
+    let env = Env::new();
+    seed(&env);
+    let flow = command_flow("echo direct > direct.txt", "capture = \"none\"", FAIL_AFTER);
+    let run = env.run_flow(&flow);
+    run.expect_code(1)
+        .expect_stderr("runs `sh -c 'echo direct > direct.txt'` uncaptured")
+        .expect_stdout("NOT REVERSED: 1 command(s) ran uncaptured")
+        .expect_stdout("step 0: sh -c 'echo direct > direct.txt'");
+    // Written straight to the mount, and left there.
+    assert_eq!(std::fs::read_to_string(env.path("m/direct.txt")).unwrap(), "direct\n");
+    let id = run
+        .stdout()
+        .split("(run ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .to_owned();
+    env.stepback(&["show", &id])
+        .expect_code(0)
+        .expect_stdout("NOT REVERSIBLE: ran uncaptured (capture = \"none\"): sh -c 'echo direct > direct.txt'");
+}

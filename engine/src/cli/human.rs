@@ -99,10 +99,12 @@ impl EventSink for Reporter {
                 undone,
                 problems,
                 kept,
+                not_reversed,
                 millis,
                 ..
             } => {
                 print_kept(&kept);
+                print_not_reversed(&not_reversed);
                 if problems.is_empty() {
                     outln!(
                         "rolled back: {undone} changes undone in {}; every path restored",
@@ -223,6 +225,20 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
 
 /// Lists what a rollback moved aside: other processes' changes found at
 /// paths the run had changed.
+/// Commands whose changes no rollback reverses (`capture = "none"`).
+pub fn print_not_reversed(commands: &[String]) {
+    if commands.is_empty() {
+        return;
+    }
+    outln!(
+        "NOT REVERSED: {} command(s) ran uncaptured (capture = \"none\"); what they changed is as they left it:",
+        commands.len()
+    );
+    for c in commands {
+        outln!("  {}", clean(c));
+    }
+}
+
 pub fn print_kept(kept: &[impl std::fmt::Display]) {
     if kept.is_empty() {
         return;

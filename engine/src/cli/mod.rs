@@ -200,6 +200,7 @@ fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
         Ok(report) => {
             outln!("run {run} undone: {} changes reversed", report.undone);
             human::print_kept(&report.kept);
+            human::print_not_reversed(&report.not_reversed);
             for problem in &report.problems {
                 outln!("  NOT RESTORED {problem}");
             }
@@ -247,6 +248,7 @@ fn recover(state_dir: &Path) -> u8 {
             );
         }
         human::print_kept(&r.report.kept);
+        human::print_not_reversed(&r.report.not_reversed);
         for problem in &r.report.problems {
             outln!("  NOT RESTORED {problem}");
         }

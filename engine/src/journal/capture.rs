@@ -192,6 +192,9 @@ pub trait Recorder: Send {
     /// The step put entry `id` where it is without a capture (a file it
     /// opened in a directory that is all its own, a hard link it made).
     fn made(&mut self, id: FileId);
+    /// A command of the step is about to change the mounts without a
+    /// capture (`command`, for the record): said before it starts.
+    fn uncaptured(&mut self, command: &str) -> io::Result<()>;
     /// The step is done changing the file `meta` describes, for now (it
     /// closed a descriptor it could write through, set its times, or
     /// ended): what another process does to it later is not the run's.
@@ -802,6 +805,13 @@ impl Recorder for RunJournal {
 
     fn made(&mut self, id: FileId) {
         self.step_made.push(id);
+    }
+
+    fn uncaptured(&mut self, command: &str) -> io::Result<()> {
+        self.writer.append(&Record::Uncaptured {
+            step: self.step,
+            command: command.to_owned(),
+        })
     }
 
     fn left(&mut self, meta: &Metadata) {

@@ -306,6 +306,15 @@ pub enum Record {
         /// The read-write mounts the run journals.
         mounts: Vec<MountRecord>,
     },
+    /// A step is about to run a command whose changes are not captured
+    /// (`capture = "none"`): what it changes in the mounts has no undo
+    /// records, and a rollback does not reverse it.
+    Uncaptured {
+        /// The step, by position in the flow.
+        step: usize,
+        /// The command, as its log shows it.
+        command: String,
+    },
     /// A step starts; undo records after it belong to it.
     Step {
         /// Position in the flow, from 0.

@@ -32,6 +32,9 @@ pub struct RollbackReport {
     /// area (which is then never pruned) rather than overwritten. The
     /// paths themselves are restored.
     pub kept: Vec<Problem>,
+    /// Commands the run let change its mounts without a capture
+    /// (`capture = "none"`), whose changes the rollback could not reverse.
+    pub not_reversed: Vec<String>,
 }
 
 pub(super) fn problem(mount: &str, op: &UndoOp, reason: String) -> Problem {

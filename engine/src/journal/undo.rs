@@ -32,7 +32,16 @@ pub fn rollback(
     writer: &mut JournalWriter,
     fault: Fault,
 ) -> RollbackReport {
-    let mut report = RollbackReport::default();
+    let mut report = RollbackReport {
+        not_reversed: records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Uncaptured { step, command } => Some(format!("step {step}: {command}")),
+                _ => None,
+            })
+            .collect(),
+        ..RollbackReport::default()
+    };
     let mut mounts = HashMap::new();
     if let Some(Record::Begin { mounts: list, .. }) = records.first() {
         for m in list {

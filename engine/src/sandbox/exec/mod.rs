@@ -195,6 +195,10 @@ impl ExecView<'_> {
         self.exec.count += 1;
         let dir = self.exec.scratch.join(format!("command-{}", self.exec.count));
         let captured = self.exec.grant.capture == Capture::Overlay;
+        let shown = format!("{} {}", command.program, shell_words(&command.args));
+        if !captured {
+            self.uncaptured(&shown)?;
+        }
         let writable: Vec<&ExecMount> = self
             .exec
             .mounts
@@ -247,10 +251,7 @@ impl ExecView<'_> {
             .spawn()
             .map_err(|e| spawn_failed(&format!("starting {}", program.display()), e))?;
         drop(jail);
-        self.host.record_log(
-            LogLevel::Info,
-            format!("running {} {}", command.program, shell_words(&command.args)),
-        );
+        self.host.record_log(LogLevel::Info, format!("running {shown}"));
 
         let stdin = child.stdin.take();
         let input = command.stdin.unwrap_or_default();
@@ -313,6 +314,24 @@ impl ExecView<'_> {
             output_tail: tail.into_string(),
             changes,
         })
+    }
+
+    /// Records, before it starts, that a command will change the step's
+    /// mounts without a capture, and warns the operator.
+    fn uncaptured(&mut self, shown: &str) -> Result<(), ExecError> {
+        if let Some(rec) = &self.exec.recorder {
+            rec.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .uncaptured(shown)
+                .map_err(|e| spawn_failed("recording the uncaptured command in the journal", e))?;
+        }
+        self.host.events.emit(crate::events::Event::Warning {
+            message: format!(
+                "step '{}' runs `{shown}` uncaptured (capture = \"none\"): a rollback will not reverse what it changes",
+                self.host.step
+            ),
+        });
+        Ok(())
     }
 
     /// Applies each layer to its mount; the number of changes applied.
