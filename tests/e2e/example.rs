@@ -20,10 +20,13 @@ fn example_flow_deploys_the_release() {
     env.stepback(&["run", "flow.toml"])
         .expect_code(0)
         .expect_stdout("3 files, 78 bytes to /app/releases/1.4.2")
+        .expect_stdout("ln exited with 0, 1 change(s)")
+        .expect_stdout("the inline script exited with 0")
         .expect_stdout("flow webapp succeeded");
 
     let app = env.path("app");
     assert_eq!(fs::read_to_string(app.join("CURRENT")).unwrap(), "1.4.2\n");
+    assert_eq!(fs::read_link(app.join("current")).unwrap(), Path::new("releases/1.4.2"));
     assert_eq!(
         fs::read_to_string(app.join("releases/1.4.2/static/index.html")).unwrap(),
         "<h1>webapp 1.4.2</h1>\n"
