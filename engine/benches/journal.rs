@@ -21,103 +21,15 @@
 //! target directory's: on tmpfs, the engine's own cost shows without the
 //! disk's noise.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{Bench, median, ms, ratio, sync};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 5;
 const FILES: usize = 10_000;
-
-struct Bench {
-    root: PathBuf,
-    cache: PathBuf,
-}
-
-/// What one `stepback` run reported.
-struct Measured {
-    wall: Duration,
-    /// Sum of the steps' own times.
-    steps: Duration,
-    rollback: Option<Duration>,
-    peak_rss_kib: Option<u64>,
-}
-
-impl Bench {
-    fn state(&self) -> PathBuf {
-        self.root.join("state")
-    }
-
-    fn stepback(&self, args: &[&str], fault: Option<&str>) -> Measured {
-        sync();
-        let time = Path::new("/usr/bin/time").exists();
-        let mut command = if time {
-            let mut c = Command::new("/usr/bin/time");
-            c.args(["-f", "peak-rss-kib %M"])
-                .arg(env!("CARGO_BIN_EXE_stepback"));
-            c
-        } else {
-            Command::new(env!("CARGO_BIN_EXE_stepback"))
-        };
-        command
-            .args(["--output", "json"])
-            .args(args)
-            .env("STEPBACK_STATE_DIR", self.state())
-            .env("STEPBACK_CACHE_DIR", &self.cache)
-            // Errors the guests expect (a file not there yet) would capture
-            // backtraces, which an operator's shell does not ask for.
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .current_dir(&self.root);
-        if let Some(f) = fault {
-            command.env("STEPBACK_FAULT", f);
-        }
-        let start = Instant::now();
-        let out = command.output().expect("running stepback");
-        let wall = start.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let mut steps = Duration::ZERO;
-        let mut rollback = None;
-        for line in stdout.lines() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let millis = || Duration::from_secs_f64(event["millis"].as_f64().unwrap_or(0.0) / 1e3);
-            match event["event"].as_str() {
-                Some("step-finished") => steps += millis(),
-                Some("rollback-finished") => rollback = Some(millis()),
-                _ => {}
-            }
-        }
-        let peak_rss_kib = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("peak-rss-kib "))
-            .and_then(|v| v.trim().parse().ok());
-        Measured {
-            wall,
-            steps,
-            rollback,
-            peak_rss_kib,
-        }
-    }
-}
-
-fn sync() {
-    let _ = Command::new("sync").status();
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1e3)
-}
-
-fn ratio(a: Duration, b: Duration) -> String {
-    format!("{:.2}", a.as_secs_f64() / b.as_secs_f64())
-}
 
 fn flow(name: &str, from: &str, fail: bool) -> String {
     let mut text = format!(

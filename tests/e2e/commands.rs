@@ -379,7 +379,10 @@ fn an_uncaptured_command_is_marked_as_not_reversible() {
         .expect_stdout("NOT REVERSED: 1 command(s) ran uncaptured")
         .expect_stdout("step 0: sh -c 'echo direct > direct.txt'");
     // Written straight to the mount, and left there.
-    assert_eq!(std::fs::read_to_string(env.path("m/direct.txt")).unwrap(), "direct\n");
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/direct.txt")).unwrap(),
+        "direct\n"
+    );
     let id = run
         .stdout()
         .split("(run ")
@@ -387,7 +390,7 @@ fn an_uncaptured_command_is_marked_as_not_reversible() {
         .and_then(|s| s.split(')').next())
         .unwrap()
         .to_owned();
-    env.stepback(&["show", &id])
-        .expect_code(0)
-        .expect_stdout("NOT REVERSIBLE: ran uncaptured (capture = \"none\"): sh -c 'echo direct > direct.txt'");
+    env.stepback(&["show", &id]).expect_code(0).expect_stdout(
+        "NOT REVERSIBLE: ran uncaptured (capture = \"none\"): sh -c 'echo direct > direct.txt'",
+    );
 }

@@ -26,7 +26,10 @@ fn example_flow_deploys_the_release() {
 
     let app = env.path("app");
     assert_eq!(fs::read_to_string(app.join("CURRENT")).unwrap(), "1.4.2\n");
-    assert_eq!(fs::read_link(app.join("current")).unwrap(), Path::new("releases/1.4.2"));
+    assert_eq!(
+        fs::read_link(app.join("current")).unwrap(),
+        Path::new("releases/1.4.2")
+    );
     assert_eq!(
         fs::read_to_string(app.join("releases/1.4.2/static/index.html")).unwrap(),
         "<h1>webapp 1.4.2</h1>\n"

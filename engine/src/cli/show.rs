@@ -92,7 +92,10 @@ fn print_run(id: &str, records: &[Record]) {
         match record {
             Record::Step { index, name } => outln!("step {index} '{}':", clean(name)),
             Record::Uncaptured { command, .. } => {
-                outln!("  NOT REVERSIBLE: ran uncaptured (capture = \"none\"): {}", clean(command))
+                outln!(
+                    "  NOT REVERSIBLE: ran uncaptured (capture = \"none\"): {}",
+                    clean(command)
+                )
             }
             Record::Undo { seq, .. } if voided.contains(seq) => {}
             Record::Undo {

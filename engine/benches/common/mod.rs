@@ -1,0 +1,99 @@
+//! What the benchmarks share: running `stepback` with a warm cache and
+//! reading step and rollback times from its JSON events, and medians.
+
+#![allow(dead_code)] // each bench uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct Bench {
+    pub root: PathBuf,
+    pub cache: PathBuf,
+}
+
+/// What one `stepback` run reported.
+pub struct Measured {
+    pub wall: Duration,
+    /// Sum of the steps' own times.
+    pub steps: Duration,
+    pub rollback: Option<Duration>,
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl Bench {
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    pub fn stepback(&self, args: &[&str], fault: Option<&str>) -> Measured {
+        sync();
+        let time = Path::new("/usr/bin/time").exists();
+        let mut command = if time {
+            let mut c = Command::new("/usr/bin/time");
+            c.args(["-f", "peak-rss-kib %M"])
+                .arg(env!("CARGO_BIN_EXE_stepback"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_stepback"))
+        };
+        command
+            .args(["--output", "json"])
+            .args(args)
+            .env("STEPBACK_STATE_DIR", self.state())
+            .env("STEPBACK_CACHE_DIR", &self.cache)
+            // Errors the guests expect (a file not there yet) would capture
+            // backtraces, which an operator's shell does not ask for.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .current_dir(&self.root);
+        if let Some(f) = fault {
+            command.env("STEPBACK_FAULT", f);
+        }
+        let start = Instant::now();
+        let out = command.output().expect("running stepback");
+        let wall = start.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut steps = Duration::ZERO;
+        let mut rollback = None;
+        for line in stdout.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let millis = || Duration::from_secs_f64(event["millis"].as_f64().unwrap_or(0.0) / 1e3);
+            match event["event"].as_str() {
+                Some("step-finished") => steps += millis(),
+                Some("rollback-finished") => rollback = Some(millis()),
+                _ => {}
+            }
+        }
+        let peak_rss_kib = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("peak-rss-kib "))
+            .and_then(|v| v.trim().parse().ok());
+        Measured {
+            wall,
+            steps,
+            rollback,
+            peak_rss_kib,
+        }
+    }
+}
+
+pub fn sync() {
+    let _ = Command::new("sync").status();
+}
+
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}", a.as_secs_f64() / b.as_secs_f64())
+}
