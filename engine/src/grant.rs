@@ -82,6 +82,17 @@ pub struct Exec {
     pub network: bool,
     /// How their file changes are captured.
     pub capture: Capture,
+    /// With [`Capture::Snapshot`], the paths copied before each command.
+    pub snapshot: Vec<SnapshotPath>,
+}
+
+/// A path of a read-write mount that commands' snapshots cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPath {
+    /// The mount's name.
+    pub mount: String,
+    /// The path in the mount (`""`: all of it).
+    pub rel: String,
 }
 
 impl Mount {
@@ -145,6 +156,10 @@ pub enum Capture {
     /// upper layer is applied through the journal afterwards.
     #[default]
     Overlay,
+    /// The paths the step lists (`snapshot = [...]`) are copied before
+    /// each command, which then writes the mounts directly; a rollback
+    /// puts those paths back whole. Changes elsewhere are not reversible.
+    Snapshot,
     /// Not captured: the command writes the mounts directly, and the run
     /// is marked as not wholly reversible.
     None,

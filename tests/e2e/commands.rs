@@ -376,8 +376,8 @@ fn an_uncaptured_command_is_marked_as_not_reversible() {
     let run = env.run_flow(&flow);
     run.expect_code(1)
         .expect_stderr("runs `sh -c 'echo direct > direct.txt'` uncaptured")
-        .expect_stdout("NOT REVERSED: 1 command(s) ran uncaptured")
-        .expect_stdout("step 0: sh -c 'echo direct > direct.txt'");
+        .expect_stdout("NOT REVERSED: 1 command(s) changed the mounts outside a capture")
+        .expect_stdout("step 0: sh -c 'echo direct > direct.txt' (capture = \"none\")");
     // Written straight to the mount, and left there.
     assert_eq!(
         std::fs::read_to_string(env.path("m/direct.txt")).unwrap(),
@@ -390,7 +390,107 @@ fn an_uncaptured_command_is_marked_as_not_reversible() {
         .and_then(|s| s.split(')').next())
         .unwrap()
         .to_owned();
-    env.stepback(&["show", &id]).expect_code(0).expect_stdout(
-        "NOT REVERSIBLE: ran uncaptured (capture = \"none\"): sh -c 'echo direct > direct.txt'",
+    env.stepback(&["show", &id])
+        .expect_code(0)
+        .expect_stdout("NOT REVERSIBLE: sh -c 'echo direct > direct.txt' (capture = \"none\")");
+}
+
+#[test]
+fn a_snapshot_puts_its_paths_back_whole() {
+    let env = Env::new();
+    seed(&env);
+    env.write("m/data/db/state", "v1");
+    env.write("m/data/db/log", "entries");
+    env.write("m/data/keep", "k");
+    std::os::unix::fs::symlink("db/state", env.path("m/data/link")).unwrap();
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m/data"));
+    let script = "set -e
+echo v2 > data/db/state
+rm data/db/log
+mkdir -p data/db/new && echo n > data/db/new/file
+chmod 700 data/db
+rm data/link && ln -s keep data/link
+mkdir fresh && echo f > fresh/file
+echo outside > keep.txt";
+    let flow = command_flow(
+        script,
+        "capture = \"snapshot\"\nsnapshot = [\"/m/data\", \"/m/fresh\"]",
+        FAIL_AFTER,
     );
+    let run = env.run_flow(&flow);
+    run.expect_code(1)
+        .expect_stderr("with snapshots of m:/data, m:/fresh only")
+        .expect_stdout("every path restored")
+        .expect_stdout("NOT REVERSED: 1 command(s) changed the mounts outside a capture")
+        .expect_stdout("(capture = \"snapshot\": changes outside m:/data, m:/fresh)");
+    assert_same_full(
+        &before,
+        &snapshot_full(&env.path("m/data")),
+        "the snapshotted tree",
+    );
+    assert!(
+        !env.path("m/fresh").exists(),
+        "a snapshotted path that was absent is removed"
+    );
+    // Outside the snapshots, the change stays.
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/keep.txt")).unwrap(),
+        "outside\n"
+    );
+}
+
+#[test]
+fn snapshot_paths_are_checked() {
+    let env = Env::new();
+    seed(&env);
+    let flow = command_flow("true", "capture = \"snapshot\"", "");
+    env.run_flow(&flow)
+        .expect_code(2)
+        .expect_stderr("capture = \"snapshot\" needs the paths to copy");
+    let flow = command_flow(
+        "true",
+        "capture = \"snapshot\"\nsnapshot = [\"/r/ro.txt\", \"/elsewhere\"]",
+        "",
+    )
+    .replace("mounts = [\"m\"]\n", "mounts = [\"m\", \"r\"]\n");
+    env.run_flow(&flow)
+        .expect_code(2)
+        .expect_stderr("\"/r/ro.txt\" is in mount 'r', which the step may only read")
+        .expect_stderr("\"/elsewhere\" is not an absolute guest path");
+}
+
+#[test]
+fn a_kill_while_a_snapshotted_command_runs_is_recovered() {
+    let env = Env::new();
+    seed(&env);
+    env.write("m/data/state", "v1");
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let flow = command_flow(
+        "echo v2 > data/state; rm append.txt; sleep 7654",
+        "capture = \"snapshot\"\nsnapshot = [\"/m/data\", \"/m/append.txt\"]",
+        "",
+    );
+    let path = env.flow(flow);
+    let mut child = env
+        .command(&["run", path.to_str().unwrap()], &shared_cache())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while processes_with("sleep 7654").is_empty() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The command has changed the mount directly by now.
+    assert_eq!(std::fs::read_to_string(env.path("m/data/state")).unwrap(), "v2\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_gone("sleep 7654");
+    env.stepback(&["recover"])
+        .expect_code(0)
+        .expect_stdout("rolled back");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after recover");
 }

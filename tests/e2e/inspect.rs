@@ -11,7 +11,7 @@ fn inspect_shows_description_schema_and_interfaces() {
         .expect_stdout("deploy-files 0.1.0 (builtin:deploy-files)")
         .expect_stdout("mount \"destination\": ReadWrite")
         .expect_stdout("\"sha256\"")
-        .expect_stdout("stepback:plugin/host@0.1.0")
+        .expect_stdout("stepback:plugin/host@0.1.1")
         .expect_stdout("wasi:filesystem/types@0.2")
         .expect_stdout("exports:\n  describe\n  run");
 }

@@ -86,7 +86,7 @@ fn unlinkable_plugins_are_refused_before_compiling() {
     let cache = env.mkdir("own-cache");
     env.stepback_with_cache(&["run", "flow.toml"], &cache)
         .expect_code(2)
-        .expect_stderr("was built against stepback:plugin 0.1.9; this host provides 0.1.0: upgrade stepback");
+        .expect_stderr("was built against stepback:plugin 0.1.9; this host provides 0.1.1: upgrade stepback");
     let http =
         wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#).unwrap();
     env.write("plugin.wasm", http);
@@ -99,4 +99,22 @@ fn unlinkable_plugins_are_refused_before_compiling() {
         .filter(|n| n.to_string_lossy().ends_with(".cwasm"))
         .collect();
     assert!(compiled.is_empty(), "compiled before refusing: {compiled:?}");
+}
+
+/// A plugin built against an older `stepback:plugin` of the host's series
+/// (0.1.0, before `exec` was added) still links: past the linker, it is
+/// refused only for exporting nothing.
+#[test]
+fn plugins_built_against_an_older_series_version_still_link() {
+    let env = Env::new();
+    let older = wat::parse_str(
+        r#"(component
+            (import "stepback:plugin/host@0.1.0" (instance))
+            (import "stepback:plugin/exec@0.1.1" (instance)))"#,
+    )
+    .unwrap();
+    let run = flow_using(&env, &older);
+    run.expect_code(2)
+        .expect_stderr("does not export the stepback:plugin/step world");
+    assert!(!run.stderr().contains("cannot be linked"), "{}", run.stderr());
 }

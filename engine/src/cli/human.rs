@@ -231,7 +231,7 @@ pub fn print_not_reversed(commands: &[String]) {
         return;
     }
     outln!(
-        "NOT REVERSED: {} command(s) ran uncaptured (capture = \"none\"); what they changed is as they left it:",
+        "NOT REVERSED: {} command(s) changed the mounts outside a capture; what they changed there is as they left it:",
         commands.len()
     );
     for c in commands {

@@ -92,10 +92,7 @@ fn print_run(id: &str, records: &[Record]) {
         match record {
             Record::Step { index, name } => outln!("step {index} '{}':", clean(name)),
             Record::Uncaptured { command, .. } => {
-                outln!(
-                    "  NOT REVERSIBLE: ran uncaptured (capture = \"none\"): {}",
-                    clean(command)
-                )
+                outln!("  NOT REVERSIBLE: {}", clean(command))
             }
             Record::Undo { seq, .. } if voided.contains(seq) => {}
             Record::Undo {
@@ -151,6 +148,8 @@ fn describe(change: Change, undo: &UndoOp) -> Option<String> {
             format!("deleted symlink (-> {target})")
         }
         (Change::Renamed, UndoOp::Renamed { from, .. }) => format!("renamed from /{from}"),
+        (_, UndoOp::Snapshot { backup: Some(_), .. }) => "snapshot before a command (restored whole)".into(),
+        (_, UndoOp::Snapshot { backup: None, .. }) => "absent before a command (removed on rollback)".into(),
         (Change::Touched, _) | (Change::Renamed, _) => return None,
         (_, _) => "changed".into(),
     })

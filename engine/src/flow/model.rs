@@ -82,6 +82,10 @@ pub struct StepDecl {
     /// How its commands' file changes are captured.
     #[serde(default)]
     pub capture: Option<Capture>,
+    /// With `capture = "snapshot"`: guest paths in its read-write mounts
+    /// copied before each command and put back whole on rollback.
+    #[serde(default)]
+    pub snapshot: Vec<String>,
 }
 
 /// What a step's failure does to the flow.

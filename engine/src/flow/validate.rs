@@ -7,7 +7,7 @@ use super::params::Params;
 use super::plan::{Plan, PlannedStep};
 use super::source::FlowSource;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::grant::{Access, Capture, Exec, Grant, Limits, Mount, Program};
+use crate::grant::{Access, Capture, Exec, Grant, Limits, Mount, Program, SnapshotPath};
 use crate::plugin::{PluginInfo, PluginSource};
 use crate::sandbox::{Plugin, Refusal, Sandbox};
 use jsonschema::paths::LocationSegment;
@@ -393,7 +393,11 @@ impl Validator<'_> {
         }
         let capture = decl.capture.unwrap_or_default();
         if decl.exec.is_empty() {
-            for (key, set) in [("network", decl.network), ("capture", decl.capture.is_some())] {
+            for (key, set) in [
+                ("network", decl.network),
+                ("capture", decl.capture.is_some()),
+                ("snapshot", !decl.snapshot.is_empty()),
+            ] {
                 if set {
                     self.report(
                         &field.key(key),
@@ -411,15 +415,69 @@ impl Validator<'_> {
             self.report(
                 &field.key(key),
                 format!(
-                    "the step's commands cannot be captured here: {why}. Set capture = \"none\" to run them uncaptured (their changes are then not reversible)"
+                    "the step's commands cannot be captured here: {why}. Set capture = \"snapshot\" with the paths they change (`snapshot = [...]`), or capture = \"none\" to run them uncaptured (their changes are then not reversible)"
                 ),
             );
         }
+        let snapshot = self.snapshot(field, decl, capture, mounts);
         Exec {
             programs,
             network: decl.network,
             capture,
+            snapshot,
         }
+    }
+
+    /// The paths a step's snapshots cover: each in one of its read-write
+    /// mounts; listed exactly when `capture = "snapshot"`.
+    fn snapshot(
+        &mut self,
+        field: &FieldPath,
+        decl: &StepDecl,
+        capture: Capture,
+        mounts: &[Mount],
+    ) -> Vec<SnapshotPath> {
+        match (capture, decl.snapshot.is_empty()) {
+            (Capture::Snapshot, true) => {
+                self.report(
+                    &field.key("capture"),
+                    "capture = \"snapshot\" needs the paths to copy: snapshot = [\"/guest/path\", ...]",
+                );
+                return Vec::new();
+            }
+            (Capture::Snapshot, false) => {}
+            (_, true) => return Vec::new(),
+            (_, false) => {
+                self.report(
+                    &field.key("snapshot"),
+                    "`snapshot` applies with capture = \"snapshot\" only",
+                );
+                return Vec::new();
+            }
+        }
+        let mut paths = Vec::new();
+        for (j, guest) in decl.snapshot.iter().enumerate() {
+            let found = mounts.iter().find_map(|m| {
+                let host = m.host_path(guest)?;
+                let rel = host.strip_prefix(&m.host).ok()?.to_str()?.to_owned();
+                Some((m, rel))
+            });
+            match found {
+                Some((m, rel)) if m.access == Access::ReadWrite => paths.push(SnapshotPath {
+                    mount: m.name.clone(),
+                    rel,
+                }),
+                Some((m, _)) => self.report(
+                    &field.key("snapshot").index(j),
+                    format!("{guest:?} is in mount '{}', which the step may only read", m.name),
+                ),
+                None => self.report(
+                    &field.key("snapshot").index(j),
+                    format!("{guest:?} is not an absolute guest path (without `.` or `..`) in one of the step's mounts"),
+                ),
+            }
+        }
+        paths
     }
 
     /// Whether every program the config names is in the step's grant: a

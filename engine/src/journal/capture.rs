@@ -36,6 +36,7 @@ use super::orphans;
 use super::record::{Change, EntryState, FileId, Meta, MountRecord, Owner, Record, Time, UndoOp, Xattr};
 use super::room::Room;
 use super::runs::RunDir;
+use cap_fs_ext::DirExt;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata, MetadataExt, PermissionsExt};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -195,6 +196,11 @@ pub trait Recorder: Send {
     /// A command of the step is about to change the mounts without a
     /// capture (`command`, for the record): said before it starts.
     fn uncaptured(&mut self, command: &str) -> io::Result<()>;
+    /// Before a command that changes the mount without a capture
+    /// (`capture = "snapshot"`): copies what is at `rel` whole, so that a
+    /// rollback puts it back (once per path and run: an older snapshot
+    /// already covers a later command).
+    fn snapshot(&mut self, mount: &str, rel: &str) -> io::Result<()>;
     /// The step is done changing the file `meta` describes, for now (it
     /// closed a descriptor it could write through, set its times, or
     /// ended): what another process does to it later is not the run's.
@@ -274,6 +280,8 @@ pub struct RunJournal {
     step_paths: BTreeSet<(String, String)>,
     /// Entries the current step made, for its `made` record.
     step_made: Vec<FileId>,
+    /// Paths snapshotted whole (`capture = "snapshot"`), by mount.
+    snapshots: HashSet<(String, String)>,
     fault: Fault,
     room: Arc<Room>,
 }
@@ -318,6 +326,7 @@ impl RunJournal {
             paths: BTreeSet::new(),
             step_paths: BTreeSet::new(),
             step_made: Vec::new(),
+            snapshots: HashSet::new(),
             fault,
             room,
         })
@@ -805,6 +814,54 @@ impl Recorder for RunJournal {
 
     fn made(&mut self, id: FileId) {
         self.step_made.push(id);
+    }
+
+    fn snapshot(&mut self, mount: &str, rel: &str) -> io::Result<()> {
+        if !self.snapshots.insert((mount.to_owned(), rel.to_owned())) {
+            return Ok(());
+        }
+        let root = self.dir(mount)?.try_clone()?;
+        let (parent_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let parent = match parent_rel {
+            "" => root,
+            p => root.open_dir_nofollow(p)?,
+        };
+        let parent_meta = parent.dir_metadata()?;
+        let taken = (|| {
+            if !self.times_kept(&parent_meta) {
+                self.save_times(mount, parent_rel, &parent_meta)?;
+            }
+            let backup = match parent.symlink_metadata(name) {
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+                Ok(meta) => {
+                    let copy = format!("snapshot-{}", self.seq + 1);
+                    self.fault.before_capture(self.seq + 1)?;
+                    self.room.check(&self.backup, meta.len())?;
+                    super::tree::copy(&parent, name, &self.backup, &copy)?;
+                    if meta.is_dir() {
+                        self.created_trees.insert((mount.to_owned(), rel.to_owned()));
+                    }
+                    Some(copy)
+                }
+            };
+            let undo = UndoOp::Snapshot {
+                path: rel.to_owned(),
+                backup,
+            };
+            let seq = self.record(mount, Change::Replaced, undo, false)?;
+            self.done(seq);
+            Ok(())
+        })();
+        let outcome = match &taken {
+            Ok(()) => Outcome::Succeeded {
+                created: None,
+                opened: None,
+            },
+            Err(_) => Outcome::Failed,
+        };
+        self.finish(outcome)?;
+        taken
     }
 
     fn uncaptured(&mut self, command: &str) -> io::Result<()> {

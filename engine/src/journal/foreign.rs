@@ -260,7 +260,7 @@ impl<'r> Foreign<'r> {
                 self.horizons.insert((mount, from), pos);
                 self.horizons.insert((mount, to), pos);
             }
-            UndoOp::Created { path, .. } => {
+            UndoOp::Created { path, .. } | UndoOp::Snapshot { path, .. } => {
                 self.horizons.insert((mount, path), pos);
             }
             _ => {}

@@ -36,7 +36,9 @@ pub(super) fn footprint(mount: &str, op: &UndoOp) -> Footprint {
         ]
     };
     match op {
-        UndoOp::Created { path, tree: true, .. } => entry(path, Touches::Subtree),
+        UndoOp::Created { path, tree: true, .. } | UndoOp::Snapshot { path, .. } => {
+            entry(path, Touches::Subtree)
+        }
         UndoOp::Times { path, .. } => vec![(mount.to_owned(), path.clone(), Touches::Entry)],
         UndoOp::Renamed { from, to } => {
             let mut f = entry(from, Touches::Subtree);
@@ -141,7 +143,7 @@ impl<'a> Markers<'a> {
                 | UndoOp::Times { path, .. } => {
                     self.to_sync.insert(fs.host.join(path));
                 }
-                UndoOp::Saved { .. } | UndoOp::Created { .. } => {
+                UndoOp::Saved { .. } | UndoOp::Created { .. } | UndoOp::Snapshot { .. } => {
                     self.to_sync.insert(self.backup.clone());
                 }
                 _ => {}

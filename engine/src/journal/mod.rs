@@ -45,6 +45,7 @@ mod report;
 mod room;
 mod runs;
 mod sparse;
+mod tree;
 mod undo;
 mod verify;
 

@@ -46,6 +46,7 @@ pub(super) fn relocated(op: &UndoOp, name: &str) -> UndoOp {
         | UndoOp::RemovedDir { path, .. }
         | UndoOp::Times { path, .. }
         | UndoOp::RemovedSymlink { path, .. }
+        | UndoOp::Snapshot { path, .. }
         | UndoOp::Renamed { to: path, .. } => *path = name.to_owned(),
     }
     op

@@ -180,6 +180,17 @@ pub enum UndoOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<Owner>,
     },
+    /// What was at `path` before a command that an overlay does not
+    /// capture ran (`capture = "snapshot"`), copied whole into the backup
+    /// area; undo replaces whatever is there by the copy, or removes it
+    /// when nothing was there.
+    Snapshot {
+        /// The snapshotted path.
+        path: String,
+        /// The copy's name in the backup area; none when nothing was there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup: Option<String>,
+    },
     /// The modification time of an entry about to change: a directory
     /// gaining or losing entries, or a `set-times`.
     Times {
@@ -206,6 +217,7 @@ impl UndoOp {
             | UndoOp::Copied { path, .. }
             | UndoOp::RemovedDir { path, .. }
             | UndoOp::RemovedSymlink { path, .. }
+            | UndoOp::Snapshot { path, .. }
             | UndoOp::Times { path, .. } => path,
             UndoOp::Renamed { to, .. } => to,
         }

@@ -395,6 +395,27 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             }
             Ok(())
         }
+        UndoOp::Snapshot { path, backup: None } => discard(dir, path, backup, seq),
+        UndoOp::Snapshot {
+            path,
+            backup: Some(name),
+        } => {
+            // Done already (a resumed rollback) once the copy is back.
+            if !exists(backup, name)? {
+                return Ok(());
+            }
+            discard(dir, path, backup, seq)?;
+            match backup.rename(name, dir, path) {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                    super::tree::copy(backup, name, dir, path)?;
+                    match backup.symlink_metadata(name)?.is_dir() {
+                        true => backup.remove_dir_all(name),
+                        false => backup.remove_file(name),
+                    }
+                }
+                done => done,
+            }
+        }
     }
 }
 

@@ -62,7 +62,8 @@ pub(super) fn originals(records: &[Record]) -> Vec<(&str, &UndoOp)> {
                 renamed.insert((mount, from));
                 renamed.insert((mount, to));
             }
-            UndoOp::Created { path, .. } => {
+            // What is beneath a snapshot was recorded after it changed.
+            UndoOp::Created { path, .. } | UndoOp::Snapshot { path, .. } => {
                 renamed.insert((mount, path));
             }
             _ => {}
@@ -89,8 +90,15 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
         }
     };
     match (op, meta) {
-        (UndoOp::Created { .. }, Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
-        (UndoOp::Created { .. }, Ok(m)) => Err(format!("should not exist, but is {}", found(&m))),
+        (UndoOp::Created { .. } | UndoOp::Snapshot { backup: None, .. }, Err(e))
+            if e.kind() == ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        (UndoOp::Created { .. } | UndoOp::Snapshot { backup: None, .. }, Ok(m)) => {
+            Err(format!("should not exist, but is {}", found(&m)))
+        }
+        (UndoOp::Snapshot { backup: Some(_), .. }, Ok(_)) => Ok(()),
         (UndoOp::Saved { size, ino, .. }, Ok(m)) if m.is_file() && m.len() == *size => {
             if m.ino() == *ino {
                 Ok(())

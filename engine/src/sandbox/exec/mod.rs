@@ -197,6 +197,7 @@ impl ExecView<'_> {
         let captured = self.exec.grant.capture == Capture::Overlay;
         let shown = format!("{} {}", command.program, shell_words(&command.args));
         if !captured {
+            self.snapshot()?;
             self.uncaptured(&shown)?;
         }
         let writable: Vec<&ExecMount> = self
@@ -316,20 +317,55 @@ impl ExecView<'_> {
         })
     }
 
+    /// Copies the paths the step's snapshots cover, before a command
+    /// that changes its mounts directly.
+    fn snapshot(&mut self) -> Result<(), ExecError> {
+        let Some(rec) = &self.exec.recorder else {
+            return Ok(());
+        };
+        for path in &self.exec.grant.snapshot {
+            rec.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .snapshot(&path.mount, &path.rel)
+                .map_err(|e| {
+                    spawn_failed(&format!("taking the snapshot of {}:/{}", path.mount, path.rel), e)
+                })?;
+        }
+        Ok(())
+    }
+
     /// Records, before it starts, that a command will change the step's
     /// mounts without a capture, and warns the operator.
     fn uncaptured(&mut self, shown: &str) -> Result<(), ExecError> {
+        let grant = &self.exec.grant;
+        let (what, record) = match grant.capture {
+            Capture::Snapshot => {
+                let covered: Vec<String> = grant
+                    .snapshot
+                    .iter()
+                    .map(|p| format!("{}:/{}", p.mount, p.rel))
+                    .collect();
+                let covered = covered.join(", ");
+                (
+                    format!(
+                        "with snapshots of {covered} only: a rollback puts those back, and does not reverse what it changes elsewhere"
+                    ),
+                    format!("{shown} (capture = \"snapshot\": changes outside {covered})"),
+                )
+            }
+            _ => (
+                "uncaptured (capture = \"none\"): a rollback will not reverse what it changes".to_owned(),
+                format!("{shown} (capture = \"none\")"),
+            ),
+        };
         if let Some(rec) = &self.exec.recorder {
             rec.lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .uncaptured(shown)
+                .uncaptured(&record)
                 .map_err(|e| spawn_failed("recording the uncaptured command in the journal", e))?;
         }
         self.host.events.emit(crate::events::Event::Warning {
-            message: format!(
-                "step '{}' runs `{shown}` uncaptured (capture = \"none\"): a rollback will not reverse what it changes",
-                self.host.step
-            ),
+            message: format!("step '{}' runs `{shown}` {what}", self.host.step),
         });
         Ok(())
     }

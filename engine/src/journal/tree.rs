@@ -1,0 +1,89 @@
+//! Whole trees copied exactly, for snapshots (`capture = "snapshot"`):
+//! files (reflink clones where the filesystem can), directories and
+//! symlinks, each with its mode, owner, times and extended attributes.
+//! Special files are refused: no step makes them, and a snapshot that
+//! silently lacks one would not restore what was there.
+
+use super::entry::{fd_xattrs, open_dir_readable};
+use cap_fs_ext::DirExt;
+use cap_std::fs::{Dir, Metadata, MetadataExt, PermissionsExt};
+use std::io::{self, ErrorKind};
+
+/// Copies the entry `name` of `from` (a tree, a file or a symlink) to
+/// `to_name` in `to`, which must not exist; syncs what it writes.
+pub(super) fn copy(from: &Dir, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+    let meta = from.symlink_metadata(name)?;
+    if meta.is_dir() {
+        to.create_dir(to_name)?;
+        let source = from.open_dir_nofollow(name)?;
+        let target = to.open_dir_nofollow(to_name)?;
+        for entry in source.entries()? {
+            let entry = entry?.file_name();
+            let entry = entry.to_str().ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("a name that is not UTF-8: {entry:?}"),
+                )
+            })?;
+            copy(&source, entry, &target, entry)?;
+        }
+        copy_xattrs(&open_dir_readable(from, name)?, &open_dir_readable(to, to_name)?)?;
+        target.open(".").and_then(|d| d.sync_all())?;
+    } else if meta.is_symlink() {
+        to.symlink_contents(from.read_link_contents(name)?, to_name)?;
+    } else if meta.is_file() {
+        let source = from.open(name)?.into_std();
+        let copy = to.create(to_name)?.into_std();
+        if rustix::fs::ioctl_ficlone(&copy, &source).is_err() {
+            super::sparse::copy_contents(&source, &copy)?;
+        }
+        copy_xattrs(&source, &copy)?;
+        copy.sync_all()?;
+    } else {
+        return Err(io::Error::new(
+            ErrorKind::Unsupported,
+            format!("{name} is a special file (FIFO, socket or device), which a snapshot does not copy"),
+        ));
+    }
+    attributes(to, to_name, &meta)
+}
+
+fn copy_xattrs(from: &impl std::os::fd::AsFd, to: &impl std::os::fd::AsFd) -> io::Result<()> {
+    for x in fd_xattrs(from)? {
+        rustix::fs::fsetxattr(to, &x.name.0[..], &x.value.0, rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Gives `name` in `dir` the owner, mode and times of `meta` (the owner
+/// first: a change of owner clears set-id bits).
+fn attributes(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Gid, Mode, Timespec, Timestamps, Uid};
+    rustix::fs::chownat(
+        dir,
+        name,
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if !meta.is_symlink() {
+        rustix::fs::chmodat(
+            dir,
+            name,
+            Mode::from_raw_mode(meta.permissions().mode() & 0o7777),
+            AtFlags::empty(),
+        )?;
+    }
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    };
+    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
