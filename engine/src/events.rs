@@ -60,12 +60,25 @@ pub enum FlowStatus {
     /// Every step succeeded (or failed under `on-failure = "continue"`);
     /// the run is committed.
     Succeeded,
-    /// A step failed and stopped the flow; its changes were rolled back
-    /// (see [`Event::RollbackFinished`] for how completely).
-    Failed,
+    /// A step failed and stopped the flow; the actions it triggered ran,
+    /// every change was reverted and the flow's rollback action ran, all
+    /// of it successfully.
+    #[serde(rename = "failed-rolled-back")]
+    RolledBack,
+    /// A step failed and stopped the flow, and the rollback did not all
+    /// succeed: an action failed, or a path could not be restored (the
+    /// rest of the rollback still ran). Needs attention.
+    #[serde(rename = "failed-rollback-incomplete")]
+    RollbackIncomplete,
+    /// A step failed under `on-failure = "stop"`: the actions it
+    /// triggered ran, and the flow's changes were left in place; the run
+    /// is committed, so it can be undone later.
+    #[serde(rename = "failed-not-rolled-back")]
+    NotRolledBack,
     /// The run was cancelled ([`crate::cancel::Cancel`]): the step running
-    /// then was stopped, and the flow's changes were rolled back.
-    Cancelled,
+    /// then was stopped, and the flow rolled back as if it had failed.
+    #[serde(rename = "interrupted-rolled-back")]
+    Interrupted,
     /// Every step succeeded, but the run could not be recorded as
     /// committed (its journal could not be written): it was rolled back,
     /// so the machine is as before the run rather than in a state no
@@ -181,6 +194,34 @@ pub enum Event {
         not_reversed: Vec<String>,
         /// Wall time of the rollback and its verification.
         millis: f64,
+    },
+    /// A failure runs an action: a step's customized action (newest step
+    /// first, before the revert) or the flow's rollback action (after it).
+    ActionStarted {
+        /// The action's name.
+        action: String,
+        /// The step it belongs to; none for the flow's rollback action.
+        step: Option<String>,
+        /// Why it runs: "this-step", "any-step" or "rollback".
+        trigger: String,
+        /// As the flow names its plugin.
+        plugin: String,
+    },
+    /// An action ended. A failed one does not stop the rest of the
+    /// rollback; the flow then ends "failed-rollback-incomplete".
+    ActionFinished {
+        /// The action's name.
+        action: String,
+        /// Succeeded or failed.
+        status: StepStatus,
+        /// Wall time.
+        millis: f64,
+        /// Its summary line, when it succeeded.
+        summary: Option<String>,
+        /// Why it failed.
+        error: Option<String>,
+        /// Its log, bounded like a step's.
+        log: Vec<LogLine>,
     },
     /// Something went wrong that does not change the run's outcome.
     Warning {

@@ -83,3 +83,63 @@ with = { path = "/app/a.txt", content = "a" }
         last = time;
     }
 }
+
+/// README's failure-model example: a good release deploys and starts;
+/// a bad one is stopped, reverted, and the previous one runs again.
+#[test]
+fn deploy_service_example_rolls_back_to_the_previous_release() {
+    let env = Env::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    env.mkdir("deploy-service/app");
+    env.mkdir("deploy-service/services");
+    env.mkdir("webapp/dist");
+    fs::copy(
+        examples.join("deploy-service/flow.toml"),
+        env.path("deploy-service/flow.toml"),
+    )
+    .unwrap();
+    fs::copy(
+        examples.join("webapp/dist/webapp-1.4.2.tar.gz"),
+        env.path("webapp/dist/webapp-1.4.2.tar.gz"),
+    )
+    .unwrap();
+    let service = || fs::read_to_string(env.path("deploy-service/services/webapp")).unwrap();
+    env.stepback(&["run", "deploy-service/flow.toml"])
+        .expect_code(0)
+        .expect_stdout("flow deploy-service succeeded");
+    assert_eq!(service(), "running 1.4.2\n");
+    let app = env.path("deploy-service/app");
+    let before = crate::support::snapshot(&app);
+
+    let bad = env.stepback(&[
+        "--output",
+        "json",
+        "run",
+        "deploy-service/flow.toml",
+        "--param",
+        "release=1.4.3",
+        "--param",
+        "healthy=no",
+    ]);
+    bad.expect_code(1);
+    let order: Vec<String> = bad
+        .events()
+        .iter()
+        .filter_map(|e| match e["event"].as_str()? {
+            "action-started" => Some(e["action"].as_str()?.to_owned()),
+            "rollback-started" => Some("(revert)".to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["stop new service", "(revert)", "start previous version"]);
+    assert_eq!(service(), "running 1.4.2\n", "the previous release runs again");
+    crate::support::assert_same(
+        &before,
+        &crate::support::snapshot(&app),
+        "the app after the rollback",
+    );
+    assert_eq!(
+        fs::read_link(app.join("current")).unwrap(),
+        Path::new("releases/1.4.2")
+    );
+}

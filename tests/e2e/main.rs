@@ -10,6 +10,7 @@ mod commands;
 mod deploy_files;
 mod disk_full;
 mod example;
+mod failure_model;
 mod fuzz;
 mod hardening;
 mod history;

@@ -1,6 +1,7 @@
-//! `on-failure`: "continue" goes on after a failing step, "stop" ends the
-//! flow with the failure reported, the later steps skipped and every
-//! change rolled back.
+//! `on-failure`: "continue" goes on after a failing step; "rollback" (the
+//! default) ends the flow with the failure reported, the later steps
+//! skipped and every change rolled back; "stop" ends it and leaves the
+//! changes, undoable later.
 
 use crate::support::{Env, flow_head};
 
@@ -53,10 +54,10 @@ fn continue_goes_on_after_a_failing_step() {
 }
 
 #[test]
-fn stop_ends_the_flow_reports_the_failure_and_rolls_back() {
+fn rollback_ends_the_flow_reports_the_failure_and_rolls_back() {
     let env = Env::new();
     env.mkdir("out");
-    let text = env.flow(flow("stop"));
+    let text = env.flow(flow("rollback"));
     let json = env.stepback(&["--output", "json", "run", text.to_str().unwrap()]);
     json.expect_code(1);
     let expected = [("first", "succeeded"), ("breaks", "failed"), ("last", "skipped")]
@@ -84,8 +85,9 @@ fn stop_ends_the_flow_reports_the_failure_and_rolls_back() {
         env.path("out").read_dir().unwrap().next().is_none(),
         "rolled back"
     );
+    assert_eq!(json.events().last().unwrap()["status"], "failed-rolled-back");
     // The same, as people read it.
-    env.run_flow(&flow("stop"))
+    env.run_flow(&flow("rollback"))
         .expect_code(1)
         .expect_stdout("FAILED")
         .expect_stdout("the database is locked")
@@ -93,7 +95,8 @@ fn stop_ends_the_flow_reports_the_failure_and_rolls_back() {
         .expect_stdout("| error: failing on purpose: the database is locked")
         .expect_stdout("skipped last")
         .expect_stdout("rolled back: 2 changes undone")
-        .expect_stdout("flow policies failed at step 'breaks'");
+        .expect_stdout("flow policies failed at step 'breaks'")
+        .expect_stdout("rolled back: the machine is as before the run");
     assert!(
         !env.path("out/first").exists(),
         "the first step's file is rolled back"
@@ -102,10 +105,51 @@ fn stop_ends_the_flow_reports_the_failure_and_rolls_back() {
 }
 
 #[test]
-fn stop_is_the_default() {
+fn rollback_is_the_default() {
     let env = Env::new();
     env.mkdir("out");
-    let text = flow("stop").replace("on-failure = \"stop\"\n", "");
+    let text = flow("rollback").replace("on-failure = \"rollback\"\n", "");
     assert!(!text.contains("on-failure"));
-    env.run_flow(&text).expect_code(1).expect_stdout("skipped last");
+    env.run_flow(&text)
+        .expect_code(1)
+        .expect_stdout("skipped last")
+        .expect_stdout("rolled back: 2 changes undone");
+    assert!(!env.path("out/first").exists());
+}
+
+#[test]
+fn stop_leaves_the_changes_and_undo_reverses_them_later() {
+    let env = Env::new();
+    env.mkdir("out");
+    let run = env.run_flow(&flow("stop"));
+    run.expect_code(8)
+        .expect_stdout("skipped last")
+        .expect_stdout("its changes were left in place (on-failure = \"stop\")");
+    assert!(!run.stdout().contains("rolling back"), "{}", run.stdout());
+    assert_eq!(std::fs::read_to_string(env.path("out/first")).unwrap(), "1");
+    let id = run
+        .stdout()
+        .split("(run ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_owned();
+    env.stepback(&["undo", &id]).expect_code(0);
+    assert!(!env.path("out/first").exists(), "undo reverses the stopped run");
+}
+
+#[test]
+fn a_flow_without_rollback_stops_by_default() {
+    let env = Env::new();
+    env.mkdir("out");
+    let text =
+        flow("rollback").replace("on-failure = \"rollback\"\n", "") + "\n[rollback]\nenabled = false\n";
+    env.run_flow(&text).expect_code(8).expect_stdout("left in place");
+    assert!(env.path("out/first").exists());
+    // Asking a step for the rollback the flow turned off is an error.
+    env.run_flow(&(flow("rollback") + "\n[rollback]\nenabled = false\n"))
+        .expect_code(2)
+        .expect_stderr("on-failure = \"rollback\", but the flow turns its rollback off");
 }

@@ -18,7 +18,8 @@ pub const INVALID_INPUT: u8 = 2;
 /// The engine could not work: its WebAssembly engine, or its state
 /// directory (journals, locks) could not be used.
 pub const ENGINE_ERROR: u8 = 3;
-/// A rollback could not restore every path: needs attention.
+/// A rollback could not restore every path, or an action it ran failed:
+/// needs attention.
 pub const ROLLBACK_INCOMPLETE: u8 = 4;
 /// Nothing ran: an unfinished run needs recovery, or a mount is in use.
 pub const BLOCKED: u8 = 5;
@@ -27,6 +28,9 @@ pub const UNDO_REFUSED: u8 = 6;
 /// Every step succeeded, but the run could not be recorded as committed;
 /// it was rolled back.
 pub const COMMIT_FAILED: u8 = 7;
+/// A step failed under `on-failure = "stop"`: the flow's changes were
+/// left in place (the run is committed; `undo` reverses it).
+pub const FAILED_NOT_ROLLED_BACK: u8 = 8;
 /// `run` was interrupted (Ctrl-C, SIGTERM) and rolled back: 128 + SIGINT,
 /// as shells report an interrupted command.
 pub const INTERRUPTED: u8 = 130;
@@ -44,6 +48,7 @@ const ALL: &[u8] = &[
     BLOCKED,
     UNDO_REFUSED,
     COMMIT_FAILED,
+    FAILED_NOT_ROLLED_BACK,
     INTERRUPTED,
     BROKEN_PIPE,
 ];
@@ -59,8 +64,10 @@ pub fn of_run(report: &RunReport) -> u8 {
     }
     match report.status {
         FlowStatus::Succeeded => SUCCESS,
-        FlowStatus::Failed => FLOW_FAILED,
-        FlowStatus::Cancelled => INTERRUPTED,
+        FlowStatus::RolledBack => FLOW_FAILED,
+        FlowStatus::RollbackIncomplete => ROLLBACK_INCOMPLETE,
+        FlowStatus::NotRolledBack => FAILED_NOT_ROLLED_BACK,
+        FlowStatus::Interrupted => INTERRUPTED,
         FlowStatus::Uncommitted => COMMIT_FAILED,
         // An outcome this CLI does not know: not a success.
         _ => FLOW_FAILED,

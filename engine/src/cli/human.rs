@@ -120,37 +120,71 @@ impl EventSink for Reporter {
                     }
                 }
             }
+            Event::ActionStarted {
+                action,
+                step,
+                trigger,
+                ..
+            } => {
+                let whose = match step {
+                    Some(step) => format!("step '{}', {trigger}", clean(&step)),
+                    None => "the flow's rollback".to_owned(),
+                };
+                outln!("  action  {} ({whose})", clean(&action));
+            }
+            Event::ActionFinished {
+                status,
+                millis,
+                summary,
+                error,
+                log,
+                ..
+            } => {
+                let (tag, text) = match status {
+                    StepStatus::Succeeded => ("ok", summary.unwrap_or_default()),
+                    _ => ("FAILED", error.unwrap_or_default()),
+                };
+                outln!("          {tag} in {}  {}", format_millis(millis), clean(&text));
+                if tag == "FAILED" && !self.verbose {
+                    print_log(&log);
+                }
+            }
             Event::FlowFinished {
                 flow,
                 status,
                 millis,
                 failed_step,
                 ..
-            } => match status {
-                FlowStatus::Succeeded => {
-                    outln!("flow {} succeeded in {}", clean(&flow), format_millis(millis))
+            } => {
+                let flow = clean(&flow);
+                let took = format_millis(millis);
+                let at = failed_step
+                    .map(|s| format!(" at step '{}'", clean(&s)))
+                    .unwrap_or_default();
+                match status {
+                    FlowStatus::Succeeded => outln!("flow {flow} succeeded in {took}"),
+                    FlowStatus::RolledBack => {
+                        outln!(
+                            "flow {flow} failed{at} after {took}; rolled back: the machine is as before the run"
+                        )
+                    }
+                    FlowStatus::RollbackIncomplete => outln!(
+                        "flow {flow} failed{at} after {took}; ROLLBACK INCOMPLETE: see the failed actions or paths above"
+                    ),
+                    FlowStatus::NotRolledBack => outln!(
+                        "flow {flow} failed{at} after {took}; its changes were left in place (on-failure = \"stop\"): `stepback undo {}` reverses them",
+                        clean(&run_id)
+                    ),
+                    FlowStatus::Uncommitted => outln!(
+                        "flow {flow}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({took})"
+                    ),
+                    FlowStatus::Interrupted => outln!(
+                        "flow {flow} interrupted{} after {took}; rolled back",
+                        at.replacen(" at step", " in step", 1)
+                    ),
+                    _ => outln!("flow {flow} ended after {took}"),
                 }
-                FlowStatus::Failed => outln!(
-                    "flow {} failed at step '{}' after {}",
-                    clean(&flow),
-                    clean(&failed_step.unwrap_or_default()),
-                    format_millis(millis)
-                ),
-                FlowStatus::Uncommitted => outln!(
-                    "flow {}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({})",
-                    clean(&flow),
-                    format_millis(millis)
-                ),
-                FlowStatus::Cancelled => outln!(
-                    "flow {} interrupted{} after {}",
-                    clean(&flow),
-                    failed_step
-                        .map(|s| format!(" in step '{}'", clean(&s)))
-                        .unwrap_or_default(),
-                    format_millis(millis)
-                ),
-                _ => outln!("flow {} ended after {}", clean(&flow), format_millis(millis)),
-            },
+            }
             _ => {}
         }
     }

@@ -56,9 +56,10 @@ fn raise_descriptor_limit() {
     }
 }
 
-/// A [`Cancel`] that the first Ctrl-C or SIGTERM triggers. Later ones are
-/// ignored: the rollback that follows is what leaves the machine in a
-/// known state (a `kill -9` leaves it to `stepback recover`).
+/// A [`Cancel`] that the first Ctrl-C or SIGTERM triggers. The second
+/// says what a third would do; the third stops the engine where it is and
+/// leaves the rest of the rollback to `stepback recover` (the journal
+/// covers a rollback cut short like a crash).
 fn interrupt_cancels() -> Cancel {
     let cancel = Cancel::new();
     let trigger = cancel.clone();
@@ -76,13 +77,19 @@ fn interrupt_cancels() -> Cancel {
             "interrupted: stopping the running step, then rolling back every change; further interrupts are ignored until the rollback is done"
         );
         trigger.cancel();
-        loop {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            errln!("the rollback goes on (kill -9 would leave the rest to `stepback recover`)");
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
+        errln!(
+            "interrupted again: the rollback goes on; a third interrupt stops here and leaves the rest to `stepback recover`"
+        );
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        errln!("stopping now: run `stepback recover` to finish the rollback");
+        std::process::exit(exit::INTERRUPTED.into());
     });
     cancel
 }

@@ -91,6 +91,15 @@ fn print_run(id: &str, records: &[Record]) {
     for record in records {
         match record {
             Record::Step { index, name } => outln!("step {index} '{}':", clean(name)),
+            Record::Action { name, .. } => {
+                outln!(
+                    "action '{}' (the rollback's own changes, not reverted):",
+                    clean(name)
+                )
+            }
+            Record::NotReverted { .. } => outln!("  (revert = false: kept when the flow is rolled back)"),
+            Record::ActionEnded { error: None, .. } => outln!("  action succeeded"),
+            Record::ActionEnded { error: Some(e), .. } => outln!("  ACTION FAILED: {}", clean(e)),
             Record::Uncaptured { command, .. } => {
                 outln!("  NOT REVERSIBLE: {}", clean(command))
             }

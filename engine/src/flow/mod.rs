@@ -10,8 +10,10 @@ mod source;
 mod validate;
 
 pub use field::FieldPath;
-pub use model::{FlowFile, LimitsDecl, MountDecl, OnFailure, ParamDecl, StepDecl};
+pub use model::{
+    ActionDecl, FlowFile, LimitsDecl, MountDecl, OnFailure, ParamDecl, RollbackDecl, StepDecl, Trigger,
+};
 pub use params::Params;
-pub use plan::{Plan, PlannedStep};
+pub use plan::{Plan, PlannedAction, PlannedStep, RollbackPlan};
 pub use source::{FlowSource, Format};
 pub use validate::validate;

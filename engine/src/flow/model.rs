@@ -24,6 +24,106 @@ pub struct FlowFile {
     pub mounts: Vec<MountDecl>,
     /// The steps, in the order they run.
     pub steps: Vec<StepDecl>,
+    /// What a failed flow does (`[rollback]`).
+    #[serde(default)]
+    pub rollback: RollbackDecl,
+}
+
+/// `[rollback]`: the flow-level rollback, the journaled revert of every
+/// change made so far and then an optional action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RollbackDecl {
+    /// Off: a failed flow is left as it is unless a step says otherwise
+    /// (`on-failure` then defaults to "stop").
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Run after the revert: a command that starts the previous version,
+    /// say.
+    #[serde(default)]
+    pub action: Option<ActionDecl>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for RollbackDecl {
+    fn default() -> Self {
+        RollbackDecl {
+            enabled: true,
+            action: None,
+        }
+    }
+}
+
+/// An action a failure runs (`[[steps.actions]]`, `[rollback.action]`):
+/// any step plugin, with its own grant and config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ActionDecl {
+    /// For messages; by default the plugin and the step it belongs to.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which failures run it (steps' actions only).
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
+    /// `builtin:NAME`, or a path to a component `.wasm`.
+    pub uses: String,
+    /// Names of the flow mounts it sees.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    /// Its configuration, checked against the plugin's JSON Schema.
+    #[serde(default)]
+    pub with: serde_json::Map<String, serde_json::Value>,
+    /// Overrides of the sandbox limits.
+    #[serde(default)]
+    pub limits: LimitsDecl,
+    /// Programs its commands may run.
+    #[serde(default)]
+    pub exec: Vec<String>,
+    /// Whether its commands reach the network.
+    #[serde(default)]
+    pub network: bool,
+    /// How its commands' file changes are captured.
+    #[serde(default)]
+    pub capture: Option<Capture>,
+    /// With `capture = "snapshot"`: the paths copied first.
+    #[serde(default)]
+    pub snapshot: Vec<String>,
+}
+
+impl ActionDecl {
+    /// The action as a step (named `name` unless it names itself), for
+    /// the checks steps get.
+    pub fn as_step(&self, name: String) -> StepDecl {
+        StepDecl {
+            name: self.name.clone().unwrap_or(name),
+            uses: self.uses.clone(),
+            mounts: self.mounts.clone(),
+            on_failure: None,
+            with: self.with.clone(),
+            limits: self.limits.clone(),
+            exec: self.exec.clone(),
+            network: self.network,
+            capture: self.capture,
+            snapshot: self.snapshot.clone(),
+            actions: Vec::new(),
+            revert: true,
+        }
+    }
+}
+
+/// Which failures run a step's action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Trigger {
+    /// The step itself fails.
+    #[default]
+    ThisStep,
+    /// The step or any later one fails (not one whose failure is ignored).
+    AnyStep,
 }
 
 /// A parameter a flow declares (`[params.NAME]`).
@@ -63,9 +163,10 @@ pub struct StepDecl {
     /// Names of the flow mounts this step sees.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// What a failure of the step does to the flow; by default "rollback",
+    /// or "stop" when the flow's rollback is off.
     #[serde(default)]
-    /// What a failure of the step does to the flow.
-    pub on_failure: OnFailure,
+    pub on_failure: Option<OnFailure>,
     /// The step's configuration, checked against the plugin's JSON Schema.
     #[serde(default)]
     pub with: serde_json::Map<String, serde_json::Value>,
@@ -86,22 +187,33 @@ pub struct StepDecl {
     /// copied before each command and put back whole on rollback.
     #[serde(default)]
     pub snapshot: Vec<String>,
+    /// Customized actions: run when this step, or (`trigger =
+    /// "any-step"`) it or a later one, fails.
+    #[serde(default)]
+    pub actions: Vec<ActionDecl>,
+    /// Off: the step's file changes stay when the flow is rolled back
+    /// (they are journaled, and `show` lists them, but never reverted).
+    #[serde(default = "enabled")]
+    pub revert: bool,
 }
 
 /// What a step's failure does to the flow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum OnFailure {
-    /// End the flow, reporting the failure.
-    #[default]
-    Stop,
+    /// End the flow: run the actions the failure triggers, revert every
+    /// change the flow made, then the flow's rollback action.
+    Rollback,
     /// Ignore the failure and go on with the next step.
     Continue,
+    /// End the flow: run the actions the failure triggers, and leave the
+    /// changes as they are (the run can be undone later).
+    Stop,
 }
 
 /// Per-step overrides of the sandbox limits.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LimitsDecl {
     /// Wall time, e.g. "30s" or "5m".

@@ -1,7 +1,7 @@
 //! A validated flow: every plugin loaded and described, every parameter
 //! substituted, every mount resolved. The runner trusts it as it is.
 
-use super::model::OnFailure;
+use super::model::{OnFailure, Trigger};
 use super::params::Params;
 use crate::grant::{Exec, Limits, Mount};
 use crate::plugin::PluginInfo;
@@ -29,6 +29,27 @@ pub struct PlannedStep {
     pub on_failure: OnFailure,
     /// What it may spend.
     pub limits: Limits,
+    /// Its customized actions.
+    pub actions: Vec<PlannedAction>,
+    /// Whether a rollback reverts its changes.
+    pub revert: bool,
+}
+
+/// A step's customized action.
+pub struct PlannedAction {
+    /// The action, checked like a step.
+    pub action: PlannedStep,
+    /// Which failures run it.
+    pub trigger: Trigger,
+}
+
+/// What a failed flow does beyond its steps' own policies.
+pub struct RollbackPlan {
+    /// Whether the flow-level rollback is on (the default policy is then
+    /// "rollback", else "stop").
+    pub enabled: bool,
+    /// Run after the revert.
+    pub action: Option<Box<PlannedStep>>,
 }
 
 /// A flow validated and ready to run.
@@ -43,4 +64,6 @@ pub struct Plan {
     pub mounts: Vec<Mount>,
     /// Its steps, in order.
     pub steps: Vec<PlannedStep>,
+    /// Its flow-level rollback.
+    pub rollback: RollbackPlan,
 }

@@ -2,9 +2,9 @@
 //! position instead of stopping at the first.
 
 use super::field::FieldPath;
-use super::model::{FlowFile, MountDecl, StepDecl};
+use super::model::{ActionDecl, FlowFile, MountDecl, OnFailure, StepDecl, Trigger};
 use super::params::Params;
-use super::plan::{Plan, PlannedStep};
+use super::plan::{Plan, PlannedAction, PlannedStep, RollbackPlan};
 use super::source::FlowSource;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::grant::{Access, Capture, Exec, Grant, Limits, Mount, Program, SnapshotPath};
@@ -35,10 +35,30 @@ pub async fn validate(
         problems: Vec::new(),
         declared_mounts: flow.mounts.iter().map(|m| m.name.clone()).collect(),
         engine_dirs: engine_dirs.iter().map(|d| canonical_lenient(d)).collect(),
+        loaded: HashMap::new(),
     };
     let params = v.params(&flow, overrides);
     let mounts = v.mounts(&flow.mounts, &params);
     let steps = v.steps(&flow, &params, &mounts, sandbox).await;
+    let rollback = RollbackPlan {
+        enabled: flow.rollback.enabled,
+        action: match &flow.rollback.action {
+            Some(action) => {
+                let field = FieldPath::root().key("rollback").key("action");
+                if action.trigger.is_some() {
+                    v.report(
+                        &field.key("trigger"),
+                        "the flow's rollback action runs whenever the flow is rolled back: `trigger` is for steps' actions",
+                    );
+                }
+                let decl = action.as_step("rollback action".to_owned());
+                v.runnable(&field, &decl, &params, &mounts, sandbox)
+                    .await
+                    .map(Box::new)
+            }
+            None => None,
+        },
+    };
     if v.problems.is_empty() {
         Ok(Plan {
             name: flow.name,
@@ -46,6 +66,7 @@ pub async fn validate(
             params,
             mounts: mounts.into_values().collect(),
             steps,
+            rollback,
         })
     } else {
         Err(Diagnostics(v.problems))
@@ -60,6 +81,8 @@ struct Validator<'a> {
     declared_mounts: HashSet<String>,
     /// Stepback's own directories, canonical.
     engine_dirs: Vec<PathBuf>,
+    /// Plugins loaded so far, by `uses` (`None`: it could not be).
+    loaded: HashMap<String, Option<(Arc<Plugin>, PluginInfo)>>,
 }
 
 /// `path` with symlinks resolved as far as it exists: a state directory
@@ -262,24 +285,75 @@ impl Validator<'_> {
                 "the flow has no steps; add at least one [[steps]]",
             );
         }
-        let mut loaded: HashMap<String, Option<(Arc<Plugin>, PluginInfo)>> = HashMap::new();
         let mut names = HashSet::new();
         let mut planned = Vec::new();
+        let default_policy = match flow.rollback.enabled {
+            true => OnFailure::Rollback,
+            false => OnFailure::Stop,
+        };
         for (i, decl) in flow.steps.iter().enumerate() {
             let field = FieldPath::root().key("steps").index(i);
             if !names.insert(decl.name.as_str()) {
                 self.report(&field.key("name"), format!("duplicate step name {:?}", decl.name));
             }
-            if !loaded.contains_key(&decl.uses) {
-                let plugin = self.load(&field.key("uses"), &decl.uses, sandbox).await;
-                loaded.insert(decl.uses.clone(), plugin);
+            if decl.on_failure == Some(OnFailure::Rollback) && !flow.rollback.enabled {
+                self.report(
+                    &field.key("on-failure"),
+                    "on-failure = \"rollback\", but the flow turns its rollback off ([rollback] enabled = false)",
+                );
             }
-            let plugin = loaded[&decl.uses].clone();
-            if let Some(step) = self.step(&field, decl, plugin, params, mounts) {
+            let actions = self.actions(&field, decl, params, mounts, sandbox).await;
+            if let Some(mut step) = self.runnable(&field, decl, params, mounts, sandbox).await {
+                step.on_failure = decl.on_failure.unwrap_or(default_policy);
+                step.actions = actions;
                 planned.push(step);
             }
         }
         planned
+    }
+
+    /// A step's customized actions, each checked like a step.
+    async fn actions(
+        &mut self,
+        field: &FieldPath,
+        decl: &StepDecl,
+        params: &Params,
+        mounts: &BTreeMap<String, Mount>,
+        sandbox: &Sandbox,
+    ) -> Vec<PlannedAction> {
+        let mut planned = Vec::new();
+        for (j, action) in decl.actions.iter().enumerate() {
+            let field = field.key("actions").index(j);
+            let name = action_name(&decl.name, action, j);
+            if let Some(step) = self
+                .runnable(&field, &action.as_step(name), params, mounts, sandbox)
+                .await
+            {
+                planned.push(PlannedAction {
+                    action: step,
+                    trigger: action.trigger.unwrap_or_default(),
+                });
+            }
+        }
+        planned
+    }
+
+    /// A step or an action: its plugin loaded (once per `uses`) and
+    /// described, its grant and config checked.
+    async fn runnable(
+        &mut self,
+        field: &FieldPath,
+        decl: &StepDecl,
+        params: &Params,
+        mounts: &BTreeMap<String, Mount>,
+        sandbox: &Sandbox,
+    ) -> Option<PlannedStep> {
+        if !self.loaded.contains_key(&decl.uses) {
+            let plugin = self.load(&field.key("uses"), &decl.uses, sandbox).await;
+            self.loaded.insert(decl.uses.clone(), plugin);
+        }
+        let plugin = self.loaded[&decl.uses].clone();
+        self.step(field, decl, plugin, params, mounts)
     }
 
     async fn load(
@@ -359,8 +433,10 @@ impl Validator<'_> {
             config: config.to_string(),
             mounts: granted,
             exec,
-            on_failure: decl.on_failure,
+            on_failure: OnFailure::Rollback,
             limits,
+            actions: Vec::new(),
+            revert: decl.revert,
         })
     }
 
@@ -662,6 +738,15 @@ fn resolve_program(name: &str) -> Result<PathBuf, String> {
     // Not canonical: a multi-call program (busybox) tells what to be by
     // the name it is run as.
     Ok(found)
+}
+
+/// How an action is named in messages unless it names itself.
+fn action_name(step: &str, action: &ActionDecl, index: usize) -> String {
+    let trigger = match action.trigger.unwrap_or_default() {
+        Trigger::ThisStep => "on its failure",
+        Trigger::AnyStep => "on any failure",
+    };
+    format!("{step}: action {} ({trigger})", index + 1)
 }
 
 fn is_clean_absolute(guest: &str) -> bool {

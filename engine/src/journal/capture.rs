@@ -340,6 +340,27 @@ impl RunJournal {
         })
     }
 
+    /// Starts an action a failure runs (`index` after the steps'): its
+    /// changes are recorded like a step's, and never reverted.
+    pub fn start_action(&mut self, index: usize, name: &str) -> io::Result<()> {
+        self.step = index;
+        self.writer.append(&Record::Action {
+            index,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Marks the step just started as one whose changes no rollback
+    /// reverts (`revert = false`).
+    pub fn keep_step(&mut self, index: usize) -> io::Result<()> {
+        self.writer.append(&Record::NotReverted { index })
+    }
+
+    /// Records how an action ended.
+    pub fn action_ended(&mut self, index: usize, error: Option<String>) -> io::Result<()> {
+        self.writer.append(&Record::ActionEnded { index, error })
+    }
+
     /// Writes what the step left at every path it touched, and makes the
     /// step's records durable.
     pub fn end_step(&mut self) -> io::Result<()> {

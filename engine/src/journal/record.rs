@@ -327,6 +327,28 @@ pub enum Record {
         /// The command, as its log shows it.
         command: String,
     },
+    /// A failure's action starts; undo records after it belong to it and
+    /// are the rollback's own: no rollback reverses them.
+    Action {
+        /// Its index in the journal, after the steps'.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// The step just started keeps its changes when the flow is rolled
+    /// back (`revert = false`): its undo records are never applied.
+    NotReverted {
+        /// The step's index.
+        index: usize,
+    },
+    /// An action ended.
+    ActionEnded {
+        /// Its index.
+        index: usize,
+        /// Why it failed; none when it succeeded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A step starts; undo records after it belong to it.
     Step {
         /// Position in the flow, from 0.

@@ -32,6 +32,27 @@ pub fn rollback(
     writer: &mut JournalWriter,
     fault: Fault,
 ) -> RollbackReport {
+    // What actions changed is the rollback's own, and steps with
+    // `revert = false` keep theirs: not reverted.
+    let actions: std::collections::HashSet<usize> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Action { index, .. } | Record::NotReverted { index } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    let own: Vec<Record>;
+    let records = match actions.is_empty() {
+        true => records,
+        false => {
+            own = records
+                .iter()
+                .filter(|r| !matches!(r, Record::Undo { step, .. } if actions.contains(step)))
+                .cloned()
+                .collect();
+            &own
+        }
+    };
     let mut report = RollbackReport {
         not_reversed: records
             .iter()

@@ -241,8 +241,22 @@ impl Capability for Commands {
                 pinned: setup.pinned.get(i).cloned(),
             })
             .collect();
+        // An action's failure context (`stepback.failed-step`, ...) reaches
+        // its commands as STEPBACK_FAILED_STEP, ...
+        let env = setup
+            .params
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("stepback.")?;
+                Some((
+                    format!("STEPBACK_{}", name.to_uppercase().replace('-', "_")),
+                    v.clone(),
+                ))
+            })
+            .collect();
         Ok(ExecState::new(
             setup.exec.clone(),
+            env,
             mounts,
             setup.journal.clone().map(|j| j as Arc<Mutex<dyn Recorder>>),
             setup.scratch.clone(),

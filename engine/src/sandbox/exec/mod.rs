@@ -21,6 +21,8 @@ use wasmtime::component::HasData;
 /// A step's part of the exec capability.
 pub struct ExecState {
     grant: Exec,
+    /// Added to every command's environment before the plugin's own.
+    env: Vec<(String, String)>,
     mounts: Vec<ExecMount>,
     recorder: Option<Arc<Mutex<dyn Recorder>>>,
     /// Where the overlays' upper layers are made, one directory per command.
@@ -43,6 +45,7 @@ impl ExecState {
     /// A step's exec state: `scratch` holds the overlays' layers.
     pub fn new(
         grant: Exec,
+        env: Vec<(String, String)>,
         mounts: Vec<ExecMount>,
         recorder: Option<Arc<Mutex<dyn Recorder>>>,
         scratch: PathBuf,
@@ -50,6 +53,7 @@ impl ExecState {
     ) -> ExecState {
         ExecState {
             grant,
+            env,
             mounts,
             recorder,
             scratch,
@@ -237,6 +241,7 @@ impl ExecView<'_> {
         cmd.args(&args)
             .env_clear()
             .envs(BASE_ENV.iter().copied())
+            .envs(self.exec.env.iter().map(|(k, v)| (k, v)))
             .envs(command.env.iter().map(|(k, v)| (k, v)))
             .stdin(if command.stdin.is_some() {
                 Stdio::piped()

@@ -1,10 +1,11 @@
 //! Runs a validated plan's steps in order under their failure policies,
-//! journaling every change they make to read-write mounts, and rolls the
-//! whole flow back when a step fails and stops it.
+//! journaling every change they make to read-write mounts; what a failure
+//! does then (actions, the revert, the flow's rollback action, in one
+//! documented order) is `failure.rs`'s.
 
 use crate::cancel::Cancel;
 use crate::events::{Emitter, Event, EventSink, FlowStatus, StepStatus};
-use crate::flow::{OnFailure, Plan};
+use crate::flow::{OnFailure, Plan, PlannedStep};
 use crate::grant::{Access, Mount};
 use crate::journal::{
     Durability, Fault, MountFs, MountLocks, Problem, RollbackReport, Room, RunDir, RunJournal, RunStore,
@@ -14,6 +15,11 @@ use crate::sandbox::{FailureReason, Sandbox, StepFailure, StepRequest, StepRun};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+mod failure;
+
+pub use failure::ActionReport;
+use failure::Failure;
 
 /// Where and how a run keeps its journal.
 #[derive(Debug, Clone)]
@@ -107,6 +113,8 @@ pub struct RunReport {
     pub status: FlowStatus,
     /// Every step, in flow order (skipped ones included).
     pub steps: Vec<StepReport>,
+    /// The actions the failure ran, in the order they ran.
+    pub actions: Vec<ActionReport>,
     /// Present when the flow failed and was rolled back.
     pub rollback: Option<RollbackReport>,
 }
@@ -118,9 +126,11 @@ impl RunReport {
     }
 }
 
-/// Runs every step of `plan`; a failing step with `on-failure = "stop"`
-/// ends the flow, the remaining steps are reported as skipped, and every
-/// change the flow made is rolled back.
+/// Runs every step of `plan`. A failing step ends the flow unless its
+/// policy is "continue": the remaining steps are skipped, the actions the
+/// failure triggers run (newest step first), and, under "rollback",
+/// every change the flow made is reverted (newest first) and the flow's
+/// rollback action runs.
 pub async fn run(
     plan: &Plan,
     sandbox: &Sandbox,
@@ -160,18 +170,28 @@ pub async fn run(
     };
 
     let flow_start = Instant::now();
-    let events = Emitter::for_run(&run_id, sink.clone());
-    events.emit(Event::FlowStarted {
+    let ctx = Ctx {
+        plan,
+        sandbox,
+        sink: sink.clone(),
+        events: Emitter::for_run(&run_id, sink.clone()),
+        run_id: run_id.clone(),
+        params: plan.params.sorted(),
+        pinned,
+        state_dir: &options.state_dir,
+    };
+    ctx.events.emit(Event::FlowStarted {
         flow: plan.name.clone(),
         steps: plan.steps.iter().map(|s| s.name.clone()).collect(),
     });
-    let params = plan.params.sorted();
     let mut reports = Vec::with_capacity(plan.steps.len());
-    let mut stopped = false;
+    let mut failure: Option<Failure> = None;
     for (index, step) in plan.steps.iter().enumerate() {
-        stopped |= options.cancel.is_cancelled();
-        if stopped {
-            events.emit(Event::StepFinished {
+        if failure.is_none() && options.cancel.is_cancelled() {
+            failure = Some(Failure::interrupted_between(&reports));
+        }
+        if failure.is_some() {
+            ctx.events.emit(Event::StepFinished {
                 index,
                 step: step.name.clone(),
                 status: StepStatus::Skipped,
@@ -189,103 +209,179 @@ pub async fn run(
             });
             continue;
         }
-        events.emit(Event::StepStarted {
+        ctx.events.emit(Event::StepStarted {
             index,
             step: step.name.clone(),
             plugin: step.uses.clone(),
         });
         let start = Instant::now();
-        let request = StepRequest {
-            journal: journal.as_ref().map(|j| j.journal.clone()),
-            room: journal.as_ref().map(|j| j.room.clone()),
-            flow: &plan.name,
-            step: &step.name,
-            run_id: &run_id,
-            events: sink.clone(),
-            cancel: options.cancel.clone(),
-            config: &step.config,
-            mounts: &step.mounts,
-            pinned: step.mounts.iter().map(|m| pinned[&m.name].1.clone()).collect(),
-            params: params.clone(),
-            limits: step.limits,
-            exec: &step.exec,
-            scratch: match &journal {
-                Some(j) => j.dir.path.join("exec"),
-                None => options.state_dir.join("exec"),
-            },
-        };
-        let run = match moved_mount(&step.mounts, &pinned) {
-            Some(why) => StepRun {
-                result: Err(StepFailure {
-                    reason: FailureReason::Setup,
-                    message: why,
-                    details: None,
-                }),
-                log: Vec::new(),
-            },
-            None => run_step(sandbox, &step.plugin, request, index, journal.as_ref()).await,
-        };
-        let (status, summary, failure) = match run.result {
+        let run = ctx
+            .execute(
+                step,
+                Role::Step(index, step.revert),
+                journal.as_ref(),
+                options.cancel.clone(),
+                Vec::new(),
+            )
+            .await;
+        let interrupted = options.cancel.is_cancelled();
+        let (status, summary, error) = match run.result {
             Ok(summary) => (StepStatus::Succeeded, summary, None),
-            Err(failure) if step.on_failure == OnFailure::Continue => {
-                (StepStatus::FailedIgnored, None, Some(failure))
+            Err(error) if step.on_failure == OnFailure::Continue && !interrupted => {
+                (StepStatus::FailedIgnored, None, Some(error))
             }
-            Err(failure) => {
-                stopped = true;
-                (StepStatus::Failed, None, Some(failure))
+            Err(error) => {
+                failure = Some(Failure {
+                    index: Some(index),
+                    step: step.name.clone(),
+                    error: error.message.clone(),
+                    // An interrupted flow rolls back, whatever the step says.
+                    policy: match interrupted {
+                        true => OnFailure::Rollback,
+                        false => step.on_failure,
+                    },
+                    interrupted,
+                });
+                (StepStatus::Failed, None, Some(error))
             }
         };
-        events.emit(Event::StepFinished {
+        ctx.events.emit(Event::StepFinished {
             index,
             step: step.name.clone(),
             status,
             millis: start.elapsed().as_secs_f64() * 1e3,
             summary: summary.clone(),
-            error: failure.as_ref().map(|f| f.message.clone()),
-            details: failure.as_ref().and_then(|f| f.details.clone()),
+            error: error.as_ref().map(|f| f.message.clone()),
+            details: error.as_ref().and_then(|f| f.details.clone()),
             log: run.log,
         });
         reports.push(StepReport {
             name: step.name.clone(),
             status,
             summary,
-            failure,
+            failure: error,
         });
     }
+    let mut actions = Vec::new();
+    if let Some(failure) = &failure {
+        actions.extend(failure::step_actions(&ctx, journal.as_ref(), &reports, failure).await);
+    }
+    let revert = failure.as_ref().is_some_and(|f| f.policy == OnFailure::Rollback);
     let (rollback, uncommitted) = match journal {
-        Some(journal) => journal.finish(stopped, &events),
-        None if stopped => {
-            events.emit(Event::Warning {
+        Some(journal) => journal.finish(revert, &ctx.events),
+        None if revert => {
+            ctx.events.emit(Event::Warning {
                 message: "the journal is off: the flow's changes were not rolled back".into(),
             });
             (None, false)
         }
         None => (None, false),
     };
+    if revert {
+        actions.extend(failure::rollback_action(&ctx, failure.as_ref()).await);
+    }
     if let Err(e) = crate::history::prune(&options.state_dir, options.keep) {
-        events.emit(Event::Warning {
+        ctx.events.emit(Event::Warning {
             message: format!("could not prune old runs' backups: {e:#}"),
         });
     }
-    let status = match (stopped, options.cancel.is_cancelled()) {
+    let incomplete = rollback.as_ref().is_some_and(|r| !r.problems.is_empty())
+        || actions.iter().any(|a| a.error.is_some());
+    let status = match &failure {
         _ if uncommitted => FlowStatus::Uncommitted,
-        (true, true) => FlowStatus::Cancelled,
-        (true, false) => FlowStatus::Failed,
-        (false, _) => FlowStatus::Succeeded,
+        None => FlowStatus::Succeeded,
+        Some(_) if incomplete => FlowStatus::RollbackIncomplete,
+        Some(f) if f.policy != OnFailure::Rollback => FlowStatus::NotRolledBack,
+        Some(f) if f.interrupted => FlowStatus::Interrupted,
+        Some(_) => FlowStatus::RolledBack,
     };
     let report = RunReport {
         run_id,
         status,
         steps: reports,
+        actions,
         rollback,
     };
-    events.emit(Event::FlowFinished {
+    ctx.events.emit(Event::FlowFinished {
         flow: plan.name.clone(),
         status,
         millis: flow_start.elapsed().as_secs_f64() * 1e3,
-        failed_step: report.failed_step().map(|s| s.name.clone()),
+        failed_step: failure.map(|f| f.step),
     });
     Ok(report)
+}
+
+/// What every step and action of a run is run with.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    sandbox: &'a Sandbox,
+    sink: Arc<dyn EventSink>,
+    events: Emitter,
+    run_id: String,
+    params: Vec<(String, String)>,
+    pinned: Pinned,
+    state_dir: &'a std::path::Path,
+}
+
+/// What is run: a step (its index in the flow), or an action (its index
+/// in the journal, after the steps', and its name).
+#[derive(Clone, Copy)]
+enum Role<'a> {
+    /// A step, by index, and whether a rollback reverts its changes.
+    Step(usize, bool),
+    Action(usize, &'a str),
+}
+
+impl Ctx<'_> {
+    /// Runs a step or an action in its sandbox, its records bracketed in
+    /// the journal; `extra` parameters join the flow's (an action's
+    /// failure context).
+    async fn execute(
+        &self,
+        step: &PlannedStep,
+        role: Role<'_>,
+        journal: Option<&Journaled>,
+        cancel: Cancel,
+        extra: Vec<(String, String)>,
+    ) -> StepRun {
+        if let Some(why) = moved_mount(&step.mounts, &self.pinned) {
+            return StepRun {
+                result: Err(StepFailure {
+                    reason: FailureReason::Setup,
+                    message: why,
+                    details: None,
+                }),
+                log: Vec::new(),
+            };
+        }
+        let mut params = self.params.clone();
+        params.extend(extra);
+        params.sort();
+        let request = StepRequest {
+            journal: journal.map(|j| j.journal.clone()),
+            room: journal.map(|j| j.room.clone()),
+            flow: &self.plan.name,
+            step: &step.name,
+            run_id: &self.run_id,
+            events: self.sink.clone(),
+            cancel,
+            config: &step.config,
+            mounts: &step.mounts,
+            pinned: step
+                .mounts
+                .iter()
+                .map(|m| self.pinned[&m.name].1.clone())
+                .collect(),
+            params,
+            limits: step.limits,
+            exec: &step.exec,
+            scratch: match journal {
+                Some(j) => j.dir.path.join("exec"),
+                None => self.state_dir.join("exec"),
+            },
+        };
+        run_step(self.sandbox, &step.plugin, request, role, journal).await
+    }
 }
 
 /// A mount's directory as the run opened it when it started: its
@@ -323,13 +419,13 @@ fn moved_mount(mounts: &[Mount], pinned: &Pinned) -> Option<String> {
     })
 }
 
-/// Runs one step, with its records bracketed in the journal; a journal
-/// that cannot be written fails the step.
+/// Runs one step or action, with its records bracketed in the journal;
+/// a journal that cannot be written fails it.
 async fn run_step(
     sandbox: &Sandbox,
     plugin: &crate::sandbox::Plugin,
     request: StepRequest<'_>,
-    index: usize,
+    role: Role<'_>,
     journal: Option<&Journaled>,
 ) -> StepRun {
     let journal_failure = |what: &str, e: std::io::Error, log| StepRun {
@@ -340,13 +436,31 @@ async fn run_step(
         }),
         log,
     };
-    if let Some(j) = journal
-        && let Err(e) = j.lock().start_step(index, request.step)
-    {
-        return journal_failure("write", e, Vec::new());
+    if let Some(j) = journal {
+        let started = match role {
+            Role::Step(index, revert) => {
+                let mut j = j.lock();
+                j.start_step(index, request.step)
+                    .and_then(|()| if revert { Ok(()) } else { j.keep_step(index) })
+            }
+            Role::Action(index, name) => j.lock().start_action(index, name),
+        };
+        if let Err(e) = started {
+            return journal_failure("write", e, Vec::new());
+        }
     }
     let run = sandbox.run(plugin, request).await;
-    match journal.map(|j| j.lock().end_step()) {
+    let ended = journal.map(|j| {
+        let mut j = j.lock();
+        j.end_step()?;
+        match role {
+            Role::Action(index, _) => {
+                j.action_ended(index, run.result.as_ref().err().map(|e| e.message.clone()))
+            }
+            Role::Step(..) => Ok(()),
+        }
+    });
+    match ended {
         Some(Err(e)) => journal_failure("sync", e, run.log),
         _ => run,
     }

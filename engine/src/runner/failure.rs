@@ -1,0 +1,167 @@
+//! What a failed flow does, in one order:
+//!
+//! 1. the customized actions the failure triggers, newest step first (a
+//!    step's own `this-step` actions when it is the one that failed, and
+//!    the `any-step` actions of every step that ran up to it; a step whose
+//!    failure is ignored triggers nothing);
+//! 2. under `on-failure = "rollback"`, the journaled revert of every change
+//!    the flow made, newest first;
+//! 3. then the flow's rollback action.
+//!
+//! Undo runs backwards: an action undoes what its step did, and the later
+//! steps' effects (a service started from the new files) must be undone
+//! before the earlier ones (the files). So actions run newest step first,
+//! before the revert takes the files they may need away; and the flow's
+//! action runs last, on the restored files (starting the previous
+//! version). Each action's outcome is reported and recorded; a failing one
+//! does not stop the rest, and the flow then ends
+//! "failed-rollback-incomplete". What actions change in mounts is
+//! journaled as the rollback's own and never reverted.
+
+use super::{Ctx, Journaled, Role, StepReport};
+use crate::cancel::Cancel;
+use crate::events::{Event, StepStatus};
+use crate::flow::{OnFailure, PlannedStep, Trigger};
+use std::time::Instant;
+
+/// The failure that ended a flow.
+pub(super) struct Failure {
+    /// The step that failed, by index; none when the run was interrupted
+    /// between steps.
+    pub index: Option<usize>,
+    /// Its name (or the last step that ran), for messages.
+    pub step: String,
+    /// Why it failed.
+    pub error: String,
+    /// What the failure does.
+    pub policy: OnFailure,
+    /// Whether the run was interrupted (Ctrl-C, SIGTERM).
+    pub interrupted: bool,
+}
+
+impl Failure {
+    /// A run interrupted between steps: it rolls back as if the next step
+    /// had failed before it started.
+    pub fn interrupted_between(reports: &[StepReport]) -> Failure {
+        Failure {
+            index: None,
+            step: reports.last().map(|r| r.name.clone()).unwrap_or_default(),
+            error: "the run was interrupted".to_owned(),
+            policy: OnFailure::Rollback,
+            interrupted: true,
+        }
+    }
+}
+
+/// How one action went.
+#[derive(Debug, Clone)]
+pub struct ActionReport {
+    /// Its name.
+    pub name: String,
+    /// The step it belongs to; none for the flow's rollback action.
+    pub step: Option<String>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Runs the customized actions `failure` triggers, newest step first.
+pub(super) async fn step_actions(
+    ctx: &Ctx<'_>,
+    journal: Option<&Journaled>,
+    reports: &[StepReport],
+    failure: &Failure,
+) -> Vec<ActionReport> {
+    let mut out = Vec::new();
+    let mut index = ctx.plan.steps.len();
+    for (s, report) in reports.iter().enumerate().rev() {
+        if report.status == StepStatus::Skipped {
+            continue;
+        }
+        let step = &ctx.plan.steps[s];
+        for action in &step.actions {
+            let runs = match action.trigger {
+                Trigger::AnyStep => true,
+                Trigger::ThisStep => failure.index == Some(s),
+            };
+            if !runs {
+                continue;
+            }
+            let trigger = match action.trigger {
+                Trigger::AnyStep => "any-step",
+                Trigger::ThisStep => "this-step",
+            };
+            out.push(
+                run_action(
+                    ctx,
+                    journal,
+                    &action.action,
+                    (index, Some(&step.name), trigger),
+                    failure,
+                )
+                .await,
+            );
+            index += 1;
+        }
+    }
+    out
+}
+
+/// Runs the flow's rollback action, after the revert, if it has one.
+pub(super) async fn rollback_action(ctx: &Ctx<'_>, failure: Option<&Failure>) -> Option<ActionReport> {
+    let action = ctx.plan.rollback.action.as_deref()?;
+    let failure = failure?;
+    // After the revert the journal is closed: the flow's action runs
+    // unjournaled.
+    Some(run_action(ctx, None, action, (usize::MAX, None, "rollback"), failure).await)
+}
+
+async fn run_action(
+    ctx: &Ctx<'_>,
+    journal: Option<&Journaled>,
+    action: &PlannedStep,
+    (index, step, trigger): (usize, Option<&str>, &str),
+    failure: &Failure,
+) -> ActionReport {
+    ctx.events.emit(Event::ActionStarted {
+        action: action.name.clone(),
+        step: step.map(str::to_owned),
+        trigger: trigger.to_owned(),
+        plugin: action.uses.clone(),
+    });
+    let start = Instant::now();
+    // What failed, for the action (its parameters; its commands'
+    // environment as STEPBACK_*).
+    let context = vec![
+        ("stepback.failed-step".to_owned(), failure.step.clone()),
+        ("stepback.error".to_owned(), failure.error.clone()),
+        ("stepback.trigger".to_owned(), trigger.to_owned()),
+    ];
+    // A second interruption must not cut the rollback short: actions
+    // run to their own limits.
+    let run = ctx
+        .execute(
+            action,
+            Role::Action(index, &action.name),
+            journal,
+            Cancel::new(),
+            context,
+        )
+        .await;
+    let (status, summary, error) = match run.result {
+        Ok(summary) => (StepStatus::Succeeded, summary, None),
+        Err(e) => (StepStatus::Failed, None, Some(e.message)),
+    };
+    ctx.events.emit(Event::ActionFinished {
+        action: action.name.clone(),
+        status,
+        millis: start.elapsed().as_secs_f64() * 1e3,
+        summary,
+        error: error.clone(),
+        log: run.log,
+    });
+    ActionReport {
+        name: action.name.clone(),
+        step: step.map(str::to_owned),
+        error,
+    }
+}

@@ -1,0 +1,362 @@
+//! The update-flow failure model: customized actions and their triggers,
+//! the documented order (step actions newest step first, the revert, the
+//! flow's rollback action), action failures, `revert = false`, the
+//! failure context actions get, interruption, and a crash during an action.
+
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+/// An action appending `line` to `/log/actions.log`.
+fn note(line: &str, trigger: &str) -> String {
+    format!(
+        "[[steps.actions]]\nname = \"{line}\"\n{trigger}uses = \"builtin:write-file\"\nmounts = [\"log\"]\nwith = {{ path = \"/log/actions.log\", content = \"{line}\\n\", append = true }}\n"
+    )
+}
+
+/// A deployment: four steps (the last one, `check`, fails under
+/// `policy`), actions on steps 2, 3 and 4, and a flow rollback action.
+fn deployment(policy: &str, extra: &str) -> String {
+    let any = "trigger = \"any-step\"\n";
+    let this = "trigger = \"this-step\"\n";
+    format!(
+        r#"{head}
+[[steps]]
+name = "stop service"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/one", content = "1" }}
+{extra}
+[[steps]]
+name = "migrate"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/two", content = "2" }}
+{migrate_this}{migrate_any}
+[[steps]]
+name = "start"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/three", content = "3" }}
+{start_any}
+[[steps]]
+name = "check"
+uses = "builtin:fail"
+on-failure = "{policy}"
+with = {{ message = "health check failed" }}
+{check_this}
+[rollback.action]
+name = "start previous"
+uses = "builtin:write-file"
+mounts = ["log"]
+with = {{ path = "/log/actions.log", content = "start previous\n", append = true }}
+"#,
+        head = flow_head("deploy", &["out", "log"], &[]),
+        migrate_this = note("migrate:this", this),
+        migrate_any = note("migrate:any", any),
+        start_any = note("start:any", any),
+        check_this = note("check:this", ""),
+    )
+}
+
+fn actions_log(env: &Env) -> String {
+    std::fs::read_to_string(env.path("log/actions.log")).unwrap_or_default()
+}
+
+/// The order of the rollback's events: action names and revert markers.
+fn rollback_order(run: &Run) -> Vec<String> {
+    run.events()
+        .iter()
+        .filter_map(|e| match e["event"].as_str()? {
+            "action-started" => Some(e["action"].as_str()?.to_owned()),
+            "rollback-started" => Some("(revert)".to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run_json(env: &Env, flow: &str) -> Run {
+    let path = env.flow(flow);
+    env.stepback(&["--output", "json", "run", path.to_str().unwrap()])
+}
+
+#[test]
+fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let run = run_json(&env, &deployment("rollback", ""));
+    run.expect_code(1);
+    assert_eq!(
+        rollback_order(&run),
+        [
+            "check:this",
+            "start:any",
+            "migrate:any",
+            "(revert)",
+            "start previous"
+        ],
+        "migrate's this-step action does not run: migrate did not fail"
+    );
+    assert_eq!(run.events().last().unwrap()["status"], "failed-rolled-back");
+    // Every step's change is reverted; the actions' are the rollback's own.
+    assert!(env.path("out").read_dir().unwrap().next().is_none());
+    assert_eq!(
+        actions_log(&env),
+        "check:this\nstart:any\nmigrate:any\nstart previous\n"
+    );
+    // As people read it.
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    env.run_flow(&deployment("rollback", ""))
+        .expect_code(1)
+        .expect_stdout("  action  start:any (step 'start', any-step)")
+        .expect_stdout("  action  start previous (the flow's rollback)")
+        .expect_stdout("rolled back: the machine is as before the run");
+}
+
+#[test]
+fn a_failure_under_continue_triggers_nothing() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let run = run_json(&env, &deployment("continue", ""));
+    run.expect_code(0);
+    assert_eq!(rollback_order(&run), Vec::<String>::new());
+    assert_eq!(actions_log(&env), "");
+    assert!(env.path("out/three").exists());
+}
+
+#[test]
+fn stop_runs_the_actions_and_leaves_the_changes() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let run = run_json(&env, &deployment("stop", ""));
+    run.expect_code(8);
+    assert_eq!(rollback_order(&run), ["check:this", "start:any", "migrate:any"]);
+    assert_eq!(run.events().last().unwrap()["status"], "failed-not-rolled-back");
+    assert!(env.path("out/one").exists() && env.path("out/three").exists());
+}
+
+#[test]
+fn a_failing_action_leaves_the_rollback_incomplete_and_the_rest_runs() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let flow = deployment("rollback", "").replacen(
+        "name = \"start:any\"\ntrigger = \"any-step\"\nuses = \"builtin:write-file\"",
+        "name = \"start:any\"\ntrigger = \"any-step\"\nuses = \"builtin:fail\"",
+        1,
+    );
+    let flow = flow.replacen(
+        "with = { path = \"/log/actions.log\", content = \"start:any\\n\", append = true }",
+        "with = { message = \"cannot stop the new service\" }",
+        1,
+    );
+    let run = run_json(&env, &flow);
+    run.expect_code(4);
+    assert_eq!(
+        rollback_order(&run),
+        [
+            "check:this",
+            "start:any",
+            "migrate:any",
+            "(revert)",
+            "start previous"
+        ]
+    );
+    assert_eq!(
+        run.events().last().unwrap()["status"],
+        "failed-rollback-incomplete"
+    );
+    let failed = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "action-finished" && e["status"] == "failed")
+        .unwrap();
+    assert_eq!(failed["action"], "start:any");
+    assert!(
+        env.path("out").read_dir().unwrap().next().is_none(),
+        "the revert still ran"
+    );
+    assert_eq!(actions_log(&env), "check:this\nmigrate:any\nstart previous\n");
+    // Shown, and recorded for `show`.
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let run = env.run_flow(&flow);
+    run.expect_code(4)
+        .expect_stdout("FAILED in")
+        .expect_stdout("cannot stop the new service")
+        .expect_stdout("ROLLBACK INCOMPLETE");
+    let id = run
+        .stdout()
+        .split("(run ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_owned();
+    env.stepback(&["show", &id])
+        .expect_code(0)
+        .expect_stdout("action 'start:any' (the rollback's own changes, not reverted):")
+        .expect_stdout("ACTION FAILED: cannot stop the new service");
+}
+
+#[test]
+fn a_step_with_revert_off_keeps_its_changes() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let flow = deployment("rollback", "revert = false\n");
+    run_json(&env, &flow).expect_code(1);
+    assert_eq!(std::fs::read_to_string(env.path("out/one")).unwrap(), "1");
+    assert!(!env.path("out/two").exists() && !env.path("out/three").exists());
+}
+
+#[test]
+fn actions_are_told_what_failed_and_can_run_commands() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let flow = format!(
+        r#"{}
+[[steps]]
+name = "deploy"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/release", content = "2" }}
+[[steps.actions]]
+trigger = "any-step"
+uses = "builtin:run-command"
+mounts = ["log"]
+exec = ["sh"]
+with = {{ program = "sh", args = ["-c", 'echo "$STEPBACK_FAILED_STEP|$STEPBACK_ERROR|$STEPBACK_TRIGGER" > context.txt'] }}
+[[steps]]
+name = "health"
+uses = "builtin:fail"
+with = {{ message = "no answer on :8080" }}
+"#,
+        flow_head("context", &["out", "log"], &[])
+    );
+    env.run_flow(&flow).expect_code(1);
+    assert_eq!(
+        std::fs::read_to_string(env.path("log/context.txt")).unwrap(),
+        "health|no answer on :8080|any-step\n"
+    );
+    assert!(!env.path("out/release").exists());
+}
+
+/// Processes whose command line holds `needle` (not shells running it).
+fn running(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            c.contains(needle) && !c.contains("-c")
+        })
+    })
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sleeping_flow(step_sleep: &str, action_sleep: &str) -> String {
+    format!(
+        r#"{}
+[[steps]]
+name = "deploy"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/release", content = "2" }}
+[[steps.actions]]
+trigger = "any-step"
+uses = "builtin:run-command"
+mounts = ["log"]
+exec = ["sh"]
+with = {{ program = "sh", args = ["-c", "echo action > action.txt; sleep {action_sleep}"] }}
+[[steps]]
+name = "migrate"
+uses = "builtin:run-command"
+mounts = ["out"]
+exec = ["sh"]
+with = {{ program = "sh", args = ["-c", "echo half > half; sleep {step_sleep}"] }}
+"#,
+        flow_head("sleepy", &["out", "log"], &[])
+    )
+}
+
+fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+#[test]
+fn ctrl_c_during_a_command_rolls_back_and_a_second_says_what_a_third_would_do() {
+    let env = Env::new();
+    env.write("out/release", "1");
+    env.mkdir("log");
+    fix_times(&env.path("out"));
+    let before = snapshot_full(&env.path("out"));
+    let flow = env.flow(sleeping_flow("6101", "2"));
+    let child = env
+        .command(&["run", flow.to_str().unwrap()], &shared_cache())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the step's command", || running("sleep 6101"));
+    signal(&child, rustix::process::Signal::INT);
+    // The action (sleeping 2 s) runs during the rollback.
+    wait_until("the action's command", || running("sleep 2"));
+    assert!(
+        !running("sleep 6101"),
+        "the step's command outlived the interrupt"
+    );
+    signal(&child, rustix::process::Signal::INT);
+    let run = Run(child.wait_with_output().unwrap());
+    run.expect_code(130)
+        .expect_stderr("interrupted: stopping the running step")
+        .expect_stderr("a third interrupt stops here and leaves the rest to `stepback recover`")
+        .expect_stdout("flow sleepy interrupted in step 'migrate'")
+        .expect_stdout("rolled back");
+    assert_same_full(
+        &before,
+        &snapshot_full(&env.path("out")),
+        "after the interrupted run",
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("log/action.txt")).unwrap(),
+        "action\n"
+    );
+}
+
+#[test]
+fn a_kill_during_an_action_is_recovered() {
+    let env = Env::new();
+    env.write("out/release", "1");
+    env.mkdir("log");
+    fix_times(&env.path("out"));
+    let before = snapshot_full(&env.path("out"));
+    let flow = env.flow(sleeping_flow("0", "6202").replace("sleep 0\"", "sleep 0; exit 3\""));
+    let mut child = env
+        .command(&["run", flow.to_str().unwrap()], &shared_cache())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the action's command", || running("sleep 6202"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the action's command to end", || !running("sleep 6202"));
+    env.stepback(&["recover"])
+        .expect_code(0)
+        .expect_stdout("rolled back");
+    assert_same_full(&before, &snapshot_full(&env.path("out")), "after recover");
+}
