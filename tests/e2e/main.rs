@@ -19,6 +19,7 @@ mod interrupt;
 mod journal;
 mod layout;
 mod limits;
+mod live_output;
 mod other_processes;
 mod plugin_checks;
 mod policies;

@@ -2,6 +2,7 @@
 //! log of a failed step, and with `--verbose` what happens as it happens.
 
 use super::escape::clean;
+use super::live::Live;
 use super::out::{errln, outln};
 use std::sync::Mutex;
 use stepback::events::{Envelope, Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
@@ -12,6 +13,9 @@ pub struct Reporter {
     verbose: bool,
     /// Width of the step-name column, known once the flow starts.
     width: Mutex<usize>,
+    /// The running step's live line, on a terminal (not with `--verbose`,
+    /// which prints every log line instead).
+    live: Live,
 }
 
 impl Reporter {
@@ -19,6 +23,7 @@ impl Reporter {
         Reporter {
             verbose,
             width: Mutex::new(0),
+            live: Live::new(!verbose),
         }
     }
 }
@@ -26,6 +31,20 @@ impl Reporter {
 impl EventSink for Reporter {
     fn emit(&self, envelope: Envelope) {
         let run_id = envelope.run_id.unwrap_or_default();
+        match &envelope.event {
+            Event::StepStarted { step, .. } => self.live.start(step),
+            Event::ActionStarted { action, .. } => self.live.start(&format!("action {action}")),
+            Event::RollbackStarted { .. } => self.live.start("rolling back"),
+            Event::StepProgress {
+                unit, done, total, ..
+            } => self.live.progress(unit, *done, *total),
+            Event::StepLog { message, .. } => self.live.output(message),
+            Event::StepFinished { .. }
+            | Event::ActionFinished { .. }
+            | Event::RollbackFinished { .. }
+            | Event::FlowFinished { .. } => self.live.finish(),
+            _ => {}
+        }
         match envelope.event {
             Event::PluginLoaded {
                 plugin,

@@ -6,6 +6,7 @@ mod escape;
 mod exit;
 mod human;
 mod json;
+mod live;
 mod out;
 mod show;
 
