@@ -104,6 +104,23 @@ fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
         actions_log(&env),
         "check:this\nstart:any\nmigrate:any\nstart previous\n"
     );
+    // Recorded: every action, the flow's after the revert, and the run
+    // still ends rolled back.
+    let events = run.events();
+    let started = events.iter().find(|e| e["event"] == "flow-started").unwrap();
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let shown = env.stepback(&["show", &id]);
+    shown.expect_code(0).expect_stdout("rolled back");
+    let text = shown.stdout();
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing:\n{text}"))
+    };
+    assert!(at("action 'check:this'") < at("action 'migrate:any'"));
+    assert!(at("action 'migrate:any'") < at("rollback: "));
+    assert!(at("rollback: ") < at("action 'start previous'"));
+    env.stepback(&["show"]).expect_stdout("rolled back");
+    env.stepback(&["recover"]).expect_code(0);
     // As people read it.
     let env = Env::new();
     env.mkdir("out");

@@ -312,6 +312,30 @@ impl RunJournal {
                 })
                 .collect(),
         })?;
+        Self::with_writer(writer, run_dir, mounts, fault, room)
+    }
+
+    /// Goes on with the journal of run `run_dir` after its rollback, for
+    /// the flow's rollback action: its records follow the rollback's,
+    /// numbered on from `seq` (the run's last undo record).
+    pub fn resume(
+        writer: JournalWriter,
+        run_dir: &RunDir,
+        mounts: Vec<MountFs>,
+        (seq, fault, room): (u64, Fault, Arc<Room>),
+    ) -> io::Result<RunJournal> {
+        let mut journal = Self::with_writer(writer, run_dir, mounts, fault, room)?;
+        journal.seq = seq;
+        Ok(journal)
+    }
+
+    fn with_writer(
+        writer: JournalWriter,
+        run_dir: &RunDir,
+        mounts: Vec<MountFs>,
+        fault: Fault,
+        room: Arc<Room>,
+    ) -> io::Result<RunJournal> {
         let backup = Dir::open_ambient_dir(run_dir.backup(), ambient_authority())?;
         Ok(RunJournal {
             writer,

@@ -16,7 +16,10 @@
 //! version). Each action's outcome is reported and recorded; a failing one
 //! does not stop the rest, and the flow then ends
 //! "failed-rollback-incomplete". What actions change in mounts is
-//! journaled as the rollback's own and never reverted.
+//! journaled as the rollback's own and never reverted (the flow's action
+//! in the journal resumed after the revert, which ends by stating the
+//! rollback's outcome again: a crash during it leaves a run that
+//! `recover` closes without touching what the action did).
 
 use super::{Ctx, Journaled, Role, StepReport};
 use crate::cancel::Cancel;
@@ -106,13 +109,18 @@ pub(super) async fn step_actions(
     out
 }
 
-/// Runs the flow's rollback action, after the revert, if it has one.
-pub(super) async fn rollback_action(ctx: &Ctx<'_>, failure: Option<&Failure>) -> Option<ActionReport> {
+/// Runs the flow's rollback action, after the revert, if it has one; its
+/// records (in `journal`, resumed after the rollback's) come after the
+/// steps' actions'.
+pub(super) async fn rollback_action(
+    ctx: &Ctx<'_>,
+    journal: Option<&Journaled>,
+    failure: Option<&Failure>,
+) -> Option<ActionReport> {
     let action = ctx.plan.rollback.action.as_deref()?;
     let failure = failure?;
-    // After the revert the journal is closed: the flow's action runs
-    // unjournaled.
-    Some(run_action(ctx, None, action, (usize::MAX, None, "rollback"), failure).await)
+    let index = ctx.plan.steps.len() + ctx.plan.steps.iter().map(|s| s.actions.len()).sum::<usize>();
+    Some(run_action(ctx, journal, action, (index, None, "rollback"), failure).await)
 }
 
 async fn run_action(

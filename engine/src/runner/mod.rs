@@ -267,18 +267,43 @@ pub async fn run(
         actions.extend(failure::step_actions(&ctx, journal.as_ref(), &reports, failure).await);
     }
     let revert = failure.as_ref().is_some_and(|f| f.policy == OnFailure::Rollback);
-    let (rollback, uncommitted) = match journal {
+    let finished = match journal {
         Some(journal) => journal.finish(revert, &ctx.events),
-        None if revert => {
-            ctx.events.emit(Event::Warning {
-                message: "the journal is off: the flow's changes were not rolled back".into(),
-            });
-            (None, false)
+        None => {
+            if revert {
+                ctx.events.emit(Event::Warning {
+                    message: "the journal is off: the flow's changes were not rolled back".into(),
+                });
+            }
+            Finished {
+                rollback: None,
+                uncommitted: false,
+                after: None,
+            }
         }
-        None => (None, false),
     };
-    if revert {
-        actions.extend(failure::rollback_action(&ctx, failure.as_ref()).await);
+    let (rollback, uncommitted) = (finished.rollback, finished.uncommitted);
+    if revert && plan.rollback.action.is_some() {
+        // The action's records follow the rollback's, and end by stating
+        // its outcome again.
+        let resumed = match finished.after.map(|after| after.resume(&writable)) {
+            Some(Ok(journal)) => Some(journal),
+            Some(Err(e)) => {
+                ctx.events.emit(Event::Warning {
+                    message: format!("the flow's rollback action runs unjournaled: {e:#}"),
+                });
+                None
+            }
+            None => None,
+        };
+        actions.extend(failure::rollback_action(&ctx, resumed.as_ref(), failure.as_ref()).await);
+        if let (Some(journal), Some(report)) = (resumed, rollback.as_ref())
+            && let Err(e) = journal.close(report)
+        {
+            ctx.events.emit(Event::Warning {
+                message: format!("could not record the end of the flow's rollback action: {e}"),
+            });
+        }
     }
     if let Err(e) = crate::history::prune(&options.state_dir, options.keep) {
         ctx.events.emit(Event::Warning {
@@ -514,10 +539,16 @@ impl Journaled {
     /// Commits a successful run, or rolls a stopped one back.
     /// A run whose commit fails is rolled back too: it would otherwise be
     /// an unfinished run, which blocks the next one until `recover` rolls
-    /// it back. Returns the rollback's report, and whether that was why.
-    fn finish(self, stopped: bool, events: &Emitter) -> (Option<RollbackReport>, bool) {
+    /// it back. Returns the rollback's report, whether that was why, and
+    /// the journal to go on with after a rollback (for the flow's
+    /// rollback action).
+    fn finish(self, stopped: bool, events: &Emitter) -> Finished {
         let Journaled {
-            journal, dir, fault, ..
+            journal,
+            dir,
+            fault,
+            room,
+            ..
         } = self;
         let mut journal = Arc::try_unwrap(journal)
             .ok()
@@ -527,7 +558,13 @@ impl Journaled {
         let mut uncommitted = false;
         if !stopped {
             match journal.commit() {
-                Ok(()) => return (None, false),
+                Ok(()) => {
+                    return Finished {
+                        rollback: None,
+                        uncommitted: false,
+                        after: None,
+                    };
+                }
                 Err(e) => {
                     events.emit(Event::Warning {
                         message: format!(
@@ -542,6 +579,7 @@ impl Journaled {
             changes: journal.changes(),
         });
         let started = Instant::now();
+        let seq = journal.changes();
         let mut writer = journal.into_writer();
         let report = match dir.records() {
             Ok(records) => rollback(&dir, &records, &mut writer, fault),
@@ -563,7 +601,74 @@ impl Journaled {
             not_reversed: report.not_reversed.clone(),
             millis: started.elapsed().as_secs_f64() * 1e3,
         });
-        (Some(report), uncommitted)
+        Finished {
+            rollback: Some(report),
+            uncommitted,
+            after: Some(After {
+                writer,
+                dir,
+                seq,
+                fault,
+                room,
+            }),
+        }
+    }
+}
+
+/// How a run's journal ended.
+struct Finished {
+    rollback: Option<RollbackReport>,
+    uncommitted: bool,
+    /// After a rollback: the journal's writer, to record the flow's
+    /// rollback action.
+    after: Option<After>,
+}
+
+/// A rolled-back run's journal, to go on with.
+struct After {
+    writer: crate::journal::JournalWriter,
+    dir: RunDir,
+    seq: u64,
+    fault: Fault,
+    room: Arc<Room>,
+}
+
+impl After {
+    /// The journal reopened for the flow's rollback action, on the run's
+    /// writable mounts.
+    fn resume(self, writable: &[&Mount]) -> anyhow::Result<Journaled> {
+        let mounts = writable
+            .iter()
+            .map(|m| MountFs::open(&m.name, &m.host))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let journal = RunJournal::resume(
+            self.writer,
+            &self.dir,
+            mounts,
+            (self.seq, self.fault, self.room.clone()),
+        )?;
+        Ok(Journaled {
+            journal: Arc::new(Mutex::new(journal)),
+            room: self.room,
+            dir: self.dir,
+            fault: self.fault,
+        })
+    }
+}
+
+impl Journaled {
+    /// Ends the records of the flow's rollback action by stating again how
+    /// the rollback ended: the run's state is its last record's.
+    fn close(self, report: &RollbackReport) -> std::io::Result<()> {
+        let journal = Arc::try_unwrap(self.journal)
+            .ok()
+            .expect("the action's store is dropped when it ends")
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        journal.into_writer().append(&crate::journal::Record::RolledBack {
+            problems: report.problems.iter().map(ToString::to_string).collect(),
+            kept: report.kept.iter().map(ToString::to_string).collect(),
+        })
     }
 }
 
