@@ -72,13 +72,8 @@ fn plain(root: &Path, script: &str) -> Duration {
 }
 
 fn main() {
-    let parent = std::env::var_os("STEPBACK_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
-    let scratch = tempfile::tempdir_in(parent).expect("scratch dir");
-    let root = scratch.path().to_path_buf();
-    let bench = Bench {
-        cache: root.join("cache"),
-        root: root.clone(),
-    };
+    let (_scratch, bench) = Bench::in_scratch();
+    let root = bench.root.clone();
     for i in 0..FILES {
         let dir = root.join(format!("small/d{:03}", i / 100));
         std::fs::create_dir_all(&dir).unwrap();

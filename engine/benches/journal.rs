@@ -61,13 +61,8 @@ limits = {{ time = "1h", memory = "256MiB" }}
 }
 
 fn main() {
-    let parent = std::env::var_os("STEPBACK_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
-    let scratch = tempfile::tempdir_in(parent).expect("scratch dir");
-    let root = scratch.path().to_path_buf();
-    let bench = Bench {
-        cache: root.join("cache"),
-        root: root.clone(),
-    };
+    let (_scratch, bench) = Bench::in_scratch();
+    let root = bench.root.clone();
     std::fs::create_dir_all(root.join("dst")).unwrap();
     for i in 0..FILES {
         let dir = root.join(format!("src/tree/d{:03}", i / 100));

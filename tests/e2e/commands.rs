@@ -151,33 +151,6 @@ echo fine > ok.txt";
     assert_eq!(std::fs::read_to_string(env.path("m/ok.txt")).unwrap(), "fine\n");
 }
 
-/// Processes whose command line holds `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(needle) && !cmdline.contains("-c") {
-                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
-            }
-        }
-    }
-    found
-}
-
-/// Waits up to five seconds for every process holding `needle` to go.
-fn assert_gone(needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = processes_with(needle);
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "still running: {left:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn nothing_a_command_starts_outlives_it() {
     let env = Env::new();
@@ -272,17 +245,7 @@ fn a_kill_while_a_command_runs_is_recovered() {
             .unwrap()
     );
     let path = env.flow(flow);
-    let mut child = env
-        .command(&["run", path.to_str().unwrap()], &shared_cache())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while processes_with("sleep 6543").is_empty() {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = env.spawn_until_running(&path, "sleep 6543");
     child.kill().unwrap();
     child.wait().unwrap();
     assert_gone("sleep 6543");
@@ -383,14 +346,7 @@ fn an_uncaptured_command_is_marked_as_not_reversible() {
         std::fs::read_to_string(env.path("m/direct.txt")).unwrap(),
         "direct\n"
     );
-    let id = run
-        .stdout()
-        .split("(run ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap()
-        .to_owned();
-    env.stepback(&["show", &id])
+    env.stepback(&["show", &run.run_id()])
         .expect_code(0)
         .expect_stdout("NOT REVERSIBLE: sh -c 'echo direct > direct.txt' (capture = \"none\")");
 }
@@ -473,17 +429,7 @@ fn a_kill_while_a_snapshotted_command_runs_is_recovered() {
         "",
     );
     let path = env.flow(flow);
-    let mut child = env
-        .command(&["run", path.to_str().unwrap()], &shared_cache())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while processes_with("sleep 7654").is_empty() {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = env.spawn_until_running(&path, "sleep 7654");
     // The command has changed the mount directly by now.
     assert_eq!(std::fs::read_to_string(env.path("m/data/state")).unwrap(), "v2\n");
     child.kill().unwrap();

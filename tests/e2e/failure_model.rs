@@ -4,7 +4,6 @@
 //! failure context actions get, interruption, and a crash during an action.
 
 use crate::support::*;
-use std::time::{Duration, Instant};
 
 /// An action appending `line` to `/log/actions.log`.
 fn note(line: &str, trigger: &str) -> String {
@@ -207,15 +206,7 @@ fn a_failing_action_leaves_the_rollback_incomplete_and_the_rest_runs() {
         .expect_stdout("FAILED in")
         .expect_stdout("cannot stop the new service")
         .expect_stdout("ROLLBACK INCOMPLETE");
-    let id = run
-        .stdout()
-        .split("(run ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = run.run_id();
     env.stepback(&["show", &id])
         .expect_code(0)
         .expect_stdout("action 'start:any' (the rollback's own changes, not reverted):")
@@ -233,58 +224,9 @@ fn a_step_with_revert_off_keeps_its_changes() {
     assert!(!env.path("out/two").exists() && !env.path("out/three").exists());
 }
 
-#[test]
-fn actions_are_told_what_failed_and_can_run_commands() {
-    let env = Env::new();
-    env.mkdir("out");
-    env.mkdir("log");
-    let flow = format!(
-        r#"{}
-[[steps]]
-name = "deploy"
-uses = "builtin:write-file"
-mounts = ["out"]
-with = {{ path = "/out/release", content = "2" }}
-[[steps.actions]]
-trigger = "any-step"
-uses = "builtin:run-command"
-mounts = ["log"]
-exec = ["sh"]
-with = {{ program = "sh", args = ["-c", 'echo "$STEPBACK_FAILED_STEP|$STEPBACK_ERROR|$STEPBACK_TRIGGER" > context.txt'] }}
-[[steps]]
-name = "health"
-uses = "builtin:fail"
-with = {{ message = "no answer on :8080" }}
-"#,
-        flow_head("context", &["out", "log"], &[])
-    );
-    env.run_flow(&flow).expect_code(1);
-    assert_eq!(
-        std::fs::read_to_string(env.path("log/context.txt")).unwrap(),
-        "health|no answer on :8080|any-step\n"
-    );
-    assert!(!env.path("out/release").exists());
-}
-
-/// Processes whose command line holds `needle` (not shells running it).
-fn running(needle: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            c.contains(needle) && !c.contains("-c")
-        })
-    })
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sleeping_flow(step_sleep: &str, action_sleep: &str) -> String {
+/// A flow whose step `deploy` writes `/out/release` and has an any-step
+/// action running `action` with `sh` in `/log`; `then` is the step after.
+fn deploy_with_action(flow: &str, action: &str, then: &str) -> String {
     format!(
         r#"{}
 [[steps]]
@@ -297,15 +239,40 @@ trigger = "any-step"
 uses = "builtin:run-command"
 mounts = ["log"]
 exec = ["sh"]
-with = {{ program = "sh", args = ["-c", "echo action > action.txt; sleep {action_sleep}"] }}
+with = {{ program = "sh", args = ["-c", '{action}'] }}
 [[steps]]
-name = "migrate"
-uses = "builtin:run-command"
-mounts = ["out"]
-exec = ["sh"]
-with = {{ program = "sh", args = ["-c", "echo half > half; sleep {step_sleep}"] }}
+{then}
 "#,
-        flow_head("sleepy", &["out", "log"], &[])
+        flow_head(flow, &["out", "log"], &[])
+    )
+}
+
+#[test]
+fn actions_are_told_what_failed_and_can_run_commands() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let flow = deploy_with_action(
+        "context",
+        r#"echo "$STEPBACK_FAILED_STEP|$STEPBACK_ERROR|$STEPBACK_TRIGGER" > context.txt"#,
+        "name = \"health\"\nuses = \"builtin:fail\"\nwith = { message = \"no answer on :8080\" }",
+    );
+    env.run_flow(&flow).expect_code(1);
+    assert_eq!(
+        std::fs::read_to_string(env.path("log/context.txt")).unwrap(),
+        "health|no answer on :8080|any-step\n"
+    );
+    assert!(!env.path("out/release").exists());
+}
+
+/// The action and the second step both sleep (`sleep N` marks each).
+fn sleeping_flow(step_sleep: &str, action_sleep: &str) -> String {
+    deploy_with_action(
+        "sleepy",
+        &format!("echo action > action.txt; sleep {action_sleep}"),
+        &format!(
+            "name = \"migrate\"\nuses = \"builtin:run-command\"\nmounts = [\"out\"]\nexec = [\"sh\"]\nwith = {{ program = \"sh\", args = [\"-c\", \"echo half > half; sleep {step_sleep}\"] }}"
+        ),
     )
 }
 
@@ -328,14 +295,11 @@ fn ctrl_c_during_a_command_rolls_back_and_a_second_says_what_a_third_would_do() 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the step's command", || running("sleep 6101"));
+    wait_until("the step's command", || !processes_with("sleep 6101").is_empty());
     signal(&child, rustix::process::Signal::INT);
     // The action (sleeping 2 s) runs during the rollback.
-    wait_until("the action's command", || running("sleep 2"));
-    assert!(
-        !running("sleep 6101"),
-        "the step's command outlived the interrupt"
-    );
+    wait_until("the action's command", || !processes_with("sleep 2").is_empty());
+    assert_gone("sleep 6101");
     signal(&child, rustix::process::Signal::INT);
     let run = Run(child.wait_with_output().unwrap());
     run.expect_code(130)
@@ -362,16 +326,10 @@ fn a_kill_during_an_action_is_recovered() {
     fix_times(&env.path("out"));
     let before = snapshot_full(&env.path("out"));
     let flow = env.flow(sleeping_flow("0", "6202").replace("sleep 0\"", "sleep 0; exit 3\""));
-    let mut child = env
-        .command(&["run", flow.to_str().unwrap()], &shared_cache())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the action's command", || running("sleep 6202"));
+    let mut child = env.spawn_until_running(&flow, "sleep 6202");
     child.kill().unwrap();
     child.wait().unwrap();
-    wait_until("the action's command to end", || !running("sleep 6202"));
+    assert_gone("sleep 6202");
     env.stepback(&["recover"])
         .expect_code(0)
         .expect_stdout("rolled back");

@@ -127,15 +127,7 @@ fn stop_leaves_the_changes_and_undo_reverses_them_later() {
         .expect_stdout("its changes were left in place (on-failure = \"stop\")");
     assert!(!run.stdout().contains("rolling back"), "{}", run.stdout());
     assert_eq!(std::fs::read_to_string(env.path("out/first")).unwrap(), "1");
-    let id = run
-        .stdout()
-        .split("(run ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = run.run_id();
     env.stepback(&["undo", &id]).expect_code(0);
     assert!(!env.path("out/first").exists(), "undo reverses the stopped run");
 }

@@ -512,3 +512,68 @@ pub fn fix_times(root: &Path) {
         set_mtime(p, 1_500_000_000 + i as i64 * 7, 123_456_789);
     }
 }
+
+/// Processes whose command line holds `needle` (not the shells that run
+/// it: `sh -c '... sleep 1234'`), as "PID: command line".
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) && !cmdline.contains("-c") {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// Waits up to two minutes for `done`, failing with `what`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits up to five seconds for every process holding `needle` to go.
+pub fn assert_gone(needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running: {left:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+impl Env {
+    /// Starts `stepback run FLOW` in the background, output discarded, and
+    /// returns once a process holding `needle` (a command of the flow's)
+    /// runs.
+    pub fn spawn_until_running(&self, flow: &Path, needle: &str) -> std::process::Child {
+        let child = self
+            .command(&["run", flow.to_str().unwrap()], &shared_cache())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting stepback");
+        wait_until(needle, || !processes_with(needle).is_empty());
+        child
+    }
+}
+
+impl Run {
+    /// The run's id, from the human output's first line.
+    pub fn run_id(&self) -> String {
+        let out = self.stdout();
+        out.split("(run ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .unwrap_or_else(|| panic!("no run id in {out}"))
+            .to_owned()
+    }
+}

@@ -22,6 +22,20 @@ pub struct Measured {
 }
 
 impl Bench {
+    /// A bench in a scratch directory under `STEPBACK_BENCH_DIR` (default:
+    /// the target directory's filesystem), kept while the guard lives.
+    pub fn in_scratch() -> (tempfile::TempDir, Bench) {
+        let parent =
+            std::env::var_os("STEPBACK_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
+        let scratch = tempfile::tempdir_in(parent).expect("scratch dir");
+        let root = scratch.path().to_path_buf();
+        let bench = Bench {
+            cache: root.join("cache"),
+            root,
+        };
+        (scratch, bench)
+    }
+
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
     }

@@ -276,9 +276,8 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
     }
 }
 
-/// Lists what a rollback moved aside: other processes' changes found at
-/// paths the run had changed.
-/// Commands whose changes no rollback reverses (`capture = "none"`).
+/// Commands whose changes no rollback reverses (`capture = "none"` or
+/// `"snapshot"`, outside its paths).
 pub fn print_not_reversed(commands: &[String]) {
     if commands.is_empty() {
         return;
@@ -292,6 +291,8 @@ pub fn print_not_reversed(commands: &[String]) {
     }
 }
 
+/// Lists what a rollback moved aside: other processes' changes found at
+/// paths the run had changed.
 pub fn print_kept(kept: &[impl std::fmt::Display]) {
     if kept.is_empty() {
         return;

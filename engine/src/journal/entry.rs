@@ -123,3 +123,45 @@ pub(super) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd
         Mode::empty(),
     )?)
 }
+
+/// Gives `name` in `dir` (a symlink itself, not what it points to) the
+/// owner, mode and times of `meta`: the owner first, since a change of
+/// owner clears set-id bits; a symlink has no mode of its own.
+pub(crate) fn set_attributes(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
+    use cap_std::fs::PermissionsExt;
+    use rustix::fs::{AtFlags, Gid, Mode, Uid};
+    rustix::fs::chownat(
+        dir,
+        name,
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if !meta.is_symlink() {
+        rustix::fs::chmodat(
+            dir,
+            name,
+            Mode::from_raw_mode(meta.permissions().mode() & 0o7777),
+            AtFlags::empty(),
+        )?;
+    }
+    set_times(dir, name, meta)
+}
+
+/// Gives `name` in `dir` (a symlink itself) the access and modification
+/// times of `meta`.
+pub(crate) fn set_times(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, utimensat};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    };
+    utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}

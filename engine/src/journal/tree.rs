@@ -4,9 +4,9 @@
 //! Special files are refused: no step makes them, and a snapshot that
 //! silently lacks one would not restore what was there.
 
-use super::entry::{fd_xattrs, open_dir_readable};
+use super::entry::{fd_xattrs, open_dir_readable, set_attributes};
 use cap_fs_ext::DirExt;
-use cap_std::fs::{Dir, Metadata, MetadataExt, PermissionsExt};
+use cap_std::fs::Dir;
 use std::io::{self, ErrorKind};
 
 /// Copies the entry `name` of `from` (a tree, a file or a symlink) to
@@ -45,45 +45,12 @@ pub(super) fn copy(from: &Dir, name: &str, to: &Dir, to_name: &str) -> io::Resul
             format!("{name} is a special file (FIFO, socket or device), which a snapshot does not copy"),
         ));
     }
-    attributes(to, to_name, &meta)
+    set_attributes(to, to_name, &meta)
 }
 
 fn copy_xattrs(from: &impl std::os::fd::AsFd, to: &impl std::os::fd::AsFd) -> io::Result<()> {
     for x in fd_xattrs(from)? {
         rustix::fs::fsetxattr(to, &x.name.0[..], &x.value.0, rustix::fs::XattrFlags::empty())?;
     }
-    Ok(())
-}
-
-/// Gives `name` in `dir` the owner, mode and times of `meta` (the owner
-/// first: a change of owner clears set-id bits).
-fn attributes(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
-    use rustix::fs::{AtFlags, Gid, Mode, Timespec, Timestamps, Uid};
-    rustix::fs::chownat(
-        dir,
-        name,
-        Some(Uid::from_raw(meta.uid())),
-        Some(Gid::from_raw(meta.gid())),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    if !meta.is_symlink() {
-        rustix::fs::chmodat(
-            dir,
-            name,
-            Mode::from_raw_mode(meta.permissions().mode() & 0o7777),
-            AtFlags::empty(),
-        )?;
-    }
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec() as _,
-        },
-        last_modification: Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec() as _,
-        },
-    };
-    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }

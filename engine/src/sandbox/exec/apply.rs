@@ -19,7 +19,7 @@
 //! the command left it (the upper directory's); where it only replaced
 //! files, the time it had (as if they were written in place).
 
-use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder};
+use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder, set_attributes, set_times};
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
 use std::collections::BTreeSet;
@@ -166,7 +166,7 @@ impl Apply<'_> {
                 }
                 self.create(lower, name, NewEntry::Dir, |dir| dir.create_dir(name))?;
                 let fresh = lower.dir.open_dir_nofollow(name)?;
-                set_owner_and_mode(&fresh, ".", meta)?;
+                set_attributes(&fresh, ".", meta)?;
                 true
             }
         };
@@ -245,14 +245,7 @@ impl Apply<'_> {
         }
         self.create(lower, name, NewEntry::Symlink, |dir| {
             dir.symlink_contents(&target, name)?;
-            rustix::fs::chownat(
-                dir,
-                name,
-                Some(rustix::fs::Uid::from_raw(meta.uid())),
-                Some(rustix::fs::Gid::from_raw(meta.gid())),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-            set_times(dir, name, meta)
+            set_attributes(dir, name, meta)
         })?;
         Ok(true)
     }
@@ -434,44 +427,5 @@ fn write_in_place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, create:
     io::copy(&mut from, &mut to)?;
     to.sync_all()?;
     drop(to);
-    set_owner_and_mode(lower, name, meta)?;
-    set_times(lower, name, meta)
-}
-
-/// Gives `name` in `dir` the owner and then the mode of `meta` (a change
-/// of owner clears set-id bits).
-fn set_owner_and_mode(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
-    use rustix::fs::{AtFlags, Gid, Mode, Uid};
-    rustix::fs::chownat(
-        dir,
-        name,
-        Some(Uid::from_raw(meta.uid())),
-        Some(Gid::from_raw(meta.gid())),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    rustix::fs::chmodat(
-        dir,
-        name,
-        Mode::from_raw_mode(meta.permissions().mode() & 0o7777),
-        AtFlags::empty(),
-    )?;
-    Ok(())
-}
-
-/// Gives `name` in `dir` (a symlink itself) the access and modification
-/// times of `meta`.
-fn set_times(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
-    use rustix::fs::{AtFlags, Timespec, Timestamps, utimensat};
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec() as _,
-        },
-        last_modification: Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec() as _,
-        },
-    };
-    utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(())
+    set_attributes(lower, name, meta)
 }
