@@ -49,6 +49,7 @@ chmod 600 mode.txt
 rm to-symlink.txt && ln -s keep.txt to-symlink.txt
 rm old-link && ln -s moved.txt old-link
 echo more >> sub/deep/edit.txt
+chmod 750 sub/deep
 mkdir -p new/dir && echo fresh > new/dir/file && touch -d @1600000000 new/dir/file
 echo done";
 

@@ -92,6 +92,7 @@ fn deploy_service_example_rolls_back_to_the_previous_release() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     env.mkdir("deploy-service/app");
     env.mkdir("deploy-service/services");
+    env.mkdir("deploy-service/db");
     env.mkdir("webapp/dist");
     fs::copy(
         examples.join("deploy-service/flow.toml"),
@@ -108,6 +109,8 @@ fn deploy_service_example_rolls_back_to_the_previous_release() {
         .expect_code(0)
         .expect_stdout("flow deploy-service succeeded");
     assert_eq!(service(), "running 1.4.2\n");
+    let db = || fs::read_to_string(env.path("deploy-service/db/data.db")).unwrap();
+    assert_eq!(db(), "schema for 1.4.2\n");
     let app = env.path("deploy-service/app");
     let before = crate::support::snapshot(&app);
 
@@ -131,8 +134,17 @@ fn deploy_service_example_rolls_back_to_the_previous_release() {
             _ => None,
         })
         .collect();
-    assert_eq!(order, ["stop new service", "(revert)", "start previous version"]);
+    assert_eq!(
+        order,
+        [
+            "stop new service",
+            "restore the database",
+            "(revert)",
+            "start previous version"
+        ]
+    );
     assert_eq!(service(), "running 1.4.2\n", "the previous release runs again");
+    assert_eq!(db(), "schema for 1.4.2\n", "the database is restored");
     crate::support::assert_same(
         &before,
         &crate::support::snapshot(&app),

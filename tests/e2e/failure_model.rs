@@ -109,7 +109,10 @@ fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
     let started = events.iter().find(|e| e["event"] == "flow-started").unwrap();
     let id = started["run_id"].as_str().unwrap().to_owned();
     let shown = env.stepback(&["show", &id]);
-    shown.expect_code(0).expect_stdout("rolled back");
+    shown
+        .expect_code(0)
+        .expect_stdout("rolled back (failed-rolled-back)")
+        .expect_stdout("failed in step 'check' (on-failure = \"rollback\"):");
     let text = shown.stdout();
     let at = |needle: &str| {
         text.find(needle)
@@ -152,6 +155,13 @@ fn stop_runs_the_actions_and_leaves_the_changes() {
     run.expect_code(8);
     assert_eq!(rollback_order(&run), ["check:this", "start:any", "migrate:any"]);
     assert_eq!(run.events().last().unwrap()["status"], "failed-not-rolled-back");
+    let started = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "flow-started")
+        .unwrap();
+    env.stepback(&["show", started["run_id"].as_str().unwrap()])
+        .expect_stdout("(failed-not-rolled-back)");
     assert!(env.path("out/one").exists() && env.path("out/three").exists());
 }
 
@@ -210,7 +220,8 @@ fn a_failing_action_leaves_the_rollback_incomplete_and_the_rest_runs() {
     env.stepback(&["show", &id])
         .expect_code(0)
         .expect_stdout("action 'start:any' (the rollback's own changes, not reverted):")
-        .expect_stdout("ACTION FAILED: cannot stop the new service");
+        .expect_stdout("ACTION FAILED: cannot stop the new service")
+        .expect_stdout("(failed-rollback-incomplete)");
 }
 
 #[test]
@@ -316,6 +327,9 @@ fn ctrl_c_during_a_command_rolls_back_and_a_second_says_what_a_third_would_do() 
         std::fs::read_to_string(env.path("log/action.txt")).unwrap(),
         "action\n"
     );
+    env.stepback(&["show", &run.run_id()])
+        .expect_stdout("(interrupted-rolled-back)")
+        .expect_stdout("interrupted in step 'migrate'");
 }
 
 #[test]

@@ -64,6 +64,30 @@ fn list(store: &RunStore, limit: Option<usize>) -> u8 {
     exit::SUCCESS
 }
 
+/// The run's final state as `run` reported it (the `flow-finished`
+/// event's status), when its records say: `succeeded`,
+/// `failed-rolled-back`, `failed-rollback-incomplete`,
+/// `failed-not-rolled-back` or `interrupted-rolled-back`.
+fn final_state(records: &[Record]) -> Option<&'static str> {
+    let failed = records.iter().find_map(|r| match r {
+        Record::Failed { interrupted, .. } => Some(*interrupted),
+        _ => None,
+    });
+    let action_failed = records
+        .iter()
+        .any(|r| matches!(r, Record::ActionEnded { error: Some(_), .. }));
+    Some(match (RunState::of(records), failed) {
+        (RunState::Committed { .. }, None) => "succeeded",
+        (RunState::Committed { .. }, Some(_)) => "failed-not-rolled-back",
+        (RunState::RolledBack { problems, .. }, Some(_)) if problems > 0 || action_failed => {
+            "failed-rollback-incomplete"
+        }
+        (RunState::RolledBack { .. }, Some(true)) => "interrupted-rolled-back",
+        (RunState::RolledBack { .. }, Some(false)) => "failed-rolled-back",
+        _ => return None,
+    })
+}
+
 fn state_text(state: RunState) -> String {
     match state {
         RunState::Unfinished => "unfinished (needs `stepback recover`)".into(),
@@ -81,9 +105,12 @@ fn state_text(state: RunState) -> String {
 fn print_run(id: &str, records: &[Record]) {
     if let Some(Record::Begin { flow, started, .. }) = records.first() {
         outln!(
-            "run {id} of flow '{}', started {started}: {}",
+            "run {id} of flow '{}', started {started}: {}{}",
             clean(flow),
-            state_text(RunState::of(records))
+            state_text(RunState::of(records)),
+            final_state(records)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
         );
     }
     let mut undone = 0;
@@ -91,6 +118,16 @@ fn print_run(id: &str, records: &[Record]) {
     for record in records {
         match record {
             Record::Step { index, name } => outln!("step {index} '{}':", clean(name)),
+            Record::Failed {
+                step,
+                policy,
+                interrupted,
+            } => outln!(
+                "{} in step '{}' (on-failure = \"{}\"):",
+                if *interrupted { "interrupted" } else { "failed" },
+                clean(step),
+                clean(policy)
+            ),
             Record::Action { name, .. } => {
                 outln!(
                     "action '{}' (the rollback's own changes, not reverted):",
@@ -157,6 +194,7 @@ fn describe(change: Change, undo: &UndoOp) -> Option<String> {
             format!("deleted symlink (-> {target})")
         }
         (Change::Renamed, UndoOp::Renamed { from, .. }) => format!("renamed from /{from}"),
+        (_, UndoOp::Attributes { mode, .. }) => format!("mode or owner changed (was {:o})", mode & 0o7777),
         (_, UndoOp::Snapshot { backup: Some(_), .. }) => "snapshot before a command (restored whole)".into(),
         (_, UndoOp::Snapshot { backup: None, .. }) => "absent before a command (removed on rollback)".into(),
         (Change::Touched, _) | (Change::Renamed, _) => return None,

@@ -180,6 +180,9 @@ pub trait Recorder: Send {
     /// Before changing the timestamps of the entry at `rel` (`meta`: what
     /// is there).
     fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
+    /// Before changing the mode or owner of the directory at `rel` (`meta`:
+    /// what it is now).
+    fn before_set_attributes(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
     /// Whether changing the timestamps of the entry `meta` describes needs
     /// no capture (the run made it, or saved its times already): a caller
     /// can then skip finding out where it is.
@@ -217,6 +220,8 @@ struct Known {
     preserved: HashMap<FileId, u64>,
     /// Entries whose original mtime is recorded.
     times_saved: HashSet<FileId>,
+    /// Directories whose original mode and owner are recorded.
+    attributes_saved: HashSet<FileId>,
     /// Directories the run made that nothing was moved or linked into:
     /// every entry in them is the run's own, whatever its inode.
     whole: HashSet<FileId>,
@@ -233,6 +238,7 @@ enum Mark {
     FreshDir,
     Preserved(FileId, u64),
     TimesSaved(FileId),
+    AttributesSaved(FileId),
     /// The file created by the call replaces `backup`, moved aside: it
     /// takes over its mode, owner and extended attributes.
     Replaces(String),
@@ -378,6 +384,15 @@ impl RunJournal {
     /// reverts (`revert = false`).
     pub fn keep_step(&mut self, index: usize) -> io::Result<()> {
         self.writer.append(&Record::NotReverted { index })
+    }
+
+    /// Records that a failure ended the flow (see [`Record::Failed`]).
+    pub fn failed(&mut self, step: &str, policy: &str, interrupted: bool) -> io::Result<()> {
+        self.writer.append(&Record::Failed {
+            step: step.to_owned(),
+            policy: policy.to_owned(),
+            interrupted,
+        })
     }
 
     /// Records how an action ended.
@@ -848,6 +863,23 @@ impl Recorder for RunJournal {
         self.save_times(mount, rel, meta)
     }
 
+    fn before_set_attributes(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
+        self.touch(mount, rel.to_owned());
+        let id = FileId::of(meta);
+        if self.is_fresh(id) || self.known.attributes_saved.contains(&id) {
+            return Ok(());
+        }
+        let undo = UndoOp::Attributes {
+            path: rel.to_owned(),
+            mode: meta.permissions().mode(),
+            owner: owner(meta),
+        };
+        let seq = self.record(mount, Change::Modified, undo, false)?;
+        self.call.marks.push(Mark::AttributesSaved(id));
+        self.done(seq);
+        Ok(())
+    }
+
     fn times_kept(&self, meta: &Metadata) -> bool {
         let id = FileId::of(meta);
         self.is_fresh(id) || self.known.times_saved.contains(&id)
@@ -949,6 +981,9 @@ impl Recorder for RunJournal {
                 }
                 Mark::TimesSaved(id) => {
                     self.known.times_saved.insert(id);
+                }
+                Mark::AttributesSaved(id) => {
+                    self.known.attributes_saved.insert(id);
                 }
                 Mark::Replaces(backup) => {
                     if let Some(file) = opened {

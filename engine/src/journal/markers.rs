@@ -140,6 +140,7 @@ impl<'a> Markers<'a> {
             match op {
                 UndoOp::Copied { path, .. }
                 | UndoOp::RemovedDir { path, .. }
+                | UndoOp::Attributes { path, .. }
                 | UndoOp::Times { path, .. } => {
                     self.to_sync.insert(fs.host.join(path));
                 }

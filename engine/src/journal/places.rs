@@ -47,6 +47,7 @@ pub(super) fn relocated(op: &UndoOp, name: &str) -> UndoOp {
         | UndoOp::Times { path, .. }
         | UndoOp::RemovedSymlink { path, .. }
         | UndoOp::Snapshot { path, .. }
+        | UndoOp::Attributes { path, .. }
         | UndoOp::Renamed { to: path, .. } => *path = name.to_owned(),
     }
     op

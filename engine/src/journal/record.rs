@@ -180,6 +180,16 @@ pub enum UndoOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<Owner>,
     },
+    /// The mode and owner of a directory about to change them (a
+    /// command's `chmod` or `chown`); undo sets them back.
+    Attributes {
+        /// The directory.
+        path: String,
+        /// Its mode before.
+        mode: u32,
+        /// Its owner before.
+        owner: Owner,
+    },
     /// What was at `path` before a command that an overlay does not
     /// capture ran (`capture = "snapshot"`), copied whole into the backup
     /// area; undo replaces whatever is there by the copy, or removes it
@@ -218,6 +228,7 @@ impl UndoOp {
             | UndoOp::RemovedDir { path, .. }
             | UndoOp::RemovedSymlink { path, .. }
             | UndoOp::Snapshot { path, .. }
+            | UndoOp::Attributes { path, .. }
             | UndoOp::Times { path, .. } => path,
             UndoOp::Renamed { to, .. } => to,
         }
@@ -326,6 +337,18 @@ pub enum Record {
         step: usize,
         /// The command, as its log shows it.
         command: String,
+    },
+    /// A step's failure (or an interruption) ended the flow: what follows
+    /// is what the failure model runs, and the run's final state says how
+    /// it ended.
+    Failed {
+        /// The failed step (or the last that ran, when interrupted between steps).
+        step: String,
+        /// Its `on-failure` policy, as the flow writes it.
+        policy: String,
+        /// Whether an interruption (Ctrl-C, SIGTERM) caused it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
     },
     /// A failure's action starts; undo records after it belong to it and
     /// are the rollback's own: no rollback reverses them.

@@ -290,7 +290,11 @@ fn apply_in(
 ) -> io::Result<()> {
     let in_place = matches!(
         op,
-        UndoOp::Saved { .. } | UndoOp::Copied { .. } | UndoOp::Times { .. } | UndoOp::RemovedSymlink { .. }
+        UndoOp::Saved { .. }
+            | UndoOp::Copied { .. }
+            | UndoOp::Times { .. }
+            | UndoOp::Attributes { .. }
+            | UndoOp::RemovedSymlink { .. }
     );
     if !in_place {
         places.dirs.clear();
@@ -413,6 +417,16 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
         UndoOp::Renamed { from, to } => {
             if exists(dir, to)? && !exists(dir, from)? {
                 dir.rename(to, dir, from)?;
+            }
+            Ok(())
+        }
+        UndoOp::Attributes { path, mode, owner } => {
+            if exists(dir, path)? {
+                set_owner(dir, path, *owner)?;
+                dir.set_permissions(
+                    at(path),
+                    Permissions::from_std(std::fs::Permissions::from_mode(*mode)),
+                )?;
             }
             Ok(())
         }

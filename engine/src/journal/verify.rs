@@ -99,6 +99,17 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
             Err(format!("should not exist, but is {}", found(&m)))
         }
         (UndoOp::Snapshot { backup: Some(_), .. }, Ok(_)) => Ok(()),
+        (UndoOp::Attributes { mode, owner, .. }, Ok(m)) if m.is_dir() => {
+            use cap_std::fs::PermissionsExt;
+            if m.permissions().mode() & 0o7777 != mode & 0o7777 {
+                return Err(format!(
+                    "mode not restored ({:o} instead of {:o})",
+                    m.permissions().mode() & 0o7777,
+                    mode & 0o7777
+                ));
+            }
+            check_owner(&m, Some(*owner))
+        }
         (UndoOp::Saved { size, ino, .. }, Ok(m)) if m.is_file() && m.len() == *size => {
             if m.ino() == *ino {
                 Ok(())

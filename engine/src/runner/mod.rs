@@ -263,6 +263,18 @@ pub async fn run(
         });
     }
     let mut actions = Vec::new();
+    if let (Some(f), Some(j)) = (&failure, journal.as_ref()) {
+        let policy = match f.policy {
+            OnFailure::Stop => "stop",
+            OnFailure::Continue => "continue",
+            _ => "rollback",
+        };
+        if let Err(e) = j.lock().failed(&f.step, policy, f.interrupted) {
+            ctx.events.emit(Event::Warning {
+                message: format!("could not record the failure in the journal: {e}"),
+            });
+        }
+    }
     if let Some(failure) = &failure {
         actions.extend(failure::step_actions(&ctx, journal.as_ref(), &reports, failure).await);
     }

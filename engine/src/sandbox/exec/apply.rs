@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | a whiteout (character device 0:0) | whatever is there is removed (a directory with all it holds) |
 //! | a directory marked opaque | what the mount has there is replaced: entries the upper one lacks are removed |
-//! | another directory | made where missing (mode, owner), then its entries applied; its time set |
+//! | another directory | made where missing, or given its mode and owner where they changed; then its entries applied; its time set |
 //! | a regular file | moved in by rename, over what was there (the original goes to the backup area); copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
 //! | a symlink | made anew, over what was there |
 //! | anything else (FIFO, socket, device) | refused: the apply fails |
@@ -151,12 +151,11 @@ impl Apply<'_> {
                 if f.permissions().mode() != meta.permissions().mode()
                     || (f.uid(), f.gid()) != (meta.uid(), meta.gid())
                 {
-                    return Err(io::Error::new(
-                        ErrorKind::Unsupported,
-                        format!(
-                            "the command changed the mode or owner of directory {rel}, which this version of Stepback does not journal"
-                        ),
-                    ));
+                    self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f))?;
+                    let set = set_attributes(lower.dir, name, meta);
+                    self.finish(lower.dir, name, set.is_ok(), false)?;
+                    set?;
+                    self.changes += 1;
                 }
                 false
             }
