@@ -12,6 +12,7 @@ mod disk_full;
 mod example;
 mod failure_model;
 mod fuzz;
+mod fuzz_commands;
 mod hardening;
 mod history;
 mod inspect;

@@ -113,7 +113,7 @@ pub(super) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>>
 /// Opens the directory at `path` beneath `dir`, not following a final
 /// symlink, readable: extended attributes cannot be read or written
 /// through the path-only descriptor cap-std opens directories with.
-pub(super) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, openat};
     let located = dir.open_dir_nofollow(path)?;
     Ok(openat(
@@ -125,9 +125,16 @@ pub(super) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd
 }
 
 /// Gives `name` in `dir` (a symlink itself, not what it points to) the
-/// owner, mode and times of `meta`: the owner first, since a change of
-/// owner clears set-id bits; a symlink has no mode of its own.
+/// owner, mode and times of `meta`.
 pub(crate) fn set_attributes(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
+    set_owner_and_mode(dir, name, meta)?;
+    set_times(dir, name, meta)
+}
+
+/// Gives `name` in `dir` (a symlink itself) the owner and mode of `meta`:
+/// the owner first, since a change of owner clears set-id bits; a symlink
+/// has no mode of its own.
+pub(crate) fn set_owner_and_mode(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
     use cap_std::fs::PermissionsExt;
     use rustix::fs::{AtFlags, Gid, Mode, Uid};
     rustix::fs::chownat(
@@ -145,7 +152,7 @@ pub(crate) fn set_attributes(dir: &Dir, name: &str, meta: &Metadata) -> io::Resu
             AtFlags::empty(),
         )?;
     }
-    set_times(dir, name, meta)
+    Ok(())
 }
 
 /// Gives `name` in `dir` (a symlink itself) the access and modification

@@ -12,14 +12,17 @@
 //! | a directory marked opaque | what the mount has there is replaced: entries the upper one lacks are removed |
 //! | another directory | made where missing, or given its mode and owner where they changed; then its entries applied; its time set |
 //! | a regular file | moved in by rename, over what was there (the original goes to the backup area); copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
-//! | a symlink | made anew, over what was there |
+//! | a symlink | moved in (made anew on another filesystem), over what was there |
 //! | anything else (FIFO, socket, device) | refused: the apply fails |
 //!
 //! A directory's time: where the apply added or removed entries, the time
 //! the command left it (the upper directory's); where it only replaced
 //! files, the time it had (as if they were written in place).
 
-use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder, set_attributes, set_times};
+use crate::journal::{
+    Capture, Entry, FileId, NewEntry, Outcome, Recorder, open_dir_readable, set_attributes,
+    set_owner_and_mode, set_times,
+};
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
 use std::collections::BTreeSet;
@@ -152,7 +155,8 @@ impl Apply<'_> {
                     || (f.uid(), f.gid()) != (meta.uid(), meta.gid())
                 {
                     self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f))?;
-                    let set = set_attributes(lower.dir, name, meta);
+                    // Its times are set (and recorded) once its entries are applied.
+                    let set = set_owner_and_mode(lower.dir, name, meta);
                     self.finish(lower.dir, name, set.is_ok(), false)?;
                     set?;
                     self.changes += 1;
@@ -176,7 +180,7 @@ impl Apply<'_> {
             rel: &rel,
         };
         let before = dir.dir_metadata()?;
-        let reshaped = self.directory(&up, &child, opaque || made || is_opaque(&up))?;
+        let reshaped = self.directory(&up, &child, opaque || made || is_opaque(upper, name)?)?;
         let time = if reshaped || made { meta } else { &before };
         self.set_time(lower, name, time)?;
         Ok(made)
@@ -232,19 +236,25 @@ impl Apply<'_> {
         found: Option<Metadata>,
     ) -> io::Result<bool> {
         let target = upper.read_link_contents(name)?;
+        // A symlink the command also linked elsewhere must stay one inode.
         if let Some(f) = &found
             && f.is_symlink()
+            && meta.nlink() == 1
             && lower.dir.read_link_contents(name)? == target
-            && f.mtime() == meta.mtime()
+            && (f.mtime(), f.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
         {
             return Ok(false);
         }
         if found.is_some() {
             self.remove_tree(lower, name)?;
         }
-        self.create(lower, name, NewEntry::Symlink, |dir| {
-            dir.symlink_contents(&target, name)?;
-            set_attributes(dir, name, meta)
+        let same_fs = self.same_fs;
+        self.create(lower, name, NewEntry::Symlink, |dir| match same_fs {
+            true => upper.rename(name, dir, name),
+            false => {
+                dir.symlink_contents(&target, name)?;
+                set_attributes(dir, name, meta)
+            }
         })?;
         Ok(true)
     }
@@ -372,10 +382,14 @@ fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Whether overlayfs marks this directory as hiding the lower one's entries.
-fn is_opaque(dir: &Dir) -> bool {
+/// Whether overlayfs marks the upper directory `name` in `upper` as
+/// hiding the lower one's entries (a directory made where one was
+/// removed). Read through a descriptor that can read attributes: the
+/// directories cap-std opens cannot.
+fn is_opaque(upper: &Dir, name: &str) -> io::Result<bool> {
+    let dir = open_dir_readable(upper, name)?;
     let mut value = [0u8; 4];
-    matches!(rustix::fs::fgetxattr(dir, "trusted.overlay.opaque", &mut value), Ok(1) if value[0] == b'y')
+    Ok(matches!(rustix::fs::fgetxattr(&dir, "trusted.overlay.opaque", &mut value), Ok(1) if value[0] == b'y'))
 }
 
 /// Removes overlayfs's own extended attributes from upper file `name`
