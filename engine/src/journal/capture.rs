@@ -288,6 +288,10 @@ pub struct RunJournal {
     step_made: Vec<FileId>,
     /// Paths snapshotted whole (`capture = "snapshot"`), by mount.
     snapshots: HashSet<(String, String)>,
+    /// Whether the current step's (or action's) records are reverted by
+    /// a rollback, and how many records are not.
+    reverted: bool,
+    unreverted: u64,
     fault: Fault,
     room: Arc<Room>,
 }
@@ -357,6 +361,8 @@ impl RunJournal {
             step_paths: BTreeSet::new(),
             step_made: Vec::new(),
             snapshots: HashSet::new(),
+            reverted: true,
+            unreverted: 0,
             fault,
             room,
         })
@@ -364,6 +370,7 @@ impl RunJournal {
 
     pub fn start_step(&mut self, index: usize, name: &str) -> io::Result<()> {
         self.step = index;
+        self.reverted = true;
         self.writer.append(&Record::Step {
             index,
             name: name.to_owned(),
@@ -374,6 +381,7 @@ impl RunJournal {
     /// changes are recorded like a step's, and never reverted.
     pub fn start_action(&mut self, index: usize, name: &str) -> io::Result<()> {
         self.step = index;
+        self.reverted = false;
         self.writer.append(&Record::Action {
             index,
             name: name.to_owned(),
@@ -383,6 +391,7 @@ impl RunJournal {
     /// Marks the step just started as one whose changes no rollback
     /// reverts (`revert = false`).
     pub fn keep_step(&mut self, index: usize) -> io::Result<()> {
+        self.reverted = false;
         self.writer.append(&Record::NotReverted { index })
     }
 
@@ -491,6 +500,12 @@ impl RunJournal {
         self.seq
     }
 
+    /// The number of undo records a rollback applies: not the actions'
+    /// or the `revert = false` steps'.
+    pub fn changes_to_revert(&self) -> u64 {
+        self.seq - self.unreverted
+    }
+
     /// Ends the journal of a successful run: the final state of every
     /// path it changed, then `committed`.
     pub fn commit(&mut self) -> io::Result<()> {
@@ -558,6 +573,9 @@ impl RunJournal {
             self.writer.append(&record)?;
         }
         self.seq = seq;
+        if !self.reverted {
+            self.unreverted += 1;
+        }
         self.call.seqs.push(seq);
         Ok(seq)
     }

@@ -588,7 +588,7 @@ impl Journaled {
             }
         }
         events.emit(Event::RollbackStarted {
-            changes: journal.changes(),
+            changes: journal.changes_to_revert(),
         });
         let started = Instant::now();
         let seq = journal.changes();
