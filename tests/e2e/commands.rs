@@ -441,3 +441,17 @@ fn a_kill_while_a_snapshotted_command_runs_is_recovered() {
         .expect_stdout("rolled back");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after recover");
 }
+
+#[test]
+fn a_commands_committed_changes_can_be_undone_later() {
+    let env = Env::new();
+    seed(&env);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let run = env.run_flow(&command_flow(CHANGES, "", ""));
+    run.expect_code(0);
+    env.stepback(&["undo", &run.run_id()])
+        .expect_code(0)
+        .expect_stdout("undone");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after undo");
+}
