@@ -153,4 +153,7 @@ fn a_fixed_script_covers_every_kind_of_operation() {
     .map(str::to_owned)
     .to_vec();
     check(&ops).unwrap();
+    // Found by the fuzzer: a symlink to itself where a directory with
+    // changed entries was.
+    check(&["rm -rf d".to_owned(), "ln -sfn d d".to_owned()]).unwrap();
 }

@@ -1092,9 +1092,12 @@ impl States {
             return entry_with_id(&self.root, path);
         };
         if self.parent.as_ref().is_none_or(|(d, _)| d != dir) {
+            // Gone, or no longer a directory: a file, or a symlink that
+            // loops (`d -> d`), is there now; the path names nothing.
             let opened = match self.root.open_dir(dir) {
                 Ok(d) => Some(d),
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => None,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => None,
                 Err(e) => return Err(e),
             };
             self.parent = Some((dir.to_owned(), opened));

@@ -285,10 +285,14 @@ impl ExecView<'_> {
                 let _ = child.kill().await;
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_dir(&self.exec.scratch);
+                let changes = match captured {
+                    true => "its file changes were discarded",
+                    false => "what it changed is as it left it (it ran uncaptured)",
+                };
                 self.host.record_log(
                     LogLevel::Warn,
                     format!(
-                        "{} timed out after {}: killed with everything it started; its file changes were discarded",
+                        "{} timed out after {}: killed with everything it started; {changes}",
                         command.program,
                         humantime::format_duration(timeout)
                     ),
