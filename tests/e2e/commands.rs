@@ -455,3 +455,21 @@ fn a_commands_committed_changes_can_be_undone_later() {
         .expect_stdout("undone");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after undo");
 }
+
+/// A script is run by its `#!` line only if it is in one of the step's
+/// mounts: a symlink there to a script outside is refused when it runs
+/// (validation, reading through the host's path, let it pass).
+#[test]
+fn a_script_reached_through_a_symlink_out_of_the_mount_is_refused() {
+    let env = Env::new();
+    env.write(
+        "outside.sh",
+        "#!/bin/sh\necho escaped > /dev/null\ntouch escaped\n",
+    );
+    env.mkdir("m");
+    std::os::unix::fs::symlink("../outside.sh", env.path("m/link.sh")).unwrap();
+    env.run_flow(&script_flow("\"sh\"", "path = \"/m/link.sh\""))
+        .expect_code(1)
+        .expect_stdout("is not in the step's exec grant");
+    assert!(!env.path("m/escaped").exists() && !env.path("escaped").exists());
+}

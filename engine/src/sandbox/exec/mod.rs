@@ -148,12 +148,18 @@ impl ExecView<'_> {
         if let Some(p) = grant.find(name) {
             return Ok((p.path.clone(), args));
         }
+        // A script of the step's mounts: read beneath the mount's root,
+        // so that neither `..` nor a symlink leads out of it.
         let script = Path::new(name);
-        let in_mount =
-            script.is_absolute() && self.exec.mounts.iter().any(|m| script.starts_with(&m.mount.host));
-        let line = in_mount
-            .then(|| std::fs::read(script).ok())
-            .flatten()
+        let line = self
+            .exec
+            .mounts
+            .iter()
+            .find_map(|m| {
+                let rel = script.strip_prefix(&m.mount.host).ok()?;
+                let root = Dir::open_ambient_dir(&m.mount.host, cap_std::ambient_authority()).ok()?;
+                root.read(rel).ok()
+            })
             .and_then(|text| crate::grant::shebang(&text));
         match line {
             Some((interpreter, arg)) => {
