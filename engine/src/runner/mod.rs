@@ -417,7 +417,16 @@ impl Ctx<'_> {
                 None => self.state_dir.join("exec"),
             },
         };
-        run_step(self.sandbox, &step.plugin, request, role, journal).await
+        let mut run = run_step(self.sandbox, &step.plugin, request, role, journal).await;
+        // A mount replaced between the check above and the sandbox's set-up
+        // fails the set-up; say why, as the check would have.
+        if let Err(failure) = &mut run.result
+            && failure.reason == FailureReason::Setup
+            && let Some(why) = moved_mount(&step.mounts, &self.pinned)
+        {
+            failure.message = why;
+        }
+        run
     }
 }
 
