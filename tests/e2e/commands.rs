@@ -283,6 +283,56 @@ fn a_crash_while_a_commands_changes_are_applied_is_recovered() {
     }
 }
 
+/// Files a command rewrote are swapped with their originals (which land in
+/// the backup area, where the overlay's upper layer is), recorded a
+/// directory at a time with one sync before the swaps: a crash or a power
+/// cut at any record of such a batch, some files swapped and the rest only
+/// recorded, is recovered exactly, the originals back as the very inodes
+/// they were.
+#[test]
+fn a_crash_inside_a_batch_of_exchanges_is_recovered_with_the_original_inodes() {
+    let files = ["a", "b", "c", "d", "e"];
+    let ino =
+        |p: std::path::PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(p).unwrap());
+    // Record 1 saves the directory's time, 2 to 6 the five originals.
+    for fault in ["crash-before-op", "power-loss-before-op"] {
+        for op in 1..=6 {
+            let env = Env::new();
+            for f in files {
+                env.write(&format!("m/{f}"), format!("original {f}\n"));
+            }
+            env.mkdir("r");
+            fix_times(&env.path("m"));
+            let before = snapshot_full(&env.path("m"));
+            let inodes = files.map(|f| ino(env.path(&format!("m/{f}"))));
+            let flow = env.flow(command_flow(
+                "for f in a b c d e; do echo rewritten > $f; done",
+                "",
+                "",
+            ));
+            let run = env.stepback_env(
+                &["run", flow.to_str().unwrap()],
+                &[("STEPBACK_FAULT", &format!("{fault}:{op}"))],
+            );
+            assert!(
+                run.killed(),
+                "{fault}:{op}: the run was not aborted\n{}",
+                run.stdout()
+            );
+            env.stepback(&["recover"])
+                .expect_code(0)
+                .expect_stdout("rolled back");
+            let what = format!("recovered after {fault}:{op}");
+            assert_same_full(&before, &snapshot_full(&env.path("m")), &what);
+            assert_eq!(
+                inodes,
+                files.map(|f| ino(env.path(&format!("m/{f}")))),
+                "{what}: inodes"
+            );
+        }
+    }
+}
+
 /// A flow with mount `m` and one `builtin:run-script` step with `with`
 /// (a TOML inline table's insides) and grant `exec`.
 fn script_flow(exec: &str, with: &str) -> String {

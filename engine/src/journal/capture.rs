@@ -177,6 +177,25 @@ pub trait Recorder: Send {
         to: &Entry,
         to_meta: Option<&Metadata>,
     ) -> io::Result<()>;
+    /// Before swapping the file at `at` (`meta`: the original) with the
+    /// step's own file at `replacement`, by one
+    /// `renameat2(RENAME_EXCHANGE)`: when `replacement` is in the backup
+    /// area, the original lands where it is kept, one rename instead of two.
+    /// Records it without a sync, so that a batch of them costs one
+    /// ([`Recorder::sync_exchanges`], before any exchange). `None` when the
+    /// original cannot be kept that way; the caller then goes through
+    /// [`Recorder::before_truncate`]. No `finish` follows: see
+    /// [`Recorder::exchange`].
+    fn before_exchange(&mut self, at: &Entry, meta: &Metadata, replacement: &Path)
+    -> io::Result<Option<u64>>;
+    /// Makes the records of the `before_exchange` calls so far durable.
+    fn sync_exchanges(&mut self) -> io::Result<()>;
+    /// Makes the exchange recorded as `seq` by calling `exchange`, which
+    /// returns the inode now at the original's place. A failed exchange
+    /// voids its record; an exchange recorded but never made (a crash) is
+    /// harmless, since the rollback puts back only a backup that is the
+    /// original's inode.
+    fn exchange(&mut self, seq: u64, exchange: &mut dyn FnMut() -> io::Result<FileId>) -> io::Result<()>;
     /// Before changing the timestamps of the entry at `rel` (`meta`: what
     /// is there).
     fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
@@ -270,6 +289,8 @@ struct Call {
 pub struct RunJournal {
     writer: JournalWriter,
     backup: Dir,
+    /// Where `backup` is, to name the backups a caller puts there itself.
+    backup_path: PathBuf,
     backup_dev: u64,
     mounts: HashMap<String, MountFs>,
     seq: u64,
@@ -351,6 +372,7 @@ impl RunJournal {
             writer,
             backup_dev: backup.dir_metadata()?.dev(),
             backup,
+            backup_path: run_dir.backup(),
             mounts: mounts.into_iter().map(|m| (m.name.clone(), m)).collect(),
             seq: 0,
             step: 0,
@@ -792,6 +814,64 @@ impl Recorder for RunJournal {
         }
         self.copy_aside(at, meta, Change::Replaced)?;
         Ok(Capture::Nothing)
+    }
+
+    fn before_exchange(
+        &mut self,
+        at: &Entry,
+        meta: &Metadata,
+        replacement: &Path,
+    ) -> io::Result<Option<u64>> {
+        let id = FileId::of(meta);
+        let Some(backup) = replacement
+            .strip_prefix(&self.backup_path)
+            .ok()
+            .and_then(Path::to_str)
+        else {
+            return Ok(None);
+        };
+        if self.owned(at, id)
+            || self.known.preserved.contains_key(&id)
+            || meta.nlink() != 1
+            || !self.can_move_aside(meta)
+        {
+            return Ok(None);
+        }
+        self.touch(at.mount, at.rel());
+        self.touch_parent(at)?;
+        let saved = UndoOp::Saved {
+            path: at.rel(),
+            backup: backup.to_owned(),
+            size: meta.len(),
+            ino: meta.ino(),
+        };
+        let seq = self.record(at.mount, Change::Replaced, saved, true)?;
+        // What the parent's capture marked holds now; the exchange itself
+        // is finished by `exchange`.
+        self.finish(Outcome::Succeeded {
+            created: None,
+            opened: None,
+        })?;
+        Ok(Some(seq))
+    }
+
+    fn sync_exchanges(&mut self) -> io::Result<()> {
+        self.writer.sync_batch()
+    }
+
+    fn exchange(&mut self, seq: u64, exchange: &mut dyn FnMut() -> io::Result<FileId>) -> io::Result<()> {
+        self.done(seq);
+        match exchange() {
+            Ok(id) => {
+                self.known.fresh.insert(id);
+                self.step_made.push(id);
+                Ok(())
+            }
+            Err(e) => {
+                self.writer.append(&Record::Void { seqs: vec![seq] })?;
+                Err(e)
+            }
+        }
     }
 
     fn before_write_open(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {

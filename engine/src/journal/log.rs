@@ -103,6 +103,13 @@ impl JournalWriter {
         self.write(record)
     }
 
+    /// Makes what was appended durable where `append` would have, one
+    /// sync for a batch of deferred records whose changes follow it (under
+    /// [`Durability::Process`] there is nothing to do).
+    pub fn sync_batch(&mut self) -> io::Result<()> {
+        if self.sync_each { self.sync() } else { Ok(()) }
+    }
+
     /// Appends records that need no individual sync (the final states
     /// written at commit), then syncs once.
     pub fn append_all(&mut self, records: impl IntoIterator<Item = Record>) -> io::Result<()> {

@@ -144,7 +144,17 @@ impl<'a> Markers<'a> {
                 | UndoOp::Times { path, .. } => {
                     self.to_sync.insert(fs.host.join(path));
                 }
-                UndoOp::Saved { .. } | UndoOp::Created { .. } | UndoOp::Snapshot { .. } => {
+                // What was there is discarded into the backup area; the
+                // backup itself can come from a directory in it (an
+                // original exchanged into a command's upper layer).
+                UndoOp::Saved { backup, .. } => {
+                    let moved_from = self.backup.join(backup);
+                    if let Some(dir) = moved_from.parent() {
+                        self.to_sync.insert(dir.to_path_buf());
+                    }
+                    self.to_sync.insert(self.backup.clone());
+                }
+                UndoOp::Created { .. } | UndoOp::Snapshot { .. } => {
                     self.to_sync.insert(self.backup.clone());
                 }
                 _ => {}

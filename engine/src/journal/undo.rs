@@ -222,12 +222,16 @@ fn finish(writer: &mut JournalWriter, mut report: RollbackReport) -> RollbackRep
     report
 }
 
-fn exists(dir: &Dir, path: &str) -> io::Result<bool> {
+fn ino_of(dir: &Dir, path: &str) -> io::Result<Option<u64>> {
     match dir.symlink_metadata(at(path)) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Ok(m) => Ok(Some(cap_std::fs::MetadataExt::ino(&m))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+fn exists(dir: &Dir, path: &str) -> io::Result<bool> {
+    Ok(ino_of(dir, path)?.is_some())
 }
 
 /// Removes whatever is at `path` (a directory must be empty by now).
@@ -342,9 +346,14 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             _ => discard(dir, path, backup, seq),
         },
         UndoOp::Saved {
-            path, backup: name, ..
+            path,
+            backup: name,
+            ino,
+            ..
         } => {
-            if exists(backup, name)? {
+            // Only the original's inode is the original: an exchange that
+            // was recorded but never made leaves the step's own file there.
+            if ino_of(backup, name)? == Some(*ino) {
                 match dir.symlink_metadata(path) {
                     Ok(m) if m.is_dir() => dir.remove_dir(path)?,
                     _ => discard(dir, path, backup, seq)?,

@@ -413,7 +413,7 @@ impl Ctx<'_> {
             limits: step.limits,
             exec: &step.exec,
             scratch: match journal {
-                Some(j) => j.dir.path.join("exec"),
+                Some(j) => j.dir.backup().join("exec"),
                 None => self.state_dir.join("exec"),
             },
         };

@@ -11,7 +11,7 @@
 //! | a whiteout (character device 0:0) | whatever is there is removed (a directory with all it holds) |
 //! | a directory marked opaque | what the mount has there is replaced: entries the upper one lacks are removed |
 //! | another directory | made where missing, or given its mode and owner where they changed; then its entries applied; its time set |
-//! | a regular file | moved in by rename, over what was there (the original goes to the backup area); copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
+//! | a regular file | swapped with the file it replaces by one `renameat2(RENAME_EXCHANGE)` (the upper layer is in the backup area, so the original lands where it is kept; the swaps of a directory are recorded first, with one sync); moved in by rename where nothing was there or the original goes to the backup area otherwise; copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
 //! | a symlink | moved in (made anew on another filesystem), over what was there |
 //! | anything else (FIFO, socket, device) | refused: the apply fails |
 //!
@@ -25,8 +25,9 @@ use crate::journal::{
 };
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, ErrorKind};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Prefix of the extended attributes overlayfs keeps its bookkeeping in:
@@ -39,11 +40,17 @@ pub struct Apply<'a> {
     pub mount: &'a str,
     /// The run's recorder; `None` for an unjournaled step.
     pub recorder: Option<&'a Arc<Mutex<dyn Recorder>>>,
+    /// Where the upper layer is: a replaced file is exchanged with its
+    /// original there when the recorder can keep the original in place.
+    pub upper_path: &'a Path,
     /// Whether the upper layer is on the mount's filesystem (files are
     /// then moved in, not copied).
     pub same_fs: bool,
     /// Changes applied so far.
     pub changes: u64,
+    /// Originals exchanged into the upper layer so far: it holds backups
+    /// then, and stays until the run's backups are pruned.
+    pub exchanged: u64,
 }
 
 /// A directory of the mount as the apply walks it.
@@ -110,9 +117,12 @@ impl Apply<'_> {
                 reshaped = true;
             }
         }
-        for name in &upper_names {
-            let meta = upper.symlink_metadata(name)?;
-            let found = lower_meta(lower.dir, name)?;
+        let entries = upper_names
+            .iter()
+            .map(|name| Ok((name, upper.symlink_metadata(name)?, lower_meta(lower.dir, name)?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let exchanges = self.record_exchanges(lower, &entries)?;
+        for (name, meta, found) in entries {
             let kind = meta.file_type();
             if is_whiteout(&meta) {
                 if found.is_some() {
@@ -122,7 +132,7 @@ impl Apply<'_> {
             } else if kind.is_dir() {
                 reshaped |= self.subdirectory(upper, lower, name, &meta, found, opaque)?;
             } else if kind.is_file() {
-                reshaped |= self.file(upper, lower, name, &meta, found)?;
+                reshaped |= self.file(upper, lower, name, &meta, found, exchanges.get(name).copied())?;
             } else if kind.is_symlink() {
                 reshaped |= self.symlink(upper, lower, name, &meta, found)?;
             } else {
@@ -136,6 +146,33 @@ impl Apply<'_> {
             }
         }
         Ok(reshaped)
+    }
+
+    /// Records, in one batch made durable by one sync, the exchanges of
+    /// the files of `lower` that upper files replace; their numbers by name.
+    fn record_exchanges(
+        &self,
+        lower: &Lower,
+        entries: &[(&String, Metadata, Option<Metadata>)],
+    ) -> io::Result<HashMap<String, u64>> {
+        let mut seqs = HashMap::new();
+        if !self.same_fs {
+            return Ok(seqs);
+        }
+        for (name, meta, found) in entries {
+            let Some(found) = found.as_ref().filter(|f| f.is_file() && meta.is_file()) else {
+                continue;
+            };
+            let replacement = self.upper_path.join(lower.child(name));
+            let at = lower.entry(self.mount, name);
+            if let Some(Some(seq)) = self.capture(|rec| rec.before_exchange(&at, found, &replacement))? {
+                seqs.insert(name.to_string(), seq);
+            }
+        }
+        if !seqs.is_empty() {
+            self.capture(|rec| rec.sync_exchanges())?;
+        }
+        Ok(seqs)
     }
 
     fn subdirectory(
@@ -193,9 +230,19 @@ impl Apply<'_> {
         name: &str,
         meta: &Metadata,
         found: Option<Metadata>,
+        exchange: Option<u64>,
     ) -> io::Result<bool> {
         strip_overlay_xattrs(upper, name)?;
         match found {
+            Some(f)
+                if f.is_file()
+                    && let (Some(seq), Some(rec)) = (exchange, self.recorder) =>
+            {
+                lock(rec).exchange(seq, &mut || exchange_file(upper, lower.dir, name, (meta, &f)))?;
+                self.changes += 1;
+                self.exchanged += 1;
+                Ok(false)
+            }
             Some(f) if f.is_file() => {
                 let capture = self.capture(|rec| rec.before_truncate(&lower.entry(self.mount, name), &f))?;
                 match capture {
@@ -415,6 +462,28 @@ fn strip_overlay_xattrs(upper: &Dir, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Swaps upper file `name` (`new`) with `original`, the file of the same
+/// name in `lower`; the inode now in `lower`. Should another process have
+/// put something else there meanwhile, the swap is undone and fails: only
+/// the recorded original may go to the backup area.
+fn exchange_file(
+    upper: &Dir,
+    lower: &Dir,
+    name: &str,
+    (new, original): (&Metadata, &Metadata),
+) -> io::Result<FileId> {
+    let swap = || rustix::fs::renameat_with(upper, name, lower, name, rustix::fs::RenameFlags::EXCHANGE);
+    swap()?;
+    let kept = upper.symlink_metadata(name)?;
+    if FileId::of(&kept) != FileId::of(original) {
+        swap()?;
+        return Err(io::Error::other(format!(
+            "{name} was replaced by another process while the command's changes were applied"
+        )));
+    }
+    Ok(FileId::of(new))
+}
+
 /// Moves the upper file `name` to the same name in `lower`, or copies it
 /// there (replacing what is there) when they are on different filesystems.
 fn place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, same_fs: bool) -> io::Result<()> {
@@ -441,4 +510,36 @@ fn write_in_place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, create:
     to.sync_all()?;
     drop(to);
     set_attributes(lower, name, meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(path: &Path) -> Dir {
+        std::fs::create_dir_all(path).unwrap();
+        Dir::open_ambient_dir(path, cap_std::ambient_authority()).unwrap()
+    }
+
+    #[test]
+    fn an_exchange_swaps_only_the_recorded_original() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (upper, lower) = (dir(&tmp.path().join("upper")), dir(&tmp.path().join("lower")));
+        upper.write("f", "new").unwrap();
+        lower.write("f", "original").unwrap();
+        let (new, original) = (upper.metadata("f").unwrap(), lower.metadata("f").unwrap());
+        // Another process put a file of its own there after the record.
+        lower.write("g", "someone else's").unwrap();
+        lower.rename("g", &lower, "f").unwrap();
+        let refused = exchange_file(&upper, &lower, "f", (&new, &original));
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(lower.read_to_string("f").unwrap(), "someone else's");
+        assert_eq!(upper.read_to_string("f").unwrap(), "new");
+
+        let original = lower.metadata("f").unwrap();
+        let placed = exchange_file(&upper, &lower, "f", (&new, &original)).unwrap();
+        assert_eq!(placed, FileId::of(&new));
+        assert_eq!(lower.read_to_string("f").unwrap(), "new");
+        assert_eq!(upper.read_to_string("f").unwrap(), "someone else's");
+    }
 }

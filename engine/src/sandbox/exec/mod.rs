@@ -25,7 +25,9 @@ pub struct ExecState {
     env: Vec<(String, String)>,
     mounts: Vec<ExecMount>,
     recorder: Option<Arc<Mutex<dyn Recorder>>>,
-    /// Where the overlays' upper layers are made, one directory per command.
+    /// Where the overlays' upper layers are made, one directory per
+    /// command: in the run's backup area when the run is journaled, so that
+    /// originals exchanged into them are backups where they land.
     scratch: PathBuf,
     /// When the step must end: no command runs past it.
     deadline: Instant,
@@ -315,14 +317,27 @@ impl ExecView<'_> {
         let code = status
             .code()
             .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
-        let changes = self.apply(&writable_names(&writable), &layers);
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_dir(&self.exec.scratch);
+        let applying = Instant::now();
+        let (changes, exchanged) = self.apply(&writable_names(&writable), &layers);
+        let applied_in = applying.elapsed();
+        if exchanged == 0 {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir(&self.exec.scratch);
+        } else {
+            // The upper layers hold originals now: backups, pruned with
+            // the run's.
+            for layer in &layers {
+                let _ = std::fs::remove_dir_all(&layer.work);
+            }
+        }
         let changes = changes.map_err(ExecError::ApplyFailed)?;
         if changes > 0 {
             self.host.record_log(
                 LogLevel::Info,
-                format!("applied {changes} change(s) the command made to the step's mounts"),
+                format!(
+                    "applied {changes} change(s) the command made to the step's mounts in {} ms",
+                    applied_in.as_millis()
+                ),
             );
         }
         Ok(Completion {
@@ -385,9 +400,11 @@ impl ExecView<'_> {
         Ok(())
     }
 
-    /// Applies each layer to its mount; the number of changes applied.
-    fn apply(&self, names: &[String], layers: &[Layer]) -> Result<u64, String> {
-        let mut total = 0;
+    /// Applies each layer to its mount; the number of changes applied, and
+    /// of originals exchanged into the layers (even when the apply failed
+    /// part way).
+    fn apply(&self, names: &[String], layers: &[Layer]) -> (Result<u64, String>, u64) {
+        let (mut total, mut exchanged) = (0, 0);
         for (name, layer) in names.iter().zip(layers) {
             let m = self
                 .exec
@@ -404,16 +421,24 @@ impl ExecView<'_> {
                 let mut apply = apply::Apply {
                     mount: &m.mount.name,
                     recorder: self.exec.recorder.as_ref(),
+                    upper_path: &layer.upper,
                     same_fs: upper.dir_metadata()?.dev() == root.dir_metadata()?.dev(),
                     changes: 0,
+                    exchanged: 0,
                 };
                 let done = apply.run(&upper, &root);
                 total += apply.changes;
+                exchanged += apply.exchanged;
                 done
             })();
-            result.map_err(|e| format!("applying the command's changes to mount {name}: {e}"))?;
+            if let Err(e) = result {
+                return (
+                    Err(format!("applying the command's changes to mount {name}: {e}")),
+                    exchanged,
+                );
+            }
         }
-        Ok(total)
+        (Ok(total), exchanged)
     }
 }
 
