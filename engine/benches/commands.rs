@@ -1,15 +1,33 @@
 //! Commands benchmarks (issue 9), medians of runs interleaved side by
-//! side. `cargo bench --bench commands`; `STEPBACK_BENCH_DIR` picks the
-//! filesystem (the default is the target directory's).
+//! side. `cargo bench --bench commands [C1|C2]`, as root (overlays and
+//! mounts). `STEPBACK_BENCH_DIR` picks the first filesystem (the default
+//! is the target directory's).
 //!
-//! - C1: a command rewrites 10,000 small files of its mount: the step's
-//!   time captured (overlay, then the apply through the journal) and
-//!   uncaptured (`capture = "none"`), against the same command run plainly.
+//! - C1: a command rewrites 10,000 small files of its mount, on three
+//!   filesystems: the bench directory's, an ext4 with a journal (a loop
+//!   image the bench makes, as devices run), and tmpfs. Four ways each:
+//!   - `plain`: the command alone;
+//!   - `overlay`: the command in a bare overlay with Stepback's options,
+//!     no Stepback: what the kernel's copy-up costs, the floor for any
+//!     capture by overlay;
+//!   - `captured`: the step (overlay, then the apply through the
+//!     journal; the apply's own time from the step's log);
+//!   - `uncaptured`: the step with `capture = "none"`.
+//!
+//!   Every run gets its own copy of the files, made before anything is
+//!   timed, and nothing is deleted until all runs are (`--keep` keeps
+//!   every run's backups). On an ext4 without a journal (this project's
+//!   machines), an inode made within seconds of a mass deletion is found
+//!   only after a scan over the recently deleted ones (`recently_deleted`
+//!   in ext4's allocator): that slows whatever makes files, copy-up
+//!   among them, and not a plain rewrite, so back-to-back runs that
+//!   delete their predecessors' files measure the allocator, not the
+//!   capture.
 //! - C2: a command appends one line to a 1 GiB file: captured against
 //!   plain. Overlayfs copies the whole file up before the first write to it
 //!   (`metacopy` is off so that the upper layer holds plain files), so the
-//!   captured append costs one copy of the file; the apply then moves it
-//!   in by rename, and the original goes to the backup area by rename too.
+//!   captured append costs one copy of the file; the apply then swaps it
+//!   with the original (one `renameat2(RENAME_EXCHANGE)`).
 //!
 //! Step times come from `stepback`'s JSON events, so process start-up and
 //! validation are excluded; the plain runs are timed around `sh`.
@@ -17,7 +35,7 @@
 mod common;
 
 use common::{Bench, median, ms, ratio, sync};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,13 +43,15 @@ const RUNS: usize = 5;
 const FILES: usize = 10_000;
 const REWRITE: &str = r#"for f in d*/f*; do echo rewritten > "$f"; done"#;
 const APPEND: &str = "echo one more line >> big.bin";
+/// Stepback's overlay options (`sandbox/exec/namespace.rs`).
+const OVERLAY_OPTIONS: &str = "redirect_dir=off,metacopy=off,index=off,xino=off,volatile";
 
-fn flow(name: &str, script: &str, capture: &str) -> String {
+fn flow(name: &str, host: &str, script: &str, capture: &str) -> String {
     format!(
         r#"name = "{name}"
 [[mounts]]
 name = "m"
-host = "m"
+host = "{host}"
 guest = "/m"
 access = "read-write"
 [[steps]]
@@ -46,76 +66,213 @@ with = {{ program = "sh", args = ["-c", '{script}'] }}
     )
 }
 
+fn run(program: &str, args: &[&str], dir: &Path) {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
 /// Puts a fresh copy of `template` at `m` (not timed).
 fn fresh(root: &Path, template: &str) {
     let _ = std::fs::remove_dir_all(root.join("m"));
-    assert!(
-        Command::new("cp")
-            .args(["-a", template, "m"])
-            .current_dir(root)
-            .status()
-            .unwrap()
-            .success()
-    );
+    run("cp", &["-a", template, "m"], root);
     sync();
 }
 
-fn plain(root: &Path, script: &str) -> Duration {
+fn plain(dir: &Path, script: &str) -> Duration {
     let start = Instant::now();
-    let status = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(root.join("m"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run("sh", &["-c", script], dir);
     start.elapsed()
 }
 
-fn main() {
-    let (_scratch, bench) = Bench::in_scratch();
-    let root = bench.root.clone();
+/// The command in an overlay of `lower` made with Stepback's options.
+fn bare_overlay(root: &Path, lower: &str, script: &str) -> Duration {
+    let [upper, work, merged] = ["upper", "work", "merged"].map(|d| root.join(format!("{lower}.{d}")));
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},{OVERLAY_OPTIONS}",
+        root.join(lower).display(),
+        upper.display(),
+        work.display()
+    );
+    run(
+        "mount",
+        &[
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &options,
+            merged.to_str().unwrap(),
+        ],
+        root,
+    );
+    let took = plain(&merged, script);
+    run("umount", &[merged.to_str().unwrap()], root);
+    took
+}
+
+/// A filesystem C1 runs on, unmounted when dropped.
+struct Filesystem {
+    label: String,
+    bench: Bench,
+    mounted: Option<PathBuf>,
+}
+
+impl Drop for Filesystem {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.mounted {
+            let _ = Command::new("umount").arg(dir).status();
+        }
+    }
+}
+
+/// The bench directory's filesystem, an ext4 image with a journal and a
+/// tmpfs, each with its own state directory (so that the upper layers
+/// and backups share the mount's filesystem, as they usually do).
+fn filesystems(bench: &Bench) -> Vec<Filesystem> {
+    let fstype = |dir: &Path| {
+        let out = Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut all = vec![Filesystem {
+        label: format!("bench directory ({})", fstype(&bench.root)),
+        bench: Bench {
+            root: bench.root.join("here"),
+            cache: bench.cache.clone(),
+        },
+        mounted: None,
+    }];
+    std::fs::create_dir(&all[0].bench.root).unwrap();
+    let image = bench.root.join("ext4.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(6 << 30))
+        .unwrap();
+    let journaled = bench.root.join("ext4");
+    let tmpfs = bench.root.join("tmpfs");
+    for (label, dir, mount) in [
+        (
+            "ext4 with a journal (loop image)",
+            &journaled,
+            vec!["-o", "loop", image.to_str().unwrap()],
+        ),
+        ("tmpfs", &tmpfs, vec!["-t", "tmpfs", "-o", "size=8g", "tmpfs"]),
+    ] {
+        std::fs::create_dir(dir).unwrap();
+        if dir == &journaled {
+            let made = Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-i", "4096"])
+                .arg(&image)
+                .status();
+            if !made.is_ok_and(|s| s.success()) {
+                println!("  (no mkfs.ext4 here: C1 skips the ext4 image)");
+                continue;
+            }
+        }
+        let mut args = mount;
+        args.push(dir.to_str().unwrap());
+        run("mount", &args, &bench.root);
+        all.push(Filesystem {
+            label: label.to_owned(),
+            bench: Bench {
+                root: dir.clone(),
+                cache: bench.cache.clone(),
+            },
+            mounted: Some(dir.clone()),
+        });
+    }
+    all
+}
+
+/// The apply's time, from the step's log line that reports it.
+fn apply_time(logs: &[String]) -> Duration {
+    logs.iter()
+        .find_map(|l| {
+            let rest = l.strip_prefix("applied ")?;
+            let millis = rest.rsplit_once(" in ")?.1.strip_suffix(" ms")?;
+            millis.parse().ok()
+        })
+        .map(Duration::from_millis)
+        .expect("the captured step logs its apply's time")
+}
+
+fn c1(fs: &Filesystem) {
+    let root = &fs.bench.root;
     for i in 0..FILES {
         let dir = root.join(format!("small/d{:03}", i / 100));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("f{:03}", i % 100)), vec![b'x'; 1024]).unwrap();
     }
-    for (name, script, capture) in [
-        ("c1", REWRITE, "overlay"),
-        ("c1-none", REWRITE, "none"),
-        ("c2", APPEND, "overlay"),
-    ] {
-        std::fs::write(root.join(format!("{name}.toml")), flow(name, script, capture)).unwrap();
+    let ways = ["captured", "uncaptured", "plain", "overlay"];
+    for r in 0..RUNS {
+        for way in ways {
+            run("cp", &["-a", "small", &format!("{way}{r}")], root);
+        }
     }
+    sync();
+    let keep = (2 * RUNS + 1).to_string();
+    let step = |name: &str, capture: &str| {
+        std::fs::write(
+            root.join(format!("{name}.toml")),
+            flow(name, name, REWRITE, capture),
+        )
+        .unwrap();
+        let measured = fs
+            .bench
+            .stepback(&["run", "--keep", &keep, &format!("{name}.toml")], None);
+        assert!(measured.steps > Duration::ZERO, "{name}: the step did not finish");
+        measured
+    };
+    let (mut captured, mut applies, mut uncaptured, mut plains, mut bare) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for r in 0..RUNS {
+        let m = step(&format!("captured{r}"), "overlay");
+        captured.push(m.steps);
+        applies.push(apply_time(&m.logs));
+        uncaptured.push(step(&format!("uncaptured{r}"), "none").steps);
+        plains.push(plain(&root.join(format!("plain{r}")), REWRITE));
+        sync();
+        bare.push(bare_overlay(root, &format!("overlay{r}"), REWRITE));
+        sync();
+    }
+    let [c, a, u, p, o] = [captured, applies, uncaptured, plains, bare].map(median);
+    println!("  {}:", fs.label);
+    println!("    plain      {:>8}", ms(p));
+    println!(
+        "    overlay    {:>8}  overlay/plain {} (the kernel's copy-up alone)",
+        ms(o),
+        ratio(o, p)
+    );
+    println!(
+        "    captured   {:>8}  captured/plain {} (target <= 1.5), of which the apply {}",
+        ms(c),
+        ratio(c, p),
+        ms(a)
+    );
+    println!("    uncaptured {:>8}  uncaptured/plain {}", ms(u), ratio(u, p));
+}
+
+fn main() {
+    let (_scratch, bench) = Bench::in_scratch();
+    let root = bench.root.clone();
     let only: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with('C')).collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     // Warm the compiled cache.
-    fresh(&root, "small");
-    bench.stepback(&["run", "--keep", "0", "c1-none.toml"], None);
+    std::fs::create_dir(root.join("m")).unwrap();
+    std::fs::write(root.join("warm.toml"), flow("warm", "m", "true", "none")).unwrap();
+    bench.stepback(&["run", "--keep", "0", "warm.toml"], None);
 
     if wanted("C1") {
         println!("C1: a command rewrites {FILES} files of 1 KiB (median of {RUNS})");
-        let (mut captured, mut uncaptured, mut plains) = (vec![], vec![], vec![]);
-        for _ in 0..RUNS {
-            fresh(&root, "small");
-            captured.push(bench.stepback(&["run", "--keep", "0", "c1.toml"], None).steps);
-            fresh(&root, "small");
-            uncaptured.push(
-                bench
-                    .stepback(&["run", "--keep", "0", "c1-none.toml"], None)
-                    .steps,
-            );
-            fresh(&root, "small");
-            plains.push(plain(&root, REWRITE));
+        for fs in filesystems(&bench) {
+            c1(&fs);
         }
-        let (c, u, p) = (median(captured), median(uncaptured), median(plains));
-        println!(
-            "  captured {}  uncaptured {}  plain {}  captured/plain {} (target <= 1.5)  uncaptured/plain {}",
-            ms(c),
-            ms(u),
-            ms(p),
-            ratio(c, p),
-            ratio(u, p)
-        );
     }
     if wanted("C2") {
         println!("C2: a command appends a line to a 1 GiB file (median of 3)");
@@ -127,12 +284,13 @@ fn main() {
             std::io::Write::write_all(&mut file, &chunk).unwrap();
         }
         drop(file);
+        std::fs::write(root.join("c2.toml"), flow("c2", "m", APPEND, "overlay")).unwrap();
         let (mut captured, mut plains) = (vec![], vec![]);
         for _ in 0..3 {
             fresh(&root, "bigdir");
             captured.push(bench.stepback(&["run", "--keep", "0", "c2.toml"], None).steps);
             fresh(&root, "bigdir");
-            plains.push(plain(&root, APPEND));
+            plains.push(plain(&root.join("m"), APPEND));
         }
         let (c, p) = (median(captured), median(plains));
         println!(

@@ -19,6 +19,8 @@ pub struct Measured {
     pub steps: Duration,
     pub rollback: Option<Duration>,
     pub peak_rss_kib: Option<u64>,
+    /// The steps' log lines (`step-log` events), in order.
+    pub logs: Vec<String>,
 }
 
 impl Bench {
@@ -71,6 +73,7 @@ impl Bench {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let mut steps = Duration::ZERO;
         let mut rollback = None;
+        let mut logs = Vec::new();
         for line in stdout.lines() {
             let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
@@ -79,6 +82,7 @@ impl Bench {
             match event["event"].as_str() {
                 Some("step-finished") => steps += millis(),
                 Some("rollback-finished") => rollback = Some(millis()),
+                Some("step-log") => logs.extend(event["message"].as_str().map(str::to_owned)),
                 _ => {}
             }
         }
@@ -91,6 +95,7 @@ impl Bench {
             steps,
             rollback,
             peak_rss_kib,
+            logs,
         }
     }
 }
