@@ -44,7 +44,7 @@ const FILES: usize = 10_000;
 const REWRITE: &str = r#"for f in d*/f*; do echo rewritten > "$f"; done"#;
 const APPEND: &str = "echo one more line >> big.bin";
 /// Stepback's overlay options (`sandbox/exec/namespace.rs`).
-const OVERLAY_OPTIONS: &str = "redirect_dir=off,metacopy=off,index=off,xino=off,volatile";
+const OVERLAY_OPTIONS: &str = "redirect_dir=nofollow,metacopy=off,index=off,xino=off,volatile";
 
 fn flow(name: &str, host: &str, script: &str, capture: &str) -> String {
     format!(

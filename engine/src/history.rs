@@ -137,7 +137,7 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
     let mut pruned = Vec::new();
     for run in &committed[..old] {
         if run.dir.backup().exists() {
-            std::fs::remove_dir_all(run.dir.backup())?;
+            crate::journal::remove_all(&run.dir.backup())?;
         }
         JournalWriter::open(&run.dir.journal())?.append(&Record::Pruned { keep: Some(keep) })?;
         pruned.push(run.dir.id.clone());
@@ -147,7 +147,7 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
         .filter(|r| r.state == (RunState::RolledBack { problems: 0, kept: 0 }))
     {
         if run.dir.backup().exists() {
-            std::fs::remove_dir_all(run.dir.backup())?;
+            crate::journal::remove_all(&run.dir.backup())?;
         }
     }
     Ok(pruned)

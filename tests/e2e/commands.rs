@@ -51,6 +51,7 @@ rm old-link && ln -s moved.txt old-link
 echo more >> sub/deep/edit.txt
 chmod 750 sub/deep
 mkdir -p new/dir && echo fresh > new/dir/file && touch -d @1600000000 new/dir/file
+chmod 750 .
 echo done";
 
 #[test]
@@ -62,6 +63,103 @@ fn a_commands_changes_roll_back_exactly() {
     let run = env.run_flow(&command_flow(CHANGES, "", FAIL_AFTER));
     run.expect_code(1).expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+}
+
+/// Without root, a command is captured in a user namespace of its own
+/// (unprivileged overlays): it runs as the operator, the rest of the
+/// filesystem is read-only to it, and its changes roll back exactly.
+#[test]
+fn without_root_a_commands_changes_are_captured_in_a_user_namespace() {
+    const NOBODY: u32 = 65534;
+    let env = Env::new();
+    seed(&env);
+    env.give_to(NOBODY);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let script =
+        format!("id -u; touch /etc/stepback-rootless 2>/dev/null || echo outside is read-only\n{CHANGES}");
+    let flow = env.flow(command_flow(&script, "", FAIL_AFTER));
+    let run = env.stepback_as(NOBODY, &["run", "-v", flow.to_str().unwrap()]);
+    run.expect_code(1).expect_stdout("every path restored");
+    // The command's output (`-v`, on stderr).
+    let log = run.stderr();
+    assert!(log.contains(&format!("stdout: {NOBODY}")), "{log}");
+    assert!(log.contains("stdout: outside is read-only"), "{log}");
+    assert!(!Path::new("/etc/stepback-rootless").exists());
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+
+    let flow = env.flow(command_flow(&script, "", ""));
+    env.stepback_as(NOBODY, &["run", flow.to_str().unwrap()])
+        .expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/new/dir/file")).unwrap(),
+        "fresh\n"
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(env.path("m/new/dir/file")).unwrap());
+    assert_eq!(owner, NOBODY, "a file the command made is the operator's");
+    // Nothing of the command's layers is left but kept backups: the work
+    // directories (mode 000, made by the kernel) are gone.
+    let leftover = std::process::Command::new("find")
+        .arg(env.path("state"))
+        .args(["-name", "work"])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+}
+
+/// Without root, the engine cannot work in a directory that denies its
+/// owner, as root can: a command that changed entries of one (a read-only
+/// directory it opened up) or left one (even the mount's root) fails its
+/// step, whose changes are rolled back exactly; one that only reads such a
+/// directory runs.
+#[test]
+fn without_root_a_directory_that_denies_its_owner_is_refused() {
+    const NOBODY: u32 = 65534;
+    let env = Env::new();
+    env.write("m/ro/x", "x\n");
+    env.write("m/w/a", "a\n");
+    env.mkdir("r");
+    std::fs::set_permissions(
+        env.path("m/ro"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
+    env.give_to(NOBODY);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    for (script, refusal) in [
+        (
+            "echo b > w/b; chmod u+w ro && echo y > ro/y",
+            "the command changed entries of ro, a directory that denies its owner (mode 555)",
+        ),
+        (
+            "chmod u+w ro && echo y > ro/y && chmod 555 ro",
+            "the command left ro a directory that denies its owner (mode 555)",
+        ),
+        (
+            "echo b > w/b && chmod 600 w",
+            "the command left w a directory that denies its owner (mode 600)",
+        ),
+        (
+            "chmod 600 .",
+            "the command left the mount's root a directory that denies its owner (mode 600)",
+        ),
+    ] {
+        let flow = env.flow(command_flow(script, "", ""));
+        let run = env.stepback_as(NOBODY, &["run", flow.to_str().unwrap()]);
+        run.expect_code(1)
+            .expect_stdout(refusal)
+            .expect_stdout("every path restored");
+        assert_same_full(&before, &snapshot_full(&env.path("m")), script);
+    }
+    let flow = env.flow(command_flow("cat ro/x && echo b > w/b", "", ""));
+    env.stepback_as(NOBODY, &["run", flow.to_str().unwrap()])
+        .expect_code(0);
+    assert_eq!(std::fs::read_to_string(env.path("m/w/b")).unwrap(), "b\n");
 }
 
 #[test]

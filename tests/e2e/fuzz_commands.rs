@@ -12,14 +12,18 @@
 //! `STEPBACK_FUZZ_CASES` sets the number of scripts (CI's budget is the
 //! default); proptest shrinks a failing script to a minimal one.
 
-use crate::support::{Env, FullSnapshot, diff_full, fix_times, flow_head, snapshot_full};
+use crate::support::{Env, FullSnapshot, Run, diff_full, fix_times, flow_head, snapshot_full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::path::Path;
 
 const CI_CASES: u32 = 24;
 
+/// The ordinary user of the runs without root.
+const NOBODY: u32 = 65534;
+
 const PATHS: &[&str] = &[
-    "a", "b", "d", "d/c", "d/e", "d/e/f", "n", "n/x", "l", "empty", "empty/y",
+    "a", "b", "d", "d/c", "d/e", "d/e/f", "n", "n/x", "l", "empty", "empty/y", ".",
 ];
 
 fn path() -> impl Strategy<Value = &'static str> {
@@ -69,7 +73,6 @@ fn flow(script: &str, fail: bool) -> String {
 /// command's own "now" differs between runs).
 fn shape(s: &FullSnapshot) -> Vec<(String, String)> {
     s.iter()
-        .filter(|(p, _)| !p.as_os_str().is_empty())
         .map(|(p, f)| {
             (
                 p.display().to_string(),
@@ -85,7 +88,34 @@ fn shape(s: &FullSnapshot) -> Vec<(String, String)> {
         .collect()
 }
 
-fn check(ops: &[String]) -> Result<(), TestCaseError> {
+/// `script` (by `sh`) in `dir`, as `user` (root if `None`).
+fn sh(user: Option<u32>, script: &str, dir: &Path) -> std::process::Output {
+    let mut command = match user {
+        None => std::process::Command::new("sh"),
+        Some(id) => {
+            let id = id.to_string();
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "sh"]);
+            c
+        }
+    };
+    command.args(["-c", script]).current_dir(dir).output().unwrap()
+}
+
+/// Runs flow `text` as `user` (root if `None`).
+fn run_as(env: &Env, user: Option<u32>, text: &str) -> Run {
+    match user {
+        None => env.run_flow(text),
+        Some(id) => {
+            let flow = env.flow(text);
+            env.stepback_as(id, &["run", flow.to_str().unwrap()])
+        }
+    }
+}
+
+/// The properties for one script, with Stepback (and the plain run) as
+/// `user`, or root.
+fn check(ops: &[String], user: Option<u32>) -> Result<(), TestCaseError> {
     let script = ops
         .iter()
         .map(|o| format!("{o} 2>/dev/null"))
@@ -95,9 +125,12 @@ fn check(ops: &[String]) -> Result<(), TestCaseError> {
     // Run, then failed: exactly as before.
     let env = Env::new();
     seed(&env, "m");
+    if let Some(id) = user {
+        env.give_to(id);
+    }
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
-    let run = env.run_flow(&flow(&script, true));
+    let run = run_as(&env, user, &flow(&script, true));
     prop_assert_eq!(run.code(), 1, "{}\n{}", run.stdout(), run.stderr());
     if let Some(diff) = diff_full(&before, &snapshot_full(&env.path("m")), "after the rollback") {
         return Err(TestCaseError::fail(diff));
@@ -106,13 +139,21 @@ fn check(ops: &[String]) -> Result<(), TestCaseError> {
     let env = Env::new();
     seed(&env, "m");
     seed(&env, "plain");
-    let plain = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(env.path("plain"))
-        .output()
-        .unwrap();
-    prop_assert!(plain.status.success());
-    let run = env.run_flow(&flow(&script, false));
+    if let Some(id) = user {
+        env.give_to(id);
+    }
+    prop_assert!(sh(user, &script, &env.path("plain")).status.success());
+    let before = snapshot_full(&env.path("m"));
+    let run = run_as(&env, user, &flow(&script, false));
+    if user.is_some() && run.stdout().contains("a directory that denies its owner") {
+        // Refused without root (README, "Root or not"): the step failed,
+        // and nothing is left of it.
+        prop_assert_eq!(run.code(), 1);
+        if let Some(diff) = diff_full(&before, &snapshot_full(&env.path("m")), "after the refusal") {
+            return Err(TestCaseError::fail(diff));
+        }
+        return Ok(());
+    }
     prop_assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
     let captured = shape(&snapshot_full(&env.path("m")));
     if captured != shape(&snapshot_full(&env.path("plain"))) {
@@ -121,20 +162,23 @@ fn check(ops: &[String]) -> Result<(), TestCaseError> {
         // that: with `redirect_dir` off, a directory from before the
         // command cannot be renamed (EXDEV), so `mv` copies it, splitting
         // hard links between files inside and outside it.
-        prop_assert_eq!(captured, in_bare_overlay(&env, &script));
+        prop_assert_eq!(captured, in_bare_overlay(&env, user, &script));
     }
     Ok(())
 }
 
 /// What `script` leaves in an overlay of the seed tree made with
 /// Stepback's options, without Stepback.
-fn in_bare_overlay(env: &Env, script: &str) -> Vec<(String, String)> {
+fn in_bare_overlay(env: &Env, user: Option<u32>, script: &str) -> Vec<(String, String)> {
     seed(env, "lower");
+    if let Some(id) = user {
+        env.give_to(id);
+    }
     for d in ["upper", "work", "merged"] {
         env.mkdir(d);
     }
     let options = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
+        "lowerdir={},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off,index=off,xino=off",
         env.path("lower").display(),
         env.path("upper").display(),
         env.path("work").display()
@@ -146,16 +190,13 @@ fn in_bare_overlay(env: &Env, script: &str) -> Vec<(String, String)> {
         .status()
         .unwrap();
     assert!(mount.success(), "mounting a bare overlay");
-    let status = std::process::Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&merged)
-        .status();
+    let ran = sh(user, script, &merged);
     let shape = shape(&snapshot_full(&merged));
     let unmounted = std::process::Command::new("umount")
         .arg(&merged)
         .status()
         .unwrap();
-    assert!(status.unwrap().success() && unmounted.success());
+    assert!(ran.status.success() && unmounted.success());
     shape
 }
 
@@ -170,7 +211,30 @@ fn random_commands_are_applied_and_rolled_back_exactly() {
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&prop::collection::vec(op(), 1..12), |ops| check(&ops));
+    let result = runner.run(&prop::collection::vec(op(), 1..12), |ops| check(&ops, None));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// The same, with Stepback and the plain runs as an ordinary user: the
+/// overlays are made in a user namespace and keep their bookkeeping in
+/// `user.` extended attributes. Half of the budget.
+#[test]
+fn random_commands_without_root_are_applied_and_rolled_back_exactly() {
+    let cases = std::env::var("STEPBACK_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(CI_CASES)
+        .div_ceil(2);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&prop::collection::vec(op(), 1..12), |ops| {
+        check(&ops, Some(NOBODY))
+    });
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -192,11 +256,11 @@ fn a_fixed_script_covers_every_kind_of_operation() {
     ]
     .map(str::to_owned)
     .to_vec();
-    check(&ops).unwrap();
+    check(&ops, None).unwrap();
     // Found by the fuzzer: a symlink to itself where a directory with
     // changed entries was.
-    check(&["rm -rf d".to_owned(), "ln -sfn d d".to_owned()]).unwrap();
+    check(&["rm -rf d".to_owned(), "ln -sfn d d".to_owned()], None).unwrap();
     // Found by the fuzzer: a hard link into a directory from before the
     // command, which is then renamed (copied by `mv`, see `check`).
-    check(&["ln l empty".to_owned(), "mv empty n".to_owned()]).unwrap();
+    check(&["ln l empty".to_owned(), "mv empty n".to_owned()], None).unwrap();
 }

@@ -79,11 +79,7 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str], cache: &Path) -> Command {
-        // STEPBACK_TEST_BIN: a copy of the binary to test, so that a long
-        // fuzzing run goes on while the tree is rebuilt.
-        let bin =
-            std::env::var_os("STEPBACK_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stepback").into());
-        let mut command = Command::new(bin);
+        let mut command = Command::new(test_bin());
         command
             .args(args)
             .env("STEPBACK_STATE_DIR", self.path("state"))
@@ -92,11 +88,45 @@ impl Env {
         command
     }
 
+    /// Makes user and group `id` the owner of everything in the
+    /// environment.
+    pub fn give_to(&self, id: u32) {
+        let chown = Command::new("chown")
+            .args(["-R", &format!("{id}:{id}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("chown");
+        assert!(chown.success());
+    }
+
+    /// `stepback ARGS` run as user and group `id` instead of root, with a
+    /// cache of its own; everything in the environment is given to `id`
+    /// first.
+    pub fn stepback_as(&self, id: u32, args: &[&str]) -> Run {
+        self.give_to(id);
+        let id = id.to_string();
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid", &id, "--regid", &id, "--clear-groups"])
+            .arg(test_bin())
+            .args(args)
+            .env("STEPBACK_STATE_DIR", self.path("state"))
+            .env("STEPBACK_CACHE_DIR", self.path("cache"))
+            .current_dir(self.dir.path());
+        Run(command.output().expect("running stepback through setpriv"))
+    }
+
     /// `stepback run flow.toml`.
     pub fn run_flow(&self, text: &str) -> Run {
         let flow = self.flow(text);
         self.stepback(&["run", flow.to_str().unwrap()])
     }
+}
+
+/// The binary to test: `STEPBACK_TEST_BIN`, a copy, so that a long
+/// fuzzing run goes on while the tree is rebuilt; or the one cargo built.
+fn test_bin() -> std::ffi::OsString {
+    std::env::var_os("STEPBACK_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stepback").into())
 }
 
 /// The compiled-plugin cache all tests share (entries are keyed by

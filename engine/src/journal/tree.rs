@@ -8,6 +8,8 @@ use super::entry::{fd_xattrs, open_dir_readable, set_attributes};
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 use std::io::{self, ErrorKind};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Copies the entry `name` of `from` (a tree, a file or a symlink) to
 /// `to_name` in `to`, which must not exist; syncs what it writes.
@@ -51,6 +53,32 @@ pub(super) fn copy(from: &Dir, name: &str, to: &Dir, to_name: &str) -> io::Resul
 fn copy_xattrs(from: &impl std::os::fd::AsFd, to: &impl std::os::fd::AsFd) -> io::Result<()> {
     for x in fd_xattrs(from)? {
         rustix::fs::fsetxattr(to, &x.name.0[..], &x.value.0, rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Removes the tree at `path` (gone already is fine), even where its
+/// directories deny their owner listing or writing: an overlay's work
+/// directory is mode 000, and a command's upper layer keeps the modes it
+/// gave directories. Without root, nothing else could remove them.
+pub fn remove_all(path: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            open_up(path)?;
+            std::fs::remove_dir_all(path)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        done => done,
+    }
+}
+
+/// Lets the owner list and write every directory of the tree at `path`.
+fn open_up(path: &Path) -> io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(path)? {
+            open_up(&entry?.path())?;
+        }
     }
     Ok(())
 }

@@ -30,10 +30,6 @@ use std::io::{self, ErrorKind};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Prefix of the extended attributes overlayfs keeps its bookkeeping in:
-/// never carried onto the mount.
-const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
-
 /// Applies one upper layer to one mount.
 pub struct Apply<'a> {
     /// The mount's name, for records.
@@ -43,6 +39,10 @@ pub struct Apply<'a> {
     /// Where the upper layer is: a replaced file is exchanged with its
     /// original there when the recorder can keep the original in place.
     pub upper_path: &'a Path,
+    /// Prefix of the extended attributes overlayfs keeps its bookkeeping
+    /// in (`trusted.overlay.`, or `user.overlay.` without root): read for
+    /// opaque directories, never carried onto the mount.
+    pub overlay_xattrs: &'a str,
     /// Whether the upper layer is on the mount's filesystem (files are
     /// then moved in, not copied).
     pub same_fs: bool,
@@ -82,24 +82,49 @@ impl Lower<'_> {
 
 impl Apply<'_> {
     /// Applies `upper` (the layer's root) to `root` (the mount's).
-    pub fn run(&mut self, upper: &Dir, root: &Dir) -> io::Result<()> {
+    pub fn run(&mut self, root: &Dir) -> io::Result<()> {
         let before = root.dir_metadata()?;
         let lower = Lower {
             dir: root,
             id: FileId::of(&before),
             rel: "",
         };
-        if self.directory(upper, &lower, false)? {
-            // The upper root is the engine's own directory: its time says
-            // when the command last added or removed an entry there.
-            let now = root.dir_metadata()?;
-            let time = upper.dir_metadata()?;
-            if (now.mtime(), now.mtime_nsec()) != (time.mtime(), time.mtime_nsec()) {
-                self.capture(|rec| rec.before_set_times(self.mount, "", &now))?;
-                let set = set_times(root, ".", &time);
-                self.finish(root, ".", set.is_ok(), false)?;
-                set?;
-            }
+        // The upper root started with the mount root's attributes (see
+        // `Layer::make`): where they differ now, the command changed them.
+        let (parent, name) = match (self.upper_path.parent(), self.upper_path.file_name()) {
+            (Some(p), Some(n)) => (p, n.to_string_lossy()),
+            _ => return Err(io::Error::other("an upper layer at the filesystem's root")),
+        };
+        let parent = Dir::open_ambient_dir(parent, cap_std::ambient_authority())?;
+        let meta = parent.symlink_metadata(&*name)?;
+        open_up(&parent, &name, &meta)?;
+        let upper = parent.open_dir_nofollow(&*name)?;
+        refuse_denied("", Some(&before), &meta, &upper)?;
+        let reshaped = self.directory(&upper, &lower, false)?;
+        // Without root the upper root could not take the root's owner: the
+        // owner is compared only as root.
+        if before.permissions().mode() != meta.permissions().mode()
+            || ((before.uid(), before.gid()) != (meta.uid(), meta.gid())
+                && rustix::process::geteuid().is_root())
+        {
+            self.capture(|rec| rec.before_set_attributes(self.mount, "", &before))?;
+            let set = match rustix::process::geteuid().is_root() {
+                true => set_owner_and_mode(root, ".", &meta),
+                false => root.set_permissions(".", meta.permissions()),
+            };
+            self.finish(root, ".", set.is_ok(), false)?;
+            set?;
+            self.changes += 1;
+        }
+        let now = root.dir_metadata()?;
+        // Its time: the command's where it added or removed entries, the
+        // original's otherwise.
+        let time = if reshaped { &meta } else { &before };
+        if (now.mtime(), now.mtime_nsec()) != (time.mtime(), time.mtime_nsec()) {
+            self.capture(|rec| rec.before_set_times(self.mount, "", &now))?;
+            let set = set_times(root, ".", time);
+            self.finish(root, ".", set.is_ok(), false)?;
+            set?;
         }
         Ok(())
     }
@@ -184,32 +209,21 @@ impl Apply<'_> {
         found: Option<Metadata>,
         opaque: bool,
     ) -> io::Result<bool> {
+        open_up(upper, name, meta)?;
         let up = upper.open_dir_nofollow(name)?;
         let rel = lower.child(name);
-        let made = match found {
-            Some(f) if f.is_dir() => {
-                if f.permissions().mode() != meta.permissions().mode()
-                    || (f.uid(), f.gid()) != (meta.uid(), meta.gid())
-                {
-                    self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f))?;
-                    // Its times are set (and recorded) once its entries are applied.
-                    let set = set_owner_and_mode(lower.dir, name, meta);
-                    self.finish(lower.dir, name, set.is_ok(), false)?;
-                    set?;
-                    self.changes += 1;
-                }
-                false
-            }
+        let kept = match found {
+            Some(f) if f.is_dir() => Some(f),
             other => {
                 if other.is_some() {
                     self.remove_tree(lower, name)?;
                 }
                 self.create(lower, name, NewEntry::Dir, |dir| dir.create_dir(name))?;
-                let fresh = lower.dir.open_dir_nofollow(name)?;
-                set_attributes(&fresh, ".", meta)?;
-                true
+                None
             }
         };
+        let made = kept.is_none();
+        refuse_denied(&rel, kept.as_ref(), meta, &up)?;
         let dir = lower.dir.open_dir_nofollow(name)?;
         let child = Lower {
             dir: &dir,
@@ -217,7 +231,27 @@ impl Apply<'_> {
             rel: &rel,
         };
         let before = dir.dir_metadata()?;
-        let reshaped = self.directory(&up, &child, opaque || made || is_opaque(upper, name)?)?;
+        let reshaped = self.directory(
+            &up,
+            &child,
+            opaque || made || is_opaque(upper, name, self.overlay_xattrs)?,
+        )?;
+        // Its mode and owner once its entries are applied (a mode that
+        // denies its owner would refuse them without root), its times last.
+        match kept {
+            None => set_owner_and_mode(lower.dir, name, meta)?,
+            Some(f)
+                if f.permissions().mode() != meta.permissions().mode()
+                    || (f.uid(), f.gid()) != (meta.uid(), meta.gid()) =>
+            {
+                self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f))?;
+                let set = set_owner_and_mode(lower.dir, name, meta);
+                self.finish(lower.dir, name, set.is_ok(), false)?;
+                set?;
+                self.changes += 1;
+            }
+            Some(_) => {}
+        }
         let time = if reshaped || made { meta } else { &before };
         self.set_time(lower, name, time)?;
         Ok(made)
@@ -232,7 +266,9 @@ impl Apply<'_> {
         found: Option<Metadata>,
         exchange: Option<u64>,
     ) -> io::Result<bool> {
-        strip_overlay_xattrs(upper, name)?;
+        with_access(upper, name, meta, || {
+            strip_overlay_xattrs(upper, name, self.overlay_xattrs)
+        })?;
         match found {
             Some(f)
                 if f.is_file()
@@ -433,15 +469,16 @@ fn is_whiteout(meta: &Metadata) -> bool {
 /// hiding the lower one's entries (a directory made where one was
 /// removed). Read through a descriptor that can read attributes: the
 /// directories cap-std opens cannot.
-fn is_opaque(upper: &Dir, name: &str) -> io::Result<bool> {
+fn is_opaque(upper: &Dir, name: &str, overlay_xattrs: &str) -> io::Result<bool> {
     let dir = open_dir_readable(upper, name)?;
     let mut value = [0u8; 4];
-    Ok(matches!(rustix::fs::fgetxattr(&dir, "trusted.overlay.opaque", &mut value), Ok(1) if value[0] == b'y'))
+    let opaque = format!("{overlay_xattrs}opaque");
+    Ok(matches!(rustix::fs::fgetxattr(&dir, opaque.as_str(), &mut value), Ok(1) if value[0] == b'y'))
 }
 
 /// Removes overlayfs's own extended attributes from upper file `name`
 /// before it moves onto the mount.
-fn strip_overlay_xattrs(upper: &Dir, name: &str) -> io::Result<()> {
+fn strip_overlay_xattrs(upper: &Dir, name: &str, overlay_xattrs: &str) -> io::Result<()> {
     let file = upper.open(name)?;
     let mut list = vec![0u8; 4096];
     let n = match rustix::fs::flistxattr(&file, &mut list) {
@@ -455,11 +492,74 @@ fn strip_overlay_xattrs(upper: &Dir, name: &str) -> io::Result<()> {
     };
     for attr in list[..n]
         .split(|b| *b == 0)
-        .filter(|a| a.starts_with(OVERLAY_XATTRS))
+        .filter(|a| a.starts_with(overlay_xattrs.as_bytes()))
     {
         rustix::fs::fremovexattr(&file, attr)?;
     }
     Ok(())
+}
+
+/// Without root, the engine can neither work in a directory that denies
+/// its owner reading, writing or searching (as root can) nor, later, roll
+/// back what is in it or check it: the apply fails (and the step with it)
+/// where the command left directory `rel` (`meta`: its mode then) denying
+/// its owner, or changed entries of it (`upper` holds some) while it
+/// denied its owner before (`lower`, as it was).
+fn refuse_denied(rel: &str, lower: Option<&Metadata>, meta: &Metadata, upper: &Dir) -> io::Result<()> {
+    let denies = |m: &Metadata| m.permissions().mode() & 0o700 != 0o700;
+    let mode = |m: &Metadata| m.permissions().mode() & 0o7777;
+    let shown = if rel.is_empty() { "the mount's root" } else { rel };
+    let why = if !denies(meta) && !lower.is_some_and(denies) || rustix::process::geteuid().is_root() {
+        return Ok(());
+    } else if denies(meta) {
+        format!(
+            "the command left {shown} a directory that denies its owner (mode {:o})",
+            mode(meta)
+        )
+    } else if upper.entries()?.next().is_some() {
+        format!(
+            "the command changed entries of {shown}, a directory that denies its owner (mode {:o})",
+            lower.map_or(0, mode)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        ErrorKind::PermissionDenied,
+        format!("{why}: without root, Stepback can neither apply nor roll back what is in such a directory"),
+    ))
+}
+
+/// Without root, a directory the command made unsearchable or
+/// unreadable in the upper layer would refuse the apply (root is not
+/// refused): its owner, the engine's user, gets them back. The apply has
+/// read the mode it carries over already (`meta`).
+fn open_up(upper: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
+    let mode = meta.permissions().mode();
+    if mode & 0o700 == 0o700 || rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    upper.set_permissions(name, cap_std::fs::Permissions::from_mode(mode | 0o700))
+}
+
+/// Runs `f`, which opens upper file `name` (`meta`: as the command left
+/// it) or removes its overlay attributes, with read and write access for
+/// its owner, the engine's user, where it lacked them (without root they
+/// would be refused); its mode is put back after.
+fn with_access<T>(
+    upper: &Dir,
+    name: &str,
+    meta: &Metadata,
+    f: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o600 == 0o600 || rustix::process::geteuid().is_root() {
+        return f();
+    }
+    upper.set_permissions(name, cap_std::fs::Permissions::from_mode(mode | 0o600))?;
+    let done = f();
+    upper.set_permissions(name, cap_std::fs::Permissions::from_mode(mode))?;
+    done
 }
 
 /// Swaps upper file `name` (`new`) with `original`, the file of the same
@@ -497,7 +597,7 @@ fn place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, same_fs: bool) -
 /// at `name` in `lower`, keeping its inode (its other names see the change).
 /// With `create`, the file is made where missing.
 fn write_in_place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, create: bool) -> io::Result<()> {
-    let mut from = upper.open(name)?;
+    let mut from = with_access(upper, name, meta, || upper.open(name))?;
     let mut to = lower.open_with(
         name,
         OpenOptions::new()

@@ -43,6 +43,16 @@ pub struct ExecMount {
     pub pinned: Option<Arc<std::fs::File>>,
 }
 
+impl ExecMount {
+    /// Its directory: the one the run opened, or by path.
+    fn root(&self) -> std::io::Result<Dir> {
+        match &self.pinned {
+            Some(f) => Ok(Dir::from_std_file(f.try_clone()?)),
+            None => Dir::open_ambient_dir(&self.mount.host, cap_std::ambient_authority()),
+        }
+    }
+}
+
 impl ExecState {
     /// A step's exec state: `scratch` holds the overlays' layers.
     pub fn new(
@@ -89,19 +99,32 @@ impl HasData for ExecCapability {
 }
 
 /// Whether commands can be captured by overlays of `mounts` (read-write
-/// ones), with layers made in `scratch`: tried for real, nothing attached.
+/// ones), with layers made in `scratch`: tried for real, nothing attached;
+/// without root, in a user namespace, as commands will be.
 pub fn probe(mounts: &[Mount], scratch: &Path) -> Result<(), String> {
+    use namespace::Privilege;
     let dir = scratch.join(format!("probe-{}", std::process::id()));
+    let privilege = Privilege::of_this_process();
     let result = (|| {
+        let mut overlays = Vec::new();
         for mount in mounts.iter().filter(|m| m.access == Access::ReadWrite) {
-            let layer = Layer::make(&dir, &mount.name)?;
-            namespace::overlay(&layer.overlay(&mount.host, &mount.host))?;
+            let layer = Layer::make(&dir, &mount.name, None)?;
+            overlays.push(layer.overlay(&mount.host, None));
         }
-        std::io::Result::Ok(())
+        match privilege {
+            Privilege::Root => overlays.iter().try_for_each(|o| namespace::overlay(o).map(drop)),
+            Privilege::UserNamespace => namespace::probe_user_namespace(&overlays),
+        }
     })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result.map_err(|e| match e.raw_os_error() {
-        Some(libc::EPERM) => format!("making an overlay needs root (CAP_SYS_ADMIN): {e}"),
+    let _ = crate::journal::remove_all(&dir);
+    result.map_err(|e| match (privilege, e.raw_os_error()) {
+        (Privilege::Root, Some(libc::EPERM)) => format!("making an overlay needs CAP_SYS_ADMIN: {e}"),
+        (Privilege::UserNamespace, Some(libc::EPERM | libc::ENOSPC | libc::EACCES)) => format!(
+            "without root, commands are captured in a user namespace of their own, which this system does not allow (see user.max_user_namespaces, kernel.unprivileged_userns_clone, or an AppArmor or SELinux policy): {e}"
+        ),
+        (Privilege::UserNamespace, Some(libc::EINVAL)) => format!(
+            "without root, an overlay needs Linux 5.11 and, for its upper layer in the state directory, a filesystem with user extended attributes: {e}"
+        ),
         _ => e.to_string(),
     })
 }
@@ -113,18 +136,32 @@ struct Layer {
 }
 
 impl Layer {
-    fn make(dir: &Path, mount: &str) -> std::io::Result<Layer> {
+    /// Makes the layers in `dir` for mount `mount`; the upper one's root
+    /// gets the attributes of the mount's root (`root`), which the command
+    /// sees there, so that what it changes of them shows.
+    fn make(dir: &Path, mount: &str, root: Option<&cap_std::fs::Metadata>) -> std::io::Result<Layer> {
         let base = dir.join(mount);
         let (upper, work) = (base.join("upper"), base.join("work"));
         std::fs::create_dir_all(&upper)?;
         std::fs::create_dir_all(&work)?;
+        if let Some(meta) = root {
+            let base = Dir::open_ambient_dir(&base, cap_std::ambient_authority())?;
+            match rustix::process::geteuid().is_root() {
+                true => crate::journal::set_attributes(&base, "upper", meta)?,
+                // Without root, an owner other than itself is out of reach.
+                false => {
+                    base.set_permissions("upper", meta.permissions())?;
+                    crate::journal::set_times(&base, "upper", meta)?;
+                }
+            }
+        }
         Ok(Layer { upper, work })
     }
 
-    fn overlay(&self, target: &Path, lower: &Path) -> namespace::Overlay {
+    fn overlay(&self, target: &Path, pinned: Option<i32>) -> namespace::Overlay {
         namespace::Overlay {
             target: target.to_path_buf(),
-            lower: lower.to_path_buf(),
+            pinned,
             upper: self.upper.clone(),
             work: self.work.clone(),
         }
@@ -221,16 +258,12 @@ impl ExecView<'_> {
         let mut layers = Vec::new();
         let mut overlays = Vec::new();
         for m in &writable {
-            let layer = Layer::make(&dir, &m.mount.name)
+            let layer = m
+                .root()
+                .and_then(|root| Layer::make(&dir, &m.mount.name, Some(&root.dir_metadata()?)))
                 .map_err(|e| spawn_failed("making the overlay's layers", e))?;
-            let lower = match &m.pinned {
-                Some(f) => PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&**f))),
-                None => m.mount.host.clone(),
-            };
-            overlays.push(
-                namespace::overlay(&layer.overlay(&m.mount.host, &lower))
-                    .map_err(|e| spawn_failed("capturing", e))?,
-            );
+            let pinned = m.pinned.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(&**f));
+            overlays.push(layer.overlay(&m.mount.host, pinned));
             layers.push(layer);
         }
         let visible: Vec<namespace::Visible> = self
@@ -242,8 +275,9 @@ impl ExecView<'_> {
                 writable: !captured && m.mount.access == Access::ReadWrite,
             })
             .collect();
-        let jail = namespace::Jail::new(overlays, &visible, &cwd, self.exec.grant.network)
-            .map_err(|e| spawn_failed("preparing the namespace", e))?;
+        let jail = namespace::Jail::new(&overlays, &visible, &cwd, self.exec.grant.network)
+            .map_err(|e| spawn_failed("preparing the namespace and its overlays", e))?;
+        let privilege = jail.privilege();
 
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&args)
@@ -291,7 +325,7 @@ impl ExecView<'_> {
         let status = match waited {
             Err(_) => {
                 let _ = child.kill().await;
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = crate::journal::remove_all(&dir);
                 let _ = std::fs::remove_dir(&self.exec.scratch);
                 let changes = match captured {
                     true => "its file changes were discarded",
@@ -318,16 +352,16 @@ impl ExecView<'_> {
             .code()
             .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
         let applying = Instant::now();
-        let (changes, exchanged) = self.apply(&writable_names(&writable), &layers);
+        let (changes, exchanged) = self.apply(&writable_names(&writable), &layers, privilege);
         let applied_in = applying.elapsed();
         if exchanged == 0 {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = crate::journal::remove_all(&dir);
             let _ = std::fs::remove_dir(&self.exec.scratch);
         } else {
             // The upper layers hold originals now: backups, pruned with
             // the run's.
             for layer in &layers {
-                let _ = std::fs::remove_dir_all(&layer.work);
+                let _ = crate::journal::remove_all(&layer.work);
             }
         }
         let changes = changes.map_err(ExecError::ApplyFailed)?;
@@ -403,7 +437,12 @@ impl ExecView<'_> {
     /// Applies each layer to its mount; the number of changes applied, and
     /// of originals exchanged into the layers (even when the apply failed
     /// part way).
-    fn apply(&self, names: &[String], layers: &[Layer]) -> (Result<u64, String>, u64) {
+    fn apply(
+        &self,
+        names: &[String],
+        layers: &[Layer],
+        privilege: namespace::Privilege,
+    ) -> (Result<u64, String>, u64) {
         let (mut total, mut exchanged) = (0, 0);
         for (name, layer) in names.iter().zip(layers) {
             let m = self
@@ -413,20 +452,18 @@ impl ExecView<'_> {
                 .find(|m| &m.mount.name == name)
                 .expect("layers are made for the step's mounts");
             let result = (|| {
-                let root = match &m.pinned {
-                    Some(f) => Dir::from_std_file(f.try_clone()?),
-                    None => Dir::open_ambient_dir(&m.mount.host, cap_std::ambient_authority())?,
-                };
-                let upper = Dir::open_ambient_dir(&layer.upper, cap_std::ambient_authority())?;
+                let root = m.root()?;
                 let mut apply = apply::Apply {
                     mount: &m.mount.name,
                     recorder: self.exec.recorder.as_ref(),
                     upper_path: &layer.upper,
-                    same_fs: upper.dir_metadata()?.dev() == root.dir_metadata()?.dev(),
+                    overlay_xattrs: privilege.overlay_xattrs(),
+                    same_fs: std::os::unix::fs::MetadataExt::dev(&std::fs::symlink_metadata(&layer.upper)?)
+                        == root.dir_metadata()?.dev(),
                     changes: 0,
                     exchanged: 0,
                 };
-                let done = apply.run(&upper, &root);
+                let done = apply.run(&root);
                 total += apply.changes;
                 exchanged += apply.exchanged;
                 done

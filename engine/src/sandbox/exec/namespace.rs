@@ -4,10 +4,15 @@
 //! catches every change, the rest of the filesystem is read-only, and
 //! `/tmp` is an empty tmpfs.
 //!
-//! The overlays and the tmpfs are made in the engine, before anything
-//! forks, with the kernel's mount API (`fsopen`, `fsconfig`, `fsmount`):
-//! what cannot be mounted fails there with an error worth reading. The
-//! forked child then only enters new namespaces and attaches them.
+//! As root, the overlays and the tmpfs are made in the engine, before
+//! anything forks, with the kernel's mount API (`fsopen`, `fsconfig`,
+//! `fsmount`): what cannot be mounted fails there with an error worth
+//! reading. The forked child then only enters new namespaces and attaches
+//! them. Without root ([`Privilege::UserNamespace`]), the child first
+//! enters a user namespace of its own, in which the engine's user is
+//! itself and holds the capabilities to mount there, and makes them there
+//! (unprivileged overlays, Linux 5.11, keep their bookkeeping in `user.`
+//! extended attributes); the validation's probe has tried the same.
 //!
 //! Process tree, seen from the engine:
 //!
@@ -44,16 +49,117 @@ use std::path::{Path, PathBuf};
 /// One read-write mount as the command sees it: an overlay of the real
 /// directory (`lower`) with its changes in `upper`.
 pub struct Overlay {
-    /// Where it is attached: the mount's host path.
+    /// The real directory, by its host path, where the overlay is
+    /// attached over it.
     pub target: PathBuf,
-    /// The real directory, by path (a pinned directory's `/proc/self/fd`
-    /// link, so that it is the very directory the run opened).
-    pub lower: PathBuf,
+    /// The directory as the run opened it, if it did: the overlay is made
+    /// over that very directory (as root, through its `/proc/self/fd`
+    /// link; in a user namespace, which cannot reach the engine's mounts
+    /// that way, `target` is checked to still be it).
+    pub pinned: Option<i32>,
     /// Where the command's changes go; on any local filesystem with
-    /// trusted extended attributes.
+    /// trusted (as root) or user (without root) extended attributes.
     pub upper: PathBuf,
     /// The overlay's scratch directory, on `upper`'s filesystem.
     pub work: PathBuf,
+}
+
+/// Who makes the mounts a command runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// The engine, as root, before forking.
+    Root,
+    /// The forked child, in a user namespace of its own.
+    UserNamespace,
+}
+
+impl Privilege {
+    /// Root's way when this process is root, the user namespace's otherwise.
+    pub fn of_this_process() -> Privilege {
+        match rustix::process::geteuid().is_root() {
+            true => Privilege::Root,
+            false => Privilege::UserNamespace,
+        }
+    }
+
+    /// Prefix of the extended attributes overlayfs keeps its bookkeeping
+    /// in (whiteouts aside): `trusted.` needs root, `user.` does not.
+    pub fn overlay_xattrs(self) -> &'static str {
+        match self {
+            Privilege::Root => "trusted.overlay.",
+            Privilege::UserNamespace => "user.overlay.",
+        }
+    }
+}
+
+/// An overlay's paths, ready for a forked child (no allocation there).
+#[derive(Clone)]
+struct OverlaySpec {
+    lower: CString,
+    /// In a user namespace: the pinned directory `lower` must be.
+    pinned: Option<i32>,
+    upper: CString,
+    work: CString,
+    target: CString,
+}
+
+impl OverlaySpec {
+    fn of(o: &Overlay, privilege: Privilege) -> io::Result<OverlaySpec> {
+        let (lower, pinned) = match (privilege, o.pinned) {
+            (Privilege::Root, Some(fd)) => (PathBuf::from(format!("/proc/self/fd/{fd}")), None),
+            (_, pinned) => (o.target.clone(), pinned),
+        };
+        Ok(OverlaySpec {
+            lower: cstring(&lower)?,
+            pinned,
+            upper: cstring(&o.upper)?,
+            work: cstring(&o.work)?,
+            target: cstring(&o.target)?,
+        })
+    }
+
+    /// Makes the overlay superblock and a detached mount of it; on failure,
+    /// which option the kernel refused. Only system calls: safe in a
+    /// forked child.
+    fn make(&self, privilege: Privilege) -> Result<OwnedFd, (&'static CStr, rustix::io::Errno)> {
+        use rustix::mount::{fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen};
+        if let Some(fd) = self.pinned {
+            // SAFETY: the run keeps the pinned directory open while its
+            // steps run.
+            let pinned = rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(fd) });
+            let now = rustix::fs::stat(self.lower.as_c_str());
+            match (pinned, now) {
+                (Ok(p), Ok(n)) if (p.st_dev, p.st_ino) == (n.st_dev, n.st_ino) => {}
+                (Err(e), _) | (_, Err(e)) => return Err((c"lowerdir+", e)),
+                _ => return Err((c"lowerdir+", rustix::io::Errno::STALE)),
+            }
+        }
+        let fs = fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| (c"fsopen", e))?;
+        // `lowerdir+` (Linux 6.8) takes one path as it is: no escaping of
+        // `:` or `,`.
+        for (key, value) in [
+            (c"lowerdir+", self.lower.as_c_str()),
+            (c"upperdir", &self.upper),
+            (c"workdir", &self.work),
+            // Plain entries in the upper layer: no redirects, no
+            // metadata-only copies, no index.
+            (c"redirect_dir", c"nofollow"),
+            (c"metacopy", c"off"),
+            (c"index", c"off"),
+            (c"xino", c"off"),
+        ] {
+            fsconfig_set_string(&fs, key, value).map_err(|e| (key, e))?;
+        }
+        if privilege == Privilege::UserNamespace {
+            fsconfig_set_flag(&fs, c"userxattr").map_err(|e| (c"userxattr", e))?;
+        }
+        // No sync of the upper layer (a copy-up is a quarter cheaper): it
+        // is thrown away after a crash anyway, and once applied its files
+        // are as durable as a plain command's.
+        fsconfig_set_flag(&fs, c"volatile").map_err(|e| (c"volatile", e))?;
+        fsconfig_create(&fs).map_err(|e| (c"create", e))?;
+        fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(|e| (c"fsmount", e))
+    }
 }
 
 /// An overlay superblock, made but not attached anywhere yet.
@@ -62,65 +168,120 @@ pub struct DetachedOverlay {
     target: CString,
 }
 
-/// Makes the overlay: the options keep the upper layer made of plain
-/// entries (no redirects, no metadata-only copies, no index), which the
-/// apply reads as they are.
+/// Makes the overlay as root, in the engine.
 pub fn overlay(o: &Overlay) -> io::Result<DetachedOverlay> {
-    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("this kernel has no overlayfs ({e})"),
-        )
-    })?;
-    let set = |key: &str, value: &Path| {
-        rustix::mount::fsconfig_set_string(&fs, key, value.as_os_str()).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("overlay {key}={}: {e}", value.display()),
-            )
-        })
-    };
-    // `lowerdir+` (Linux 6.8) takes one path as it is: no escaping of
-    // `:` or `,`.
-    set("lowerdir+", &o.lower)?;
-    set("upperdir", &o.upper)?;
-    set("workdir", &o.work)?;
-    for (key, value) in [
-        ("redirect_dir", "off"),
-        ("metacopy", "off"),
-        ("index", "off"),
-        ("xino", "off"),
-    ] {
-        rustix::mount::fsconfig_set_string(&fs, key, value)
-            .map_err(|e| io::Error::other(format!("overlay option {key}={value}: {e}")))?;
-    }
-    // No sync of the upper layer (a copy-up is a quarter cheaper): it is
-    // thrown away after a crash anyway, and once applied its files are
-    // as durable as a plain command's.
-    rustix::mount::fsconfig_set_flag(&fs, "volatile")
-        .map_err(|e| io::Error::other(format!("overlay option volatile: {e}")))?;
-    rustix::mount::fsconfig_create(&fs).map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!(
-                "overlay of {} with its changes in {}: {e} (the kernel log says more)",
-                o.target.display(),
-                o.upper.display()
-            ),
-        )
-    })?;
-    let fd = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    let spec = OverlaySpec::of(o, Privilege::Root)?;
+    let fd = spec
+        .make(Privilege::Root)
+        .map_err(|(step, e)| overlay_error(o, step, e))?;
     Ok(DetachedOverlay {
         fd,
-        target: cstring(&o.target)?,
+        target: spec.target,
     })
+}
+
+/// What the kernel's refusal of `step` of making overlay `o` means.
+fn overlay_error(o: &Overlay, step: &CStr, e: rustix::io::Errno) -> io::Error {
+    let kind = io::Error::from(e).kind();
+    let why = match step.to_str().unwrap_or_default() {
+        "fsopen" => format!("this kernel has no overlayfs ({e})"),
+        "lowerdir+" => format!("overlay lowerdir+={}: {e}", o.target.display()),
+        "upperdir" => format!("overlay upperdir={}: {e}", o.upper.display()),
+        "workdir" => format!("overlay workdir={}: {e}", o.work.display()),
+        "create" => format!(
+            "overlay of {} with its changes in {}: {e} (the kernel log says more)",
+            o.target.display(),
+            o.upper.display()
+        ),
+        option => format!("overlay option {option}: {e}"),
+    };
+    io::Error::new(kind, why)
+}
+
+/// Makes the private `/tmp`. Only system calls: safe in a forked child.
+fn tmpfs() -> rustix::io::Result<OwnedFd> {
+    let fs = rustix::mount::fsopen(c"tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_set_string(&fs, c"size", c"25%")?;
+    rustix::mount::fsconfig_set_string(&fs, c"mode", c"1777")?;
+    rustix::mount::fsconfig_create(&fs)?;
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+}
+
+/// What a child writes to enter a user namespace of its own in which the
+/// engine's user and group are themselves: `setgroups` denied (required
+/// for an unprivileged group map), then the two maps.
+fn identity_maps() -> [(&'static CStr, Vec<u8>); 3] {
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    [
+        (c"/proc/self/setgroups", b"deny".to_vec()),
+        (c"/proc/self/uid_map", format!("{uid} {uid} 1\n").into_bytes()),
+        (c"/proc/self/gid_map", format!("{gid} {gid} 1\n").into_bytes()),
+    ]
+}
+
+/// Enters a new user namespace, owner of the new namespaces of `flags`,
+/// and maps the engine's user and group there to themselves (in a forked
+/// child: only system calls).
+fn enter_user_namespace(
+    maps: &[(&'static CStr, Vec<u8>); 3],
+    flags: rustix::thread::UnshareFlags,
+) -> io::Result<()> {
+    // SAFETY: the process is single-threaded (a child of fork).
+    unsafe { rustix::thread::unshare_unsafe(flags | rustix::thread::UnshareFlags::NEWUSER)? };
+    for (path, content) in maps {
+        let fd = rustix::fs::open(
+            *path,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        rustix::io::write(&fd, content)?;
+    }
+    Ok(())
+}
+
+/// Whether overlays of `overlays` can be made without root: tried in a
+/// throwaway child, in a user namespace of its own, nothing attached.
+pub fn probe_user_namespace(overlays: &[Overlay]) -> io::Result<()> {
+    let specs = overlays
+        .iter()
+        .map(|o| OverlaySpec::of(o, Privilege::UserNamespace))
+        .collect::<io::Result<Vec<_>>>()?;
+    let maps = identity_maps();
+    // Never executed: the child exits from the closure.
+    let mut command = std::process::Command::new("/");
+    // SAFETY: the closure runs in the forked child before `exec`, and
+    // makes only system calls (errors are plain error numbers).
+    unsafe {
+        command.pre_exec(move || {
+            enter_user_namespace(&maps, rustix::thread::UnshareFlags::NEWNS)?;
+            for spec in &specs {
+                spec.make(Privilege::UserNamespace)
+                    .map_err(|(_, e)| io::Error::from(e))?;
+            }
+            exit(0)
+        });
+    }
+    let status = command.status()?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(io::Error::other(format!("the probe exited with {status}"))),
+    }
 }
 
 /// Everything the child needs, made before it forks.
 pub struct Jail {
+    privilege: Privilege,
+    /// As root: the overlays, made.
     overlays: Vec<DetachedOverlay>,
-    /// The private `/tmp`, unless a mount is `/tmp` or holds it.
+    /// Without root: the overlays the child makes.
+    pending: Vec<OverlaySpec>,
+    /// As root: the private `/tmp`, made, unless a mount is `/tmp` or
+    /// holds it (`private_tmp`).
     tmp: Option<OwnedFd>,
+    private_tmp: bool,
     /// Mounts cloned before everything turns read-only and attached again
     /// afterwards: those beneath `/tmp` (which the private one hides), and
     /// read-write ones that no overlay captures. Each with whether it
@@ -147,12 +308,8 @@ impl Jail {
     /// Prepares a jail in which the step's mounts (`visible`) appear, with
     /// `overlays` attached over the captured ones, and the command starts
     /// in `cwd`.
-    pub fn new(
-        overlays: Vec<DetachedOverlay>,
-        visible: &[Visible],
-        cwd: &Path,
-        network: bool,
-    ) -> io::Result<Jail> {
+    pub fn new(overlays: &[Overlay], visible: &[Visible], cwd: &Path, network: bool) -> io::Result<Jail> {
+        let privilege = Privilege::of_this_process();
         let tmp_root = Path::new("/tmp");
         let private_tmp = !visible.iter().any(|m| tmp_root.starts_with(&m.path));
         let under_tmp = |p: &Path| private_tmp && p.starts_with(tmp_root);
@@ -173,23 +330,25 @@ impl Jail {
         dirs.sort_by_key(|d| (d.components().count(), d.clone()));
         dirs.dedup();
         let tops: Vec<&PathBuf> = dirs.iter().filter(|d| d.parent() == Some(tmp_root)).collect();
-        let tmp = match private_tmp {
-            true => {
-                let fs = rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
-                rustix::mount::fsconfig_set_string(&fs, "size", "25%")?;
-                rustix::mount::fsconfig_set_string(&fs, "mode", "1777")?;
-                rustix::mount::fsconfig_create(&fs)?;
-                Some(rustix::mount::fsmount(
-                    &fs,
-                    FsMountFlags::FSMOUNT_CLOEXEC,
-                    MountAttrFlags::empty(),
-                )?)
-            }
-            false => None,
-        };
+        let root = privilege == Privilege::Root;
         Ok(Jail {
-            overlays,
-            tmp,
+            privilege,
+            overlays: match root {
+                true => overlays.iter().map(overlay).collect::<io::Result<_>>()?,
+                false => Vec::new(),
+            },
+            pending: match root {
+                true => Vec::new(),
+                false => overlays
+                    .iter()
+                    .map(|o| OverlaySpec::of(o, privilege))
+                    .collect::<io::Result<_>>()?,
+            },
+            tmp: match root && private_tmp {
+                true => Some(tmpfs()?),
+                false => None,
+            },
+            private_tmp,
             kept,
             tmp_dirs: dirs.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
             tmp_tops: tops.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
@@ -198,16 +357,26 @@ impl Jail {
         })
     }
 
+    /// Who makes the mounts: what the upper layers' bookkeeping is then.
+    pub fn privilege(&self) -> Privilege {
+        self.privilege
+    }
+
     /// Makes `command` start in the jail. The jail's descriptors stay open
     /// in the engine until the command has started; drop it then.
     pub fn enter(&self, command: &mut std::process::Command) {
-        let child = Child {
-            overlays: self
-                .overlays
-                .iter()
-                .map(|o| (o.fd.as_raw_fd(), o.target.clone()))
-                .collect(),
+        let targets = match self.privilege {
+            Privilege::Root => self.overlays.iter().map(|o| o.target.clone()).collect(),
+            Privilege::UserNamespace => self.pending.iter().map(|o| o.target.clone()).collect(),
+        };
+        let mut child = Child {
+            engine: rustix::process::getpid(),
+            user_namespace: (self.privilege == Privilege::UserNamespace).then(identity_maps),
+            pending: self.pending.clone(),
+            overlays: self.overlays.iter().map(|o| o.fd.as_raw_fd()).collect(),
+            targets,
             tmp: self.tmp.as_ref().map(AsRawFd::as_raw_fd),
+            private_tmp: self.private_tmp,
             clones: Vec::with_capacity(self.kept.len()),
             kept: self.kept.clone(),
             tmp_dirs: self.tmp_dirs.clone(),
@@ -215,11 +384,11 @@ impl Jail {
             cwd: self.cwd.clone(),
             network: self.network,
         };
-        let mut child = child;
+        child.overlays.reserve(self.pending.len());
         // SAFETY: the closure runs in the forked child before `exec`, and
-        // makes only system calls (no allocation: `clones` has its
-        // capacity already, every path is a CString made above, errors are
-        // plain `io::Error`s from error numbers).
+        // makes only system calls (no allocation: `clones` and `overlays`
+        // have their capacity already, every path is a CString made above,
+        // errors are plain `io::Error`s from error numbers).
         unsafe {
             command.pre_exec(move || {
                 child.clones.clear();
@@ -231,8 +400,17 @@ impl Jail {
 
 /// What the forked child works with: the jail's descriptors by number.
 struct Child {
-    overlays: Vec<(i32, CString)>,
+    /// The engine, whose death must take the child with it.
+    engine: rustix::process::Pid,
+    /// Without root: the maps that make the user namespace.
+    user_namespace: Option<[(&'static CStr, Vec<u8>); 3]>,
+    pending: Vec<OverlaySpec>,
+    /// The overlays' mounts (made in the engine, or here from `pending`),
+    /// and where each goes.
+    overlays: Vec<i32>,
+    targets: Vec<CString>,
     tmp: Option<i32>,
+    private_tmp: bool,
     kept: Vec<(CString, bool)>,
     clones: Vec<i32>,
     tmp_dirs: Vec<CString>,
@@ -246,13 +424,33 @@ impl Child {
     /// only in the program's process, which then `exec`s.
     fn enter(&mut self) -> io::Result<()> {
         use rustix::thread::UnshareFlags;
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
         let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC;
         if !self.network {
             flags |= UnshareFlags::NEWNET;
         }
-        // SAFETY: the process is single-threaded (a child of fork).
-        unsafe { rustix::thread::unshare_unsafe(flags)? };
+        match &self.user_namespace {
+            // SAFETY: the process is single-threaded (a child of fork).
+            None => unsafe { rustix::thread::unshare_unsafe(flags)? },
+            Some(maps) => {
+                enter_user_namespace(maps, flags)?;
+                self.overlays.clear();
+                for spec in &self.pending {
+                    let fd = spec
+                        .make(Privilege::UserNamespace)
+                        .map_err(|(_, e)| io::Error::from(e))?;
+                    self.overlays.push(into_raw(fd));
+                }
+                if self.private_tmp {
+                    self.tmp = Some(into_raw(tmpfs()?));
+                }
+            }
+        }
+        // After the user namespace, whose new credentials clear it; then
+        // make sure the engine did not die before.
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        if rustix::process::getppid() != Some(self.engine) {
+            exit(1);
+        }
         rustix::mount::mount_change(c"/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)?;
         for (path, writable) in &self.kept {
             let fd = clone_tree(path)?;
@@ -279,7 +477,7 @@ impl Child {
         for (fd, (path, _)) in self.clones.iter().zip(&self.kept) {
             attach(*fd, path)?;
         }
-        for (fd, target) in &self.overlays {
+        for (fd, target) in self.overlays.iter().zip(&self.targets) {
             attach(*fd, target)?;
         }
         let cwd = &self.cwd;
