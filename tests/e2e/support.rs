@@ -108,7 +108,7 @@ impl Env {
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid", &id, "--regid", &id, "--clear-groups"])
-            .arg(test_bin())
+            .arg(test_bin_for_anyone())
             .args(args)
             .env("STEPBACK_STATE_DIR", self.path("state"))
             .env("STEPBACK_CACHE_DIR", self.path("cache"))
@@ -127,6 +127,34 @@ impl Env {
 /// fuzzing run goes on while the tree is rebuilt; or the one cargo built.
 fn test_bin() -> std::ffi::OsString {
     std::env::var_os("STEPBACK_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stepback").into())
+}
+
+/// The binary to test where any user can run it: the build tree may be
+/// in a home directory closed to others. A hard link (or a copy) in the
+/// system's temporary directory, made once per test run.
+fn test_bin_for_anyone() -> PathBuf {
+    static LINKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LINKED
+        .get_or_init(|| {
+            let bin = PathBuf::from(test_bin());
+            // One per binary tested, replaced by each run: a link left
+            // behind would keep an old build's file alive.
+            let tag = {
+                use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+                BuildHasherDefault::<DefaultHasher>::default().hash_one(&bin)
+            };
+            let dir = std::env::temp_dir().join(format!("stepback-e2e-bin-{tag:016x}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let linked = dir.join("stepback");
+            let _ = std::fs::remove_file(&linked);
+            if std::fs::hard_link(&bin, &linked).is_err() {
+                std::fs::copy(&bin, &linked).unwrap();
+            }
+            std::fs::set_permissions(&linked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            linked
+        })
+        .clone()
 }
 
 /// The compiled-plugin cache all tests share (entries are keyed by
