@@ -159,7 +159,7 @@ fn check(ops: &[String], user: Option<u32>) -> Result<(), TestCaseError> {
     if captured != shape(&snapshot_full(&env.path("plain"))) {
         // Where overlayfs itself differs from a plain run, the command saw
         // what the kernel gave it, and the apply must carry over exactly
-        // that: with `redirect_dir` off, a directory from before the
+        // that: without redirects, a directory from before the
         // command cannot be renamed (EXDEV), so `mv` copies it, splitting
         // hard links between files inside and outside it.
         prop_assert_eq!(captured, in_bare_overlay(&env, user, &script));

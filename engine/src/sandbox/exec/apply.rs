@@ -3,7 +3,7 @@
 //! that the rollback reverses it and a crash mid-apply is recovered like
 //! any other change.
 //!
-//! What the upper layer holds (overlayfs with `redirect_dir`, `metacopy`
+//! What the upper layer holds (overlayfs with no redirects, `metacopy`
 //! and `index` off) and what it becomes:
 //!
 //! | in the upper layer | on the mount |
