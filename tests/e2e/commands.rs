@@ -111,6 +111,26 @@ fn without_root_a_commands_changes_are_captured_in_a_user_namespace() {
     );
 }
 
+/// As root without `CAP_SYS_ADMIN` (in a container, say), commands are
+/// captured in a user namespace too, as root within it.
+#[test]
+fn as_root_without_cap_sys_admin_a_commands_changes_are_captured_in_a_user_namespace() {
+    let env = Env::new();
+    seed(&env);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let flow = env.flow(command_flow(CHANGES, "", FAIL_AFTER));
+    let run = env.stepback_setpriv(
+        &["--bounding-set", "-sys_admin"],
+        &["run", flow.to_str().unwrap()],
+    );
+    run.expect_code(1)
+        .expect_stdout("ok      command")
+        .expect_stdout("sh exited with 0")
+        .expect_stdout("every path restored");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+}
+
 /// Without root, the engine cannot work in a directory that denies its
 /// owner, as root can: a command that changed entries of one (a read-only
 /// directory it opened up) or left one (even the mount's root) fails its

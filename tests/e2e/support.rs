@@ -105,9 +105,15 @@ impl Env {
     pub fn stepback_as(&self, id: u32, args: &[&str]) -> Run {
         self.give_to(id);
         let id = id.to_string();
+        self.stepback_setpriv(&["--reuid", &id, "--regid", &id, "--clear-groups"], args)
+    }
+
+    /// `stepback ARGS` started by `setpriv SETPRIV` (as another user, or
+    /// with fewer capabilities), with a cache of its own.
+    pub fn stepback_setpriv(&self, setpriv: &[&str], args: &[&str]) -> Run {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid", &id, "--regid", &id, "--clear-groups"])
+            .args(setpriv)
             .arg(test_bin_for_anyone())
             .args(args)
             .env("STEPBACK_STATE_DIR", self.path("state"))

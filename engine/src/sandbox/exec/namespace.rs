@@ -74,9 +74,13 @@ pub enum Privilege {
 }
 
 impl Privilege {
-    /// Root's way when this process is root, the user namespace's otherwise.
+    /// Root's way when this process may mount (`CAP_SYS_ADMIN`), the user
+    /// namespace's otherwise: without root, or as root without it (in a
+    /// container, say).
     pub fn of_this_process() -> Privilege {
-        match rustix::process::geteuid().is_root() {
+        let may_mount = rustix::thread::capabilities(None)
+            .is_ok_and(|caps| caps.effective.contains(CapabilitySet::SYS_ADMIN));
+        match may_mount {
             true => Privilege::Root,
             false => Privilege::UserNamespace,
         }
