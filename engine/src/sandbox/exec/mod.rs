@@ -100,7 +100,7 @@ impl HasData for ExecCapability {
 
 /// Whether commands can be captured by overlays of `mounts` (read-write
 /// ones), with layers made in `scratch`: tried for real, nothing attached;
-/// without root, in a user namespace, as commands will be.
+/// without `CAP_SYS_ADMIN`, in a user namespace, as commands will be.
 pub fn probe(mounts: &[Mount], scratch: &Path) -> Result<(), String> {
     use namespace::Privilege;
     let dir = scratch.join(format!("probe-{}", std::process::id()));
@@ -120,10 +120,10 @@ pub fn probe(mounts: &[Mount], scratch: &Path) -> Result<(), String> {
     result.map_err(|e| match (privilege, e.raw_os_error()) {
         (Privilege::Root, Some(libc::EPERM)) => format!("making an overlay needs CAP_SYS_ADMIN: {e}"),
         (Privilege::UserNamespace, Some(libc::EPERM | libc::ENOSPC | libc::EACCES)) => format!(
-            "without root, commands are captured in a user namespace of their own, which this system does not allow (see user.max_user_namespaces, kernel.unprivileged_userns_clone, or an AppArmor or SELinux policy): {e}"
+            "without CAP_SYS_ADMIN (not root, or root in a container), commands are captured in a user namespace of their own, which this system does not allow (see user.max_user_namespaces, kernel.unprivileged_userns_clone, or an AppArmor or SELinux policy): {e}"
         ),
         (Privilege::UserNamespace, Some(libc::EINVAL)) => format!(
-            "without root, an overlay needs Linux 5.11 and, for its upper layer in the state directory, a filesystem with user extended attributes: {e}"
+            "without CAP_SYS_ADMIN, an overlay needs Linux 5.11 and, for its upper layer in the state directory, a filesystem with user extended attributes: {e}"
         ),
         _ => e.to_string(),
     })
