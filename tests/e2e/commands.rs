@@ -37,6 +37,16 @@ fn seed(env: &Env) {
     env.write("r/ro.txt", "read-only\n");
 }
 
+/// An environment with [`seed`]'s tree, its times fixed (a restore is
+/// then checked to the nanosecond), and the mount's snapshot.
+fn seeded() -> (Env, FullSnapshot) {
+    let env = Env::new();
+    seed(&env);
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    (env, before)
+}
+
 /// Every kind of change a command can make inside its mount.
 const CHANGES: &str = "set -e
 echo second line >> append.txt
@@ -56,10 +66,7 @@ echo done";
 
 #[test]
 fn a_commands_changes_roll_back_exactly() {
-    let env = Env::new();
-    seed(&env);
-    fix_times(&env.path("m"));
-    let before = snapshot_full(&env.path("m"));
+    let (env, before) = seeded();
     let run = env.run_flow(&command_flow(CHANGES, "", FAIL_AFTER));
     run.expect_code(1).expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
@@ -115,10 +122,7 @@ fn without_root_a_commands_changes_are_captured_in_a_user_namespace() {
 /// captured in a user namespace too, as root within it.
 #[test]
 fn as_root_without_cap_sys_admin_a_commands_changes_are_captured_in_a_user_namespace() {
-    let env = Env::new();
-    seed(&env);
-    fix_times(&env.path("m"));
-    let before = snapshot_full(&env.path("m"));
+    let (env, before) = seeded();
     let flow = env.flow(command_flow(CHANGES, "", FAIL_AFTER));
     let run = env.stepback_setpriv(
         &["--bounding-set", "-sys_admin"],
@@ -351,10 +355,7 @@ fn the_network_is_denied_unless_granted() {
 
 #[test]
 fn a_kill_while_a_command_runs_is_recovered() {
-    let env = Env::new();
-    seed(&env);
-    fix_times(&env.path("m"));
-    let before = snapshot_full(&env.path("m"));
+    let (env, before) = seeded();
     let flow = format!(
         "{}\n[[steps]]\nname = \"first\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/append.txt\", content = \"changed\" }}\n{}",
         flow_head("killed", &["m"], &["r"]),
@@ -380,10 +381,7 @@ fn a_kill_while_a_command_runs_is_recovered() {
 #[test]
 fn a_crash_while_a_commands_changes_are_applied_is_recovered() {
     for op in [2, 5, 9] {
-        let env = Env::new();
-        seed(&env);
-        fix_times(&env.path("m"));
-        let before = snapshot_full(&env.path("m"));
+        let (env, before) = seeded();
         let flow = env.flow(command_flow(CHANGES, "", ""));
         let run = env.stepback_env(
             &["run", flow.to_str().unwrap()],
@@ -612,10 +610,7 @@ fn a_kill_while_a_snapshotted_command_runs_is_recovered() {
 
 #[test]
 fn a_commands_committed_changes_can_be_undone_later() {
-    let env = Env::new();
-    seed(&env);
-    fix_times(&env.path("m"));
-    let before = snapshot_full(&env.path("m"));
+    let (env, before) = seeded();
     let run = env.run_flow(&command_flow(CHANGES, "", ""));
     run.expect_code(0);
     env.stepback(&["undo", &run.run_id()])

@@ -65,5 +65,5 @@ pub use record::{
 pub use report::{Problem, RollbackReport};
 pub(crate) use room::Room;
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
-pub use tree::remove_all;
+pub(crate) use tree::remove_all;
 pub(crate) use undo::rollback;

@@ -1,8 +1,9 @@
-//! Whole trees copied exactly, for snapshots (`capture = "snapshot"`):
+//! Whole trees: copied exactly, for snapshots (`capture = "snapshot"`):
 //! files (reflink clones where the filesystem can), directories and
 //! symlinks, each with its mode, owner, times and extended attributes.
 //! Special files are refused: no step makes them, and a snapshot that
-//! silently lacks one would not restore what was there.
+//! silently lacks one would not restore what was there. And removed, even
+//! where their directories deny their owner (overlay layers, backups).
 
 use super::entry::{fd_xattrs, open_dir_readable, set_attributes};
 use cap_fs_ext::DirExt;
