@@ -33,6 +33,7 @@ fn seed(env: &Env) {
     env.write("m/sub/deep/edit.txt", "deep\n");
     env.write("m/keep.txt", "untouched\n");
     std::os::unix::fs::symlink("keep.txt", env.path("m/old-link")).unwrap();
+    std::os::unix::fs::symlink("keep.txt", env.path("m/touched-link")).unwrap();
     env.mkdir("r");
     env.write("r/ro.txt", "read-only\n");
 }
@@ -58,6 +59,7 @@ mv move.txt moved.txt
 chmod 600 mode.txt
 rm to-symlink.txt && ln -s keep.txt to-symlink.txt
 rm old-link && ln -s moved.txt old-link
+touch -h -d @1500000000 touched-link
 echo more >> sub/deep/edit.txt
 chmod 750 sub/deep
 mkdir -p new/dir && echo fresh > new/dir/file && touch -d @1600000000 new/dir/file
@@ -400,19 +402,22 @@ fn a_crash_while_a_commands_changes_are_applied_is_recovered() {
 }
 
 /// Files a command rewrote are swapped with their originals (which land in
-/// the backup area, where the overlay's upper layer is), recorded a
-/// directory at a time with one sync before the swaps: a crash or a power
-/// cut at any record of such a batch, some files swapped and the rest only
-/// recorded, is recovered exactly, the originals back as the very inodes
-/// they were.
+/// the backup area, where the overlay's upper layer is) and files and
+/// symlinks it made are moved in, all recorded, across directories, with
+/// one sync before the first rename: a crash or a power cut at any record
+/// of such a batch, some renames made and the rest only recorded, is
+/// recovered exactly, the originals back as the very inodes they were.
 #[test]
-fn a_crash_inside_a_batch_of_exchanges_is_recovered_with_the_original_inodes() {
-    let files = ["a", "b", "c", "d", "e"];
+fn a_crash_inside_a_batch_of_renames_is_recovered_with_the_original_inodes() {
+    let files = ["a", "b", "sub/c"];
     let ino =
         |p: std::path::PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(p).unwrap());
-    // Record 1 saves the directory's time, 2 to 6 the five originals.
+    // The batch: the times of `m` and `m/sub`, the three originals, the
+    // three new entries.
+    let script =
+        "for f in a b sub/c; do echo rewritten > $f; done; echo new > new; echo new > sub/new; ln -s a link";
     for fault in ["crash-before-op", "power-loss-before-op"] {
-        for op in 1..=6 {
+        for op in 1..=9 {
             let env = Env::new();
             for f in files {
                 env.write(&format!("m/{f}"), format!("original {f}\n"));
@@ -421,24 +426,23 @@ fn a_crash_inside_a_batch_of_exchanges_is_recovered_with_the_original_inodes() {
             fix_times(&env.path("m"));
             let before = snapshot_full(&env.path("m"));
             let inodes = files.map(|f| ino(env.path(&format!("m/{f}"))));
-            let flow = env.flow(command_flow(
-                "for f in a b c d e; do echo rewritten > $f; done",
-                "",
-                "",
-            ));
+            let flow = env.flow(command_flow(script, "", FAIL_AFTER));
             let run = env.stepback_env(
                 &["run", flow.to_str().unwrap()],
                 &[("STEPBACK_FAULT", &format!("{fault}:{op}"))],
             );
-            assert!(
-                run.killed(),
-                "{fault}:{op}: the run was not aborted\n{}",
-                run.stdout()
-            );
+            let what = format!("{fault}:{op}");
+            // One op more than the batch: the run ends, rolled back.
+            if op == 9 {
+                run.expect_code(1);
+                assert_same_full(&before, &snapshot_full(&env.path("m")), &what);
+                continue;
+            }
+            assert!(run.killed(), "{what}: the run was not aborted\n{}", run.stdout());
             env.stepback(&["recover"])
                 .expect_code(0)
                 .expect_stdout("rolled back");
-            let what = format!("recovered after {fault}:{op}");
+            let what = format!("recovered after {what}");
             assert_same_full(&before, &snapshot_full(&env.path("m")), &what);
             assert_eq!(
                 inodes,
@@ -446,6 +450,50 @@ fn a_crash_inside_a_batch_of_exchanges_is_recovered_with_the_original_inodes() {
                 "{what}: inodes"
             );
         }
+    }
+}
+
+/// Another process replaces a file the command rewrote, and makes one
+/// where the command made one, after the apply recorded its renames and
+/// before it makes them: the apply stops there, the step fails, and the
+/// rollback puts back what the apply had changed and leaves the other
+/// process's files as they are. Whether the other process acts before the
+/// apply reads their directory or after (just before the swap).
+#[test]
+fn files_another_process_changes_during_the_apply_are_left_to_it() {
+    // Records: 1 the mount's time, 2 `a`, 3 the time of `sub`, 4 `sub/b`,
+    // 5 `sub/c`.
+    for op in [2, 4] {
+        let env = Env::new();
+        for f in ["a", "sub/b"] {
+            env.write(&format!("m/{f}"), format!("original {f}\n"));
+        }
+        env.mkdir("r");
+        fix_times(&env.path("m"));
+        let flow = env.flow(command_flow(
+            "for f in a sub/b; do echo rewritten > $f; done; echo new > sub/c",
+            "",
+            "",
+        ));
+        let m = env.path("m");
+        let script = format!(
+            "cd {} && echo theirs > sub/b.tmp && mv sub/b.tmp sub/b && echo theirs > sub/c",
+            m.display()
+        );
+        let run = env.stepback_env(
+            &["run", flow.to_str().unwrap()],
+            &[
+                ("STEPBACK_FAULT", &format!("other-process-before-op:{op}")),
+                ("STEPBACK_FAULT_SCRIPT", &script),
+            ],
+        );
+        run.expect_code(1)
+            .expect_stdout("sub/b was changed by another process while the command's changes were applied")
+            .expect_stdout("every path restored");
+        let read = |f: &str| std::fs::read_to_string(m.join(f)).unwrap();
+        assert_eq!(read("a"), "original a\n", "op {op}");
+        assert_eq!(read("sub/b"), "theirs\n", "op {op}");
+        assert_eq!(read("sub/c"), "theirs\n", "op {op}");
     }
 }
 

@@ -70,18 +70,20 @@ fn flow(script: &str, fail: bool) -> String {
 }
 
 /// What a plain run and a captured one must agree on: not times (the
-/// command's own "now" differs between runs).
+/// command's own "now" differs between runs); extended attributes too, so
+/// that overlayfs's bookkeeping cannot reach the mount.
 fn shape(s: &FullSnapshot) -> Vec<(String, String)> {
     s.iter()
         .map(|(p, f)| {
             (
                 p.display().to_string(),
                 format!(
-                    "{:?} {:o} {:?} {}",
+                    "{:?} {:o} {:?} {} {:?}",
                     f.node,
                     f.mode,
                     f.owner,
-                    f.link_group.display()
+                    f.link_group.display(),
+                    f.xattrs
                 ),
             )
         })

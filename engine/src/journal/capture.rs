@@ -181,21 +181,34 @@ pub trait Recorder: Send {
     /// step's own file at `replacement`, by one
     /// `renameat2(RENAME_EXCHANGE)`: when `replacement` is in the backup
     /// area, the original lands where it is kept, one rename instead of two.
-    /// Records it without a sync, so that a batch of them costs one
-    /// ([`Recorder::sync_exchanges`], before any exchange). `None` when the
-    /// original cannot be kept that way; the caller then goes through
-    /// [`Recorder::before_truncate`]. No `finish` follows: see
-    /// [`Recorder::exchange`].
+    /// Records it in the current batch (see [`Recorder::sync_batch`]).
+    /// `None` when the original cannot be kept that way; the caller then
+    /// goes through [`Recorder::before_truncate`]. No `finish` follows: see
+    /// [`Recorder::make_recorded`].
     fn before_exchange(&mut self, at: &Entry, meta: &Metadata, replacement: &Path)
     -> io::Result<Option<u64>>;
-    /// Makes the records of the `before_exchange` calls so far durable.
-    fn sync_exchanges(&mut self) -> io::Result<()>;
-    /// Makes the exchange recorded as `seq` by calling `exchange`, which
-    /// returns the inode now at the original's place. A failed exchange
-    /// voids its record; an exchange recorded but never made (a crash) is
-    /// harmless, since the rollback puts back only a backup that is the
-    /// original's inode.
-    fn exchange(&mut self, seq: u64, exchange: &mut dyn FnMut() -> io::Result<FileId>) -> io::Result<()>;
+    /// Before moving the step's own file or symlink, inode `ino`, by one
+    /// rename to `at`, where nothing is. Records it in the current batch,
+    /// naming the inode, so that a rollback removes only that inode. `None`
+    /// when it needs no record (the directory is the run's own); the caller
+    /// then goes through [`Recorder::before_create`]. No `finish` follows:
+    /// see [`Recorder::make_recorded`].
+    fn before_move_in(&mut self, at: &Entry, ino: u64) -> io::Result<Option<u64>>;
+    /// Makes the records of the batch so far durable, with one sync: the
+    /// caller makes none of their changes before. A batch's records, and
+    /// the directory times saved for them, are written without a sync,
+    /// since a record whose change never happened (a crash before it) is
+    /// harmless: the rollback moves back or removes only the inodes they
+    /// name.
+    fn sync_batch(&mut self) -> io::Result<()>;
+    /// Makes the change recorded in a batch as `seq` by calling `change`,
+    /// which returns the inode it put in place. A failed change voids its
+    /// record.
+    fn make_recorded(&mut self, seq: u64, change: &mut dyn FnMut() -> io::Result<FileId>) -> io::Result<()>;
+    /// The changes recorded in a batch as `seqs` will not be made (the
+    /// caller stopped before them): their records are voided, so that
+    /// nothing expects them, neither the rollback nor its checks.
+    fn abandon(&mut self, seqs: Vec<u64>) -> io::Result<()>;
     /// Before changing the timestamps of the entry at `rel` (`meta`: what
     /// is there).
     fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
@@ -607,8 +620,9 @@ impl RunJournal {
         self.fault.after_record(seq, &self.writer);
     }
 
-    /// Saves the mtime of the directory holding `at`, once per run.
-    fn touch_parent(&mut self, at: &Entry) -> io::Result<()> {
+    /// Saves the mtime of the directory holding `at`, once per run;
+    /// `deferred`: in a batch (synced with it, see [`Recorder::sync_batch`]).
+    fn touch_parent(&mut self, at: &Entry, deferred: bool) -> io::Result<()> {
         let pending = |m: &Mark| matches!(m, Mark::TimesSaved(id) if *id == at.dir_id);
         if self.is_fresh(at.dir_id)
             || self.known.times_saved.contains(&at.dir_id)
@@ -617,16 +631,16 @@ impl RunJournal {
             return Ok(());
         }
         let meta = at.dir.dir_metadata()?;
-        self.save_times(at.mount, at.dir_rel, &meta)
+        self.save_times(at.mount, at.dir_rel, &meta, deferred)
     }
 
-    fn save_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
+    fn save_times(&mut self, mount: &str, rel: &str, meta: &Metadata, deferred: bool) -> io::Result<()> {
         let id = FileId::of(meta);
         let undo = UndoOp::Times {
             path: rel.to_owned(),
             mtime: mtime(meta),
         };
-        let seq = self.record(mount, Change::Touched, undo, false)?;
+        let seq = self.record(mount, Change::Touched, undo, deferred)?;
         self.call.marks.push(Mark::TimesSaved(id));
         self.done(seq);
         Ok(())
@@ -656,6 +670,21 @@ impl RunJournal {
             ino: meta.ino(),
         };
         Ok((self.record(at.mount, change, saved, deferred)?, backup))
+    }
+
+    /// Records a change of a batch ([`Recorder::sync_batch`]): the
+    /// parent's times and the record itself written without a sync.
+    fn record_in_batch(&mut self, at: &Entry, change: Change, undo: UndoOp) -> io::Result<u64> {
+        self.touch(at.mount, at.rel());
+        self.touch_parent(at, true)?;
+        let seq = self.record(at.mount, change, undo, true)?;
+        // What the parent's capture marked holds now; the change itself
+        // is finished by `make_recorded`.
+        self.finish(Outcome::Succeeded {
+            created: None,
+            opened: None,
+        })?;
+        Ok(seq)
     }
 
     /// Whether an original can be moved or linked into the backup area:
@@ -756,7 +785,7 @@ impl Recorder for RunJournal {
         if self.is_fresh(at.dir_id) {
             return Ok(());
         }
-        self.touch_parent(at)?;
+        self.touch_parent(at, false)?;
         let tree = kind == NewEntry::Dir;
         let path = at.rel();
         if tree {
@@ -779,7 +808,7 @@ impl Recorder for RunJournal {
         if self.is_fresh(at.dir_id) {
             return Ok(());
         }
-        self.touch_parent(at)?;
+        self.touch_parent(at, false)?;
         let undo = UndoOp::Created {
             path: at.rel(),
             tree: false,
@@ -797,7 +826,7 @@ impl Recorder for RunJournal {
             return Ok(Capture::Nothing);
         }
         if meta.nlink() == 1 && self.can_move_aside(meta) && may_own(meta) {
-            self.touch_parent(at)?;
+            self.touch_parent(at, false)?;
             let dir_mtime = mtime(&at.dir.dir_metadata()?);
             let (seq, backup) = self.record_saved(at, meta, Change::Replaced)?;
             at.dir.rename(at.name, &self.backup, &backup)?;
@@ -837,31 +866,34 @@ impl Recorder for RunJournal {
         {
             return Ok(None);
         }
-        self.touch(at.mount, at.rel());
-        self.touch_parent(at)?;
         let saved = UndoOp::Saved {
             path: at.rel(),
             backup: backup.to_owned(),
             size: meta.len(),
             ino: meta.ino(),
         };
-        let seq = self.record(at.mount, Change::Replaced, saved, true)?;
-        // What the parent's capture marked holds now; the exchange itself
-        // is finished by `exchange`.
-        self.finish(Outcome::Succeeded {
-            created: None,
-            opened: None,
-        })?;
-        Ok(Some(seq))
+        self.record_in_batch(at, Change::Replaced, saved).map(Some)
     }
 
-    fn sync_exchanges(&mut self) -> io::Result<()> {
+    fn before_move_in(&mut self, at: &Entry, ino: u64) -> io::Result<Option<u64>> {
+        if self.is_fresh(at.dir_id) {
+            return Ok(None);
+        }
+        let undo = UndoOp::Created {
+            path: at.rel(),
+            tree: false,
+            ino: Some(ino),
+        };
+        self.record_in_batch(at, Change::Created, undo).map(Some)
+    }
+
+    fn sync_batch(&mut self) -> io::Result<()> {
         self.writer.sync_batch()
     }
 
-    fn exchange(&mut self, seq: u64, exchange: &mut dyn FnMut() -> io::Result<FileId>) -> io::Result<()> {
+    fn make_recorded(&mut self, seq: u64, change: &mut dyn FnMut() -> io::Result<FileId>) -> io::Result<()> {
         self.done(seq);
-        match exchange() {
+        match change() {
             Ok(id) => {
                 self.known.fresh.insert(id);
                 self.step_made.push(id);
@@ -871,6 +903,13 @@ impl Recorder for RunJournal {
                 self.writer.append(&Record::Void { seqs: vec![seq] })?;
                 Err(e)
             }
+        }
+    }
+
+    fn abandon(&mut self, seqs: Vec<u64>) -> io::Result<()> {
+        match seqs.is_empty() {
+            true => Ok(()),
+            false => self.writer.append(&Record::Void { seqs }),
         }
     }
 
@@ -885,7 +924,7 @@ impl Recorder for RunJournal {
 
     fn before_remove(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
         self.touch(at.mount, at.rel());
-        self.touch_parent(at)?;
+        self.touch_parent(at, false)?;
         if self.owned(at, FileId::of(meta)) {
             return Ok(());
         }
@@ -917,8 +956,8 @@ impl Recorder for RunJournal {
         if !own {
             self.known.whole.remove(&to.dir_id);
         }
-        self.touch_parent(from)?;
-        self.touch_parent(to)?;
+        self.touch_parent(from, false)?;
+        self.touch_parent(to, false)?;
         if let Some(t) = to_meta
             && !self.owned(to, FileId::of(t))
         {
@@ -958,7 +997,7 @@ impl Recorder for RunJournal {
         if self.times_kept(meta) {
             return Ok(());
         }
-        self.save_times(mount, rel, meta)
+        self.save_times(mount, rel, meta, false)
     }
 
     fn before_set_attributes(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
@@ -1004,7 +1043,7 @@ impl Recorder for RunJournal {
         let parent_meta = parent.dir_metadata()?;
         let taken = (|| {
             if !self.times_kept(&parent_meta) {
-                self.save_times(mount, parent_rel, &parent_meta)?;
+                self.save_times(mount, parent_rel, &parent_meta, false)?;
             }
             let backup = match parent.symlink_metadata(name) {
                 Err(e) if e.kind() == ErrorKind::NotFound => None,

@@ -9,6 +9,9 @@
 //! - `power-loss-before-op:N`: the same, after dropping part of what the
 //!   journal holds unsynced, as a power cut would (the file system's own
 //!   changes stay: the worst case for the journal);
+//! - `other-process-before-op:N`: once the Nth undo record is durable,
+//!   before its change, run the shell script in `STEPBACK_FAULT_SCRIPT`
+//!   and wait for it: another process changing a mount at the worst moment;
 //! - `crash-before-undo:N`: abort before applying the Nth undo of a rollback;
 //! - `enospc-at-op:N` / `eio-at-op:N`: fail the Nth capture with "no space
 //!   left on device" / an I/O error, as a full or failing disk would;
@@ -28,6 +31,9 @@ pub enum Fault {
     CrashBeforeOp(u64),
     /// The same, after dropping what the journal holds unsynced.
     PowerLossBeforeOp(u64),
+    /// Run `STEPBACK_FAULT_SCRIPT` once the Nth undo record is durable,
+    /// before its change.
+    OtherProcessBeforeOp(u64),
     /// Abort before the Nth undo of a rollback.
     CrashBeforeUndo(u64),
     /// Fail the Nth capture with this errno.
@@ -58,6 +64,7 @@ impl Fault {
         Some(match kind {
             "crash-before-op" => Fault::CrashBeforeOp(n),
             "power-loss-before-op" => Fault::PowerLossBeforeOp(n),
+            "other-process-before-op" => Fault::OtherProcessBeforeOp(n),
             "crash-before-undo" => Fault::CrashBeforeUndo(n),
             "enospc-at-op" => Fault::ErrorAtOp(n, 28),
             "eio-at-op" => Fault::ErrorAtOp(n, 5),
@@ -90,6 +97,10 @@ impl Fault {
         }
         if self == Fault::CrashBeforeOp(n) {
             std::process::abort();
+        }
+        if self == Fault::OtherProcessBeforeOp(n) {
+            let script = std::env::var("STEPBACK_FAULT_SCRIPT").unwrap_or_default();
+            let _ = std::process::Command::new("sh").args(["-c", &script]).status();
         }
     }
 

@@ -11,8 +11,12 @@
 //! | a whiteout (character device 0:0) | whatever is there is removed (a directory with all it holds) |
 //! | a directory marked opaque | what the mount has there is replaced: entries the upper one lacks are removed |
 //! | another directory | made where missing, or given its mode and owner where they changed; then its entries applied; its time set |
-//! | a regular file | swapped with the file it replaces by one `renameat2(RENAME_EXCHANGE)` (the upper layer is in the backup area, so the original lands where it is kept; the swaps of a directory are recorded first, with one sync); moved in by rename where nothing was there or the original goes to the backup area otherwise; copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
+//! | a regular file | swapped with the file it replaces by one `renameat2(RENAME_EXCHANGE)` (the upper layer is in the backup area, so the original lands where it is kept); moved in by rename where nothing was there or the original goes to the backup area otherwise; copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
 //! | a symlink | moved in (made anew on another filesystem), over what was there |
+//!
+//! The swaps, and the moves where nothing was, of the whole layer are
+//! recorded first and made durable by one sync ([`Apply::record_batch`]).
+//! Overlayfs's own extended attributes are removed from what moves in.
 //! | anything else (FIFO, socket, device) | refused: the apply fails |
 //!
 //! A directory's time: where the apply added or removed entries, the time
@@ -27,25 +31,28 @@ use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, ErrorKind};
+use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Applies one upper layer to one mount.
 pub struct Apply<'a> {
     /// The mount's name, for records.
-    pub mount: &'a str,
+    mount: &'a str,
     /// The run's recorder; `None` for an unjournaled step.
-    pub recorder: Option<&'a Arc<Mutex<dyn Recorder>>>,
+    recorder: Option<&'a Arc<Mutex<dyn Recorder>>>,
     /// Where the upper layer is: a replaced file is exchanged with its
     /// original there when the recorder can keep the original in place.
-    pub upper_path: &'a Path,
+    upper_path: &'a Path,
     /// Prefix of the extended attributes overlayfs keeps its bookkeeping
     /// in (`trusted.overlay.`, or `user.overlay.` without root): read for
     /// opaque directories, never carried onto the mount.
-    pub overlay_xattrs: &'a str,
+    overlay_xattrs: &'a str,
     /// Whether the upper layer is on the mount's filesystem (files are
     /// then moved in, not copied).
-    pub same_fs: bool,
+    same_fs: bool,
+    /// The renames recorded before the apply changes anything.
+    batch: Batch,
     /// Changes applied so far.
     pub changes: u64,
     /// Originals exchanged into the upper layer so far: it holds backups
@@ -80,7 +87,31 @@ impl Lower<'_> {
     }
 }
 
-impl Apply<'_> {
+impl<'a> Apply<'a> {
+    /// An apply of the upper layer at `upper_path` (made with overlayfs
+    /// bookkeeping in `overlay_xattrs`) to mount `mount`, whose root is
+    /// `root`, recorded by `recorder` if there is one.
+    pub fn new(
+        mount: &'a str,
+        recorder: Option<&'a Arc<Mutex<dyn Recorder>>>,
+        upper_path: &'a Path,
+        overlay_xattrs: &'a str,
+        root: &Dir,
+    ) -> io::Result<Apply<'a>> {
+        let same_fs = std::os::unix::fs::MetadataExt::dev(&std::fs::symlink_metadata(upper_path)?)
+            == root.dir_metadata()?.dev();
+        Ok(Apply {
+            mount,
+            recorder,
+            upper_path,
+            overlay_xattrs,
+            same_fs,
+            batch: Batch::new(),
+            changes: 0,
+            exchanged: 0,
+        })
+    }
+
     /// Applies `upper` (the layer's root) to `root` (the mount's).
     pub fn run(&mut self, root: &Dir) -> io::Result<()> {
         let before = root.dir_metadata()?;
@@ -100,7 +131,16 @@ impl Apply<'_> {
         open_up(&parent, &name, &meta)?;
         let upper = parent.open_dir_nofollow(&*name)?;
         refuse_denied("", Some(&before), &meta, &upper)?;
-        let reshaped = self.directory(&upper, &lower, false)?;
+        self.batch = self.record_batch(&upper, &lower)?;
+        let reshaped = match self.directory(&upper, &lower, false) {
+            Ok(reshaped) => reshaped,
+            Err(e) => {
+                // Nothing is to expect the renames the apply did not make.
+                let unmade = self.batch.drain().map(|(_, (seq, _))| seq).collect();
+                self.capture(|rec| rec.abandon(unmade))?;
+                return Err(e);
+            }
+        };
         // Without root the upper root could not take the root's owner: the
         // owner is compared only as root.
         if before.permissions().mode() != meta.permissions().mode()
@@ -146,8 +186,8 @@ impl Apply<'_> {
             .iter()
             .map(|name| Ok((name, upper.symlink_metadata(name)?, lower_meta(lower.dir, name)?)))
             .collect::<io::Result<Vec<_>>>()?;
-        let exchanges = self.record_exchanges(lower, &entries)?;
         for (name, meta, found) in entries {
+            let batched = self.batch.get(&lower.child(name)).copied();
             let kind = meta.file_type();
             if is_whiteout(&meta) {
                 if found.is_some() {
@@ -156,10 +196,14 @@ impl Apply<'_> {
                 }
             } else if kind.is_dir() {
                 reshaped |= self.subdirectory(upper, lower, name, &meta, found, opaque)?;
-            } else if kind.is_file() {
-                reshaped |= self.file(upper, lower, name, &meta, found, exchanges.get(name).copied())?;
-            } else if kind.is_symlink() {
-                reshaped |= self.symlink(upper, lower, name, &meta, found)?;
+            } else if kind.is_file() || kind.is_symlink() {
+                with_access(upper, name, &meta, || {
+                    strip_overlay_xattrs(upper, name, &meta, self.overlay_xattrs)
+                })?;
+                reshaped |= match kind.is_file() {
+                    true => self.file(upper, lower, name, &meta, found, batched)?,
+                    false => self.symlink(upper, lower, name, &meta, found, batched)?,
+                };
             } else {
                 return Err(io::Error::new(
                     ErrorKind::Unsupported,
@@ -173,31 +217,72 @@ impl Apply<'_> {
         Ok(reshaped)
     }
 
-    /// Records, in one batch made durable by one sync, the exchanges of
-    /// the files of `lower` that upper files replace; their numbers by name.
-    fn record_exchanges(
-        &self,
-        lower: &Lower,
-        entries: &[(&String, Metadata, Option<Metadata>)],
-    ) -> io::Result<HashMap<String, u64>> {
-        let mut seqs = HashMap::new();
-        if !self.same_fs {
-            return Ok(seqs);
+    /// Records, before anything changes, each file and symlink of the
+    /// upper layer that one rename puts in place: swapped with the file it
+    /// replaces, or moved in where nothing is. One sync makes them all
+    /// durable ([`Recorder::sync_batch`]), where recording them one by one
+    /// would take a sync each: most of an apply's time on a journaled
+    /// filesystem, and more on a device's flash.
+    fn record_batch(&self, upper: &Dir, lower: &Lower) -> io::Result<Batch> {
+        let mut batch = Batch::new();
+        if self.same_fs && self.recorder.is_some() {
+            self.record_renames(upper, lower, &mut batch)?;
         }
-        for (name, meta, found) in entries {
-            let Some(found) = found.as_ref().filter(|f| f.is_file() && meta.is_file()) else {
+        if !batch.is_empty() {
+            self.capture(|rec| rec.sync_batch())?;
+        }
+        Ok(batch)
+    }
+
+    /// Adds the renames of `upper`'s entries into `lower`, and of the
+    /// directories beneath that both have, to `batch`, in the order the
+    /// apply makes them. Directories the engine cannot search without root
+    /// are left to the apply itself (see [`refuse_denied`]).
+    fn record_renames(&self, upper: &Dir, lower: &Lower, batch: &mut Batch) -> io::Result<()> {
+        let searchable =
+            |m: &Metadata| m.permissions().mode() & 0o700 == 0o700 || rustix::process::geteuid().is_root();
+        let mut entries = upper
+            .entries()?
+            .map(|e| {
+                let e = e?;
+                Ok((utf8(e.file_name())?, e))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, entry) in entries {
+            let kind = entry.file_type()?;
+            let Some(found) = lower_meta(lower.dir, &name)? else {
+                if kind.is_file() || kind.is_symlink() {
+                    let ino = entry.ino();
+                    let at = lower.entry(self.mount, &name);
+                    if let Some(Some(seq)) = self.capture(|rec| rec.before_move_in(&at, ino))? {
+                        batch.insert(lower.child(&name), (seq, None));
+                    }
+                }
                 continue;
             };
-            let replacement = self.upper_path.join(lower.child(name));
-            let at = lower.entry(self.mount, name);
-            if let Some(Some(seq)) = self.capture(|rec| rec.before_exchange(&at, found, &replacement))? {
-                seqs.insert(name.to_string(), seq);
+            if kind.is_file() && found.is_file() {
+                let replacement = self.upper_path.join(lower.child(&name));
+                let at = lower.entry(self.mount, &name);
+                if let Some(Some(seq)) = self.capture(|rec| rec.before_exchange(&at, &found, &replacement))? {
+                    batch.insert(lower.child(&name), (seq, Some(FileId::of(&found))));
+                }
+            } else if kind.is_dir() && found.is_dir() && searchable(&found) && searchable(&entry.metadata()?)
+            {
+                let (up, dir) = (
+                    upper.open_dir_nofollow(&name)?,
+                    lower.dir.open_dir_nofollow(&name)?,
+                );
+                let rel = lower.child(&name);
+                let child = Lower {
+                    dir: &dir,
+                    id: FileId::of(&found),
+                    rel: &rel,
+                };
+                self.record_renames(&up, &child, batch)?;
             }
         }
-        if !seqs.is_empty() {
-            self.capture(|rec| rec.sync_exchanges())?;
-        }
-        Ok(seqs)
+        Ok(())
     }
 
     fn subdirectory(
@@ -264,21 +349,12 @@ impl Apply<'_> {
         name: &str,
         meta: &Metadata,
         found: Option<Metadata>,
-        exchange: Option<u64>,
+        batched: Option<(u64, Option<FileId>)>,
     ) -> io::Result<bool> {
-        with_access(upper, name, meta, || {
-            strip_overlay_xattrs(upper, name, self.overlay_xattrs)
-        })?;
+        if let Some(made) = self.make_batched(upper, lower, name, meta, found.as_ref(), batched)? {
+            return Ok(made);
+        }
         match found {
-            Some(f)
-                if f.is_file()
-                    && let (Some(seq), Some(rec)) = (exchange, self.recorder) =>
-            {
-                lock(rec).exchange(seq, &mut || exchange_file(upper, lower.dir, name, (meta, &f)))?;
-                self.changes += 1;
-                self.exchanged += 1;
-                Ok(false)
-            }
             Some(f) if f.is_file() => {
                 let capture = self.capture(|rec| rec.before_truncate(&lower.entry(self.mount, name), &f))?;
                 match capture {
@@ -317,7 +393,11 @@ impl Apply<'_> {
         name: &str,
         meta: &Metadata,
         found: Option<Metadata>,
+        batched: Option<(u64, Option<FileId>)>,
     ) -> io::Result<bool> {
+        if let Some(made) = self.make_batched(upper, lower, name, meta, found.as_ref(), batched)? {
+            return Ok(made);
+        }
         let target = upper.read_link_contents(name)?;
         // A symlink the command also linked elsewhere must stay one inode.
         if let Some(f) = &found
@@ -340,6 +420,48 @@ impl Apply<'_> {
             }
         })?;
         Ok(true)
+    }
+
+    /// Makes the rename recorded in the batch as `batched`, if there is
+    /// one for upper entry `name` (`meta`; `found`: what `lower` has
+    /// there): an exchange with the file it replaces, or a move where
+    /// nothing is. Says whether it added an entry; `None` when the entry
+    /// is not in the batch. Fails if `lower` no longer has what the
+    /// record says (another process changed it since).
+    fn make_batched(
+        &mut self,
+        upper: &Dir,
+        lower: &Lower,
+        name: &str,
+        meta: &Metadata,
+        found: Option<&Metadata>,
+        batched: Option<(u64, Option<FileId>)>,
+    ) -> io::Result<Option<bool>> {
+        let (Some((seq, recorded)), Some(rec)) = (batched, self.recorder) else {
+            return Ok(None);
+        };
+        // Made or voided below: no longer the apply's to abandon.
+        self.batch.remove(&lower.child(name));
+        let added = found.is_none();
+        let changed = || {
+            io::Error::other(format!(
+                "{} was changed by another process while the command's changes were applied",
+                lower.child(name)
+            ))
+        };
+        lock(rec).make_recorded(seq, &mut || match found {
+            _ if found.map(FileId::of) != recorded => Err(changed()),
+            Some(original) => exchange_file(upper, lower.dir, name, (meta, original))?.ok_or_else(changed),
+            None => move_in(upper, lower.dir, name, meta).map_err(|e| match e.kind() {
+                ErrorKind::AlreadyExists => changed(),
+                _ => e,
+            }),
+        })?;
+        self.changes += 1;
+        if !added {
+            self.exchanged += 1;
+        }
+        Ok(Some(added))
     }
 
     /// Makes a new entry `name` in `lower` with `make`, recorded first.
@@ -439,16 +561,19 @@ fn lock(rec: &Arc<Mutex<dyn Recorder>>) -> MutexGuard<'_, dyn Recorder + 'static
     rec.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The records of a batch ([`Apply::record_batch`]) by path in the mount:
+/// each record's number and the original its rename replaces (none for a
+/// move where nothing was).
+type Batch = HashMap<String, (u64, Option<FileId>)>;
+
 /// The names in `dir`, sorted (so that an apply is repeatable).
 fn names(dir: &Dir) -> io::Result<BTreeSet<String>> {
-    dir.entries()?
-        .map(|e| {
-            let name = e?.file_name();
-            name.into_string().map_err(|n| {
-                io::Error::new(ErrorKind::InvalidData, format!("a name that is not UTF-8: {n:?}"))
-            })
-        })
-        .collect()
+    dir.entries()?.map(|e| utf8(e?.file_name())).collect()
+}
+
+fn utf8(name: std::ffi::OsString) -> io::Result<String> {
+    name.into_string()
+        .map_err(|n| io::Error::new(ErrorKind::InvalidData, format!("a name that is not UTF-8: {n:?}")))
 }
 
 fn lower_meta(dir: &Dir, name: &str) -> io::Result<Option<Metadata>> {
@@ -476,25 +601,50 @@ fn is_opaque(upper: &Dir, name: &str, overlay_xattrs: &str) -> io::Result<bool> 
     Ok(matches!(rustix::fs::fgetxattr(&dir, opaque.as_str(), &mut value), Ok(1) if value[0] == b'y'))
 }
 
-/// Removes overlayfs's own extended attributes from upper file `name`
-/// before it moves onto the mount.
-fn strip_overlay_xattrs(upper: &Dir, name: &str, overlay_xattrs: &str) -> io::Result<()> {
+/// Removes overlayfs's own extended attributes from upper file or
+/// symlink `name` (`meta`) before it moves onto the mount (a symlink has
+/// them too once the command changed its time or owner).
+fn strip_overlay_xattrs(upper: &Dir, name: &str, meta: &Metadata, overlay_xattrs: &str) -> io::Result<()> {
+    if meta.is_symlink() {
+        // A symlink cannot be opened for its own: by name under the
+        // directory's descriptor (slower, and rare).
+        use std::os::fd::{AsFd, AsRawFd};
+        let path = format!("/proc/self/fd/{}/{name}", upper.as_fd().as_raw_fd());
+        return strip(
+            overlay_xattrs,
+            |list| rustix::fs::llistxattr(&path, list),
+            |attr| rustix::fs::lremovexattr(&path, attr),
+        );
+    }
     let file = upper.open(name)?;
-    let mut list = vec![0u8; 4096];
-    let n = match rustix::fs::flistxattr(&file, &mut list) {
+    strip(
+        overlay_xattrs,
+        |list| rustix::fs::flistxattr(&file, list),
+        |attr| rustix::fs::fremovexattr(&file, attr),
+    )
+}
+
+/// Removes the extended attributes whose names start with `prefix`, of
+/// those `list` lists, with `remove`.
+fn strip(
+    prefix: &str,
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    remove: impl Fn(&[u8]) -> rustix::io::Result<()>,
+) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = match list(&mut names) {
         Ok(n) => n,
         Err(rustix::io::Errno::RANGE) => {
-            let size = rustix::fs::flistxattr(&file, &mut [0u8; 0][..])?;
-            list.resize(size, 0);
-            rustix::fs::flistxattr(&file, &mut list)?
+            names.resize(list(&mut [])?, 0);
+            list(&mut names)?
         }
         Err(e) => return Err(e.into()),
     };
-    for attr in list[..n]
+    for attr in names[..n]
         .split(|b| *b == 0)
-        .filter(|a| a.starts_with(overlay_xattrs.as_bytes()))
+        .filter(|a| a.starts_with(prefix.as_bytes()))
     {
-        rustix::fs::fremovexattr(&file, attr)?;
+        remove(attr)?;
     }
     Ok(())
 }
@@ -545,7 +695,8 @@ fn open_up(upper: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
 /// Runs `f`, which opens upper file `name` (`meta`: as the command left
 /// it) or removes its overlay attributes, with read and write access for
 /// its owner, the engine's user, where it lacked them (without root they
-/// would be refused); its mode is put back after.
+/// would be refused); its mode is put back after. (A symlink's mode
+/// grants everything: it is never changed.)
 fn with_access<T>(
     upper: &Dir,
     name: &str,
@@ -564,24 +715,30 @@ fn with_access<T>(
 
 /// Swaps upper file `name` (`new`) with `original`, the file of the same
 /// name in `lower`; the inode now in `lower`. Should another process have
-/// put something else there meanwhile, the swap is undone and fails: only
+/// put something else there meanwhile, the swap is undone (`None`): only
 /// the recorded original may go to the backup area.
 fn exchange_file(
     upper: &Dir,
     lower: &Dir,
     name: &str,
     (new, original): (&Metadata, &Metadata),
-) -> io::Result<FileId> {
+) -> io::Result<Option<FileId>> {
     let swap = || rustix::fs::renameat_with(upper, name, lower, name, rustix::fs::RenameFlags::EXCHANGE);
     swap()?;
     let kept = upper.symlink_metadata(name)?;
     if FileId::of(&kept) != FileId::of(original) {
         swap()?;
-        return Err(io::Error::other(format!(
-            "{name} was replaced by another process while the command's changes were applied"
-        )));
+        return Ok(None);
     }
-    Ok(FileId::of(new))
+    Ok(Some(FileId::of(new)))
+}
+
+/// Moves upper entry `name` (`meta`) to the same name in `lower`, where
+/// nothing may be: should another process have put something there
+/// meanwhile, it stays and the move fails.
+fn move_in(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata) -> io::Result<FileId> {
+    rustix::fs::renameat_with(upper, name, lower, name, rustix::fs::RenameFlags::NOREPLACE)?;
+    Ok(FileId::of(meta))
 }
 
 /// Moves the upper file `name` to the same name in `lower`, or copies it
@@ -631,14 +788,14 @@ mod tests {
         // Another process put a file of its own there after the record.
         lower.write("g", "someone else's").unwrap();
         lower.rename("g", &lower, "f").unwrap();
-        let refused = exchange_file(&upper, &lower, "f", (&new, &original));
-        assert!(refused.is_err(), "{refused:?}");
+        let refused = exchange_file(&upper, &lower, "f", (&new, &original)).unwrap();
+        assert_eq!(refused, None);
         assert_eq!(lower.read_to_string("f").unwrap(), "someone else's");
         assert_eq!(upper.read_to_string("f").unwrap(), "new");
 
         let original = lower.metadata("f").unwrap();
         let placed = exchange_file(&upper, &lower, "f", (&new, &original)).unwrap();
-        assert_eq!(placed, FileId::of(&new));
+        assert_eq!(placed, Some(FileId::of(&new)));
         assert_eq!(lower.read_to_string("f").unwrap(), "new");
         assert_eq!(upper.read_to_string("f").unwrap(), "someone else's");
     }

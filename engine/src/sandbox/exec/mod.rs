@@ -11,7 +11,7 @@ use super::host::HostState;
 use crate::events::LogLevel;
 use crate::grant::{Access, Capture, Exec, Mount};
 use crate::journal::Recorder;
-use cap_std::fs::{Dir, MetadataExt};
+use cap_std::fs::Dir;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -453,16 +453,13 @@ impl ExecView<'_> {
                 .expect("layers are made for the step's mounts");
             let result = (|| {
                 let root = m.root()?;
-                let mut apply = apply::Apply {
-                    mount: &m.mount.name,
-                    recorder: self.exec.recorder.as_ref(),
-                    upper_path: &layer.upper,
-                    overlay_xattrs: privilege.overlay_xattrs(),
-                    same_fs: std::os::unix::fs::MetadataExt::dev(&std::fs::symlink_metadata(&layer.upper)?)
-                        == root.dir_metadata()?.dev(),
-                    changes: 0,
-                    exchanged: 0,
-                };
+                let mut apply = apply::Apply::new(
+                    &m.mount.name,
+                    self.exec.recorder.as_ref(),
+                    &layer.upper,
+                    privilege.overlay_xattrs(),
+                    &root,
+                )?;
                 let done = apply.run(&root);
                 total += apply.changes;
                 exchanged += apply.exchanged;
