@@ -173,11 +173,13 @@ fn check(ops: &[String], user: Option<u32>) -> Result<(), TestCaseError> {
 /// Stepback's options, without Stepback.
 fn in_bare_overlay(env: &Env, user: Option<u32>, script: &str) -> Vec<(String, String)> {
     seed(env, "lower");
-    if let Some(id) = user {
-        env.give_to(id);
-    }
     for d in ["upper", "work", "merged"] {
         env.mkdir(d);
+    }
+    // The upper layer's root is the merged root: the user's, as the
+    // mount's is.
+    if let Some(id) = user {
+        env.give_to(id);
     }
     let options = format!(
         "lowerdir={},upperdir={},workdir={},redirect_dir=nofollow,metacopy=off,index=off,xino=off",
@@ -265,4 +267,9 @@ fn a_fixed_script_covers_every_kind_of_operation() {
     // Found by the fuzzer: a hard link into a directory from before the
     // command, which is then renamed (copied by `mv`, see `check`).
     check(&["ln l empty".to_owned(), "mv empty n".to_owned()], None).unwrap();
+    // Found by the fuzzer: the same without root (the bare overlay it is
+    // compared with was made with a root-owned root the user could not
+    // write in).
+    let ops = ["ln a d/e", "mv a b", "mv d a"].map(str::to_owned);
+    check(&ops, Some(NOBODY)).unwrap();
 }
