@@ -1,5 +1,5 @@
 //! Commands benchmarks (issue 9), medians of runs interleaved side by
-//! side. `cargo bench --bench commands [C1|C2]`, as root (overlays and
+//! side. `cargo bench --bench commands [C1|C2|C3]`, as root (overlays and
 //! mounts). `STEPBACK_BENCH_DIR` picks the first filesystem (the default
 //! is the target directory's).
 //!
@@ -28,6 +28,14 @@
 //!   (`metacopy` is off so that the upper layer holds plain files), so the
 //!   captured append costs one copy of the file; the apply then swaps it
 //!   with the original (one `renameat2(RENAME_EXCHANGE)`).
+//! - C3: as C1, but the command adds a new file of 1 KiB next to each
+//!   of the 10,000 (ten thousand creations in existing directories, as an
+//!   install does): the apply moves each in by one rename, all recorded
+//!   with one sync.
+//!
+//! With `STEPBACK_BENCH_BASELINE=PATH` (another build of `stepback`, say
+//! the last commit's), C1 and C3 also run the captured step with that
+//! binary, interleaved with the others: a change's effect, side by side.
 //!
 //! Step times come from `stepback`'s JSON events, so process start-up and
 //! validation are excluded; the plain runs are timed around `sh`.
@@ -42,6 +50,7 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 5;
 const FILES: usize = 10_000;
 const REWRITE: &str = r#"for f in d*/f*; do echo rewritten > "$f"; done"#;
+const ADD: &str = r#"for f in d*/f*; do echo added > "$f.new"; done"#;
 const APPEND: &str = "echo one more line >> big.bin";
 /// Stepback's overlay options (`sandbox/exec/namespace.rs`).
 const OVERLAY_OPTIONS: &str = "redirect_dir=nofollow,metacopy=off,index=off,xino=off,volatile";
@@ -202,43 +211,60 @@ fn apply_time(logs: &[String]) -> Duration {
         .expect("the captured step logs its apply's time")
 }
 
-fn c1(fs: &Filesystem) {
+/// C1 or C3 on `fs`: `script` run the four ways (and with the
+/// `baseline` binary) on copies of 10,000 files of 1 KiB in 100
+/// directories; `case` names the runs' directories, `target` is the
+/// issue's for captured/plain.
+fn small_files(fs: &Filesystem, case: &str, script: &str, target: &str, baseline: Option<&Path>) {
     let root = &fs.bench.root;
-    for i in 0..FILES {
-        let dir = root.join(format!("small/d{:03}", i / 100));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("f{:03}", i % 100)), vec![b'x'; 1024]).unwrap();
+    if !root.join("small").exists() {
+        for i in 0..FILES {
+            let dir = root.join(format!("small/d{:03}", i / 100));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{:03}", i % 100)), vec![b'x'; 1024]).unwrap();
+        }
     }
-    let ways = ["captured", "uncaptured", "plain", "overlay"];
+    let ways = ["captured", "baseline", "uncaptured", "plain", "overlay"];
     for r in 0..RUNS {
-        for way in ways {
-            run("cp", &["-a", "small", &format!("{way}{r}")], root);
+        for way in ways.iter().filter(|w| baseline.is_some() || **w != "baseline") {
+            run("cp", &["-a", "small", &format!("{case}-{way}{r}")], root);
         }
     }
     sync();
     let keep = (2 * RUNS + 1).to_string();
-    let step = |name: &str, capture: &str| {
-        std::fs::write(
-            root.join(format!("{name}.toml")),
-            flow(name, name, REWRITE, capture),
-        )
-        .unwrap();
-        let measured = fs
-            .bench
-            .stepback(&["run", "--keep", &keep, &format!("{name}.toml")], None);
+    // The baseline keeps its own state directory.
+    let other = Bench {
+        root: root.join("baseline"),
+        cache: fs.bench.cache.clone(),
+    };
+    let _ = std::fs::create_dir(&other.root);
+    let step = |name: &str, capture: &str, bin: Option<&Path>| {
+        let toml = root.join(format!("{name}.toml"));
+        std::fs::write(&toml, flow(name, name, script, capture)).unwrap();
+        let args = ["run", "--keep", &keep, toml.to_str().unwrap()];
+        let measured = match bin {
+            None => fs.bench.stepback(&args, None),
+            Some(bin) => other.stepback_bin(bin, &args, None),
+        };
         assert!(measured.steps > Duration::ZERO, "{name}: the step did not finish");
         measured
     };
     let (mut captured, mut applies, mut uncaptured, mut plains, mut bare) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut base, mut base_applies) = (vec![], vec![]);
     for r in 0..RUNS {
-        let m = step(&format!("captured{r}"), "overlay");
+        let m = step(&format!("{case}-captured{r}"), "overlay", None);
         captured.push(m.steps);
         applies.push(apply_time(&m.logs));
-        uncaptured.push(step(&format!("uncaptured{r}"), "none").steps);
-        plains.push(plain(&root.join(format!("plain{r}")), REWRITE));
+        if let Some(bin) = baseline {
+            let m = step(&format!("{case}-baseline{r}"), "overlay", Some(bin));
+            base.push(m.steps);
+            base_applies.push(apply_time(&m.logs));
+        }
+        uncaptured.push(step(&format!("{case}-uncaptured{r}"), "none", None).steps);
+        plains.push(plain(&root.join(format!("{case}-plain{r}")), script));
         sync();
-        bare.push(bare_overlay(root, &format!("overlay{r}"), REWRITE));
+        bare.push(bare_overlay(root, &format!("{case}-overlay{r}"), script));
         sync();
     }
     let [c, a, u, p, o] = [captured, applies, uncaptured, plains, bare].map(median);
@@ -250,11 +276,21 @@ fn c1(fs: &Filesystem) {
         ratio(o, p)
     );
     println!(
-        "    captured   {:>8}  captured/plain {} (target <= 1.5), of which the apply {}",
+        "    captured   {:>8}  captured/plain {}{target}, of which the apply {}",
         ms(c),
         ratio(c, p),
         ms(a)
     );
+    if baseline.is_some() {
+        let [b, ba] = [base, base_applies].map(median);
+        println!(
+            "    baseline   {:>8}  baseline/plain {}, of which the apply {}; captured/baseline {}",
+            ms(b),
+            ratio(b, p),
+            ms(ba),
+            ratio(c, b)
+        );
+    }
     println!("    uncaptured {:>8}  uncaptured/plain {}", ms(u), ratio(u, p));
 }
 
@@ -268,10 +304,30 @@ fn main() {
     std::fs::write(root.join("warm.toml"), flow("warm", "m", "true", "none")).unwrap();
     bench.stepback(&["run", "--keep", "0", "warm.toml"], None);
 
-    if wanted("C1") {
-        println!("C1: a command rewrites {FILES} files of 1 KiB (median of {RUNS})");
-        for fs in filesystems(&bench) {
-            c1(&fs);
+    let cases = [
+        (
+            "C1",
+            format!("a command rewrites {FILES} files of 1 KiB"),
+            REWRITE,
+        ),
+        (
+            "C3",
+            format!("a command adds a file of 1 KiB next to each of {FILES}"),
+            ADD,
+        ),
+    ];
+    let baseline = std::env::var_os("STEPBACK_BENCH_BASELINE").map(PathBuf::from);
+    if let Some(bin) = &baseline {
+        bench.stepback_bin(bin, &["run", "--keep", "0", "warm.toml"], None);
+    }
+    if cases.iter().any(|(name, ..)| wanted(name)) {
+        let all = filesystems(&bench);
+        for (name, what, script) in cases.into_iter().filter(|(name, ..)| wanted(name)) {
+            println!("{name}: {what} (median of {RUNS})");
+            let target = if name == "C1" { " (target <= 1.5)" } else { "" };
+            for fs in &all {
+                small_files(fs, &name.to_lowercase(), script, target, baseline.as_deref());
+            }
         }
     }
     if wanted("C2") {

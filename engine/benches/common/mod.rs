@@ -43,15 +43,20 @@ impl Bench {
     }
 
     pub fn stepback(&self, args: &[&str], fault: Option<&str>) -> Measured {
+        self.stepback_bin(Path::new(env!("CARGO_BIN_EXE_stepback")), args, fault)
+    }
+
+    /// [`Bench::stepback`] with another build of it, `bin` (to compare
+    /// with an earlier one side by side).
+    pub fn stepback_bin(&self, bin: &Path, args: &[&str], fault: Option<&str>) -> Measured {
         sync();
         let time = Path::new("/usr/bin/time").exists();
         let mut command = if time {
             let mut c = Command::new("/usr/bin/time");
-            c.args(["-f", "peak-rss-kib %M"])
-                .arg(env!("CARGO_BIN_EXE_stepback"));
+            c.args(["-f", "peak-rss-kib %M"]).arg(bin);
             c
         } else {
-            Command::new(env!("CARGO_BIN_EXE_stepback"))
+            Command::new(bin)
         };
         command
             .args(["--output", "json"])
