@@ -406,9 +406,10 @@ fn a_crash_while_a_commands_changes_are_applied_is_recovered() {
 /// symlinks it made are moved in, all recorded, across directories, with
 /// one sync before the first rename: a crash or a power cut at any record
 /// of such a batch, some renames made and the rest only recorded, is
-/// recovered exactly, the originals back as the very inodes they were.
+/// recovered exactly, the originals back as the very inodes they were; a
+/// full disk at any of its records fails the step, rolled back as exactly.
 #[test]
-fn a_crash_inside_a_batch_of_renames_is_recovered_with_the_original_inodes() {
+fn a_crash_or_a_full_disk_inside_a_batch_of_renames_is_undone_to_the_original_inodes() {
     let files = ["a", "b", "sub/c"];
     let ino =
         |p: std::path::PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(p).unwrap());
@@ -416,7 +417,7 @@ fn a_crash_inside_a_batch_of_renames_is_recovered_with_the_original_inodes() {
     // three new entries.
     let script =
         "for f in a b sub/c; do echo rewritten > $f; done; echo new > new; echo new > sub/new; ln -s a link";
-    for fault in ["crash-before-op", "power-loss-before-op"] {
+    for fault in ["crash-before-op", "power-loss-before-op", "enospc-at-op"] {
         for op in 1..=9 {
             let env = Env::new();
             for f in files {
@@ -438,10 +439,16 @@ fn a_crash_inside_a_batch_of_renames_is_recovered_with_the_original_inodes() {
                 assert_same_full(&before, &snapshot_full(&env.path("m")), &what);
                 continue;
             }
-            assert!(run.killed(), "{what}: the run was not aborted\n{}", run.stdout());
-            env.stepback(&["recover"])
-                .expect_code(0)
-                .expect_stdout("rolled back");
+            if fault == "enospc-at-op" {
+                run.expect_code(1)
+                    .expect_stdout("No space left on device")
+                    .expect_stdout("every path restored");
+            } else {
+                assert!(run.killed(), "{what}: the run was not aborted\n{}", run.stdout());
+                env.stepback(&["recover"])
+                    .expect_code(0)
+                    .expect_stdout("rolled back");
+            }
             let what = format!("recovered after {what}");
             assert_same_full(&before, &snapshot_full(&env.path("m")), &what);
             assert_eq!(

@@ -131,8 +131,10 @@ impl<'a> Apply<'a> {
         open_up(&parent, &name, &meta)?;
         let upper = parent.open_dir_nofollow(&*name)?;
         refuse_denied("", Some(&before), &meta, &upper)?;
-        self.batch = self.record_batch(&upper, &lower)?;
-        let reshaped = match self.directory(&upper, &lower, false) {
+        let applied = self
+            .record_batch(&upper, &lower)
+            .and_then(|()| self.directory(&upper, &lower, false));
+        let reshaped = match applied {
             Ok(reshaped) => reshaped,
             Err(e) => {
                 // Nothing is to expect the renames the apply did not make.
@@ -223,15 +225,18 @@ impl<'a> Apply<'a> {
     /// durable ([`Recorder::sync_batch`]), where recording them one by one
     /// would take a sync each: most of an apply's time on a journaled
     /// filesystem, and more on a device's flash.
-    fn record_batch(&self, upper: &Dir, lower: &Lower) -> io::Result<Batch> {
-        let mut batch = Batch::new();
-        if self.same_fs && self.recorder.is_some() {
-            self.record_renames(upper, lower, &mut batch)?;
+    fn record_batch(&mut self, upper: &Dir, lower: &Lower) -> io::Result<()> {
+        if !self.same_fs || self.recorder.is_none() {
+            return Ok(());
         }
-        if !batch.is_empty() {
+        let mut batch = Batch::new();
+        let recorded = self.record_renames(upper, lower, &mut batch);
+        self.batch = batch;
+        recorded?;
+        if !self.batch.is_empty() {
             self.capture(|rec| rec.sync_batch())?;
         }
-        Ok(batch)
+        Ok(())
     }
 
     /// Adds the renames of `upper`'s entries into `lower`, and of the
