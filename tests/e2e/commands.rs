@@ -460,6 +460,61 @@ fn a_crash_or_a_full_disk_inside_a_batch_of_renames_is_undone_to_the_original_in
     }
 }
 
+/// A directory the command removes whole is moved into the backup area
+/// by one rename, with one record: the rollback brings it back with every
+/// inode in it (a hard link to a file outside it included). A crash or a
+/// power cut after its record, or after the rename with its record lost
+/// (the backup's name stands for it), is recovered as exactly.
+#[test]
+fn a_directory_removed_whole_comes_back_with_its_inodes() {
+    let ino =
+        |p: std::path::PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(p).unwrap());
+    let paths = ["m/tree", "m/tree/a", "m/tree/sub", "m/tree/sub/linked"];
+    // Records: 1 the mount's time, 2 `tree` (whole), 3 `zz`.
+    let faults = [
+        None,
+        Some("crash-before-op:2"),
+        Some("power-loss-before-op:2"),
+        Some("crash-before-op:3"),
+        Some("power-loss-before-op:3"),
+    ];
+    for fault in faults {
+        let env = Env::new();
+        env.write("m/tree/a", "a\n");
+        env.write("m/tree/sub/b", "b\n");
+        env.write("m/outside", "outside\n");
+        env.write("m/zz", "zz\n");
+        std::fs::hard_link(env.path("m/outside"), env.path("m/tree/sub/linked")).unwrap();
+        std::os::unix::fs::symlink("../a", env.path("m/tree/sub/l")).unwrap();
+        env.mkdir("r");
+        fix_times(&env.path("m"));
+        let before = snapshot_full(&env.path("m"));
+        let inodes = paths.map(|p| ino(env.path(p)));
+        let flow = env.flow(command_flow("rm -rf tree zz", "", FAIL_AFTER));
+        let what = format!("{fault:?}");
+        match fault {
+            None => {
+                let run = env.stepback(&["run", flow.to_str().unwrap()]);
+                run.expect_code(1)
+                    .expect_stdout("rolling back 3 recorded changes")
+                    .expect_stdout("every path restored");
+                env.stepback(&["show", &run.run_id()])
+                    .expect_stdout("/tree")
+                    .expect_stdout("deleted directory");
+            }
+            Some(fault) => {
+                let run = env.stepback_env(&["run", flow.to_str().unwrap()], &[("STEPBACK_FAULT", fault)]);
+                assert!(run.killed(), "{what}: the run was not aborted\n{}", run.stdout());
+                env.stepback(&["recover"])
+                    .expect_code(0)
+                    .expect_stdout("rolled back");
+            }
+        }
+        assert_same_full(&before, &snapshot_full(&env.path("m")), &what);
+        assert_eq!(inodes, paths.map(|p| ino(env.path(p))), "{what}: inodes");
+    }
+}
+
 /// Another process replaces a file the command rewrote, and makes one
 /// where the command made one, after the apply recorded its renames and
 /// before it makes them: the apply stops there, the step fails, and the

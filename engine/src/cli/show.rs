@@ -186,6 +186,7 @@ fn describe(change: Change, undo: &UndoOp) -> Option<String> {
             format!("replaced (was {size} bytes)")
         }
         (Change::Modified, UndoOp::Copied { size, .. }) => format!("modified in place (was {size} bytes)"),
+        (Change::Deleted, UndoOp::Saved { tree: true, .. }) => "deleted directory".into(),
         (Change::Deleted, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => {
             format!("deleted file ({size} bytes)")
         }

@@ -36,9 +36,9 @@ pub(super) fn footprint(mount: &str, op: &UndoOp) -> Footprint {
         ]
     };
     match op {
-        UndoOp::Created { path, tree: true, .. } | UndoOp::Snapshot { path, .. } => {
-            entry(path, Touches::Subtree)
-        }
+        UndoOp::Created { path, tree: true, .. }
+        | UndoOp::Saved { path, tree: true, .. }
+        | UndoOp::Snapshot { path, .. } => entry(path, Touches::Subtree),
         UndoOp::Times { path, .. } => vec![(mount.to_owned(), path.clone(), Touches::Entry)],
         UndoOp::Renamed { from, to } => {
             let mut f = entry(from, Touches::Subtree);

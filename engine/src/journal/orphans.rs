@@ -107,6 +107,7 @@ pub fn adopt_orphans(
                     backup: file_name.to_string_lossy().into_owned(),
                     size: meta.len(),
                     ino: meta.ino(),
+                    tree: meta.is_dir(),
                 },
             },
         ));

@@ -147,6 +147,10 @@ pub enum UndoOp {
         size: u64,
         /// The inode, which the restored file must have again.
         ino: u64,
+        /// Whether it is a directory, moved with all it holds (removed
+        /// whole): undo brings the whole tree back.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tree: bool,
     },
     /// A copy of the file at `path`, for changes made in place (the inode
     /// is kept so that its other hard links see the change); undo writes

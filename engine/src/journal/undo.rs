@@ -294,7 +294,7 @@ fn apply_in(
 ) -> io::Result<()> {
     let in_place = matches!(
         op,
-        UndoOp::Saved { .. }
+        UndoOp::Saved { tree: false, .. }
             | UndoOp::Copied { .. }
             | UndoOp::Times { .. }
             | UndoOp::Attributes { .. }

@@ -110,6 +110,16 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
             }
             check_owner(&m, Some(*owner))
         }
+        (UndoOp::Saved { ino, tree: true, .. }, Ok(m)) if m.is_dir() => match m.ino() == *ino {
+            true => Ok(()),
+            false => Err(format!(
+                "is not the original directory (inode {} instead of {ino})",
+                m.ino()
+            )),
+        },
+        (UndoOp::Saved { tree: true, .. }, Ok(m)) => {
+            Err(format!("should be a directory, but is {}", found(&m)))
+        }
         (UndoOp::Saved { size, ino, .. }, Ok(m)) if m.is_file() && m.len() == *size => {
             if m.ino() == *ino {
                 Ok(())

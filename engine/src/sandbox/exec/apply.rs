@@ -8,7 +8,7 @@
 //!
 //! | in the upper layer | on the mount |
 //! | --- | --- |
-//! | a whiteout (character device 0:0) | whatever is there is removed (a directory with all it holds) |
+//! | a whiteout (character device 0:0) | whatever is there is removed (a directory with all it holds, moved whole into the backup area by one rename where it can be) |
 //! | a directory marked opaque | what the mount has there is replaced: entries the upper one lacks are removed |
 //! | another directory | made where missing, or given its mode and owner where they changed; then its entries applied; its time set |
 //! | a regular file | swapped with the file it replaces by one `renameat2(RENAME_EXCHANGE)` (the upper layer is in the backup area, so the original lands where it is kept); moved in by rename where nothing was there or the original goes to the backup area otherwise; copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
@@ -485,12 +485,20 @@ impl<'a> Apply<'a> {
         Ok(())
     }
 
-    /// Removes `name` from `lower`, and all it holds, each entry recorded
-    /// before it goes.
+    /// Removes `name` from `lower`, and all it holds: a directory moved
+    /// whole into the backup area where the journal can keep it so
+    /// ([`Recorder::remove_tree`]), otherwise each entry recorded before
+    /// it goes.
     fn remove_tree(&mut self, lower: &Lower, name: &str) -> io::Result<()> {
         let Some(meta) = lower_meta(lower.dir, name)? else {
             return Ok(());
         };
+        if meta.is_dir()
+            && self.capture(|rec| rec.remove_tree(&lower.entry(self.mount, name), &meta))? == Some(true)
+        {
+            self.changes += 1;
+            return Ok(());
+        }
         if meta.is_dir() {
             let dir = lower.dir.open_dir_nofollow(name)?;
             let rel = lower.child(name);
