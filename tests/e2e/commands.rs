@@ -63,6 +63,7 @@ touch -h -d @1500000000 touched-link
 echo more >> sub/deep/edit.txt
 chmod 750 sub/deep
 mkdir -p new/dir && echo fresh > new/dir/file && touch -d @1600000000 new/dir/file
+ln -s ../dir/file new/link && mv mode.txt new/
 chmod 750 .
 echo done";
 
@@ -457,6 +458,39 @@ fn a_crash_or_a_full_disk_inside_a_batch_of_renames_is_undone_to_the_original_in
                 "{what}: inodes"
             );
         }
+    }
+}
+
+/// A directory the command made moves onto the mount whole, by one rename
+/// recorded in the batch: a crash or a power cut before or after that
+/// rename is recovered exactly (the rollback removes the directory it
+/// moved in, and nothing else).
+#[test]
+fn a_directory_the_command_made_moves_in_whole_and_out_on_rollback() {
+    // Records: 1 the mount's time, 2 `new` (whole), 3 `zz`.
+    let faults = [
+        "crash-before-op:2",
+        "power-loss-before-op:2",
+        "crash-before-op:3",
+        "power-loss-before-op:3",
+    ];
+    for fault in faults {
+        let env = Env::new();
+        env.write("m/keep", "keep\n");
+        env.mkdir("r");
+        fix_times(&env.path("m"));
+        let before = snapshot_full(&env.path("m"));
+        let flow = env.flow(command_flow(
+            "mkdir -p new/sub && echo a > new/sub/a && ln -s sub/a new/l && echo z > zz",
+            "",
+            "",
+        ));
+        let run = env.stepback_env(&["run", flow.to_str().unwrap()], &[("STEPBACK_FAULT", fault)]);
+        assert!(run.killed(), "{fault}: the run was not aborted\n{}", run.stdout());
+        env.stepback(&["recover"])
+            .expect_code(0)
+            .expect_stdout("rolled back");
+        assert_same_full(&before, &snapshot_full(&env.path("m")), fault);
     }
 }
 

@@ -196,13 +196,14 @@ pub trait Recorder: Send {
     /// [`Recorder::make_recorded`].
     fn before_exchange(&mut self, at: &Entry, meta: &Metadata, replacement: &Path)
     -> io::Result<Option<u64>>;
-    /// Before moving the step's own file or symlink, inode `ino`, by one
-    /// rename to `at`, where nothing is. Records it in the current batch,
-    /// naming the inode, so that a rollback removes only that inode. `None`
-    /// when it needs no record (the directory is the run's own); the caller
-    /// then goes through [`Recorder::before_create`]. No `finish` follows:
-    /// see [`Recorder::make_recorded`].
-    fn before_move_in(&mut self, at: &Entry, ino: u64) -> io::Result<Option<u64>>;
+    /// Before moving the step's own file, symlink or directory (`kind`;
+    /// a directory with all it holds, all the step's own), inode `ino`,
+    /// by one rename to `at`, where nothing is. Records it in the current
+    /// batch, naming the inode, so that a rollback removes only that inode.
+    /// `None` when it needs no record (the directory is the run's own);
+    /// the caller then goes through [`Recorder::before_create`]. No
+    /// `finish` follows: see [`Recorder::make_recorded`].
+    fn before_move_in(&mut self, at: &Entry, ino: u64, kind: NewEntry) -> io::Result<Option<u64>>;
     /// Makes the records of the batch so far durable, with one sync: the
     /// caller makes none of their changes before. A batch's records, and
     /// the directory times saved for them, are written without a sync,
@@ -322,6 +323,9 @@ pub struct RunJournal {
     /// Directories recorded as created by the run, for the final states
     /// written at commit (what is beneath them has no records).
     created_trees: BTreeSet<(String, String)>,
+    /// Records of a batch that move in a directory the step made whole:
+    /// once moved, everything in it is the run's own.
+    batched_trees: HashSet<u64>,
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
     /// The paths of `paths` the current step touched (with or without a
@@ -401,6 +405,7 @@ impl RunJournal {
             known: Known::default(),
             call: Call::default(),
             created_trees: BTreeSet::new(),
+            batched_trees: HashSet::new(),
             paths: BTreeSet::new(),
             step_paths: BTreeSet::new(),
             step_made: Vec::new(),
@@ -886,16 +891,22 @@ impl Recorder for RunJournal {
         self.record_in_batch(at, Change::Replaced, saved).map(Some)
     }
 
-    fn before_move_in(&mut self, at: &Entry, ino: u64) -> io::Result<Option<u64>> {
+    fn before_move_in(&mut self, at: &Entry, ino: u64, kind: NewEntry) -> io::Result<Option<u64>> {
         if self.is_fresh(at.dir_id) {
             return Ok(None);
         }
+        let tree = kind == NewEntry::Dir;
         let undo = UndoOp::Created {
             path: at.rel(),
-            tree: false,
+            tree,
             ino: Some(ino),
         };
-        self.record_in_batch(at, Change::Created, undo).map(Some)
+        let seq = self.record_in_batch(at, Change::Created, undo)?;
+        if tree {
+            self.created_trees.insert((at.mount.to_owned(), at.rel()));
+            self.batched_trees.insert(seq);
+        }
+        Ok(Some(seq))
     }
 
     fn sync_batch(&mut self) -> io::Result<()> {
@@ -907,6 +918,9 @@ impl Recorder for RunJournal {
         match change() {
             Ok(id) => {
                 self.known.fresh.insert(id);
+                if self.batched_trees.remove(&seq) {
+                    self.known.whole.insert(id);
+                }
                 self.step_made.push(id);
                 Ok(())
             }

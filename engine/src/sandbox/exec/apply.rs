@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | a whiteout (character device 0:0) | whatever is there is removed (a directory with all it holds, moved whole into the backup area by one rename where it can be) |
 //! | a directory marked opaque | what the mount has there is replaced: entries the upper one lacks are removed |
-//! | another directory | made where missing, or given its mode and owner where they changed; then its entries applied; its time set |
+//! | another directory | moved in whole where missing (one rename, once overlayfs's attributes are removed from all it holds), made entry by entry where it cannot be; otherwise given its mode and owner where they changed, its entries applied, its time set |
 //! | a regular file | swapped with the file it replaces by one `renameat2(RENAME_EXCHANGE)` (the upper layer is in the backup area, so the original lands where it is kept); moved in by rename where nothing was there or the original goes to the backup area otherwise; copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
 //! | a symlink | moved in (made anew on another filesystem), over what was there |
 //!
@@ -134,15 +134,11 @@ impl<'a> Apply<'a> {
         let applied = self
             .record_batch(&upper, &lower)
             .and_then(|()| self.directory(&upper, &lower, false));
-        let reshaped = match applied {
-            Ok(reshaped) => reshaped,
-            Err(e) => {
-                // Nothing is to expect the renames the apply did not make.
-                let unmade = self.batch.drain().map(|(_, (seq, _))| seq).collect();
-                self.capture(|rec| rec.abandon(unmade))?;
-                return Err(e);
-            }
-        };
+        // Nothing is to expect the renames the apply did not make (it
+        // stopped, or found something else there than recorded).
+        let unmade = self.batch.drain().map(|(_, (seq, _))| seq).collect();
+        self.capture(|rec| rec.abandon(unmade))?;
+        let reshaped = applied?;
         // Without root the upper root could not take the root's owner: the
         // owner is compared only as root.
         if before.permissions().mode() != meta.permissions().mode()
@@ -196,6 +192,8 @@ impl<'a> Apply<'a> {
                     self.remove_tree(lower, name)?;
                     reshaped = true;
                 }
+            } else if kind.is_dir() && batched.is_some() {
+                reshaped |= self.move_in_tree(upper, lower, name, &meta, found.as_ref(), batched)?;
             } else if kind.is_dir() {
                 reshaped |= self.subdirectory(upper, lower, name, &meta, found, opaque)?;
             } else if kind.is_file() || kind.is_symlink() {
@@ -207,13 +205,7 @@ impl<'a> Apply<'a> {
                     false => self.symlink(upper, lower, name, &meta, found, batched)?,
                 };
             } else {
-                return Err(io::Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "the command made a special file (FIFO, socket or device) at {}, which Stepback does not journal",
-                        lower.child(name)
-                    ),
-                ));
+                return Err(special_file(&lower.child(name)));
             }
         }
         Ok(reshaped)
@@ -257,12 +249,15 @@ impl<'a> Apply<'a> {
         for (name, entry) in entries {
             let kind = entry.file_type()?;
             let Some(found) = lower_meta(lower.dir, &name)? else {
-                if kind.is_file() || kind.is_symlink() {
-                    let ino = entry.ino();
-                    let at = lower.entry(self.mount, &name);
-                    if let Some(Some(seq)) = self.capture(|rec| rec.before_move_in(&at, ino))? {
-                        batch.insert(lower.child(&name), (seq, None));
-                    }
+                let kind = match kind {
+                    k if k.is_file() => NewEntry::File,
+                    k if k.is_symlink() => NewEntry::Symlink,
+                    k if k.is_dir() => NewEntry::Dir,
+                    _ => continue,
+                };
+                let (ino, at) = (entry.ino(), lower.entry(self.mount, &name));
+                if let Some(Some(seq)) = self.capture(|rec| rec.before_move_in(&at, ino, kind))? {
+                    batch.insert(lower.child(&name), (seq, None));
                 }
                 continue;
             };
@@ -286,6 +281,54 @@ impl<'a> Apply<'a> {
                 };
                 self.record_renames(&up, &child, batch)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Moves new upper directory `name` (`meta`), recorded in the batch as
+    /// `batched`, onto `lower` whole, once [`Apply::ready_tree`] has
+    /// readied what it holds: one rename where making it anew would take
+    /// one per entry. Fails if `lower` has something there now (`found`).
+    fn move_in_tree(
+        &mut self,
+        upper: &Dir,
+        lower: &Lower,
+        name: &str,
+        meta: &Metadata,
+        found: Option<&Metadata>,
+        batched: Option<(u64, Option<FileId>)>,
+    ) -> io::Result<bool> {
+        open_up(upper, name, meta)?;
+        let up = upper.open_dir_nofollow(name)?;
+        let rel = lower.child(name);
+        refuse_denied(&rel, None, meta, &up)?;
+        self.ready_tree(&up, &rel)?;
+        strip_overlay_xattrs(upper, name, meta, self.overlay_xattrs)?;
+        Ok(self.make_batched(upper, lower, name, meta, found, batched)? == Some(true))
+    }
+
+    /// Readies new upper directory `up` (at `rel`) to move onto the mount
+    /// whole: overlayfs's attributes go from everything in it, and what
+    /// the apply refuses elsewhere is refused here too (special files;
+    /// without root, directories that deny their owner). Counts its
+    /// entries as changes.
+    fn ready_tree(&mut self, up: &Dir, rel: &str) -> io::Result<()> {
+        for name in names(up)? {
+            let meta = up.symlink_metadata(&name)?;
+            let child = format!("{rel}/{name}");
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                open_up(up, &name, &meta)?;
+                let sub = up.open_dir_nofollow(&name)?;
+                refuse_denied(&child, None, &meta, &sub)?;
+                self.ready_tree(&sub, &child)?;
+            } else if !(kind.is_file() || kind.is_symlink()) || is_whiteout(&meta) {
+                return Err(special_file(&child));
+            }
+            with_access(up, &name, &meta, || {
+                strip_overlay_xattrs(up, &name, &meta, self.overlay_xattrs)
+            })?;
+            self.changes += 1;
         }
         Ok(())
     }
@@ -614,9 +657,20 @@ fn is_opaque(upper: &Dir, name: &str, overlay_xattrs: &str) -> io::Result<bool> 
     Ok(matches!(rustix::fs::fgetxattr(&dir, opaque.as_str(), &mut value), Ok(1) if value[0] == b'y'))
 }
 
-/// Removes overlayfs's own extended attributes from upper file or
-/// symlink `name` (`meta`) before it moves onto the mount (a symlink has
-/// them too once the command changed its time or owner).
+/// The apply's refusal of a special file the command made at `rel`.
+fn special_file(rel: &str) -> io::Error {
+    io::Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "the command made a special file (FIFO, socket or device) at {rel}, which Stepback does not journal"
+        ),
+    )
+}
+
+/// Removes overlayfs's own extended attributes from upper entry `name`
+/// (`meta`) before it moves onto the mount (a symlink has them too once
+/// the command changed its time or owner, a directory once it holds
+/// entries copied up).
 fn strip_overlay_xattrs(upper: &Dir, name: &str, meta: &Metadata, overlay_xattrs: &str) -> io::Result<()> {
     if meta.is_symlink() {
         // A symlink cannot be opened for its own: by name under the
@@ -629,7 +683,10 @@ fn strip_overlay_xattrs(upper: &Dir, name: &str, meta: &Metadata, overlay_xattrs
             |attr| rustix::fs::lremovexattr(&path, attr),
         );
     }
-    let file = upper.open(name)?;
+    let file: std::os::fd::OwnedFd = match meta.is_dir() {
+        true => open_dir_readable(upper, name)?,
+        false => upper.open(name)?.into_std().into(),
+    };
     strip(
         overlay_xattrs,
         |list| rustix::fs::flistxattr(&file, list),
