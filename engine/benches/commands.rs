@@ -1,5 +1,5 @@
 //! Commands benchmarks (issue 9), medians of runs interleaved side by
-//! side. `cargo bench --bench commands [C1|C2|C3|C4]`, as root (overlays and
+//! side. `cargo bench --bench commands [C1|C2|C3|C4|C5]`, as root (overlays and
 //! mounts). `STEPBACK_BENCH_DIR` picks the first filesystem (the default
 //! is the target directory's).
 //!
@@ -35,6 +35,9 @@
 //! - C4: as C1, but the command removes the 100 directories with their
 //!   10,000 files (an old release deleted): the apply moves each directory
 //!   whole into the backup area, one rename each.
+//! - C5: as C1, but the command copies the 100 directories into a new
+//!   one (a release unpacked into a new directory: 10,000 new files in
+//!   101 new directories): the apply moves the new directory in whole.
 //!
 //! With `STEPBACK_BENCH_BASELINE=PATH` (another build of `stepback`, say
 //! the last commit's), C1 and C3 also run the captured step with that
@@ -55,6 +58,7 @@ const FILES: usize = 10_000;
 const REWRITE: &str = r#"for f in d*/f*; do echo rewritten > "$f"; done"#;
 const ADD: &str = r#"for f in d*/f*; do echo added > "$f.new"; done"#;
 const REMOVE: &str = "rm -rf d*";
+const COPY: &str = "mkdir new && cp -r d* new/";
 const APPEND: &str = "echo one more line >> big.bin";
 /// Stepback's overlay options (`sandbox/exec/namespace.rs`).
 const OVERLAY_OPTIONS: &str = "redirect_dir=nofollow,metacopy=off,index=off,xino=off,volatile";
@@ -215,7 +219,7 @@ fn apply_time(logs: &[String]) -> Duration {
         .expect("the captured step logs its apply's time")
 }
 
-/// C1, C3 or C4 on `fs`: `script` run the four ways (and with the
+/// C1, C3, C4 or C5 on `fs`: `script` run the four ways (and with the
 /// `baseline` binary) on copies of 10,000 files of 1 KiB in 100
 /// directories; `case` names the runs' directories, `target` is the
 /// issue's for captured/plain.
@@ -323,6 +327,11 @@ fn main() {
             "C4",
             format!("a command removes the 100 directories of the {FILES} files"),
             REMOVE,
+        ),
+        (
+            "C5",
+            format!("a command copies the 100 directories of the {FILES} files into a new one"),
+            COPY,
         ),
     ];
     let baseline = std::env::var_os("STEPBACK_BENCH_BASELINE").map(PathBuf::from);
