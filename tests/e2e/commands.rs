@@ -72,6 +72,9 @@ fn a_commands_changes_roll_back_exactly() {
     let (env, before) = seeded();
     let run = env.run_flow(&command_flow(CHANGES, "", FAIL_AFTER));
     run.expect_code(1).expect_stdout("every path restored");
+    // Everything the command made is the run's own: nothing is taken for
+    // another process's.
+    assert!(!run.stdout().contains("KEPT ASIDE"), "{}", run.stdout());
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
 }
 

@@ -134,6 +134,8 @@ fn check(ops: &[String], user: Option<u32>) -> Result<(), TestCaseError> {
     let before = snapshot_full(&env.path("m"));
     let run = run_as(&env, user, &flow(&script, true));
     prop_assert_eq!(run.code(), 1, "{}\n{}", run.stdout(), run.stderr());
+    // No other process runs here: nothing may be taken for one's.
+    prop_assert!(!run.stdout().contains("KEPT ASIDE"), "{}", run.stdout());
     if let Some(diff) = diff_full(&before, &snapshot_full(&env.path("m")), "after the rollback") {
         return Err(TestCaseError::fail(diff));
     }

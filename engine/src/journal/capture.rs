@@ -238,6 +238,12 @@ pub trait Recorder: Send {
     /// The step put entry `id` where it is without a capture (a file it
     /// opened in a directory that is all its own, a hard link it made).
     fn made(&mut self, id: FileId);
+    /// The step moved in whole a directory it made
+    /// ([`Recorder::before_move_in`]): `dirs`, the directories beneath it,
+    /// and `others`, its other entries, are the run's own, as they would be
+    /// had it made them one by one (and nothing is taken for another
+    /// process's on rollback).
+    fn made_tree(&mut self, dirs: &[FileId], others: &[FileId]);
     /// A command of the step is about to change the mounts without a
     /// capture (`command`, for the record): said before it starts.
     fn uncaptured(&mut self, command: &str) -> io::Result<()>;
@@ -1081,6 +1087,14 @@ impl Recorder for RunJournal {
 
     fn made(&mut self, id: FileId) {
         self.step_made.push(id);
+    }
+
+    fn made_tree(&mut self, dirs: &[FileId], others: &[FileId]) {
+        self.known.whole.extend(dirs);
+        for &id in dirs.iter().chain(others) {
+            self.known.fresh.insert(id);
+            self.step_made.push(id);
+        }
     }
 
     fn snapshot(&mut self, mount: &str, rel: &str) -> io::Result<()> {

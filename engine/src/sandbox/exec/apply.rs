@@ -13,11 +13,11 @@
 //! | another directory | moved in whole where missing (one rename, once overlayfs's attributes are removed from all it holds), made entry by entry where it cannot be; otherwise given its mode and owner where they changed, its entries applied, its time set |
 //! | a regular file | swapped with the file it replaces by one `renameat2(RENAME_EXCHANGE)` (the upper layer is in the backup area, so the original lands where it is kept); moved in by rename where nothing was there or the original goes to the backup area otherwise; copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
 //! | a symlink | moved in (made anew on another filesystem), over what was there |
+//! | anything else (FIFO, socket, device) | refused: the apply fails |
 //!
 //! The swaps, and the moves where nothing was, of the whole layer are
 //! recorded first and made durable by one sync ([`Apply::record_batch`]).
 //! Overlayfs's own extended attributes are removed from what moves in.
-//! | anything else (FIFO, socket, device) | refused: the apply fails |
 //!
 //! A directory's time: where the apply added or removed entries, the time
 //! the command left it (the upper directory's); where it only replaced
@@ -211,9 +211,9 @@ impl<'a> Apply<'a> {
         Ok(reshaped)
     }
 
-    /// Records, before anything changes, each file and symlink of the
-    /// upper layer that one rename puts in place: swapped with the file it
-    /// replaces, or moved in where nothing is. One sync makes them all
+    /// Records, before anything changes, each file, symlink and new
+    /// directory of the upper layer that one rename puts in place: swapped
+    /// with the file it replaces, or moved in where nothing is. One sync makes them all
     /// durable ([`Recorder::sync_batch`]), where recording them one by one
     /// would take a sync each: most of an apply's time on a journaled
     /// filesystem, and more on a device's flash.
@@ -302,17 +302,28 @@ impl<'a> Apply<'a> {
         let up = upper.open_dir_nofollow(name)?;
         let rel = lower.child(name);
         refuse_denied(&rel, None, meta, &up)?;
-        self.ready_tree(&up, &rel)?;
+        let (mut dirs, mut others) = (Vec::new(), Vec::new());
+        self.ready_tree(&up, &rel, &mut dirs, &mut others)?;
         strip_overlay_xattrs(upper, name, meta, self.overlay_xattrs)?;
-        Ok(self.make_batched(upper, lower, name, meta, found, batched)? == Some(true))
+        let moved = self.make_batched(upper, lower, name, meta, found, batched)? == Some(true);
+        if moved && let Some(rec) = self.recorder {
+            lock(rec).made_tree(&dirs, &others);
+        }
+        Ok(moved)
     }
 
     /// Readies new upper directory `up` (at `rel`) to move onto the mount
     /// whole: overlayfs's attributes go from everything in it, and what
     /// the apply refuses elsewhere is refused here too (special files;
     /// without root, directories that deny their owner). Counts its
-    /// entries as changes.
-    fn ready_tree(&mut self, up: &Dir, rel: &str) -> io::Result<()> {
+    /// entries as changes, and adds them to `dirs` and `others`.
+    fn ready_tree(
+        &mut self,
+        up: &Dir,
+        rel: &str,
+        dirs: &mut Vec<FileId>,
+        others: &mut Vec<FileId>,
+    ) -> io::Result<()> {
         for name in names(up)? {
             let meta = up.symlink_metadata(&name)?;
             let child = format!("{rel}/{name}");
@@ -321,8 +332,11 @@ impl<'a> Apply<'a> {
                 open_up(up, &name, &meta)?;
                 let sub = up.open_dir_nofollow(&name)?;
                 refuse_denied(&child, None, &meta, &sub)?;
-                self.ready_tree(&sub, &child)?;
-            } else if !(kind.is_file() || kind.is_symlink()) || is_whiteout(&meta) {
+                self.ready_tree(&sub, &child, dirs, others)?;
+                dirs.push(FileId::of(&meta));
+            } else if kind.is_file() || kind.is_symlink() {
+                others.push(FileId::of(&meta));
+            } else {
                 return Err(special_file(&child));
             }
             with_access(up, &name, &meta, || {
