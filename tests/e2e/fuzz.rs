@@ -7,8 +7,10 @@
 //! deletions, calls meant to fail), split over up to three steps, then a
 //! failure. Property: the mount and a directory beside it are exactly as
 //! before, and nothing was taken for another process's change (nothing
-//! else touches them); the same when the engine is killed at a random
-//! journaled operation and `stepback recover` runs.
+//! else touches them); the same when the engine is killed in any phase
+//! (at a random journaled operation of a step, at a random undo of the
+//! rollback or of a forced `stepback undo`, with or without power lost),
+//! then `stepback recover` killed too, up to twice, and run to the end.
 //!
 //! proptest shrinks a failing sequence to a minimal one and prints it.
 //! `STEPBACK_FUZZ_CASES` sets the number of sequences (CI's budget is the
@@ -156,41 +158,116 @@ fn lay_out(env: &Env, seed: u64) {
     set_mtime(&m.join("d/g"), -86_400 * 365 - next(1000) as i64, 987_654_321);
 }
 
+/// Where the engine is killed (as `STEPBACK_FAULT` says), in each phase
+/// that changes the mount; `power`: with what the journal had not synced
+/// lost too, as a power cut would.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Before journaled operation `n` of a step.
+    Step { n: u64, power: bool },
+    /// Before undo `n` of the failed flow's rollback.
+    Rollback { n: u64, power: bool },
+    /// The flow succeeds, and `stepback undo --force` of it is killed
+    /// before its undo `n`.
+    Undo { n: u64, power: bool },
+}
+
+/// A crash in one phase, then `recover` killed before undo `n` of its
+/// own rollback for each entry of `recover` in turn (a crash of the
+/// recovery), then a `recover` that must finish.
+#[derive(Debug, Clone)]
+struct Crashes {
+    first: Phase,
+    recover: Vec<(u64, bool)>,
+}
+
+/// The `STEPBACK_FAULT` value killing the engine before the `n`th
+/// operation (`op`) or undo (`undo`).
+fn fault(what: &str, n: u64, power: bool) -> String {
+    match power {
+        false => format!("crash-before-{what}:{n}"),
+        true => format!("power-loss-before-{what}:{n}"),
+    }
+}
+
 /// One case: run the sequence, split into steps, and fail; the mount and
 /// `outside/` must be as they were, and nothing may have been taken for
-/// another process's change (nothing else touches them). With `crash_at`,
-/// the engine is killed before that journaled operation, and `recover`
-/// must bring them back.
-fn check(seed: u64, steps: &[Vec<Value>], crash_at: Option<u64>) -> Result<(), TestCaseError> {
+/// another process's change (nothing else touches them). With `crashes`,
+/// the engine is killed where they say (and then `recover` too), and the
+/// last `recover` must bring them back.
+fn check(seed: u64, steps: &[Vec<Value>], crashes: Option<&Crashes>) -> Result<(), TestCaseError> {
     let env = Env::new();
     lay_out(&env, seed);
     let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
     let scripts: Vec<Value> = steps.iter().map(|ops| Value::Array(ops.clone())).collect();
-    let flow = fsops_steps(&env, &scripts, true);
+    let undo_phase = matches!(
+        crashes,
+        Some(Crashes {
+            first: Phase::Undo { .. },
+            ..
+        })
+    );
+    let flow = fsops_steps(&env, &scripts, !undo_phase);
     let flow = flow.to_str().unwrap();
-    let fault = crash_at.map(|n| format!("crash-before-op:{n}"));
-    let vars: Vec<(&str, &str)> = fault.iter().map(|f| ("STEPBACK_FAULT", f.as_str())).collect();
+    let step_fault = match crashes.map(|c| c.first) {
+        Some(Phase::Step { n, power }) => Some(fault("op", n, power)),
+        Some(Phase::Rollback { n, power }) => Some(fault("undo", n, power)),
+        _ => None,
+    };
+    let vars: Vec<(&str, &str)> = step_fault
+        .iter()
+        .map(|f| ("STEPBACK_FAULT", f.as_str()))
+        .collect();
     let run = env.stepback_env(&["run", flow], &vars);
-    let said = format!(
-        "seed {seed}, crash at {crash_at:?}, calls:\n{}\n--- stdout\n{}\n--- stderr\n{}",
+    let mut said = format!(
+        "seed {seed}, crashes {crashes:?}, calls:\n{}\n--- stdout\n{}\n--- stderr\n{}",
         serde_json::to_string(steps).unwrap(),
         run.stdout(),
         run.stderr()
     );
-    if run.killed() {
-        let recovered = env.stepback(&["recover"]);
-        prop_assert_eq!(
-            recovered.code(),
-            0,
-            "recover failed after a crash:\n{}\n{}",
-            said,
-            recovered.stdout()
+    let mut outputs = vec![run.stdout()];
+    let mut crashed = run.killed();
+    let committed = !crashed && run.code() == 0;
+    if let (Some(Phase::Undo { n, power }), true) = (crashes.map(|c| c.first), committed) {
+        let id = run.run_id();
+        let undo = env.stepback_env(
+            &["undo", &id, "--force"],
+            &[("STEPBACK_FAULT", &fault("undo", n, power))],
         );
-    } else {
+        said.push_str(&format!("\n--- undo\n{}{}", undo.stdout(), undo.stderr()));
+        crashed = undo.killed();
+        if !crashed {
+            prop_assert_eq!(undo.code(), 0, "the undo did not finish cleanly:\n{}", said);
+        }
+        outputs.push(undo.stdout());
+    } else if !crashed {
         prop_assert_eq!(run.code(), 1, "the flow did not roll back cleanly:\n{}", said);
         prop_assert!(run.stdout().contains("every path restored"), "{}", said);
     }
-    prop_assert!(!run.stdout().contains("KEPT ASIDE"), "a false alarm:\n{}", said);
+    if crashed {
+        let recover_faults = crashes.map_or(&[][..], |c| &c.recover[..]);
+        for &(n, power) in recover_faults {
+            let recovered = env.stepback_env(&["recover"], &[("STEPBACK_FAULT", &fault("undo", n, power))]);
+            said.push_str(&format!(
+                "\n--- recover killed before undo {n}\n{}",
+                recovered.stdout()
+            ));
+            outputs.push(recovered.stdout());
+            if !recovered.killed() {
+                prop_assert_eq!(recovered.code(), 0, "recover failed:\n{}", said);
+                break;
+            }
+        }
+        let recovered = env.stepback(&["recover"]);
+        said.push_str(&format!("\n--- recover\n{}", recovered.stdout()));
+        prop_assert_eq!(recovered.code(), 0, "recover failed after a crash:\n{}", said);
+        outputs.push(recovered.stdout());
+    }
+    prop_assert!(
+        !outputs.iter().any(|o| o.contains("KEPT ASIDE")),
+        "a false alarm:\n{}",
+        said
+    );
     let after = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
     let differs = diff_full(&before.0, &after.0, "the mount")
         .or_else(|| diff_full(&before.1, &after.1, "outside the mount"));
@@ -200,11 +277,22 @@ fn check(seed: u64, steps: &[Vec<Value>], crash_at: Option<u64>) -> Result<(), T
     Ok(())
 }
 
-fn case() -> impl Strategy<Value = (u64, Vec<Vec<Value>>, Option<u64>)> {
+fn crashes() -> impl Strategy<Value = Crashes> {
+    let power = || prop_oneof![3 => Just(false), 1 => Just(true)];
+    let first = prop_oneof![
+        2 => (1u64..40, power()).prop_map(|(n, power)| Phase::Step { n, power }),
+        2 => (1u64..60, power()).prop_map(|(n, power)| Phase::Rollback { n, power }),
+        1 => (1u64..60, power()).prop_map(|(n, power)| Phase::Undo { n, power }),
+    ];
+    (first, prop::collection::vec((1u64..40, power()), 0..=2))
+        .prop_map(|(first, recover)| Crashes { first, recover })
+}
+
+fn case() -> impl Strategy<Value = (u64, Vec<Vec<Value>>, Option<Crashes>)> {
     (
         any::<u64>(),
         prop::collection::vec(prop::collection::vec(op(), 1..20), 1..=3),
-        prop_oneof![3 => Just(None), 1 => (1u64..40).prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => crashes().prop_map(Some)],
     )
 }
 
@@ -226,7 +314,9 @@ fn random_sequences_of_calls_are_rolled_back_exactly() {
         .unwrap_or(CI_CASES);
     let mut tried = 0u64;
     loop {
-        let result = runner(cases).run(&case(), |(seed, steps, crash)| check(seed, &steps, crash));
+        let result = runner(cases).run(&case(), |(seed, steps, crashes)| {
+            check(seed, &steps, crashes.as_ref())
+        });
         tried += u64::from(cases);
         if let Err(e) = result {
             panic!("after {tried} sequences (the last batch's count included): {e}");

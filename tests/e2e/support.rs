@@ -380,6 +380,9 @@ pub struct Full {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The first path (in sorted order) of the entry's hard-link group.
     pub link_group: PathBuf,
+    /// How many names the file has, inside the tree or not (a link left
+    /// in a backup area shows here); 0 for directories.
+    pub links: u64,
 }
 
 /// A tree with everything the guarantee covers, the root included.
@@ -427,6 +430,7 @@ pub fn snapshot_full(root: &Path) -> FullSnapshot {
                 blocks: if m.is_dir() { 0 } else { m.blocks() },
                 xattrs: xattrs(&path),
                 link_group: group,
+                links: if m.is_dir() { 0 } else { m.nlink() },
             },
         );
     }
@@ -478,14 +482,15 @@ pub fn diff_full(before: &FullSnapshot, after: &FullSnapshot, what: &str) -> Opt
                         Node::Symlink(t) => format!("symlink->{}", t.display()),
                     };
                     format!(
-                        "{kind} mode {:o} owner {}:{} mtime {} blocks {} xattrs {:?} group {}",
+                        "{kind} mode {:o} owner {}:{} mtime {} blocks {} xattrs {:?} group {} links {}",
                         f.mode,
                         f.owner.0,
                         f.owner.1,
                         f.mtime,
                         f.blocks,
                         f.xattrs,
-                        f.link_group.display()
+                        f.link_group.display(),
+                        f.links
                     )
                 }
             };

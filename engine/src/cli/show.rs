@@ -169,6 +169,7 @@ fn print_run(id: &str, records: &[Record]) {
             | Record::Final { .. }
             | Record::Left { .. }
             | Record::Made { .. }
+            | Record::Wrote { .. }
             | Record::StepEnded { .. }
             | Record::Void { .. } => {}
             // Records of a newer engine: nothing to show.

@@ -33,7 +33,9 @@ use super::entry::{entry_state, entry_with_id, fd_xattrs, mtime, open_dir_readab
 use super::fault::Fault;
 use super::log::{Durability, JournalWriter};
 use super::orphans;
-use super::record::{Change, EntryState, FileId, Meta, MountRecord, Owner, Record, Time, UndoOp, Xattr};
+use super::record::{
+    Change, EntryState, FileId, FileLeft, Meta, MountRecord, Owner, Record, Time, UndoOp, Xattr,
+};
 use super::room::Room;
 use super::runs::RunDir;
 use cap_fs_ext::DirExt;
@@ -276,6 +278,13 @@ struct Known {
     /// Files the run changed (wrote, resized, set the times of), with
     /// their size and time just after its last change.
     written: HashMap<FileId, (u64, Time)>,
+    /// Directories the run made that hold, or once held, something not
+    /// the run's (an original moved or linked into them or beneath them):
+    /// records name paths through them, so they are not the run's own
+    /// to move or remove unrecorded. Moving or removing one is recorded
+    /// like an original's, so that a rollback finds every path its older
+    /// records name.
+    mixed: HashSet<FileId>,
 }
 
 /// Bookkeeping to apply once the call succeeded.
@@ -285,6 +294,8 @@ enum Mark {
     /// The call creates a new directory, with nothing in it but the run's.
     FreshDir,
     Preserved(FileId, u64),
+    /// Directories the run made that now hold something not the run's.
+    Mixed(Vec<FileId>),
     TimesSaved(FileId),
     AttributesSaved(FileId),
     /// The file created by the call replaces `backup`, moved aside: it
@@ -339,6 +350,8 @@ pub struct RunJournal {
     step_paths: BTreeSet<(String, String)>,
     /// Entries the current step made, for its `made` record.
     step_made: Vec<FileId>,
+    /// Files the current step wrote, for its `wrote` record.
+    step_wrote: HashSet<FileId>,
     /// Paths snapshotted whole (`capture = "snapshot"`), by mount.
     snapshots: HashSet<(String, String)>,
     /// Whether the current step's (or action's) records are reverted by
@@ -415,6 +428,7 @@ impl RunJournal {
             paths: BTreeSet::new(),
             step_paths: BTreeSet::new(),
             step_made: Vec::new(),
+            step_wrote: HashSet::new(),
             snapshots: HashSet::new(),
             reverted: true,
             unreverted: 0,
@@ -472,6 +486,17 @@ impl RunJournal {
         if !made.is_empty() {
             let ids = made.into_iter().map(|id| (id.dev, id.ino)).collect();
             self.writer.append_deferred(&Record::Made { ids })?;
+        }
+        let wrote = std::mem::take(&mut self.step_wrote);
+        if !wrote.is_empty() {
+            let files = wrote
+                .into_iter()
+                .filter_map(|id| {
+                    let &(size, mtime) = self.known.written.get(&id)?;
+                    Some(FileLeft { id, size, mtime })
+                })
+                .collect();
+            self.writer.append_deferred(&Record::Wrote { files })?;
         }
         let mut left: Vec<Record> = self
             .states_of(touched)?
@@ -595,9 +620,37 @@ impl RunJournal {
         self.known.fresh.contains(&id)
     }
 
-    /// Whether the entry at `at`, of inode `id`, is the run's own.
+    /// Whether directory `id` is the run's own, with nothing beneath it
+    /// that is not: what is made in it needs no record.
+    fn owns_dir(&self, id: FileId) -> bool {
+        self.is_fresh(id) && !self.known.mixed.contains(&id)
+    }
+
+    /// Whether the entry at `at`, of inode `id`, is the run's own: made
+    /// by it, and no directory with something else beneath it.
     fn owned(&self, at: &Entry, id: FileId) -> bool {
-        self.is_fresh(id) || self.known.whole.contains(&at.dir_id)
+        (self.is_fresh(id) || self.known.whole.contains(&at.dir_id)) && !self.known.mixed.contains(&id)
+    }
+
+    /// Notes (once the call succeeds) that directory `at.dir` is about to
+    /// hold something not the run's: it, and every directory above it
+    /// that the run made, are then mixed. (Above the first directory the
+    /// run did not make, any the run made is mixed already.)
+    fn mix(&mut self, at: &Entry) -> io::Result<()> {
+        let mut ids = Vec::new();
+        let (mut id, mut rel) = (at.dir_id, at.dir_rel.to_owned());
+        while self.owns_dir(id) {
+            ids.push(id);
+            let Some((parent, _)) = rel.rsplit_once('/') else {
+                break;
+            };
+            rel = parent.to_owned();
+            id = FileId::of(&self.dir(at.mount)?.symlink_metadata(&rel)?);
+        }
+        if !ids.is_empty() {
+            self.call.marks.push(Mark::Mixed(ids));
+        }
+        Ok(())
     }
 
     /// Writes an undo record, synced unless `deferred` (its change leaves
@@ -720,9 +773,12 @@ impl RunJournal {
     fn copy_aside(&mut self, at: &Entry, meta: &Metadata, change: Change) -> io::Result<()> {
         let backup = format!("{}", self.seq + 1);
         self.fault.before_capture(self.seq + 1)?;
-        self.room.check(&self.backup, meta.len())?;
+        // The copy is sparse, and so is its restore: what it costs is the
+        // file's allocation, not its apparent size.
+        let cost = allocated(meta);
+        self.room.check(&self.backup, cost)?;
         clone_or_copy(at.dir, at.name, &self.backup, &backup)?;
-        self.room.add_copy(meta.len());
+        self.room.add_copy(cost);
         let undo = UndoOp::Copied {
             path: at.rel(),
             backup,
@@ -803,7 +859,7 @@ impl Recorder for RunJournal {
             NewEntry::Dir => Mark::FreshDir,
             _ => Mark::Fresh,
         });
-        if self.is_fresh(at.dir_id) {
+        if self.owns_dir(at.dir_id) {
             return Ok(());
         }
         self.touch_parent(at, false)?;
@@ -824,11 +880,12 @@ impl Recorder for RunJournal {
 
     fn before_link(&mut self, at: &Entry) -> io::Result<()> {
         self.touch(at.mount, at.rel());
-        // The linked inode may not be the run's own.
+        // The linked inode may not be the run's own: recorded even in a
+        // directory of the run's, so that the rollback removes this name
+        // before the directory goes (and no name of an original stays in
+        // the backup area with it).
         self.known.whole.remove(&at.dir_id);
-        if self.is_fresh(at.dir_id) {
-            return Ok(());
-        }
+        self.mix(at)?;
         self.touch_parent(at, false)?;
         let undo = UndoOp::Created {
             path: at.rel(),
@@ -898,7 +955,7 @@ impl Recorder for RunJournal {
     }
 
     fn before_move_in(&mut self, at: &Entry, ino: u64, kind: NewEntry) -> io::Result<Option<u64>> {
-        if self.is_fresh(at.dir_id) {
+        if self.owns_dir(at.dir_id) {
             return Ok(None);
         }
         let tree = kind == NewEntry::Dir;
@@ -1014,6 +1071,7 @@ impl Recorder for RunJournal {
         let own = self.owned(from, id);
         if !own {
             self.known.whole.remove(&to.dir_id);
+            self.mix(to)?;
         }
         self.touch_parent(from, false)?;
         self.touch_parent(to, false)?;
@@ -1025,7 +1083,7 @@ impl Recorder for RunJournal {
         if own {
             // The run's own entry: undo removes it from where it lands,
             // unless that is inside something the run created anyway.
-            if !self.is_fresh(to.dir_id) {
+            if !self.owns_dir(to.dir_id) {
                 let tree = from_meta.is_dir();
                 if tree {
                     self.created_trees.insert((to.mount.to_owned(), to_path.clone()));
@@ -1118,7 +1176,7 @@ impl Recorder for RunJournal {
                 Ok(meta) => {
                     let copy = format!("snapshot-{}", self.seq + 1);
                     self.fault.before_capture(self.seq + 1)?;
-                    self.room.check(&self.backup, meta.len())?;
+                    self.room.check(&self.backup, allocated(&meta))?;
                     super::tree::copy(&parent, name, &self.backup, &copy)?;
                     if meta.is_dir() {
                         self.created_trees.insert((mount.to_owned(), rel.to_owned()));
@@ -1154,9 +1212,9 @@ impl Recorder for RunJournal {
 
     fn left(&mut self, meta: &Metadata) {
         if meta.is_file() {
-            self.known
-                .written
-                .insert(FileId::of(meta), (meta.len(), mtime(meta)));
+            let id = FileId::of(meta);
+            self.known.written.insert(id, (meta.len(), mtime(meta)));
+            self.step_wrote.insert(id);
         }
     }
 
@@ -1182,6 +1240,12 @@ impl Recorder for RunJournal {
                 }
                 Mark::Preserved(id, size) => {
                     self.known.preserved.insert(id, size);
+                }
+                Mark::Mixed(ids) => {
+                    for id in ids {
+                        self.known.whole.remove(&id);
+                        self.known.mixed.insert(id);
+                    }
                 }
                 Mark::TimesSaved(id) => {
                     self.known.times_saved.insert(id);
@@ -1229,6 +1293,11 @@ fn take_over_attributes(original: &std::fs::File, new: &std::fs::File) -> io::Re
 
 fn dir_xattrs(parent: &Dir, name: &str) -> io::Result<Vec<Xattr>> {
     fd_xattrs(&open_dir_readable(parent, name)?)
+}
+
+/// The bytes a file's data takes on disk (holes take none).
+fn allocated(meta: &Metadata) -> u64 {
+    meta.blocks().saturating_mul(512)
 }
 
 fn owner(meta: &Metadata) -> Owner {

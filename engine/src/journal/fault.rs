@@ -12,7 +12,10 @@
 //! - `other-process-before-op:N`: once the Nth undo record is durable,
 //!   before its change, run the shell script in `STEPBACK_FAULT_SCRIPT`
 //!   and wait for it: another process changing a mount at the worst moment;
-//! - `crash-before-undo:N`: abort before applying the Nth undo of a rollback;
+//! - `crash-before-undo:N`: abort before applying the Nth undo of a rollback
+//!   (of a failed run's, of `recover`'s or of `undo`'s);
+//! - `power-loss-before-undo:N`: the same, after dropping what the journal
+//!   holds unsynced;
 //! - `enospc-at-op:N` / `eio-at-op:N`: fail the Nth capture with "no space
 //!   left on device" / an I/O error, as a full or failing disk would;
 //! - `eio-at-commit:1`: fail the commit of a run whose steps all succeeded.
@@ -36,6 +39,8 @@ pub enum Fault {
     OtherProcessBeforeOp(u64),
     /// Abort before the Nth undo of a rollback.
     CrashBeforeUndo(u64),
+    /// The same, after dropping what the journal holds unsynced.
+    PowerLossBeforeUndo(u64),
     /// Fail the Nth capture with this errno.
     ErrorAtOp(u64, i32),
     /// Fail the commit of a run whose steps all succeeded.
@@ -66,6 +71,7 @@ impl Fault {
             "power-loss-before-op" => Fault::PowerLossBeforeOp(n),
             "other-process-before-op" => Fault::OtherProcessBeforeOp(n),
             "crash-before-undo" => Fault::CrashBeforeUndo(n),
+            "power-loss-before-undo" => Fault::PowerLossBeforeUndo(n),
             "enospc-at-op" => Fault::ErrorAtOp(n, 28),
             "eio-at-op" => Fault::ErrorAtOp(n, 5),
             "eio-at-commit" if n == 1 => Fault::ErrorAtCommit,
@@ -105,7 +111,11 @@ impl Fault {
     }
 
     /// Called before applying undo `n` of a rollback.
-    pub fn before_undo(self, n: u64) {
+    pub fn before_undo(self, n: u64, journal: &JournalWriter) {
+        if self == Fault::PowerLossBeforeUndo(n) {
+            let _ = journal.lose_unsynced();
+            std::process::abort();
+        }
         if self == Fault::CrashBeforeUndo(n) {
             std::process::abort();
         }

@@ -31,7 +31,7 @@
 //! records), and a rollback resumed after a crash (its first attempt
 //! already moved aside what it found; those are listed again).
 
-use super::entry::{at, entry_state, mtime};
+use super::entry::{at, entry_with_id, mtime};
 use super::places::Places;
 use super::record::{EntryState, FileId, Record, Time, UndoOp};
 use super::report::Problem;
@@ -66,6 +66,9 @@ pub(super) struct Foreign<'r> {
     /// Entries the run made without records (see `made` records): in a
     /// directory the run created, anything else is another process's.
     made: HashSet<FileId>,
+    /// Files the run wrote, as it last left them (`wrote` records), then
+    /// as the undos applied so far left them, through any of their names.
+    wrote: HashMap<FileId, EntryState>,
 }
 
 /// What checking the paths of one undo found.
@@ -93,6 +96,7 @@ impl<'r> Foreign<'r> {
         let resumed = records.iter().any(|r| matches!(r, Record::RollbackStarted));
         let mut left: HashMap<_, Vec<_>> = HashMap::new();
         let mut made = HashSet::new();
+        let mut wrote = HashMap::new();
         for (pos, record) in records.iter().enumerate() {
             match record {
                 Record::Left { mount, path, state } => left
@@ -100,6 +104,13 @@ impl<'r> Foreign<'r> {
                     .or_default()
                     .push((pos, state)),
                 Record::Made { ids } => made.extend(ids.iter().map(|&(dev, ino)| FileId { dev, ino })),
+                Record::Wrote { files } => wrote.extend(files.iter().map(|f| {
+                    let state = EntryState::File {
+                        size: f.size,
+                        mtime: f.mtime,
+                    };
+                    (f.id, state)
+                })),
                 _ => {}
             }
         }
@@ -112,6 +123,7 @@ impl<'r> Foreign<'r> {
             aside: 0,
             dir_times: HashMap::new(),
             made,
+            wrote,
         }
     }
 
@@ -148,8 +160,8 @@ impl<'r> Foreign<'r> {
             };
             // Looked up in its directory, opened once for all its entries.
             let now = match places.locate(mount, root, path) {
-                Ok(Some((dir, name))) => entry_state(dir, name),
-                Ok(None) => entry_state(root, path),
+                Ok(Some((dir, name))) => entry_with_id(dir, name),
+                Ok(None) => entry_with_id(root, path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             };
@@ -162,7 +174,20 @@ impl<'r> Foreign<'r> {
                     continue;
                 }
             };
-            if now.is_none() || EntryState::same(expected, &now) || shared_file(root, path, expected, &now) {
+            let (now, last_written) = match now {
+                Some((state, id)) => (Some(state), self.wrote.get(&id)),
+                None => (None, None),
+            };
+            // A file the run wrote again after this `left` record, under
+            // another name, is as the run last left it.
+            let rewritten = matches!(expected, Some(EntryState::File { .. }))
+                && last_written.is_some()
+                && now.as_ref() == last_written;
+            if now.is_none()
+                || EntryState::same(expected, &now)
+                || rewritten
+                || shared_file(root, path, expected, &now)
+            {
                 continue;
             }
             let found = format!(
@@ -252,10 +277,14 @@ impl<'r> Foreign<'r> {
         }
     }
 
-    /// After the undo at position `pos` was applied: a rename or move
-    /// undone changes what the paths beneath its names refer to.
-    pub(super) fn applied(&mut self, mount: &'r str, pos: usize, op: &'r UndoOp) {
+    /// After the undo at position `pos` was applied in `root`: a rename or
+    /// move undone changes what the paths beneath its names refer to; a
+    /// file's contents or time set back change what it must be found as
+    /// under its other names.
+    pub(super) fn applied(&mut self, (mount, root): (&'r str, &Dir), pos: usize, op: &'r UndoOp) {
         match op {
+            UndoOp::Copied { path, size, meta, .. } => self.set_back(root, path, Some(*size), meta.mtime),
+            UndoOp::Times { path, mtime } => self.set_back(root, path, None, *mtime),
             UndoOp::Renamed { from, to } => {
                 self.horizons.insert((mount, from), pos);
                 self.horizons.insert((mount, to), pos);
@@ -264,6 +293,21 @@ impl<'r> Foreign<'r> {
                 self.horizons.insert((mount, path), pos);
             }
             _ => {}
+        }
+    }
+
+    /// Notes that a file the run wrote, now at `path`, was given this size
+    /// (`None`: unchanged) and time by an undo.
+    fn set_back(&mut self, root: &Dir, path: &str, size: Option<u64>, mtime: Time) {
+        if !self.enabled || self.wrote.is_empty() {
+            return;
+        }
+        let Ok(meta) = root.symlink_metadata(at(path)) else {
+            return;
+        };
+        if let Some(EntryState::File { size: now, mtime: t }) = self.wrote.get_mut(&FileId::of(&meta)) {
+            *now = size.unwrap_or(*now);
+            *t = mtime;
         }
     }
 
@@ -362,7 +406,8 @@ mod tests {
         assert!(foreign.enabled);
         assert_eq!(foreign.expected("m", "d/x"), Some(&file(2)));
         // Once the rollback has renamed e back to d, d/x is the older entry.
-        foreign.applied("m", 2, &rename);
+        let root = Dir::open_ambient_dir(".", cap_std::ambient_authority()).unwrap();
+        foreign.applied(("m", &root), 2, &rename);
         assert_eq!(foreign.expected("m", "d/x"), Some(&file(1)));
         assert_eq!(foreign.expected("m", "other"), None);
     }

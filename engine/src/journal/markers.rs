@@ -36,8 +36,11 @@ pub(super) fn footprint(mount: &str, op: &UndoOp) -> Footprint {
         ]
     };
     match op {
+        // A directory appearing or going changes what every path beneath
+        // it names.
         UndoOp::Created { path, tree: true, .. }
         | UndoOp::Saved { path, tree: true, .. }
+        | UndoOp::RemovedDir { path, .. }
         | UndoOp::Snapshot { path, .. } => entry(path, Touches::Subtree),
         UndoOp::Times { path, .. } => vec![(mount.to_owned(), path.clone(), Touches::Entry)],
         UndoOp::Renamed { from, to } => {

@@ -60,7 +60,8 @@ pub use log::Durability;
 pub(crate) use log::JournalWriter;
 pub(crate) use orphans::adopt_orphans;
 pub use record::{
-    Change, EntryState, FileId, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr, voided,
+    Change, EntryState, FileId, FileLeft, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr,
+    voided,
 };
 pub use report::{Problem, RollbackReport};
 pub(crate) use room::Room;

@@ -443,6 +443,16 @@ pub enum Record {
         /// Device and inode of each.
         ids: Vec<(u64, u64)>,
     },
+    /// Files the step wrote (contents, size or times), each as the step
+    /// left it (when it closed the file, set its times, or ended), known
+    /// by inode: what the rollback must find in them under whatever name
+    /// they have then. A `left` record describes a path when it was
+    /// written; a file written later through a descriptor, after its
+    /// directory was renamed, is under none of its `left` paths.
+    Wrote {
+        /// Each file, as the step left it.
+        files: Vec<FileLeft>,
+    },
     /// Step `index` ended and its `left` records are written: without
     /// this, the step may have touched paths it has no records for.
     StepEnded {
@@ -467,6 +477,17 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         kept: Vec<String>,
     },
+}
+
+/// A file as a step left it (see [`Record::Wrote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLeft {
+    /// Which file.
+    pub id: FileId,
+    /// Its size.
+    pub size: u64,
+    /// Its modification time.
+    pub mtime: Time,
 }
 
 /// The undo records that a `void` record cancels.

@@ -122,7 +122,7 @@ pub fn rollback(
     report.kept.extend(foreign.kept_earlier(&backup, &run.backup()));
     let mut left_alone = HashSet::new();
     for (n, (pos, seq, mount, op)) in undos.into_iter().enumerate() {
-        fault.before_undo(n as u64 + 1);
+        fault.before_undo(n as u64 + 1, writer);
         let Some(fs) = mounts.get(mount) else { continue };
         let checked = foreign.before(mount, op, (&fs.dir, &mut places), &backup, &run.backup());
         report.kept.extend(checked.kept);
@@ -142,7 +142,7 @@ pub fn rollback(
         match apply_in(&mut places, mount, &fs.dir, &backup, seq, op) {
             Ok(()) => {
                 report.undone += 1;
-                foreign.applied(mount, pos, op);
+                foreign.applied((mount, &fs.dir), pos, op);
                 markers.applied(seq, mount, op, footprint);
             }
             Err(e) => report
@@ -314,8 +314,16 @@ fn apply_in(
 /// the mount by moving it into the backup area, to be deleted when the
 /// run's backups are pruned: a rollback need not wait for the filesystem to
 /// free a whole release's blocks before the originals are back. Deleted
-/// here only when it cannot be moved (another filesystem).
+/// here when it cannot be moved (another filesystem) or frees nothing.
 fn discard(dir: &Dir, path: &str, backup: &Dir, seq: u64) -> io::Result<()> {
+    // A name of a file with other names frees nothing: removed, so that
+    // no link to a file that stays (an original among them) is left in
+    // the backup area.
+    match dir.symlink_metadata(path) {
+        Ok(m) if !m.is_dir() && cap_std::fs::MetadataExt::nlink(&m) > 1 => return dir.remove_file(path),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        _ => {}
+    }
     match dir.rename(path, backup, format!("discarded-{seq}")) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -353,14 +361,19 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
         } => {
             // Only the original's inode is the original: an exchange that
             // was recorded but never made leaves the step's own file there.
-            if ino_of(backup, name)? == Some(*ino) {
-                match dir.symlink_metadata(path) {
-                    Ok(m) if m.is_dir() => dir.remove_dir(path)?,
-                    _ => discard(dir, path, backup, seq)?,
-                }
-                backup.rename(name, dir, path)?;
+            if ino_of(backup, name)? != Some(*ino) {
+                return Ok(());
             }
-            Ok(())
+            match dir.symlink_metadata(path) {
+                // Linked aside, and the change never made (a crash between
+                // the two): the original is in place; drop the link.
+                Ok(m) if !m.is_dir() && cap_std::fs::MetadataExt::ino(&m) == *ino => {
+                    return backup.remove_file(name);
+                }
+                Ok(m) if m.is_dir() => dir.remove_dir(path)?,
+                _ => discard(dir, path, backup, seq)?,
+            }
+            backup.rename(name, dir, path)
         }
         UndoOp::Copied {
             path,
