@@ -18,7 +18,7 @@
 //! how many sequences were tried. For a long run beside other work, test a
 //! copy of the binary: `STEPBACK_TEST_BIN=/tmp/stepback`.
 
-use crate::support::{Env, diff_full, fix_times, fsops_steps, set_mtime, snapshot_full};
+use crate::support::{Env, Run, diff_full, fix_times, fsops_steps, set_mtime, snapshot_full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -54,7 +54,14 @@ fn path() -> impl Strategy<Value = String> {
 }
 
 fn fd() -> impl Strategy<Value = usize> {
-    prop_oneof![3 => Just(0usize), 2 => 1usize..6]
+    prop_oneof![3 => Just(0usize), 2 => 1usize..12]
+}
+
+/// Directories, and names a directory may be renamed to, for the renames
+/// back and forth that flows moving releases around make (through
+/// descriptors opened on them, which keep pointing at the directory).
+fn dir_path() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["d", "n", "d/deep", "n/deep", "x", "d/n", "n/d"]).prop_map(str::to_owned)
 }
 
 fn subset(all: &'static [&'static str]) -> impl Strategy<Value = Vec<&'static str>> {
@@ -79,14 +86,18 @@ fn op() -> impl Strategy<Value = Value> {
         2 => (fd(), prop::option::of(path()), any::<bool>(), prop_oneof![Just(0i64), Just(-1), 1i64..2_000_000_000])
             .prop_map(|(fd, path, follow, seconds)|
                 json!({"op": "set-times", "fd": fd, "path": path, "follow": follow, "seconds": seconds})),
-        4 => (1usize..6, prop_oneof![0u64..64, Just(1 << 20), Just(5 << 30)], 1u64..9000)
+        4 => (1usize..12, prop_oneof![0u64..64, Just(1 << 20), Just(5 << 30)], 1u64..9000)
             .prop_map(|(fd, offset, len)| json!({"op": "write", "fd": fd, "offset": offset, "len": len, "byte": 66})),
-        2 => (1usize..6, prop::option::of(0u64..100), 1u64..5000, 1u32..4)
+        2 => (1usize..12, prop::option::of(0u64..100), 1u64..5000, 1u32..4)
             .prop_map(|(fd, offset, len, count)|
                 json!({"op": "stream", "fd": fd, "offset": offset, "len": len, "byte": 67, "count": count})),
-        2 => (1usize..6, prop_oneof![0u64..10, Just(3 << 30)])
+        2 => (1usize..12, prop_oneof![0u64..10, Just(3 << 30)])
             .prop_map(|(fd, size)| json!({"op": "set-size", "fd": fd, "size": size})),
-        1 => (1usize..6).prop_map(|fd| json!({"op": "close", "fd": fd})),
+        1 => (1usize..12).prop_map(|fd| json!({"op": "close", "fd": fd})),
+        3 => (dir_path(), dir_path()).prop_map(|(path, to)|
+            json!({"op": "rename", "fd": 0, "path": path, "to_fd": 0, "to": to})),
+        2 => dir_path().prop_map(|path| json!({
+            "op": "open", "fd": 0, "path": path, "oflags": ["directory"], "flags": ["read", "mutate-directory"]})),
     ]
 }
 
@@ -181,12 +192,45 @@ struct Crashes {
     recover: Vec<(u64, bool)>,
 }
 
-/// The `STEPBACK_FAULT` value killing the engine before the `n`th
-/// operation (`op`) or undo (`undo`).
-fn fault(what: &str, n: u64, power: bool) -> String {
-    match power {
-        false => format!("crash-before-{what}:{n}"),
-        true => format!("power-loss-before-{what}:{n}"),
+/// Runs the engine on one case's environment, each time in the boot the
+/// machine is in (`STEPBACK_FAULT_BOOT`): a power cut starts a new one, in
+/// which what the journal had not synced cannot be trusted.
+struct Machine<'e> {
+    env: &'e Env,
+    boot: u32,
+    /// What each invocation printed, for the failure message.
+    said: String,
+    outputs: Vec<String>,
+}
+
+impl Machine<'_> {
+    /// `stepback ARGS`, killed before the `n`th operation (`what` = "op")
+    /// or undo ("undo") where `fault` says, with power lost if `power`.
+    fn stepback(&mut self, args: &[&str], fault: Option<(&str, u64, bool)>) -> Run {
+        let boot = format!("boot-{}", self.boot);
+        let mut vars = vec![("STEPBACK_FAULT_BOOT", boot)];
+        if let Some((what, n, power)) = fault {
+            let kind = if power { "power-loss" } else { "crash" };
+            vars.push(("STEPBACK_FAULT", format!("{kind}-before-{what}:{n}")));
+        }
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let run = self.env.stepback_env(args, &vars);
+        if run.killed() && fault.is_some_and(|(_, _, power)| power) {
+            self.boot += 1;
+        }
+        self.said.push_str(&format!(
+            "\n--- stepback {} (fault {fault:?}): {}\n{}{}",
+            args.join(" "),
+            if run.killed() {
+                "killed".to_owned()
+            } else {
+                format!("exit {}", run.code())
+            },
+            run.stdout(),
+            run.stderr()
+        ));
+        self.outputs.push(run.stdout());
+        run
     }
 }
 
@@ -200,79 +244,68 @@ fn check(seed: u64, steps: &[Vec<Value>], crashes: Option<&Crashes>) -> Result<(
     lay_out(&env, seed);
     let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
     let scripts: Vec<Value> = steps.iter().map(|ops| Value::Array(ops.clone())).collect();
-    let undo_phase = matches!(
-        crashes,
-        Some(Crashes {
-            first: Phase::Undo { .. },
-            ..
-        })
-    );
+    let first = crashes.map(|c| c.first);
+    let undo_phase = matches!(first, Some(Phase::Undo { .. }));
     let flow = fsops_steps(&env, &scripts, !undo_phase);
-    let flow = flow.to_str().unwrap();
-    let step_fault = match crashes.map(|c| c.first) {
-        Some(Phase::Step { n, power }) => Some(fault("op", n, power)),
-        Some(Phase::Rollback { n, power }) => Some(fault("undo", n, power)),
+    let mut machine = Machine {
+        env: &env,
+        boot: 0,
+        said: format!(
+            "seed {seed}, crashes {crashes:?}, calls:\n{}",
+            serde_json::to_string(steps).unwrap()
+        ),
+        outputs: Vec::new(),
+    };
+    let fault = match first {
+        Some(Phase::Step { n, power }) => Some(("op", n, power)),
+        Some(Phase::Rollback { n, power }) => Some(("undo", n, power)),
         _ => None,
     };
-    let vars: Vec<(&str, &str)> = step_fault
-        .iter()
-        .map(|f| ("STEPBACK_FAULT", f.as_str()))
-        .collect();
-    let run = env.stepback_env(&["run", flow], &vars);
-    let mut said = format!(
-        "seed {seed}, crashes {crashes:?}, calls:\n{}\n--- stdout\n{}\n--- stderr\n{}",
-        serde_json::to_string(steps).unwrap(),
-        run.stdout(),
-        run.stderr()
-    );
-    let mut outputs = vec![run.stdout()];
+    let run = machine.stepback(&["run", flow.to_str().unwrap()], fault);
     let mut crashed = run.killed();
-    let committed = !crashed && run.code() == 0;
-    if let (Some(Phase::Undo { n, power }), true) = (crashes.map(|c| c.first), committed) {
-        let id = run.run_id();
-        let undo = env.stepback_env(
-            &["undo", &id, "--force"],
-            &[("STEPBACK_FAULT", &fault("undo", n, power))],
-        );
-        said.push_str(&format!("\n--- undo\n{}{}", undo.stdout(), undo.stderr()));
+    if let (Some(Phase::Undo { n, power }), false) = (first, crashed) {
+        prop_assert_eq!(run.code(), 0, "the flow did not succeed:{}", machine.said);
+        let undo = machine.stepback(&["undo", &run.run_id(), "--force"], Some(("undo", n, power)));
         crashed = undo.killed();
         if !crashed {
-            prop_assert_eq!(undo.code(), 0, "the undo did not finish cleanly:\n{}", said);
+            prop_assert_eq!(undo.code(), 0, "the undo did not finish cleanly:{}", machine.said);
         }
-        outputs.push(undo.stdout());
     } else if !crashed {
-        prop_assert_eq!(run.code(), 1, "the flow did not roll back cleanly:\n{}", said);
-        prop_assert!(run.stdout().contains("every path restored"), "{}", said);
+        prop_assert_eq!(
+            run.code(),
+            1,
+            "the flow did not roll back cleanly:{}",
+            machine.said
+        );
+        prop_assert!(run.stdout().contains("every path restored"), "{}", machine.said);
     }
     if crashed {
-        let recover_faults = crashes.map_or(&[][..], |c| &c.recover[..]);
-        for &(n, power) in recover_faults {
-            let recovered = env.stepback_env(&["recover"], &[("STEPBACK_FAULT", &fault("undo", n, power))]);
-            said.push_str(&format!(
-                "\n--- recover killed before undo {n}\n{}",
-                recovered.stdout()
-            ));
-            outputs.push(recovered.stdout());
+        for &(n, power) in crashes.map_or(&[][..], |c| &c.recover[..]) {
+            let recovered = machine.stepback(&["recover"], Some(("undo", n, power)));
             if !recovered.killed() {
-                prop_assert_eq!(recovered.code(), 0, "recover failed:\n{}", said);
+                prop_assert_eq!(recovered.code(), 0, "recover failed:{}", machine.said);
                 break;
             }
         }
-        let recovered = env.stepback(&["recover"]);
-        said.push_str(&format!("\n--- recover\n{}", recovered.stdout()));
-        prop_assert_eq!(recovered.code(), 0, "recover failed after a crash:\n{}", said);
-        outputs.push(recovered.stdout());
+        let recovered = machine.stepback(&["recover"], None);
+        prop_assert_eq!(
+            recovered.code(),
+            0,
+            "recover failed after a crash:{}",
+            machine.said
+        );
     }
+    let said = &machine.said;
     prop_assert!(
-        !outputs.iter().any(|o| o.contains("KEPT ASIDE")),
-        "a false alarm:\n{}",
+        !machine.outputs.iter().any(|o| o.contains("KEPT ASIDE")),
+        "a false alarm:{}",
         said
     );
     let after = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
     let differs = diff_full(&before.0, &after.0, "the mount")
         .or_else(|| diff_full(&before.1, &after.1, "outside the mount"));
     if let Some(why) = differs {
-        return Err(TestCaseError::fail(format!("{why}\n{said}")));
+        return Err(TestCaseError::fail(format!("{why}{said}")));
     }
     Ok(())
 }
@@ -291,7 +324,7 @@ fn crashes() -> impl Strategy<Value = Crashes> {
 fn case() -> impl Strategy<Value = (u64, Vec<Vec<Value>>, Option<Crashes>)> {
     (
         any::<u64>(),
-        prop::collection::vec(prop::collection::vec(op(), 1..20), 1..=3),
+        prop::collection::vec(prop::collection::vec(op(), 1..40), 1..=3),
         prop_oneof![3 => Just(None), 1 => crashes().prop_map(Some)],
     )
 }

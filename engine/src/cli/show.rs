@@ -113,7 +113,7 @@ fn print_run(id: &str, records: &[Record]) {
                 .unwrap_or_default()
         );
     }
-    let mut undone = 0;
+    let mut undone = std::collections::HashSet::new();
     let voided = stepback::journal::voided(records);
     for record in records {
         match record {
@@ -149,9 +149,11 @@ fn print_run(id: &str, records: &[Record]) {
                     outln!("  {line:<40} {mount}:/{}", clean(undo.path()));
                 }
             }
-            Record::Undone { .. } => undone += 1,
+            Record::Undone { seq } => {
+                undone.insert(*seq);
+            }
             Record::RolledBack { problems, kept } => {
-                outln!("rollback: {undone} changes undone");
+                outln!("rollback: {} changes undone", undone.len());
                 for p in problems {
                     outln!("  NOT RESTORED {}", clean(p));
                 }
@@ -164,12 +166,14 @@ fn print_run(id: &str, records: &[Record]) {
                 outln!("backups pruned (the newest {keep} committed runs kept theirs)")
             }
             Record::Pruned { keep: None } => outln!("backups pruned"),
-            Record::RollbackStarted => outln!("rollback started"),
+            Record::RollbackStarted { .. } => outln!("rollback started"),
             Record::Begin { .. }
             | Record::Final { .. }
             | Record::Left { .. }
             | Record::Made { .. }
             | Record::Wrote { .. }
+            | Record::Applied { .. }
+            | Record::NotApplied { .. }
             | Record::StepEnded { .. }
             | Record::Void { .. } => {}
             // Records of a newer engine: nothing to show.

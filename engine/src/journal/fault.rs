@@ -19,6 +19,10 @@
 //! - `enospc-at-op:N` / `eio-at-op:N`: fail the Nth capture with "no space
 //!   left on device" / an I/O error, as a full or failing disk would;
 //! - `eio-at-commit:1`: fail the commit of a run whose steps all succeeded.
+//!
+//! And `STEPBACK_FAULT_BOOT=ID` makes the engine take `ID` for the boot it
+//! runs in, so that a test can recover after a power cut "in another boot"
+//! (see [`super::markers`]).
 
 use super::log::JournalWriter;
 use std::io;
@@ -85,6 +89,15 @@ impl Fault {
             Fault::ErrorAtOp(at, errno) if at == n => Err(io::Error::from_raw_os_error(errno)),
             _ => Ok(()),
         }
+    }
+
+    /// The boot id `STEPBACK_FAULT_BOOT` gives, in a build with fault
+    /// injection.
+    pub fn boot() -> Option<String> {
+        if !cfg!(feature = "fault-injection") {
+            return None;
+        }
+        std::env::var("STEPBACK_FAULT_BOOT").ok()
     }
 
     /// Called before a run is committed.

@@ -93,7 +93,9 @@ impl<'r> Foreign<'r> {
                 _ => None,
             })
             .unwrap_or(true);
-        let resumed = records.iter().any(|r| matches!(r, Record::RollbackStarted));
+        let resumed = records
+            .iter()
+            .any(|r| matches!(r, Record::RollbackStarted { .. }));
         let mut left: HashMap<_, Vec<_>> = HashMap::new();
         let mut made = HashSet::new();
         let mut wrote = HashMap::new();
@@ -424,7 +426,7 @@ mod tests {
             step,
             left("a", 1),
             Record::StepEnded { index: 0 },
-            Record::RollbackStarted,
+            Record::RollbackStarted { boot: None },
         ];
         assert!(!Foreign::new(&resumed).enabled);
     }

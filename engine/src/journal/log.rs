@@ -263,18 +263,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
         let mut w = JournalWriter::create(&path).unwrap();
-        w.append(&Record::RollbackStarted).unwrap();
+        w.append(&Record::RollbackStarted { boot: None }).unwrap();
         w.append(&Record::Undone { seq: 1 }).unwrap();
         drop(w);
         // The last record without its newline is torn too.
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.trim_end()).unwrap();
         let (mut w, records) = JournalWriter::resume(&path).unwrap();
-        assert_eq!(records, vec![Record::RollbackStarted]);
+        assert_eq!(records, vec![Record::RollbackStarted { boot: None }]);
         w.append(&Record::Committed).unwrap();
         assert_eq!(
             read_journal(&path).unwrap(),
-            vec![Record::RollbackStarted, Record::Committed]
+            vec![Record::RollbackStarted { boot: None }, Record::Committed]
         );
     }
 

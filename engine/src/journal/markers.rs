@@ -1,9 +1,22 @@
-//! Batching of a rollback's `undone` markers, and the reasoning that makes
-//! it safe to lose the last batch in a crash.
+//! A rollback's markers: which undos are done, so that a rollback cut
+//! short finishes exactly what it began.
+//!
+//! Two kinds. Right after each undo, an unsynced `applied` (or
+//! `not-applied`) record: a killed process loses nothing it wrote (the
+//! kernel keeps it), so a rollback resumed in the same boot re-applies at
+//! most the one undo that was in flight, and every undo is idempotent on
+//! its own (it checks that its effect is not there yet: a backup still in
+//! the backup area, by its inode; an entry still where the undo finds it).
+//! And `undone` markers, written in batches once the batch's effects are
+//! synced: all that survives a power cut (after a reboot the unsynced
+//! records may be on disk without the effects they report), when the
+//! undos of the last batch are applied again, which [`overlaps`] makes
+//! safe.
 
 use super::capture::MountFs;
 use super::log::JournalWriter;
 use super::record::{Record, UndoOp};
+use super::report::Problem;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -195,6 +208,65 @@ impl<'a> Markers<'a> {
     }
 }
 
+/// This boot's identity, to tell a resumed rollback whether the
+/// unsynced markers of an earlier attempt can be trusted; `None` where
+/// the kernel does not say.
+pub(super) fn this_boot() -> Option<String> {
+    if let Some(id) = super::fault::Fault::boot() {
+        return Some(id);
+    }
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
+/// The undos earlier attempts of this rollback settled: applied (synced,
+/// or in an attempt of this boot `boot`), and those an attempt of this
+/// boot could not apply, with the problems it reported.
+pub(super) fn settled(records: &[Record], boot: Option<&str>) -> (HashSet<u64>, Vec<Problem>) {
+    let mut done = HashSet::new();
+    let mut problems = Vec::new();
+    let mut trusted = false;
+    for record in records {
+        match record {
+            Record::RollbackStarted { boot: then } => trusted = boot.is_some() && then.as_deref() == boot,
+            Record::Undone { seq } => {
+                done.insert(*seq);
+            }
+            Record::Applied { seq } if trusted => {
+                done.insert(*seq);
+            }
+            Record::NotApplied {
+                seq,
+                mount,
+                path,
+                reason,
+            } if trusted && done.insert(*seq) => problems.push(Problem {
+                mount: mount.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+            }),
+            _ => {}
+        }
+    }
+    (done, problems)
+}
+
+/// Writes, unsynced, that undo `seq` was applied (`problem: None`) or not
+/// (see the module docs). A marker that cannot be written costs only
+/// precision: a resumed attempt then applies that undo again.
+pub(super) fn note(writer: &mut JournalWriter, seq: u64, problem: Option<&Problem>) {
+    let record = match problem {
+        None => Record::Applied { seq },
+        Some(p) => Record::NotApplied {
+            seq,
+            mount: p.mount.clone(),
+            path: p.path.clone(),
+            reason: p.reason.clone(),
+        },
+    };
+    let _ = writer.append_deferred(&record);
+}
+
 /// The directories above `path` in its mount, nearest first, the mount's
 /// root (`""`) last; none for the root itself.
 pub(super) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
@@ -224,6 +296,43 @@ fn sync_entry(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsynced_markers_count_only_in_the_boot_that_wrote_them() {
+        let started = |boot: &str| Record::RollbackStarted {
+            boot: Some(boot.into()),
+        };
+        let not_applied = |seq| Record::NotApplied {
+            seq,
+            mount: "m".into(),
+            path: "p".into(),
+            reason: "undo failed".into(),
+        };
+        let records = vec![
+            started("one"),
+            Record::Applied { seq: 9 },
+            Record::Undone { seq: 9 },
+            Record::Applied { seq: 8 },
+            not_applied(7),
+            started("two"),
+            Record::Applied { seq: 6 },
+            not_applied(5),
+        ];
+        // Resumed after a reboot: only what was synced, and what the
+        // attempt of that boot wrote.
+        let (done, problems) = settled(&records, Some("two"));
+        assert_eq!(done, HashSet::from([9, 6, 5]));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            (problems[0].path.as_str(), problems[0].reason.as_str()),
+            ("p", "undo failed")
+        );
+        // Resumed in the first boot (as if): its records count, the
+        // second's do not.
+        assert_eq!(settled(&records, Some("one")).0, HashSet::from([9, 8, 7]));
+        // A kernel that does not say which boot it is: only `undone`.
+        assert_eq!(settled(&records, None).0, HashSet::from([9]));
+    }
 
     #[test]
     fn ancestors_are_listed_nearest_first_down_to_the_root() {

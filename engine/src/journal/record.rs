@@ -398,12 +398,43 @@ pub enum Record {
     },
     /// A rollback (of a failed run, or `stepback undo` of a committed one)
     /// begins: until `rolled-back`, the run is unfinished, and `recover`
-    /// completes it.
-    RollbackStarted,
-    /// The undo record `seq` has been applied during a rollback.
+    /// completes it. Every attempt writes one (a rollback resumed by
+    /// `recover` too).
+    RollbackStarted {
+        /// The boot the attempt runs in (`/proc/sys/kernel/random/boot_id`):
+        /// its `applied` and `not-applied` records can be trusted by an
+        /// attempt in the same boot only (see [`Record::Applied`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot: Option<String>,
+    },
+    /// The undo record `seq` has been applied during a rollback, and its
+    /// effect is on disk: written once a batch of undos is synced.
     Undone {
         /// The undo record applied.
         seq: u64,
+    },
+    /// The undo record `seq` has been applied by this attempt, written
+    /// right after it without a sync. A process killed keeps what it wrote
+    /// in the kernel's cache, so an attempt resumed in the same boot skips
+    /// exactly the undos done and re-applies only the one in flight; after
+    /// a reboot only `undone` counts.
+    Applied {
+        /// The undo record applied.
+        seq: u64,
+    },
+    /// The undo record `seq` could not be applied, or was left alone (it
+    /// would have overwritten another process's entry), by this attempt;
+    /// written like `applied`. A resumed attempt does not try it again out
+    /// of order, and reports it as this one did.
+    NotApplied {
+        /// The undo record.
+        seq: u64,
+        /// The mount.
+        mount: String,
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
     },
     /// The calls that undo records `seqs` were written for failed, and
     /// whatever their capture did to the disk was put back: they describe

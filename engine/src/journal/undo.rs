@@ -1,11 +1,12 @@
-//! Rollback: applies a run's undo records newest first, marks them
-//! `undone` in durable batches ([`super::markers`]), then checks every
-//! restored path ([`super::verify`]).
+//! Rollback: applies a run's undo records newest first, marking each one
+//! as it goes and in durable batches ([`super::markers`]), then checks
+//! every restored path ([`super::verify`]).
 //!
-//! Every undo is idempotent, so a rollback cut short by a crash is simply
-//! run again: records already marked are skipped, and those applied but
-//! not yet marked are applied again safely (a backup that is no longer in
-//! the backup area has already been moved back).
+//! A rollback cut short by a crash is simply run again (`recover`): the
+//! undos its earlier attempts settled are skipped, and the one in flight
+//! (after a power cut, those of the last unsynced batch) is applied again,
+//! which changes nothing where its effect is there already (a backup that
+//! is no longer in the backup area has already been moved back).
 
 use super::capture::MountFs;
 use super::entry::{at, open_dir_readable, set_mtime};
@@ -89,13 +90,9 @@ pub fn rollback(
             return finish(writer, report);
         }
     };
-    let mut done: HashSet<u64> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Undone { seq } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let boot = super::markers::this_boot();
+    let (mut done, settled_problems) = super::markers::settled(records, boot.as_deref());
+    report.problems.extend(settled_problems);
     done.extend(voided(records));
     let mut undos: Vec<(usize, u64, &str, &UndoOp)> = records
         .iter()
@@ -108,7 +105,7 @@ pub fn rollback(
         })
         .collect();
     undos.sort_by_key(|(_, seq, ..)| std::cmp::Reverse(*seq));
-    if let Err(e) = writer.append(&Record::RollbackStarted) {
+    if let Err(e) = writer.append(&Record::RollbackStarted { boot }) {
         report.problems.push(Problem {
             mount: String::new(),
             path: run.journal().display().to_string(),
@@ -131,6 +128,12 @@ pub fn rollback(
             left_alone.insert((mount, op.path()));
         }
         if left_alone.contains(&(mount, op.path())) {
+            let why = problem(
+                mount,
+                op,
+                "left alone: another process's entry is in the way".into(),
+            );
+            super::markers::note(writer, seq, Some(&why));
             continue;
         }
         let footprint = footprint(mount, op);
@@ -141,13 +144,16 @@ pub fn rollback(
         }
         match apply_in(&mut places, mount, &fs.dir, &backup, seq, op) {
             Ok(()) => {
+                super::markers::note(writer, seq, None);
                 report.undone += 1;
                 foreign.applied((mount, &fs.dir), pos, op);
                 markers.applied(seq, mount, op, footprint);
             }
-            Err(e) => report
-                .problems
-                .push(problem(mount, op, format!("undo failed: {e}"))),
+            Err(e) => {
+                let failed = problem(mount, op, format!("undo failed: {e}"));
+                super::markers::note(writer, seq, Some(&failed));
+                report.problems.push(failed);
+            }
         }
     }
     if let Err(e) = markers.flush(writer) {
