@@ -3,7 +3,10 @@
 //! renames of files and directories, modes of files and directories,
 //! symlinks, hard links, times) runs as a command on a starting tree.
 //! Properties: run and then failed, the mount is exactly as before (the
-//! overlay's upper layer was applied through the journal and reverted);
+//! overlay's upper layer was applied through the journal and reverted),
+//! also when the engine is killed, with power lost or not, at a random
+//! operation of the apply or a random undo of the rollback and then
+//! recovered (as root, in a quarter of the scripts);
 //! run alone, it holds what the same script makes when run plainly on a
 //! copy (types, contents, link targets, modes, hard-link groups), or where
 //! overlayfs itself makes the script do otherwise, what it makes in a bare
@@ -115,9 +118,65 @@ fn run_as(env: &Env, user: Option<u32>, text: &str) -> Run {
     }
 }
 
+/// Where the failing run is killed: before its `n`th journaled operation
+/// (the apply of the command's upper layer records its changes as such),
+/// or before the `n`th undo of its rollback; `power`: with power lost (and
+/// `recover` then run in another boot).
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    Op { n: u64, power: bool },
+    Undo { n: u64, power: bool },
+}
+
+fn crash() -> impl Strategy<Value = Option<Crash>> {
+    let power = || prop_oneof![3 => Just(false), 1 => Just(true)];
+    prop_oneof![
+        3 => Just(None),
+        1 => (1u64..30, power()).prop_map(|(n, power)| Some(Crash::Op { n, power })),
+        1 => (1u64..30, power()).prop_map(|(n, power)| Some(Crash::Undo { n, power })),
+    ]
+}
+
+/// Runs the failing flow `text` as root, killed where `crash` says, and
+/// recovered if it was; returns what it printed.
+fn run_failing(env: &Env, text: &str, crash: Option<Crash>) -> Result<String, TestCaseError> {
+    let fault = match crash {
+        None => None,
+        Some(Crash::Op { n, power }) => Some((n, power, "op")),
+        Some(Crash::Undo { n, power }) => Some((n, power, "undo")),
+    };
+    let kind = |power| if power { "power-loss" } else { "crash" };
+    let fault = fault.map(|(n, power, what)| (format!("{}-before-{what}:{n}", kind(power)), power));
+    let mut vars = vec![("STEPBACK_FAULT_BOOT", "before")];
+    if let Some((f, _)) = &fault {
+        vars.push(("STEPBACK_FAULT", f));
+    }
+    let flow = env.flow(text);
+    let run = env.stepback_env(&["run", flow.to_str().unwrap()], &vars);
+    let said = format!("{:?}\n{}\n{}", fault, run.stdout(), run.stderr());
+    if !run.killed() {
+        prop_assert_eq!(run.code(), 1, "{}", said);
+        return Ok(run.stdout());
+    }
+    let boot = if fault.is_some_and(|(_, power)| power) {
+        "after"
+    } else {
+        "before"
+    };
+    let recovered = env.stepback_env(&["recover"], &[("STEPBACK_FAULT_BOOT", boot)]);
+    prop_assert_eq!(
+        recovered.code(),
+        0,
+        "{}\n--- recover\n{}",
+        said,
+        recovered.stdout()
+    );
+    Ok(format!("{}{}", run.stdout(), recovered.stdout()))
+}
+
 /// The properties for one script, with Stepback (and the plain run) as
-/// `user`, or root.
-fn check(ops: &[String], user: Option<u32>) -> Result<(), TestCaseError> {
+/// `user`, or root (and then killed where `crash` says, if anywhere).
+fn check(ops: &[String], user: Option<u32>, crash: Option<Crash>) -> Result<(), TestCaseError> {
     let script = ops
         .iter()
         .map(|o| format!("{o} 2>/dev/null"))
@@ -132,10 +191,16 @@ fn check(ops: &[String], user: Option<u32>) -> Result<(), TestCaseError> {
     }
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
-    let run = run_as(&env, user, &flow(&script, true));
-    prop_assert_eq!(run.code(), 1, "{}\n{}", run.stdout(), run.stderr());
+    let said = match user {
+        None => run_failing(&env, &flow(&script, true), crash)?,
+        Some(_) => {
+            let run = run_as(&env, user, &flow(&script, true));
+            prop_assert_eq!(run.code(), 1, "{}\n{}", run.stdout(), run.stderr());
+            run.stdout()
+        }
+    };
     // No other process runs here: nothing may be taken for one's.
-    prop_assert!(!run.stdout().contains("KEPT ASIDE"), "{}", run.stdout());
+    prop_assert!(!said.contains("KEPT ASIDE"), "{}", said);
     if let Some(diff) = diff_full(&before, &snapshot_full(&env.path("m")), "after the rollback") {
         return Err(TestCaseError::fail(diff));
     }
@@ -217,7 +282,9 @@ fn random_commands_are_applied_and_rolled_back_exactly() {
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&prop::collection::vec(op(), 1..12), |ops| check(&ops, None));
+    let result = runner.run(&(prop::collection::vec(op(), 1..12), crash()), |(ops, crash)| {
+        check(&ops, None, crash)
+    });
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -239,7 +306,7 @@ fn random_commands_without_root_are_applied_and_rolled_back_exactly() {
         ..Config::default()
     });
     let result = runner.run(&prop::collection::vec(op(), 1..12), |ops| {
-        check(&ops, Some(NOBODY))
+        check(&ops, Some(NOBODY), None)
     });
     if let Err(e) = result {
         panic!("{e}");
@@ -262,16 +329,16 @@ fn a_fixed_script_covers_every_kind_of_operation() {
     ]
     .map(str::to_owned)
     .to_vec();
-    check(&ops, None).unwrap();
+    check(&ops, None, None).unwrap();
     // Found by the fuzzer: a symlink to itself where a directory with
     // changed entries was.
-    check(&["rm -rf d".to_owned(), "ln -sfn d d".to_owned()], None).unwrap();
+    check(&["rm -rf d".to_owned(), "ln -sfn d d".to_owned()], None, None).unwrap();
     // Found by the fuzzer: a hard link into a directory from before the
     // command, which is then renamed (copied by `mv`, see `check`).
-    check(&["ln l empty".to_owned(), "mv empty n".to_owned()], None).unwrap();
+    check(&["ln l empty".to_owned(), "mv empty n".to_owned()], None, None).unwrap();
     // Found by the fuzzer: the same without root (the bare overlay it is
     // compared with was made with a root-owned root the user could not
     // write in).
     let ops = ["ln a d/e", "mv a b", "mv d a"].map(str::to_owned);
-    check(&ops, Some(NOBODY)).unwrap();
+    check(&ops, Some(NOBODY), None).unwrap();
 }

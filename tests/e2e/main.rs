@@ -26,4 +26,5 @@ mod plugin_checks;
 mod policies;
 mod sandbox_escape;
 mod small_plugins;
+mod soak;
 mod validation;
