@@ -24,7 +24,7 @@
 mod common;
 
 use common::{Bench, median, ms, ratio, sync};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -190,19 +190,10 @@ fn b6_b7(bench: &Bench, root: &Path, name: &str, what: &str, ops: Vec<serde_json
     });
     let file = root.join(format!("{name}.json"));
     std::fs::write(&file, flow.to_string()).unwrap();
-    let (mut step, mut rollback) = (vec![], vec![]);
-    for _ in 0..RUNS {
-        let m = bench.stepback(&["run", file.to_str().unwrap()], None);
-        step.push(m.steps);
-        rollback.push(m.rollback.expect("the flow is rolled back"));
-    }
-    let (s, r) = (median(step), median(rollback));
-    println!(
-        "  step {}  rollback {}  rollback/step {} (target <= 0.5)",
-        ms(s),
-        ms(r),
-        ratio(r, s)
-    );
+    let file = file.display().to_string();
+    step_and_rollback(bench, ("step", "0.5"), |_, _| {
+        vec!["run".to_owned(), file.clone()]
+    });
 }
 
 fn b1(bench: &Bench, root: &Path) {
@@ -277,21 +268,69 @@ fn b2(bench: &Bench) {
     println!("  bytes copied into backups: {}", copied_bytes(bench));
 }
 
+/// Another build of `stepback` to run side by side with this one
+/// (`STEPBACK_BENCH_BASELINE`), with a state directory of its own: an
+/// older build need not read this one's journals.
+fn baseline(bench: &Bench) -> Option<(PathBuf, String)> {
+    let bin = PathBuf::from(std::env::var_os("STEPBACK_BENCH_BASELINE")?);
+    Some((bin, bench.root.join("state-baseline").display().to_string()))
+}
+
+/// Step and rollback times of `args` run `RUNS` times (with `args_of(i)`),
+/// and the same with the baseline build interleaved; prints both.
+fn step_and_rollback(bench: &Bench, what: (&str, &str), args_of: impl Fn(usize, &str) -> Vec<String>) {
+    let (step_name, target) = what;
+    let base = baseline(bench);
+    let (mut step, mut rollback, mut base_step, mut base_rollback) = (vec![], vec![], vec![], vec![]);
+    for i in 0..RUNS {
+        let args = args_of(i, "j");
+        let m = bench.stepback(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        step.push(m.steps);
+        rollback.push(m.rollback.expect("the flow is rolled back"));
+        if let Some((bin, state)) = &base {
+            let mut args = vec!["--state-dir".to_owned(), state.clone()];
+            args.extend(args_of(i, "b"));
+            let m = bench.stepback_bin(bin, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+            base_step.push(m.steps);
+            base_rollback.push(m.rollback.expect("the flow is rolled back"));
+        }
+    }
+    let (s, r) = (median(step), median(rollback));
+    println!(
+        "  {step_name} {}  rollback {}  rollback/{step_name} {} (target <= {target})",
+        ms(s),
+        ms(r),
+        ratio(r, s)
+    );
+    if let Some((bin, _)) = base {
+        let (bs, br) = (median(base_step), median(base_rollback));
+        println!(
+            "  baseline {}: {step_name} {}  rollback {}  rollback/{step_name} {}; rollback now/baseline {}",
+            bin.display(),
+            ms(bs),
+            ms(br),
+            ratio(br, bs),
+            ratio(r, br)
+        );
+    }
+}
+
 fn b3(bench: &Bench) {
     println!("B3: roll back an overwrite of {FILES} files (median of {RUNS})");
-    let (mut deploy, mut rollback) = (vec![], vec![]);
+    // What is overwritten: B1's deploys, made here when B1 did not run.
     for i in 0..RUNS {
-        let m = bench.stepback(&["run", "deploy-fail.toml", "-p", &format!("to=j{i}")], None);
-        deploy.push(m.steps);
-        rollback.push(m.rollback.expect("the flow is rolled back"));
+        for tag in ["j", "b"] {
+            if !bench.root.join(format!("dst/{tag}{i}")).exists() {
+                let to = format!("to={tag}{i}");
+                bench.stepback(&["run", "--no-journal", "deploy.toml", "-p", &to], None);
+            }
+        }
     }
-    let (d, r) = (median(deploy), median(rollback));
-    println!(
-        "  overwrite {}  rollback {}  rollback/overwrite {} (target <= 0.5)",
-        ms(d),
-        ms(r),
-        ratio(r, d)
-    );
+    step_and_rollback(bench, ("overwrite", "0.5"), |i, tag| {
+        ["run", "deploy-fail.toml", "-p", &format!("to={tag}{i}")]
+            .map(str::to_owned)
+            .to_vec()
+    });
 }
 
 fn b5(bench: &Bench) {

@@ -538,3 +538,28 @@ fn a_directory_the_run_made_that_an_original_was_moved_into_is_not_the_runs_alon
         );
     }
 }
+
+/// From the crash-during-rollback issue: a step renames a directory tree
+/// back and forth 300 times, writing through a descriptor kept on it now
+/// and then, and fails; one directory's time was not restored (while the
+/// rollback reported no problem).
+#[test]
+fn a_tree_renamed_back_and_forth_300_times_gets_every_time_back() {
+    let env = Env::new();
+    victim_tree(&env);
+    let rename = |from: &str, to: &str| json!({"op": "rename", "fd": 0, "path": from, "to_fd": 0, "to": to});
+    let mut ops = vec![open(0, "victim", &["directory"], &["read", "mutate-directory"])];
+    let mut next_fd = 2;
+    for i in 0..300 {
+        ops.push(rename("victim", "victim.old"));
+        if i % 25 == 0 {
+            ops.push(open(1, &format!("deep/new{i}"), &["create"], &["write"]));
+            ops.push(write(next_fd, 0, 3));
+            ops.push(json!({"op": "close", "fd": next_fd}));
+            next_fd += 1;
+        }
+        ops.push(rename("victim.old", "victim"));
+    }
+    let run = rolled_back(&env, json!(ops));
+    assert!(!run.stdout().contains("KEPT ASIDE"), "{}", run.stdout());
+}

@@ -20,7 +20,7 @@ use super::report::{Problem, RollbackReport, problem};
 use super::runs::RunDir;
 use super::verify::verify;
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, OpenOptions, Permissions};
+use cap_std::fs::{Dir, Metadata, OpenOptions, Permissions};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::PermissionsExt;
@@ -321,44 +321,50 @@ fn apply_in(
 /// run's backups are pruned: a rollback need not wait for the filesystem to
 /// free a whole release's blocks before the originals are back. Deleted
 /// here when it cannot be moved (another filesystem) or frees nothing.
-fn discard(dir: &Dir, path: &str, backup: &Dir, seq: u64) -> io::Result<()> {
+fn discard(dir: &Dir, (path, found): (&str, &Metadata), backup: &Dir, seq: u64) -> io::Result<()> {
     // A name of a file with other names frees nothing: removed, so that
     // no link to a file that stays (an original among them) is left in
     // the backup area.
-    match dir.symlink_metadata(path) {
-        Ok(m) if !m.is_dir() && cap_std::fs::MetadataExt::nlink(&m) > 1 => return dir.remove_file(path),
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        _ => {}
+    if !found.is_dir() && cap_std::fs::MetadataExt::nlink(found) > 1 {
+        return dir.remove_file(path);
     }
     match dir.rename(path, backup, format!("discarded-{seq}")) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(_) => match dir.symlink_metadata(path) {
-            Ok(m) if m.is_dir() => dir.remove_dir_all(path),
-            _ => clear(dir, path),
+        Err(_) => match found.is_dir() {
+            true => dir.remove_dir_all(path),
+            false => clear(dir, path),
         },
+    }
+}
+
+/// [`discard`] of whatever is at `path`, if anything.
+fn discard_any(dir: &Dir, path: &str, backup: &Dir, seq: u64) -> io::Result<()> {
+    match dir.symlink_metadata(path) {
+        Ok(found) => discard(dir, (path, &found), backup, seq),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
 fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
     match op {
-        // Something else than the inode the run put there: not the run's.
-        UndoOp::Created {
-            path, ino: Some(ino), ..
-        } if dir
-            .symlink_metadata(path)
-            .is_ok_and(|m| cap_std::fs::MetadataExt::ino(&m) != *ino) =>
-        {
-            Ok(())
+        UndoOp::Created { path, tree, ino } => {
+            let found = match dir.symlink_metadata(path) {
+                Ok(found) => found,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            // Something else than the inode the run put there: not the run's.
+            if ino.is_some_and(|ino| cap_std::fs::MetadataExt::ino(&found) != ino) {
+                return Ok(());
+            }
+            match (tree, found.is_dir()) {
+                // Not a tree of the run's: a directory must be empty by now.
+                (false, true) => dir.remove_dir(path),
+                _ => discard(dir, (path, &found), backup, seq),
+            }
         }
-        UndoOp::Created { path, tree: true, .. } => discard(dir, path, backup, seq),
-        UndoOp::Created {
-            path, tree: false, ..
-        } => match dir.symlink_metadata(path) {
-            // Not a tree of the run's: a directory must be empty by now.
-            Ok(m) if m.is_dir() => dir.remove_dir(path),
-            _ => discard(dir, path, backup, seq),
-        },
         UndoOp::Saved {
             path,
             backup: name,
@@ -377,7 +383,9 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
                     return backup.remove_file(name);
                 }
                 Ok(m) if m.is_dir() => dir.remove_dir(path)?,
-                _ => discard(dir, path, backup, seq)?,
+                Ok(m) => discard(dir, (path, &m), backup, seq)?,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
             backup.rename(name, dir, path)
         }
@@ -458,7 +466,7 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             }
             Ok(())
         }
-        UndoOp::Snapshot { path, backup: None } => discard(dir, path, backup, seq),
+        UndoOp::Snapshot { path, backup: None } => discard_any(dir, path, backup, seq),
         UndoOp::Snapshot {
             path,
             backup: Some(name),
@@ -467,7 +475,7 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             if !exists(backup, name)? {
                 return Ok(());
             }
-            discard(dir, path, backup, seq)?;
+            discard_any(dir, path, backup, seq)?;
             match backup.rename(name, dir, path) {
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
                     super::tree::copy(backup, name, dir, path)?;
