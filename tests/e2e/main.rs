@@ -17,6 +17,7 @@ mod hardening;
 mod history;
 mod inspect;
 mod interrupt;
+mod jail;
 mod journal;
 mod layout;
 mod limits;

@@ -1,4 +1,4 @@
-//! Where a command runs: private mount, PID and IPC namespaces (and a
+//! Where a command runs: private mount, PID, IPC and UTS namespaces (and a
 //! network namespace of its own unless the step grants the network), in
 //! which each read-write mount of the step is an overlay whose upper layer
 //! catches every change, the rest of the filesystem is read-only, and
@@ -19,7 +19,7 @@
 //! ```text
 //! engine ── C (enters the namespaces, attaches the mounts, waits)
 //!            └── 1 (PID 1 of the new PID namespace: mounts /proc, waits)
-//!                 └── the program (its own session, CAP_SYS_ADMIN dropped)
+//!                 └── the program (its own session, `KEPT_CAPS` at most, no new privileges)
 //! ```
 //!
 //! When the program exits, PID 1 exits with its status, and the kernel
@@ -27,8 +27,10 @@
 //! then exits with the same status. Killing C (a timeout, a cancelled or
 //! failed step, the engine's own death) kills PID 1 (its parent-death
 //! signal), which takes the rest with it. The program cannot undo the
-//! jail: without `CAP_SYS_ADMIN` it can neither unmount the overlays nor
-//! remount anything writable.
+//! jail: with no capability but those of [`KEPT_CAPS`] (whatever the
+//! engine's inheritable and ambient sets hold), it can neither unmount the
+//! overlays nor remount anything writable, and set-id programs and file
+//! capabilities give it nothing more (`no_new_privs`).
 //!
 //! Between `fork` and `exec` only async-signal-safe system calls run:
 //! every path is a `CString` made before, no allocation happens.
@@ -162,7 +164,7 @@ impl OverlaySpec {
         // are as durable as a plain command's.
         fsconfig_set_flag(&fs, c"volatile").map_err(|e| (c"volatile", e))?;
         fsconfig_create(&fs).map_err(|e| (c"create", e))?;
-        fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(|e| (c"fsmount", e))
+        fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, WRITABLE).map_err(|e| (c"fsmount", e))
     }
 }
 
@@ -208,8 +210,13 @@ fn tmpfs() -> rustix::io::Result<OwnedFd> {
     rustix::mount::fsconfig_set_string(&fs, c"size", c"25%")?;
     rustix::mount::fsconfig_set_string(&fs, c"mode", c"1777")?;
     rustix::mount::fsconfig_create(&fs)?;
-    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, WRITABLE)
 }
+
+/// The attributes of every mount the command can write (its overlays, its
+/// `/tmp`): device nodes there open nothing (a node the command made, or
+/// one of the mount's own), and set-id bits give nothing.
+const WRITABLE: MountAttrFlags = MountAttrFlags::MOUNT_ATTR_NODEV.union(MountAttrFlags::MOUNT_ATTR_NOSUID);
 
 /// What a child writes to enter a user namespace of its own in which the
 /// engine's user and group are themselves: `setgroups` denied (required
@@ -382,6 +389,7 @@ impl Jail {
             tmp: self.tmp.as_ref().map(AsRawFd::as_raw_fd),
             private_tmp: self.private_tmp,
             clones: Vec::with_capacity(self.kept.len()),
+            devices: Vec::with_capacity(DEVICES.len()),
             kept: self.kept.clone(),
             tmp_dirs: self.tmp_dirs.clone(),
             tmp_tops: self.tmp_tops.clone(),
@@ -396,6 +404,7 @@ impl Jail {
         unsafe {
             command.pre_exec(move || {
                 child.clones.clear();
+                child.devices.clear();
                 child.enter()
             });
         }
@@ -417,6 +426,8 @@ struct Child {
     private_tmp: bool,
     kept: Vec<(CString, bool)>,
     clones: Vec<i32>,
+    /// The host's device nodes of `DEVICES`, cloned (capacity reserved).
+    devices: Vec<i32>,
     tmp_dirs: Vec<CString>,
     tmp_tops: Vec<CString>,
     cwd: CString,
@@ -428,7 +439,8 @@ impl Child {
     /// only in the program's process, which then `exec`s.
     fn enter(&mut self) -> io::Result<()> {
         use rustix::thread::UnshareFlags;
-        let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC;
+        let mut flags =
+            UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
         if !self.network {
             flags |= UnshareFlags::NEWNET;
         }
@@ -458,12 +470,27 @@ impl Child {
         rustix::mount::mount_change(c"/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)?;
         for (path, writable) in &self.kept {
             let fd = clone_tree(path)?;
-            if !writable {
-                read_only(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
-            }
+            let attrs = match writable {
+                true => WRITABLE,
+                false => WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY),
+            };
+            set_attributes(
+                fd.as_raw_fd(),
+                c"",
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                attrs,
+            )?;
             self.clones.push(into_raw(fd));
         }
-        read_only(libc::AT_FDCWD, c"/", 0)?;
+        for (host, _) in DEVICES {
+            self.devices.push(into_raw(clone_tree(host)?));
+        }
+        // Read-only, and no device node anywhere opens anything (a
+        // read-only mount does not stop writes to a device): the command's
+        // own `/dev` holds the few it may use.
+        let everything = MountAttrFlags::MOUNT_ATTR_RDONLY.union(WRITABLE);
+        set_attributes(libc::AT_FDCWD, c"/", libc::AT_RECURSIVE, everything)?;
+        self.make_dev()?;
         if let Some(tmp) = self.tmp {
             attach(tmp, c"/tmp")?;
             for dir in &self.tmp_dirs {
@@ -474,7 +501,13 @@ impl Child {
             }
             for top in &self.tmp_tops {
                 let fd = clone_tree(top)?;
-                read_only(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
+                let attrs = WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY);
+                set_attributes(
+                    fd.as_raw_fd(),
+                    c"",
+                    libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                    attrs,
+                )?;
                 attach(fd.as_raw_fd(), top)?;
             }
         }
@@ -507,9 +540,11 @@ impl Child {
             c"proc",
             c"/proc",
             c"proc",
+            // Read-only: its files reach the kernel's settings.
             rustix::mount::MountFlags::NOSUID
                 | rustix::mount::MountFlags::NODEV
-                | rustix::mount::MountFlags::NOEXEC,
+                | rustix::mount::MountFlags::NOEXEC
+                | rustix::mount::MountFlags::RDONLY,
             None,
         )?;
         match fork()? {
@@ -521,11 +556,124 @@ impl Child {
         }
         // The program.
         rustix::process::setsid()?;
-        for cap in DROPPED_CAPS {
-            rustix::thread::remove_capability_from_bounding_set(*cap)?;
+        drop_privileges()
+    }
+}
+
+/// What the program keeps of root's capabilities: what changing the
+/// mounts' files as root takes (owners, modes, permission checks, set-id
+/// bits kept on a chown), and switching to another user (`su`,
+/// `runuser`), signalling its own processes and binding a low port.
+/// Nothing that reaches past the files: mounts, devices, the kernel, the
+/// clock, other processes, the network's settings, file handles
+/// (`CAP_DAC_READ_SEARCH` opens any file of a filesystem by handle).
+pub const KEPT_CAPS: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::KILL)
+    .union(CapabilitySet::NET_BIND_SERVICE);
+
+/// Leaves the program `KEPT_CAPS` at most, whatever the engine was started
+/// with: every other capability out of the bounding set, the inheritable
+/// and ambient sets empty (for root, `execve` grants the bounding set plus
+/// the inheritable one), and no new privileges (set-id bits and file
+/// capabilities give nothing). Only system calls.
+fn drop_privileges() -> io::Result<()> {
+    use rustix::thread::{CapabilitySets, capabilities, set_capabilities};
+    for cap in CapabilitySet::all().difference(KEPT_CAPS).iter() {
+        match rustix::thread::remove_capability_from_bounding_set(cap) {
+            // One this kernel does not know.
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
         }
+    }
+    rustix::thread::clear_ambient_capability_set()?;
+    let now = capabilities(None)?;
+    let kept = now.permitted.intersection(KEPT_CAPS);
+    set_capabilities(
+        None,
+        CapabilitySets {
+            effective: kept,
+            permitted: kept,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    rustix::thread::set_no_new_privs(true)?;
+    Ok(())
+}
+
+/// The device nodes a command's `/dev` holds, bound from the host's, by
+/// where they are there and in the jail.
+const DEVICES: [(&CStr, &CStr); 6] = [
+    (c"/dev/null", c"/dev/null"),
+    (c"/dev/zero", c"/dev/zero"),
+    (c"/dev/full", c"/dev/full"),
+    (c"/dev/random", c"/dev/random"),
+    (c"/dev/urandom", c"/dev/urandom"),
+    (c"/dev/tty", c"/dev/tty"),
+];
+
+/// The links of a command's `/dev`: target, link.
+const DEV_LINKS: [(&CStr, &CStr); 5] = [
+    (c"/proc/self/fd", c"/dev/fd"),
+    (c"/proc/self/fd/0", c"/dev/stdin"),
+    (c"/proc/self/fd/1", c"/dev/stdout"),
+    (c"/proc/self/fd/2", c"/dev/stderr"),
+    (c"pts/ptmx", c"/dev/ptmx"),
+];
+
+impl Child {
+    /// Builds the command's `/dev` from `DEVICES` and `DEV_LINKS`, a
+    /// private devpts and a `shm` of its own, instead of the host's (block
+    /// devices, `kmsg`, anything else there), then makes it read-only, as
+    /// bubblewrap does. Only system calls.
+    fn make_dev(&self) -> io::Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        let dev = small_tmpfs(c"0755")?;
+        attach(dev.as_raw_fd(), c"/dev")?;
+        for ((_, path), node) in DEVICES.iter().zip(&self.devices) {
+            drop(rustix::fs::open(
+                *path,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o666),
+            )?);
+            attach(*node, path)?;
+        }
+        for dir in [c"/dev/pts", c"/dev/shm"] {
+            rustix::fs::mkdir(dir, Mode::from_raw_mode(0o755))?;
+        }
+        let pts = rustix::mount::fsopen(c"devpts", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        rustix::mount::fsconfig_set_string(&pts, c"ptmxmode", c"0666")?;
+        rustix::mount::fsconfig_set_string(&pts, c"mode", c"0620")?;
+        rustix::mount::fsconfig_create(&pts)?;
+        // Its nodes are the terminals it makes: devices, but no set-id bits.
+        let pts = rustix::mount::fsmount(
+            &pts,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID,
+        )?;
+        attach(pts.as_raw_fd(), c"/dev/pts")?;
+        attach(small_tmpfs(c"1777")?.as_raw_fd(), c"/dev/shm")?;
+        for (target, link) in DEV_LINKS {
+            rustix::fs::symlink(target, link)?;
+        }
+        // Only the tmpfs itself: the nodes, `pts` and `shm` stay as they are.
+        set_attributes(libc::AT_FDCWD, c"/dev", 0, MountAttrFlags::MOUNT_ATTR_RDONLY)?;
         Ok(())
     }
+}
+
+/// A tmpfs of at most 64 MiB with a root of `mode`, detached, with the
+/// attributes of every writable mount.
+fn small_tmpfs(mode: &CStr) -> rustix::io::Result<OwnedFd> {
+    let fs = rustix::mount::fsopen(c"tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_set_string(&fs, c"size", c"64m")?;
+    rustix::mount::fsconfig_set_string(&fs, c"mode", mode)?;
+    rustix::mount::fsconfig_create(&fs)?;
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, WRITABLE)
 }
 
 /// A detached copy of the mount tree at `path`.
@@ -537,20 +685,10 @@ fn clone_tree(path: &CStr) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Capabilities the program loses: with them it could undo the jail
-/// (mount admin), or reach around it (modules, raw devices, tracing,
-/// rebooting).
-const DROPPED_CAPS: &[CapabilitySet] = &[
-    CapabilitySet::SYS_ADMIN,
-    CapabilitySet::SYS_MODULE,
-    CapabilitySet::SYS_RAWIO,
-    CapabilitySet::SYS_PTRACE,
-    CapabilitySet::SYS_BOOT,
-];
-
-/// Makes the mount tree at `path` (from `dirfd`) read-only, every mount
-/// of it, in one call (`mount_setattr`, Linux 5.12).
-fn read_only(dirfd: i32, path: &CStr, flags: i32) -> io::Result<()> {
+/// Sets `attrs` on the mount at `path` (from `dirfd`), and with
+/// `AT_RECURSIVE` in `flags` on every mount beneath it, in one call
+/// (`mount_setattr`, Linux 5.12).
+fn set_attributes(dirfd: i32, path: &CStr, flags: i32, attrs: MountAttrFlags) -> io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -559,7 +697,7 @@ fn read_only(dirfd: i32, path: &CStr, flags: i32) -> io::Result<()> {
         userns_fd: u64,
     }
     let attr = MountAttr {
-        attr_set: MountAttrFlags::MOUNT_ATTR_RDONLY.bits() as u64,
+        attr_set: attrs.bits() as u64,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -570,7 +708,7 @@ fn read_only(dirfd: i32, path: &CStr, flags: i32) -> io::Result<()> {
             libc::SYS_mount_setattr,
             dirfd,
             path.as_ptr(),
-            (flags | libc::AT_RECURSIVE) as libc::c_uint,
+            flags as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )

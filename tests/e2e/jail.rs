@@ -1,0 +1,121 @@
+//! A census of what a command's jail leaves it: a probe command reports
+//! its capability sets, `NoNewPrivs`, the namespaces it is in and the
+//! kernel settings it could write, and the report must be exactly the
+//! documented one (README, Commands, "The jail") — as root, as root with
+//! an engine started holding every capability in its inheritable and
+//! ambient sets (which, for root, `execve` would pass on), and without
+//! root. A new hole shows as a difference, not as a missing case.
+
+use crate::support::{Env, Run, flow_head};
+
+/// The probe: one `key: value` line per fact, written into the mount
+/// (`CENSUS`, replaced by its host path: commands see host paths).
+const PROBE: &str = r#"
+exec > CENSUS
+grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status | tr -d '\t' | sed 's/:/: /'
+for ns in mnt pid ipc uts net; do echo "ns $ns: $(readlink /proc/self/ns/$ns)"; done
+echo "dev:" $(ls -A /dev | sort)
+for d in /dev/null /dev/zero /dev/full /dev/random /dev/urandom; do [ -c "$d" ] || echo "not a device: $d"; done
+head -c 1 /dev/zero | od -An -tx1 | sed 's/^ */zero reads: /'
+if (mknod /dev/shm/node b 8 0) 2>/dev/null; then echo "mknod works"; fi
+for f in /proc/sys/kernel/hostname /proc/sys/kernel/core_pattern /proc/sysrq-trigger /proc/sys/vm/drop_caches; do
+  if (printf x > "$f") 2>/dev/null; then echo "writable: $f"; fi
+done
+if hostname stepback-probe 2>/dev/null; then echo "hostname set"; fi
+"#;
+
+/// The capabilities a command keeps (`KEPT_CAPS` in
+/// `engine/src/sandbox/exec/namespace.rs`): CHOWN, DAC_OVERRIDE, FOWNER,
+/// FSETID, KILL, SETGID, SETUID, NET_BIND_SERVICE.
+const KEPT: &str = "00000000000004fb";
+
+fn probe_flow(env: &Env) -> String {
+    env.mkdir("m");
+    let probe = PROBE.replace("CENSUS", env.path("m/census").to_str().unwrap());
+    let flow = format!(
+        "{}\n[[steps]]\nname = \"census\"\nuses = \"builtin:run-script\"\nmounts = [\"m\"]\nexec = [\"sh\"]\nwith = {{ interpreter = \"sh\", inline = '''{probe}''' }}\n",
+        flow_head("census", &["m"], &[])
+    );
+    env.flow(flow).to_str().unwrap().to_owned()
+}
+
+/// What the probe reported, as lines, after `run` succeeded.
+fn census(env: &Env, run: &Run) -> Vec<String> {
+    run.expect_code(0);
+    let text = std::fs::read_to_string(env.path("m/census")).expect("the probe's report");
+    text.lines().map(str::to_owned).collect()
+}
+
+/// The report the documentation promises: capabilities `effective` (all
+/// of the kept ones as root, none without), no new privileges, a
+/// namespace of its own of every kind but the user's, and no kernel
+/// setting writable.
+fn expected(effective: &str) -> Vec<String> {
+    let own = |ns: &str| {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        format!("ns {ns}: not {}", host.display())
+    };
+    let mut lines = vec![
+        "CapInh: 0000000000000000".to_owned(),
+        format!("CapPrm: {effective}"),
+        format!("CapEff: {effective}"),
+        format!("CapBnd: {KEPT}"),
+        "CapAmb: 0000000000000000".to_owned(),
+        "NoNewPrivs: 1".to_owned(),
+    ];
+    lines.extend(["mnt", "pid", "ipc", "uts", "net"].map(own));
+    lines.push("dev: fd full null ptmx pts random shm stderr stdin stdout tty urandom zero".to_owned());
+    lines.push("zero reads: 00".to_owned());
+    lines
+}
+
+/// The report with each namespace line checked against the host's and
+/// rewritten as `ns NAME: not HOST` (the ids themselves vary).
+fn normalized(report: Vec<String>) -> Vec<String> {
+    report
+        .into_iter()
+        .map(|line| match line.strip_prefix("ns ") {
+            Some(rest) => {
+                let (ns, id) = rest.split_once(": ").unwrap();
+                let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+                match host.to_str() == Some(id) {
+                    true => format!("ns {ns}: the host's {id}"),
+                    false => format!("ns {ns}: not {}", host.display()),
+                }
+            }
+            None => line,
+        })
+        .collect()
+}
+
+#[test]
+fn a_root_command_holds_only_the_documented_privileges() {
+    let env = Env::new();
+    let flow = probe_flow(&env);
+    let run = env.stepback(&["run", &flow]);
+    assert_eq!(normalized(census(&env, &run)), expected(KEPT));
+}
+
+/// An engine started with the capabilities that undo the jail or reach
+/// around it inheritable and ambient (a service manager or container
+/// runtime can leave them) changes nothing: the jail is built from the
+/// grant, not from what the engine holds. (Named, not `+all`: a container
+/// may lack some in its bounding set.)
+#[test]
+fn an_engine_holding_extra_inheritable_and_ambient_capabilities_passes_none_on() {
+    let env = Env::new();
+    let flow = probe_flow(&env);
+    let caps = "+sys_admin,+dac_read_search,+net_admin,+net_raw,+sys_module,+mknod,+sys_ptrace,\
+                +sys_time,+setfcap,+linux_immutable,+bpf,+perfmon,+sys_rawio,+chown";
+    let run = env.stepback_setpriv(&["--inh-caps", caps, "--ambient-caps", caps], &["run", &flow]);
+    assert_eq!(normalized(census(&env, &run)), expected(KEPT));
+}
+
+#[test]
+fn a_command_without_root_holds_no_privileges() {
+    const NOBODY: u32 = 65534;
+    let env = Env::new();
+    let flow = probe_flow(&env);
+    let run = env.stepback_as(NOBODY, &["run", &flow]);
+    assert_eq!(normalized(census(&env, &run)), expected("0000000000000000"));
+}
