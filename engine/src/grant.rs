@@ -77,6 +77,9 @@ pub struct Exec {
     /// The programs, as the flow names them and as validation resolved
     /// them (absolute paths).
     pub programs: Vec<Program>,
+    /// Variables of [`changes_code`] the plugin may set nonetheless
+    /// (`exec-env = [...]`).
+    pub env: Vec<String>,
     /// Whether commands reach the network (otherwise they get a network
     /// namespace of their own with nothing in it).
     pub network: bool,
@@ -136,6 +139,49 @@ impl Exec {
                 .join(", "),
         }
     }
+}
+
+/// Environment variables that make a program load or run other code than
+/// the file the grant names: the dynamic loader's, shells' start-up files
+/// and exported functions, interpreters' module paths and options, and the
+/// search path of the programs a script runs. A plugin setting one of
+/// these would run code of its choosing inside a granted program, so it
+/// must be granted by name (`exec-env`). Names, and prefixes ending `*`.
+const CODE_ENV: &[&str] = &[
+    "LD_*",
+    "GLIBC_TUNABLES",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "PATH",
+    "BASH_ENV",
+    "ENV",
+    "BASH_FUNC_*",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PYTHON*",
+    "PERL*",
+    "RUBY*",
+    "NODE_*",
+    "LUA_*",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+];
+
+/// [`CODE_ENV`] as messages show it.
+pub fn code_env_shown() -> String {
+    CODE_ENV.join(", ")
+}
+
+/// Whether environment variable `name` changes what code a program loads
+/// or runs ([`CODE_ENV`]).
+pub fn changes_code(name: &str) -> bool {
+    CODE_ENV.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *pattern,
+    })
 }
 
 /// A program a step may run.
@@ -212,6 +258,23 @@ mod tests {
         );
         assert_eq!(line("echo no shebang"), None);
         assert_eq!(line("#!\n"), None);
+    }
+
+    #[test]
+    fn variables_that_change_what_runs_are_told_apart() {
+        for name in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "BASH_ENV",
+            "BASH_FUNC_ls%%",
+            "PYTHONPATH",
+            "PATH",
+        ] {
+            assert!(changes_code(name), "{name}");
+        }
+        for name in ["HOME", "LANG", "GREETING", "MYPATH", "XLD_PRELOAD"] {
+            assert!(!changes_code(name), "{name}");
+        }
     }
 
     #[test]

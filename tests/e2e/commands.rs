@@ -783,3 +783,56 @@ fn a_script_reached_through_a_symlink_out_of_the_mount_is_refused() {
         .expect_stdout("is not in the step's exec grant");
     assert!(!env.path("m/escaped").exists() && !env.path("escaped").exists());
 }
+
+/// The grant is what runs: a variable of the plugin's that would make the
+/// granted program load or run other code (the dynamic loader's, a shell's
+/// start-up file, an interpreter's module path, `PATH`) fails the command
+/// unless the step grants it by name, and a grant of a harmless name is
+/// refused at its line.
+#[test]
+fn environment_variables_that_change_what_runs_must_be_granted() {
+    let env = Env::new();
+    seed(&env);
+    let before = snapshot_full(&env.path("m"));
+    for (name, value) in [
+        ("LD_PRELOAD", "/m/evil.so"),
+        ("BASH_ENV", "/m/evil.sh"),
+        ("PATH", "/m"),
+    ] {
+        let flow = command_flow(
+            "echo ran > ran.txt",
+            "",
+            &format!("env = {{ {name} = \"{value}\" }}\n"),
+        );
+        env.run_flow(&flow)
+            .expect_code(1)
+            .expect_stdout(&format!(
+                "environment variable {name} changes what code \"sh\" loads or runs"
+            ))
+            .expect_stdout(&format!("exec-env = [\"{name}\"]"));
+        assert_same_full(&before, &snapshot_full(&env.path("m")), name);
+    }
+    // Granted by name, it reaches the program.
+    let flow = command_flow(
+        "echo \"$PYTHONSTARTUP\" > startup.txt",
+        "exec-env = [\"PYTHONSTARTUP\"]",
+        "env = { PYTHONSTARTUP = \"/opt/start.py\" }\n",
+    );
+    env.run_flow(&flow).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/startup.txt")).unwrap(),
+        "/opt/start.py\n"
+    );
+    // Other variables need no grant.
+    let flow = command_flow(
+        "echo \"$GREETING\" > greeting.txt",
+        "",
+        "env = { GREETING = \"hi\" }\n",
+    );
+    env.run_flow(&flow).expect_code(0);
+    let flow = command_flow("true", "exec-env = [\"GREETING\"]", "");
+    env.run_flow(&flow)
+        .expect_code(2)
+        .expect_stderr("exec-env[0]")
+        .expect_stderr("\"GREETING\" is not a variable that changes what code a program runs");
+}

@@ -2,7 +2,7 @@
 //! step that fills the filesystem fails cleanly and is rolled back
 //! exactly, its journal and backups on the same filesystem.
 
-use crate::support::{Env, assert_same_full, fix_times, fsops_flow, snapshot_full};
+use crate::support::{Env, Run, assert_same_full, fix_times, fsops_flow, snapshot_full};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +33,25 @@ impl Drop for SmallFs {
     }
 }
 
+/// Runs `ops` in a step that then fails, with the flow, the mount `m`,
+/// the journal and the backups all on the small filesystem `small/`, and
+/// a reserve of 4 MiB.
+fn run_in_small(env: &Env, ops: &serde_json::Value) -> Run {
+    // The flow file's mount is m, relative to the flow file: put it beside m.
+    let flow = fsops_flow(env, ops, true);
+    let flow_in_small = env.path("small/flow.json");
+    std::fs::copy(&flow, &flow_in_small).unwrap();
+    let state = env.path("small/state");
+    env.stepback(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "run",
+        "--reserve",
+        "4MiB",
+        flow_in_small.to_str().unwrap(),
+    ])
+}
+
 /// Finding 14 and principle 7: mount, journal and backups on one small
 /// filesystem; the step copies a 2 MiB file aside (it will be written
 /// back), shrinks it, then writes until the disk is "full", then deletes
@@ -56,19 +75,7 @@ fn a_step_that_fills_the_disk_is_rolled_back_exactly() {
     }
     ops.push(json!({"op": "unlink", "fd": 0, "path": "a.txt"}));
     ops.push(json!({"op": "rename", "fd": 0, "path": "d", "to_fd": 0, "to": "e"}));
-    // The flow file's mount is m, relative to the flow file: put it beside m.
-    let flow = fsops_flow(&env, &json!(ops), true);
-    let flow_in_small = env.path("small/flow.json");
-    std::fs::copy(&flow, &flow_in_small).unwrap();
-    let state = env.path("small/state");
-    let run = env.stepback(&[
-        "--state-dir",
-        state.to_str().unwrap(),
-        "run",
-        "--reserve",
-        "4MiB",
-        flow_in_small.to_str().unwrap(),
-    ]);
+    let run = run_in_small(&env, &json!(ops));
     run.expect_code(1)
         .expect_stdout("insufficient-space")
         .expect_stdout("every path restored");
@@ -77,6 +84,7 @@ fn a_step_that_fills_the_disk_is_rolled_back_exactly() {
         &snapshot_full(&env.path("small/m")),
         "after filling the disk",
     );
+    let state = env.path("small/state");
     env.stepback(&["--state-dir", state.to_str().unwrap(), "show"])
         .expect_code(0)
         .expect_stdout("rolled back");
@@ -123,18 +131,7 @@ fn a_write_into_a_sparse_file_reserves_its_data_not_its_size() {
         {"op": "open", "fd": 0, "path": "sparse", "flags": ["write"]},
         {"op": "write", "fd": 1, "offset": 0, "len": 4, "byte": 1},
     ]);
-    let flow = fsops_flow(&env, &ops, true);
-    let flow_in_small = env.path("small/flow.json");
-    std::fs::copy(&flow, &flow_in_small).unwrap();
-    let state = env.path("small/state");
-    let run = env.stepback(&[
-        "--state-dir",
-        state.to_str().unwrap(),
-        "run",
-        "--reserve",
-        "4MiB",
-        flow_in_small.to_str().unwrap(),
-    ]);
+    let run = run_in_small(&env, &ops);
     run.expect_code(1)
         .expect_stdout("2 calls, 0 failed")
         .expect_stdout("every path restored");

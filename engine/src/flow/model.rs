@@ -82,6 +82,10 @@ pub struct ActionDecl {
     /// Programs its commands may run.
     #[serde(default)]
     pub exec: Vec<String>,
+    /// Environment variables that change what code a program loads or
+    /// runs which its plugin may set nonetheless.
+    #[serde(default)]
+    pub exec_env: Vec<String>,
     /// Whether its commands reach the network.
     #[serde(default)]
     pub network: bool,
@@ -105,6 +109,7 @@ impl ActionDecl {
             with: self.with.clone(),
             limits: self.limits.clone(),
             exec: self.exec.clone(),
+            exec_env: self.exec_env.clone(),
             network: self.network,
             capture: self.capture,
             snapshot: self.snapshot.clone(),
@@ -177,6 +182,11 @@ pub struct StepDecl {
     /// absolute paths.
     #[serde(default)]
     pub exec: Vec<String>,
+    /// Environment variables that change what code a program loads or
+    /// runs (see [`crate::grant::changes_code`]) which the step's plugin
+    /// may set nonetheless.
+    #[serde(default)]
+    pub exec_env: Vec<String>,
     /// Whether its commands reach the network.
     #[serde(default)]
     pub network: bool,

@@ -467,9 +467,21 @@ impl Validator<'_> {
                 Err(why) => self.report(&field.key("exec").index(j), why),
             }
         }
+        for (j, name) in decl.exec_env.iter().enumerate() {
+            if !crate::grant::changes_code(name) {
+                self.report(
+                    &field.key("exec-env").index(j),
+                    format!(
+                        "{name:?} is not a variable that changes what code a program runs: a plugin may set it without a grant (those that need one: {})",
+                        crate::grant::code_env_shown()
+                    ),
+                );
+            }
+        }
         let capture = decl.capture.unwrap_or_default();
         if decl.exec.is_empty() {
             for (key, set) in [
+                ("exec-env", !decl.exec_env.is_empty()),
                 ("network", decl.network),
                 ("capture", decl.capture.is_some()),
                 ("snapshot", !decl.snapshot.is_empty()),
@@ -498,6 +510,7 @@ impl Validator<'_> {
         let snapshot = self.snapshot(field, decl, capture, mounts);
         Exec {
             programs,
+            env: decl.exec_env.clone(),
             network: decl.network,
             capture,
             snapshot,

@@ -234,7 +234,26 @@ impl ExecView<'_> {
         })
     }
 
+    /// Refuses an environment variable of the plugin's that would make the
+    /// program load or run other code than the grant's, unless the step
+    /// grants it by name.
+    fn check_env(&self, command: &Command) -> Result<(), ExecError> {
+        let grant = &self.exec.grant;
+        match command
+            .env
+            .iter()
+            .find(|(name, _)| crate::grant::changes_code(name) && !grant.env.contains(name))
+        {
+            Some((name, _)) => Err(ExecError::NotGranted(format!(
+                "environment variable {name} changes what code {:?} loads or runs; the step grants it by name with `exec-env = [{name:?}]` if it must",
+                command.program
+            ))),
+            None => Ok(()),
+        }
+    }
+
     async fn run_command(&mut self, command: Command) -> Result<Completion, ExecError> {
+        self.check_env(&command)?;
         let (program, args) = self.program(&command.program, command.args.clone())?;
         let cwd = self.cwd(command.cwd.as_deref())?;
         let left = self.exec.deadline.saturating_duration_since(Instant::now());

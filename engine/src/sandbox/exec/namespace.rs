@@ -469,18 +469,11 @@ impl Child {
         }
         rustix::mount::mount_change(c"/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)?;
         for (path, writable) in &self.kept {
-            let fd = clone_tree(path)?;
             let attrs = match writable {
                 true => WRITABLE,
                 false => WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY),
             };
-            set_attributes(
-                fd.as_raw_fd(),
-                c"",
-                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                attrs,
-            )?;
-            self.clones.push(into_raw(fd));
+            self.clones.push(into_raw(clone_with(path, attrs)?));
         }
         for (host, _) in DEVICES {
             self.devices.push(into_raw(clone_tree(host)?));
@@ -500,14 +493,7 @@ impl Child {
                 }
             }
             for top in &self.tmp_tops {
-                let fd = clone_tree(top)?;
-                let attrs = WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY);
-                set_attributes(
-                    fd.as_raw_fd(),
-                    c"",
-                    libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                    attrs,
-                )?;
+                let fd = clone_with(top, WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY))?;
                 attach(fd.as_raw_fd(), top)?;
             }
         }
@@ -674,6 +660,19 @@ fn small_tmpfs(mode: &CStr) -> rustix::io::Result<OwnedFd> {
     rustix::mount::fsconfig_set_string(&fs, c"mode", mode)?;
     rustix::mount::fsconfig_create(&fs)?;
     rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, WRITABLE)
+}
+
+/// A detached copy of the mount tree at `path`, every mount of it with
+/// `attrs` set.
+fn clone_with(path: &CStr, attrs: MountAttrFlags) -> io::Result<OwnedFd> {
+    let fd = clone_tree(path)?;
+    set_attributes(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+        attrs,
+    )?;
+    Ok(fd)
 }
 
 /// A detached copy of the mount tree at `path`.
