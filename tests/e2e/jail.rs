@@ -1,6 +1,7 @@
 //! A census of what a command's jail leaves it: a probe command reports
-//! its capability sets, `NoNewPrivs`, the namespaces it is in and the
-//! kernel settings it could write, and the report must be exactly the
+//! its capability sets, `NoNewPrivs`, its seccomp mode, the namespaces it
+//! is in, its `/dev`, the kernel settings it could write and the
+//! namespaces it could make, and the report must be exactly the
 //! documented one (README, Commands, "The jail") — as root, as root with
 //! an engine started holding every capability in its inheritable and
 //! ambient sets (which, for root, `execve` would pass on), and without
@@ -12,12 +13,15 @@ use crate::support::{Env, Run, flow_head};
 /// (`CENSUS`, replaced by its host path: commands see host paths).
 const PROBE: &str = r#"
 exec > CENSUS
-grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status | tr -d '\t' | sed 's/:/: /'
+grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t' | sed 's/:/: /'
 for ns in mnt pid ipc uts net; do echo "ns $ns: $(readlink /proc/self/ns/$ns)"; done
 echo "dev:" $(ls -A /dev | sort)
 for d in /dev/null /dev/zero /dev/full /dev/random /dev/urandom; do [ -c "$d" ] || echo "not a device: $d"; done
 head -c 1 /dev/zero | od -An -tx1 | sed 's/^ */zero reads: /'
 if (mknod /dev/shm/node b 8 0) 2>/dev/null; then echo "mknod works"; fi
+if unshare -U true 2>/dev/null; then echo "a user namespace made"; fi
+if unshare -m true 2>/dev/null; then echo "a mount namespace made"; fi
+echo "threads:" $(printf 'b\na\n' | sort --parallel=2 -S 1M)
 for f in /proc/sys/kernel/hostname /proc/sys/kernel/core_pattern /proc/sysrq-trigger /proc/sys/vm/drop_caches; do
   if (printf x > "$f") 2>/dev/null; then echo "writable: $f"; fi
 done
@@ -62,10 +66,12 @@ fn expected(effective: &str) -> Vec<String> {
         format!("CapBnd: {KEPT}"),
         "CapAmb: 0000000000000000".to_owned(),
         "NoNewPrivs: 1".to_owned(),
+        "Seccomp: 2".to_owned(),
     ];
     lines.extend(["mnt", "pid", "ipc", "uts", "net"].map(own));
     lines.push("dev: fd full null ptmx pts random shm stderr stdin stdout tty urandom zero".to_owned());
     lines.push("zero reads: 00".to_owned());
+    lines.push("threads: a b".to_owned());
     lines
 }
 

@@ -5,6 +5,7 @@
 mod apply;
 mod namespace;
 mod output;
+mod seccomp;
 
 use super::bindings::stepback::plugin::exec::{Command, Completion, ExecError, Host, Status};
 use super::host::HostState;

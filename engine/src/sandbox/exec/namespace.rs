@@ -305,6 +305,7 @@ pub struct Jail {
     tmp_tops: Vec<CString>,
     cwd: CString,
     network: bool,
+    seccomp: Option<&'static [seccompiler::BpfProgram; 2]>,
 }
 
 /// A mount the command sees, by host path.
@@ -365,6 +366,7 @@ impl Jail {
             tmp_tops: tops.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
             cwd: cstring(cwd)?,
             network,
+            seccomp: super::seccomp::filters()?,
         })
     }
 
@@ -395,6 +397,7 @@ impl Jail {
             tmp_tops: self.tmp_tops.clone(),
             cwd: self.cwd.clone(),
             network: self.network,
+            seccomp: self.seccomp,
         };
         child.overlays.reserve(self.pending.len());
         // SAFETY: the closure runs in the forked child before `exec`, and
@@ -432,6 +435,7 @@ struct Child {
     tmp_tops: Vec<CString>,
     cwd: CString,
     network: bool,
+    seccomp: Option<&'static [seccompiler::BpfProgram; 2]>,
 }
 
 impl Child {
@@ -542,7 +546,11 @@ impl Child {
         }
         // The program.
         rustix::process::setsid()?;
-        drop_privileges()
+        drop_privileges()?;
+        match self.seccomp {
+            Some(filters) => super::seccomp::install(filters),
+            None => Ok(()),
+        }
     }
 }
 
