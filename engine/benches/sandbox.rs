@@ -5,9 +5,14 @@
 //!   per-step instantiate cost; target < 1 ms);
 //! - `step run`: the same for a `write-file` step that writes a file;
 //! - `20-step flow`: wall time of `stepback run` on a flow of 20 trivial
-//!   steps with a warm compiled cache, process start to exit (target < 200 ms).
+//!   steps with a warm compiled cache, process start to exit (target < 200 ms);
+//! - `command step`: `stepback run` of a flow whose one step runs `true`,
+//!   against the same with one `write-file` step, interleaved, process
+//!   start to exit: what the jail costs a command. With
+//!   `STEPBACK_BENCH_BASELINE=PATH` another build runs beside it (its
+//!   hardening may add at most 5 ms).
 //!
-//! Run with `cargo bench --bench sandbox`.
+//! Run with `cargo bench --bench sandbox` (the command step as root).
 
 use std::path::Path;
 use std::process::Command;
@@ -46,6 +51,71 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(in_process(&cache, scratch.path()));
     flow_wall_time(&cache, scratch.path());
+    command_step(&cache, scratch.path());
+}
+
+/// Wall time of `bin run FLOW`, process start to exit.
+fn wall(bin: &Path, flow: &Path, state: &Path, cache: &Path) -> Duration {
+    let start = Instant::now();
+    let status = Command::new(bin)
+        .arg("run")
+        .arg(flow)
+        .env("STEPBACK_STATE_DIR", state)
+        .env("STEPBACK_CACHE_DIR", cache)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running stepback");
+    assert!(status.success(), "the benchmark flow {} failed", flow.display());
+    start.elapsed()
+}
+
+fn command_step(cache: &Path, scratch: &Path) {
+    let head = "[[mounts]]\nname = \"app\"\nhost = \"app\"\nguest = \"/app\"\naccess = \"read-write\"\n";
+    let command = scratch.join("command.toml");
+    let write = scratch.join("write.toml");
+    std::fs::write(
+        &command,
+        format!("name = \"c\"\n{head}[[steps]]\nname = \"true\"\nuses = \"builtin:run-command\"\nmounts = [\"app\"]\nexec = [\"true\"]\nwith = {{ program = \"true\" }}\n"),
+    )
+    .expect("flow file");
+    std::fs::write(
+        &write,
+        format!("name = \"w\"\n{head}[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"app\"]\nwith = {{ path = \"/app/x\", content = \"x\" }}\n"),
+    )
+    .expect("flow file");
+    let mut builds = vec![(
+        "this build",
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_stepback")),
+    )];
+    if let Some(base) = std::env::var_os("STEPBACK_BENCH_BASELINE") {
+        builds.push(("baseline", base.into()));
+    }
+    let mut samples: Vec<(Vec<Duration>, Vec<Duration>)> = vec![(Vec::new(), Vec::new()); builds.len()];
+    for round in 0..=FLOW_RUNS * 2 {
+        for ((tag, bin), (c, w)) in builds.iter().zip(&mut samples) {
+            let state = scratch.join(format!("state-{tag}"));
+            let cache = cache.join(tag.replace(' ', "-"));
+            let (tc, tw) = (
+                wall(bin, &command, &state, &cache),
+                wall(bin, &write, &state, &cache),
+            );
+            // The first round compiles the plugins.
+            if round > 0 {
+                c.push(tc);
+                w.push(tw);
+            }
+        }
+    }
+    for ((tag, bin), (c, w)) in builds.iter().zip(samples) {
+        let (c, w) = (median(c), median(w));
+        println!(
+            "command step ({tag}: {}) median {:.1} ms, write-file step {:.1} ms: the command costs {:.1} ms more",
+            bin.display(),
+            c.as_secs_f64() * 1e3,
+            w.as_secs_f64() * 1e3,
+            (c.as_secs_f64() - w.as_secs_f64()) * 1e3
+        );
+    }
 }
 
 async fn in_process(cache: &Path, scratch: &Path) {
@@ -113,19 +183,8 @@ fn flow_wall_time(cache: &Path, scratch: &Path) {
     }
     let flow_path = scratch.join("flow.toml");
     std::fs::write(&flow_path, flow).expect("flow file");
-    let run = || {
-        let start = Instant::now();
-        let status = Command::new(env!("CARGO_BIN_EXE_stepback"))
-            .arg("run")
-            .arg(&flow_path)
-            .env("STEPBACK_STATE_DIR", scratch.join("state"))
-            .env("STEPBACK_CACHE_DIR", cache)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("running stepback");
-        assert!(status.success(), "the benchmark flow failed");
-        start.elapsed()
-    };
+    let bin = Path::new(env!("CARGO_BIN_EXE_stepback"));
+    let run = || wall(bin, &flow_path, &scratch.join("state"), cache);
     run();
     let samples = (0..FLOW_RUNS).map(|_| run()).collect();
     report(
