@@ -191,6 +191,29 @@ pub struct Program {
     pub name: String,
     /// The file that runs.
     pub path: PathBuf,
+    /// For a program in a mount some step may write: the SHA-256 of its
+    /// contents when the flow was validated, which it must still have
+    /// when it runs (a plugin could rewrite it, `#!` line and all).
+    pub pinned: Option<[u8; 32]>,
+}
+
+impl Program {
+    /// Whether the file still holds what it held when validated (always,
+    /// for one no step can write).
+    pub fn unchanged(&self) -> std::io::Result<bool> {
+        match self.pinned {
+            None => Ok(true),
+            Some(digest) => Ok(file_digest(&self.path)? == digest),
+        }
+    }
+}
+
+/// The SHA-256 of the contents of the file at `path`.
+pub fn file_digest(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().into())
 }
 
 /// How the file changes of a step's commands are captured.
@@ -287,6 +310,7 @@ mod tests {
             programs: vec![Program {
                 name: "tool".into(),
                 path: real.clone(),
+                pinned: None,
             }],
             ..Exec::default()
         };

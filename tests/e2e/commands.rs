@@ -836,3 +836,39 @@ fn environment_variables_that_change_what_runs_must_be_granted() {
         .expect_stderr("exec-env[0]")
         .expect_stderr("\"GREETING\" is not a variable that changes what code a program runs");
 }
+
+/// The grant is what runs: a granted program in a mount a step can write
+/// is pinned by its digest at validation; a plugin that rewrites it (here
+/// with a `#!` line naming an interpreter the grant never listed) gets
+/// the command refused, and the rollback puts the program back.
+#[test]
+fn a_granted_program_a_step_can_rewrite_runs_only_as_validated() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    seed(&env);
+    let tool = env.write("m/bin/tool", "#!/bin/sh\necho validated > \"$1\"\n");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = tool.to_str().unwrap().to_owned();
+    let out = env.path("m/out.txt");
+    let out = out.to_str().unwrap();
+    let step = |name: &str| {
+        format!(
+            "[[steps]]\nname = \"{name}\"\nuses = \"builtin:run-command\"\nmounts = [\"m\"]\nexec = [\"{tool}\"]\nwith = {{ program = \"{tool}\", args = [\"{out}\"] }}\n"
+        )
+    };
+    let head = flow_head("pinned", &["m"], &["r"]);
+    // Unchanged, it runs.
+    env.run_flow(&format!("{head}{}", step("tool"))).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/out.txt")).unwrap(),
+        "validated\n"
+    );
+    // Rewritten by an earlier step, it is refused.
+    let before = snapshot_full(&env.path("m"));
+    let rewrite = "[[steps]]\nname = \"rewrite\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/bin/tool\", content = \"#!/usr/bin/perl\\nsystem('touch /m/evil');\\n\" }\n";
+    env.run_flow(&format!("{head}{rewrite}{}", step("tool")))
+        .expect_code(1)
+        .expect_stdout("changed since the flow was validated")
+        .expect_stdout("every path restored");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the refused run");
+}

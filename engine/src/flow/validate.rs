@@ -408,7 +408,7 @@ impl Validator<'_> {
         let mut config = Value::Object(decl.with.clone());
         self.substitute(&field.key("with"), &mut config, params);
         let limits = self.limits(field, decl);
-        let exec = self.exec(field, decl, &granted);
+        let exec = self.exec(field, decl, (&granted, mounts));
         // Without the plugin, only the checks above can be made.
         let (plugin, info) = plugin?;
         crate::plugin::defaults::apply(&info.config_schema, &mut config);
@@ -456,14 +456,16 @@ impl Validator<'_> {
     /// The step's exec grant: each program resolved to the file that
     /// runs (a name through `PATH`, as the engine has it), and the
     /// overlays that capture commands tried on its read-write mounts.
-    fn exec(&mut self, field: &FieldPath, decl: &StepDecl, mounts: &[Mount]) -> Exec {
+    fn exec(
+        &mut self,
+        field: &FieldPath,
+        decl: &StepDecl,
+        (mounts, all): (&[Mount], &BTreeMap<String, Mount>),
+    ) -> Exec {
         let mut programs = Vec::new();
         for (j, name) in decl.exec.iter().enumerate() {
-            match resolve_program(name) {
-                Ok(path) => programs.push(Program {
-                    name: name.clone(),
-                    path,
-                }),
+            match resolve_program(name).and_then(|path| pin(name, path, all)) {
+                Ok(program) => programs.push(program),
                 Err(why) => self.report(&field.key("exec").index(j), why),
             }
         }
@@ -720,6 +722,26 @@ impl Validator<'_> {
 
 /// The file program `name` runs: an absolute path as it is, a bare name
 /// through the engine's `PATH`; a regular file that may be executed.
+/// Program `name` at `path`, pinned by its digest when it lies in a
+/// read-write mount of the flow (`mounts`), where a step could rewrite it.
+fn pin(name: &str, path: PathBuf, mounts: &BTreeMap<String, Mount>) -> Result<Program, String> {
+    let real = std::fs::canonicalize(&path).map_err(|e| format!("program {name:?}: {e}"))?;
+    let writable = mounts
+        .values()
+        .any(|m| m.access == crate::grant::Access::ReadWrite && real.starts_with(&m.host));
+    let pinned = match writable {
+        false => None,
+        true => Some(
+            crate::grant::file_digest(&real).map_err(|e| format!("program {name:?}: cannot read it: {e}"))?,
+        ),
+    };
+    Ok(Program {
+        name: name.to_owned(),
+        path,
+        pinned,
+    })
+}
+
 fn resolve_program(name: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let runnable =

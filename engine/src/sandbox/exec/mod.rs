@@ -169,6 +169,24 @@ impl Layer {
     }
 }
 
+/// The file of granted program `p`, unless it changed since the flow was
+/// validated (one in a mount a step can write is pinned by its digest).
+fn unchanged(p: &crate::grant::Program) -> Result<PathBuf, ExecError> {
+    match p.unchanged() {
+        Ok(true) => Ok(p.path.clone()),
+        Ok(false) => Err(ExecError::NotGranted(format!(
+            "program {:?} ({}) changed since the flow was validated: it is in a mount a step can write, and only the file validated runs",
+            p.name,
+            p.path.display()
+        ))),
+        Err(e) => Err(ExecError::NotGranted(format!(
+            "program {:?} ({}) cannot be checked against what was validated: {e}",
+            p.name,
+            p.path.display()
+        ))),
+    }
+}
+
 /// The environment every command starts from; the plugin's adds to it.
 const BASE_ENV: &[(&str, &str)] = &[
     (
@@ -186,7 +204,7 @@ impl ExecView<'_> {
     fn program(&self, name: &str, args: Vec<String>) -> Result<(PathBuf, Vec<String>), ExecError> {
         let grant = &self.exec.grant;
         if let Some(p) = grant.find(name) {
-            return Ok((p.path.clone(), args));
+            return Ok((unchanged(p)?, args));
         }
         // A script of the step's mounts: read beneath the mount's root,
         // so that neither `..` nor a symlink leads out of it.
@@ -210,7 +228,7 @@ impl ExecView<'_> {
                     ))
                 })?;
                 let args = arg.into_iter().chain([name.to_owned()]).chain(args).collect();
-                Ok((p.path.clone(), args))
+                Ok((unchanged(p)?, args))
             }
             None => Err(ExecError::NotGranted(format!(
                 "program {name:?} is not in the step's exec grant ({})",
