@@ -147,7 +147,7 @@ impl Exec {
 /// search path of the programs a script runs. A plugin setting one of
 /// these would run code of its choosing inside a granted program, so it
 /// must be granted by name (`exec-env`). Names, and prefixes ending `*`.
-const CODE_ENV: &[&str] = &[
+pub const CODE_ENV: &[&str] = &[
     "LD_*",
     "GLIBC_TUNABLES",
     "GCONV_PATH",
