@@ -87,6 +87,10 @@ pub struct Exec {
     pub capture: Capture,
     /// With [`Capture::Snapshot`], the paths copied before each command.
     pub snapshot: Vec<SnapshotPath>,
+    /// Directories no command sees (each behind an empty read-only
+    /// tmpfs): Stepback's own state and cache, which hold other runs'
+    /// journals and backups and the compiled code it trusts.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// A path of a read-write mount that commands' snapshots cover.

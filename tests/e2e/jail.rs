@@ -22,6 +22,7 @@ if (mknod /dev/shm/node b 8 0) 2>/dev/null; then echo "mknod works"; fi
 if unshare -U true 2>/dev/null; then echo "a user namespace made"; fi
 if unshare -m true 2>/dev/null; then echo "a mount namespace made"; fi
 echo "threads:" $(printf 'b\na\n' | sort --parallel=2 -S 1M)
+if [ -n "$(ls -A STATE 2>/dev/null)" ]; then echo "state: visible"; else echo "state: hidden"; fi
 for f in /proc/sys/kernel/hostname /proc/sys/kernel/core_pattern /proc/sysrq-trigger /proc/sys/vm/drop_caches; do
   if (printf x > "$f") 2>/dev/null; then echo "writable: $f"; fi
 done
@@ -33,9 +34,21 @@ if hostname stepback-probe 2>/dev/null; then echo "hostname set"; fi
 /// FSETID, KILL, SETGID, SETUID, NET_BIND_SERVICE.
 const KEPT: &str = "00000000000004fb";
 
-fn probe_flow(env: &Env) -> String {
+/// A state directory outside `/tmp` (which the command's own `/tmp`
+/// hides anyway), as an operator's is, for `env`.
+fn state_dir(env: &Env) -> std::path::PathBuf {
+    let name = env.dir.path().file_name().unwrap().to_owned();
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("jail-state")
+        .join(name)
+}
+
+/// The probe's flow, for a run whose state directory is `state`.
+fn probe_flow(env: &Env, state: &std::path::Path) -> String {
     env.mkdir("m");
-    let probe = PROBE.replace("CENSUS", env.path("m/census").to_str().unwrap());
+    let probe = PROBE
+        .replace("CENSUS", env.path("m/census").to_str().unwrap())
+        .replace("STATE", state.to_str().unwrap());
     let flow = format!(
         "{}\n[[steps]]\nname = \"census\"\nuses = \"builtin:run-script\"\nmounts = [\"m\"]\nexec = [\"sh\"]\nwith = {{ interpreter = \"sh\", inline = '''{probe}''' }}\n",
         flow_head("census", &["m"], &[])
@@ -72,6 +85,8 @@ fn expected(effective: &str) -> Vec<String> {
     lines.push("dev: fd full null ptmx pts random shm stderr stdin stdout tty urandom zero".to_owned());
     lines.push("zero reads: 00".to_owned());
     lines.push("threads: a b".to_owned());
+    // Stepback's own state (other runs' journals and backups) is hidden.
+    lines.push("state: hidden".to_owned());
     lines
 }
 
@@ -97,8 +112,14 @@ fn normalized(report: Vec<String>) -> Vec<String> {
 #[test]
 fn a_root_command_holds_only_the_documented_privileges() {
     let env = Env::new();
-    let flow = probe_flow(&env);
-    let run = env.stepback(&["run", &flow]);
+    let state = state_dir(&env);
+    let flow = probe_flow(&env, &state);
+    let run = env.stepback(&["--state-dir", state.to_str().unwrap(), "run", &flow]);
+    assert!(
+        state.join("runs").is_dir(),
+        "the run's state is in {}",
+        state.display()
+    );
     assert_eq!(normalized(census(&env, &run)), expected(KEPT));
 }
 
@@ -110,10 +131,12 @@ fn a_root_command_holds_only_the_documented_privileges() {
 #[test]
 fn an_engine_holding_extra_inheritable_and_ambient_capabilities_passes_none_on() {
     let env = Env::new();
-    let flow = probe_flow(&env);
+    let state = state_dir(&env);
+    let flow = probe_flow(&env, &state);
     let caps = "+sys_admin,+dac_read_search,+net_admin,+net_raw,+sys_module,+mknod,+sys_ptrace,\
                 +sys_time,+setfcap,+linux_immutable,+bpf,+perfmon,+sys_rawio,+chown";
-    let run = env.stepback_setpriv(&["--inh-caps", caps, "--ambient-caps", caps], &["run", &flow]);
+    let args = ["--state-dir", state.to_str().unwrap(), "run", &flow];
+    let run = env.stepback_setpriv(&["--inh-caps", caps, "--ambient-caps", caps], &args);
     assert_eq!(normalized(census(&env, &run)), expected(KEPT));
 }
 
@@ -121,7 +144,7 @@ fn an_engine_holding_extra_inheritable_and_ambient_capabilities_passes_none_on()
 fn a_command_without_root_holds_no_privileges() {
     const NOBODY: u32 = 65534;
     let env = Env::new();
-    let flow = probe_flow(&env);
+    let flow = probe_flow(&env, &env.path("state"));
     let run = env.stepback_as(NOBODY, &["run", &flow]);
     assert_eq!(normalized(census(&env, &run)), expected("0000000000000000"));
 }

@@ -512,6 +512,7 @@ impl Validator<'_> {
         let snapshot = self.snapshot(field, decl, capture, mounts);
         Exec {
             programs,
+            hidden: self.engine_dirs.clone(),
             env: decl.exec_env.clone(),
             network: decl.network,
             capture,

@@ -313,7 +313,8 @@ impl ExecView<'_> {
                 writable: !captured && m.mount.access == Access::ReadWrite,
             })
             .collect();
-        let jail = namespace::Jail::new(&overlays, &visible, &cwd, self.exec.grant.network)
+        let grant = &self.exec.grant;
+        let jail = namespace::Jail::new(&overlays, (&visible, &grant.hidden), &cwd, grant.network)
             .map_err(|e| spawn_failed("preparing the namespace and its overlays", e))?;
         let privilege = jail.privilege();
 

@@ -303,6 +303,8 @@ pub struct Jail {
     /// so that only the mounts themselves can be written there.
     tmp_dirs: Vec<CString>,
     tmp_tops: Vec<CString>,
+    /// Directories masked by an empty read-only tmpfs, outermost only.
+    hidden: Vec<CString>,
     cwd: CString,
     network: bool,
     seccomp: Option<&'static [seccompiler::BpfProgram; 2]>,
@@ -320,7 +322,12 @@ impl Jail {
     /// Prepares a jail in which the step's mounts (`visible`) appear, with
     /// `overlays` attached over the captured ones, and the command starts
     /// in `cwd`.
-    pub fn new(overlays: &[Overlay], visible: &[Visible], cwd: &Path, network: bool) -> io::Result<Jail> {
+    pub fn new(
+        overlays: &[Overlay],
+        (visible, hidden): (&[Visible], &[PathBuf]),
+        cwd: &Path,
+        network: bool,
+    ) -> io::Result<Jail> {
         let privilege = Privilege::of_this_process();
         let tmp_root = Path::new("/tmp");
         let private_tmp = !visible.iter().any(|m| tmp_root.starts_with(&m.path));
@@ -364,6 +371,11 @@ impl Jail {
             kept,
             tmp_dirs: dirs.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
             tmp_tops: tops.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
+            hidden: hidden
+                .iter()
+                .filter(|h| h.is_dir() && !hidden.iter().any(|o| o != *h && h.starts_with(o)))
+                .map(|h| cstring(h))
+                .collect::<io::Result<_>>()?,
             cwd: cstring(cwd)?,
             network,
             seccomp: super::seccomp::filters()?,
@@ -395,6 +407,7 @@ impl Jail {
             kept: self.kept.clone(),
             tmp_dirs: self.tmp_dirs.clone(),
             tmp_tops: self.tmp_tops.clone(),
+            hidden: self.hidden.clone(),
             cwd: self.cwd.clone(),
             network: self.network,
             seccomp: self.seccomp,
@@ -433,6 +446,7 @@ struct Child {
     devices: Vec<i32>,
     tmp_dirs: Vec<CString>,
     tmp_tops: Vec<CString>,
+    hidden: Vec<CString>,
     cwd: CString,
     network: bool,
     seccomp: Option<&'static [seccompiler::BpfProgram; 2]>,
@@ -488,6 +502,18 @@ impl Child {
         let everything = MountAttrFlags::MOUNT_ATTR_RDONLY.union(WRITABLE);
         set_attributes(libc::AT_FDCWD, c"/", libc::AT_RECURSIVE, everything)?;
         self.make_dev()?;
+        // Stepback's own directories (other runs' journals and backups,
+        // the compiled code it trusts): an empty read-only tmpfs over each.
+        for dir in &self.hidden {
+            let mask = small_tmpfs(c"0755")?;
+            set_attributes(
+                mask.as_raw_fd(),
+                c"",
+                libc::AT_EMPTY_PATH,
+                MountAttrFlags::MOUNT_ATTR_RDONLY,
+            )?;
+            attach(mask.as_raw_fd(), dir)?;
+        }
         if let Some(tmp) = self.tmp {
             attach(tmp, c"/tmp")?;
             for dir in &self.tmp_dirs {
