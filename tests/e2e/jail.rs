@@ -56,8 +56,10 @@ fn probe_flow(env: &Env, state: &std::path::Path) -> String {
     env.flow(flow).to_str().unwrap().to_owned()
 }
 
-/// What the probe reported, as lines, after `run` succeeded.
+/// What the probe reported, as lines, after `run` succeeded (its state
+/// directory outside the scratch one removed).
 fn census(env: &Env, run: &Run) -> Vec<String> {
+    let _ = std::fs::remove_dir_all(state_dir(env));
     run.expect_code(0);
     let text = std::fs::read_to_string(env.path("m/census")).expect("the probe's report");
     text.lines().map(str::to_owned).collect()
