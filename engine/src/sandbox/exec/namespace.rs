@@ -493,8 +493,8 @@ impl Child {
             };
             self.clones.push(into_raw(clone_with(path, attrs)?));
         }
-        for (host, _) in DEVICES {
-            self.devices.push(into_raw(clone_tree(host)?));
+        for node in DEVICES {
+            self.devices.push(into_raw(clone_tree(node)?));
         }
         // Read-only, and no device node anywhere opens anything (a
         // read-only mount does not stop writes to a device): the command's
@@ -625,15 +625,15 @@ fn drop_privileges() -> io::Result<()> {
     Ok(())
 }
 
-/// The device nodes a command's `/dev` holds, bound from the host's, by
-/// where they are there and in the jail.
-const DEVICES: [(&CStr, &CStr); 6] = [
-    (c"/dev/null", c"/dev/null"),
-    (c"/dev/zero", c"/dev/zero"),
-    (c"/dev/full", c"/dev/full"),
-    (c"/dev/random", c"/dev/random"),
-    (c"/dev/urandom", c"/dev/urandom"),
-    (c"/dev/tty", c"/dev/tty"),
+/// The device nodes a command's `/dev` holds, bound from the host's at the
+/// same paths.
+const DEVICES: [&CStr; 6] = [
+    c"/dev/null",
+    c"/dev/zero",
+    c"/dev/full",
+    c"/dev/random",
+    c"/dev/urandom",
+    c"/dev/tty",
 ];
 
 /// The links of a command's `/dev`: target, link.
@@ -654,7 +654,7 @@ impl Child {
         use rustix::fs::{Mode, OFlags};
         let dev = small_tmpfs(c"0755")?;
         attach(dev.as_raw_fd(), c"/dev")?;
-        for ((_, path), node) in DEVICES.iter().zip(&self.devices) {
+        for (path, node) in DEVICES.iter().zip(&self.devices) {
             drop(rustix::fs::open(
                 *path,
                 OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
