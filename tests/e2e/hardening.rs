@@ -548,8 +548,13 @@ fn a_tree_renamed_back_and_forth_300_times_gets_every_time_back() {
     let env = Env::new();
     victim_tree(&env);
     let rename = |from: &str, to: &str| json!({"op": "rename", "fd": 0, "path": from, "to_fd": 0, "to": to});
-    let mut ops = vec![open(0, "victim", &["directory"], &["read", "mutate-directory"])];
-    let mut next_fd = 2;
+    // A descriptor on the tree, and one on a file in it, kept across the
+    // renames; new files made through the first now and then.
+    let mut ops = vec![
+        open(0, "victim", &["directory"], &["read", "mutate-directory"]),
+        open(1, "deep/log", &["create"], &["write"]),
+    ];
+    let mut next_fd = 3;
     for i in 0..300 {
         ops.push(rename("victim", "victim.old"));
         if i % 25 == 0 {
@@ -557,6 +562,9 @@ fn a_tree_renamed_back_and_forth_300_times_gets_every_time_back() {
             ops.push(write(next_fd, 0, 3));
             ops.push(json!({"op": "close", "fd": next_fd}));
             next_fd += 1;
+        }
+        if i % 30 == 0 {
+            ops.push(write(2, i, 4));
         }
         ops.push(rename("victim.old", "victim"));
     }
