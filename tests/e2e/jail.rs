@@ -7,7 +7,7 @@
 //! ambient sets (which, for root, `execve` would pass on), and without
 //! root. A new hole shows as a difference, not as a missing case.
 
-use crate::support::{Env, Run, flow_head};
+use crate::support::{Env, Run, flow_head, shared_cache};
 
 /// The probe: one `key: value` line per fact, written into the mount
 /// (`CENSUS`, replaced by its host path: commands see host paths).
@@ -23,6 +23,8 @@ if unshare -U true 2>/dev/null; then echo "a user namespace made"; fi
 if unshare -m true 2>/dev/null; then echo "a mount namespace made"; fi
 echo "threads:" $(printf 'b\na\n' | sort --parallel=2 -S 1M)
 if [ -n "$(ls -A STATE 2>/dev/null)" ]; then echo "state: visible"; else echo "state: hidden"; fi
+if chmod 0666 /dev/null 2>/dev/null; then echo "the host's /dev/null changed"; fi
+if [ -e /proc/$$/fd/9 ]; then echo "inherited fd 9: $(readlink /proc/$$/fd/9)"; fi
 for f in /proc/sys/kernel/hostname /proc/sys/kernel/core_pattern /proc/sysrq-trigger /proc/sys/vm/drop_caches; do
   if (printf x > "$f") 2>/dev/null; then echo "writable: $f"; fi
 done
@@ -116,7 +118,19 @@ fn a_root_command_holds_only_the_documented_privileges() {
     let env = Env::new();
     let state = state_dir(&env);
     let flow = probe_flow(&env, &state);
-    let run = env.stepback(&["--state-dir", state.to_str().unwrap(), "run", &flow]);
+    // Started holding a descriptor that does not close on exec (fd 9), as
+    // a service manager's socket or a shell's redirection would be.
+    let engine = env.command(
+        &["--state-dir", state.to_str().unwrap(), "run", &flow],
+        &shared_cache(),
+    );
+    let mut sh = std::process::Command::new("sh");
+    sh.args(["-c", "exec 9</etc/hostname; exec \"$0\" \"$@\""])
+        .arg(engine.get_program())
+        .args(engine.get_args())
+        .envs(engine.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(env.dir.path());
+    let run = Run(sh.output().unwrap());
     assert!(
         state.join("runs").is_dir(),
         "the run's state is in {}",

@@ -493,8 +493,11 @@ impl Child {
             };
             self.clones.push(into_raw(clone_with(path, attrs)?));
         }
+        // Read-only: the host's own nodes' modes, owners and times are
+        // out of reach (writing to a device still works).
+        let nodes = MountAttrFlags::MOUNT_ATTR_RDONLY.union(MountAttrFlags::MOUNT_ATTR_NOSUID);
         for node in DEVICES {
-            self.devices.push(into_raw(clone_tree(node)?));
+            self.devices.push(into_raw(clone_with(node, nodes)?));
         }
         // Read-only, and no device node anywhere opens anything (a
         // read-only mount does not stop writes to a device): the command's
@@ -573,6 +576,12 @@ impl Child {
         // The program.
         rustix::process::setsid()?;
         drop_privileges()?;
+        // Nothing the engine inherited (a service manager's sockets, a
+        // shell's redirections, a directory) reaches the program: every
+        // descriptor but its standard ones closes at exec (marked, not
+        // closed, so that a failed exec is still reported).
+        // SAFETY: a system call on descriptors only.
+        unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
         match self.seccomp {
             Some(filters) => super::seccomp::install(filters),
             None => Ok(()),
