@@ -18,7 +18,7 @@
 //! how many sequences were tried. For a long run beside other work, test a
 //! copy of the binary: `STEPBACK_TEST_BIN=/tmp/stepback`.
 
-use crate::support::{Env, Run, diff_full, fix_times, fsops_steps, set_mtime, snapshot_full};
+use crate::support::{Env, Run, diff_full, env_number, fix_times, fsops_steps, set_mtime, snapshot_full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -341,10 +341,7 @@ fn runner(cases: u32) -> TestRunner {
 #[test]
 fn random_sequences_of_calls_are_rolled_back_exactly() {
     let long = std::env::var_os("STEPBACK_FUZZ_LONG").is_some();
-    let cases = std::env::var("STEPBACK_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CI_CASES);
+    let cases = env_number("STEPBACK_FUZZ_CASES", CI_CASES);
     let mut tried = 0u64;
     loop {
         let result = runner(cases).run(&case(), |(seed, steps, crashes)| {

@@ -15,7 +15,7 @@
 //! `STEPBACK_FUZZ_CASES` sets the number of scripts (CI's budget is the
 //! default); proptest shrinks a failing script to a minimal one.
 
-use crate::support::{Env, FullSnapshot, Run, diff_full, fix_times, flow_head, snapshot_full};
+use crate::support::{Env, FullSnapshot, Run, diff_full, env_number, fix_times, flow_head, snapshot_full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::path::Path;
@@ -273,10 +273,7 @@ fn in_bare_overlay(env: &Env, user: Option<u32>, script: &str) -> Vec<(String, S
 
 #[test]
 fn random_commands_are_applied_and_rolled_back_exactly() {
-    let cases = std::env::var("STEPBACK_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CI_CASES);
+    let cases = env_number("STEPBACK_FUZZ_CASES", CI_CASES);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -295,11 +292,7 @@ fn random_commands_are_applied_and_rolled_back_exactly() {
 /// `user.` extended attributes. Half of the budget.
 #[test]
 fn random_commands_without_root_are_applied_and_rolled_back_exactly() {
-    let cases = std::env::var("STEPBACK_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(CI_CASES)
-        .div_ceil(2);
+    let cases = env_number("STEPBACK_FUZZ_CASES", CI_CASES).div_ceil(2);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

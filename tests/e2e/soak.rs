@@ -11,7 +11,9 @@
 //! (`STEPBACK_SOAK_SEED` replays a run: each round's delays derive from
 //! it, and a failing round prints it).
 
-use crate::support::{Env, assert_same_full, fix_times, fsops_steps, shared_cache, snapshot_full};
+use crate::support::{
+    Env, assert_same_full, env_number, fix_times, fsops_steps, shared_cache, snapshot_full,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -178,14 +180,9 @@ fn check_round(seed: u64, round: u64, window: Duration) -> (bool, bool) {
 
 #[test]
 fn a_rollback_and_its_recovery_killed_at_random_moments_restore_the_mount_exactly() {
-    let rounds = std::env::var("STEPBACK_SOAK_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CI_ROUNDS);
-    let seed = std::env::var("STEPBACK_SOAK_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64);
+    let rounds = env_number("STEPBACK_SOAK_ROUNDS", CI_ROUNDS);
+    let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64;
+    let seed = env_number("STEPBACK_SOAK_SEED", now);
     // Kills spread over the whole rollback, and a little past it; when
     // one comes too late (the machine got faster than when measured, other
     // tests having finished), the next ones come earlier.

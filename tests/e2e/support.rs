@@ -646,3 +646,12 @@ impl Run {
             .to_owned()
     }
 }
+
+/// The number environment variable `name` holds (a test's budget, a
+/// seed), or `default` when it is unset or not a number.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
