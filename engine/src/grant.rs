@@ -44,6 +44,12 @@ pub struct Limits {
     /// costs the host a file descriptor or memory, which the memory limit
     /// does not cover; past it, opens fail with `insufficient-memory`.
     pub descriptors: usize,
+    /// Processes (and threads) a command's whole tree may have at once:
+    /// past it, `fork` and `clone` fail, and the command is stopped.
+    pub processes: u32,
+    /// CPU time a command's whole tree may spend; `None`: only the wall
+    /// time bounds it.
+    pub cpu: Option<Duration>,
 }
 
 impl Limits {
@@ -58,6 +64,12 @@ impl Limits {
     pub const MAX_DESCRIPTORS: usize = 4096;
     /// Below this a Rust component cannot even start.
     pub const MIN_MEMORY: u64 = 2 << 20;
+    /// Processes a command's tree may have unless the flow says otherwise:
+    /// plenty for a package manager or a build, far from a fork bomb's.
+    pub const DEFAULT_PROCESSES: u32 = 256;
+    /// The kernel's own limit on process IDs is far above; past this a
+    /// limit limits nothing.
+    pub const MAX_PROCESSES: u32 = 32_768;
 }
 
 impl Default for Limits {
@@ -66,6 +78,8 @@ impl Default for Limits {
             time: Self::DEFAULT_TIME,
             memory: Self::DEFAULT_MEMORY,
             descriptors: Self::DEFAULT_DESCRIPTORS,
+            processes: Self::DEFAULT_PROCESSES,
+            cpu: None,
         }
     }
 }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A small tmpfs, unmounted when dropped.
-struct SmallFs(PathBuf);
+pub struct SmallFs(PathBuf);
 
 impl SmallFs {
-    fn mount(at: &Path, size: &str) -> SmallFs {
+    pub fn mount(at: &Path, size: &str) -> SmallFs {
         std::fs::create_dir_all(at).unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

@@ -6,6 +6,7 @@ mod support;
 
 mod cache;
 mod cli;
+mod command_limits;
 mod commands;
 mod deploy_files;
 mod disk_full;

@@ -140,6 +140,9 @@ fn print_run(id: &str, records: &[Record]) {
             Record::Uncaptured { command, .. } => {
                 outln!("  NOT REVERSIBLE: {}", clean(command))
             }
+            Record::Unenforced { what, .. } => {
+                outln!("  LIMITS NOT ENFORCED: {}", clean(what))
+            }
             Record::Undo { seq, .. } if voided.contains(seq) => {}
             Record::Undo {
                 mount, change, undo, ..

@@ -229,10 +229,16 @@ pub struct LimitsDecl {
     /// Wall time, e.g. "30s" or "5m".
     #[serde(default)]
     pub time: Option<String>,
-    /// Linear memory, e.g. "64MiB".
+    /// Linear memory, e.g. "64MiB"; for a command, its whole tree's.
     #[serde(default)]
     pub memory: Option<String>,
     /// Descriptors and directory listings held at once.
     #[serde(default)]
     pub descriptors: Option<i64>,
+    /// Processes a command's tree may have at once.
+    #[serde(default)]
+    pub processes: Option<i64>,
+    /// CPU time a command's tree may spend, e.g. "10s".
+    #[serde(default)]
+    pub cpu: Option<String>,
 }

@@ -705,6 +705,28 @@ impl Validator<'_> {
                 ),
             }
         }
+        if let Some(cpu) = &decl.limits.cpu {
+            match humantime::parse_duration(cpu) {
+                Ok(d) if !d.is_zero() => limits.cpu = Some(d),
+                Ok(_) => self.report(&field.key("cpu"), "CPU time limit must be above zero"),
+                Err(e) => self.report(
+                    &field.key("cpu"),
+                    format!("invalid duration {cpu:?}: {e} (try \"10s\" or \"2m\")"),
+                ),
+            }
+        }
+        if let Some(n) = decl.limits.processes {
+            match u32::try_from(n) {
+                Ok(n) if (1..=Limits::MAX_PROCESSES).contains(&n) => limits.processes = n,
+                _ => self.report(
+                    &field.key("processes"),
+                    format!(
+                        "process limit {n} is out of range: 1 to {}",
+                        Limits::MAX_PROCESSES
+                    ),
+                ),
+            }
+        }
         if let Some(n) = decl.limits.descriptors {
             match usize::try_from(n) {
                 Ok(n) if (1..=Limits::MAX_DESCRIPTORS).contains(&n) => limits.descriptors = n,

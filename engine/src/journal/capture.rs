@@ -155,6 +155,9 @@ pub enum Outcome<'a> {
     },
 }
 
+/// A recorder the step's capabilities share.
+pub type SharedRecorder = std::sync::Arc<std::sync::Mutex<dyn Recorder>>;
+
 /// What the filesystem layer (or any other caller that changes a mount on
 /// a step's behalf) tells the journal: each `before_*` call before the
 /// change, then [`Recorder::finish`] once the change was tried. A `before_*`
@@ -249,6 +252,9 @@ pub trait Recorder: Send {
     /// A command of the step is about to change the mounts without a
     /// capture (`command`, for the record): said before it starts.
     fn uncaptured(&mut self, command: &str) -> io::Result<()>;
+    /// The step's commands run without some of its limits (`what`, with
+    /// why): said once, before the first runs.
+    fn unenforced(&mut self, what: &str) -> io::Result<()>;
     /// Before a command that changes the mount without a capture
     /// (`capture = "snapshot"`): copies what is at `rel` whole, so that a
     /// rollback puts it back (once per path and run: an older snapshot
@@ -1207,6 +1213,13 @@ impl Recorder for RunJournal {
         self.writer.append(&Record::Uncaptured {
             step: self.step,
             command: command.to_owned(),
+        })
+    }
+
+    fn unenforced(&mut self, what: &str) -> io::Result<()> {
+        self.writer.append(&Record::Unenforced {
+            step: self.step,
+            what: what.to_owned(),
         })
     }
 

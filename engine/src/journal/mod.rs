@@ -52,7 +52,7 @@ mod verify;
 // The writer side (capture, the journal writer, locks, rollback) is the
 // engine's own; what a program reads of a run (records, runs, reports)
 // is public.
-pub(crate) use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal};
+pub(crate) use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal, SharedRecorder};
 pub(crate) use entry::{entry_state, open_dir_readable, set_attributes, set_owner_and_mode, set_times};
 pub(crate) use fault::Fault;
 pub(crate) use lock::MountLocks;
@@ -64,7 +64,7 @@ pub use record::{
     voided,
 };
 pub use report::{Problem, RollbackReport};
-pub(crate) use room::Room;
+pub(crate) use room::{Room, free_on};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub(crate) use tree::remove_all;
 pub(crate) use undo::rollback;

@@ -342,6 +342,14 @@ pub enum Record {
         /// The command, as its log shows it.
         command: String,
     },
+    /// A step's commands ran without some of its limits (no cgroup
+    /// controller for them, no room to hold the reserve in): which, and why.
+    Unenforced {
+        /// The step, by position in the flow.
+        step: usize,
+        /// The limits, each with why.
+        what: String,
+    },
     /// A step's failure (or an interruption) ended the flow: what follows
     /// is what the failure model runs, and the run's final state says how
     /// it ended.

@@ -41,10 +41,8 @@ impl Room {
     /// filesystem of `file` could take after these `len` and still leave
     /// the reserve free.
     pub fn headroom(&self, file: impl AsFd, len: u64) -> io::Result<u64> {
-        let st = rustix::fs::fstatvfs(file)?;
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        let keep = self.reserve + self.copied.load(Ordering::Relaxed);
-        match free.checked_sub(keep.saturating_add(len)) {
+        let free = free_on(file)?;
+        match free.checked_sub(self.kept().saturating_add(len)) {
             Some(left) => Ok(left),
             // ENOSPC itself, so that the guest is told "insufficient
             // space", as the filesystem would.
@@ -59,8 +57,21 @@ impl Room {
         self.copied.fetch_add(len, Ordering::Relaxed);
     }
 
+    /// The bytes every filesystem the run writes keeps free: the fixed
+    /// part and the copies taken so far.
+    pub fn kept(&self) -> u64 {
+        self.reserve + self.copied.load(Ordering::Relaxed)
+    }
+
     /// The bytes of copies taken so far, which the reserve includes.
     pub fn copied(&self) -> u64 {
         self.copied.load(Ordering::Relaxed)
     }
+}
+
+/// The bytes a process without privileges could still write to the
+/// filesystem of `file`.
+pub fn free_on(file: impl AsFd) -> io::Result<u64> {
+    let st = rustix::fs::fstatvfs(file)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -14,7 +14,7 @@ use super::output::CapturedOutput;
 use super::state::{StepState, Wasi};
 use crate::events::Emitter;
 use crate::grant::{Access, Exec, Grant, Limits, Mount};
-use crate::journal::{Recorder, Room, RunJournal};
+use crate::journal::{Room, RunJournal, SharedRecorder};
 use crate::plugin::Needs;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -172,7 +172,7 @@ impl Capability for Filesystem {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(FsLayer::new(
-            setup.journal.clone().map(|j| j as Arc<Mutex<dyn Recorder>>),
+            setup.journal.clone().map(|j| j as SharedRecorder),
             setup.room.clone(),
             mounts,
             setup.limits.descriptors,
@@ -258,9 +258,12 @@ impl Capability for Commands {
             setup.exec.clone(),
             env,
             mounts,
-            setup.journal.clone().map(|j| j as Arc<Mutex<dyn Recorder>>),
+            (
+                setup.journal.clone().map(|j| j as SharedRecorder),
+                setup.room.clone(),
+            ),
             setup.scratch.clone(),
-            setup.limits.time,
+            setup.limits,
         ))
     }
 }

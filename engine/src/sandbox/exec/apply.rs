@@ -24,8 +24,8 @@
 //! files, the time it had (as if they were written in place).
 
 use crate::journal::{
-    Capture, Entry, FileId, NewEntry, Outcome, Recorder, open_dir_readable, set_attributes,
-    set_owner_and_mode, set_times,
+    Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room, SharedRecorder, open_dir_readable,
+    set_attributes, set_owner_and_mode, set_times,
 };
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
@@ -33,14 +33,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
 /// Applies one upper layer to one mount.
 pub struct Apply<'a> {
     /// The mount's name, for records.
     mount: &'a str,
     /// The run's recorder; `None` for an unjournaled step.
-    recorder: Option<&'a Arc<Mutex<dyn Recorder>>>,
+    recorder: Option<&'a SharedRecorder>,
     /// Where the upper layer is: a replaced file is exchanged with its
     /// original there when the recorder can keep the original in place.
     upper_path: &'a Path,
@@ -51,6 +51,9 @@ pub struct Apply<'a> {
     /// Whether the upper layer is on the mount's filesystem (files are
     /// then moved in, not copied).
     same_fs: bool,
+    /// The run's free-space reserve, which a file written in (not moved)
+    /// must leave free.
+    room: Option<&'a Room>,
     /// The renames recorded before the apply changes anything.
     batch: Batch,
     /// Changes applied so far.
@@ -93,7 +96,7 @@ impl<'a> Apply<'a> {
     /// `root`, recorded by `recorder` if there is one.
     pub fn new(
         mount: &'a str,
-        recorder: Option<&'a Arc<Mutex<dyn Recorder>>>,
+        (recorder, room): (Option<&'a SharedRecorder>, Option<&'a Room>),
         upper_path: &'a Path,
         overlay_xattrs: &'a str,
         root: &Dir,
@@ -106,6 +109,7 @@ impl<'a> Apply<'a> {
             upper_path,
             overlay_xattrs,
             same_fs,
+            room,
             batch: Batch::new(),
             changes: 0,
             exchanged: 0,
@@ -422,12 +426,12 @@ impl<'a> Apply<'a> {
                 match capture {
                     // Unjournaled, the file is simply replaced.
                     None | Some(Capture::MovedAside) => {
-                        let placed = place(upper, lower.dir, name, meta, self.same_fs);
+                        let placed = place(upper, lower.dir, name, meta, (self.same_fs, self.room));
                         self.finish(lower.dir, name, placed.is_ok(), true)?;
                         placed?;
                     }
                     _ => {
-                        let written = write_in_place(upper, lower.dir, name, meta, false);
+                        let written = write_in_place(upper, lower.dir, name, meta, (false, self.room));
                         self.finish(lower.dir, name, written.is_ok(), false)?;
                         written?;
                     }
@@ -439,9 +443,9 @@ impl<'a> Apply<'a> {
                 if other.is_some() {
                     self.remove_tree(lower, name)?;
                 }
-                let same_fs = self.same_fs;
+                let placing = (self.same_fs, self.room);
                 self.create(lower, name, NewEntry::File, |dir| {
-                    place(upper, dir, name, meta, same_fs)
+                    place(upper, dir, name, meta, placing)
                 })?;
                 Ok(true)
             }
@@ -627,7 +631,7 @@ impl<'a> Apply<'a> {
     }
 }
 
-fn lock(rec: &Arc<Mutex<dyn Recorder>>) -> MutexGuard<'_, dyn Recorder + 'static> {
+fn lock(rec: &SharedRecorder) -> MutexGuard<'_, dyn Recorder + 'static> {
     rec.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -826,18 +830,32 @@ fn move_in(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata) -> io::Result<
 }
 
 /// Moves the upper file `name` to the same name in `lower`, or copies it
-/// there (replacing what is there) when they are on different filesystems.
-fn place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, same_fs: bool) -> io::Result<()> {
+/// there (replacing what is there) when they are not on the same
+/// filesystem, leaving `room`'s reserve free.
+fn place(
+    upper: &Dir,
+    lower: &Dir,
+    name: &str,
+    meta: &Metadata,
+    (same_fs, room): (bool, Option<&Room>),
+) -> io::Result<()> {
     if same_fs {
         return upper.rename(name, lower, name);
     }
-    write_in_place(upper, lower, name, meta, true)
+    write_in_place(upper, lower, name, meta, (true, room))
 }
 
 /// Writes the upper file's contents, mode, owner and times into the file
 /// at `name` in `lower`, keeping its inode (its other names see the change).
-/// With `create`, the file is made where missing.
-fn write_in_place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, create: bool) -> io::Result<()> {
+/// With `create`, the file is made where missing; `room`'s reserve stays
+/// free (the write fails with "no space" before it starts otherwise).
+fn write_in_place(
+    upper: &Dir,
+    lower: &Dir,
+    name: &str,
+    meta: &Metadata,
+    (create, room): (bool, Option<&Room>),
+) -> io::Result<()> {
     let mut from = with_access(upper, name, meta, || upper.open(name))?;
     let mut to = lower.open_with(
         name,
@@ -847,6 +865,9 @@ fn write_in_place(upper: &Dir, lower: &Dir, name: &str, meta: &Metadata, create:
             .create(create)
             .follow(cap_fs_ext::FollowSymlinks::No),
     )?;
+    if let Some(room) = room {
+        room.check(&to, meta.len())?;
+    }
     io::copy(&mut from, &mut to)?;
     to.sync_all()?;
     drop(to);

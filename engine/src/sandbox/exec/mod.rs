@@ -3,19 +3,21 @@
 //! journal once they exit ([`apply`]).
 
 mod apply;
+mod cgroup;
 mod namespace;
 mod output;
+mod reserve;
 mod seccomp;
 
 use super::bindings::stepback::plugin::exec::{Command, Completion, ExecError, Host, Status};
 use super::host::HostState;
 use crate::events::LogLevel;
-use crate::grant::{Access, Capture, Exec, Mount};
-use crate::journal::Recorder;
+use crate::grant::{Access, Capture, Exec, Limits, Mount};
+use crate::journal::{Room, SharedRecorder};
 use cap_std::fs::Dir;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::HasData;
 
@@ -25,7 +27,7 @@ pub struct ExecState {
     /// Added to every command's environment before the plugin's own.
     env: Vec<(String, String)>,
     mounts: Vec<ExecMount>,
-    recorder: Option<Arc<Mutex<dyn Recorder>>>,
+    recorder: Option<SharedRecorder>,
     /// Where the overlays' upper layers are made, one directory per
     /// command: in the run's backup area when the run is journaled, so that
     /// originals exchanged into them are backups where they land.
@@ -34,6 +36,13 @@ pub struct ExecState {
     deadline: Instant,
     /// Commands run so far, naming their scratch directories.
     count: usize,
+    /// What a command's whole tree may use.
+    limits: cgroup::Limits,
+    cpu: Option<Duration>,
+    /// The run's free-space reserve, held while a command runs.
+    room: Option<Arc<Room>>,
+    /// Whether the step was told which limits its commands escape.
+    warned: bool,
 }
 
 /// A mount as commands see it: at its host path.
@@ -60,9 +69,9 @@ impl ExecState {
         grant: Exec,
         env: Vec<(String, String)>,
         mounts: Vec<ExecMount>,
-        recorder: Option<Arc<Mutex<dyn Recorder>>>,
+        (recorder, room): (Option<SharedRecorder>, Option<Arc<Room>>),
         scratch: PathBuf,
-        time: Duration,
+        limits: Limits,
     ) -> ExecState {
         ExecState {
             grant,
@@ -70,8 +79,15 @@ impl ExecState {
             mounts,
             recorder,
             scratch,
-            deadline: Instant::now() + time,
+            deadline: Instant::now() + limits.time,
             count: 0,
+            limits: cgroup::Limits {
+                memory: limits.memory,
+                processes: limits.processes,
+            },
+            cpu: limits.cpu,
+            room,
+            warned: false,
         }
     }
 }
@@ -187,6 +203,99 @@ fn unchanged(p: &crate::grant::Program) -> Result<PathBuf, ExecError> {
     }
 }
 
+/// How a command ended.
+enum Ended {
+    /// With this status (128 + N for signal N, as a shell shows it).
+    Exited(i32),
+    TimedOut,
+    /// At one of the step's limits: why.
+    Stopped(String),
+}
+
+/// What a running command is held to beyond its time: limits the kernel
+/// enforces and the engine notices ([`cgroup::Group::hit`]), its CPU time,
+/// and the reserves it must leave free.
+struct Watch<'a> {
+    group: &'a cgroup::Group,
+    limits: cgroup::Limits,
+    cpu: Option<Duration>,
+    holds: &'a [reserve::Held],
+}
+
+impl Watch<'_> {
+    /// How often a running command is checked against its limits.
+    const EVERY: Duration = Duration::from_millis(50);
+
+    /// The limit the command went past, if it did.
+    fn broken(&self) -> Option<String> {
+        if let Some(limit) = self.group.hit() {
+            return Some(match limit {
+                cgroup::Hit::Memory => format!(
+                    "it went over the step's limits.memory ({}, its whole tree's, its private /tmp's files included)",
+                    bytesize::ByteSize(self.limits.memory)
+                ),
+                cgroup::Hit::Processes => format!(
+                    "it tried to have more than the step's limits.processes ({}) processes at once",
+                    self.limits.processes
+                ),
+            });
+        }
+        if let (Some(cpu), Some(used)) = (self.cpu, self.group.cpu_used())
+            && used > cpu
+        {
+            return Some(format!(
+                "it used more CPU time than the step's limits.cpu ({})",
+                humantime::format_duration(cpu)
+            ));
+        }
+        self.holds.iter().any(reserve::Held::filled).then(|| {
+            "it filled the filesystem it writes up to the run's free-space reserve (the room a rollback needs)".to_owned()
+        })
+    }
+
+    /// Returns once the command went past a limit.
+    async fn until_broken(&self) -> String {
+        loop {
+            tokio::time::sleep(Self::EVERY).await;
+            if let Some(why) = self.broken() {
+                return why;
+            }
+        }
+    }
+}
+
+/// A command's scratch directory and the layers made in it: removed when
+/// dropped, unless it `kept` originals the apply exchanged into it (then
+/// backups, pruned with the run's; only the overlays' work directories go).
+struct Scratch {
+    dir: PathBuf,
+    /// The step's scratch directory, removed too when empty.
+    parent: PathBuf,
+    layers: Vec<Layer>,
+    kept: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.kept {
+            for layer in &self.layers {
+                let _ = crate::journal::remove_all(&layer.work);
+            }
+            return;
+        }
+        let _ = crate::journal::remove_all(&self.dir);
+        let _ = std::fs::remove_dir(&self.parent);
+    }
+}
+
+/// What became of the changes of a command that did not finish.
+fn discarded(captured: bool) -> &'static str {
+    match captured {
+        true => "its file changes were discarded",
+        false => "what it changed is as it left it (it ran uncaptured)",
+    }
+}
+
 /// The environment every command starts from; the plugin's adds to it.
 const BASE_ENV: &[(&str, &str)] = &[
     (
@@ -280,43 +389,24 @@ impl ExecView<'_> {
             .timeout_ms
             .map_or(left, |ms| Duration::from_millis(ms).min(left));
         self.exec.count += 1;
-        let dir = self.exec.scratch.join(format!("command-{}", self.exec.count));
+        let mut scratch = Scratch {
+            dir: self.exec.scratch.join(format!("command-{}", self.exec.count)),
+            parent: self.exec.scratch.clone(),
+            layers: Vec::new(),
+            kept: false,
+        };
         let captured = self.exec.grant.capture == Capture::Overlay;
         let shown = format!("{} {}", command.program, shell_words(&command.args));
         if !captured {
             self.snapshot()?;
             self.uncaptured(&shown)?;
         }
-        let writable: Vec<&ExecMount> = self
-            .exec
-            .mounts
-            .iter()
-            .filter(|m| captured && m.mount.access == Access::ReadWrite)
-            .collect();
-        let mut layers = Vec::new();
-        let mut overlays = Vec::new();
-        for m in &writable {
-            let layer = m
-                .root()
-                .and_then(|root| Layer::make(&dir, &m.mount.name, Some(&root.dir_metadata()?)))
-                .map_err(|e| spawn_failed("making the overlay's layers", e))?;
-            let pinned = m.pinned.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(&**f));
-            overlays.push(layer.overlay(&m.mount.host, pinned));
-            layers.push(layer);
-        }
-        let visible: Vec<namespace::Visible> = self
-            .exec
-            .mounts
-            .iter()
-            .map(|m| namespace::Visible {
-                path: m.mount.host.clone(),
-                writable: !captured && m.mount.access == Access::ReadWrite,
-            })
-            .collect();
-        let grant = &self.exec.grant;
-        let jail = namespace::Jail::new(&overlays, (&visible, &grant.hidden), &cwd, grant.network)
-            .map_err(|e| spawn_failed("preparing the namespace and its overlays", e))?;
+        let (writable, overlays) = self.layers(&mut scratch, captured)?;
+        let jail = self.jail(&overlays, &cwd, captured)?;
         let privilege = jail.privilege();
+        let (group, unenforced) = cgroup::Group::make(self.exec.limits, self.exec.cpu.is_some());
+        let (holds, unheld) = self.hold(&scratch.dir, captured)?;
+        self.unenforced(unenforced.into_iter().chain(unheld).collect())?;
 
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&args)
@@ -331,78 +421,56 @@ impl ExecView<'_> {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        jail.enter(&mut cmd);
+        jail.enter(&mut cmd, group.procs());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| spawn_failed(&format!("starting {}", program.display()), e))?;
         drop(jail);
         self.host.record_log(LogLevel::Info, format!("running {shown}"));
-
-        let stdin = child.stdin.take();
-        let input = command.stdin.unwrap_or_default();
-        let feed = async move {
-            if let Some(mut stdin) = stdin {
-                use tokio::io::AsyncWriteExt;
-                // A command that does not read its input just closes it.
-                let _ = stdin.write_all(&input).await;
-            }
+        let watch = Watch {
+            group: &group,
+            limits: self.exec.limits,
+            cpu: self.exec.cpu,
+            holds: &holds,
         };
-        let mut lines = output::Lines::new(child.stdout.take(), child.stderr.take());
-        let mut tail = output::Tail::default();
-        let waited = tokio::time::timeout(timeout, async {
-            let ((), ()) = tokio::join!(feed, async {
-                while let Some((level, line)) = lines.next().await {
-                    tail.push(&line);
-                    self.host.record_log(level, line);
-                }
-            });
-            child.wait().await
-        })
-        .await;
-        let status = match waited {
-            Err(_) => {
-                let _ = child.kill().await;
-                let _ = crate::journal::remove_all(&dir);
-                let _ = std::fs::remove_dir(&self.exec.scratch);
-                let changes = match captured {
-                    true => "its file changes were discarded",
-                    false => "what it changed is as it left it (it ran uncaptured)",
-                };
+        let (ended, tail) = self.wait(child, command.stdin, timeout, watch).await?;
+        drop((holds, group));
+        let code = match ended {
+            Ended::Exited(code) => code,
+            Ended::TimedOut => {
                 self.host.record_log(
                     LogLevel::Warn,
                     format!(
-                        "{} timed out after {}: killed with everything it started; {changes}",
+                        "{} timed out after {}: killed with everything it started; {}",
                         command.program,
-                        humantime::format_duration(timeout)
+                        humantime::format_duration(timeout),
+                        discarded(captured)
                     ),
                 );
                 return Ok(Completion {
                     status: Status::TimedOut,
-                    output_tail: tail.into_string(),
+                    output_tail: tail,
                     changes: 0,
                 });
             }
-            Ok(Err(e)) => return Err(spawn_failed("waiting for the command", e)),
-            Ok(Ok(status)) => status,
-        };
-        let code = status
-            .code()
-            .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
-        let applying = Instant::now();
-        let (changes, exchanged) = self.apply(&writable_names(&writable), &layers, privilege);
-        let applied_in = applying.elapsed();
-        if exchanged == 0 {
-            let _ = crate::journal::remove_all(&dir);
-            let _ = std::fs::remove_dir(&self.exec.scratch);
-        } else {
-            // The upper layers hold originals now: backups, pruned with
-            // the run's.
-            for layer in &layers {
-                let _ = crate::journal::remove_all(&layer.work);
+            Ended::Stopped(why) => {
+                let message = format!(
+                    "stopped: {why}; it and everything it started were killed, and {}",
+                    discarded(captured)
+                );
+                self.host
+                    .record_log(LogLevel::Error, format!("{}: {message}", command.program));
+                return Err(ExecError::ApplyFailed(message));
             }
-        }
+        };
+        let applying = Instant::now();
+        let (changes, exchanged) = self.apply(&writable, &scratch.layers, privilege);
+        let applied_in = applying.elapsed();
+        // The upper layers hold originals now: backups, pruned with the run's.
+        scratch.kept = exchanged > 0;
+        drop(scratch);
         let changes = changes.map_err(ExecError::ApplyFailed)?;
         if changes > 0 {
             self.host.record_log(
@@ -415,9 +483,175 @@ impl ExecView<'_> {
         }
         Ok(Completion {
             status: Status::Exited(code),
-            output_tail: tail.into_string(),
+            output_tail: tail,
             changes,
         })
+    }
+
+    /// The layers of the overlays over the step's read-write mounts (when
+    /// `captured`), made in `scratch`: the mounts' names and the overlays.
+    fn layers(
+        &self,
+        scratch: &mut Scratch,
+        captured: bool,
+    ) -> Result<(Vec<String>, Vec<namespace::Overlay>), ExecError> {
+        let mut names = Vec::new();
+        let mut overlays = Vec::new();
+        for m in self
+            .exec
+            .mounts
+            .iter()
+            .filter(|m| captured && m.mount.access == Access::ReadWrite)
+        {
+            let layer = m
+                .root()
+                .and_then(|root| Layer::make(&scratch.dir, &m.mount.name, Some(&root.dir_metadata()?)))
+                .map_err(|e| spawn_failed("making the overlay's layers", e))?;
+            let pinned = m.pinned.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(&**f));
+            overlays.push(layer.overlay(&m.mount.host, pinned));
+            scratch.layers.push(layer);
+            names.push(m.mount.name.clone());
+        }
+        Ok((names, overlays))
+    }
+
+    /// The jail a command runs in: the step's mounts visible (written
+    /// directly when not `captured`), `overlays` over the captured ones.
+    fn jail(
+        &self,
+        overlays: &[namespace::Overlay],
+        cwd: &Path,
+        captured: bool,
+    ) -> Result<namespace::Jail, ExecError> {
+        let visible: Vec<namespace::Visible> = self
+            .exec
+            .mounts
+            .iter()
+            .map(|m| namespace::Visible {
+                path: m.mount.host.clone(),
+                writable: !captured && m.mount.access == Access::ReadWrite,
+            })
+            .collect();
+        let grant = &self.exec.grant;
+        namespace::Jail::new(overlays, (&visible, &grant.hidden), cwd, grant.network)
+            .map_err(|e| spawn_failed("preparing the namespace and its overlays", e))
+    }
+
+    /// Holds the run's reserve on every filesystem the command writes:
+    /// its layers' (`scratch`), or its mounts' when not `captured`. With
+    /// the reserves held, why one could not be, if one could not.
+    fn hold(
+        &self,
+        scratch: &Path,
+        captured: bool,
+    ) -> Result<(Vec<reserve::Held>, Option<String>), ExecError> {
+        let Some(room) = &self.exec.room else {
+            return Ok((Vec::new(), None));
+        };
+        let dirs: Vec<(String, std::io::Result<Dir>)> = match captured {
+            true => vec![(
+                scratch.display().to_string(),
+                Dir::open_ambient_dir(scratch, cap_std::ambient_authority()),
+            )],
+            false => self
+                .exec
+                .mounts
+                .iter()
+                .filter(|m| m.mount.access == Access::ReadWrite)
+                .map(|m| (format!("mount {}", m.mount.name), m.root()))
+                .collect(),
+        };
+        let mut held = Vec::new();
+        for (what, dir) in dirs {
+            match dir.and_then(|d| reserve::Held::take(&d, room.kept())) {
+                Ok(h) => held.push(h),
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    return Err(ExecError::SpawnFailed(format!(
+                        "the filesystem of {what} has less than the reserve ({}) free: a command could leave the rollback no room",
+                        bytesize::ByteSize(room.kept())
+                    )));
+                }
+                Err(e) => {
+                    return Ok((
+                        held,
+                        Some(format!("the free-space reserve on the filesystem of {what}: {e}")),
+                    ));
+                }
+            }
+        }
+        Ok((held, None))
+    }
+
+    /// Says, once per step, which of its limits its commands are not held
+    /// to, and records it in the run's journal for `show`.
+    fn unenforced(&mut self, what: Vec<String>) -> Result<(), ExecError> {
+        if what.is_empty() || self.exec.warned {
+            return Ok(());
+        }
+        self.exec.warned = true;
+        let what = what.join("; ");
+        if let Some(rec) = &self.exec.recorder {
+            rec.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .unenforced(&what)
+                .map_err(|e| spawn_failed("recording the unenforced limits in the journal", e))?;
+        }
+        self.host.events.emit(crate::events::Event::Warning {
+            message: format!(
+                "step '{}' runs its commands without these limits: {what}",
+                self.host.step
+            ),
+        });
+        Ok(())
+    }
+
+    /// Feeds `child` its input, logs its output, and waits for it to end,
+    /// stopping it at its timeout or a limit (`watch`); how it ended and
+    /// the tail of its output.
+    async fn wait(
+        &mut self,
+        mut child: tokio::process::Child,
+        input: Option<Vec<u8>>,
+        timeout: Duration,
+        watch: Watch<'_>,
+    ) -> Result<(Ended, String), ExecError> {
+        let stdin = child.stdin.take();
+        let feed = async move {
+            if let Some(mut stdin) = stdin {
+                use tokio::io::AsyncWriteExt;
+                // A command that does not read its input just closes it.
+                let _ = stdin.write_all(&input.unwrap_or_default()).await;
+            }
+        };
+        let mut lines = output::Lines::new(child.stdout.take(), child.stderr.take());
+        let mut tail = output::Tail::default();
+        let host = &mut *self.host;
+        let run = async {
+            let ((), ()) = tokio::join!(feed, async {
+                while let Some((level, line)) = lines.next().await {
+                    tail.push(&line);
+                    host.record_log(level, line);
+                }
+            });
+            child.wait().await
+        };
+        let ended = tokio::select! {
+            waited = tokio::time::timeout(timeout, run) => match waited {
+                Err(_) => Ended::TimedOut,
+                Ok(Err(e)) => return Err(spawn_failed("waiting for the command", e)),
+                Ok(Ok(status)) => match watch.broken() {
+                    Some(why) => Ended::Stopped(why),
+                    None => Ended::Exited(status.code().unwrap_or_else(|| {
+                        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                    })),
+                },
+            },
+            why = watch.until_broken() => Ended::Stopped(why),
+        };
+        if !matches!(ended, Ended::Exited(_)) {
+            let _ = child.kill().await;
+        }
+        Ok((ended, tail.into_string()))
     }
 
     /// Copies the paths the step's snapshots cover, before a command
@@ -494,7 +728,7 @@ impl ExecView<'_> {
                 let root = m.root()?;
                 let mut apply = apply::Apply::new(
                     &m.mount.name,
-                    self.exec.recorder.as_ref(),
+                    (self.exec.recorder.as_ref(), self.exec.room.as_deref()),
                     &layer.upper,
                     privilege.overlay_xattrs(),
                     &root,
@@ -513,10 +747,6 @@ impl ExecView<'_> {
         }
         (Ok(total), exchanged)
     }
-}
-
-fn writable_names(mounts: &[&ExecMount]) -> Vec<String> {
-    mounts.iter().map(|m| m.mount.name.clone()).collect()
 }
 
 fn spawn_failed(what: &str, e: std::io::Error) -> ExecError {

@@ -387,15 +387,18 @@ impl Jail {
         self.privilege
     }
 
-    /// Makes `command` start in the jail. The jail's descriptors stay open
-    /// in the engine until the command has started; drop it then.
-    pub fn enter(&self, command: &mut std::process::Command) {
+    /// Makes `command` start in the jail, its process joining the groups
+    /// whose `cgroup.procs` are `cgroups` first. The jail's descriptors
+    /// (and those) stay open in the engine until the command has started;
+    /// drop it then.
+    pub fn enter(&self, command: &mut std::process::Command, cgroups: &[OwnedFd]) {
         let targets = match self.privilege {
             Privilege::Root => self.overlays.iter().map(|o| o.target.clone()).collect(),
             Privilege::UserNamespace => self.pending.iter().map(|o| o.target.clone()).collect(),
         };
         let mut child = Child {
             engine: rustix::process::getpid(),
+            cgroups: cgroups.iter().map(AsRawFd::as_raw_fd).collect(),
             user_namespace: (self.privilege == Privilege::UserNamespace).then(identity_maps),
             pending: self.pending.clone(),
             overlays: self.overlays.iter().map(|o| o.fd.as_raw_fd()).collect(),
@@ -431,6 +434,8 @@ impl Jail {
 struct Child {
     /// The engine, whose death must take the child with it.
     engine: rustix::process::Pid,
+    /// The `cgroup.procs` of the command's groups.
+    cgroups: Vec<i32>,
     /// Without root: the maps that make the user namespace.
     user_namespace: Option<[(&'static CStr, Vec<u8>); 3]>,
     pending: Vec<OverlaySpec>,
@@ -457,6 +462,13 @@ impl Child {
     /// only in the program's process, which then `exec`s.
     fn enter(&mut self) -> io::Result<()> {
         use rustix::thread::UnshareFlags;
+        // Before anything else, so that everything the command starts,
+        // and the memory its set-up takes, counts against its limits.
+        for fd in &self.cgroups {
+            // SAFETY: the descriptor is open for the whole pre-exec.
+            let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
+            rustix::io::write(fd, b"0")?;
+        }
         let mut flags =
             UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
         if !self.network {

@@ -17,14 +17,14 @@ mod resolve;
 mod stream;
 
 use crate::grant::Access;
-use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room};
+use crate::journal::{Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room, SharedRecorder};
 use cap_std::fs::{FileTypeExt, Metadata};
 use resolve::{Parent, Parents, Resolved, rel_of, resolve};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use stream::FileStream;
 use wasmtime::component::{HasData, Resource};
 use wasmtime_wasi::FsPerms;
@@ -52,7 +52,7 @@ pub struct LayerMount {
 
 /// The per-step state of the layer.
 pub struct FsLayer {
-    recorder: Option<Arc<Mutex<dyn Recorder>>>,
+    recorder: Option<SharedRecorder>,
     /// The reserve that writes to journaled mounts must leave free.
     room: Option<Arc<Room>>,
     mounts: Vec<LayerMount>,
@@ -78,7 +78,7 @@ impl FsLayer {
     /// `recorder` is `None` when nothing the step does needs recording
     /// (describing a plugin, or a run with journaling off).
     pub fn new(
-        recorder: Option<Arc<Mutex<dyn Recorder>>>,
+        recorder: Option<SharedRecorder>,
         room: Option<Arc<Room>>,
         mounts: Vec<LayerMount>,
         max_held: usize,
@@ -139,15 +139,12 @@ fn fs_error(e: io::Error) -> FsError {
     ErrorCode::from(e).into()
 }
 
-fn lock(recorder: &Arc<Mutex<dyn Recorder>>) -> MutexGuard<'_, dyn Recorder + 'static> {
+fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, dyn Recorder + 'static> {
     recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs a capture; if it fails, the call is over before it was made.
-fn capture<T>(
-    rec: &Arc<Mutex<dyn Recorder>>,
-    f: impl FnOnce(&mut dyn Recorder) -> io::Result<T>,
-) -> FsResult<T> {
+fn capture<T>(rec: &SharedRecorder, f: impl FnOnce(&mut dyn Recorder) -> io::Result<T>) -> FsResult<T> {
     let mut r = lock(rec);
     f(&mut *r).map_err(|e| {
         let _ = r.finish(Outcome::Failed);
@@ -166,7 +163,7 @@ fn is_special(meta: &Metadata) -> bool {
 struct Target {
     mount: usize,
     resolved: Resolved,
-    recorder: Option<Arc<Mutex<dyn Recorder>>>,
+    recorder: Option<SharedRecorder>,
 }
 
 impl Target {
