@@ -94,6 +94,10 @@ pub struct Exec {
     /// Variables of [`changes_code`] the plugin may set nonetheless
     /// (`exec-env = [...]`).
     pub env: Vec<String>,
+    /// Unix sockets outside the mounts commands may connect to (canonical
+    /// host paths): in `/run` or `/tmp`, which commands get private, they
+    /// are bound into the command's own.
+    pub sockets: Vec<PathBuf>,
     /// Whether commands reach the network (otherwise they get a network
     /// namespace of their own with nothing in it).
     pub network: bool,
@@ -105,6 +109,30 @@ pub struct Exec {
     /// tmpfs): Stepback's own state and cache, which hold other runs'
     /// journals and backups and the compiled code it trusts.
     pub hidden: Vec<PathBuf>,
+}
+
+impl Exec {
+    /// What its commands reach beyond their mounts, as a flow grants it
+    /// (empty: nothing).
+    pub fn reach(&self) -> String {
+        let mut reach = Vec::new();
+        if self.network {
+            reach.push("network = true".to_owned());
+        }
+        if !self.sockets.is_empty() {
+            let sockets: Vec<String> = self
+                .sockets
+                .iter()
+                .map(|s| format!("{:?}", s.display().to_string()))
+                .collect();
+            reach.push(format!("sockets = [{}]", sockets.join(", ")));
+        }
+        if !self.env.is_empty() {
+            let env: Vec<String> = self.env.iter().map(|v| format!("{v:?}")).collect();
+            reach.push(format!("exec-env = [{}]", env.join(", ")));
+        }
+        reach.join(", ")
+    }
 }
 
 /// A path of a read-write mount that commands' snapshots cover.
@@ -161,31 +189,92 @@ impl Exec {
 
 /// Environment variables that make a program load or run other code than
 /// the file the grant names: the dynamic loader's, shells' start-up files
-/// and exported functions, interpreters' module paths and options, and the
-/// search path of the programs a script runs. A plugin setting one of
-/// these would run code of its choosing inside a granted program, so it
-/// must be granted by name (`exec-env`). Names, and prefixes ending `*`.
+/// and exported functions, interpreters' module paths and options, the
+/// search path of the programs a script runs, the home and configuration
+/// directories programs read start-up code and settings from (Python's
+/// user site, Git's and OpenSSL's configuration), the helper programs they
+/// start (pagers, editors, `ssh`), and toolchains' wrappers and plugin
+/// paths. A plugin setting one of these would run code of its choosing
+/// inside a granted program, so it must be granted by name (`exec-env`).
+/// Names, and prefixes ending `*`.
+///
+/// A list of what is known, not a proof: a granted program's own
+/// arguments can do as much (`python3 -c`, `git -c core.pager=...`), so a
+/// grant is a program whose arguments and settings the step's plugin may
+/// choose. Grant an interpreter only to a plugin you would let run code.
 pub const CODE_ENV: &[&str] = &[
+    // The dynamic loader and the C library.
     "LD_*",
     "GLIBC_TUNABLES",
     "GCONV_PATH",
     "LOCPATH",
     "NLSPATH",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    // Where programs and their start-up files are found.
     "PATH",
+    "HOME",
+    "XDG_*",
+    // Shells.
     "BASH_ENV",
     "ENV",
     "BASH_FUNC_*",
     "SHELLOPTS",
     "BASHOPTS",
     "PS4",
+    "PROMPT_COMMAND",
+    "SHELL",
+    // Helper programs that programs start.
+    "PAGER",
+    "MANPAGER",
+    "SYSTEMD_PAGER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "EDITOR",
+    "VISUAL",
+    "BROWSER",
+    "SSH_ASKPASS",
+    "SUDO_ASKPASS",
+    "GIT_*",
+    "SSH_*",
+    // Libraries that load modules named by their configuration.
+    "OPENSSL_*",
+    "KRB5*",
+    "GTK_*",
+    "QT_*",
+    "GST_*",
+    "GIO_*",
+    "PKCS11_*",
+    // Interpreters and their package managers.
     "PYTHON*",
     "PERL*",
     "RUBY*",
+    "GEM_*",
+    "BUNDLE_*",
     "NODE_*",
+    "NPM_*",
+    "npm_*",
     "LUA_*",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "TCLLIBPATH",
+    "GUILE_*",
     "JAVA_TOOL_OPTIONS",
     "_JAVA_OPTIONS",
     "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "DOTNET_*",
+    "CORECLR_*",
+    "COMPlus_*",
+    // Toolchains' wrappers and plugins.
+    "CARGO_*",
+    "RUSTC*",
+    "RUSTFLAGS",
+    "GOFLAGS",
+    "CC",
+    "CXX",
+    "MAKEFLAGS",
+    "MFLAGS",
 ];
 
 /// [`CODE_ENV`] as messages show it.

@@ -798,6 +798,14 @@ fn environment_variables_that_change_what_runs_must_be_granted() {
         ("LD_PRELOAD", "/m/evil.so"),
         ("BASH_ENV", "/m/evil.sh"),
         ("PATH", "/m"),
+        // Python's user site runs the `.pth` files under $HOME; Git runs
+        // the pager or ssh its variables name; OpenSSL loads the engines
+        // its configuration names; make runs $CC.
+        ("HOME", "/m"),
+        ("GIT_CONFIG_COUNT", "1"),
+        ("XDG_CONFIG_HOME", "/m"),
+        ("OPENSSL_CONF", "/m/evil.cnf"),
+        ("CC", "/m/evil"),
     ] {
         let flow = command_flow(
             "echo ran > ran.txt",

@@ -1,13 +1,17 @@
 //! A census of what a command's jail leaves it: a probe command reports
 //! its capability sets, `NoNewPrivs`, its seccomp mode, the namespaces it
 //! is in, its `/dev`, the kernel settings it could write and the
-//! namespaces it could make, and the report must be exactly the
+//! namespaces it could make, every mount it can write or open devices on,
+//! and every Unix socket of the host's (and three of the test's own) it
+//! can connect to, and the report must be exactly the
 //! documented one (README, Commands, "The jail") — as root, as root with
 //! an engine started holding every capability in its inheritable and
 //! ambient sets (which, for root, `execve` would pass on), and without
 //! root. A new hole shows as a difference, not as a missing case.
 
 use crate::support::{Env, Run, flow_head, shared_cache};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 
 /// The probe: one `key: value` line per fact, written into the mount
 /// (`CENSUS`, replaced by its host path: commands see host paths).
@@ -29,6 +33,28 @@ for f in /proc/sys/kernel/hostname /proc/sys/kernel/core_pattern /proc/sysrq-tri
   if (printf x > "$f") 2>/dev/null; then echo "writable: $f"; fi
 done
 if hostname stepback-probe 2>/dev/null; then echo "hostname set"; fi
+python3 -c "import fcntl; fcntl.fcntl(open('/etc/hostname'), fcntl.F_SETLEASE, fcntl.F_RDLCK); print('a lease on /etc/hostname')" 2>/dev/null
+awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { t = $(i + 1); break }
+       if ($6 ~ /(^|,)rw(,|$)/) print "writable mount:", $5, t, ($6 ~ /nodev/ ? "nodev" : "DEVICES"), ($6 ~ /nosuid/ ? "nosuid" : "SETUID")
+       else if ($6 !~ /nodev/) print "device mount:", $5 }' /proc/self/mountinfo | sed "s|MOUNT_PATH|MOUNT|" | sort
+python3 - SOCKETS <<'END'
+import errno, socket, sys
+try:
+    socket.socket(socket.AF_UNIX).close()
+except OSError as e:
+    print("unix sockets: cannot make one:", e)
+    sys.exit()
+for path in sys.argv[1:]:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        try:
+            socket.socket(socket.AF_UNIX, kind).connect(path)
+            print("socket reachable:", path)
+            break
+        except OSError as e:
+            if e.errno == errno.EPROTOTYPE:
+                continue
+            break
+END
 "#;
 
 /// The capabilities a command keeps (`KEPT_CAPS` in
@@ -38,24 +64,90 @@ const KEPT: &str = "00000000000004fb";
 
 /// A state directory outside `/tmp` (which the command's own `/tmp`
 /// hides anyway), as an operator's is, for `env`.
-fn state_dir(env: &Env) -> std::path::PathBuf {
+fn state_dir(env: &Env) -> PathBuf {
     let name = env.dir.path().file_name().unwrap().to_owned();
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("jail-state")
         .join(name)
 }
 
-/// The probe's flow, for a run whose state directory is `state`.
-fn probe_flow(env: &Env, state: &std::path::Path) -> String {
+/// A Unix socket the test listens on; its file (and an emptied
+/// directory of `/run` it made) removed when dropped.
+pub struct Listening {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl Listening {
+    pub fn at(path: PathBuf) -> Listening {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Listening { path, listener }
+    }
+
+    /// How many connections came so far.
+    pub fn accepted(&self) -> usize {
+        std::iter::from_fn(|| self.listener.accept().ok()).count()
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent().filter(|d| d.starts_with("/run")) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A directory of `/run` of this test process's own.
+fn run_dir() -> PathBuf {
+    PathBuf::from(format!("/run/stepback-test-{}", std::process::id()))
+}
+
+/// Every Unix socket with a path the host has bound (in this network
+/// namespace), and three of the test's own: in `/run`, in `/tmp` (beside
+/// the mount) and on the disk's filesystem, which the command sees
+/// read-only.
+fn sockets(env: &Env) -> (Vec<Listening>, Vec<String>) {
+    let name = env.dir.path().file_name().unwrap().to_str().unwrap().to_owned();
+    let disk = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.sock"));
+    let listening = [
+        run_dir().join(format!("{name}.sock")),
+        env.path("host.sock"),
+        disk,
+    ]
+    .map(Listening::at);
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let mut paths: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    (listening.into(), paths)
+}
+
+/// The probe's flow, for a run whose state directory is `state`, and the
+/// test's own listening sockets (open while it runs).
+fn probe_flow(env: &Env, state: &Path) -> (String, Vec<Listening>) {
     env.mkdir("m");
+    let (listeners, paths) = sockets(env);
     let probe = PROBE
         .replace("CENSUS", env.path("m/census").to_str().unwrap())
+        .replace("MOUNT_PATH", env.path("m").to_str().unwrap())
+        .replace("SOCKETS", &paths.join(" "))
         .replace("STATE", state.to_str().unwrap());
     let flow = format!(
         "{}\n[[steps]]\nname = \"census\"\nuses = \"builtin:run-script\"\nmounts = [\"m\"]\nexec = [\"sh\"]\nwith = {{ interpreter = \"sh\", inline = '''{probe}''' }}\n",
         flow_head("census", &["m"], &[])
     );
-    env.flow(flow).to_str().unwrap().to_owned()
+    (env.flow(flow).to_str().unwrap().to_owned(), listeners)
 }
 
 /// What the probe reported, as lines, after `run` succeeded (its state
@@ -91,6 +183,26 @@ fn expected(effective: &str) -> Vec<String> {
     lines.push("threads: a b".to_owned());
     // Stepback's own state (other runs' journals and backups) is hidden.
     lines.push("state: hidden".to_owned());
+    // Device nodes open only in the command's own /dev: the few bound
+    // there, and its private devpts's terminals.
+    for node in ["full", "null", "random", "tty", "urandom", "zero"] {
+        lines.push(format!("device mount: /dev/{node}"));
+    }
+    // What it can write: its own mounts, each without devices (but the
+    // terminals) or set-id programs; the step's overlay.
+    lines.extend(
+        [
+            "/dev/pts devpts DEVICES nosuid",
+            "/dev/shm tmpfs nodev nosuid",
+            "/run tmpfs nodev nosuid",
+            "/tmp tmpfs nodev nosuid",
+            "MOUNT overlay nodev nosuid",
+        ]
+        .map(|m| format!("writable mount: {m}")),
+    );
+    // No socket of the host's, nor of the test's own (in /run, /tmp, on
+    // the disk), is reachable: none is granted.
+    lines.push("unix sockets: cannot make one: [Errno 13] Permission denied".to_owned());
     lines
 }
 
@@ -117,7 +229,7 @@ fn normalized(report: Vec<String>) -> Vec<String> {
 fn a_root_command_holds_only_the_documented_privileges() {
     let env = Env::new();
     let state = state_dir(&env);
-    let flow = probe_flow(&env, &state);
+    let (flow, _listening) = probe_flow(&env, &state);
     // Started holding a descriptor that does not close on exec (fd 9), as
     // a service manager's socket or a shell's redirection would be.
     let engine = env.command(
@@ -148,7 +260,7 @@ fn a_root_command_holds_only_the_documented_privileges() {
 fn an_engine_holding_extra_inheritable_and_ambient_capabilities_passes_none_on() {
     let env = Env::new();
     let state = state_dir(&env);
-    let flow = probe_flow(&env, &state);
+    let (flow, _listening) = probe_flow(&env, &state);
     let caps = "+sys_admin,+dac_read_search,+net_admin,+net_raw,+sys_module,+mknod,+sys_ptrace,\
                 +sys_time,+setfcap,+linux_immutable,+bpf,+perfmon,+sys_rawio,+chown";
     let args = ["--state-dir", state.to_str().unwrap(), "run", &flow];
@@ -160,7 +272,80 @@ fn an_engine_holding_extra_inheritable_and_ambient_capabilities_passes_none_on()
 fn a_command_without_root_holds_no_privileges() {
     const NOBODY: u32 = 65534;
     let env = Env::new();
-    let flow = probe_flow(&env, &env.path("state"));
+    let (flow, _listening) = probe_flow(&env, &env.path("state"));
     let run = env.stepback_as(NOBODY, &["run", &flow]);
     assert_eq!(normalized(census(&env, &run)), expected("0000000000000000"));
+}
+
+/// A socket the step grants is the one a command reaches: bound into its
+/// private `/run`, where the host's others are not; nothing the command
+/// writes there reaches the host's; `show` quotes the grant; and a path
+/// that is not a socket is refused at its line.
+#[test]
+fn a_command_reaches_only_the_sockets_its_step_grants() {
+    let env = Env::new();
+    env.mkdir("m");
+    let name = env.dir.path().file_name().unwrap().to_str().unwrap().to_owned();
+    let granted = Listening::at(run_dir().join(format!("{name}-granted.sock")));
+    let other = Listening::at(run_dir().join(format!("{name}-other.sock")));
+    let script = format!(
+        "import socket
+for p in ['{}', '{}']:
+    try:
+        socket.socket(socket.AF_UNIX).connect(p); print('reached', p)
+    except OSError as e:
+        print('refused', p, e.strerror)
+open('/run/written', 'w').write('x')",
+        granted.path.display(),
+        other.path.display()
+    );
+    let flow = |sockets: &str| {
+        format!(
+            "{}\n[[steps]]\nname = \"c\"\nuses = \"builtin:run-command\"\nmounts = [\"m\"]\nexec = [\"python3\"]\n{sockets}\n[steps.with]\nprogram = \"python3\"\nargs = [\"-c\", '''{script}''']\n",
+            flow_head("sockets", &["m"], &[])
+        )
+    };
+    let run = env.stepback(&["run", "-v", env.flow(flow("")).to_str().unwrap()]);
+    run.expect_code(0).expect_stderr(&format!(
+        "stdout: refused {} Permission denied",
+        granted.path.display()
+    ));
+    assert_eq!(
+        (granted.accepted(), other.accepted()),
+        (0, 0),
+        "nothing granted, nothing reached"
+    );
+    assert!(
+        !Path::new("/run/written").exists(),
+        "the command wrote the host's /run"
+    );
+
+    let grant = format!("sockets = [\"{}\"]", granted.path.display());
+    let run = env.stepback(&["run", "-v", env.flow(flow(&grant)).to_str().unwrap()]);
+    run.expect_code(0)
+        .expect_stderr(&format!("stdout: reached {}", granted.path.display()))
+        .expect_stderr(&format!(
+            "stdout: refused {} No such file or directory",
+            other.path.display()
+        ));
+    assert_eq!((granted.accepted(), other.accepted()), (1, 0));
+    assert!(
+        !Path::new("/run/written").exists(),
+        "the command wrote the host's /run"
+    );
+    let id = run
+        .stdout()
+        .split("(run ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .map(str::to_owned);
+    env.stepback(&["show", &id.unwrap()]).expect_stdout(&format!(
+        "COMMANDS REACH: sockets = [\"{}\"]",
+        granted.path.display()
+    ));
+
+    env.run_flow(&flow("sockets = [\"/etc/hostname\", \"run/x.sock\"]"))
+        .expect_code(2)
+        .expect_stderr("\"/etc/hostname\" is not a Unix socket")
+        .expect_stderr("socket \"run/x.sock\" is not an absolute path");
 }

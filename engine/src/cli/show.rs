@@ -140,6 +140,7 @@ fn print_run(id: &str, records: &[Record]) {
             Record::Uncaptured { command, .. } => {
                 outln!("  NOT REVERSIBLE: {}", clean(command))
             }
+            Record::Reach { what, .. } => outln!("  COMMANDS REACH: {}", clean(what)),
             Record::Unenforced { what, .. } => {
                 outln!("  LIMITS NOT ENFORCED: {}", clean(what))
             }

@@ -86,6 +86,9 @@ pub struct ActionDecl {
     /// runs which its plugin may set nonetheless.
     #[serde(default)]
     pub exec_env: Vec<String>,
+    /// Unix sockets outside its mounts its commands may connect to.
+    #[serde(default)]
+    pub sockets: Vec<String>,
     /// Whether its commands reach the network.
     #[serde(default)]
     pub network: bool,
@@ -110,6 +113,7 @@ impl ActionDecl {
             limits: self.limits.clone(),
             exec: self.exec.clone(),
             exec_env: self.exec_env.clone(),
+            sockets: self.sockets.clone(),
             network: self.network,
             capture: self.capture,
             snapshot: self.snapshot.clone(),
@@ -187,6 +191,10 @@ pub struct StepDecl {
     /// may set nonetheless.
     #[serde(default)]
     pub exec_env: Vec<String>,
+    /// Unix sockets outside the mounts (in `/run`, say) the step's
+    /// commands may connect to: host paths.
+    #[serde(default)]
+    pub sockets: Vec<String>,
     /// Whether its commands reach the network.
     #[serde(default)]
     pub network: bool,

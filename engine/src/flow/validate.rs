@@ -480,10 +480,12 @@ impl Validator<'_> {
                 );
             }
         }
+        let sockets = self.sockets(field, decl);
         let capture = decl.capture.unwrap_or_default();
         if decl.exec.is_empty() {
             for (key, set) in [
                 ("exec-env", !decl.exec_env.is_empty()),
+                ("sockets", !decl.sockets.is_empty()),
                 ("network", decl.network),
                 ("capture", decl.capture.is_some()),
                 ("snapshot", !decl.snapshot.is_empty()),
@@ -514,10 +516,25 @@ impl Validator<'_> {
             programs,
             hidden: self.engine_dirs.clone(),
             env: decl.exec_env.clone(),
+            sockets,
             network: decl.network,
             capture,
             snapshot,
         }
+    }
+
+    /// The Unix sockets a step's commands may connect to: each an
+    /// absolute path to a socket, as the host has it now (its directories'
+    /// links resolved: `/var/run` is usually `/run`).
+    fn sockets(&mut self, field: &FieldPath, decl: &StepDecl) -> Vec<PathBuf> {
+        let mut sockets = Vec::new();
+        for (j, path) in decl.sockets.iter().enumerate() {
+            match socket(path) {
+                Ok(found) => sockets.push(found),
+                Err(why) => self.report(&field.key("sockets").index(j), why),
+            }
+        }
+        sockets
     }
 
     /// The paths a step's snapshots cover: each in one of its read-write
@@ -740,6 +757,30 @@ impl Validator<'_> {
             }
         }
         limits
+    }
+}
+
+/// Socket `path` of a step's `sockets`, its directory's links resolved.
+fn socket(path: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let given = Path::new(path);
+    let (Some(dir), Some(name)) = (given.parent(), given.file_name()) else {
+        return Err(format!("socket {path:?} is not an absolute path to a socket"));
+    };
+    if !given.is_absolute()
+        || given
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("socket {path:?} is not an absolute path (without `..`)"));
+    }
+    let found = std::fs::canonicalize(dir)
+        .map_err(|e| format!("socket {path:?}: its directory: {e}"))?
+        .join(name);
+    match std::fs::symlink_metadata(&found) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(found),
+        Ok(_) => Err(format!("{path:?} is not a Unix socket")),
+        Err(e) => Err(format!("socket {path:?}: {e}")),
     }
 }
 

@@ -255,6 +255,9 @@ pub trait Recorder: Send {
     /// The step's commands run without some of its limits (`what`, with
     /// why): said once, before the first runs.
     fn unenforced(&mut self, what: &str) -> io::Result<()>;
+    /// The step's commands reach beyond its mounts (`what`: the network,
+    /// sockets, variables granted): said once, before the first runs.
+    fn reach(&mut self, what: &str) -> io::Result<()>;
     /// Before a command that changes the mount without a capture
     /// (`capture = "snapshot"`): copies what is at `rel` whole, so that a
     /// rollback puts it back (once per path and run: an older snapshot
@@ -1218,6 +1221,13 @@ impl Recorder for RunJournal {
 
     fn unenforced(&mut self, what: &str) -> io::Result<()> {
         self.writer.append(&Record::Unenforced {
+            step: self.step,
+            what: what.to_owned(),
+        })
+    }
+
+    fn reach(&mut self, what: &str) -> io::Result<()> {
+        self.writer.append(&Record::Reach {
             step: self.step,
             what: what.to_owned(),
         })

@@ -350,6 +350,14 @@ pub enum Record {
         /// The limits, each with why.
         what: String,
     },
+    /// A step's commands were granted more than its mounts: the network,
+    /// sockets, variables that change what code runs.
+    Reach {
+        /// The step, by position in the flow.
+        step: usize,
+        /// What, as the flow grants it.
+        what: String,
+    },
     /// A step's failure (or an interruption) ended the flow: what follows
     /// is what the failure model runs, and the run's final state says how
     /// it ended.

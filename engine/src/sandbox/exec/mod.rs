@@ -41,8 +41,9 @@ pub struct ExecState {
     cpu: Option<Duration>,
     /// The run's free-space reserve, held while a command runs.
     room: Option<Arc<Room>>,
-    /// Whether the step was told which limits its commands escape.
-    warned: bool,
+    /// Whether what the step's commands reach, and which limits they
+    /// escape, was said.
+    announced: bool,
 }
 
 /// A mount as commands see it: at its host path.
@@ -87,7 +88,7 @@ impl ExecState {
             },
             cpu: limits.cpu,
             room,
-            warned: false,
+            announced: false,
         }
     }
 }
@@ -406,7 +407,7 @@ impl ExecView<'_> {
         let privilege = jail.privilege();
         let (group, unenforced) = cgroup::Group::make(self.exec.limits, self.exec.cpu.is_some());
         let (holds, unheld) = self.hold(&scratch.dir, captured)?;
-        self.unenforced(unenforced.into_iter().chain(unheld).collect())?;
+        self.first_command(unenforced.into_iter().chain(unheld).collect())?;
 
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&args)
@@ -533,8 +534,13 @@ impl ExecView<'_> {
             })
             .collect();
         let grant = &self.exec.grant;
-        namespace::Jail::new(overlays, (&visible, &grant.hidden), cwd, grant.network)
-            .map_err(|e| spawn_failed("preparing the namespace and its overlays", e))
+        namespace::Jail::new(
+            overlays,
+            (&visible, &grant.hidden, &grant.sockets),
+            cwd,
+            grant.network,
+        )
+        .map_err(|e| spawn_failed("preparing the namespace and its overlays", e))
     }
 
     /// Holds the run's reserve on every filesystem the command writes:
@@ -582,26 +588,38 @@ impl ExecView<'_> {
         Ok((held, None))
     }
 
-    /// Says, once per step, which of its limits its commands are not held
-    /// to, and records it in the run's journal for `show`.
-    fn unenforced(&mut self, what: Vec<String>) -> Result<(), ExecError> {
-        if what.is_empty() || self.exec.warned {
+    /// Says, once per step, what its commands reach beyond its mounts and
+    /// which of its limits they are not held to (`unenforced`), and
+    /// records both in the run's journal for `show`.
+    fn first_command(&mut self, unenforced: Vec<String>) -> Result<(), ExecError> {
+        if self.exec.announced {
             return Ok(());
         }
-        self.exec.warned = true;
-        let what = what.join("; ");
+        self.exec.announced = true;
+        let reach = self.exec.grant.reach();
+        let unenforced = unenforced.join("; ");
         if let Some(rec) = &self.exec.recorder {
-            rec.lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .unenforced(&what)
-                .map_err(|e| spawn_failed("recording the unenforced limits in the journal", e))?;
+            let mut rec = rec.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let recorded = (|| {
+                if !reach.is_empty() {
+                    rec.reach(&reach)?;
+                }
+                match unenforced.is_empty() {
+                    true => Ok(()),
+                    false => rec.unenforced(&unenforced),
+                }
+            })();
+            recorded
+                .map_err(|e| spawn_failed("recording what the step's commands reach in the journal", e))?;
         }
-        self.host.events.emit(crate::events::Event::Warning {
-            message: format!(
-                "step '{}' runs its commands without these limits: {what}",
-                self.host.step
-            ),
-        });
+        if !unenforced.is_empty() {
+            self.host.events.emit(crate::events::Event::Warning {
+                message: format!(
+                    "step '{}' runs its commands without these limits: {unenforced}",
+                    self.host.step
+                ),
+            });
+        }
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! network namespace of its own unless the step grants the network), in
 //! which each read-write mount of the step is an overlay whose upper layer
 //! catches every change, the rest of the filesystem is read-only, and
-//! `/tmp` is an empty tmpfs.
+//! `/tmp` and `/run` are empty tmpfs of the command's own (the host's
+//! sockets there out of reach but those the step grants).
 //!
 //! As root, the overlays and the tmpfs are made in the engine, before
 //! anything forks, with the kernel's mount API (`fsopen`, `fsconfig`,
@@ -204,13 +205,105 @@ fn overlay_error(o: &Overlay, step: &CStr, e: rustix::io::Errno) -> io::Error {
     io::Error::new(kind, why)
 }
 
-/// Makes the private `/tmp`. Only system calls: safe in a forked child.
-fn tmpfs() -> rustix::io::Result<OwnedFd> {
+/// Makes a private `/tmp` or `/run` of at most `size`. Only system calls:
+/// safe in a forked child.
+fn tmpfs(size: &CStr, mode: &CStr) -> rustix::io::Result<OwnedFd> {
     let fs = rustix::mount::fsopen(c"tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    rustix::mount::fsconfig_set_string(&fs, c"size", c"25%")?;
-    rustix::mount::fsconfig_set_string(&fs, c"mode", c"1777")?;
+    rustix::mount::fsconfig_set_string(&fs, c"size", size)?;
+    rustix::mount::fsconfig_set_string(&fs, c"mode", mode)?;
     rustix::mount::fsconfig_create(&fs)?;
     rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, WRITABLE)
+}
+
+/// A host directory a command gets an empty tmpfs of its own over: the
+/// host's entries there (sockets of local services, other programs'
+/// files) out of reach. Each with the tmpfs's size and mode.
+const PRIVATE: [(&CStr, &CStr, &CStr); 2] = [(c"/tmp", c"25%", c"1777"), (c"/run", c"64m", c"0755")];
+
+/// A private directory of [`PRIVATE`], and what is put back in it: the
+/// step's mounts beneath it and granted sockets.
+#[derive(Clone)]
+struct Private {
+    path: &'static CStr,
+    size: &'static CStr,
+    mode: &'static CStr,
+    /// Directories to make in it for those, parents first; the first
+    /// level of them is then made read-only, so that only what was put
+    /// back can be written there.
+    dirs: Vec<CString>,
+    tops: Vec<CString>,
+    /// Empty files to make, on which granted sockets are bound.
+    files: Vec<CString>,
+}
+
+impl Private {
+    /// The private directories a command gets: those of [`PRIVATE`] that
+    /// no mount of the step is or holds, each with the mounts (`mounts`)
+    /// and sockets beneath it.
+    fn all(mounts: &[&Path], sockets: &[PathBuf]) -> io::Result<Vec<Private>> {
+        let mut all = Vec::new();
+        for (path, size, mode) in PRIVATE {
+            let root = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+            if mounts.iter().any(|m| root.starts_with(m)) {
+                continue;
+            }
+            let beneath = |p: &&Path| p.starts_with(root);
+            let sockets: Vec<&Path> = sockets.iter().map(PathBuf::as_path).filter(beneath).collect();
+            let mut dirs: Vec<&Path> = Vec::new();
+            for p in mounts.iter().copied().filter(beneath) {
+                dirs.extend(p.ancestors().filter(|a| a.starts_with(root) && *a != root));
+            }
+            for p in &sockets {
+                dirs.extend(
+                    p.ancestors()
+                        .skip(1)
+                        .filter(|a| a.starts_with(root) && *a != root),
+                );
+            }
+            dirs.sort_by_key(|d| (d.components().count(), d.to_path_buf()));
+            dirs.dedup();
+            let tops = dirs.iter().filter(|d| d.parent() == Some(root));
+            all.push(Private {
+                path,
+                size,
+                mode,
+                tops: tops.map(|d| cstring(d)).collect::<io::Result<_>>()?,
+                dirs: dirs.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
+                files: sockets.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
+            });
+        }
+        Ok(all)
+    }
+
+    /// Whether `path` is beneath it (so hidden by it).
+    fn holds(&self, path: &Path) -> bool {
+        path.starts_with(std::ffi::OsStr::from_bytes(self.path.to_bytes()))
+    }
+
+    /// Attaches tmpfs `fd` over the host's directory and makes what goes
+    /// back in it. Only system calls.
+    fn attach(&self, fd: i32) -> io::Result<()> {
+        attach(fd, self.path)?;
+        for dir in &self.dirs {
+            match rustix::fs::mkdir(dir.as_c_str(), rustix::fs::Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for file in &self.files {
+            let flags = rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC;
+            drop(rustix::fs::open(
+                file.as_c_str(),
+                flags,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )?);
+        }
+        for top in &self.tops {
+            let fd = clone_with(top, WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY))?;
+            attach(fd.as_raw_fd(), top)?;
+        }
+        Ok(())
+    }
 }
 
 /// The attributes of every mount the command can write (its overlays, its
@@ -289,25 +382,23 @@ pub struct Jail {
     overlays: Vec<DetachedOverlay>,
     /// Without root: the overlays the child makes.
     pending: Vec<OverlaySpec>,
-    /// As root: the private `/tmp`, made, unless a mount is `/tmp` or
-    /// holds it (`private_tmp`).
-    tmp: Option<OwnedFd>,
-    private_tmp: bool,
+    /// The private directories, and as root their tmpfs, made.
+    privates: Vec<Private>,
+    private_fds: Vec<OwnedFd>,
     /// Mounts cloned before everything turns read-only and attached again
-    /// afterwards: those beneath `/tmp` (which the private one hides), and
-    /// read-write ones that no overlay captures. Each with whether it
+    /// afterwards: those beneath a private directory (which hides them),
+    /// and read-write ones that no overlay captures. Each with whether it
     /// stays writable.
     kept: Vec<(CString, bool)>,
-    /// Directories to make in the private `/tmp` for the mounts beneath
-    /// it, parents first; the first level of them is then made read-only,
-    /// so that only the mounts themselves can be written there.
-    tmp_dirs: Vec<CString>,
-    tmp_tops: Vec<CString>,
+    /// Granted sockets beneath a private directory: bound back in it.
+    sockets: Vec<CString>,
+    /// Whether the command may make Unix sockets: the step grants some.
+    unix_sockets: bool,
     /// Directories masked by an empty read-only tmpfs, outermost only.
     hidden: Vec<CString>,
     cwd: CString,
     network: bool,
-    seccomp: Option<&'static [seccompiler::BpfProgram; 2]>,
+    seccomp: Option<&'static super::seccomp::Filters>,
 }
 
 /// A mount the command sees, by host path.
@@ -324,31 +415,19 @@ impl Jail {
     /// in `cwd`.
     pub fn new(
         overlays: &[Overlay],
-        (visible, hidden): (&[Visible], &[PathBuf]),
+        (visible, hidden, sockets): (&[Visible], &[PathBuf], &[PathBuf]),
         cwd: &Path,
         network: bool,
     ) -> io::Result<Jail> {
         let privilege = Privilege::of_this_process();
-        let tmp_root = Path::new("/tmp");
-        let private_tmp = !visible.iter().any(|m| tmp_root.starts_with(&m.path));
-        let under_tmp = |p: &Path| private_tmp && p.starts_with(tmp_root);
+        let paths: Vec<&Path> = visible.iter().map(|m| m.path.as_path()).collect();
+        let privates = Private::all(&paths, sockets)?;
+        let hidden_by_private = |p: &Path| privates.iter().any(|private| private.holds(p));
         let kept = visible
             .iter()
-            .filter(|m| m.writable || under_tmp(&m.path))
+            .filter(|m| m.writable || hidden_by_private(&m.path))
             .map(|m| Ok((cstring(&m.path)?, m.writable)))
             .collect::<io::Result<_>>()?;
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for m in visible.iter().filter(|m| under_tmp(&m.path)) {
-            dirs.extend(
-                m.path
-                    .ancestors()
-                    .filter(|a| a.starts_with(tmp_root) && *a != tmp_root)
-                    .map(Path::to_path_buf),
-            );
-        }
-        dirs.sort_by_key(|d| (d.components().count(), d.clone()));
-        dirs.dedup();
-        let tops: Vec<&PathBuf> = dirs.iter().filter(|d| d.parent() == Some(tmp_root)).collect();
         let root = privilege == Privilege::Root;
         Ok(Jail {
             privilege,
@@ -363,14 +442,21 @@ impl Jail {
                     .map(|o| OverlaySpec::of(o, privilege))
                     .collect::<io::Result<_>>()?,
             },
-            tmp: match root && private_tmp {
-                true => Some(tmpfs()?),
-                false => None,
+            private_fds: match root {
+                true => privates
+                    .iter()
+                    .map(|p| tmpfs(p.size, p.mode))
+                    .collect::<rustix::io::Result<_>>()?,
+                false => Vec::new(),
             },
-            private_tmp,
+            sockets: sockets
+                .iter()
+                .filter(|s| hidden_by_private(s))
+                .map(|s| cstring(s))
+                .collect::<io::Result<_>>()?,
+            unix_sockets: !sockets.is_empty(),
+            privates,
             kept,
-            tmp_dirs: dirs.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
-            tmp_tops: tops.iter().map(|d| cstring(d)).collect::<io::Result<_>>()?,
             hidden: hidden
                 .iter()
                 .filter(|h| h.is_dir() && !hidden.iter().any(|o| o != *h && h.starts_with(o)))
@@ -403,19 +489,20 @@ impl Jail {
             pending: self.pending.clone(),
             overlays: self.overlays.iter().map(|o| o.fd.as_raw_fd()).collect(),
             targets,
-            tmp: self.tmp.as_ref().map(AsRawFd::as_raw_fd),
-            private_tmp: self.private_tmp,
-            clones: Vec::with_capacity(self.kept.len()),
+            privates: self.privates.clone(),
+            private_fds: self.private_fds.iter().map(AsRawFd::as_raw_fd).collect(),
+            clones: Vec::with_capacity(self.kept.len() + self.sockets.len()),
             devices: Vec::with_capacity(DEVICES.len()),
             kept: self.kept.clone(),
-            tmp_dirs: self.tmp_dirs.clone(),
-            tmp_tops: self.tmp_tops.clone(),
+            sockets: self.sockets.clone(),
+            unix_sockets: self.unix_sockets,
             hidden: self.hidden.clone(),
             cwd: self.cwd.clone(),
             network: self.network,
             seccomp: self.seccomp,
         };
         child.overlays.reserve(self.pending.len());
+        child.private_fds.reserve(self.privates.len());
         // SAFETY: the closure runs in the forked child before `exec`, and
         // makes only system calls (no allocation: `clones` and `overlays`
         // have their capacity already, every path is a CString made above,
@@ -443,18 +530,20 @@ struct Child {
     /// and where each goes.
     overlays: Vec<i32>,
     targets: Vec<CString>,
-    tmp: Option<i32>,
-    private_tmp: bool,
+    privates: Vec<Private>,
+    /// Their tmpfs (made in the engine, or here).
+    private_fds: Vec<i32>,
     kept: Vec<(CString, bool)>,
+    sockets: Vec<CString>,
+    unix_sockets: bool,
+    /// The clones of `kept`, then of `sockets`.
     clones: Vec<i32>,
     /// The host's device nodes of `DEVICES`, cloned (capacity reserved).
     devices: Vec<i32>,
-    tmp_dirs: Vec<CString>,
-    tmp_tops: Vec<CString>,
     hidden: Vec<CString>,
     cwd: CString,
     network: bool,
-    seccomp: Option<&'static [seccompiler::BpfProgram; 2]>,
+    seccomp: Option<&'static super::seccomp::Filters>,
 }
 
 impl Child {
@@ -486,8 +575,9 @@ impl Child {
                         .map_err(|(_, e)| io::Error::from(e))?;
                     self.overlays.push(into_raw(fd));
                 }
-                if self.private_tmp {
-                    self.tmp = Some(into_raw(tmpfs()?));
+                self.private_fds.clear();
+                for p in &self.privates {
+                    self.private_fds.push(into_raw(tmpfs(p.size, p.mode)?));
                 }
             }
         }
@@ -504,6 +594,11 @@ impl Child {
                 false => WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY),
             };
             self.clones.push(into_raw(clone_with(path, attrs)?));
+        }
+        // Read-only: connecting to a socket does not write its filesystem.
+        for socket in &self.sockets {
+            let attrs = WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY);
+            self.clones.push(into_raw(clone_with(socket, attrs)?));
         }
         // Read-only: the host's own nodes' modes, owners and times are
         // out of reach (writing to a device still works).
@@ -529,20 +624,11 @@ impl Child {
             )?;
             attach(mask.as_raw_fd(), dir)?;
         }
-        if let Some(tmp) = self.tmp {
-            attach(tmp, c"/tmp")?;
-            for dir in &self.tmp_dirs {
-                match rustix::fs::mkdir(dir.as_c_str(), rustix::fs::Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            for top in &self.tmp_tops {
-                let fd = clone_with(top, WRITABLE.union(MountAttrFlags::MOUNT_ATTR_RDONLY))?;
-                attach(fd.as_raw_fd(), top)?;
-            }
+        for (private, fd) in self.privates.iter().zip(&self.private_fds) {
+            private.attach(*fd)?;
         }
-        for (fd, (path, _)) in self.clones.iter().zip(&self.kept) {
+        let kept = self.kept.iter().map(|(path, _)| path);
+        for (fd, path) in self.clones.iter().zip(kept.chain(&self.sockets)) {
             attach(*fd, path)?;
         }
         for (fd, target) in self.overlays.iter().zip(&self.targets) {
@@ -595,7 +681,7 @@ impl Child {
         // SAFETY: a system call on descriptors only.
         unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
         match self.seccomp {
-            Some(filters) => super::seccomp::install(filters),
+            Some(filters) => super::seccomp::install(filters, self.unix_sockets),
             None => Ok(()),
         }
     }

@@ -10,11 +10,21 @@
 //! opening files by handle, loading code into the kernel (modules, kexec,
 //! BPF), performance counters, the kernel keyring, the clock, rebooting,
 //! swap, accounting, quotas, the kernel log, `userfaultfd` and `io_uring`
-//! (kernel attack surface), joining other namespaces, and making a user
-//! namespace (where a command would hold every capability again). The
+//! (kernel attack surface), joining other namespaces, making a user
+//! namespace (where a command would hold every capability again), and
+//! taking a lease on a file (`F_SETLEASE`: other processes opening it
+//! would wait for the command). The
 //! denied calls fail with `EPERM`, as they do without the capability;
 //! `clone3`, whose flags a filter cannot read, fails with `ENOSYS`, which
-//! makes the C library fall back to `clone`, whose flags it can.
+//! makes the C library fall back to `clone`, whose flags it can. On
+//! x86_64 the same calls by their x32 numbers are denied too.
+//!
+//! Unless the step grants sockets, a command cannot make a Unix socket
+//! (`socket(AF_UNIX, ...)` fails with `EACCES`): a socket's path on a
+//! read-only mount still connects, so the jail's view of the files alone
+//! does not keep a command from local services whose sockets lie outside
+//! the private `/run` and `/tmp`. Connected pairs (`socketpair`, which
+//! event loops and process spawners use) stay: they reach nothing.
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
@@ -67,12 +77,12 @@ const DENIED: &[i64] = &[
     libc::SYS_ioperm,
 ];
 
-/// The filters to install, in order: the deny list (`EPERM`), and
-/// `clone3` (`ENOSYS`). `None` on an architecture seccompiler does not
-/// know: the command then runs without (and `Seccomp` in its status says
-/// so).
-pub fn filters() -> io::Result<Option<&'static [BpfProgram; 2]>> {
-    static BUILT: std::sync::OnceLock<Option<[BpfProgram; 2]>> = std::sync::OnceLock::new();
+/// The filters: the deny list (`EPERM`), `clone3` (`ENOSYS`), and Unix
+/// sockets (`EACCES`, installed unless the step grants sockets). `None` on
+/// an architecture seccompiler does not know: the command then runs
+/// without (and `Seccomp` in its status says so).
+pub fn filters() -> io::Result<Option<&'static Filters>> {
+    static BUILT: std::sync::OnceLock<Option<Filters>> = std::sync::OnceLock::new();
     if let Some(built) = BUILT.get() {
         return Ok(built.as_ref());
     }
@@ -80,7 +90,19 @@ pub fn filters() -> io::Result<Option<&'static [BpfProgram; 2]>> {
     Ok(BUILT.get_or_init(|| built).as_ref())
 }
 
-fn build() -> io::Result<Option<[BpfProgram; 2]>> {
+/// The filters [`filters`] builds.
+pub type Filters = [BpfProgram; 3];
+
+/// The x32 numbers of the calls of `calls` (x86_64's, with the x32 bit),
+/// beside them.
+fn with_x32(calls: impl Iterator<Item = i64>) -> impl Iterator<Item = i64> {
+    calls.flat_map(|call| match cfg!(target_arch = "x86_64") {
+        true => vec![call, call | 0x4000_0000],
+        false => vec![call],
+    })
+}
+
+fn build() -> io::Result<Option<Filters>> {
     let Ok(arch) = std::env::consts::ARCH.try_into() else {
         return Ok(None);
     };
@@ -90,26 +112,56 @@ fn build() -> io::Result<Option<[BpfProgram; 2]>> {
             SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)?;
         SeccompRule::new(vec![condition])
     };
-    let build = || -> Result<[BpfProgram; 2], seccompiler::BackendError> {
-        let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
-            DENIED.iter().map(|&call| (call, Vec::new())).collect();
+    let unix = || -> Result<SeccompRule, seccompiler::BackendError> {
+        let family = libc::AF_UNIX as u64;
+        let condition = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, family)?;
+        SeccompRule::new(vec![condition])
+    };
+    let build = || -> Result<Filters, seccompiler::BackendError> {
+        let mut denied: BTreeMap<i64, Vec<SeccompRule>> = with_x32(DENIED.iter().copied())
+            .map(|call| (call, Vec::new()))
+            .collect();
         // A user namespace, by `unshare` or `clone` (whose first argument
         // is the flags on every architecture seccompiler knows).
-        denied.insert(libc::SYS_unshare, vec![new_user()?]);
-        denied.insert(libc::SYS_clone, vec![new_user()?]);
+        for call in with_x32([libc::SYS_unshare, libc::SYS_clone].into_iter()) {
+            denied.insert(call, vec![new_user()?]);
+        }
+        // A lease on a host file, which would hold every other process
+        // that opens it until the command lets go.
+        let lease = SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            libc::F_SETLEASE as u64,
+        )?;
+        for call in with_x32([libc::SYS_fcntl].into_iter()) {
+            denied.insert(call, vec![SeccompRule::new(vec![lease.clone()])?]);
+        }
         let eperm = SeccompAction::Errno(libc::EPERM as u32);
         let deny = SeccompFilter::new(denied, SeccompAction::Allow, eperm, arch)?;
-        let clone3 = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+        let clone3 = with_x32([libc::SYS_clone3].into_iter())
+            .map(|call| (call, Vec::new()))
+            .collect();
         let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
         let clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, enosys, arch)?;
-        Ok([deny.try_into()?, clone3.try_into()?])
+        let sockets = with_x32([libc::SYS_socket].into_iter())
+            .map(|call| Ok((call, vec![unix()?])))
+            .collect::<Result<_, _>>()?;
+        let eacces = SeccompAction::Errno(libc::EACCES as u32);
+        let sockets = SeccompFilter::new(sockets, SeccompAction::Allow, eacces, arch)?;
+        Ok([deny.try_into()?, clone3.try_into()?, sockets.try_into()?])
     };
     build().map(Some).map_err(io::Error::other)
 }
 
-/// Installs `filters` in this process (a forked child: only system calls).
-pub fn install(filters: &[BpfProgram; 2]) -> io::Result<()> {
-    for filter in filters {
+/// Installs `filters` in this process (a forked child: only system calls);
+/// the last, which refuses Unix sockets, unless `sockets` (granted).
+pub fn install(filters: &Filters, sockets: bool) -> io::Result<()> {
+    let installed = match sockets {
+        true => &filters[..2],
+        false => &filters[..],
+    };
+    for filter in installed {
         seccompiler::apply_filter(filter).map_err(|e| match e {
             seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e) => e,
             _ => io::Error::from_raw_os_error(libc::EINVAL),
