@@ -880,3 +880,30 @@ fn a_granted_program_a_step_can_rewrite_runs_only_as_validated() {
         .expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the refused run");
 }
+
+/// Each command's scratch directory is its own, whatever step runs it:
+/// the second step's command once reused the first's name, whose upper
+/// layer still held the original it had replaced (a backup), so that it
+/// saw that original instead of the file as the first left it, and its
+/// apply put the original back in the mount: the rollback then failed
+/// with "not the original file".
+#[test]
+fn commands_of_different_steps_do_not_share_a_scratch_directory() {
+    let (env, _) = seeded();
+    let second = "[[steps]]\nname = \"second\"\nuses = \"builtin:run-command\"\nmounts = [\"m\"]\nexec = [\"sh\"]\n[steps.with]\nprogram = \"sh\"\nargs = [\"-c\", \"cat overwrite.txt > seen.txt; echo third > overwrite.txt\"]\n";
+    let flow = command_flow("echo second > overwrite.txt", "", second);
+    env.run_flow(&flow).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/seen.txt")).unwrap(),
+        "second\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("m/overwrite.txt")).unwrap(),
+        "third\n"
+    );
+
+    let (env, before) = seeded();
+    let run = env.run_flow(&format!("{flow}{FAIL_AFTER}"));
+    run.expect_code(1).expect_stdout("every path restored");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+}

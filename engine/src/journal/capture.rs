@@ -227,9 +227,15 @@ pub trait Recorder: Send {
     /// Before changing the timestamps of the entry at `rel` (`meta`: what
     /// is there).
     fn before_set_times(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
-    /// Before changing the mode or owner of the directory at `rel` (`meta`:
-    /// what it is now).
-    fn before_set_attributes(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()>;
+    /// Before changing the mode, owner or extended attributes of the
+    /// directory at `rel` (`meta` and `xattrs`: what it has now).
+    fn before_set_attributes(
+        &mut self,
+        mount: &str,
+        rel: &str,
+        meta: &Metadata,
+        xattrs: Vec<Xattr>,
+    ) -> io::Result<()>;
     /// Whether changing the timestamps of the entry `meta` describes needs
     /// no capture (the run made it, or saved its times already): a caller
     /// can then skip finding out where it is.
@@ -1126,7 +1132,13 @@ impl Recorder for RunJournal {
         self.save_times(mount, rel, meta, false)
     }
 
-    fn before_set_attributes(&mut self, mount: &str, rel: &str, meta: &Metadata) -> io::Result<()> {
+    fn before_set_attributes(
+        &mut self,
+        mount: &str,
+        rel: &str,
+        meta: &Metadata,
+        xattrs: Vec<Xattr>,
+    ) -> io::Result<()> {
         self.touch(mount, rel.to_owned());
         let id = FileId::of(meta);
         if self.is_fresh(id) || self.known.attributes_saved.contains(&id) {
@@ -1136,6 +1148,7 @@ impl Recorder for RunJournal {
             path: rel.to_owned(),
             mode: meta.permissions().mode(),
             owner: owner(meta),
+            xattrs: Some(xattrs),
         };
         let seq = self.record(mount, Change::Modified, undo, false)?;
         self.call.marks.push(Mark::AttributesSaved(id));

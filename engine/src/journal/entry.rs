@@ -81,7 +81,7 @@ pub(super) fn entry_with_id(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Opt
 }
 
 /// The extended attributes of an open file.
-pub(super) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>> {
+pub(crate) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>> {
     let mut list = vec![0u8; 1024];
     let n = loop {
         match rustix::fs::flistxattr(file, &mut list[..]) {
@@ -108,6 +108,27 @@ pub(super) fn fd_xattrs(file: &impl std::os::fd::AsFd) -> io::Result<Vec<Xattr>>
         });
     }
     Ok(out)
+}
+
+/// Makes the extended attributes of open `file` exactly `want`: those it
+/// has and `want` lacks removed (but names `kept` keeps), the others set
+/// where they differ.
+pub(crate) fn replace_xattrs(
+    file: &impl std::os::fd::AsFd,
+    want: &[Xattr],
+    kept: impl Fn(&[u8]) -> bool,
+) -> io::Result<()> {
+    let have = fd_xattrs(file)?;
+    for x in have
+        .iter()
+        .filter(|x| !kept(&x.name.0) && !want.iter().any(|w| w.name == x.name))
+    {
+        rustix::fs::fremovexattr(file, &x.name.0[..])?;
+    }
+    for x in want.iter().filter(|w| !have.contains(w)) {
+        rustix::fs::fsetxattr(file, &x.name.0[..], &x.value.0, rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
 }
 
 /// Opens the directory at `path` beneath `dir`, not following a final

@@ -53,7 +53,9 @@ mod verify;
 // engine's own; what a program reads of a run (records, runs, reports)
 // is public.
 pub(crate) use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal, SharedRecorder};
-pub(crate) use entry::{entry_state, open_dir_readable, set_attributes, set_owner_and_mode, set_times};
+pub(crate) use entry::{
+    entry_state, fd_xattrs, open_dir_readable, replace_xattrs, set_attributes, set_owner_and_mode, set_times,
+};
 pub(crate) use fault::Fault;
 pub(crate) use lock::MountLocks;
 pub use log::Durability;

@@ -184,8 +184,9 @@ pub enum UndoOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<Owner>,
     },
-    /// The mode and owner of a directory about to change them (a
-    /// command's `chmod` or `chown`); undo sets them back.
+    /// The mode, owner and extended attributes of a directory about to
+    /// change them (a command's `chmod`, `chown` or `setfattr`); undo sets
+    /// them back.
     Attributes {
         /// The directory.
         path: String,
@@ -193,6 +194,10 @@ pub enum UndoOp {
         mode: u32,
         /// Its owner before.
         owner: Owner,
+        /// Its extended attributes before, all of them (absent in journals
+        /// of versions that did not record them: left as they are).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xattrs: Option<Vec<Xattr>>,
     },
     /// What was at `path` before a command that an overlay does not
     /// capture ran (`capture = "snapshot"`), copied whole into the backup

@@ -456,9 +456,17 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             }
             Ok(())
         }
-        UndoOp::Attributes { path, mode, owner } => {
+        UndoOp::Attributes {
+            path,
+            mode,
+            owner,
+            xattrs,
+        } => {
             if exists(dir, path)? {
                 set_owner(dir, path, *owner)?;
+                if let Some(xattrs) = xattrs {
+                    super::entry::replace_xattrs(&open_dir_readable(dir, at(path))?, xattrs, |_| false)?;
+                }
                 dir.set_permissions(
                     at(path),
                     Permissions::from_std(std::fs::Permissions::from_mode(*mode)),

@@ -99,7 +99,15 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
             Err(format!("should not exist, but is {}", found(&m)))
         }
         (UndoOp::Snapshot { backup: Some(_), .. }, Ok(_)) => Ok(()),
-        (UndoOp::Attributes { mode, owner, .. }, Ok(m)) if m.is_dir() => {
+        (
+            UndoOp::Attributes {
+                path,
+                mode,
+                owner,
+                xattrs,
+            },
+            Ok(m),
+        ) if m.is_dir() => {
             use cap_std::fs::PermissionsExt;
             if m.permissions().mode() & 0o7777 != mode & 0o7777 {
                 return Err(format!(
@@ -108,7 +116,20 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
                     mode & 0o7777
                 ));
             }
-            check_owner(&m, Some(*owner))
+            check_owner(&m, Some(*owner))?;
+            let Some(xattrs) = xattrs else {
+                return Ok(());
+            };
+            let mut found = open_dir_readable(dir, at(path))
+                .and_then(|d| fd_xattrs(&d))
+                .map_err(|e| format!("cannot read its extended attributes: {e}"))?;
+            let mut saved = xattrs.clone();
+            found.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+            saved.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+            match found == saved {
+                true => Ok(()),
+                false => Err("extended attributes not restored".to_owned()),
+            }
         }
         (UndoOp::Saved { ino, tree: true, .. }, Ok(m)) if m.is_dir() => match m.ino() == *ino {
             true => Ok(()),

@@ -24,8 +24,8 @@
 //! files, the time it had (as if they were written in place).
 
 use crate::journal::{
-    Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room, SharedRecorder, open_dir_readable,
-    set_attributes, set_owner_and_mode, set_times,
+    Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room, SharedRecorder, Xattr, fd_xattrs,
+    open_dir_readable, replace_xattrs, set_attributes, set_owner_and_mode, set_times,
 };
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
@@ -44,6 +44,8 @@ pub struct Apply<'a> {
     /// Where the upper layer is: a replaced file is exchanged with its
     /// original there when the recorder can keep the original in place.
     upper_path: &'a Path,
+    /// The upper root's extended attributes before the command.
+    root_xattrs: &'a [Xattr],
     /// Prefix of the extended attributes overlayfs keeps its bookkeeping
     /// in (`trusted.overlay.`, or `user.overlay.` without root): read for
     /// opaque directories, never carried onto the mount.
@@ -97,7 +99,7 @@ impl<'a> Apply<'a> {
     pub fn new(
         mount: &'a str,
         (recorder, room): (Option<&'a SharedRecorder>, Option<&'a Room>),
-        upper_path: &'a Path,
+        (upper_path, root_xattrs): (&'a Path, &'a [Xattr]),
         overlay_xattrs: &'a str,
         root: &Dir,
     ) -> io::Result<Apply<'a>> {
@@ -107,6 +109,7 @@ impl<'a> Apply<'a> {
             mount,
             recorder,
             upper_path,
+            root_xattrs,
             overlay_xattrs,
             same_fs,
             room,
@@ -142,33 +145,50 @@ impl<'a> Apply<'a> {
         // stopped, or found something else there than recorded).
         let unmade = self.batch.drain().map(|(_, (seq, _))| seq).collect();
         self.capture(|rec| rec.abandon(unmade))?;
-        let reshaped = applied?;
+        applied?;
         // Without root the upper root could not take the root's owner: the
         // owner is compared only as root.
-        if before.permissions().mode() != meta.permissions().mode()
-            || ((before.uid(), before.gid()) != (meta.uid(), meta.gid())
-                && rustix::process::geteuid().is_root())
-        {
-            self.capture(|rec| rec.before_set_attributes(self.mount, "", &before))?;
+        let owner =
+            (before.uid(), before.gid()) != (meta.uid(), meta.gid()) && rustix::process::geteuid().is_root();
+        let have = self.xattrs(root, ".")?;
+        let want = changed(&have, self.root_xattrs, &self.xattrs(&parent, &name)?);
+        if before.permissions().mode() != meta.permissions().mode() || owner || have != want {
+            self.capture(|rec| rec.before_set_attributes(self.mount, "", &before, have))?;
             let set = match rustix::process::geteuid().is_root() {
                 true => set_owner_and_mode(root, ".", &meta),
                 false => root.set_permissions(".", meta.permissions()),
-            };
+            }
+            .and_then(|()| self.set_xattrs(root, ".", &want));
             self.finish(root, ".", set.is_ok(), false)?;
             set?;
             self.changes += 1;
         }
+        // Its time: the command's (overlayfs keeps a directory's time as it
+        // was when it copies an entry up into it).
         let now = root.dir_metadata()?;
-        // Its time: the command's where it added or removed entries, the
-        // original's otherwise.
-        let time = if reshaped { &meta } else { &before };
-        if (now.mtime(), now.mtime_nsec()) != (time.mtime(), time.mtime_nsec()) {
+        if (now.mtime(), now.mtime_nsec()) != (meta.mtime(), meta.mtime_nsec()) {
             self.capture(|rec| rec.before_set_times(self.mount, "", &now))?;
-            let set = set_times(root, ".", time);
+            let set = set_times(root, ".", &meta);
             self.finish(root, ".", set.is_ok(), false)?;
             set?;
         }
         Ok(())
+    }
+
+    /// The extended attributes of directory `name` in `dir` but overlayfs's
+    /// own, in a stable order.
+    fn xattrs(&self, dir: &Dir, name: &str) -> io::Result<Vec<Xattr>> {
+        let mut all = fd_xattrs(&open_dir_readable(dir, name)?)?;
+        all.retain(|x| !x.name.0.starts_with(self.overlay_xattrs.as_bytes()));
+        all.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+        Ok(all)
+    }
+
+    /// Gives directory `name` in `dir` the extended attributes `want`
+    /// (overlayfs's own, on an upper directory, stay).
+    fn set_xattrs(&self, dir: &Dir, name: &str, want: &[Xattr]) -> io::Result<()> {
+        let prefix = self.overlay_xattrs.as_bytes();
+        replace_xattrs(&open_dir_readable(dir, name)?, want, |n| n.starts_with(prefix))
     }
 
     /// Applies the entries of upper directory `upper` to `lower`; with
@@ -381,30 +401,34 @@ impl<'a> Apply<'a> {
             id: FileId::of(&dir.dir_metadata()?),
             rel: &rel,
         };
-        let before = dir.dir_metadata()?;
-        let reshaped = self.directory(
+        self.directory(
             &up,
             &child,
             opaque || made || is_opaque(upper, name, self.overlay_xattrs)?,
         )?;
-        // Its mode and owner once its entries are applied (a mode that
-        // denies its owner would refuse them without root), its times last.
+        // Its mode, owner and extended attributes once its entries are
+        // applied (a mode that denies its owner would refuse them without
+        // root), its times last: the command's (see `run`).
+        let want = self.xattrs(upper, name)?;
         match kept {
-            None => set_owner_and_mode(lower.dir, name, meta)?,
-            Some(f)
+            None => set_owner_and_mode(lower.dir, name, meta)
+                .and_then(|()| self.set_xattrs(lower.dir, name, &want))?,
+            Some(f) => {
+                let have = self.xattrs(lower.dir, name)?;
                 if f.permissions().mode() != meta.permissions().mode()
-                    || (f.uid(), f.gid()) != (meta.uid(), meta.gid()) =>
-            {
-                self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f))?;
-                let set = set_owner_and_mode(lower.dir, name, meta);
-                self.finish(lower.dir, name, set.is_ok(), false)?;
-                set?;
-                self.changes += 1;
+                    || (f.uid(), f.gid()) != (meta.uid(), meta.gid())
+                    || have != want
+                {
+                    self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f, have))?;
+                    let set = set_owner_and_mode(lower.dir, name, meta)
+                        .and_then(|()| self.set_xattrs(lower.dir, name, &want));
+                    self.finish(lower.dir, name, set.is_ok(), false)?;
+                    set?;
+                    self.changes += 1;
+                }
             }
-            Some(_) => {}
         }
-        let time = if reshaped || made { meta } else { &before };
-        self.set_time(lower, name, time)?;
+        self.set_time(lower, name, meta)?;
         Ok(made)
     }
 
@@ -712,6 +736,21 @@ fn strip_overlay_xattrs(upper: &Dir, name: &str, meta: &Metadata, overlay_xattrs
     )
 }
 
+/// Extended attributes `have` with the changes from `before` to `after`:
+/// those `after` no longer has removed, those it set or changed set.
+/// Sorted by name.
+fn changed(have: &[Xattr], before: &[Xattr], after: &[Xattr]) -> Vec<Xattr> {
+    let mut want: Vec<Xattr> = have
+        .iter()
+        .filter(|h| !before.iter().any(|b| b.name == h.name) || after.iter().any(|a| a.name == h.name))
+        .filter(|h| !after.iter().any(|a| a.name == h.name && !before.contains(a)))
+        .cloned()
+        .collect();
+    want.extend(after.iter().filter(|a| !before.contains(a)).cloned());
+    want.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+    want
+}
+
 /// Removes the extended attributes whose names start with `prefix`, of
 /// those `list` lists, with `remove`.
 fn strip(
@@ -903,5 +942,38 @@ mod tests {
         assert_eq!(placed, Some(FileId::of(&new)));
         assert_eq!(lower.read_to_string("f").unwrap(), "new");
         assert_eq!(upper.read_to_string("f").unwrap(), "someone else's");
+    }
+
+    #[test]
+    fn only_what_the_command_changed_of_the_roots_attributes_is_applied() {
+        let x = |name: &str, value: &str| Xattr {
+            name: crate::journal::OsBytes(name.as_bytes().to_vec()),
+            value: crate::journal::OsBytes(value.as_bytes().to_vec()),
+        };
+        // The mount root has a, b, c and s (which the upper root could not take).
+        let have = [
+            x("user.a", "1"),
+            x("user.b", "2"),
+            x("user.c", "3"),
+            x("security.s", "4"),
+        ];
+        let before = [x("user.a", "1"), x("user.b", "2"), x("user.c", "3")];
+        // The command removed a, changed b, added d.
+        let after = [x("user.b", "9"), x("user.c", "3"), x("user.d", "5")];
+        let want = changed(&have, &before, &after);
+        assert_eq!(
+            want,
+            vec![
+                x("security.s", "4"),
+                x("user.b", "9"),
+                x("user.c", "3"),
+                x("user.d", "5")
+            ]
+        );
+        assert_eq!(changed(&have, &before, &before), {
+            let mut all = have.to_vec();
+            all.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+            all
+        });
     }
 }

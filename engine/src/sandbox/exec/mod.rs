@@ -34,7 +34,7 @@ pub struct ExecState {
     scratch: PathBuf,
     /// When the step must end: no command runs past it.
     deadline: Instant,
-    /// Commands run so far, naming their scratch directories.
+    /// Where the search for a free scratch directory's name goes on.
     count: usize,
     /// What a command's whole tree may use.
     limits: cgroup::Limits,
@@ -151,29 +151,54 @@ pub fn probe(mounts: &[Mount], scratch: &Path) -> Result<(), String> {
 struct Layer {
     upper: PathBuf,
     work: PathBuf,
+    /// The upper root's extended attributes before the command (the
+    /// mount root's, where they could be copied): what differs from them
+    /// after, the command changed.
+    root_xattrs: Vec<crate::journal::Xattr>,
 }
 
 impl Layer {
     /// Makes the layers in `dir` for mount `mount`; the upper one's root
-    /// gets the attributes of the mount's root (`root`), which the command
-    /// sees there, so that what it changes of them shows.
-    fn make(dir: &Path, mount: &str, root: Option<&cap_std::fs::Metadata>) -> std::io::Result<Layer> {
+    /// gets the attributes and extended attributes of the mount's root
+    /// (`root`), which the command sees there, so that what it changes of
+    /// them shows.
+    fn make(dir: &Path, mount: &str, root: Option<&Dir>) -> std::io::Result<Layer> {
         let base = dir.join(mount);
         let (upper, work) = (base.join("upper"), base.join("work"));
         std::fs::create_dir_all(&upper)?;
         std::fs::create_dir_all(&work)?;
-        if let Some(meta) = root {
+        let mut root_xattrs = Vec::new();
+        if let Some(root) = root {
+            let meta = root.dir_metadata()?;
             let base = Dir::open_ambient_dir(&base, cap_std::ambient_authority())?;
             match rustix::process::geteuid().is_root() {
-                true => crate::journal::set_attributes(&base, "upper", meta)?,
+                true => crate::journal::set_attributes(&base, "upper", &meta)?,
                 // Without root, an owner other than itself is out of reach.
                 false => {
                     base.set_permissions("upper", meta.permissions())?;
-                    crate::journal::set_times(&base, "upper", meta)?;
+                    crate::journal::set_times(&base, "upper", &meta)?;
                 }
             }
+            let upper_root = crate::journal::open_dir_readable(&base, "upper")?;
+            for x in crate::journal::fd_xattrs(&crate::journal::open_dir_readable(root, ".")?)? {
+                // Those it may not set (another security module's, without
+                // root) the command does not see, nor can it change them.
+                let _ = rustix::fs::fsetxattr(
+                    &upper_root,
+                    &x.name.0[..],
+                    &x.value.0,
+                    rustix::fs::XattrFlags::empty(),
+                );
+            }
+            root_xattrs = crate::journal::fd_xattrs(&upper_root)?;
+            // Setting them changed the time just given.
+            crate::journal::set_times(&base, "upper", &meta)?;
         }
-        Ok(Layer { upper, work })
+        Ok(Layer {
+            upper,
+            work,
+            root_xattrs,
+        })
     }
 
     fn overlay(&self, target: &Path, pinned: Option<i32>) -> namespace::Overlay {
@@ -274,6 +299,32 @@ struct Scratch {
     parent: PathBuf,
     layers: Vec<Layer>,
     kept: bool,
+}
+
+impl Scratch {
+    /// A new directory in `parent` (the run's, shared by its steps), the
+    /// first `command-N` from `count` on that does not exist: another
+    /// step's command, or one interrupted, may have left its own there,
+    /// holding backups.
+    fn make(parent: &Path, count: &mut usize) -> std::io::Result<Scratch> {
+        std::fs::create_dir_all(parent)?;
+        loop {
+            *count += 1;
+            let dir = parent.join(format!("command-{count}"));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    return Ok(Scratch {
+                        dir,
+                        parent: parent.to_path_buf(),
+                        layers: Vec::new(),
+                        kept: false,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 impl Drop for Scratch {
@@ -389,13 +440,8 @@ impl ExecView<'_> {
         let timeout = command
             .timeout_ms
             .map_or(left, |ms| Duration::from_millis(ms).min(left));
-        self.exec.count += 1;
-        let mut scratch = Scratch {
-            dir: self.exec.scratch.join(format!("command-{}", self.exec.count)),
-            parent: self.exec.scratch.clone(),
-            layers: Vec::new(),
-            kept: false,
-        };
+        let mut scratch = Scratch::make(&self.exec.scratch, &mut self.exec.count)
+            .map_err(|e| spawn_failed("making the command's scratch directory", e))?;
         let captured = self.exec.grant.capture == Capture::Overlay;
         let shown = format!("{} {}", command.program, shell_words(&command.args));
         if !captured {
@@ -506,7 +552,7 @@ impl ExecView<'_> {
         {
             let layer = m
                 .root()
-                .and_then(|root| Layer::make(&scratch.dir, &m.mount.name, Some(&root.dir_metadata()?)))
+                .and_then(|root| Layer::make(&scratch.dir, &m.mount.name, Some(&root)))
                 .map_err(|e| spawn_failed("making the overlay's layers", e))?;
             let pinned = m.pinned.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(&**f));
             overlays.push(layer.overlay(&m.mount.host, pinned));
@@ -747,7 +793,7 @@ impl ExecView<'_> {
                 let mut apply = apply::Apply::new(
                     &m.mount.name,
                     (self.exec.recorder.as_ref(), self.exec.room.as_deref()),
-                    &layer.upper,
+                    (&layer.upper, &layer.root_xattrs),
                     privilege.overlay_xattrs(),
                     &root,
                 )?;
