@@ -792,13 +792,14 @@ impl RunJournal {
         // file's allocation, not its apparent size.
         let cost = allocated(meta);
         self.room.check(&self.backup, cost)?;
-        clone_or_copy(at.dir, at.name, &self.backup, &backup)?;
+        let xattrs = clone_or_copy(at.dir, at.name, &self.backup, &backup)?;
         self.room.add_copy(cost);
         let undo = UndoOp::Copied {
             path: at.rel(),
             backup,
             size: meta.len(),
             meta: meta_of(meta, Vec::new()),
+            xattrs: Some(xattrs),
         };
         let seq = self.record(at.mount, change, undo, false)?;
         self.call
@@ -1355,13 +1356,14 @@ fn meta_of(meta: &Metadata, xattrs: Vec<Xattr>) -> Meta {
 /// Copies `path` into the backup area as `name`, durably: a reflink clone
 /// (shared blocks, no data copied) where the filesystem supports one
 /// (btrfs, XFS), else its data extents only (holes stay holes).
-fn clone_or_copy(dir: &Dir, path: &str, backup: &Dir, name: &str) -> io::Result<()> {
+fn clone_or_copy(dir: &Dir, path: &str, backup: &Dir, name: &str) -> io::Result<Vec<Xattr>> {
     let source = dir.open(path)?.into_std();
     let copy = backup.create(name)?.into_std();
     if rustix::fs::ioctl_ficlone(&copy, &source).is_err() {
         super::sparse::copy_contents(&source, &copy)?;
     }
-    copy.sync_all()
+    copy.sync_all()?;
+    fd_xattrs(&source)
 }
 
 /// Looks up the states of many paths of one mount, sorted, each directory

@@ -164,6 +164,12 @@ pub enum UndoOp {
         size: u64,
         /// Its mode, times and owner before the change.
         meta: Meta,
+        /// Its extended attributes before the change, all of them (a
+        /// command's apply writes them in place with the contents; absent
+        /// in journals of versions that did not record them: left as they
+        /// are).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xattrs: Option<Vec<Xattr>>,
     },
     /// An empty directory was removed; undo recreates it.
     RemovedDir {

@@ -393,6 +393,7 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             path,
             backup: name,
             meta,
+            xattrs,
             ..
         } => {
             if !exists(backup, name)? {
@@ -413,6 +414,10 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
                     let target = dir.create(path)?.into_std();
                     super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
                 }
+            }
+            if let Some(xattrs) = xattrs {
+                let file = dir.open(path)?;
+                super::entry::replace_xattrs(&file, xattrs, |_| false)?;
             }
             set_meta(dir, path, meta)
         }

@@ -4,7 +4,7 @@
 use super::capture::MountFs;
 use super::entry::{at, fd_xattrs, mtime, open_dir_readable};
 use super::places::{Places, relocated};
-use super::record::{Meta, Owner, Record, UndoOp, voided};
+use super::record::{Meta, Owner, Record, UndoOp, Xattr, voided};
 use super::report::{RollbackReport, problem};
 use cap_std::fs::{Dir, MetadataExt};
 use std::collections::{HashMap, HashSet};
@@ -117,19 +117,9 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
                 ));
             }
             check_owner(&m, Some(*owner))?;
-            let Some(xattrs) = xattrs else {
-                return Ok(());
-            };
-            let mut found = open_dir_readable(dir, at(path))
-                .and_then(|d| fd_xattrs(&d))
-                .map_err(|e| format!("cannot read its extended attributes: {e}"))?;
-            let mut saved = xattrs.clone();
-            found.sort_by(|a, b| a.name.0.cmp(&b.name.0));
-            saved.sort_by(|a, b| a.name.0.cmp(&b.name.0));
-            match found == saved {
-                true => Ok(()),
-                false => Err("extended attributes not restored".to_owned()),
-            }
+            same_xattrs(xattrs.as_deref(), || {
+                open_dir_readable(dir, at(path)).and_then(|d| fd_xattrs(&d))
+            })
         }
         (UndoOp::Saved { ino, tree: true, .. }, Ok(m)) if m.is_dir() => match m.ino() == *ino {
             true => Ok(()),
@@ -153,11 +143,16 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
         }
         (
             UndoOp::Copied {
-                size, backup: name, ..
+                size,
+                backup: name,
+                xattrs,
+                ..
             },
             Ok(m),
         ) if m.is_file() && m.len() == *size => match (hash(dir, op.path()), hash(backup, name)) {
-            (Ok(restored), Ok(saved)) if restored == saved => Ok(()),
+            (Ok(restored), Ok(saved)) if restored == saved => same_xattrs(xattrs.as_deref(), || {
+                dir.open(op.path()).and_then(|f| fd_xattrs(&f))
+            }),
             (Ok(_), Ok(_)) => Err("contents differ from the saved copy".into()),
             (Err(e), _) | (_, Err(e)) => Err(format!("cannot compare with the saved copy: {e}")),
         },
@@ -208,6 +203,25 @@ fn check_owner(m: &cap_std::fs::Metadata, owner: Option<Owner>) -> Result<(), St
 }
 
 /// Mode, owner and extended attributes of a recreated directory.
+/// Whether an entry has the extended attributes recorded (`saved`), all
+/// and only those; `found` reads its own. `None`: none were recorded.
+fn same_xattrs(
+    saved: Option<&[Xattr]>,
+    found: impl FnOnce() -> std::io::Result<Vec<Xattr>>,
+) -> Result<(), String> {
+    let Some(saved) = saved else {
+        return Ok(());
+    };
+    let mut found = found().map_err(|e| format!("cannot read its extended attributes: {e}"))?;
+    let mut saved = saved.to_vec();
+    found.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+    saved.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+    match found == saved {
+        true => Ok(()),
+        false => Err("extended attributes not restored".to_owned()),
+    }
+}
+
 fn check_meta(dir: &Dir, path: &str, m: &cap_std::fs::Metadata, meta: &Meta) -> Result<(), String> {
     use cap_std::fs::PermissionsExt;
     if m.permissions().mode() & 0o7777 != meta.mode & 0o7777 {

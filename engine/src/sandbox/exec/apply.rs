@@ -58,6 +58,11 @@ pub struct Apply<'a> {
     room: Option<&'a Room>,
     /// The renames recorded before the apply changes anything.
     batch: Batch,
+    /// The mount's files written in place so far, with what went in: a
+    /// file with several names that the command changed through two of
+    /// them is two files in the upper layer (overlayfs copies up each name
+    /// on its own), which cannot both become the one file.
+    written: HashMap<FileId, FileId>,
     /// Changes applied so far.
     pub changes: u64,
     /// Originals exchanged into the upper layer so far: it holds backups
@@ -114,6 +119,7 @@ impl<'a> Apply<'a> {
             same_fs,
             room,
             batch: Batch::new(),
+            written: HashMap::new(),
             changes: 0,
             exchanged: 0,
         })
@@ -455,6 +461,7 @@ impl<'a> Apply<'a> {
                         placed?;
                     }
                     _ => {
+                        self.write_once(&f, meta, &lower.child(name))?;
                         let written = write_in_place(upper, lower.dir, name, meta, (false, self.room));
                         self.finish(lower.dir, name, written.is_ok(), false)?;
                         written?;
@@ -552,6 +559,22 @@ impl<'a> Apply<'a> {
             self.exchanged += 1;
         }
         Ok(Some(added))
+    }
+
+    /// Refuses to write upper file `meta` into `found`, a file of the mount
+    /// another upper file was written into already (through another of
+    /// its names, at `rel` now): the command made two files of one, and
+    /// either would undo the other's change.
+    fn write_once(&mut self, found: &Metadata, meta: &Metadata, rel: &str) -> io::Result<()> {
+        match self.written.insert(FileId::of(found), FileId::of(meta)) {
+            Some(other) if other != FileId::of(meta) => Err(io::Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the command changed {rel} and another name of the same file (a hard link) apart: in its overlay they had become two files, which cannot be applied as one"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Makes a new entry `name` in `lower` with `make`, recorded first.
@@ -908,6 +931,9 @@ fn write_in_place(
         room.check(&to, meta.len())?;
     }
     io::copy(&mut from, &mut to)?;
+    // Its extended attributes with the contents (overlayfs's are gone from
+    // the upper file by now): its other names see them, as they would.
+    replace_xattrs(&to, &fd_xattrs(&from)?, |_| false)?;
     to.sync_all()?;
     drop(to);
     set_attributes(lower, name, meta)
