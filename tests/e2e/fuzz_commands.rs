@@ -388,4 +388,10 @@ fn a_fixed_script_covers_every_kind_of_operation() {
     ]
     .map(str::to_owned);
     check(&ops, None, None).unwrap();
+    // Found by the fuzzer: a file with two names the run made, written in
+    // place through one by the next step's command; its other name was
+    // then taken for another process's change.
+    let ops = ["ln a n", STEP, "touch -h -d @1000000000 n"].map(str::to_owned);
+    check(&ops, None, None).unwrap();
+    check(&ops, Some(NOBODY), None).unwrap();
 }

@@ -465,6 +465,11 @@ impl<'a> Apply<'a> {
                         let written = write_in_place(upper, lower.dir, name, meta, (false, self.room));
                         self.finish(lower.dir, name, written.is_ok(), false)?;
                         written?;
+                        // As the run leaves it through every name: its
+                        // other names are not another process's change.
+                        if let Some(rec) = self.recorder {
+                            lock(rec).left(&lower.dir.symlink_metadata(name)?);
+                        }
                     }
                 }
                 self.changes += 1;
