@@ -394,8 +394,4 @@ fn a_fixed_script_covers_every_kind_of_operation() {
     let ops = ["ln a n", STEP, "touch -h -d @1000000000 n"].map(str::to_owned);
     check(&ops, None, None).unwrap();
     check(&ops, Some(NOBODY), None).unwrap();
-    // Found by the fuzzer: a file the run made, linked by the next step's
-    // command: written in place, it lost the new name to a copy of its own.
-    let ops = ["echo more >> l", STEP, "ln a n"].map(str::to_owned);
-    check(&ops, None, None).unwrap();
 }

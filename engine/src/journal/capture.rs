@@ -136,12 +136,7 @@ pub enum NewEntry {
 /// What the caller must do after a truncation was captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capture {
-    /// Nothing to do before the open: the file's contents are saved, or
-    /// it needs no saving.
     Nothing,
-    /// The file is the run's own (it made it): nothing to save, and a
-    /// caller may as well replace it by another file.
-    Own,
     /// The original was moved aside: the open must create the file anew;
     /// [`Recorder::finish`] gives the new file the original's mode, owner
     /// and extended attributes.
@@ -921,10 +916,7 @@ impl Recorder for RunJournal {
     fn before_truncate(&mut self, at: &Entry, meta: &Metadata) -> io::Result<Capture> {
         self.touch(at.mount, at.rel());
         let id = FileId::of(meta);
-        if self.owned(at, id) {
-            return Ok(Capture::Own);
-        }
-        if self.known.preserved.contains_key(&id) {
+        if self.owned(at, id) || self.known.preserved.contains_key(&id) {
             return Ok(Capture::Nothing);
         }
         if meta.nlink() == 1 && self.can_move_aside(meta) && may_own(meta) {

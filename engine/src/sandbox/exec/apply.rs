@@ -453,30 +453,23 @@ impl<'a> Apply<'a> {
         match found {
             Some(f) if f.is_file() => {
                 let capture = self.capture(|rec| rec.before_truncate(&lower.entry(self.mount, name), &f))?;
-                // Unjournaled, the file is simply replaced; so is one of
-                // the run's own with no other name (the upper file may
-                // have names of its own, links the command made, which it
-                // keeps). Otherwise it is written in place, for its other
-                // names, and so that its original is the one its record
-                // saved.
-                let replace = match capture {
-                    None | Some(Capture::MovedAside) => true,
-                    Some(Capture::Own) => f.nlink() == 1,
-                    Some(Capture::Nothing) => false,
-                };
-                if replace {
-                    let placed = place(upper, lower.dir, name, meta, (self.same_fs, self.room));
-                    self.finish(lower.dir, name, placed.is_ok(), true)?;
-                    placed?;
-                } else {
-                    self.write_once(&f, meta, &lower.child(name))?;
-                    let written = write_in_place(upper, lower.dir, name, meta, (false, self.room));
-                    self.finish(lower.dir, name, written.is_ok(), false)?;
-                    written?;
-                    // As the run leaves it through every name: its
-                    // other names are not another process's change.
-                    if let Some(rec) = self.recorder {
-                        lock(rec).left(&lower.dir.symlink_metadata(name)?);
+                match capture {
+                    // Unjournaled, the file is simply replaced.
+                    None | Some(Capture::MovedAside) => {
+                        let placed = place(upper, lower.dir, name, meta, (self.same_fs, self.room));
+                        self.finish(lower.dir, name, placed.is_ok(), true)?;
+                        placed?;
+                    }
+                    _ => {
+                        self.write_once(&f, meta, &lower.child(name))?;
+                        let written = write_in_place(upper, lower.dir, name, meta, (false, self.room));
+                        self.finish(lower.dir, name, written.is_ok(), false)?;
+                        written?;
+                        // As the run leaves it through every name: its
+                        // other names are not another process's change.
+                        if let Some(rec) = self.recorder {
+                            lock(rec).left(&lower.dir.symlink_metadata(name)?);
+                        }
                     }
                 }
                 self.changes += 1;
