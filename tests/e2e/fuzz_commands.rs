@@ -256,8 +256,14 @@ fn check(ops: &[String], user: Option<u32>, crash: Option<Crash>) -> Result<(), 
         return Ok(());
     }
     prop_assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
-    let captured = shape(&snapshot_full(&env.path("m")));
-    if captured != shape(&snapshot_full(&env.path("plain"))) {
+    let (captured_full, plain_full) = (snapshot_full(&env.path("m")), snapshot_full(&env.path("plain")));
+    if links_split_only(&captured_full, &plain_full) {
+        // README, Commands: a new hard link to a file that had other names,
+        // or that an earlier step made, is a file of its own, for now.
+        return Ok(());
+    }
+    let captured = shape(&captured_full);
+    if captured != shape(&plain_full) {
         // Where overlayfs itself differs from a plain run, the command saw
         // what the kernel gave it, and the apply must carry over exactly
         // that: without redirects, a directory from before the
@@ -266,6 +272,26 @@ fn check(ops: &[String], user: Option<u32>, crash: Option<Crash>) -> Result<(), 
         prop_assert_eq!(captured, in_bare_overlay(&env, user, &script));
     }
     Ok(())
+}
+
+/// Whether `captured` is `plain` but for hard links: every name the same
+/// but for its link group, and names one file in `captured` one file in
+/// `plain` too (some of plain's links are files of their own).
+fn links_split_only(captured: &FullSnapshot, plain: &FullSnapshot) -> bool {
+    let unlinked = |s: &FullSnapshot| -> Vec<(String, String)> {
+        shape(s)
+            .into_iter()
+            .zip(s.values())
+            .map(|((p, text), f)| (p, text.replace(&format!(" {} ", f.link_group.display()), " ")))
+            .collect()
+    };
+    unlinked(captured) == unlinked(plain)
+        && captured.iter().all(|(p, f)| {
+            plain.get(&f.link_group).is_some() && {
+                let group = |s: &FullSnapshot, q: &std::path::Path| s.get(q).map(|f| f.link_group.clone());
+                group(plain, p) == group(plain, &f.link_group)
+            }
+        })
 }
 
 /// What `script` leaves in an overlay of the seed tree made with
