@@ -399,10 +399,13 @@ mod tests {
             "BASH_FUNC_ls%%",
             "PYTHONPATH",
             "PATH",
+            "HOME",
+            "GIT_CONFIG_COUNT",
+            "XDG_CONFIG_HOME",
         ] {
             assert!(changes_code(name), "{name}");
         }
-        for name in ["HOME", "LANG", "GREETING", "MYPATH", "XLD_PRELOAD"] {
+        for name in ["LANG", "GREETING", "MYPATH", "XLD_PRELOAD", "TZ"] {
             assert!(!changes_code(name), "{name}");
         }
     }

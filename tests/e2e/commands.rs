@@ -907,3 +907,45 @@ fn commands_of_different_steps_do_not_share_a_scratch_directory() {
     run.expect_code(1).expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
 }
+
+/// A mount and a state directory beneath `/dev/shm` (tmpfs, where the
+/// benchmarks run): the command's own `/dev/shm` shows the mount, and the
+/// state directory's mask is not made where its path is not.
+#[test]
+fn a_mount_and_the_state_directory_beneath_dev_shm_work() {
+    let base = std::path::PathBuf::from(format!("/dev/shm/stepback-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("m")).unwrap();
+    std::fs::create_dir_all(base.join("r")).unwrap();
+    std::fs::write(base.join("m/kept"), "original\n").unwrap();
+    let flow = base.join("flow.toml");
+    std::fs::write(
+        &flow,
+        command_flow("echo changed > kept; echo new > made", "", FAIL_AFTER),
+    )
+    .unwrap();
+    let env = Env::new();
+    let state = base.join("state");
+    let run = env.stepback(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "run",
+        flow.to_str().unwrap(),
+    ]);
+    run.expect_code(1).expect_stdout("every path restored");
+    assert_eq!(
+        std::fs::read_to_string(base.join("m/kept")).unwrap(),
+        "original\n"
+    );
+    assert!(!base.join("m/made").exists());
+    std::fs::write(&flow, command_flow("echo changed > kept", "", "")).unwrap();
+    let run = env.stepback(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "run",
+        flow.to_str().unwrap(),
+    ]);
+    run.expect_code(0);
+    assert_eq!(std::fs::read_to_string(base.join("m/kept")).unwrap(), "changed\n");
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -171,6 +171,9 @@ fn mounts(mountinfo: &str) -> impl Iterator<Item = CgroupMount<'_>> {
 /// A command's group, in every hierarchy that could take it; removed
 /// (its processes killed first) when dropped.
 pub struct Group {
+    /// The bytes of memory the tree may hold, swapped out or not, when a
+    /// group holds it to them: no tmpfs can take more of its writes.
+    memory: Option<u64>,
     dirs: Vec<(Version, PathBuf)>,
     controllers: Vec<(Controller, Version, PathBuf)>,
     procs: Vec<OwnedFd>,
@@ -188,6 +191,7 @@ impl Group {
     pub fn make(limits: Limits, cpu_limited: bool) -> (Group, Vec<String>) {
         let places = Places::of_this_process();
         let mut group = Group {
+            memory: None,
             dirs: Vec::new(),
             controllers: Vec::new(),
             procs: Vec::new(),
@@ -244,15 +248,19 @@ impl Group {
             (Controller::Memory, Version::V1) => {
                 set(&dir, "memory.limit_in_bytes", limits.memory)?;
                 // With swap accounting: swap counts too.
-                if dir.join("memory.memsw.limit_in_bytes").exists() {
+                let swap = dir.join("memory.memsw.limit_in_bytes").exists();
+                if swap {
                     set(&dir, "memory.memsw.limit_in_bytes", limits.memory)?;
                 }
+                self.memory = (swap || no_swap()).then_some(limits.memory);
             }
             (Controller::Memory, Version::V2) => {
                 set(&dir, "memory.max", limits.memory)?;
-                if dir.join("memory.swap.max").exists() {
+                let swap = dir.join("memory.swap.max").exists();
+                if swap {
                     set(&dir, "memory.swap.max", 0)?;
                 }
+                self.memory = (swap || no_swap()).then_some(limits.memory);
             }
             (Controller::Pids, _) => set(&dir, "pids.max", limits.processes)?,
             (Controller::CpuTime, _) => {}
@@ -261,9 +269,27 @@ impl Group {
         Ok(())
     }
 
-    /// The groups' `cgroup.procs`: the forked child writes `0` to each.
-    pub fn procs(&self) -> &[OwnedFd] {
-        &self.procs
+    /// The most the tree can write to a tmpfs, if a group bounds it: tmpfs
+    /// pages count against the group that wrote them, swapped out or not.
+    pub fn tmpfs_bound(&self) -> Option<u64> {
+        self.memory
+    }
+
+    /// Starts putting the command's process in the groups, or `None` when
+    /// there are none to join.
+    pub fn joining(&self) -> io::Result<Option<Joining>> {
+        if self.procs.is_empty() {
+            return Ok(None);
+        }
+        let procs = self
+            .procs
+            .iter()
+            .map(|fd| fd.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        let (tell_read, tell) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (joined, joined_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let mover = std::thread::spawn(move || move_in(&tell_read, &procs, &joined_write));
+        Ok(Some(Joining { tell, joined, mover }))
     }
 
     /// CPU time the tree has used, if it is counted.
@@ -299,6 +325,50 @@ impl Group {
             (count > Some(0)).then_some(hit)
         })
     }
+}
+
+/// The command's process joining its groups, by a thread of the engine's
+/// while it makes its namespaces: the child says its process ID on one
+/// pipe, the thread writes it to each group's `cgroup.procs` and answers
+/// on the other, and the child starts nothing before the answer. (The
+/// child writing `0` itself would wait out the kernel's grace period, which
+/// the first move into a group can take, before it does anything else.)
+pub struct Joining {
+    tell: OwnedFd,
+    joined: OwnedFd,
+    mover: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl Joining {
+    /// The child's ends: where it says its process ID, where it reads the answer.
+    pub fn child_ends(&self) -> (i32, i32) {
+        use std::os::fd::AsRawFd;
+        (self.tell.as_raw_fd(), self.joined.as_raw_fd())
+    }
+
+    /// Once the child has started (or failed to): whether it joined.
+    pub fn finish(self) -> io::Result<()> {
+        drop((self.tell, self.joined));
+        self.mover
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the cgroup mover panicked")))
+    }
+}
+
+/// The mover's work: the process ID from `tell`, into every group of
+/// `procs`, then `1` (or `0`) on `joined`. Ends without a word if the
+/// child is gone.
+fn move_in(tell: &OwnedFd, procs: &[OwnedFd], joined: &OwnedFd) -> io::Result<()> {
+    let mut pid = [0u8; 4];
+    if rustix::io::read(tell, &mut pid)? != pid.len() {
+        return Ok(());
+    }
+    let pid = i32::from_ne_bytes(pid).to_string();
+    let moved = procs
+        .iter()
+        .try_for_each(|fd| rustix::io::write(fd, pid.as_bytes()).map(drop));
+    rustix::io::write(joined, if moved.is_ok() { b"1" } else { b"0" })?;
+    moved.map_err(|e| io::Error::other(format!("moving the command into its cgroup: {e}")))
 }
 
 impl Drop for Group {
@@ -389,6 +459,11 @@ fn delegate(parent: &Path, c: Controller) -> io::Result<()> {
         done => done,
     }
     .map_err(|e| context(e, &format!("enabling {name} in"), &control))
+}
+
+/// Whether this system swaps nowhere (`/proc/swaps` lists none).
+fn no_swap() -> bool {
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() <= 1)
 }
 
 fn set(dir: &Path, file: &str, value: impl std::fmt::Display) -> io::Result<()> {

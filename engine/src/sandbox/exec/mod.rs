@@ -448,11 +448,14 @@ impl ExecView<'_> {
             self.snapshot()?;
             self.uncaptured(&shown)?;
         }
+        let (group, unenforced) = cgroup::Group::make(self.exec.limits, self.exec.cpu.is_some());
+        let joining = group
+            .joining()
+            .map_err(|e| spawn_failed("preparing the command's cgroups", e))?;
         let (writable, overlays) = self.layers(&mut scratch, captured)?;
         let jail = self.jail(&overlays, &cwd, captured)?;
         let privilege = jail.privilege();
-        let (group, unenforced) = cgroup::Group::make(self.exec.limits, self.exec.cpu.is_some());
-        let (holds, unheld) = self.hold(&scratch.dir, captured)?;
+        let (holds, unheld) = self.hold(&scratch.dir, (captured, group.tmpfs_bound()))?;
         self.first_command(unenforced.into_iter().chain(unheld).collect())?;
 
         let mut cmd = std::process::Command::new(&program);
@@ -468,12 +471,13 @@ impl ExecView<'_> {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        jail.enter(&mut cmd, group.procs());
+        jail.enter(&mut cmd, joining.as_ref());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .map_err(|e| spawn_failed(&format!("starting {}", program.display()), e))?;
+        let spawned = cmd.spawn();
+        // A child that failed before it joined says why itself.
+        let _ = joining.map(cgroup::Joining::finish);
+        let child = spawned.map_err(|e| spawn_failed(&format!("starting {}", program.display()), e))?;
         drop(jail);
         self.host.record_log(LogLevel::Info, format!("running {shown}"));
         let watch = Watch {
@@ -595,7 +599,7 @@ impl ExecView<'_> {
     fn hold(
         &self,
         scratch: &Path,
-        captured: bool,
+        (captured, bound): (bool, Option<u64>),
     ) -> Result<(Vec<reserve::Held>, Option<String>), ExecError> {
         let Some(room) = &self.exec.room else {
             return Ok((Vec::new(), None));
@@ -615,7 +619,7 @@ impl ExecView<'_> {
         };
         let mut held = Vec::new();
         for (what, dir) in dirs {
-            match dir.and_then(|d| reserve::Held::take(&d, room.kept())) {
+            match dir.and_then(|d| reserve::Held::take(&d, room.kept(), bound)) {
                 Ok(h) => held.push(h),
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     return Err(ExecError::SpawnFailed(format!(

@@ -218,7 +218,11 @@ fn tmpfs(size: &CStr, mode: &CStr) -> rustix::io::Result<OwnedFd> {
 /// A host directory a command gets an empty tmpfs of its own over: the
 /// host's entries there (sockets of local services, other programs'
 /// files) out of reach. Each with the tmpfs's size and mode.
-const PRIVATE: [(&CStr, &CStr, &CStr); 2] = [(c"/tmp", c"25%", c"1777"), (c"/run", c"64m", c"0755")];
+const PRIVATE: [(&CStr, &CStr, &CStr); 3] = [
+    (c"/tmp", c"25%", c"1777"),
+    (c"/run", c"64m", c"0755"),
+    (c"/dev/shm", c"64m", c"1777"),
+];
 
 /// A private directory of [`PRIVATE`], and what is put back in it: the
 /// step's mounts beneath it and granted sockets.
@@ -428,6 +432,14 @@ impl Jail {
             .filter(|m| m.writable || hidden_by_private(&m.path))
             .map(|m| Ok((cstring(&m.path)?, m.writable)))
             .collect::<io::Result<_>>()?;
+        let hidden = hidden
+            .iter()
+            // Beneath a private directory or `/dev` (the command's own) it
+            // is out of sight already, and its path is not there.
+            .filter(|h| !hidden_by_private(h) && !h.starts_with("/dev"))
+            .filter(|h| h.is_dir() && !hidden.iter().any(|o| o != *h && h.starts_with(o)))
+            .map(|h| cstring(h))
+            .collect::<io::Result<_>>()?;
         let root = privilege == Privilege::Root;
         Ok(Jail {
             privilege,
@@ -457,11 +469,7 @@ impl Jail {
             unix_sockets: !sockets.is_empty(),
             privates,
             kept,
-            hidden: hidden
-                .iter()
-                .filter(|h| h.is_dir() && !hidden.iter().any(|o| o != *h && h.starts_with(o)))
-                .map(|h| cstring(h))
-                .collect::<io::Result<_>>()?,
+            hidden,
             cwd: cstring(cwd)?,
             network,
             seccomp: super::seccomp::filters()?,
@@ -473,18 +481,17 @@ impl Jail {
         self.privilege
     }
 
-    /// Makes `command` start in the jail, its process joining the groups
-    /// whose `cgroup.procs` are `cgroups` first. The jail's descriptors
-    /// (and those) stay open in the engine until the command has started;
-    /// drop it then.
-    pub fn enter(&self, command: &mut std::process::Command, cgroups: &[OwnedFd]) {
+    /// Makes `command` start in the jail, in the cgroups `joining` puts it
+    /// in before it starts anything. The jail's descriptors (and those)
+    /// stay open in the engine until the command has started; drop it then.
+    pub fn enter(&self, command: &mut std::process::Command, joining: Option<&super::cgroup::Joining>) {
         let targets = match self.privilege {
             Privilege::Root => self.overlays.iter().map(|o| o.target.clone()).collect(),
             Privilege::UserNamespace => self.pending.iter().map(|o| o.target.clone()).collect(),
         };
         let mut child = Child {
             engine: rustix::process::getpid(),
-            cgroups: cgroups.iter().map(AsRawFd::as_raw_fd).collect(),
+            joining: joining.map(super::cgroup::Joining::child_ends),
             user_namespace: (self.privilege == Privilege::UserNamespace).then(identity_maps),
             pending: self.pending.clone(),
             overlays: self.overlays.iter().map(|o| o.fd.as_raw_fd()).collect(),
@@ -521,8 +528,9 @@ impl Jail {
 struct Child {
     /// The engine, whose death must take the child with it.
     engine: rustix::process::Pid,
-    /// The `cgroup.procs` of the command's groups.
-    cgroups: Vec<i32>,
+    /// With limits to join: where to say its process ID, and where the
+    /// engine says it joined (see [`super::cgroup::Joining`]).
+    joining: Option<(i32, i32)>,
     /// Without root: the maps that make the user namespace.
     user_namespace: Option<[(&'static CStr, Vec<u8>); 3]>,
     pending: Vec<OverlaySpec>,
@@ -551,12 +559,16 @@ impl Child {
     /// only in the program's process, which then `exec`s.
     fn enter(&mut self) -> io::Result<()> {
         use rustix::thread::UnshareFlags;
-        // Before anything else, so that everything the command starts,
-        // and the memory its set-up takes, counts against its limits.
-        for fd in &self.cgroups {
+        // The engine moves this process into the command's cgroups while
+        // it makes its namespaces (a move can wait for a grace period of
+        // the kernel's, ~10 ms): said now, waited for before it forks.
+        if let Some((tell, _)) = self.joining {
             // SAFETY: the descriptor is open for the whole pre-exec.
-            let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
-            rustix::io::write(fd, b"0")?;
+            let tell = unsafe { BorrowedFd::borrow_raw(tell) };
+            rustix::io::write(
+                tell,
+                &rustix::process::getpid().as_raw_nonzero().get().to_ne_bytes(),
+            )?;
         }
         let mut flags =
             UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
@@ -637,6 +649,14 @@ impl Child {
         let cwd = &self.cwd;
         rustix::process::chdir(cwd.as_c_str())?;
 
+        if let Some((_, joined)) = self.joining {
+            let mut answer = [0u8; 1];
+            // SAFETY: the descriptor is open for the whole pre-exec.
+            let joined = unsafe { BorrowedFd::borrow_raw(joined) };
+            if rustix::io::read(joined, &mut answer)? != 1 || answer != *b"1" {
+                return Err(io::Error::other("the command could not join its cgroups"));
+            }
+        }
         let alive = pipe()?;
         match fork()? {
             0 => {}
@@ -783,7 +803,8 @@ impl Child {
             MountAttrFlags::MOUNT_ATTR_NOSUID,
         )?;
         attach(pts.as_raw_fd(), c"/dev/pts")?;
-        attach(small_tmpfs(c"1777")?.as_raw_fd(), c"/dev/shm")?;
+        // `/dev/shm` is one of the private directories (see `PRIVATE`),
+        // attached with the others: mounts of the step's beneath it show.
         for (target, link) in DEV_LINKS {
             rustix::fs::symlink(target, link)?;
         }
