@@ -949,3 +949,23 @@ fn a_mount_and_the_state_directory_beneath_dev_shm_work() {
     assert_eq!(std::fs::read_to_string(base.join("m/kept")).unwrap(), "changed\n");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// Found by a hostile review: a symlink with an absolute target (a
+/// release's `current -> /opt/app/1.4`) that a command removed or changed
+/// could not be put back (cap-std's `symlink` refuses absolute targets):
+/// the rollback lost it.
+#[test]
+fn symlinks_with_absolute_targets_are_put_back() {
+    let env = Env::new();
+    env.mkdir("m/sub");
+    env.mkdir("r");
+    std::os::unix::fs::symlink("/nonexistent", env.path("m/dangling")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", env.path("m/sub/abs")).unwrap();
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let script = "rm dangling; ln -sfn /other sub/abs";
+    env.run_flow(&command_flow(script, "", FAIL_AFTER))
+        .expect_code(1)
+        .expect_stdout("every path restored");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+}

@@ -38,7 +38,14 @@ awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { t = $(i + 1); break }
        if ($6 ~ /(^|,)rw(,|$)/) print "writable mount:", $5, t, ($6 ~ /nodev/ ? "nodev" : "DEVICES"), ($6 ~ /nosuid/ ? "nosuid" : "SETUID")
        else if ($6 !~ /nodev/) print "device mount:", $5 }' /proc/self/mountinfo | sed "s|MOUNT_PATH|MOUNT|" | sort
 python3 - SOCKETS <<'END'
-import errno, socket, sys
+import errno, resource, socket, sys
+print("core limit:", resource.getrlimit(resource.RLIMIT_CORE))
+try:
+    socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    print("a datagram pair made")
+except OSError as e:
+    print("datagram pairs: cannot make one:", e)
+socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     socket.socket(socket.AF_UNIX).close()
 except OSError as e:
@@ -202,6 +209,11 @@ fn expected(effective: &str) -> Vec<String> {
     );
     // No socket of the host's, nor of the test's own (in /run, /tmp, on
     // the disk), is reachable: none is granted.
+    // No core dump (a `|program` core pattern would run it on the host).
+    lines.push("core limit: (1, 1)".to_owned());
+    // A datagram pair could send to any socket's address; a stream pair
+    // reaches nothing and is made.
+    lines.push("datagram pairs: cannot make one: [Errno 13] Permission denied".to_owned());
     lines.push("unix sockets: cannot make one: [Errno 13] Permission denied".to_owned());
     lines
 }

@@ -250,6 +250,18 @@ fn clear(dir: &Dir, path: &str) -> io::Result<()> {
     }
 }
 
+/// Makes symlink `path` beneath `dir` with `target`, whatever it is:
+/// cap-std's `symlink` refuses an absolute target (`/opt/app/1.4`), which
+/// a link of the mount's may well have. The parent is opened beneath
+/// `dir` (nothing leads out of it), the link made there by `symlinkat`.
+fn symlink(dir: &Dir, target: &std::path::Path, path: &str) -> io::Result<()> {
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((parent, name)) => (cap_fs_ext::DirExt::open_dir_nofollow(dir, parent)?, name),
+        None => (dir.try_clone()?, path),
+    };
+    Ok(rustix::fs::symlinkat(target, &parent, name)?)
+}
+
 fn set_meta(dir: &Dir, path: &str, meta: &Meta) -> io::Result<()> {
     // The owner first: changing it clears set-id bits.
     if let Some(owner) = meta.owner {
@@ -442,7 +454,7 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             let current = dir.read_link_contents(path).ok();
             if current.as_deref() != Some(target.as_path()) {
                 clear(dir, path)?;
-                dir.symlink(target.as_path(), path)?;
+                symlink(dir, target.as_path(), path)?;
             }
             if let Some(owner) = owner {
                 set_owner(dir, path, *owner)?;

@@ -693,6 +693,15 @@ impl Child {
         }
         // The program.
         rustix::process::setsid()?;
+        // No core dumps: with a `|program` core pattern, the kernel would
+        // run that program as root on the host for a crash of the
+        // command's (a limit of 1 is the one that refuses pipes too), and
+        // without `CAP_SYS_RESOURCE` the command cannot raise it.
+        let core = rustix::process::Rlimit {
+            current: Some(1),
+            maximum: Some(1),
+        };
+        rustix::process::setrlimit(rustix::process::Resource::Core, core)?;
         drop_privileges()?;
         // Nothing the engine inherited (a service manager's sockets, a
         // shell's redirections, a directory) reaches the program: every

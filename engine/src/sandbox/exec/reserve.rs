@@ -35,8 +35,7 @@ impl Held {
     /// as much memory, and clearing it about 40 ms for 64 MiB): the
     /// reserve is only watched.
     pub fn take(dir: impl AsFd, bytes: u64, bound: Option<u64>) -> io::Result<Held> {
-        let on_tmpfs =
-            rustix::fs::fstatfs(&dir).is_ok_and(|st| st.f_type == libc::TMPFS_MAGIC);
+        let on_tmpfs = rustix::fs::fstatfs(&dir).is_ok_and(|st| st.f_type == libc::TMPFS_MAGIC);
         let free = crate::journal::free_on(&dir)?;
         if bound.is_some_and(|b| on_tmpfs && free >= bytes.saturating_add(b)) {
             let file = rustix::io::fcntl_dupfd_cloexec(&dir, 0)?;

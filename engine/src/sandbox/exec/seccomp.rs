@@ -23,8 +23,9 @@
 //! (`socket(AF_UNIX, ...)` fails with `EACCES`): a socket's path on a
 //! read-only mount still connects, so the jail's view of the files alone
 //! does not keep a command from local services whose sockets lie outside
-//! the private `/run` and `/tmp`. Connected pairs (`socketpair`, which
-//! event loops and process spawners use) stay: they reach nothing.
+//! the private `/run` and `/tmp`. Connected pairs (`socketpair` of
+//! streams, which event loops and process spawners use) stay: they reach
+//! nothing; a datagram pair, which can send to any address, does not.
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
@@ -144,9 +145,26 @@ fn build() -> io::Result<Option<Filters>> {
             .collect();
         let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
         let clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, enosys, arch)?;
-        let sockets = with_x32([libc::SYS_socket].into_iter())
-            .map(|call| Ok((call, vec![unix()?])))
-            .collect::<Result<_, _>>()?;
+        // A datagram pair too: each end can send to, or connect to, any
+        // address (a stream or seqpacket pair is connected for good).
+        let datagram_pair = || -> Result<SeccompRule, seccompiler::BackendError> {
+            let family =
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?;
+            let kind = SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(0xf),
+                libc::SOCK_DGRAM as u64,
+            )?;
+            SeccompRule::new(vec![family, kind])
+        };
+        let mut sockets: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for call in with_x32([libc::SYS_socket].into_iter()) {
+            sockets.insert(call, vec![unix()?]);
+        }
+        for call in with_x32([libc::SYS_socketpair].into_iter()) {
+            sockets.insert(call, vec![datagram_pair()?]);
+        }
         let eacces = SeccompAction::Errno(libc::EACCES as u32);
         let sockets = SeccompFilter::new(sockets, SeccompAction::Allow, eacces, arch)?;
         Ok([deny.try_into()?, clone3.try_into()?, sockets.try_into()?])
