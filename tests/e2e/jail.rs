@@ -41,6 +41,11 @@ python3 - SOCKETS <<'END'
 import errno, resource, socket, sys
 print("core limit:", resource.getrlimit(resource.RLIMIT_CORE))
 try:
+    socket.socket(5, socket.SOCK_DGRAM)  # AppleTalk: a module, where there are modules
+    print("an AppleTalk socket made")
+except OSError as e:
+    print("other families:", errno.errorcode[e.errno])
+try:
     socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     print("a datagram pair made")
 except OSError as e:
@@ -211,6 +216,8 @@ fn expected(effective: &str) -> Vec<String> {
     // the disk), is reachable: none is granted.
     // No core dump (a `|program` core pattern would run it on the host).
     lines.push("core limit: (1, 1)".to_owned());
+    // No socket of a family whose module the kernel would load.
+    lines.push("other families: EPERM".to_owned());
     // A datagram pair could send to any socket's address; a stream pair
     // reaches nothing and is made.
     lines.push("datagram pairs: cannot make one: [Errno 13] Permission denied".to_owned());

@@ -13,7 +13,8 @@
 //! (kernel attack surface), joining other namespaces, making a user
 //! namespace (where a command would hold every capability again), and
 //! taking a lease on a file (`F_SETLEASE`: other processes opening it
-//! would wait for the command). The
+//! would wait for the command), and sockets of any family but Unix, IPv4,
+//! IPv6 and netlink (making one of another loads its module, as root). The
 //! denied calls fail with `EPERM`, as they do without the capability;
 //! `clone3`, whose flags a filter cannot read, fails with `ENOSYS`, which
 //! makes the C library fall back to `clone`, whose flags it can. On
@@ -137,6 +138,15 @@ fn build() -> io::Result<Option<Filters>> {
         )?;
         for call in with_x32([libc::SYS_fcntl].into_iter()) {
             denied.insert(call, vec![SeccompRule::new(vec![lease.clone()])?]);
+        }
+        // Sockets of families no update command needs: making one makes
+        // the kernel load its module (as root, outside the jail) where the
+        // family is not built in.
+        let family_needed = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK]
+            .map(|f| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, f as u64));
+        let other_family = SeccompRule::new(family_needed.into_iter().collect::<Result<Vec<_>, _>>()?)?;
+        for call in with_x32([libc::SYS_socket, libc::SYS_socketpair].into_iter()) {
+            denied.insert(call, vec![other_family.clone()]);
         }
         let eperm = SeccompAction::Errno(libc::EPERM as u32);
         let deny = SeccompFilter::new(denied, SeccompAction::Allow, eperm, arch)?;
