@@ -969,3 +969,30 @@ fn symlinks_with_absolute_targets_are_put_back() {
         .expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
 }
+
+/// Found by a hostile review: a symlink's new owner (`chown -h`) was
+/// dropped by the apply, which took a link with the same target and time
+/// for unchanged.
+#[test]
+fn a_symlinks_owner_changed_by_a_command_is_applied_and_rolled_back() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.mkdir("m");
+    env.mkdir("r");
+    std::os::unix::fs::symlink("/etc/hostname", env.path("m/abs")).unwrap();
+    fix_times(&env.path("m"));
+    let before = snapshot_full(&env.path("m"));
+    let flow = command_flow("chown -h 5:5 abs", "", FAIL_AFTER);
+    env.run_flow(&flow)
+        .expect_code(1)
+        .expect_stdout("every path restored");
+    assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
+    env.run_flow(&command_flow("chown -h 5:5 abs", "", ""))
+        .expect_code(0);
+    let meta = std::fs::symlink_metadata(env.path("m/abs")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (5, 5));
+    assert_eq!(
+        std::fs::read_link(env.path("m/abs")).unwrap(),
+        std::path::Path::new("/etc/hostname")
+    );
+}

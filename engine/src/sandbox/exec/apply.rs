@@ -507,6 +507,9 @@ impl<'a> Apply<'a> {
             && meta.nlink() == 1
             && lower.dir.read_link_contents(name)? == target
             && (f.mtime(), f.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
+            // Its owner too, as root (`chown -h`); without root the upper
+            // copy is the user's whoever owned the original.
+            && ((f.uid(), f.gid()) == (meta.uid(), meta.gid()) || !rustix::process::geteuid().is_root())
         {
             return Ok(false);
         }
