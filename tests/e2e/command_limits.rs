@@ -186,13 +186,7 @@ fn where_a_limit_cannot_be_enforced_the_output_and_show_say_so() {
     run.expect_code(0)
         .expect_stderr("step 'command' runs its commands without these limits: limits.memory: ");
     assert!(run.stderr().contains("limits.processes: "), "{}", run.stderr());
-    let id = run
-        .stdout()
-        .split("(run ")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .map(str::to_owned);
-    let shown = env.stepback_as(NOBODY, &["show", &id.expect("the run's id on its first line")]);
+    let shown = env.stepback_as(NOBODY, &["show", &run.run_id()]);
     shown.expect_stdout("LIMITS NOT ENFORCED: limits.memory: ");
 }
 

@@ -352,13 +352,7 @@ open('/run/written', 'w').write('x')",
         !Path::new("/run/written").exists(),
         "the command wrote the host's /run"
     );
-    let id = run
-        .stdout()
-        .split("(run ")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .map(str::to_owned);
-    env.stepback(&["show", &id.unwrap()]).expect_stdout(&format!(
+    env.stepback(&["show", &run.run_id()]).expect_stdout(&format!(
         "COMMANDS REACH: sockets = [\"{}\"]",
         granted.path.display()
     ));
