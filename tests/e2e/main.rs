@@ -7,6 +7,7 @@ mod support;
 mod cache;
 mod cli;
 mod command_limits;
+mod command_links;
 mod commands;
 mod deploy_files;
 mod disk_full;

@@ -3,8 +3,8 @@
 //! that the rollback reverses it and a crash mid-apply is recovered like
 //! any other change.
 //!
-//! What the upper layer holds (overlayfs with no redirects, `metacopy`
-//! and `index` off) and what it becomes:
+//! What the upper layer holds (overlayfs with no redirects and `metacopy`
+//! off; as root, its index on: see [`links`]) and what it becomes:
 //!
 //! | in the upper layer | on the mount |
 //! | --- | --- |
@@ -12,6 +12,8 @@
 //! | a directory marked opaque | what the mount has there is replaced: entries the upper one lacks are removed |
 //! | another directory | moved in whole where missing (one rename, once overlayfs's attributes are removed from all it holds), made entry by entry where it cannot be; otherwise given its mode and owner where they changed, its entries applied, its time set |
 //! | a regular file | swapped with the file it replaces by one `renameat2(RENAME_EXCHANGE)` (the upper layer is in the backup area, so the original lands where it is kept); moved in by rename where nothing was there or the original goes to the backup area otherwise; copied where the upper layer is on another filesystem, or written in place where the original must keep its inode |
+//! | a file with several names, copied up from a file of the mount (the index says which) | that file, kept: written in place through the name it had, linked as the names it did not have (whatever was there removed) |
+//! | a file made anew where the mount's file has several names | the mount's file removed from there (its other names keep it), the new one moved in |
 //! | a symlink | moved in (made anew on another filesystem), over what was there |
 //! | anything else (FIFO, socket, device) | refused: the apply fails |
 //!
@@ -23,6 +25,7 @@
 //! the command left it (the upper directory's); where it only replaced
 //! files, the time it had (as if they were written in place).
 
+use super::links::{self, Group, Origins, Role};
 use crate::journal::{
     Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room, SharedRecorder, Xattr, fd_xattrs,
     open_dir_readable, replace_xattrs, set_attributes, set_owner_and_mode, set_times,
@@ -63,11 +66,25 @@ pub struct Apply<'a> {
     /// them is two files in the upper layer (overlayfs copies up each name
     /// on its own), which cannot both become the one file.
     written: HashMap<FileId, FileId>,
+    /// What the upper layer's files are copies of (hard links).
+    origins: Origins,
     /// Changes applied so far.
     pub changes: u64,
     /// Originals exchanged into the upper layer so far: it holds backups
     /// then, and stays until the run's backups are pruned.
     pub exchanged: u64,
+}
+
+/// What a new directory moved in whole holds.
+#[derive(Default)]
+struct Tree {
+    /// Its directories.
+    dirs: Vec<FileId>,
+    /// Its other entries.
+    others: Vec<FileId>,
+    /// Its files that are new names of a file of the mount (by path in
+    /// the mount), linked once it is in place.
+    links: Vec<(String, std::rc::Rc<Group>)>,
 }
 
 /// A directory of the mount as the apply walks it.
@@ -99,12 +116,13 @@ impl Lower<'_> {
 
 impl<'a> Apply<'a> {
     /// An apply of the upper layer at `upper_path` (made with overlayfs
-    /// bookkeeping in `overlay_xattrs`) to mount `mount`, whose root is
-    /// `root`, recorded by `recorder` if there is one.
+    /// bookkeeping in `overlay_xattrs`, its work directory at `work`) to
+    /// mount `mount`, whose root is `root`, recorded by `recorder` if there
+    /// is one.
     pub fn new(
         mount: &'a str,
         (recorder, room): (Option<&'a SharedRecorder>, Option<&'a Room>),
-        (upper_path, root_xattrs): (&'a Path, &'a [Xattr]),
+        (upper_path, work, root_xattrs): (&'a Path, &Path, &'a [Xattr]),
         overlay_xattrs: &'a str,
         root: &Dir,
     ) -> io::Result<Apply<'a>> {
@@ -120,6 +138,7 @@ impl<'a> Apply<'a> {
             room,
             batch: Batch::new(),
             written: HashMap::new(),
+            origins: Origins::new(root, work)?,
             changes: 0,
             exchanged: 0,
         })
@@ -146,7 +165,8 @@ impl<'a> Apply<'a> {
         refuse_denied("", Some(&before), &meta, &upper)?;
         let applied = self
             .record_batch(&upper, &lower)
-            .and_then(|()| self.directory(&upper, &lower, false));
+            .and_then(|()| self.directory(&upper, &lower, false))
+            .and_then(|_| self.write_unnamed_groups(&lower));
         // Nothing is to expect the renames the apply did not make (it
         // stopped, or found something else there than recorded).
         let unmade = self.batch.drain().map(|(_, (seq, _))| seq).collect();
@@ -227,11 +247,12 @@ impl<'a> Apply<'a> {
             } else if kind.is_dir() {
                 reshaped |= self.subdirectory(upper, lower, name, &meta, found, opaque)?;
             } else if kind.is_file() || kind.is_symlink() {
+                let role = self.origins.role(&meta, found.as_ref());
                 with_access(upper, name, &meta, || {
                     strip_overlay_xattrs(upper, name, &meta, self.overlay_xattrs)
                 })?;
                 reshaped |= match kind.is_file() {
-                    true => self.file(upper, lower, name, &meta, found, batched)?,
+                    true => self.file(upper, lower, name, (&meta, role), found, batched)?,
                     false => self.symlink(upper, lower, name, &meta, found, batched)?,
                 };
             } else {
@@ -278,6 +299,11 @@ impl<'a> Apply<'a> {
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (name, entry) in entries {
             let kind = entry.file_type()?;
+            if kind.is_file() && self.origins.indexed() && self.origins.may_link(&entry.metadata()?) {
+                // Its names may become links to a file of the mount: left
+                // to the apply itself.
+                continue;
+            }
             let Some(found) = lower_meta(lower.dir, &name)? else {
                 let kind = match kind {
                     k if k.is_file() => NewEntry::File,
@@ -332,28 +358,53 @@ impl<'a> Apply<'a> {
         let up = upper.open_dir_nofollow(name)?;
         let rel = lower.child(name);
         refuse_denied(&rel, None, meta, &up)?;
-        let (mut dirs, mut others) = (Vec::new(), Vec::new());
-        self.ready_tree(&up, &rel, &mut dirs, &mut others)?;
+        let mut tree = Tree::default();
+        self.ready_tree(&up, &rel, &mut tree)?;
         strip_overlay_xattrs(upper, name, meta, self.overlay_xattrs)?;
         let moved = self.make_batched(upper, lower, name, meta, found, batched)? == Some(true);
         if moved && let Some(rec) = self.recorder {
-            lock(rec).made_tree(&dirs, &others);
+            lock(rec).made_tree(&tree.dirs, &tree.others);
+        }
+        if moved {
+            for (rel, group) in tree.links {
+                self.relink(lower, &rel, &group)?;
+            }
         }
         Ok(moved)
     }
 
-    /// Readies new upper directory `up` (at `rel`) to move onto the mount
-    /// whole: overlayfs's attributes go from everything in it, and what
-    /// the apply refuses elsewhere is refused here too (special files;
-    /// without root, directories that deny their owner). Counts its
-    /// entries as changes, and adds them to `dirs` and `others`.
-    fn ready_tree(
-        &mut self,
-        up: &Dir,
-        rel: &str,
-        dirs: &mut Vec<FileId>,
-        others: &mut Vec<FileId>,
-    ) -> io::Result<()> {
+    /// Makes `rel` (in a tree just moved into `lower`) a link to `group`'s
+    /// file, in place of the upper file that moved in there (the run's
+    /// own: its removal needs no record).
+    fn relink(&mut self, lower: &Lower, rel: &str, group: &Group) -> io::Result<()> {
+        let (parent, name) = rel
+            .rsplit_once('/')
+            .ok_or_else(|| io::Error::other(format!("{rel} is not in a tree")))?;
+        let below = parent
+            .strip_prefix(lower.rel)
+            .unwrap_or(parent)
+            .trim_start_matches('/');
+        let dir = lower.dir.open_dir_nofollow(below)?;
+        let child = Lower {
+            dir: &dir,
+            id: FileId::of(&dir.dir_metadata()?),
+            rel: parent,
+        };
+        let meta = dir.symlink_metadata(name)?;
+        self.capture(|rec| rec.before_remove(&child.entry(self.mount, name), &meta))?;
+        let removed = dir.remove_file(name);
+        self.finish(&dir, name, removed.is_ok(), false)?;
+        removed?;
+        self.link_to(&child, name, group)
+    }
+
+    /// Readies new upper directory `up` (at `rel` in the mount) to move
+    /// onto the mount whole: overlayfs's attributes go
+    /// from everything in it, and what the apply refuses elsewhere is
+    /// refused here too (special files; without root, directories that
+    /// deny their owner). Counts its entries as changes, and adds them to
+    /// `tree`.
+    fn ready_tree(&mut self, up: &Dir, rel: &str, tree: &mut Tree) -> io::Result<()> {
         for name in names(up)? {
             let meta = up.symlink_metadata(&name)?;
             let child = format!("{rel}/{name}");
@@ -362,17 +413,22 @@ impl<'a> Apply<'a> {
                 open_up(up, &name, &meta)?;
                 let sub = up.open_dir_nofollow(&name)?;
                 refuse_denied(&child, None, &meta, &sub)?;
-                self.ready_tree(&sub, &child, dirs, others)?;
-                dirs.push(FileId::of(&meta));
+                self.ready_tree(&sub, &child, tree)?;
+                tree.dirs.push(FileId::of(&meta));
             } else if kind.is_file() || kind.is_symlink() {
-                others.push(FileId::of(&meta));
+                tree.others.push(FileId::of(&meta));
+                match self.origins.role(&meta, None) {
+                    // Counted once linked.
+                    Role::LinkTo(group) => tree.links.push((child.clone(), group)),
+                    _ => self.changes += 1,
+                }
             } else {
                 return Err(special_file(&child));
             }
             with_access(up, &name, &meta, || {
                 strip_overlay_xattrs(up, &name, &meta, self.overlay_xattrs)
             })?;
-            self.changes += 1;
+            self.changes += u64::from(kind.is_dir());
         }
         Ok(())
     }
@@ -438,20 +494,36 @@ impl<'a> Apply<'a> {
         Ok(made)
     }
 
+    /// Applies upper file `name` (`meta`, in `role`) where `lower` has
+    /// `found`; says whether it added an entry.
     fn file(
         &mut self,
         upper: &Dir,
         lower: &Lower,
         name: &str,
-        meta: &Metadata,
+        (meta, role): (&Metadata, Role),
         found: Option<Metadata>,
         batched: Option<(u64, Option<FileId>)>,
     ) -> io::Result<bool> {
         if let Some(made) = self.make_batched(upper, lower, name, meta, found.as_ref(), batched)? {
             return Ok(made);
         }
-        match found {
-            Some(f) if f.is_file() => {
+        match (role, found) {
+            (Role::WriteInto(group), Some(f)) => {
+                self.write_group(lower, name, &f, &group)?;
+                Ok(false)
+            }
+            (Role::LinkTo(group), found) => {
+                if found.is_some() {
+                    self.remove_tree(lower, name)?;
+                }
+                self.link_to(lower, name, &group)?;
+                Ok(true)
+            }
+            (role, Some(f)) if f.is_file() && !matches!(role, Role::Replace) => {
+                if !self.write_once(FileId::of(&f), FileId::of(meta), &lower.child(name))? {
+                    return Ok(false);
+                }
                 let capture = self.capture(|rec| rec.before_truncate(&lower.entry(self.mount, name), &f))?;
                 match capture {
                     // Unjournaled, the file is simply replaced.
@@ -459,23 +531,13 @@ impl<'a> Apply<'a> {
                         let placed = place(upper, lower.dir, name, meta, (self.same_fs, self.room));
                         self.finish(lower.dir, name, placed.is_ok(), true)?;
                         placed?;
+                        self.changes += 1;
                     }
-                    _ => {
-                        self.write_once(&f, meta, &lower.child(name))?;
-                        let written = write_in_place(upper, lower.dir, name, meta, (false, self.room));
-                        self.finish(lower.dir, name, written.is_ok(), false)?;
-                        written?;
-                        // As the run leaves it through every name: its
-                        // other names are not another process's change.
-                        if let Some(rec) = self.recorder {
-                            lock(rec).left(&lower.dir.symlink_metadata(name)?);
-                        }
-                    }
+                    _ => self.write_in_place((upper, name), lower, name, meta)?,
                 }
-                self.changes += 1;
                 Ok(false)
             }
-            other => {
+            (_, other) => {
                 if other.is_some() {
                     self.remove_tree(lower, name)?;
                 }
@@ -569,19 +631,99 @@ impl<'a> Apply<'a> {
         Ok(Some(added))
     }
 
-    /// Refuses to write upper file `meta` into `found`, a file of the mount
-    /// another upper file was written into already (through another of
-    /// its names, at `rel` now): the command made two files of one, and
-    /// either would undo the other's change.
-    fn write_once(&mut self, found: &Metadata, meta: &Metadata, rel: &str) -> io::Result<()> {
-        match self.written.insert(FileId::of(found), FileId::of(meta)) {
-            Some(other) if other != FileId::of(meta) => Err(io::Error::new(
+    /// Writes upper file `from` (`meta`) into the file `lower` has at
+    /// `name`, captured already, keeping its inode.
+    fn write_in_place(
+        &mut self,
+        from: (&Dir, &str),
+        lower: &Lower,
+        name: &str,
+        meta: &Metadata,
+    ) -> io::Result<()> {
+        let written = write_in_place(from, lower.dir, name, meta, (false, self.room));
+        self.finish(lower.dir, name, written.is_ok(), false)?;
+        written?;
+        // As the run leaves it through every name: its other names are not
+        // another process's change.
+        if let Some(rec) = self.recorder {
+            lock(rec).left(&lower.dir.symlink_metadata(name)?);
+        }
+        self.changes += 1;
+        Ok(())
+    }
+
+    /// Makes `name` in `lower`, where nothing is, a link to `group`'s
+    /// file, recorded first; the file takes the copy's contents through it
+    /// if no name did yet.
+    fn link_to(&mut self, lower: &Lower, name: &str, group: &Group) -> io::Result<()> {
+        self.capture(|rec| rec.before_link(&lower.entry(self.mount, name)))?;
+        let linked = links::link(&group.origin, lower.dir, name);
+        self.finish(lower.dir, name, linked.is_ok(), false)?;
+        linked?;
+        self.changes += 1;
+        self.write_group(lower, name, &lower.dir.symlink_metadata(name)?, group)
+    }
+
+    /// Writes the copies of the groups whose file no name the apply met
+    /// took them through (the command changed it, then removed the names
+    /// it had in a directory it removed whole, leaving others untouched;
+    /// or it changed nothing: overlayfs copies a file up to remove one of
+    /// its names):
+    /// through a name made for that, in the mount's root, and removed
+    /// again. Each step is recorded, so a rollback puts the file back.
+    fn write_unnamed_groups(&mut self, root: &Lower) -> io::Result<()> {
+        let groups: Vec<_> = self
+            .origins
+            .groups()
+            .filter(|g| self.written.get(&g.origin.id) != Some(&g.copy))
+            .cloned()
+            .collect();
+        for group in groups {
+            let Some(index) = self.origins.index() else { break };
+            if links::unchanged(&group, &index.open(&group.entry)?, self.overlay_xattrs)? {
+                continue;
+            }
+            let name = format!(".stepback-apply-{}", group.copy.ino);
+            self.link_to(root, &name, &group)?;
+            self.remove_tree(root, &name)?;
+            // The name was never the command's: only the write counts.
+            self.changes -= 2;
+        }
+        Ok(())
+    }
+
+    /// Writes `group`'s copy into its file, at `name` in `lower`
+    /// (`found`), unless it was written already through another name.
+    fn write_group(&mut self, lower: &Lower, name: &str, found: &Metadata, group: &Group) -> io::Result<()> {
+        if !self.write_once(FileId::of(found), group.copy, &lower.child(name))? {
+            return Ok(());
+        }
+        let index = self
+            .origins
+            .index()
+            .ok_or_else(|| io::Error::other("a group without an index"))?
+            .try_clone()?;
+        let copy = index.symlink_metadata(&group.entry)?;
+        strip_overlay_xattrs(&index, &group.entry, &copy, self.overlay_xattrs)?;
+        self.capture(|rec| rec.before_write_open(&lower.entry(self.mount, name), found))?;
+        self.write_in_place((&index, &group.entry), lower, name, &copy)
+    }
+
+    /// Whether upper file `meta` is still to be written into `found`, a
+    /// file of the mount (not when it was, through another of its names).
+    /// Refused where another upper file was written into it already
+    /// (through another of its names, at `rel` now): the command made two
+    /// files of one, and either would undo the other's change.
+    fn write_once(&mut self, found: FileId, meta: FileId, rel: &str) -> io::Result<bool> {
+        match self.written.insert(found, meta) {
+            None => Ok(true),
+            Some(other) if other == meta => Ok(false),
+            Some(_) => Err(io::Error::new(
                 ErrorKind::Unsupported,
                 format!(
                     "the command changed {rel} and another name of the same file (a hard link) apart: in its overlay they had become two files, which cannot be applied as one"
                 ),
             )),
-            _ => Ok(()),
         }
     }
 
@@ -609,6 +751,11 @@ impl<'a> Apply<'a> {
         let Some(meta) = lower_meta(lower.dir, name)? else {
             return Ok(());
         };
+        // A name of a file the command copied up and changed: the changes
+        // go in through it first (the file's other names keep them).
+        if let Some(group) = self.origins.of_file(&meta) {
+            self.write_group(lower, name, &meta, &group)?;
+        }
         if meta.is_dir()
             && self.capture(|rec| rec.remove_tree(&lower.entry(self.mount, name), &meta))? == Some(true)
         {
@@ -912,21 +1059,22 @@ fn place(
     if same_fs {
         return upper.rename(name, lower, name);
     }
-    write_in_place(upper, lower, name, meta, (true, room))
+    write_in_place((upper, name), lower, name, meta, (true, room))
 }
 
-/// Writes the upper file's contents, mode, owner and times into the file
-/// at `name` in `lower`, keeping its inode (its other names see the change).
-/// With `create`, the file is made where missing; `room`'s reserve stays
-/// free (the write fails with "no space" before it starts otherwise).
+/// Writes upper file `from`'s (`meta`) contents, mode, owner and times
+/// into the file at `name` in `lower`, keeping its inode (its other names
+/// see the change). With `create`, the file is made where missing;
+/// `room`'s reserve stays free (the write fails with "no space" before it
+/// starts otherwise).
 fn write_in_place(
-    upper: &Dir,
+    (upper, from): (&Dir, &str),
     lower: &Dir,
     name: &str,
     meta: &Metadata,
     (create, room): (bool, Option<&Room>),
 ) -> io::Result<()> {
-    let mut from = with_access(upper, name, meta, || upper.open(name))?;
+    let mut from = with_access(upper, from, meta, || upper.open(from))?;
     let mut to = lower.open_with(
         name,
         OpenOptions::new()

@@ -4,6 +4,7 @@
 
 mod apply;
 mod cgroup;
+mod links;
 mod namespace;
 mod output;
 mod reserve;
@@ -797,7 +798,7 @@ impl ExecView<'_> {
                 let mut apply = apply::Apply::new(
                     &m.mount.name,
                     (self.exec.recorder.as_ref(), self.exec.room.as_deref()),
-                    (&layer.upper, &layer.root_xattrs),
+                    (&layer.upper, &layer.work, &layer.root_xattrs),
                     privilege.overlay_xattrs(),
                     &root,
                 )?;

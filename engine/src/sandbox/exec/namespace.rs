@@ -142,6 +142,13 @@ impl OverlaySpec {
             }
         }
         let fs = fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| (c"fsopen", e))?;
+        // The index copies a file with several names up once for all of
+        // them, and says what the copy was copied from (see `links`);
+        // overlayfs refuses it with `userxattr`.
+        let index = match privilege {
+            Privilege::Root => c"on",
+            Privilege::UserNamespace => c"off",
+        };
         // `lowerdir+` (Linux 6.8) takes one path as it is: no escaping of
         // `:` or `,`.
         for (key, value) in [
@@ -149,10 +156,10 @@ impl OverlaySpec {
             (c"upperdir", &self.upper),
             (c"workdir", &self.work),
             // Plain entries in the upper layer: no redirects, no
-            // metadata-only copies, no index.
+            // metadata-only copies.
             (c"redirect_dir", c"nofollow"),
             (c"metacopy", c"off"),
-            (c"index", c"off"),
+            (c"index", index),
             (c"xino", c"off"),
         ] {
             fsconfig_set_string(&fs, key, value).map_err(|e| (key, e))?;
