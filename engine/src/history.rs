@@ -7,8 +7,8 @@
 //! unless forced, because undoing would overwrite those later changes.
 
 use crate::journal::{
-    EntryState, Fault, JournalWriter, MountFs, MountLocks, Record, RollbackReport, RunState, RunStore,
-    entry_state, rollback,
+    Ending, EntryState, Fault, JournalWriter, MountFs, MountLocks, Record, RollbackReport, RunState,
+    RunStore, entry_state, rollback,
 };
 use std::path::Path;
 
@@ -120,7 +120,12 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
     if !drifted.is_empty() && !force {
         return Err(UndoError::Drifted(drifted));
     }
-    Ok(rollback(&dir, &records, &mut writer, Fault::from_env()))
+    Ok(rollback(
+        &dir,
+        &records,
+        &mut writer,
+        (Fault::from_env(), Ending::Final),
+    ))
 }
 
 /// Deletes the backups of committed runs older than the newest `keep`, and

@@ -6,8 +6,8 @@
 //! mount locks tell it apart, and it is left alone.
 
 use crate::journal::{
-    Fault, JournalWriter, MountLocks, MountRecord, RollbackReport, RunStore, RunSummary, adopt_orphans,
-    rollback,
+    Ending, Fault, JournalWriter, MountLocks, MountRecord, Record, RollbackReport, RunStore, RunSummary,
+    adopt_orphans, end_rollback, rollback,
 };
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,32 @@ pub struct Recovered {
     pub adopted: usize,
     /// What the rollback did.
     pub report: RollbackReport,
+    /// The failure's actions the stopped engine never finished, which
+    /// recovery does not run (they are the flow's, and it has no flow):
+    /// each with why.
+    pub actions_not_run: Vec<(String, &'static str)>,
+}
+
+/// The actions the failure in `records` planned and did not end, each
+/// with why.
+fn unfinished_actions(records: &[Record]) -> Vec<(usize, String, &'static str)> {
+    let planned = records.iter().rev().find_map(|r| match r {
+        Record::Failed { actions, .. } => Some(actions.as_slice()),
+        _ => None,
+    });
+    let has = |want: &dyn Fn(&Record) -> bool| records.iter().any(want);
+    planned
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| !has(&|r| matches!(r, Record::ActionEnded { index, .. } if *index == a.index)))
+        .map(|a| {
+            let why = match has(&|r| matches!(r, Record::Action { index, .. } if *index == a.index)) {
+                true => "did not finish: the engine stopped while it ran",
+                false => "did not run: the engine stopped before it",
+            };
+            (a.index, a.name.clone(), why)
+        })
+        .collect()
 }
 
 fn mounts_of(mounts: &[MountRecord]) -> Vec<(String, PathBuf)> {
@@ -70,8 +96,37 @@ pub fn recover(state_dir: &Path) -> Result<Vec<Recovered>, RecoverError> {
         let (mut writer, mut records) =
             JournalWriter::resume(&run.dir.journal()).map_err(|e| io(e.into()))?;
         let adopted = adopt_orphans(&run.dir, &mut records, &mut writer).map_err(|e| io(e.into()))?;
-        let report = rollback(&run.dir, &records, &mut writer, fault);
-        recovered.push(Recovered { run, adopted, report });
+        let unfinished = unfinished_actions(&records);
+        let ending = match unfinished.is_empty() {
+            true => Ending::Final,
+            false => Ending::ActionFollows,
+        };
+        let mut report = rollback(&run.dir, &records, &mut writer, (fault, ending));
+        if ending == Ending::ActionFollows {
+            let ended = unfinished
+                .iter()
+                .try_for_each(|(index, _, why)| {
+                    writer.append(&Record::ActionEnded {
+                        index: *index,
+                        error: Some(format!("{why} (`recover` runs no actions)")),
+                    })
+                })
+                .and_then(|()| end_rollback(&mut writer, &report));
+            if let Err(e) = ended {
+                report.problems.push(crate::journal::Problem {
+                    mount: String::new(),
+                    path: String::new(),
+                    reason: format!("cannot record the end of the rollback: {e}"),
+                });
+            }
+        }
+        let actions_not_run = unfinished.into_iter().map(|(_, name, why)| (name, why)).collect();
+        recovered.push(Recovered {
+            run,
+            adopted,
+            report,
+            actions_not_run,
+        });
     }
     Ok(recovered)
 }

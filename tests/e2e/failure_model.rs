@@ -315,7 +315,8 @@ fn ctrl_c_during_a_command_rolls_back_and_a_second_says_what_a_third_would_do() 
     let run = Run(child.wait_with_output().unwrap());
     run.expect_code(130)
         .expect_stderr("interrupted: stopping the running step")
-        .expect_stderr("a third interrupt stops here and leaves the rest to `stepback recover`")
+        .expect_stderr("two more interrupts stop the engine at once")
+        .expect_stderr("one more interrupt stops the engine at once, leaving the rest to `stepback recover`")
         .expect_stdout("flow sleepy interrupted in step 'migrate'")
         .expect_stdout("rolled back");
     assert_same_full(
@@ -344,8 +345,13 @@ fn a_kill_during_an_action_is_recovered() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_gone("sleep 6202");
+    // The action was cut short: `recover` reverts the run, and says so
+    // (it runs no actions).
     env.stepback(&["recover"])
-        .expect_code(0)
-        .expect_stdout("rolled back");
+        .expect_code(4)
+        .expect_stdout("rolled back")
+        .expect_stdout(
+            "ACTION NOT RUN 'deploy: action 1 (on any failure)': did not finish: the engine stopped while it ran",
+        );
     assert_same_full(&before, &snapshot_full(&env.path("out")), "after recover");
 }

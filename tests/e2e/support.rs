@@ -78,6 +78,11 @@ impl Env {
         Run(command.output().expect("running stepback"))
     }
 
+    /// The contents of file `rel`.
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+    }
+
     pub fn command(&self, args: &[&str], cache: &Path) -> Command {
         let mut command = Command::new(test_bin());
         command

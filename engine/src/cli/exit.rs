@@ -31,9 +31,11 @@ pub const COMMIT_FAILED: u8 = 7;
 /// A step failed under `on-failure = "stop"`: the flow's changes were
 /// left in place (the run is committed; `undo` reverses it).
 pub const FAILED_NOT_ROLLED_BACK: u8 = 8;
-/// `run` was interrupted (Ctrl-C, SIGTERM) and rolled back: 128 + SIGINT,
-/// as shells report an interrupted command.
+/// `run` was interrupted by Ctrl-C and rolled back: 128 + SIGINT, as
+/// shells report an interrupted command.
 pub const INTERRUPTED: u8 = 130;
+/// The same, by SIGTERM: 128 + SIGTERM, as service managers expect.
+pub const TERMINATED: u8 = 143;
 /// A reporting command's reader went away: 128 + SIGPIPE.
 pub const BROKEN_PIPE: u8 = 141;
 
@@ -50,6 +52,7 @@ const ALL: &[u8] = &[
     COMMIT_FAILED,
     FAILED_NOT_ROLLED_BACK,
     INTERRUPTED,
+    TERMINATED,
     BROKEN_PIPE,
 ];
 

@@ -72,10 +72,10 @@ fn interrupt_cancels() -> Cancel {
         };
         tokio::select! {
             _ = int.recv() => {}
-            _ = term.recv() => {}
+            _ = term.recv() => { TERMINATED_BY_SIGTERM.store(true, std::sync::atomic::Ordering::SeqCst) }
         }
         errln!(
-            "interrupted: stopping the running step, then rolling back every change; further interrupts are ignored until the rollback is done"
+            "interrupted: stopping the running step, then rolling back every change (two more interrupts stop the engine at once, leaving the rest to `stepback recover`)"
         );
         trigger.cancel();
         tokio::select! {
@@ -83,16 +83,27 @@ fn interrupt_cancels() -> Cancel {
             _ = term.recv() => {}
         }
         errln!(
-            "interrupted again: the rollback goes on; a third interrupt stops here and leaves the rest to `stepback recover`"
+            "interrupted again: the rollback goes on; one more interrupt stops the engine at once, leaving the rest to `stepback recover`"
         );
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
         errln!("stopping now: run `stepback recover` to finish the rollback");
-        std::process::exit(exit::INTERRUPTED.into());
+        std::process::exit(interrupted(exit::INTERRUPTED).into());
     });
     cancel
+}
+
+/// Whether the first interrupt was SIGTERM (rather than Ctrl-C).
+static TERMINATED_BY_SIGTERM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Exit code `code`, as the interrupt that caused it says: 143 for SIGTERM.
+fn interrupted(code: u8) -> u8 {
+    match code == exit::INTERRUPTED && TERMINATED_BY_SIGTERM.load(std::sync::atomic::Ordering::SeqCst) {
+        true => exit::TERMINATED,
+        false => code,
+    }
 }
 
 async fn dispatch(cli: Cli) -> u8 {
@@ -191,7 +202,7 @@ async fn run(
         Err(code) => return code,
     };
     match runner::run(&plan, sandbox, events, options).await {
-        Ok(report) => exit::of_run(&report),
+        Ok(report) => interrupted(exit::of_run(&report)),
         Err(e) => {
             let hint = match e {
                 RunError::NeedsRecovery(_) => "; run `stepback recover`",
@@ -260,7 +271,16 @@ fn recover(state_dir: &Path) -> u8 {
         for problem in &r.report.problems {
             outln!("  NOT RESTORED {problem}");
         }
+        for (action, why) in &r.actions_not_run {
+            outln!(
+                "  ACTION NOT RUN '{}': {why}; run what it does by hand",
+                escape::clean(action)
+            );
+        }
         code = code.max(exit::of_rollback(&r.report));
+        if !r.actions_not_run.is_empty() {
+            code = code.max(exit::ROLLBACK_INCOMPLETE);
+        }
     }
     code
 }

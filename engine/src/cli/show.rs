@@ -115,6 +115,10 @@ fn print_run(id: &str, records: &[Record]) {
     }
     let mut undone = std::collections::HashSet::new();
     let voided = stepback::journal::voided(records);
+    let mut reverted = false;
+    // The failure's actions by index, to name one that ended.
+    let mut actions = std::collections::HashMap::new();
+    let mut started = std::collections::HashSet::new();
     for record in records {
         match record {
             Record::Step { index, name } => outln!("step {index} '{}':", clean(name)),
@@ -122,13 +126,18 @@ fn print_run(id: &str, records: &[Record]) {
                 step,
                 policy,
                 interrupted,
-            } => outln!(
-                "{} in step '{}' (on-failure = \"{}\"):",
-                if *interrupted { "interrupted" } else { "failed" },
-                clean(step),
-                clean(policy)
-            ),
-            Record::Action { name, .. } => {
+                actions: planned,
+            } => {
+                actions.extend(planned.iter().map(|a| (a.index, a.name.as_str())));
+                outln!(
+                    "{} in step '{}' (on-failure = \"{}\"):",
+                    if *interrupted { "interrupted" } else { "failed" },
+                    clean(step),
+                    clean(policy)
+                )
+            }
+            Record::Action { name, index } => {
+                started.insert(*index);
                 outln!(
                     "action '{}' (the rollback's own changes, not reverted):",
                     clean(name)
@@ -136,7 +145,16 @@ fn print_run(id: &str, records: &[Record]) {
             }
             Record::NotReverted { .. } => outln!("  (revert = false: kept when the flow is rolled back)"),
             Record::ActionEnded { error: None, .. } => outln!("  action succeeded"),
-            Record::ActionEnded { error: Some(e), .. } => outln!("  ACTION FAILED: {}", clean(e)),
+            Record::ActionEnded {
+                error: Some(e),
+                index,
+            } => match actions.get(index) {
+                // One that never started has no heading of its own.
+                Some(name) if !started.contains(index) => {
+                    outln!("ACTION '{}' FAILED: {}", clean(name), clean(e))
+                }
+                _ => outln!("  ACTION FAILED: {}", clean(e)),
+            },
             Record::Uncaptured { command, .. } => {
                 outln!("  NOT REVERSIBLE: {}", clean(command))
             }
@@ -156,7 +174,11 @@ fn print_run(id: &str, records: &[Record]) {
             Record::Undone { seq } => {
                 undone.insert(*seq);
             }
-            Record::RolledBack { problems, kept } => {
+            // Said once: the end after the flow's rollback action says it
+            // again.
+            Record::RolledBack { .. } if reverted => {}
+            Record::RolledBack { problems, kept } | Record::Reverted { problems, kept } => {
+                reverted |= matches!(record, Record::Reverted { .. });
                 outln!("rollback: {} changes undone", undone.len());
                 for p in problems {
                     outln!("  NOT RESTORED {}", clean(p));

@@ -480,11 +480,17 @@ impl RunJournal {
     }
 
     /// Records that a failure ended the flow (see [`Record::Failed`]).
-    pub fn failed(&mut self, step: &str, policy: &str, interrupted: bool) -> io::Result<()> {
+    pub fn failed(
+        &mut self,
+        (step, policy): (&str, &str),
+        interrupted: bool,
+        actions: Vec<super::FailureAction>,
+    ) -> io::Result<()> {
         self.writer.append(&Record::Failed {
             step: step.to_owned(),
             policy: policy.to_owned(),
             interrupted,
+            actions,
         })
     }
 

@@ -62,11 +62,11 @@ pub use log::Durability;
 pub(crate) use log::JournalWriter;
 pub(crate) use orphans::adopt_orphans;
 pub use record::{
-    Change, EntryState, FileId, FileLeft, Meta, MountRecord, OsBytes, Owner, Record, Time, UndoOp, Xattr,
-    voided,
+    Change, EntryState, FailureAction, FileId, FileLeft, Meta, MountRecord, OsBytes, Owner, Record, Time,
+    UndoOp, Xattr, voided,
 };
 pub use report::{Problem, RollbackReport};
 pub(crate) use room::{Room, free_on};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub(crate) use tree::remove_all;
-pub(crate) use undo::rollback;
+pub(crate) use undo::{Ending, end_rollback, rollback};

@@ -380,6 +380,23 @@ pub enum Record {
         /// Whether an interruption (Ctrl-C, SIGTERM) caused it.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         interrupted: bool,
+        /// The actions the failure runs, in order: each ends with a
+        /// [`Record::ActionEnded`], so that one the engine never got to
+        /// (stopped, or crashed) is known.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        actions: Vec<FailureAction>,
+    },
+    /// The revert of a failed run ended, as [`Record::RolledBack`] would
+    /// say, and the flow's rollback action follows: the run ends with the
+    /// `rolled-back` record its action's records close with, so that a run
+    /// stopped before or during the action is unfinished, and `recover`
+    /// says the action did not run.
+    Reverted {
+        /// Paths that could not be restored, with why.
+        problems: Vec<String>,
+        /// Entries of other processes kept aside.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept: Vec<String>,
     },
     /// A failure's action starts; undo records after it belong to it and
     /// are the rollback's own: no rollback reverses them.
@@ -535,6 +552,15 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         kept: Vec<String>,
     },
+}
+
+/// An action a failure runs (see [`Record::Failed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureAction {
+    /// Its index in the journal (its [`Record::Action`]'s).
+    pub index: usize,
+    /// Its name.
+    pub name: String,
 }
 
 /// A file as a step left it (see [`Record::Wrote`]).

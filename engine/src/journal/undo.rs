@@ -25,14 +25,52 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::PermissionsExt;
 
+/// How a rollback's records end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// With the run's end: `rolled-back`.
+    Final,
+    /// With `reverted`: the flow's rollback action follows, and its
+    /// records end the run ([`end_rollback`]).
+    ActionFollows,
+}
+
 /// Rolls back every change recorded in `records` that is not yet undone,
-/// appending markers and the final `rolled-back` record through `writer`.
+/// appending markers and the record `ending` says through `writer`.
 pub fn rollback(
     run: &RunDir,
     records: &[Record],
     writer: &mut JournalWriter,
-    fault: Fault,
+    (fault, ending): (Fault, Ending),
 ) -> RollbackReport {
+    let mut report = revert(run, records, writer, fault);
+    let ended = match ending {
+        Ending::Final => end_rollback(writer, &report),
+        Ending::ActionFollows => writer.append(&Record::Reverted {
+            problems: report.problems.iter().map(ToString::to_string).collect(),
+            kept: report.kept.iter().map(ToString::to_string).collect(),
+        }),
+    };
+    if let Err(e) = ended {
+        report.problems.push(Problem {
+            mount: String::new(),
+            path: String::new(),
+            reason: format!("cannot record the end of the rollback: {e}"),
+        });
+    }
+    report
+}
+
+/// Ends a rolled-back run's journal: how its rollback ended (`report`).
+pub fn end_rollback(writer: &mut JournalWriter, report: &RollbackReport) -> io::Result<()> {
+    writer.append(&Record::RolledBack {
+        problems: report.problems.iter().map(ToString::to_string).collect(),
+        kept: report.kept.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// The undos of [`rollback`], with their markers.
+fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: Fault) -> RollbackReport {
     // What actions changed is the rollback's own, and steps with
     // `revert = false` keep theirs: not reverted.
     let actions: std::collections::HashSet<usize> = records
@@ -87,7 +125,7 @@ pub fn rollback(
                 path: run.backup().display().to_string(),
                 reason: format!("cannot open the backup area: {e}"),
             });
-            return finish(writer, report);
+            return report;
         }
     };
     let boot = super::markers::this_boot();
@@ -111,7 +149,7 @@ pub fn rollback(
             path: run.journal().display().to_string(),
             reason: format!("cannot record the start of the rollback: {e}"),
         });
-        return finish(writer, report);
+        return report;
     }
     let mut markers = Markers::new(&mounts, run.backup());
     let mut places = Places::default();
@@ -165,7 +203,7 @@ pub fn rollback(
     }
     restore_directory_times(records, &mounts, &foreign.dir_times, &mut report);
     verify(records, &mounts, &backup, &mut report);
-    finish(writer, report)
+    report
 }
 
 /// Sets every directory's original modification time once more, deepest
@@ -213,19 +251,6 @@ fn restore_directory_times(
             _ => {}
         }
     }
-}
-
-fn finish(writer: &mut JournalWriter, mut report: RollbackReport) -> RollbackReport {
-    let problems = report.problems.iter().map(ToString::to_string).collect();
-    let kept = report.kept.iter().map(ToString::to_string).collect();
-    if let Err(e) = writer.append(&Record::RolledBack { problems, kept }) {
-        report.problems.push(Problem {
-            mount: String::new(),
-            path: String::new(),
-            reason: format!("cannot record the end of the rollback: {e}"),
-        });
-    }
-    report
 }
 
 fn ino_of(dir: &Dir, path: &str) -> io::Result<Option<u64>> {
@@ -572,7 +597,7 @@ mod tests {
         for record in &records {
             writer.append(record).unwrap();
         }
-        let report = rollback(&run, &records, &mut writer, Fault::None);
+        let report = rollback(&run, &records, &mut writer, (Fault::None, Ending::Final));
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.undone, 2);
         assert_eq!(std::fs::read_to_string(m.join("a")).unwrap(), "original");

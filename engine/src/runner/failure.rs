@@ -24,7 +24,7 @@
 use super::{Ctx, Journaled, Role, StepReport};
 use crate::cancel::Cancel;
 use crate::events::{Event, StepStatus};
-use crate::flow::{OnFailure, PlannedStep, Trigger};
+use crate::flow::{OnFailure, Plan, PlannedStep, Trigger};
 use std::time::Instant;
 
 /// The failure that ended a flow.
@@ -67,60 +67,87 @@ pub struct ActionReport {
     pub error: Option<String>,
 }
 
-/// Runs the customized actions `failure` triggers, newest step first.
-pub(super) async fn step_actions(
-    ctx: &Ctx<'_>,
-    journal: Option<&Journaled>,
-    reports: &[StepReport],
-    failure: &Failure,
-) -> Vec<ActionReport> {
+/// An action a failure runs.
+pub(super) struct Planned<'p> {
+    /// Its index in the journal.
+    index: usize,
+    action: &'p PlannedStep,
+    /// The step it belongs to; none for the flow's rollback action.
+    step: Option<&'p str>,
+    trigger: &'static str,
+}
+
+impl Planned<'_> {
+    /// Whether it is the flow's rollback action, which runs after the
+    /// revert.
+    pub fn after_revert(&self) -> bool {
+        self.step.is_none()
+    }
+}
+
+/// The actions `failure` runs, in order: the customized actions it
+/// triggers, newest step first; then, if it reverts, the flow's rollback
+/// action (its records, in the journal resumed after the rollback's, after
+/// the steps' actions').
+pub(super) fn actions_of<'p>(plan: &'p Plan, reports: &[StepReport], failure: &Failure) -> Vec<Planned<'p>> {
     let mut out = Vec::new();
-    let mut index = ctx.plan.steps.len();
+    let mut index = plan.steps.len();
     for (s, report) in reports.iter().enumerate().rev() {
         if report.status == StepStatus::Skipped {
             continue;
         }
-        let step = &ctx.plan.steps[s];
+        let step = &plan.steps[s];
         for action in &step.actions {
-            let runs = match action.trigger {
-                Trigger::AnyStep => true,
-                Trigger::ThisStep => failure.index == Some(s),
-            };
-            if !runs {
-                continue;
-            }
             let trigger = match action.trigger {
                 Trigger::AnyStep => "any-step",
-                Trigger::ThisStep => "this-step",
+                Trigger::ThisStep if failure.index == Some(s) => "this-step",
+                Trigger::ThisStep => continue,
             };
-            out.push(
-                run_action(
-                    ctx,
-                    journal,
-                    &action.action,
-                    (index, Some(&step.name), trigger),
-                    failure,
-                )
-                .await,
-            );
+            out.push(Planned {
+                index,
+                action: &action.action,
+                step: Some(&step.name),
+                trigger,
+            });
             index += 1;
         }
+    }
+    if let Some(action) = plan.rollback.action.as_deref()
+        && failure.policy == OnFailure::Rollback
+    {
+        out.push(Planned {
+            index: plan.steps.len() + plan.steps.iter().map(|s| s.actions.len()).sum::<usize>(),
+            action,
+            step: None,
+            trigger: "rollback",
+        });
     }
     out
 }
 
-/// Runs the flow's rollback action, after the revert, if it has one; its
-/// records (in `journal`, resumed after the rollback's) come after the
-/// steps' actions'.
-pub(super) async fn rollback_action(
+/// What the journal records of `planned` before any of them runs.
+pub(super) fn recorded(planned: &[Planned]) -> Vec<crate::journal::FailureAction> {
+    planned
+        .iter()
+        .map(|p| crate::journal::FailureAction {
+            index: p.index,
+            name: p.action.name.clone(),
+        })
+        .collect()
+}
+
+/// Runs `planned` in order.
+pub(super) async fn run_actions(
     ctx: &Ctx<'_>,
     journal: Option<&Journaled>,
-    failure: Option<&Failure>,
-) -> Option<ActionReport> {
-    let action = ctx.plan.rollback.action.as_deref()?;
-    let failure = failure?;
-    let index = ctx.plan.steps.len() + ctx.plan.steps.iter().map(|s| s.actions.len()).sum::<usize>();
-    Some(run_action(ctx, journal, action, (index, None, "rollback"), failure).await)
+    planned: &[&Planned<'_>],
+    failure: &Failure,
+) -> Vec<ActionReport> {
+    let mut out = Vec::new();
+    for p in planned {
+        out.push(run_action(ctx, journal, p.action, (p.index, p.step, p.trigger), failure).await);
+    }
+    out
 }
 
 async fn run_action(

@@ -8,8 +8,8 @@ use crate::events::{Emitter, Event, EventSink, FlowStatus, StepStatus};
 use crate::flow::{OnFailure, Plan, PlannedStep};
 use crate::grant::{Access, Mount};
 use crate::journal::{
-    Durability, Fault, MountFs, MountLocks, Problem, RollbackReport, Room, RunDir, RunJournal, RunStore,
-    rollback,
+    Durability, Ending, Fault, MountFs, MountLocks, Problem, RollbackReport, Room, RunDir, RunJournal,
+    RunStore, rollback,
 };
 use crate::sandbox::{FailureReason, Sandbox, StepFailure, StepRequest, StepRun};
 use std::path::PathBuf;
@@ -262,25 +262,37 @@ pub async fn run(
             failure: error,
         });
     }
-    let mut actions = Vec::new();
+    let planned = failure
+        .as_ref()
+        .map(|f| failure::actions_of(plan, &reports, f))
+        .unwrap_or_default();
     if let (Some(f), Some(j)) = (&failure, journal.as_ref()) {
         let policy = match f.policy {
             OnFailure::Stop => "stop",
             OnFailure::Continue => "continue",
             _ => "rollback",
         };
-        if let Err(e) = j.lock().failed(&f.step, policy, f.interrupted) {
+        if let Err(e) = j
+            .lock()
+            .failed((&f.step, policy), f.interrupted, failure::recorded(&planned))
+        {
             ctx.events.emit(Event::Warning {
                 message: format!("could not record the failure in the journal: {e}"),
             });
         }
     }
+    let (before, after): (Vec<_>, Vec<_>) = planned.iter().partition(|p| !p.after_revert());
+    let mut actions = Vec::new();
     if let Some(failure) = &failure {
-        actions.extend(failure::step_actions(&ctx, journal.as_ref(), &reports, failure).await);
+        actions.extend(failure::run_actions(&ctx, journal.as_ref(), &before, failure).await);
     }
     let revert = failure.as_ref().is_some_and(|f| f.policy == OnFailure::Rollback);
+    let ending = match after.is_empty() {
+        true => Ending::Final,
+        false => Ending::ActionFollows,
+    };
     let finished = match journal {
-        Some(journal) => journal.finish(revert, &ctx.events),
+        Some(journal) => journal.finish((revert, ending), &ctx.events),
         None => {
             if revert {
                 ctx.events.emit(Event::Warning {
@@ -295,20 +307,24 @@ pub async fn run(
         }
     };
     let (rollback, uncommitted) = (finished.rollback, finished.uncommitted);
-    if revert && plan.rollback.action.is_some() {
-        // The action's records follow the rollback's, and end by stating
-        // its outcome again.
-        let resumed = match finished.after.map(|after| after.resume(&writable)) {
-            Some(Ok(journal)) => Some(journal),
-            Some(Err(e)) => {
+    if let (Some(failure), false) = (&failure, after.is_empty()) {
+        // The action's records follow the rollback's, and end the run by
+        // stating its outcome again.
+        let resumed = match finished
+            .after
+            .map(|after| (after.dir.clone(), after.resume(&writable)))
+        {
+            Some((_, Ok(journal))) => Some(journal),
+            Some((dir, Err(e))) => {
                 ctx.events.emit(Event::Warning {
                     message: format!("the flow's rollback action runs unjournaled: {e:#}"),
                 });
+                end_unresumed(&dir, rollback.as_ref(), &ctx.events);
                 None
             }
             None => None,
         };
-        actions.extend(failure::rollback_action(&ctx, resumed.as_ref(), failure.as_ref()).await);
+        actions.extend(failure::run_actions(&ctx, resumed.as_ref(), &after, failure).await);
         if let (Some(journal), Some(report)) = (resumed, rollback.as_ref())
             && let Err(e) = journal.close(report)
         {
@@ -563,7 +579,7 @@ impl Journaled {
     /// it back. Returns the rollback's report, whether that was why, and
     /// the journal to go on with after a rollback (for the flow's
     /// rollback action).
-    fn finish(self, stopped: bool, events: &Emitter) -> Finished {
+    fn finish(self, (stopped, ending): (bool, Ending), events: &Emitter) -> Finished {
         let Journaled {
             journal,
             dir,
@@ -603,7 +619,7 @@ impl Journaled {
         let seq = journal.changes();
         let mut writer = journal.into_writer();
         let report = match dir.records() {
-            Ok(records) => rollback(&dir, &records, &mut writer, fault),
+            Ok(records) => rollback(&dir, &records, &mut writer, (fault, ending)),
             Err(e) => RollbackReport {
                 undone: 0,
                 problems: vec![Problem {
@@ -677,6 +693,19 @@ impl After {
     }
 }
 
+/// Ends the journal of run `dir`, whose flow's rollback action could not
+/// have it resumed (and runs without), by stating how its rollback ended.
+fn end_unresumed(dir: &RunDir, rollback: Option<&RollbackReport>, events: &Emitter) {
+    let ended = crate::journal::JournalWriter::resume(&dir.journal()).and_then(|(mut writer, _)| {
+        crate::journal::end_rollback(&mut writer, rollback.unwrap_or(&RollbackReport::default()))
+    });
+    if let Err(e) = ended {
+        events.emit(Event::Warning {
+            message: format!("could not record the end of the rollback: {e}"),
+        });
+    }
+}
+
 impl Journaled {
     /// Ends the records of the flow's rollback action by stating again how
     /// the rollback ended: the run's state is its last record's.
@@ -686,10 +715,7 @@ impl Journaled {
             .expect("the action's store is dropped when it ends")
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
-        journal.into_writer().append(&crate::journal::Record::RolledBack {
-            problems: report.problems.iter().map(ToString::to_string).collect(),
-            kept: report.kept.iter().map(ToString::to_string).collect(),
-        })
+        crate::journal::end_rollback(&mut journal.into_writer(), report)
     }
 }
 
