@@ -44,6 +44,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("plugins");
+    version_env(root);
     ensure_wasm_target();
     build_guests(&root.join("plugins/Cargo.toml"), &target_dir);
     let out = target_dir.join(TARGET).join("release");
@@ -51,6 +52,32 @@ fn main() {
 }
 
 const TARGET: &str = "wasm32-wasip2";
+
+/// What `--version` says besides the crate's version: the commit built
+/// (`unknown` outside a git checkout) and the WIT package version plugins
+/// are built against.
+fn version_env(root: &Path) {
+    for watched in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let commit = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=STEPBACK_COMMIT={commit}");
+    let wit = std::fs::read_to_string(root.join("wit/plugin.wit")).expect("wit/plugin.wit");
+    let version = wit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package stepback:plugin@"))
+        .and_then(|v| v.strip_suffix(';'))
+        .expect("wit/plugin.wit names its package, versioned");
+    println!("cargo:rustc-env=STEPBACK_WIT_VERSION={version}");
+}
 
 fn ensure_wasm_target() {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());

@@ -2,12 +2,12 @@
 //! JSON lines; a program embedding the library implements [`EventSink`].
 //! A leaf: it depends on nothing else in the crate.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// How important a step's log line is, or which of its output streams it
 /// came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum LogLevel {
@@ -28,7 +28,7 @@ pub enum LogLevel {
 }
 
 /// One line of a step's log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {
     /// How important the line is, or which output stream it came from.
     pub level: LogLevel,
@@ -38,7 +38,7 @@ pub struct LogLine {
 }
 
 /// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum StepStatus {
@@ -53,7 +53,7 @@ pub enum StepStatus {
 }
 
 /// How a flow ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum FlowStatus {
@@ -87,7 +87,7 @@ pub enum FlowStatus {
 }
 
 /// Whether loading a plugin compiled it or reused compiled code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum CacheOutcome {
@@ -100,7 +100,7 @@ pub enum CacheOutcome {
 /// Something that happened, in the order it happened. As JSON, `event`
 /// names the variant in kebab-case (`step-finished`) and the fields keep
 /// their names. Times are in milliseconds of wall-clock time.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Event {
@@ -121,6 +121,13 @@ pub enum Event {
         flow: String,
         /// Step names, in order.
         steps: Vec<String>,
+        /// The flow's file.
+        #[serde(default)]
+        file: std::path::PathBuf,
+        /// Every parameter with the value it has in this run (the flow's
+        /// default where none was given), by name.
+        #[serde(default)]
+        params: std::collections::BTreeMap<String, String>,
     },
     /// A step begins.
     StepStarted {
@@ -130,6 +137,9 @@ pub enum Event {
         step: String,
         /// As the flow names it.
         plugin: String,
+        /// Of the plugin's component, hex: what ran.
+        #[serde(default)]
+        sha256: String,
     },
     /// A line of a step's log, as it is written (bounded per step: see
     /// [`Event::StepFinished`]'s `log`).
@@ -238,12 +248,19 @@ pub enum Event {
         millis: f64,
         /// The step whose failure stopped the flow.
         failed_step: Option<String>,
+        /// After a rollback: the steps that ran with `revert = false`, whose
+        /// changes stay, so that the machine is not quite as before the run.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept_steps: Vec<String>,
+        /// After a rollback: the actions that ran, whose changes stay too.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept_actions: Vec<String>,
     },
 }
 
 /// An event as a sink receives it: what happened, in which run, and when.
 /// As JSON, the event's own fields sit beside `run_id` and `time`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Envelope {
     /// The run it belongs to; `None` for what happens outside a run (a

@@ -19,8 +19,10 @@ pub const DEFAULT_KEEP: usize = 5;
 /// Why a committed run could not be undone.
 #[non_exhaustive]
 pub enum UndoError {
-    /// No run has this id.
+    /// No run has this id (or prefix, or none is `last`).
     NoSuchRun(String),
+    /// The prefix names several runs (these).
+    Ambiguous(String, Vec<String>),
     /// Only a committed run with its backups can be undone.
     NotUndoable(String),
     /// The run did not finish: recovery rolls it back.
@@ -37,6 +39,9 @@ impl std::fmt::Display for UndoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UndoError::NoSuchRun(id) => write!(f, "no run {id:?}"),
+            UndoError::Ambiguous(id, runs) => {
+                write!(f, "{id:?} names {} runs: {}", runs.len(), runs.join(", "))
+            }
             UndoError::NotUndoable(why) => f.write_str(why),
             UndoError::Unfinished(id) => write!(
                 f,
@@ -59,7 +64,11 @@ impl std::error::Error for UndoError {}
 pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackReport, UndoError> {
     crate::state::ensure_private(state_dir).map_err(UndoError::Io)?;
     let store = RunStore::new(state_dir);
-    let dir = store.get(id).ok_or_else(|| UndoError::NoSuchRun(id.to_owned()))?;
+    let dir = match store.find(id).map_err(|e| UndoError::Io(e.into()))? {
+        Ok(dir) => dir,
+        Err(matching) if matching.len() > 1 => return Err(UndoError::Ambiguous(id.to_owned(), matching)),
+        Err(_) => return Err(UndoError::NoSuchRun(id.to_owned())),
+    };
     let (mut writer, records) = JournalWriter::resume(&dir.journal()).map_err(|e| UndoError::Io(e.into()))?;
     match RunState::of(&records) {
         RunState::Committed { pruned: false } => {}

@@ -88,7 +88,9 @@
 //! ```
 //!
 //! [`runner::RunOptions::cancel`] stops a run from another task; the
-//! journal's records of a run are read with [`journal::RunStore`].
+//! journal's records of a run are read with [`journal::RunStore`], and
+//! what it reported (its events, kept beside the journal) with
+//! [`runlog::read`].
 
 #![warn(missing_docs)]
 
@@ -101,6 +103,7 @@ pub mod history;
 pub mod journal;
 pub mod plugin;
 pub mod recovery;
+pub mod runlog;
 pub mod runner;
 pub mod sandbox;
 pub mod state;

@@ -1,12 +1,17 @@
-//! Where Stepback keeps its state: the compiled-plugin cache now, run
-//! journals later. One directory per user by default, so that runs by
-//! different users never share compiled code.
+//! Where Stepback keeps its state: run journals and records, and the
+//! compiled-plugin cache. One directory per user by default, so that runs
+//! by different users never share compiled code.
 
 use std::path::PathBuf;
 
-/// `$XDG_STATE_HOME/stepback` (usually `~/.local/state/stepback`) on
-/// Linux, the local data directory elsewhere.
+/// `/var/lib/stepback` for root; otherwise `$XDG_STATE_HOME/stepback`
+/// (usually `~/.local/state/stepback`) on Linux, the local data directory
+/// elsewhere.
 pub fn default_state_dir() -> PathBuf {
+    // Where operators look for a system service's state.
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/stepback");
+    }
     dirs::state_dir()
         .or_else(dirs::data_local_dir)
         .map(|d| d.join("stepback"))

@@ -76,3 +76,102 @@ fn show_lists_newest_first_and_takes_a_limit() {
     assert_eq!(two.stdout().lines().count(), 2);
     assert!(two.stdout().lines().next().unwrap().contains("flow-2"));
 }
+
+/// `run DIR` runs the flow file in it.
+#[test]
+fn a_directory_stands_for_its_flow_file() {
+    let env = Env::new();
+    env.mkdir("m");
+    env.write(
+        "release/flow.toml",
+        "name = \"dir\"\n[[mounts]]\nname = \"m\"\nhost = \"../m\"\nguest = \"/m\"\naccess = \"read-write\"\n[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/f\", content = \"x\" }\n",
+    );
+    env.stepback(&["run", "release"])
+        .expect_code(0)
+        .expect_stdout("flow dir succeeded");
+    assert_eq!(env.read("m/f"), "x");
+    env.stepback(&["validate", "release"]).expect_code(0);
+}
+
+/// `--version` says what was built, completions and a man page come from
+/// the same definition as the parser.
+#[test]
+fn the_cli_describes_itself() {
+    let env = Env::new();
+    let version = env.stepback(&["--version"]);
+    version
+        .expect_code(0)
+        .expect_stdout("(commit ")
+        .expect_stdout(", WIT stepback:plugin@");
+    let wit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit")).unwrap();
+    let package = wit
+        .lines()
+        .find_map(|l| l.strip_prefix("package stepback:plugin@"))
+        .unwrap();
+    assert!(
+        version.stdout().contains(package.trim_end_matches(';')),
+        "{}",
+        version.stdout()
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef stepback"),
+        ("fish", "complete -c stepback"),
+    ] {
+        let script = env.stepback(&["completions", shell]);
+        script
+            .expect_code(0)
+            .expect_stdout(marker)
+            .expect_stdout("recover");
+    }
+    env.stepback(&["man"])
+        .expect_code(0)
+        .expect_stdout(".TH stepback 1")
+        .expect_stdout("Exit codes:");
+    env.stepback(&["completions", "tcsh"]).expect_code(2);
+}
+
+/// `-q` prints what went wrong and the verdict, nothing else.
+#[test]
+fn quiet_prints_only_what_went_wrong_and_the_verdict() {
+    let env = Env::new();
+    env.mkdir("m");
+    let write = "[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/f\", content = \"x\" }\n";
+    let ok = env.flow(format!("{}\n{write}", flow_head("quiet", &["m"], &[])));
+    let run = env.stepback(&["-q", "run", ok.to_str().unwrap()]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout().lines().collect::<Vec<_>>().len(),
+        1,
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout().starts_with("flow quiet succeeded in "),
+        "{}",
+        run.stdout()
+    );
+    let failing = env.flow(format!(
+        "{}\n{write}[[steps]]\nname = \"boom\"\nuses = \"builtin:fail\"\nwith = {{ message = \"no answer\" }}\n",
+        flow_head("quiet", &["m"], &[])
+    ));
+    let run = env.stepback(&["--quiet", "run", failing.to_str().unwrap()]);
+    run.expect_code(1)
+        .expect_stdout("  FAILED  boom")
+        .expect_stdout("no answer")
+        .expect_stdout("flow quiet failed at step 'boom'");
+    for chatter in [
+        "  ok  ",
+        "rolling back",
+        "rolled back: 1 change",
+        "flow quiet: 2 steps",
+    ] {
+        assert!(
+            !run.stdout().contains(chatter),
+            "{chatter:?} in\n{}",
+            run.stdout()
+        );
+    }
+    env.stepback(&["-q", "-v", "run", ok.to_str().unwrap()])
+        .expect_code(2);
+}

@@ -354,6 +354,46 @@ with = {{ mode = "sleep", seconds = 30 }}
         .expect_stdout("rolled back");
 }
 
+/// `--wait` waits for a mount another flow holds: at most as long as it
+/// says, or as long as it takes.
+#[test]
+fn a_run_told_to_wait_waits_for_a_mount_in_use() {
+    let env = Env::new();
+    env.mkdir("m");
+    env.flow(
+        flow_head("slow", &["m"], &[])
+            + &format!(
+                "\n[[steps]]\nname = \"sleep\"\nuses = \"{}\"\nmounts = [\"m\"]\nwith = {{ mode = \"sleep\", seconds = 4 }}\n",
+                guest("misbehave")
+            ),
+    );
+    let cache = crate::support::shared_cache();
+    let mut slow = env.command(&["run", "flow.toml"], &cache).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while runs(&env).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow flow never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.stepback(&["run", "--wait=300ms", "flow.toml"])
+        .expect_code(5)
+        .expect_stderr("warning: waiting: mount 'm' (")
+        .expect_stderr("is in use by another flow: run ");
+    let waited = std::time::Instant::now();
+    env.stepback(&["run", "--wait", "flow.toml"]).expect_code(0);
+    assert!(slow.wait().unwrap().success());
+    assert!(
+        waited.elapsed() >= Duration::from_secs(2),
+        "it did not wait: {:?}",
+        waited.elapsed()
+    );
+    env.stepback(&["run", "--wait=soon", "flow.toml"])
+        .expect_code(2)
+        .expect_stderr("a duration such as 30s");
+}
+
 #[test]
 fn a_rollback_that_cannot_restore_everything_says_which_paths() {
     let (env, _) = crashed_churn("crash-before-op:12");

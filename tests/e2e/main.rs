@@ -27,6 +27,7 @@ mod live_output;
 mod other_processes;
 mod plugin_checks;
 mod policies;
+mod run_record;
 mod sandbox_escape;
 mod small_plugins;
 mod soak;

@@ -3,16 +3,49 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// The command line with what the derive cannot say: every command's
+/// help ends with the exit codes, from their one table.
+pub fn command() -> clap::Command {
+    let help = super::exit::help();
+    let mut command = <Cli as clap::CommandFactory>::command().after_long_help(help.clone());
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |c| c.after_long_help(help.clone()));
+    }
+    command
+}
+
+/// The command line this process was started with (exits with a usage
+/// error, 2, where it is not one).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The crate's version, the commit it was built from and the WIT package
+/// its plugins are built against.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STEPBACK_COMMIT"),
+    ", WIT stepback:plugin@",
+    env!("STEPBACK_WIT_VERSION"),
+    ")"
+);
+
 /// Runs update flows of sandboxed WebAssembly steps.
 ///
 /// A flow is a TOML (or JSON) file listing the directories it may touch
 /// and the steps that change them. Each step is a WebAssembly component
 /// that sees only the mounts the flow grants it.
 #[derive(Parser, Debug)]
-#[command(name = "stepback", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "stepback", version = VERSION, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Where Stepback keeps compiled plugins and run records.
-    /// [default: $XDG_STATE_HOME/stepback]
+    /// [default: /var/lib/stepback for root, else $XDG_STATE_HOME/stepback]
     #[arg(long, global = true, env = "STEPBACK_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -26,8 +59,13 @@ pub struct Cli {
     pub cache_limit: u64,
 
     /// Also show plugin loading (compiled-cache hits) and step logs as they happen.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
+
+    /// Print only what went wrong (failed steps and actions with their
+    /// logs, paths not restored, warnings) and the final verdict.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     /// How to print what happens.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
@@ -49,14 +87,7 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run a flow: validate it, then run its steps in order, journaling
     /// every change; if a step fails and stops the flow, roll it all back.
-    ///
-    /// Exit codes: 0 the flow succeeded; 1 a step failed and the flow was
-    /// rolled back cleanly; 2 the flow or its input is invalid (nothing
-    /// ran); 3 the engine could not work; 4 the rollback is incomplete
-    /// (needs attention: the paths are listed); 5 nothing ran because an
-    /// earlier run needs `stepback recover` or a mount is in use; 7 every
-    /// step succeeded but the run could not be committed, so it was rolled
-    /// back; 130 interrupted and rolled back.
+    /// FLOW may be a directory: its `flow.toml` (or `flow.json`).
     Run(RunArgs),
 
     /// Roll back runs that did not finish because the engine or the
@@ -80,11 +111,15 @@ pub enum Command {
     /// List recorded runs, or show every change one run made, per step,
     /// and what its rollback did.
     Show {
-        /// The run id (as `stepback show` lists them).
+        /// The run: its id (as `stepback show` lists them), a prefix only
+        /// it has, or `last`.
         run: Option<String>,
         /// List at most this many runs, newest first.
         #[arg(long, short = 'n', value_name = "N")]
         limit: Option<usize>,
+        /// With a run: every step's and action's log, not only a failed one's.
+        #[arg(long)]
+        logs: bool,
     },
 
     /// Check a flow without running it: syntax, keys, types, parameters,
@@ -102,12 +137,29 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+
+    /// Print a shell's completion script: `stepback completions bash >
+    /// /etc/bash_completion.d/stepback` (zsh: into a directory of `$fpath`
+    /// as `_stepback`; fish: `~/.config/fish/completions/stepback.fish`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff): `stepback man > /usr/local/share/man/man1/stepback.1`,
+    /// or read it now with `stepback man | man -l -`.
+    Man,
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     pub flow: FlowArgs,
+
+    /// Wait for mounts another flow holds instead of failing (exit 5):
+    /// as long as it takes, or at most DURATION (`--wait=30s`, `--wait=10m`).
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, default_missing_value = "forever", value_parser = parse_wait)]
+    pub wait: Option<std::time::Duration>,
 
     /// How many committed runs keep their backups and can be undone; older
     /// ones are pruned after each run.
@@ -184,6 +236,15 @@ pub enum PluginCommand {
         /// `builtin:NAME` or a path to a component .wasm.
         plugin: String,
     },
+}
+
+/// `forever` (as long as it takes: no deadline) or a duration.
+fn parse_wait(arg: &str) -> Result<std::time::Duration, String> {
+    match arg {
+        "forever" => Ok(std::time::Duration::MAX),
+        _ => humantime::parse_duration(arg)
+            .map_err(|e| format!("{e} (a duration such as 30s or 10m, or forever)")),
+    }
 }
 
 fn parse_param(arg: &str) -> Result<(String, String), String> {

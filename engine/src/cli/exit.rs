@@ -39,22 +39,58 @@ pub const TERMINATED: u8 = 143;
 /// A reporting command's reader went away: 128 + SIGPIPE.
 pub const BROKEN_PIPE: u8 = 141;
 
-/// Every code, for the test that README lists them all.
-#[cfg(test)]
-const ALL: &[u8] = &[
-    SUCCESS,
-    FLOW_FAILED,
-    INVALID_INPUT,
-    ENGINE_ERROR,
-    ROLLBACK_INCOMPLETE,
-    BLOCKED,
-    UNDO_REFUSED,
-    COMMIT_FAILED,
-    FAILED_NOT_ROLLED_BACK,
-    INTERRUPTED,
-    TERMINATED,
-    BROKEN_PIPE,
+/// Every code with what it means, in a line: `--help` prints it (README's
+/// table says more; a test keeps its codes equal to these).
+pub const TABLE: &[(u8, &str)] = &[
+    (SUCCESS, "success"),
+    (
+        FLOW_FAILED,
+        "a step failed; the flow was rolled back (failed-rolled-back)",
+    ),
+    (
+        INVALID_INPUT,
+        "bad input: usage, an invalid flow, an unknown run; nothing ran",
+    ),
+    (
+        ENGINE_ERROR,
+        "the engine could not work (its WebAssembly engine or state directory)",
+    ),
+    (
+        ROLLBACK_INCOMPLETE,
+        "the rollback is incomplete: needs attention (failed-rollback-incomplete)",
+    ),
+    (
+        BLOCKED,
+        "nothing ran: a run needs `stepback recover`, or a mount is in use",
+    ),
+    (UNDO_REFUSED, "`undo` refused: paths changed since the run"),
+    (
+        COMMIT_FAILED,
+        "every step succeeded but the run could not be committed: rolled back",
+    ),
+    (
+        FAILED_NOT_ROLLED_BACK,
+        "a step failed under on-failure = \"stop\": changes left in place",
+    ),
+    (
+        INTERRUPTED,
+        "interrupted by Ctrl-C and rolled back (interrupted-rolled-back)",
+    ),
+    (BROKEN_PIPE, "the reader of the output went away"),
+    (
+        TERMINATED,
+        "interrupted by SIGTERM and rolled back (interrupted-rolled-back)",
+    ),
 ];
+
+/// [`TABLE`] as `--help` prints it.
+pub fn help() -> String {
+    let lines: Vec<String> = TABLE
+        .iter()
+        .map(|(code, what)| format!("  {code:>3}  {what}"))
+        .collect();
+    format!("Exit codes:\n{}", lines.join("\n"))
+}
 
 /// A rollback that left paths unrestored needs attention above all else.
 fn incomplete(rollback: Option<&RollbackReport>) -> bool {
@@ -94,7 +130,7 @@ pub fn of_rollback(report: &RollbackReport) -> u8 {
 
 pub fn of_undo_error(e: &UndoError) -> u8 {
     match e {
-        UndoError::NoSuchRun(_) => INVALID_INPUT,
+        UndoError::NoSuchRun(_) | UndoError::Ambiguous(..) => INVALID_INPUT,
         UndoError::NotUndoable(_) | UndoError::Unfinished(_) | UndoError::Drifted(_) => UNDO_REFUSED,
         UndoError::Busy(_) => BLOCKED,
         UndoError::Io(_) => ENGINE_ERROR,
@@ -128,8 +164,17 @@ mod tests {
             .filter_map(|l| l.trim_start_matches('|').split('|').next()?.trim().parse().ok())
             .collect();
         listed.sort();
-        let mut all = ALL.to_vec();
+        let mut all: Vec<u8> = TABLE.iter().map(|(code, _)| *code).collect();
         all.sort();
         assert_eq!(listed, all);
+    }
+
+    #[test]
+    fn every_commands_help_ends_with_the_table() {
+        let cli = super::super::args::command();
+        for command in cli.get_subcommands().chain([&cli]) {
+            let after = command.get_after_long_help().map(ToString::to_string);
+            assert_eq!(after.as_deref(), Some(&*help()), "{}", command.get_name());
+        }
     }
 }

@@ -11,6 +11,13 @@ use stepback::sandbox::Plugin;
 
 pub struct Reporter {
     verbose: bool,
+    /// `-q`: only what went wrong, and the verdict.
+    quiet: bool,
+    /// Replaying a kept run for `show RUN` (no live line, what the run
+    /// was given and ran with too); with every step's log if `.logs`.
+    replay: Option<Replay>,
+    /// The plugin each step ran, by index, while replaying.
+    plugins: Mutex<std::collections::HashMap<usize, (String, String)>>,
     /// Width of the step-name column, known once the flow starts.
     width: Mutex<usize>,
     /// The running step's live line, on a terminal (not with `--verbose`,
@@ -22,19 +29,62 @@ impl Reporter {
     pub fn new(verbose: bool) -> Self {
         Reporter {
             verbose,
+            quiet: false,
+            replay: None,
+            plugins: Mutex::default(),
             width: Mutex::new(0),
             live: Live::new(!verbose),
         }
     }
+
+    /// A reporter that prints only what went wrong (failed steps and
+    /// actions with their logs, paths not restored, warnings) and the
+    /// verdict.
+    pub fn quiet() -> Self {
+        Reporter {
+            quiet: true,
+            ..Reporter::new(false)
+        }
+    }
+
+    /// A reporter of a kept run's events, for `show RUN`.
+    pub fn replay(logs: bool) -> Self {
+        Reporter {
+            replay: Some(Replay { logs }),
+            live: Live::new(false),
+            ..Reporter::new(false)
+        }
+    }
+
+    /// Whether a step's log is printed after its line: a failed step's
+    /// (unless `--verbose` printed it as it came), and with `show RUN
+    /// --logs` every step's.
+    fn prints_log(&self, failed: bool) -> bool {
+        (failed && !self.verbose) || self.replay.is_some_and(|r| r.logs)
+    }
+}
+
+/// How `show RUN` replays a run.
+#[derive(Clone, Copy)]
+pub struct Replay {
+    logs: bool,
 }
 
 impl EventSink for Reporter {
     fn emit(&self, envelope: Envelope) {
         let run_id = envelope.run_id.unwrap_or_default();
+        // The live line of what starts, drawn after its permanent line (if
+        // it has one: an action's, the rollback's), never under it.
+        let starts = match &envelope.event {
+            Event::StepStarted { step, .. } => Some(step.clone()),
+            Event::ActionStarted { action, .. } => Some(format!("action {action}")),
+            Event::RollbackStarted { .. } => Some("rolling back".to_owned()),
+            _ => None,
+        };
+        if starts.is_some() {
+            self.live.finish();
+        }
         match &envelope.event {
-            Event::StepStarted { step, .. } => self.live.start(step),
-            Event::ActionStarted { action, .. } => self.live.start(&format!("action {action}")),
-            Event::RollbackStarted { .. } => self.live.start("rolling back"),
             Event::StepProgress {
                 unit, done, total, ..
             } => self.live.progress(unit, *done, *total),
@@ -45,7 +95,20 @@ impl EventSink for Reporter {
             | Event::FlowFinished { .. } => self.live.finish(),
             _ => {}
         }
-        match envelope.event {
+        self.print(&run_id, envelope.event);
+        if let Some(what) = starts {
+            self.live.start(&what);
+        }
+    }
+}
+
+impl Reporter {
+    /// The permanent lines of `event`, of run `run_id`.
+    fn print(&self, run_id: &str, event: Event) {
+        if self.quiet && all_went_well(&event) {
+            return;
+        }
+        match event {
             Event::PluginLoaded {
                 plugin,
                 sha256,
@@ -61,7 +124,12 @@ impl EventSink for Reporter {
                     &sha256[..12]
                 );
             }
-            Event::FlowStarted { flow, steps } => {
+            Event::FlowStarted {
+                flow,
+                steps,
+                file,
+                params,
+            } => {
                 *self.width.lock().expect("width lock") = steps.iter().map(String::len).max().unwrap_or(0);
                 let n = steps.len();
                 outln!(
@@ -69,11 +137,29 @@ impl EventSink for Reporter {
                     clean(&flow),
                     if n == 1 { "" } else { "s" }
                 );
+                if self.replay.is_some() {
+                    outln!("  from {}", clean(&file.display().to_string()));
+                    for (name, value) in params {
+                        outln!("  param {}={}", clean(&name), clean(&value));
+                    }
+                }
+            }
+            Event::StepStarted {
+                index,
+                plugin,
+                sha256,
+                ..
+            } if self.replay.is_some() => {
+                self.plugins
+                    .lock()
+                    .expect("plugins lock")
+                    .insert(index, (plugin, sha256));
             }
             Event::StepLog { step, level, message } if self.verbose => {
                 errln!("  [{}] {}{}", clean(&step), level_tag(level), clean(&message));
             }
             Event::StepFinished {
+                index,
                 step,
                 status,
                 millis,
@@ -103,10 +189,18 @@ impl EventSink for Reporter {
                 };
                 let step = clean(&step);
                 outln!("  {tag:<7} {step:<width$}  {time:>7}  {}", clean(&text));
-                if matches!(status, StepStatus::Failed | StepStatus::FailedIgnored) && !self.verbose {
+                if let Some((plugin, sha256)) = self.plugins.lock().expect("plugins lock").get(&index) {
+                    outln!(
+                        "          ran {} (sha256 {})",
+                        clean(plugin),
+                        &sha256[..sha256.len().min(12)]
+                    );
+                }
+                if self.prints_log(matches!(status, StepStatus::Failed | StepStatus::FailedIgnored)) {
                     print_log(&log);
                 }
             }
+            Event::Warning { message } if self.replay.is_some() => outln!("warning: {}", clean(&message)),
             Event::Warning { message } => errln!("warning: {}", clean(&message)),
             Event::RollbackStarted { changes, .. } => {
                 outln!(
@@ -152,6 +246,7 @@ impl EventSink for Reporter {
                 outln!("  action  {} ({whose})", clean(&action));
             }
             Event::ActionFinished {
+                action,
                 status,
                 millis,
                 summary,
@@ -159,12 +254,16 @@ impl EventSink for Reporter {
                 log,
                 ..
             } => {
+                if self.quiet {
+                    // Its heading was not printed.
+                    outln!("  action  {}", clean(&action));
+                }
                 let (tag, text) = match status {
                     StepStatus::Succeeded => ("ok", summary.unwrap_or_default()),
                     _ => ("FAILED", error.unwrap_or_default()),
                 };
                 outln!("          {tag} in {}  {}", format_millis(millis), clean(&text));
-                if tag == "FAILED" && !self.verbose {
+                if self.prints_log(tag == "FAILED") {
                     print_log(&log);
                 }
             }
@@ -173,9 +272,12 @@ impl EventSink for Reporter {
                 status,
                 millis,
                 failed_step,
+                kept_steps,
+                kept_actions,
                 ..
             } => {
                 let flow = clean(&flow);
+                let verdict = verdict(&kept_steps, &kept_actions);
                 let took = format_millis(millis);
                 let at = failed_step
                     .map(|s| format!(" at step '{}'", clean(&s)))
@@ -183,22 +285,20 @@ impl EventSink for Reporter {
                 match status {
                     FlowStatus::Succeeded => outln!("flow {flow} succeeded in {took}"),
                     FlowStatus::RolledBack => {
-                        outln!(
-                            "flow {flow} failed{at} after {took}; rolled back: the machine is as before the run"
-                        )
+                        outln!("flow {flow} failed{at} after {took}; rolled back: {verdict}")
                     }
                     FlowStatus::RollbackIncomplete => outln!(
                         "flow {flow} failed{at} after {took}; ROLLBACK INCOMPLETE: see the failed actions or paths above"
                     ),
                     FlowStatus::NotRolledBack => outln!(
                         "flow {flow} failed{at} after {took}; its changes were left in place (on-failure = \"stop\"): `stepback undo {}` reverses them",
-                        clean(&run_id)
+                        clean(run_id)
                     ),
                     FlowStatus::Uncommitted => outln!(
                         "flow {flow}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({took})"
                     ),
                     FlowStatus::Interrupted => outln!(
-                        "flow {flow} interrupted{} after {took}; rolled back",
+                        "flow {flow} interrupted{} after {took}; rolled back: {verdict}",
                         at.replacen(" at step", " in step", 1)
                     ),
                     _ => outln!("flow {flow} ended after {took}"),
@@ -206,6 +306,49 @@ impl EventSink for Reporter {
             }
             _ => {}
         }
+    }
+}
+
+/// Whether `event` says only that something went as it should: what `-q`
+/// leaves out.
+fn all_went_well(event: &Event) -> bool {
+    match event {
+        Event::FlowStarted { .. } | Event::ActionStarted { .. } | Event::RollbackStarted { .. } => true,
+        Event::StepFinished { status, .. } => matches!(status, StepStatus::Succeeded | StepStatus::Skipped),
+        Event::ActionFinished { status, .. } => *status == StepStatus::Succeeded,
+        Event::RollbackFinished {
+            problems,
+            kept,
+            not_reversed,
+            ..
+        } => problems.is_empty() && kept.is_empty() && not_reversed.is_empty(),
+        _ => false,
+    }
+}
+
+/// What a rollback leaves: the machine as before the run, but for what
+/// steps with `revert = false` and actions changed on purpose.
+fn verdict(steps: &[String], actions: &[String]) -> String {
+    let quoted = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| format!("'{}'", clean(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let kept: Vec<String> = [
+        (!steps.is_empty()).then(|| format!("of steps {} (revert = false)", quoted(steps))),
+        (!actions.is_empty()).then(|| format!("of actions {}", quoted(actions))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match kept.is_empty() {
+        true => "the machine is as before the run".to_owned(),
+        false => format!(
+            "the machine is as before the run but for the changes {}",
+            kept.join(" and ")
+        ),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The live line under the running step, on a terminal: a spinner, the
 //! step (or action, or rollback), its elapsed time, and its latest news:
-//! progress figures, or a command's latest output line. Drawn on stderr
+//! progress figures (with a bar, a percentage and the time left when the
+//! step knows its total; bytes in human units), or a command's latest
+//! output line. Drawn on stderr
 //! and only when stderr is a terminal; the permanent lines (one per step)
 //! go to stdout as ever, so piped or redirected output has no live line.
 
@@ -21,6 +23,8 @@ struct Line {
     bar: ProgressBar,
     /// Latest progress per unit.
     progress: BTreeMap<String, (u64, Option<u64>)>,
+    /// The unit the bar measures: the first reported with a total.
+    measured: Option<String>,
 }
 
 impl Live {
@@ -48,6 +52,7 @@ impl Live {
         let old = self.lock().replace(Line {
             bar,
             progress: BTreeMap::new(),
+            measured: None,
         });
         if let Some(old) = old {
             old.bar.finish_and_clear();
@@ -58,13 +63,26 @@ impl Live {
     pub fn progress(&self, unit: &str, done: u64, total: Option<u64>) {
         if let Some(line) = self.lock().as_mut() {
             line.progress.insert(unit.to_owned(), (done, total));
+            if let (Some(total), None) = (total, &line.measured) {
+                line.measured = Some(unit.to_owned());
+                line.bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {prefix}  {elapsed:>4}  [{bar:24}] {percent:>3}%  {wide_msg}  {eta} left",
+                    )
+                    .expect("a valid template")
+                    .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+                    .progress_chars("=> "),
+                );
+                line.bar.set_length(total);
+            }
+            if line.measured.as_deref() == Some(unit) {
+                line.bar.set_length(total.unwrap_or(done));
+                line.bar.set_position(done);
+            }
             let text: Vec<String> = line
                 .progress
                 .iter()
-                .map(|(unit, (done, total))| match total {
-                    Some(total) => format!("{done}/{total} {unit}"),
-                    None => format!("{done} {unit}"),
-                })
+                .map(|(unit, figures)| figure(unit, *figures))
                 .collect();
             line.bar.set_message(clean(&text.join(", ")).into_owned());
         }
@@ -86,5 +104,35 @@ impl Live {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Line>> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `done` of `total` `unit`, bytes in human units (`3.2 MiB/10.0 MiB`).
+fn figure(unit: &str, (done, total): (u64, Option<u64>)) -> String {
+    let amount = |n: u64| match unit {
+        "bytes" => indicatif::HumanBytes(n).to_string(),
+        _ => n.to_string(),
+    };
+    let unit = if unit == "bytes" { "" } else { unit };
+    match total {
+        Some(total) => format!("{}/{} {unit}", amount(done), amount(total))
+            .trim_end()
+            .to_owned(),
+        None => format!("{} {unit}", amount(done)).trim_end().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figure;
+
+    #[test]
+    fn figures_are_in_human_units() {
+        assert_eq!(
+            figure("bytes", (3 * 1024 * 1024, Some(10 * 1024 * 1024))),
+            "3.00 MiB/10.00 MiB"
+        );
+        assert_eq!(figure("files", (3, Some(10))), "3/10 files");
+        assert_eq!(figure("files", (3, None)), "3 files");
     }
 }

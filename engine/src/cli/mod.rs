@@ -11,7 +11,6 @@ mod out;
 mod show;
 
 use args::{CacheCommand, Cli, Command, OutputFormat, PluginCommand, SyncMode};
-use clap::Parser;
 use out::{errln, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,7 +26,7 @@ use stepback::sandbox::Sandbox;
 use stepback::{runner, state};
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = args::parse();
     raise_descriptor_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -106,8 +105,28 @@ fn interrupted(code: u8) -> u8 {
     }
 }
 
+/// `stepback completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    let mut command = args::command();
+    clap_complete::generate(shell, &mut command, "stepback", &mut std::io::stdout());
+    exit::SUCCESS
+}
+
+/// `stepback man`.
+fn man() -> u8 {
+    match clap_mangen::Man::new(args::command()).render(&mut std::io::stdout()) {
+        Ok(()) => exit::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        Err(e) => {
+            errln!("error: cannot write the manual page: {e}");
+            exit::ENGINE_ERROR
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> u8 {
     let events: Arc<dyn EventSink> = match cli.output {
+        OutputFormat::Human if cli.quiet => Arc::new(human::Reporter::quiet()),
         OutputFormat::Human => Arc::new(human::Reporter::new(cli.verbose)),
         OutputFormat::Json => Arc::new(json::Reporter),
     };
@@ -118,6 +137,11 @@ async fn dispatch(cli: Cli) -> u8 {
         .unwrap_or_else(|| state::cache_dir(&state_dir));
     let engine_dirs = [state_dir.clone(), cache_dir.clone()];
     let cache = CompiledCache::new(cache_dir).with_limit(cli.cache_limit);
+    match &cli.command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::Man => return man(),
+        _ => {}
+    }
     if let Command::Cache { command } = &cli.command {
         return cache_command(&cache, command, cli.cache_limit, cli.output);
     }
@@ -146,6 +170,7 @@ async fn dispatch(cli: Cli) -> u8 {
                     SyncMode::Process => Durability::Process,
                 },
                 cancel: interrupt_cancels(),
+                wait: args.wait,
             };
             run(
                 &args.flow.flow,
@@ -159,12 +184,19 @@ async fn dispatch(cli: Cli) -> u8 {
         }
         Command::Undo { run, force } => undo(&state_dir, &run, force),
         Command::Recover => recover(&state_dir),
-        Command::Show { run, limit } => show::show(&state_dir, run.as_deref(), limit, cli.output),
+        Command::Show { run, limit, logs } => show::show(
+            &state_dir,
+            run.as_deref(),
+            (limit, show::Detail { logs }),
+            cli.output,
+        ),
         Command::Validate(args) => validate(&args.flow, &args.params, &sandbox, &engine_dirs).await,
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
         } => inspect(&plugin, &sandbox, cli.output).await,
-        Command::Cache { .. } => unreachable!("handled before the engine is set up"),
+        Command::Cache { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled before the engine is set up")
+        }
     }
 }
 

@@ -7,36 +7,81 @@ use super::out::{errln, outln};
 use std::path::Path;
 use stepback::journal::{Change, Record, RunState, RunStore, UndoOp};
 
-pub fn show(state_dir: &Path, run: Option<&str>, limit: Option<usize>, output: OutputFormat) -> u8 {
+/// What `show RUN` prints beside the journal's changes.
+#[derive(Clone, Copy)]
+pub struct Detail {
+    /// Every step's log, not only a failed one's.
+    pub logs: bool,
+}
+
+pub fn show(
+    state_dir: &Path,
+    run: Option<&str>,
+    (limit, detail): (Option<usize>, Detail),
+    output: OutputFormat,
+) -> u8 {
     let store = RunStore::new(state_dir);
-    match run {
-        None => list(&store, limit),
-        Some(id) => match store.get(id) {
-            Some(dir) => match dir.records() {
-                Ok(records) => {
-                    match output {
-                        OutputFormat::Human => print_run(id, &records),
-                        OutputFormat::Json => {
-                            for record in &records {
-                                outln!("{}", serde_json::to_string(record).expect("records serialize"));
-                            }
-                        }
-                    }
-                    exit::SUCCESS
-                }
-                Err(e) => {
-                    errln!("error: cannot read the journal of run {id}: {e}");
-                    exit::ENGINE_ERROR
-                }
-            },
-            None => {
-                errln!(
+    let Some(id) = run else {
+        return list(&store, limit);
+    };
+    let dir = match store.find(id) {
+        Ok(Ok(dir)) => dir,
+        Ok(Err(matching)) => {
+            match matching.is_empty() {
+                true => errln!(
                     "error: no run {id:?} in {}; `stepback show` lists the runs",
                     state_dir.join("runs").display()
-                );
-                exit::INVALID_INPUT
+                ),
+                false => errln!(
+                    "error: {id:?} names {} runs: {}",
+                    matching.len(),
+                    matching.join(", ")
+                ),
             }
-        },
+            return exit::INVALID_INPUT;
+        }
+        Err(e) => {
+            errln!("error: cannot list runs: {e}");
+            return exit::ENGINE_ERROR;
+        }
+    };
+    let records = match dir.records() {
+        Ok(records) => records,
+        Err(e) => {
+            errln!("error: cannot read the journal of run {}: {e}", dir.id);
+            return exit::ENGINE_ERROR;
+        }
+    };
+    match output {
+        OutputFormat::Human => {
+            print_header(&dir.id, &records);
+            replay(&dir, detail);
+            print_changes(&records);
+        }
+        OutputFormat::Json => {
+            for record in &records {
+                outln!("{}", serde_json::to_string(record).expect("records serialize"));
+            }
+        }
+    }
+    exit::SUCCESS
+}
+
+/// What the run printed, from the events it kept (none for a run of an
+/// engine that kept none).
+fn replay(dir: &stepback::journal::RunDir, detail: Detail) {
+    use stepback::events::EventSink;
+    match stepback::runlog::read(dir) {
+        Ok(events) if !events.is_empty() => {
+            outln!("as it ran:");
+            let reporter = super::human::Reporter::replay(detail.logs);
+            for event in events {
+                reporter.emit(event);
+            }
+            outln!("changes, as the journal holds them:");
+        }
+        Ok(_) => {}
+        Err(e) => outln!("(its events cannot be read: {e})"),
     }
 }
 
@@ -53,8 +98,12 @@ fn list(store: &RunStore, limit: Option<usize>) -> u8 {
         outln!("no runs recorded");
     }
     for run in runs.iter().rev().take(limit.unwrap_or(usize::MAX)) {
+        let outcome = run
+            .dir
+            .records()
+            .map_or("unreadable", |records| outcome(&records));
         outln!(
-            "{}  {:<20}  {}  {}",
+            "{}  {:<20}  {}  {outcome:<26}  {}",
             run.dir.id,
             clean(&run.flow),
             run.started,
@@ -88,6 +137,21 @@ fn final_state(records: &[Record]) -> Option<&'static str> {
     })
 }
 
+/// How the run ended, in one word: its [`final_state`], or what became of
+/// it after (`undone`), or how a run without one ended.
+fn outcome(records: &[Record]) -> &'static str {
+    let committed = records.iter().any(|r| matches!(r, Record::Committed));
+    match RunState::of(records) {
+        RunState::RolledBack { .. } if committed => "undone",
+        state => final_state(records).unwrap_or(match state {
+            RunState::Unfinished => "unfinished",
+            // Its commit failed (nothing failed before).
+            RunState::RolledBack { .. } => "uncommitted-rolled-back",
+            _ => "unknown",
+        }),
+    }
+}
+
 fn state_text(state: RunState) -> String {
     match state {
         RunState::Unfinished => "unfinished (needs `stepback recover`)".into(),
@@ -102,7 +166,7 @@ fn state_text(state: RunState) -> String {
     }
 }
 
-fn print_run(id: &str, records: &[Record]) {
+fn print_header(id: &str, records: &[Record]) {
     if let Some(Record::Begin { flow, started, .. }) = records.first() {
         outln!(
             "run {id} of flow '{}', started {started}: {}{}",
@@ -113,6 +177,10 @@ fn print_run(id: &str, records: &[Record]) {
                 .unwrap_or_default()
         );
     }
+}
+
+/// The journal's records of run changes, step by step.
+fn print_changes(records: &[Record]) {
     let mut undone = std::collections::HashSet::new();
     let voided = stepback::journal::voided(records);
     let mut reverted = false;

@@ -27,8 +27,16 @@ pub struct FlowSource {
 }
 
 impl FlowSource {
-    /// Reads the flow file at `path`.
+    /// Reads the flow file at `path`; a directory stands for the flow
+    /// file in it, `flow.toml` (or `flow.json` where only that exists).
     pub fn read(path: &Path) -> Result<FlowSource, Diagnostic> {
+        let path = &match path.is_dir() {
+            true if !path.join("flow.toml").exists() && path.join("flow.json").exists() => {
+                path.join("flow.json")
+            }
+            true => path.join("flow.toml"),
+            false => path.to_path_buf(),
+        };
         let text = std::fs::read_to_string(path)
             .map_err(|e| Diagnostic::new(path, "", format!("cannot read the flow file: {e}")))?;
         Ok(FlowSource::from_text(path, text))

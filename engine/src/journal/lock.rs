@@ -28,6 +28,19 @@ enum Hold {
     Exclusive,
 }
 
+/// A mount another flow holds (the error taking a run's mount locks gives
+/// then, with who holds it): worth waiting for, unlike the others.
+#[derive(Debug)]
+pub struct InUse(pub String);
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InUse {}
+
 impl MountLocks {
     /// Locks every `(name, host path)` (host paths canonical); `holder`
     /// says who holds the locks. Checks first that the state directory is
@@ -99,7 +112,10 @@ fn lock(dir: &Path, path: &Path, hold: Hold, mount: (&str, &Path), holder: &str)
                 Hold::Shared => format!(", which mounts {} above it", path.display()),
             };
             let (name, host) = (mount.0, mount.1.display());
-            anyhow::bail!("mount '{name}' ({host}) is in use by another flow: {who}{held}")
+            Err(InUse(format!(
+                "mount '{name}' ({host}) is in use by another flow: {who}{held}"
+            ))
+            .into())
         }
         Err(TryLockError::Error(e)) => Err(e.into()),
     }

@@ -57,6 +57,7 @@ pub(crate) use entry::{
     entry_state, fd_xattrs, open_dir_readable, replace_xattrs, set_attributes, set_owner_and_mode, set_times,
 };
 pub(crate) use fault::Fault;
+pub use lock::InUse;
 pub(crate) use lock::MountLocks;
 pub use log::Durability;
 pub(crate) use log::JournalWriter;

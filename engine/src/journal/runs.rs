@@ -125,16 +125,45 @@ impl RunStore {
         })
     }
 
+    /// The run `id` names: its id, a prefix of only its id, or `last` (the
+    /// newest run). `Err` with the ids that match, none or several.
+    pub fn find(&self, id: &str) -> io::Result<Result<RunDir, Vec<String>>> {
+        if let Some(dir) = self.get(id) {
+            return Ok(Ok(dir));
+        }
+        let ids = self.ids()?;
+        let matching: Vec<String> = match id {
+            "last" => ids.last().cloned().into_iter().collect(),
+            _ => ids.into_iter().filter(|i| i.starts_with(id)).collect(),
+        };
+        Ok(match &matching[..] {
+            [one] => self.get(one).ok_or_else(|| matching.clone()),
+            _ => Err(matching),
+        })
+    }
+
+    /// The ids of every run with a journal, oldest first.
+    fn ids(&self) -> io::Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let id = entry?.file_name().to_string_lossy().into_owned();
+            if self.get(&id).is_some() {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Every run with a journal, oldest first (run ids sort by time).
     pub fn list(&self) -> io::Result<Vec<RunSummary>> {
         let mut runs = Vec::new();
-        let entries = match fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(runs),
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let id = entry?.file_name().to_string_lossy().into_owned();
+        for id in self.ids()? {
             let Some(dir) = self.get(&id) else { continue };
             let (first, last) = read_ends(&dir.journal())?;
             let (flow, started, mounts) = match first {
@@ -154,7 +183,6 @@ impl RunStore {
                 mounts,
             });
         }
-        runs.sort_by(|a, b| a.dir.id.cmp(&b.dir.id));
         Ok(runs)
     }
 

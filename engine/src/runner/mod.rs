@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub reserve: u64,
     /// Stops the run from outside (see [`Cancel`]).
     pub cancel: Cancel,
+    /// How long to wait for mounts another flow holds (`None`: not at all,
+    /// the run fails at once as busy).
+    pub wait: Option<std::time::Duration>,
 }
 
 impl RunOptions {
@@ -53,6 +56,7 @@ impl RunOptions {
             journal: true,
             reserve: DEFAULT_RESERVE,
             cancel: Cancel::new(),
+            wait: None,
         }
     }
 }
@@ -161,14 +165,33 @@ pub async fn run(
         .iter()
         .map(|m| (m.name.clone(), m.host.clone()))
         .collect();
-    let _locks = MountLocks::acquire(&options.state_dir, &lock_list, &holder)
-        .map_err(|e| RunError::Busy(format!("{e:#}")))?;
+    let _locks = lock_mounts(
+        options,
+        &lock_list,
+        &holder,
+        &Emitter::for_run(&run_id, sink.clone()),
+    )
+    .await?;
     let pinned = pin(&plan.mounts).map_err(RunError::Journal)?;
     let journal = match options.journal {
         true => Some(Journaled::open(&run_id, plan, &writable, options).map_err(RunError::Journal)?),
         false => None,
     };
 
+    // The run's events are kept with its journal, for `show RUN`.
+    let sink: Arc<dyn EventSink> = match journal
+        .as_ref()
+        .map(|j| crate::runlog::RunLog::create(&j.dir, sink.clone()))
+    {
+        Some(Ok(log)) => Arc::new(log),
+        Some(Err(e)) => {
+            Emitter::for_run(&run_id, sink.clone()).emit(Event::Warning {
+                message: format!("the run's events are not kept for `show`: {e}"),
+            });
+            sink
+        }
+        None => sink,
+    };
     let flow_start = Instant::now();
     let ctx = Ctx {
         plan,
@@ -183,6 +206,8 @@ pub async fn run(
     ctx.events.emit(Event::FlowStarted {
         flow: plan.name.clone(),
         steps: plan.steps.iter().map(|s| s.name.clone()).collect(),
+        file: plan.file.clone(),
+        params: ctx.params.iter().cloned().collect(),
     });
     let mut reports = Vec::with_capacity(plan.steps.len());
     let mut failure: Option<Failure> = None;
@@ -213,6 +238,7 @@ pub async fn run(
             index,
             step: step.name.clone(),
             plugin: step.uses.clone(),
+            sha256: step.plugin.sha256.clone(),
         });
         let start = Instant::now();
         let run = ctx
@@ -348,6 +374,10 @@ pub async fn run(
         Some(f) if f.interrupted => FlowStatus::Interrupted,
         Some(_) => FlowStatus::RolledBack,
     };
+    let (kept_steps, kept_actions) = match revert {
+        true => kept_on_purpose(plan, &reports, &actions),
+        false => Default::default(),
+    };
     let report = RunReport {
         run_id,
         status,
@@ -360,8 +390,65 @@ pub async fn run(
         status,
         millis: flow_start.elapsed().as_secs_f64() * 1e3,
         failed_step: failure.map(|f| f.step),
+        kept_steps,
+        kept_actions,
     });
     Ok(report)
+}
+
+/// Locks `mounts` for the run `holder` names, waiting as long as
+/// `options.wait` says for those another flow holds (said once, in a
+/// warning), unless the run is cancelled meanwhile.
+async fn lock_mounts(
+    options: &RunOptions,
+    mounts: &[(String, std::path::PathBuf)],
+    holder: &str,
+    events: &Emitter,
+) -> Result<MountLocks, RunError> {
+    let deadline = options.wait.map(|wait| Instant::now().checked_add(wait));
+    let mut said = false;
+    loop {
+        let in_use = match MountLocks::acquire(&options.state_dir, mounts, holder) {
+            Ok(locks) => return Ok(locks),
+            Err(e) => match e.downcast_ref::<crate::journal::InUse>() {
+                Some(in_use) => in_use.to_string(),
+                None => return Err(RunError::Busy(format!("{e:#}"))),
+            },
+        };
+        let waiting = match deadline {
+            None => false,
+            Some(None) => true,
+            Some(Some(deadline)) => Instant::now() < deadline,
+        };
+        if !waiting || options.cancel.is_cancelled() {
+            return Err(RunError::Busy(in_use));
+        }
+        if !said {
+            said = true;
+            events.emit(Event::Warning {
+                message: format!("waiting: {in_use}"),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// What a rolled-back run did not revert on purpose: the steps that ran
+/// with `revert = false`, and the actions that ran.
+fn kept_on_purpose(
+    plan: &Plan,
+    reports: &[StepReport],
+    actions: &[failure::ActionReport],
+) -> (Vec<String>, Vec<String>) {
+    let steps = plan
+        .steps
+        .iter()
+        .zip(reports)
+        .filter(|(step, report)| !step.revert && !matches!(report.status, StepStatus::Skipped));
+    (
+        steps.map(|(step, _)| step.name.clone()).collect(),
+        actions.iter().map(|a| a.name.clone()).collect(),
+    )
 }
 
 /// What every step and action of a run is run with.

@@ -1,0 +1,125 @@
+//! The record a run keeps (README, "What a run leaves"): `show RUN` says
+//! what the run was given, what ran, why it failed and what its rollback
+//! kept, as `run` printed it; the list says how each run ended.
+
+use crate::support::*;
+
+/// README's `examples/deploy-service`, 1.4.2 deployed, then 1.4.3 failing
+/// its health check; the failed run's id.
+fn deployed_then_failed(env: &Env) -> String {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for dir in [
+        "deploy-service/app",
+        "deploy-service/services",
+        "deploy-service/db",
+        "webapp/dist",
+    ] {
+        env.mkdir(dir);
+    }
+    std::fs::copy(
+        examples.join("deploy-service/flow.toml"),
+        env.path("deploy-service/flow.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        examples.join("webapp/dist/webapp-1.4.2.tar.gz"),
+        env.path("webapp/dist/webapp-1.4.2.tar.gz"),
+    )
+    .unwrap();
+    env.stepback(&["run", "deploy-service/flow.toml"]).expect_code(0);
+    let failed = env.stepback(&[
+        "run",
+        "deploy-service/flow.toml",
+        "--param",
+        "release=1.4.3",
+        "--param",
+        "healthy=no",
+    ]);
+    failed
+        .expect_code(1)
+        .expect_stdout("rolled back: the machine is as before the run but for the changes of steps 'stop service', 'migrate database', 'start service' (revert = false) and of actions 'stop new service', 'restore the database', 'start previous version'");
+    failed.run_id()
+}
+
+#[test]
+fn show_explains_a_failed_run_as_it_ran() {
+    let env = Env::new();
+    let id = deployed_then_failed(&env);
+    let shown = env.stepback(&["show", &id]);
+    shown
+        .expect_code(0)
+        .expect_stdout("(failed-rolled-back)")
+        .expect_stdout("  from deploy-service/flow.toml")
+        .expect_stdout("  param healthy=no")
+        .expect_stdout("  param release=1.4.3")
+        .expect_stdout("          ran builtin:run-script (sha256 ")
+        .expect_stdout("FAILED  health check")
+        .expect_stdout("sh exited with 1 (attempt 3 of 3)")
+        .expect_stdout("| warning: sh exited with 1 (attempt 1 of 3); trying again in 200ms")
+        .expect_stdout("ok in ")
+        .expect_stdout("but for the changes of steps 'stop service'")
+        .expect_stdout("changes, as the journal holds them:")
+        .expect_stdout("  created                                  app:/releases/1.4.3");
+    // The rollback is said once in the journal's part, however many end
+    // records it has (the flow's rollback action ends it again).
+    assert_eq!(
+        shown.stdout().matches("rollback: 7 changes undone").count(),
+        1,
+        "{}",
+        shown.stdout()
+    );
+    // A successful step's log only with --logs.
+    let echo = "running sh -c 'echo stopped > webapp'";
+    assert!(!shown.stdout().contains(echo));
+    env.stepback(&["show", &id, "--logs"]).expect_stdout(echo);
+}
+
+#[test]
+fn a_run_is_named_by_its_id_a_prefix_only_it_has_or_last() {
+    let env = Env::new();
+    let id = deployed_then_failed(&env);
+    let by_id = env.stepback(&["show", &id]).stdout();
+    assert_eq!(env.stepback(&["show", "last"]).stdout(), by_id);
+    assert_eq!(env.stepback(&["show", &id[..id.len() - 2]]).stdout(), by_id);
+    // Both runs start with the year.
+    env.stepback(&["show", &id[..4]])
+        .expect_code(2)
+        .expect_stderr("names 2 runs");
+    env.stepback(&["show", "nope"])
+        .expect_code(2)
+        .expect_stderr("no run \"nope\"");
+    env.stepback(&["undo", "last"]).expect_code(6);
+}
+
+#[test]
+fn the_list_says_how_each_run_ended() {
+    let env = Env::new();
+    let failed = deployed_then_failed(&env);
+    let list = env.stepback(&["show"]).stdout();
+    let line = |id: &str| list.lines().find(|l| l.starts_with(id)).unwrap().to_owned();
+    assert!(line(&failed).contains("failed-rolled-back"), "{list}");
+    let first = list
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(line(&first).contains("succeeded"), "{list}");
+    // An undone run says so.
+    env.mkdir("m");
+    let flow = format!(
+        "{}\n[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/f\", content = \"x\" }}\n",
+        flow_head("undone", &["m"], &[])
+    );
+    let written = env.run_flow(&flow);
+    written.expect_code(0);
+    env.stepback(&["undo", "last"]).expect_code(0);
+    let list = env.stepback(&["show"]).stdout();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&written.run_id()) && l.contains("undone")),
+        "{list}"
+    );
+}
