@@ -291,3 +291,15 @@ fn progress_is_reported_in_files_and_bytes() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A plugin's I/O error names the error, not WASI's number for it (44 is
+/// WASI's ENOENT, the host's ECHRNG).
+#[test]
+fn a_missing_source_is_named_in_the_hosts_terms() {
+    let env = Env::new();
+    env.mkdir("dist");
+    let run = deploy(&env, r#"from = "/dist/nothing.tar", to = "/app/r""#);
+    run.expect_code(1)
+        .expect_stdout("No such file or directory (ENOENT)");
+    assert!(!run.stdout().contains("os error"), "{}", run.stdout());
+}

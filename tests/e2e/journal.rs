@@ -142,7 +142,7 @@ pub fn runs(env: &Env) -> Vec<String> {
 
 /// Undo records in a run's journal, read through `stepback show`.
 fn undo_records(env: &Env, run: &str) -> usize {
-    let show = env.stepback(&["--output", "json", "show", run]);
+    let show = env.stepback(&["show", run, "--records"]);
     show.expect_code(0);
     show.stdout()
         .lines()
@@ -166,7 +166,7 @@ fn a_failed_flow_is_rolled_back_exactly() {
         .expect_stdout("replaced (was 5 bytes)")
         .expect_stdout("rollback: ");
     // What each change was and how it is undone, from the records.
-    let records = env.stepback(&["--output", "json", "show", run]).events();
+    let records = env.stepback(&["show", run, "--records"]).events();
     let undos: Vec<(String, String, String)> = records
         .iter()
         .filter(|r| r["t"] == "undo")
@@ -461,7 +461,7 @@ uses = "builtin:fail"
         "after rolling back a deploy into a new directory",
     );
     let run = runs(&env).pop().unwrap();
-    let show = env.stepback(&["--output", "json", "show", &run]);
+    let show = env.stepback(&["show", &run, "--records"]);
     let undos = show
         .stdout()
         .lines()

@@ -120,6 +120,11 @@ pub enum Command {
         /// With a run: every step's and action's log, not only a failed one's.
         #[arg(long)]
         logs: bool,
+        /// With a run: its journal's records as they are, one JSON object a
+        /// line (the undo records with the inodes they name), for whoever
+        /// debugs the journal.
+        #[arg(long, conflicts_with = "logs")]
+        records: bool,
     },
 
     /// Check a flow without running it: syntax, keys, types, parameters,

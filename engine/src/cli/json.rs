@@ -1,9 +1,12 @@
-//! Output for programs: JSON lines on stdout, one object per event (and
-//! one for `plugin inspect`'s result).
+//! Output for programs: JSON lines on stdout, one object per event, and
+//! one per result of the other commands (`validate`, `show`, `undo`,
+//! `recover`, `plugin inspect`), versioned by [`SCHEMA`].
 
 use super::out::outln;
 use serde_json::json;
+use stepback::diagnostic::Diagnostic;
 use stepback::events::{Envelope, EventSink};
+use stepback::journal::{Problem, RollbackReport};
 use stepback::plugin::PluginInfo;
 use stepback::sandbox::Plugin;
 
@@ -27,5 +30,117 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
     outln!(
         "{}",
         serde_json::to_string(&value).expect("inspection serializes")
+    );
+}
+
+/// The version of every JSON object the CLI prints that is not an event
+/// (`"schema": 1`): a field's meaning does not change within a version;
+/// new fields may appear.
+pub const SCHEMA: u32 = 1;
+
+/// Prints one result object of kind `kind`.
+fn print(kind: &str, mut value: serde_json::Value) {
+    value["schema"] = json!(SCHEMA);
+    value["kind"] = json!(kind);
+    outln!("{}", serde_json::to_string(&value).expect("results serialize"));
+}
+
+/// `validate` (and `run` of a flow that is not valid): the flow and every
+/// problem found, each with where it is.
+pub fn print_validation(flow: &std::path::Path, plan: Result<&stepback::flow::Plan, &[Diagnostic]>) {
+    let diagnostic = |d: &Diagnostic| {
+        json!({
+            "file": d.file,
+            "line": d.position.map(|p| p.line),
+            "column": d.position.map(|p| p.column),
+            "field": d.field,
+            "message": d.message,
+        })
+    };
+    let value = match plan {
+        Ok(plan) => json!({
+            "flow": flow,
+            "valid": true,
+            "name": plan.name,
+            "steps": plan.steps.len(),
+            "mounts": plan.mounts.len(),
+            "diagnostics": [],
+        }),
+        Err(diagnostics) => json!({
+            "flow": flow,
+            "valid": false,
+            "diagnostics": diagnostics.iter().map(diagnostic).collect::<Vec<_>>(),
+        }),
+    };
+    print("validation", value);
+}
+
+fn problems(problems: &[Problem]) -> Vec<serde_json::Value> {
+    problems
+        .iter()
+        .map(|p| json!({ "mount": p.mount, "path": p.path, "reason": p.reason }))
+        .collect()
+}
+
+/// What a rollback (`undo`'s or `recover`'s) did.
+fn rollback(report: &RollbackReport) -> serde_json::Value {
+    json!({
+        "undone": report.undone,
+        "problems": problems(&report.problems),
+        "kept": problems(&report.kept),
+        "not_reversed": report.not_reversed,
+    })
+}
+
+/// `undo RUN`.
+pub fn print_undo(run: &str, report: &RollbackReport) {
+    let mut value = rollback(report);
+    value["run"] = json!(run);
+    print("undo", value);
+}
+
+/// `recover`: each run it rolled back.
+pub fn print_recovery(recovered: &[stepback::recovery::Recovered]) {
+    let runs: Vec<_> = recovered
+        .iter()
+        .map(|r| {
+            let mut value = rollback(&r.report);
+            value["run"] = json!(r.run.dir.id);
+            value["flow"] = json!(r.run.flow);
+            value["adopted"] = json!(r.adopted);
+            value["actions_not_run"] = r
+                .actions_not_run
+                .iter()
+                .map(|(name, why)| json!({ "action": name, "why": why }))
+                .collect();
+            value
+        })
+        .collect();
+    print("recovery", json!({ "runs": runs }));
+}
+
+/// `show`: the runs, newest first, each with how it ended.
+pub fn print_runs(runs: &[(&stepback::journal::RunSummary, &str)]) {
+    let runs: Vec<_> = runs
+        .iter()
+        .map(|(run, outcome)| {
+            json!({
+                "run": run.dir.id,
+                "flow": run.flow,
+                "started": run.started,
+                "outcome": outcome,
+                "finished": !matches!(run.state, stepback::journal::RunState::Unfinished),
+            })
+        })
+        .collect();
+    print("runs", json!({ "runs": runs }));
+}
+
+/// `show RUN`: how it ended, what it reported (its events, as `run
+/// --output json` printed them) and each change the journal holds.
+pub fn print_run(run: &str, outcome: &str, events: &[Envelope], changes: Vec<serde_json::Value>) {
+    print(
+        "run",
+        json!({ "run": run, "outcome": outcome, "events": events, "changes": changes }),
     );
 }

@@ -172,25 +172,34 @@ async fn dispatch(cli: Cli) -> u8 {
                 cancel: interrupt_cancels(),
                 wait: args.wait,
             };
-            run(
-                &args.flow.flow,
-                &args.flow.params,
-                &sandbox,
-                &engine_dirs,
-                events.clone(),
-                &options,
-            )
-            .await
+            let input = Input {
+                flow: &args.flow.flow,
+                params: &args.flow.params,
+                output: cli.output,
+            };
+            run(input, (&sandbox, &engine_dirs), events.clone(), &options).await
         }
-        Command::Undo { run, force } => undo(&state_dir, &run, force),
-        Command::Recover => recover(&state_dir),
-        Command::Show { run, limit, logs } => show::show(
+        Command::Undo { run, force } => undo(&state_dir, &run, force, cli.output),
+        Command::Recover => recover(&state_dir, cli.output),
+        Command::Show {
+            run,
+            limit,
+            logs,
+            records,
+        } => show::show(
             &state_dir,
             run.as_deref(),
-            (limit, show::Detail { logs }),
+            (limit, show::Detail { logs, records }),
             cli.output,
         ),
-        Command::Validate(args) => validate(&args.flow, &args.params, &sandbox, &engine_dirs).await,
+        Command::Validate(args) => {
+            let input = Input {
+                flow: &args.flow,
+                params: &args.params,
+                output: cli.output,
+            };
+            validate(input, (&sandbox, &engine_dirs)).await
+        }
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
         } => inspect(&plugin, &sandbox, cli.output).await,
@@ -200,36 +209,41 @@ async fn dispatch(cli: Cli) -> u8 {
     }
 }
 
-async fn plan(
-    flow: &Path,
-    params: &[(String, String)],
-    sandbox: &Sandbox,
-    engine_dirs: &[PathBuf],
-) -> Result<flow::Plan, u8> {
-    let source = FlowSource::read(flow).map_err(|d| {
-        errln!("error: {d}");
+/// A flow as the command line names it, with its parameters, and how to
+/// print what becomes of it.
+struct Input<'a> {
+    flow: &'a Path,
+    params: &'a [(String, String)],
+    output: OutputFormat,
+}
+
+/// The flow's plan; where it is not valid, every problem is printed (as
+/// JSON too, with `--output json`) and the exit code returned.
+async fn plan(input: &Input<'_>, (sandbox, engine_dirs): (&Sandbox, &[PathBuf])) -> Result<flow::Plan, u8> {
+    let planned = match FlowSource::read(input.flow) {
+        Ok(source) => flow::validate(&source, input.params, sandbox, engine_dirs).await,
+        Err(d) => Err(stepback::diagnostic::Diagnostics(vec![d])),
+    };
+    planned.map_err(|diagnostics| {
+        errln!("{diagnostics}");
+        if diagnostics.0.iter().any(|d| d.field.starts_with("params")) {
+            errln!("(a parameter's value is given with --param NAME=VALUE)");
+        }
+        if input.output == OutputFormat::Json {
+            json::print_validation(input.flow, Err(&diagnostics.0));
+        }
         exit::INVALID_INPUT
-    })?;
-    flow::validate(&source, params, sandbox, engine_dirs)
-        .await
-        .map_err(|diagnostics| {
-            errln!("{diagnostics}");
-            if diagnostics.0.iter().any(|d| d.field.starts_with("params")) {
-                errln!("(a parameter's value is given with --param NAME=VALUE)");
-            }
-            exit::INVALID_INPUT
-        })
+    })
 }
 
 async fn run(
-    flow: &Path,
-    params: &[(String, String)],
-    sandbox: &Sandbox,
-    engine_dirs: &[PathBuf],
+    input: Input<'_>,
+    engine: (&Sandbox, &[PathBuf]),
     events: Arc<dyn EventSink>,
     options: &RunOptions,
 ) -> u8 {
-    let plan = match plan(flow, params, sandbox, engine_dirs).await {
+    let sandbox = engine.0;
+    let plan = match plan(&input, engine).await {
         Ok(plan) => plan,
         Err(code) => return code,
     };
@@ -246,8 +260,12 @@ async fn run(
     }
 }
 
-fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
+fn undo(state_dir: &Path, run: &str, force: bool, output: OutputFormat) -> u8 {
     match stepback::history::undo_run(state_dir, run, force) {
+        Ok(report) if output == OutputFormat::Json => {
+            json::print_undo(run, &report);
+            exit::of_rollback(&report)
+        }
         Ok(report) => {
             outln!("run {run} undone: {} changes reversed", report.undone);
             human::print_kept(&report.kept);
@@ -272,7 +290,7 @@ fn undo(state_dir: &Path, run: &str, force: bool) -> u8 {
     }
 }
 
-fn recover(state_dir: &Path) -> u8 {
+fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
     let recovered = match stepback::recovery::recover(state_dir) {
         Ok(r) => r,
         Err(e) => {
@@ -280,6 +298,10 @@ fn recover(state_dir: &Path) -> u8 {
             return exit::of_recover_error(&e);
         }
     };
+    if output == OutputFormat::Json {
+        json::print_recovery(&recovered);
+        return recovered.iter().map(recovery_code).max().unwrap_or(exit::SUCCESS);
+    }
     if recovered.is_empty() {
         outln!("nothing to recover: every run finished");
         return exit::SUCCESS;
@@ -309,21 +331,27 @@ fn recover(state_dir: &Path) -> u8 {
                 escape::clean(action)
             );
         }
-        code = code.max(exit::of_rollback(&r.report));
-        if !r.actions_not_run.is_empty() {
-            code = code.max(exit::ROLLBACK_INCOMPLETE);
-        }
+        code = code.max(recovery_code(r));
     }
     code
 }
 
-async fn validate(
-    flow: &Path,
-    params: &[(String, String)],
-    sandbox: &Sandbox,
-    engine_dirs: &[PathBuf],
-) -> u8 {
-    match plan(flow, params, sandbox, engine_dirs).await {
+/// How one run's recovery ended: 4 where a path is not restored or an
+/// action of its failure never ran.
+fn recovery_code(r: &stepback::recovery::Recovered) -> u8 {
+    match r.actions_not_run.is_empty() {
+        true => exit::of_rollback(&r.report),
+        false => exit::ROLLBACK_INCOMPLETE,
+    }
+}
+
+async fn validate(input: Input<'_>, engine: (&Sandbox, &[PathBuf])) -> u8 {
+    let flow = input.flow;
+    match plan(&input, engine).await {
+        Ok(plan) if input.output == OutputFormat::Json => {
+            json::print_validation(flow, Ok(&plan));
+            exit::SUCCESS
+        }
         Ok(plan) => {
             outln!(
                 "{}: flow {:?} is valid: {} step{}, {} mount{}",

@@ -12,6 +12,8 @@ use stepback::journal::{Change, Record, RunState, RunStore, UndoOp};
 pub struct Detail {
     /// Every step's log, not only a failed one's.
     pub logs: bool,
+    /// The journal's records as they are, instead.
+    pub records: bool,
 }
 
 pub fn show(
@@ -22,7 +24,7 @@ pub fn show(
 ) -> u8 {
     let store = RunStore::new(state_dir);
     let Some(id) = run else {
-        return list(&store, limit);
+        return list(&store, limit, output);
     };
     let dir = match store.find(id) {
         Ok(Ok(dir)) => dir,
@@ -52,6 +54,12 @@ pub fn show(
             return exit::ENGINE_ERROR;
         }
     };
+    if detail.records {
+        for record in &records {
+            outln!("{}", serde_json::to_string(record).expect("records serialize"));
+        }
+        return exit::SUCCESS;
+    }
     match output {
         OutputFormat::Human => {
             print_header(&dir.id, &records);
@@ -59,9 +67,8 @@ pub fn show(
             print_changes(&records);
         }
         OutputFormat::Json => {
-            for record in &records {
-                outln!("{}", serde_json::to_string(record).expect("records serialize"));
-            }
+            let events = stepback::runlog::read(&dir).unwrap_or_default();
+            super::json::print_run(&dir.id, outcome(&records), &events, changes(&records));
         }
     }
     exit::SUCCESS
@@ -85,8 +92,31 @@ fn replay(dir: &stepback::journal::RunDir, detail: Detail) {
     }
 }
 
+/// Each change the journal holds, by step, mount and path, described as
+/// the human listing describes it.
+fn changes(records: &[Record]) -> Vec<serde_json::Value> {
+    let voided = stepback::journal::voided(records);
+    records
+        .iter()
+        .filter_map(|r| {
+            match r {
+            Record::Undo {
+                seq,
+                step,
+                mount,
+                change,
+                undo,
+            } if !voided.contains(seq) => describe(*change, undo).map(|what| {
+                serde_json::json!({ "step": step, "mount": mount, "path": undo.path(), "change": what })
+            }),
+            _ => None,
+        }
+        })
+        .collect()
+}
+
 /// Lists runs newest first (like `git log`), at most `limit`.
-fn list(store: &RunStore, limit: Option<usize>) -> u8 {
+fn list(store: &RunStore, limit: Option<usize>, output: OutputFormat) -> u8 {
     let runs = match store.list() {
         Ok(runs) => runs,
         Err(e) => {
@@ -94,14 +124,27 @@ fn list(store: &RunStore, limit: Option<usize>) -> u8 {
             return exit::ENGINE_ERROR;
         }
     };
+    let shown: Vec<_> = runs
+        .iter()
+        .rev()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|run| {
+            (
+                run,
+                run.dir
+                    .records()
+                    .map_or("unreadable", |records| outcome(&records)),
+            )
+        })
+        .collect();
+    if output == OutputFormat::Json {
+        super::json::print_runs(&shown);
+        return exit::SUCCESS;
+    }
     if runs.is_empty() {
         outln!("no runs recorded");
     }
-    for run in runs.iter().rev().take(limit.unwrap_or(usize::MAX)) {
-        let outcome = run
-            .dir
-            .records()
-            .map_or("unreadable", |records| outcome(&records));
+    for (run, outcome) in shown {
         outln!(
             "{}  {:<20}  {}  {outcome:<26}  {}",
             run.dir.id,

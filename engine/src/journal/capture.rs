@@ -820,13 +820,23 @@ impl RunJournal {
         let path = at.rel();
         if meta.is_symlink() {
             let target = at.dir.read_link_contents(at.name)?;
+            let aside = self.can_move_aside(meta).then(|| super::record::Aside {
+                backup: format!("symlink-{}", self.seq + 1),
+                ino: meta.ino(),
+            });
             let undo = UndoOp::RemovedSymlink {
                 path,
                 target: target.as_os_str().as_bytes().into(),
                 mtime: mtime(meta),
                 owner: Some(owner(meta)),
+                aside: aside.clone(),
             };
             let seq = self.record(at.mount, change, undo, false)?;
+            if let Some(aside) = aside {
+                // A link to the symlink itself: linkat does not follow it.
+                at.dir.hard_link(at.name, &self.backup, &aside.backup)?;
+                self.call.compensations.push(Compensation::Unlink(aside.backup));
+            }
             self.done(seq);
         } else if meta.is_dir() {
             let xattrs = dir_xattrs(at.dir, at.name)?;

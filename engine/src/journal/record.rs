@@ -189,6 +189,12 @@ pub enum UndoOp {
         /// Its owner and group, when recorded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<Owner>,
+        /// The symlink itself, hard-linked into the backup area where it
+        /// could be: undo moves it back, so that it is the same inode again
+        /// (a later undo of the run that made it finds its own), and makes
+        /// a new one from `target` only where it cannot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aside: Option<Aside>,
     },
     /// The mode, owner and extended attributes of a directory about to
     /// change them (a command's `chmod`, `chown` or `setfattr`); undo sets
@@ -552,6 +558,16 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         kept: Vec<String>,
     },
+}
+
+/// An entry kept in the backup area under `backup`, which is the original
+/// while it is inode `ino`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aside {
+    /// Its name in the backup area.
+    pub backup: String,
+    /// Its inode.
+    pub ino: u64,
 }
 
 /// An action a failure runs (see [`Record::Failed`]).

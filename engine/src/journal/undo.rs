@@ -475,11 +475,21 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             target,
             mtime,
             owner,
+            aside,
         } => {
             let current = dir.read_link_contents(path).ok();
-            if current.as_deref() != Some(target.as_path()) {
+            // The original itself, where the backup area still has it.
+            let original = match aside {
+                Some(aside) if ino_of(backup, &aside.backup)? == Some(aside.ino) => Some(aside),
+                _ => None,
+            };
+            let there = original.is_some_and(|a| ino_of(dir, path).ok().flatten() == Some(a.ino));
+            if current.as_deref() != Some(target.as_path()) || (original.is_some() && !there) {
                 clear(dir, path)?;
-                symlink(dir, target.as_path(), path)?;
+                match original {
+                    Some(aside) => backup.rename(&aside.backup, dir, path)?,
+                    None => symlink(dir, target.as_path(), path)?,
+                }
             }
             if let Some(owner) = owner {
                 set_owner(dir, path, *owner)?;

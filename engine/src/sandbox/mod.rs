@@ -6,6 +6,7 @@
 
 mod bindings;
 mod capability;
+mod errno;
 mod exec;
 mod fs;
 mod host;
@@ -320,8 +321,8 @@ impl Sandbox {
             Some(Ok(Ok(Ok(outcome)))) => Ok(outcome.summary),
             Some(Ok(Ok(Err(error)))) => Err(StepFailure {
                 reason: FailureReason::Plugin,
-                message: error.message,
-                details: error.details,
+                message: errno::in_host_terms(&error.message),
+                details: error.details.as_deref().map(errno::in_host_terms),
             }),
             Some(Ok(Err(trap))) => Err(trap_failure(&trap, &store, &stderr, limits, request.step)),
             Some(Err(_)) => Err(StepFailure {
