@@ -235,3 +235,22 @@ fn json_flows_are_validated_with_positions_too() {
         .expect_code(2)
         .expect_stderr("flow.json:3:3: expected `,` or `}`");
 }
+
+/// One unknown key no longer hides the rest: every unknown key is said
+/// with the key it most likely meant, and the flow's other problems too.
+#[test]
+fn every_problem_is_reported_at_once_with_what_was_meant() {
+    let env = Env::new();
+    env.mkdir("m");
+    let flow = env.flow(
+        "name = \"typos\"\ndescripton = \"x\"\n[[mounts]]\nname = \"m\"\nhost = \"m\"\nguest = \"/m\"\naccess = \"read-write\"\n[[steps]]\nname = \"a\"\nuses = \"builtin:nope\"\nmounts = [\"m\"]\nrevret = false\n",
+    );
+    let run = env.stepback(&["validate", flow.to_str().unwrap()]);
+    run.expect_code(2)
+        .expect_stderr("flow.toml:2:1: unknown field `descripton`")
+        .expect_stderr("did you mean `description`?")
+        .expect_stderr("flow.toml:12:1: unknown field `revret`")
+        .expect_stderr("did you mean `revert`?")
+        .expect_stderr("builtin:nope")
+        .expect_stderr("3 errors");
+}

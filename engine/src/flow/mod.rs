@@ -7,6 +7,7 @@ mod params;
 mod plan;
 mod remote;
 mod source;
+mod unknown;
 mod validate;
 
 pub use field::FieldPath;

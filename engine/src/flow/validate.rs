@@ -29,10 +29,10 @@ pub async fn validate(
     sandbox: &Sandbox,
     engine_dirs: &[PathBuf],
 ) -> Result<Plan, Diagnostics> {
-    let flow = source.parse().map_err(|d| Diagnostics(vec![d]))?;
+    let (flow, unknown) = super::unknown::parse_all(source)?;
     let mut v = Validator {
         source,
-        problems: Vec::new(),
+        problems: unknown,
         declared_mounts: flow.mounts.iter().map(|m| m.name.clone()).collect(),
         engine_dirs: engine_dirs.iter().map(|d| canonical_lenient(d)).collect(),
         loaded: HashMap::new(),

@@ -490,6 +490,10 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
                     Some(aside) => backup.rename(&aside.backup, dir, path)?,
                     None => symlink(dir, target.as_path(), path)?,
                 }
+            } else if let Some(aside) = original.filter(|_| there) {
+                // Never removed (a crash between its link and its removal):
+                // the backup area's name of it goes.
+                backup.remove_file(&aside.backup)?;
             }
             if let Some(owner) = owner {
                 set_owner(dir, path, *owner)?;
