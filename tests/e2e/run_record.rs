@@ -232,3 +232,59 @@ fn a_release_can_be_undone_after_a_later_one_was_rolled_back() {
     assert!(!env.path("deploy-service/app/current").exists());
     assert!(!env.path("deploy-service/app/releases/1.4.2").exists());
 }
+
+/// `status`: which version of each application runs now; a failed run
+/// and an undone one leave the previous version in the view, as they
+/// leave it running.
+#[test]
+fn status_says_which_version_runs_after_failures_and_undos() {
+    let env = Env::new();
+    deployed_then_failed(&env);
+    let line = |status: &Run| status.stdout().lines().next().unwrap_or_default().to_owned();
+    let status = env.stepback(&["status"]);
+    status.expect_code(0);
+    assert!(
+        line(&status).starts_with("webapp  1.4.2  running since "),
+        "{}",
+        status.stdout()
+    );
+    status.expect_stdout("1.4.3         failed-rolled-back");
+    env.stepback(&["run", "deploy-service", "--param", "release=1.4.4"])
+        .expect_code(0);
+    assert!(line(&env.stepback(&["status"])).starts_with("webapp  1.4.4  running since "));
+    env.stepback(&["undo", "last"]).expect_code(0);
+    let status = env.stepback(&["status"]);
+    assert!(
+        line(&status).starts_with("webapp  1.4.2  running since "),
+        "{}",
+        status.stdout()
+    );
+    status.expect_stdout("1.4.4         undone");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.stepback(&["--output", "json", "status"]).stdout()).unwrap();
+    assert_eq!(
+        (json["schema"].as_u64(), json["kind"].as_str()),
+        (Some(1), Some("status"))
+    );
+    assert_eq!(json["apps"][0]["app"], "webapp");
+    assert_eq!(json["apps"][0]["running"]["version"], "1.4.2");
+    let history: Vec<&str> = json["apps"][0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["undone", "failed-rolled-back", "succeeded"]);
+}
+
+#[test]
+fn an_apps_version_is_checked_like_any_parameterized_value() {
+    let env = Env::new();
+    env.mkdir("m");
+    let flow = env.flow(
+        "name = \"v\"\n[app]\nname = \"web\"\nversion = \"${nope}\"\n[[steps]]\nname = \"s\"\nuses = \"builtin:fail\"\n",
+    );
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(2)
+        .expect_stderr("flow.toml:4:11: app.version: undefined parameter `${nope}`");
+}

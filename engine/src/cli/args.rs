@@ -127,6 +127,11 @@ pub enum Command {
         records: bool,
     },
 
+    /// Which version of each application runs now (a flow names it with
+    /// `[app] name` and `version`), since when and by which run, and how
+    /// each run of it ended.
+    Status,
+
     /// Check a flow without running it: syntax, keys, types, parameters,
     /// mounts, plugins and each step's config against its plugin's schema.
     Validate(FlowArgs),

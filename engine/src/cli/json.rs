@@ -39,7 +39,7 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
 pub const SCHEMA: u32 = 1;
 
 /// Prints one result object of kind `kind`.
-fn print(kind: &str, mut value: serde_json::Value) {
+pub fn print_result(kind: &str, mut value: serde_json::Value) {
     value["schema"] = json!(SCHEMA);
     value["kind"] = json!(kind);
     outln!("{}", serde_json::to_string(&value).expect("results serialize"));
@@ -72,7 +72,7 @@ pub fn print_validation(flow: &std::path::Path, plan: Result<&stepback::flow::Pl
             "diagnostics": diagnostics.iter().map(diagnostic).collect::<Vec<_>>(),
         }),
     };
-    print("validation", value);
+    print_result("validation", value);
 }
 
 fn problems(problems: &[Problem]) -> Vec<serde_json::Value> {
@@ -96,7 +96,7 @@ fn rollback(report: &RollbackReport) -> serde_json::Value {
 pub fn print_undo(run: &str, report: &RollbackReport) {
     let mut value = rollback(report);
     value["run"] = json!(run);
-    print("undo", value);
+    print_result("undo", value);
 }
 
 /// `recover`: each run it rolled back.
@@ -116,7 +116,7 @@ pub fn print_recovery(recovered: &[stepback::recovery::Recovered]) {
             value
         })
         .collect();
-    print("recovery", json!({ "runs": runs }));
+    print_result("recovery", json!({ "runs": runs }));
 }
 
 /// `show`: the runs, newest first, each with how it ended.
@@ -133,13 +133,13 @@ pub fn print_runs(runs: &[(&stepback::journal::RunSummary, &str)]) {
             })
         })
         .collect();
-    print("runs", json!({ "runs": runs }));
+    print_result("runs", json!({ "runs": runs }));
 }
 
 /// `show RUN`: how it ended, what it reported (its events, as `run
 /// --output json` printed them) and each change the journal holds.
 pub fn print_run(run: &str, outcome: &str, events: &[Envelope], changes: Vec<serde_json::Value>) {
-    print(
+    print_result(
         "run",
         json!({ "run": run, "outcome": outcome, "events": events, "changes": changes }),
     );

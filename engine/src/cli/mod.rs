@@ -9,6 +9,7 @@ mod json;
 mod live;
 mod out;
 mod show;
+mod status;
 
 use args::{CacheCommand, Cli, Command, OutputFormat, PluginCommand, SyncMode};
 use out::{errln, outln};
@@ -181,6 +182,7 @@ async fn dispatch(cli: Cli) -> u8 {
         }
         Command::Undo { run, force } => undo(&state_dir, &run, force, cli.output),
         Command::Recover => recover(&state_dir, cli.output),
+        Command::Status => status::status(&state_dir, cli.output),
         Command::Show {
             run,
             limit,

@@ -182,7 +182,7 @@ fn final_state(records: &[Record]) -> Option<&'static str> {
 
 /// How the run ended, in one word: its [`final_state`], or what became of
 /// it after (`undone`), or how a run without one ended.
-fn outcome(records: &[Record]) -> &'static str {
+pub(super) fn outcome(records: &[Record]) -> &'static str {
     let committed = records.iter().any(|r| matches!(r, Record::Committed));
     match RunState::of(records) {
         RunState::RolledBack { .. } if committed => "undone",

@@ -27,6 +27,21 @@ pub struct FlowFile {
     /// What a failed flow does (`[rollback]`).
     #[serde(default)]
     pub rollback: RollbackDecl,
+    /// The application the flow deploys, and which version (`[app]`):
+    /// `stepback status` says which version of each runs now.
+    #[serde(default)]
+    pub app: Option<AppDecl>,
+}
+
+/// `[app]`: the application a flow deploys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AppDecl {
+    /// Its name, the same in every flow that deploys it.
+    pub name: String,
+    /// The version this run deploys, usually from a parameter
+    /// (`version = "${release}"`).
+    pub version: String,
 }
 
 /// `[rollback]`: the flow-level rollback, the journaled revert of every

@@ -66,4 +66,6 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
     /// Its flow-level rollback.
     pub rollback: RollbackPlan,
+    /// The application it deploys, parameters substituted.
+    pub app: Option<crate::journal::App>,
 }

@@ -59,6 +59,7 @@ pub async fn validate(
             None => None,
         },
     };
+    let app = v.app(flow.app.as_ref(), &params);
     if v.problems.is_empty() {
         Ok(Plan {
             name: flow.name,
@@ -67,6 +68,7 @@ pub async fn validate(
             mounts: mounts.into_values().collect(),
             steps,
             rollback,
+            app,
         })
     } else {
         Err(Diagnostics(v.problems))
@@ -107,6 +109,29 @@ fn canonical_lenient(path: &Path) -> PathBuf {
 impl Validator<'_> {
     fn report(&mut self, field: &FieldPath, message: impl Into<String>) {
         self.problems.push(self.source.diagnostic(field, message));
+    }
+
+    /// `[app]`, its version's parameters substituted; neither may be empty.
+    fn app(&mut self, app: Option<&super::model::AppDecl>, params: &Params) -> Option<crate::journal::App> {
+        let app = app?;
+        let field = FieldPath::root().key("app");
+        let version = match params.substitute(&app.version) {
+            Ok(version) => version,
+            Err(e) => {
+                self.report(&field.key("version"), e);
+                return None;
+            }
+        };
+        for (key, value) in [("name", &app.name), ("version", &version)] {
+            if value.trim().is_empty() {
+                self.report(&field.key(key), format!("the app's {key} is empty"));
+                return None;
+            }
+        }
+        Some(crate::journal::App {
+            name: app.name.clone(),
+            version,
+        })
     }
 
     fn params(&mut self, flow: &FlowFile, overrides: &[(String, String)]) -> Params {

@@ -382,7 +382,7 @@ impl RunJournal {
     /// reserve its records and copies must leave.
     pub fn begin(
         run_dir: &RunDir,
-        flow: &str,
+        (flow, app): (&str, Option<super::App>),
         started: String,
         mounts: Vec<MountFs>,
         durability: Durability,
@@ -393,6 +393,7 @@ impl RunJournal {
         writer.append(&Record::Begin {
             run: run_dir.id.clone(),
             flow: flow.to_owned(),
+            app,
             started,
             mounts: mounts
                 .iter()

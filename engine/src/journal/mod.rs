@@ -63,8 +63,8 @@ pub use log::Durability;
 pub(crate) use log::JournalWriter;
 pub(crate) use orphans::adopt_orphans;
 pub use record::{
-    Change, EntryState, FailureAction, FileId, FileLeft, Meta, MountRecord, OsBytes, Owner, Record, Time,
-    UndoOp, Xattr, voided,
+    App, Change, EntryState, FailureAction, FileId, FileLeft, Meta, MountRecord, OsBytes, Owner, Record,
+    Time, UndoOp, Xattr, voided,
 };
 pub use report::{Problem, RollbackReport};
 pub(crate) use room::{Room, free_on};

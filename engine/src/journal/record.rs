@@ -349,6 +349,9 @@ pub enum Record {
         started: String,
         /// The read-write mounts the run journals.
         mounts: Vec<MountRecord>,
+        /// The application and version the flow deploys (its `[app]`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        app: Option<App>,
     },
     /// A step is about to run a command whose changes are not captured
     /// (`capture = "none"`): what it changes in the mounts has no undo
@@ -558,6 +561,15 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         kept: Vec<String>,
     },
+}
+
+/// An application a flow deploys, and the version a run of it deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    /// As the flow's `[app]` names it.
+    pub name: String,
+    /// As the run deploys it.
+    pub version: String,
 }
 
 /// An entry kept in the backup area under `backup`, which is the original

@@ -85,6 +85,8 @@ pub struct RunSummary {
     pub started: String,
     /// Its read-write mounts.
     pub mounts: Vec<MountRecord>,
+    /// The application and version it deploys, if its flow says.
+    pub app: Option<super::App>,
     /// How it ended.
     pub state: RunState,
 }
@@ -166,16 +168,18 @@ impl RunStore {
         for id in self.ids()? {
             let Some(dir) = self.get(&id) else { continue };
             let (first, last) = read_ends(&dir.journal())?;
-            let (flow, started, mounts) = match first {
+            let (flow, started, mounts, app) = match first {
                 Some(Record::Begin {
                     flow,
                     started,
                     mounts,
+                    app,
                     ..
-                }) => (flow, started, mounts),
+                }) => (flow, started, mounts, app),
                 _ => Default::default(),
             };
             runs.push(RunSummary {
+                app,
                 state: RunState::of_last(last.as_ref()),
                 dir,
                 flow,

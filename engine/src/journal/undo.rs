@@ -580,6 +580,7 @@ mod tests {
             Record::Begin {
                 run: "r".into(),
                 flow: "f".into(),
+                app: None,
                 started: String::new(),
                 mounts: vec![MountRecord {
                     name: "m".into(),

@@ -641,7 +641,7 @@ impl Journaled {
         let fault = Fault::from_env();
         let journal = RunJournal::begin(
             &dir,
-            &plan.name,
+            (&plan.name, plan.app.clone()),
             started,
             mounts,
             options.durability,
