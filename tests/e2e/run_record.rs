@@ -202,10 +202,11 @@ fn every_command_answers_in_json() {
     let written = env.run_flow(&flow).run_id();
     let undone = one(&["undo", "last"], 0);
     assert_eq!(undone["kind"], "undo");
-    assert_eq!(undone["run"], "last");
+    assert_eq!(undone["run"], written.as_str());
     assert!(undone["undone"].as_u64() > Some(0), "{undone}");
     assert_eq!(undone["problems"].as_array().map(Vec::len), Some(0), "{undone}");
     assert!(!env.path("m/f").exists(), "{written} was not undone");
+    env.stepback(&["undo", &written]).expect_code(6);
 }
 
 /// Found by this file's JSON test: after 1.4.3 failed and was rolled back,

@@ -263,6 +263,12 @@ async fn run(
 }
 
 fn undo(state_dir: &Path, run: &str, force: bool, output: OutputFormat) -> u8 {
+    // Said by its id, however it was named (`last`, a prefix).
+    let id = match stepback::journal::RunStore::new(state_dir).find(run) {
+        Ok(Ok(dir)) => dir.id,
+        _ => run.to_owned(),
+    };
+    let run = id.as_str();
     match stepback::history::undo_run(state_dir, run, force) {
         Ok(report) if output == OutputFormat::Json => {
             json::print_undo(run, &report);
