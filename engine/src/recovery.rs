@@ -11,41 +11,88 @@ use crate::journal::{
 };
 use std::path::{Path, PathBuf};
 
-/// A run that recovery rolled back.
+/// A run that recovery finished.
 pub struct Recovered {
     /// The run, as its journal describes it.
     pub run: RunSummary,
     /// Backups whose journal records were lost with the journal's unsynced
     /// end (power loss), found by their names and rolled back with the rest.
     pub adopted: usize,
-    /// What the rollback did.
-    pub report: RollbackReport,
-    /// The failure's actions the stopped engine never finished, which
-    /// recovery does not run (they are the flow's, and it has no flow):
-    /// each with why.
-    pub actions_not_run: Vec<(String, &'static str)>,
+    /// What the rollback did; none when the run's failure said to keep its
+    /// changes (`on-failure = "stop"`): it is committed instead, and can
+    /// be undone.
+    pub report: Option<RollbackReport>,
+    /// The failure's actions that did not run, did not finish, or failed,
+    /// which recovery does not run (they are the flow's, and it has no
+    /// flow).
+    pub actions: Vec<ActionLeft>,
 }
 
-/// The actions the failure in `records` planned and did not end, each
-/// with why.
-fn unfinished_actions(records: &[Record]) -> Vec<(usize, String, &'static str)> {
-    let planned = records.iter().rev().find_map(|r| match r {
-        Record::Failed { actions, .. } => Some(actions.as_slice()),
+/// An action of a run's failure that recovery found not done.
+pub struct ActionLeft {
+    /// Its name.
+    pub name: String,
+    /// What became of it.
+    pub how: Left,
+}
+
+/// What became of an action the stopped engine had planned.
+pub enum Left {
+    /// It never started.
+    NotRun,
+    /// It started and the engine stopped while it ran.
+    Unfinished,
+    /// It ended with this error (before the engine stopped).
+    Failed(String),
+}
+
+impl std::fmt::Display for Left {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Left::NotRun => f.write_str("did not run: the engine stopped before it"),
+            Left::Unfinished => f.write_str("did not finish: the engine stopped while it ran"),
+            Left::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
+/// The actions the failure in `records` planned and did not end well,
+/// each with its index; and the failure's policy.
+fn actions_left(records: &[Record]) -> (Vec<(usize, ActionLeft)>, Option<&str>) {
+    let failed = records.iter().rev().find_map(|r| match r {
+        Record::Failed { actions, policy, .. } => Some((actions.as_slice(), policy.as_str())),
         _ => None,
     });
-    let has = |want: &dyn Fn(&Record) -> bool| records.iter().any(want);
-    planned
-        .unwrap_or_default()
-        .iter()
-        .filter(|a| !has(&|r| matches!(r, Record::ActionEnded { index, .. } if *index == a.index)))
-        .map(|a| {
-            let why = match has(&|r| matches!(r, Record::Action { index, .. } if *index == a.index)) {
-                true => "did not finish: the engine stopped while it ran",
-                false => "did not run: the engine stopped before it",
-            };
-            (a.index, a.name.clone(), why)
+    let Some((planned, policy)) = failed else {
+        return (Vec::new(), None);
+    };
+    let ended = |i: usize| {
+        records.iter().find_map(|r| match r {
+            Record::ActionEnded { index, error } if *index == i => Some(error.clone()),
+            _ => None,
         })
-        .collect()
+    };
+    let started = |i: usize| {
+        records
+            .iter()
+            .any(|r| matches!(r, Record::Action { index, .. } if *index == i))
+    };
+    let left = planned.iter().filter_map(|a| {
+        let how = match ended(a.index) {
+            Some(None) => return None,
+            Some(Some(e)) => Left::Failed(e),
+            None if started(a.index) => Left::Unfinished,
+            None => Left::NotRun,
+        };
+        Some((
+            a.index,
+            ActionLeft {
+                name: a.name.clone(),
+                how,
+            },
+        ))
+    });
+    (left.collect(), Some(policy))
 }
 
 fn mounts_of(mounts: &[MountRecord]) -> Vec<(String, PathBuf)> {
@@ -96,37 +143,60 @@ pub fn recover(state_dir: &Path) -> Result<Vec<Recovered>, RecoverError> {
         let (mut writer, mut records) =
             JournalWriter::resume(&run.dir.journal()).map_err(|e| io(e.into()))?;
         let adopted = adopt_orphans(&run.dir, &mut records, &mut writer).map_err(|e| io(e.into()))?;
-        let unfinished = unfinished_actions(&records);
-        let ending = match unfinished.is_empty() {
-            true => Ending::Final,
-            false => Ending::ActionFollows,
-        };
-        let mut report = rollback(&run.dir, &records, &mut writer, (fault, ending));
-        if ending == Ending::ActionFollows {
-            let ended = unfinished
-                .iter()
-                .try_for_each(|(index, _, why)| {
-                    writer.append(&Record::ActionEnded {
-                        index: *index,
-                        error: Some(format!("{why} (`recover` runs no actions)")),
-                    })
-                })
-                .and_then(|()| end_rollback(&mut writer, &report));
-            if let Err(e) = ended {
-                report.problems.push(crate::journal::Problem {
-                    mount: String::new(),
-                    path: String::new(),
-                    reason: format!("cannot record the end of the rollback: {e}"),
-                });
+        let (left, policy) = actions_left(&records);
+        let report = match policy {
+            // Its changes stay, as its failure said: committed.
+            Some("stop") => {
+                end_actions(&mut writer, &left)
+                    .and_then(|()| writer.append(&Record::Committed))
+                    .map_err(|e| io(e.into()))?;
+                None
             }
-        }
-        let actions_not_run = unfinished.into_iter().map(|(_, name, why)| (name, why)).collect();
+            _ => Some(finish_rollback(&run, &records, &mut writer, (fault, &left))),
+        };
         recovered.push(Recovered {
             run,
             adopted,
             report,
-            actions_not_run,
+            actions: left.into_iter().map(|(_, a)| a).collect(),
         });
     }
     Ok(recovered)
+}
+
+/// Ends each action in `left` that has not ended in the journal.
+fn end_actions(writer: &mut JournalWriter, left: &[(usize, ActionLeft)]) -> std::io::Result<()> {
+    for (index, action) in left {
+        if !matches!(action.how, Left::Failed(_)) {
+            writer.append(&Record::ActionEnded {
+                index: *index,
+                error: Some(format!("{} (`recover` runs no actions)", action.how)),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Rolls run `run` back; with actions `left` to end first, the revert
+/// records `reverted` and the run ends after them.
+fn finish_rollback(
+    run: &RunSummary,
+    records: &[Record],
+    writer: &mut JournalWriter,
+    (fault, left): (Fault, &[(usize, ActionLeft)]),
+) -> RollbackReport {
+    let unended = left.iter().any(|(_, a)| !matches!(a.how, Left::Failed(_)));
+    let ending = match unended {
+        true => Ending::ActionFollows,
+        false => Ending::Final,
+    };
+    let mut report = rollback(&run.dir, records, writer, (fault, ending));
+    if unended && let Err(e) = end_actions(writer, left).and_then(|()| end_rollback(writer, &report)) {
+        report.problems.push(crate::journal::Problem {
+            mount: String::new(),
+            path: String::new(),
+            reason: format!("cannot record the end of the rollback: {e}"),
+        });
+    }
+    report
 }

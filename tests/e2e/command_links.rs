@@ -114,3 +114,43 @@ fn a_link_to_a_file_an_earlier_step_made_or_linked_stays_a_link() {
     check(&["ln s s2", "ln s2 s3 && echo more >> s3"]);
     check(&["ln a b", "rm a && ln b e"]);
 }
+
+/// Found by a hostile review: a hard-linked file the apply writes in
+/// place lost its file capabilities (its owner was set after them, which
+/// clears them), and a rollback of a `chown` of it could not put them back.
+#[test]
+fn file_capabilities_of_a_file_with_other_names_survive_the_apply_and_the_rollback() {
+    let capability = [1u8, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for (script, then) in [
+        ("chmod 750 a", ""),
+        (
+            "chown 1234:1234 a",
+            "\n[[steps]]\nname = \"fail\"\nuses = \"builtin:fail\"\n",
+        ),
+    ] {
+        let env = Env::new();
+        seed(&env, "m");
+        rustix::fs::setxattr(
+            env.path("m/a"),
+            "security.capability",
+            &capability,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fix_times(&env.path("m"));
+        let before = snapshot_full(&env.path("m"));
+        let run = env.run_flow(&flow(&[script], then));
+        run.expect_code(if then.is_empty() { 0 } else { 1 });
+        let caps = crate::support::xattrs(&env.path("m/c"));
+        assert!(
+            caps.iter()
+                .any(|(n, v)| n == b"security.capability" && v == &capability),
+            "{script}: {caps:?}\n{}",
+            run.stdout()
+        );
+        if !then.is_empty() {
+            run.expect_stdout("every path restored");
+            assert_same_full(&before, &snapshot_full(&env.path("m")), script);
+        }
+    }
+}

@@ -355,3 +355,55 @@ fn a_kill_during_an_action_is_recovered() {
         );
     assert_same_full(&before, &snapshot_full(&env.path("out")), "after recover");
 }
+
+/// Found by a hostile review: a run whose failure says "stop" (keep the
+/// changes), killed during its action, was rolled back by `recover`; and
+/// an action that had failed before the kill went unmentioned.
+#[test]
+fn recover_keeps_a_stopped_runs_changes_and_names_its_failed_actions() {
+    let env = Env::new();
+    env.mkdir("out");
+    env.mkdir("log");
+    let flow = format!(
+        r#"{}
+[[steps]]
+name = "deploy"
+uses = "builtin:write-file"
+mounts = ["out"]
+with = {{ path = "/out/release", content = "2" }}
+[[steps]]
+name = "check"
+uses = "builtin:fail"
+on-failure = "stop"
+[[steps.actions]]
+name = "first"
+trigger = "this-step"
+uses = "builtin:run-command"
+mounts = ["log"]
+exec = ["sh"]
+with = {{ program = "sh", args = ["-c", "exit 3"] }}
+[[steps.actions]]
+name = "second"
+trigger = "this-step"
+uses = "builtin:run-command"
+mounts = ["log"]
+exec = ["sh"]
+with = {{ program = "sh", args = ["-c", "sleep 6401"] }}
+"#,
+        flow_head("stopped", &["out", "log"], &[])
+    );
+    let flow = env.flow(flow);
+    let mut child = env.spawn_until_running(&flow, "sleep 6401");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_gone("sleep 6401");
+    env.stepback(&["recover"])
+        .expect_code(4)
+        .expect_stdout("kept, as its failure said (on-failure = \"stop\")")
+        .expect_stdout("ACTION FAILED 'first': failed: ")
+        .expect_stdout("ACTION NOT RUN 'second': did not finish");
+    assert_eq!(env.read("out/release"), "2");
+    env.stepback(&["show"]).expect_stdout("failed-not-rolled-back");
+    env.stepback(&["undo", "last"]).expect_code(0);
+    assert!(!env.path("out/release").exists());
+}

@@ -104,14 +104,19 @@ pub fn print_recovery(recovered: &[stepback::recovery::Recovered]) {
     let runs: Vec<_> = recovered
         .iter()
         .map(|r| {
-            let mut value = rollback(&r.report);
+            let mut value = match &r.report {
+                Some(report) => rollback(report),
+                // Kept, as its failure said: nothing undone.
+                None => rollback(&RollbackReport::default()),
+            };
             value["run"] = json!(r.run.dir.id);
             value["flow"] = json!(r.run.flow);
             value["adopted"] = json!(r.adopted);
-            value["actions_not_run"] = r
-                .actions_not_run
+            value["rolled_back"] = json!(r.report.is_some());
+            value["actions_not_done"] = r
+                .actions
                 .iter()
-                .map(|(name, why)| json!({ "action": name, "why": why }))
+                .map(|a| json!({ "action": a.name, "why": a.how.to_string() }))
                 .collect();
             value
         })

@@ -316,27 +316,38 @@ fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
     }
     let mut code = exit::SUCCESS;
     for r in &recovered {
-        outln!(
-            "run {} of flow '{}': rolled back ({} changes undone)",
-            r.run.dir.id,
-            r.run.flow,
-            r.report.undone
-        );
-        if r.adopted > 0 {
-            outln!(
-                "  {} of them were known only by their backups: the journal lost their records (power loss?)",
-                r.adopted
-            );
+        let (id, flow) = (&r.run.dir.id, &r.run.flow);
+        match &r.report {
+            None => outln!(
+                "run {id} of flow '{flow}': kept, as its failure said (on-failure = \"stop\"): `stepback undo {id}` reverses it"
+            ),
+            Some(report) => {
+                outln!(
+                    "run {id} of flow '{flow}': rolled back ({} changes undone)",
+                    report.undone
+                );
+                if r.adopted > 0 {
+                    outln!(
+                        "  {} of them were known only by their backups: the journal lost their records (power loss?)",
+                        r.adopted
+                    );
+                }
+                human::print_kept(&report.kept);
+                human::print_not_reversed(&report.not_reversed);
+                for problem in &report.problems {
+                    outln!("  NOT RESTORED {problem}");
+                }
+            }
         }
-        human::print_kept(&r.report.kept);
-        human::print_not_reversed(&r.report.not_reversed);
-        for problem in &r.report.problems {
-            outln!("  NOT RESTORED {problem}");
-        }
-        for (action, why) in &r.actions_not_run {
+        for action in &r.actions {
+            let tag = match action.how {
+                stepback::recovery::Left::Failed(_) => "ACTION FAILED",
+                _ => "ACTION NOT RUN",
+            };
             outln!(
-                "  ACTION NOT RUN '{}': {why}; run what it does by hand",
-                escape::clean(action)
+                "  {tag} '{}': {}; run what it does by hand",
+                escape::clean(&action.name),
+                escape::clean(&action.how.to_string())
             );
         }
         code = code.max(recovery_code(r));
@@ -345,11 +356,12 @@ fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
 }
 
 /// How one run's recovery ended: 4 where a path is not restored or an
-/// action of its failure never ran.
+/// action of its failure did not run or failed.
 fn recovery_code(r: &stepback::recovery::Recovered) -> u8 {
-    match r.actions_not_run.is_empty() {
-        true => exit::of_rollback(&r.report),
-        false => exit::ROLLBACK_INCOMPLETE,
+    match (&r.report, r.actions.is_empty()) {
+        (_, false) => exit::ROLLBACK_INCOMPLETE,
+        (Some(report), true) => exit::of_rollback(report),
+        (None, true) => exit::SUCCESS,
     }
 }
 

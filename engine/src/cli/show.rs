@@ -188,8 +188,9 @@ pub(super) fn outcome(records: &[Record]) -> &'static str {
         RunState::RolledBack { .. } if committed => "undone",
         state => final_state(records).unwrap_or(match state {
             RunState::Unfinished => "unfinished",
-            // Its commit failed (nothing failed before).
-            RunState::RolledBack { .. } => "uncommitted-rolled-back",
+            // No failure recorded: its commit failed, or the engine
+            // stopped mid-step and recovery rolled it back.
+            RunState::RolledBack { .. } => "rolled-back",
             _ => "unknown",
         }),
     }

@@ -147,6 +147,22 @@ pub(crate) fn open_dir_readable(dir: &Dir, path: &str) -> io::Result<std::os::fd
 
 /// Gives `name` in `dir` (a symlink itself, not what it points to) the
 /// owner, mode and times of `meta`.
+/// Sets file capabilities among `xattrs` on `file` again, after its owner
+/// was set: a change of owner clears them (the kernel's guard against a
+/// capability surviving a change of hands), while the file is to keep
+/// them.
+pub(crate) fn keep_capabilities(file: &impl std::os::fd::AsFd, xattrs: &[Xattr]) -> io::Result<()> {
+    match xattrs.iter().find(|x| x.name.0 == b"security.capability") {
+        Some(x) => Ok(rustix::fs::fsetxattr(
+            file,
+            "security.capability",
+            &x.value.0,
+            rustix::fs::XattrFlags::empty(),
+        )?),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn set_attributes(dir: &Dir, name: &str, meta: &Metadata) -> io::Result<()> {
     set_owner_and_mode(dir, name, meta)?;
     set_times(dir, name, meta)

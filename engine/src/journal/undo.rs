@@ -452,11 +452,12 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
                     super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
                 }
             }
+            let file = dir.open(path)?;
             if let Some(xattrs) = xattrs {
-                let file = dir.open(path)?;
                 super::entry::replace_xattrs(&file, xattrs, |_| false)?;
             }
-            set_meta(dir, path, meta)
+            set_meta(dir, path, meta)?;
+            super::entry::keep_capabilities(&file, xattrs.as_deref().unwrap_or_default())
         }
         UndoOp::RemovedDir { path, meta } => {
             match dir.symlink_metadata(path) {

@@ -28,7 +28,7 @@
 use super::links::{self, Group, Origins, Role};
 use crate::journal::{
     Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room, SharedRecorder, Xattr, fd_xattrs,
-    open_dir_readable, replace_xattrs, set_attributes, set_owner_and_mode, set_times,
+    keep_capabilities, open_dir_readable, replace_xattrs, set_attributes, set_owner_and_mode, set_times,
 };
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
@@ -1089,10 +1089,11 @@ fn write_in_place(
     io::copy(&mut from, &mut to)?;
     // Its extended attributes with the contents (overlayfs's are gone from
     // the upper file by now): its other names see them, as they would.
-    replace_xattrs(&to, &fd_xattrs(&from)?, |_| false)?;
-    to.sync_all()?;
-    drop(to);
-    set_attributes(lower, name, meta)
+    let xattrs = fd_xattrs(&from)?;
+    replace_xattrs(&to, &xattrs, |_| false)?;
+    set_attributes(lower, name, meta)?;
+    keep_capabilities(&to, &xattrs)?;
+    to.sync_all()
 }
 
 #[cfg(test)]
