@@ -70,5 +70,6 @@ pub use record::{
 pub use report::{Problem, RollbackReport};
 pub(crate) use room::{Room, free_on};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
+pub(crate) use sparse::copy_contents;
 pub(crate) use tree::remove_all;
 pub(crate) use undo::{Ending, end_rollback, rollback};

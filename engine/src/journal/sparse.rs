@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 
 /// Makes `to` (the same or a new inode) hold exactly what `from` holds:
 /// its length, and its data where `from` has data, holes elsewhere.
-pub(super) fn copy_contents(from: &File, to: &File) -> io::Result<()> {
+pub(crate) fn copy_contents(from: &File, to: &File) -> io::Result<()> {
     let len = from.metadata()?.len();
     // Emptied first, so that only `from`'s data extents get allocated.
     to.set_len(0)?;

@@ -1074,19 +1074,23 @@ fn write_in_place(
     meta: &Metadata,
     (create, room): (bool, Option<&Room>),
 ) -> io::Result<()> {
-    let mut from = with_access(upper, from, meta, || upper.open(from))?;
-    let mut to = lower.open_with(
-        name,
-        OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .create(create)
-            .follow(cap_fs_ext::FollowSymlinks::No),
-    )?;
+    let from = with_access(upper, from, meta, || upper.open(from))?.into_std();
+    let to = lower
+        .open_with(
+            name,
+            OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .create(create)
+                .follow(cap_fs_ext::FollowSymlinks::No),
+        )?
+        .into_std();
     if let Some(room) = room {
-        room.check(&to, meta.len())?;
+        // What it takes on disk: its data, not its holes.
+        room.check(&to, meta.blocks() * 512)?;
     }
-    io::copy(&mut from, &mut to)?;
+    // Holes stay holes, as a plain run leaves them.
+    crate::journal::copy_contents(&from, &to)?;
     // Its extended attributes with the contents (overlayfs's are gone from
     // the upper file by now): its other names see them, as they would.
     let xattrs = fd_xattrs(&from)?;
