@@ -254,3 +254,19 @@ fn every_problem_is_reported_at_once_with_what_was_meant() {
         .expect_stderr("builtin:nope")
         .expect_stderr("3 errors");
 }
+
+/// A parameter or a mount the flow does not declare comes with the one it
+/// most likely meant.
+#[test]
+fn undeclared_names_come_with_what_was_meant() {
+    let env = Env::new();
+    env.mkdir("site");
+    let flow = env.flow(
+        "name = \"typos\"\n[params.release]\ndefault = \"1\"\n[[mounts]]\nname = \"site\"\nhost = \"site\"\nguest = \"/site\"\naccess = \"read-write\"\n[[steps]]\nname = \"a\"\nuses = \"builtin:write-file\"\nmounts = [\"sites\"]\nwith = { path = \"/site/${relase}\", content = \"x\" }\n",
+    );
+    env.stepback(&["validate", flow.to_str().unwrap(), "--param", "releas=2"])
+        .expect_code(2)
+        .expect_stderr("undefined mount \"sites\" (defined: site); did you mean `site`?")
+        .expect_stderr("(declared: release); did you mean `release`?")
+        .expect_stderr("override releas=2: the flow declares no parameter `releas` (declared: release); did you mean `release`?");
+}

@@ -25,12 +25,8 @@ impl Params {
                 let value = self.0.get(name).ok_or_else(|| {
                     let known: Vec<&str> = self.0.keys().map(String::as_str).collect();
                     format!(
-                        "undefined parameter `${{{name}}}` in {text:?} (declared: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
+                        "undefined parameter `${{{name}}}` in {text:?} {}",
+                        super::unknown::known_ones(name, "declared", &known)
                     )
                 })?;
                 out.push_str(value);

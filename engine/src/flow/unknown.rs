@@ -3,7 +3,8 @@
 //! is fixed: each one found is reported, with the key it most likely
 //! meant, blanked out of a copy of the text (spaces in place of its
 //! characters, so that every later position stays where it is), and the
-//! copy parsed again.
+//! copy parsed again. The same guess ends every message about a name a
+//! flow uses and does not declare (a parameter, a mount).
 
 use super::model::FlowFile;
 use super::source::{FlowSource, Format};
@@ -28,6 +29,7 @@ pub fn parse_all(source: &FlowSource) -> Result<(FlowFile, Vec<Diagnostic>), Dia
             unknown.push(d);
             return Err(Diagnostics(in_order(unknown)));
         };
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         if let Some(meant) = closest(&key, &expected) {
             d.message.push_str(&format!("; did you mean `{meant}`?"));
         }
@@ -61,14 +63,28 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     Some((key.to_owned(), expected))
 }
 
-/// The expected key `key` is most likely a typo of, if one is close.
-fn closest<'e>(key: &str, expected: &'e [String]) -> Option<&'e str> {
+/// The expected word `word` is most likely a typo of, if one is close.
+fn closest<'e>(word: &str, expected: &[&'e str]) -> Option<&'e str> {
     expected
         .iter()
-        .map(|e| (strsim::jaro_winkler(key, e), e))
-        .filter(|(score, e)| *score >= 0.8 || strsim::levenshtein(key, e) <= 2)
+        .map(|e| (strsim::jaro_winkler(word, e), *e))
+        .filter(|(score, e)| *score >= 0.8 || strsim::levenshtein(word, e) <= 2)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, e)| e.as_str())
+        .map(|(_, e)| e)
+}
+
+/// What a message about an unknown `word` ends with: the `known` ones
+/// (`what`: "declared", "defined"), or none, and the one most likely
+/// meant.
+pub(super) fn known_ones(word: &str, what: &str, known: &[&str]) -> String {
+    let list = match known.is_empty() {
+        true => "none".to_owned(),
+        false => known.join(", "),
+    };
+    match closest(word, known) {
+        Some(meant) => format!("({what}: {list}); did you mean `{meant}`?"),
+        None => format!("({what}: {list})"),
+    }
 }
 
 /// The byte offset of 1-based `line` and `column` (in characters).

@@ -150,12 +150,8 @@ impl Validator<'_> {
                     &self.source.path,
                     "params",
                     format!(
-                        "override {name}={value}: the flow declares no parameter `{name}` (declared: {})",
-                        if declared.is_empty() {
-                            "none".into()
-                        } else {
-                            declared.join(", ")
-                        }
+                        "override {name}={value}: the flow declares no parameter `{name}` {}",
+                        super::unknown::known_ones(name, "declared", &declared)
                     ),
                 );
                 self.problems.push(d);
@@ -419,12 +415,8 @@ impl Validator<'_> {
                     self.report(
                         &field.key("mounts").index(j),
                         format!(
-                            "undefined mount {name:?} (defined: {})",
-                            if defined.is_empty() {
-                                "none".into()
-                            } else {
-                                defined.join(", ")
-                            }
+                            "undefined mount {name:?} {}",
+                            super::unknown::known_ones(name, "defined", &defined)
                         ),
                     );
                 }
