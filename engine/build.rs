@@ -57,18 +57,26 @@ const TARGET: &str = "wasm32-wasip2";
 /// (`unknown` outside a git checkout) and the WIT package version plugins
 /// are built against.
 fn version_env(root: &Path) {
-    for watched in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    // Only what exists: a missing path would rerun this script, and
+    // rebuild the crate, on every build.
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
+        for watched in ["HEAD", "refs/heads", "packed-refs"].map(|p| dir.join(p)) {
+            if watched.exists() {
+                println!("cargo:rerun-if-changed={}", watched.display());
+            }
+        }
     }
-    let commit = Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=STEPBACK_COMMIT={commit}");
     let wit = std::fs::read_to_string(root.join("wit/plugin.wit")).expect("wit/plugin.wit");
     let version = wit
