@@ -61,24 +61,7 @@ fn sigterm_does_the_same() {
 /// enough to be interrupted).
 fn deploy_service(edit: impl Fn(&str) -> String) -> Env {
     let env = Env::new();
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for dir in [
-        "deploy-service/app",
-        "deploy-service/services",
-        "deploy-service/db",
-        "webapp/dist",
-    ] {
-        env.mkdir(dir);
-    }
-    let flow = std::fs::read_to_string(examples.join("deploy-service/flow.toml")).unwrap();
-    env.write("deploy-service/flow.toml", edit(&flow));
-    std::fs::copy(
-        examples.join("webapp/dist/webapp-1.4.2.tar.gz"),
-        env.path("webapp/dist/webapp-1.4.2.tar.gz"),
-    )
-    .unwrap();
-    env.stepback(&["run", "deploy-service/flow.toml", "--param", "healthy=yes"])
-        .expect_code(0);
+    crate::support::deploy_service(&env, edit);
     env
 }
 

@@ -313,33 +313,34 @@ fn disk_full_and_io_errors_while_capturing_fail_the_step_and_lose_nothing() {
     }
 }
 
-#[test]
-fn a_mount_in_use_by_a_running_flow_is_refused() {
-    let env = Env::new();
+/// A flow (`flow.toml`) holding mount `m` for `seconds`, started and
+/// running.
+fn running_slow_flow(env: &Env, seconds: u64) -> std::process::Child {
     env.mkdir("m");
     env.flow(
         flow_head("slow", &["m"], &[])
             + &format!(
-                r#"
-[[steps]]
-name = "sleep"
-uses = "{}"
-mounts = ["m"]
-with = {{ mode = "sleep", seconds = 30 }}
-"#,
+                "\n[[steps]]\nname = \"sleep\"\nuses = \"{}\"\nmounts = [\"m\"]\nwith = {{ mode = \"sleep\", seconds = {seconds} }}\n",
                 guest("misbehave")
             ),
     );
     let cache = crate::support::shared_cache();
-    let mut slow = env.command(&["run", "flow.toml"], &cache).spawn().unwrap();
+    let slow = env.command(&["run", "flow.toml"], &cache).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while runs(&env).is_empty() {
+    while runs(env).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the slow flow never started"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    slow
+}
+
+#[test]
+fn a_mount_in_use_by_a_running_flow_is_refused() {
+    let env = Env::new();
+    let mut slow = running_slow_flow(&env, 30);
     let second = env.stepback(&["run", "flow.toml"]);
     slow.kill().unwrap();
     slow.wait().unwrap();
@@ -359,24 +360,7 @@ with = {{ mode = "sleep", seconds = 30 }}
 #[test]
 fn a_run_told_to_wait_waits_for_a_mount_in_use() {
     let env = Env::new();
-    env.mkdir("m");
-    env.flow(
-        flow_head("slow", &["m"], &[])
-            + &format!(
-                "\n[[steps]]\nname = \"sleep\"\nuses = \"{}\"\nmounts = [\"m\"]\nwith = {{ mode = \"sleep\", seconds = 4 }}\n",
-                guest("misbehave")
-            ),
-    );
-    let cache = crate::support::shared_cache();
-    let mut slow = env.command(&["run", "flow.toml"], &cache).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while runs(&env).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slow flow never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut slow = running_slow_flow(&env, 4);
     env.stepback(&["run", "--wait=300ms", "flow.toml"])
         .expect_code(5)
         .expect_stderr("warning: waiting: mount 'm' (")

@@ -7,26 +7,7 @@ use crate::support::*;
 /// README's `examples/deploy-service`, 1.4.2 deployed, then 1.4.3 failing
 /// its health check; the failed run's id.
 fn deployed_then_failed(env: &Env) -> String {
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for dir in [
-        "deploy-service/app",
-        "deploy-service/services",
-        "deploy-service/db",
-        "webapp/dist",
-    ] {
-        env.mkdir(dir);
-    }
-    std::fs::copy(
-        examples.join("deploy-service/flow.toml"),
-        env.path("deploy-service/flow.toml"),
-    )
-    .unwrap();
-    std::fs::copy(
-        examples.join("webapp/dist/webapp-1.4.2.tar.gz"),
-        env.path("webapp/dist/webapp-1.4.2.tar.gz"),
-    )
-    .unwrap();
-    env.stepback(&["run", "deploy-service/flow.toml"]).expect_code(0);
+    deploy_service(env, str::to_owned);
     let failed = env.stepback(&[
         "run",
         "deploy-service/flow.toml",
@@ -39,6 +20,21 @@ fn deployed_then_failed(env: &Env) -> String {
         .expect_code(1)
         .expect_stdout("rolled back: the machine is as before the run but for the changes of steps 'stop service', 'migrate database', 'start service' (revert = false) and of actions 'stop new service', 'restore the database', 'start previous version'");
     failed.run_id()
+}
+
+/// The id of the oldest run `show` lists.
+fn oldest(env: &Env) -> String {
+    let list = env.stepback(&["show"]).stdout();
+    let last = list.lines().last().unwrap_or_default();
+    last.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// A flow writing `/m/f`, for runs to undo.
+fn write_flow(name: &str) -> String {
+    format!(
+        "{}\n[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/f\", content = \"x\" }}\n",
+        flow_head(name, &["m"], &[])
+    )
 }
 
 #[test]
@@ -98,21 +94,11 @@ fn the_list_says_how_each_run_ended() {
     let list = env.stepback(&["show"]).stdout();
     let line = |id: &str| list.lines().find(|l| l.starts_with(id)).unwrap().to_owned();
     assert!(line(&failed).contains("failed-rolled-back"), "{list}");
-    let first = list
-        .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let first = oldest(&env);
     assert!(line(&first).contains("succeeded"), "{list}");
     // An undone run says so.
     env.mkdir("m");
-    let flow = format!(
-        "{}\n[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/f\", content = \"x\" }}\n",
-        flow_head("undone", &["m"], &[])
-    );
+    let flow = write_flow("undone");
     let written = env.run_flow(&flow);
     written.expect_code(0);
     env.stepback(&["undo", "last"]).expect_code(0);
@@ -195,10 +181,7 @@ fn every_command_answers_in_json() {
     assert_eq!(recovered["kind"], "recovery");
     assert_eq!(recovered["runs"].as_array().map(Vec::len), Some(0));
     env.mkdir("m");
-    let flow = format!(
-        "{}\n[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/f\", content = \"x\" }}\n",
-        flow_head("undone", &["m"], &[])
-    );
+    let flow = write_flow("undone");
     let written = env.run_flow(&flow).run_id();
     let undone = one(&["undo", "last"], 0);
     assert_eq!(undone["kind"], "undo");
@@ -218,16 +201,7 @@ fn every_command_answers_in_json() {
 fn a_release_can_be_undone_after_a_later_one_was_rolled_back() {
     let env = Env::new();
     deployed_then_failed(&env);
-    let first = env
-        .stepback(&["show"])
-        .stdout()
-        .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let first = oldest(&env);
     let undone = env.stepback(&["undo", &first, "--force"]);
     undone.expect_code(0).expect_stdout("undone");
     assert!(!env.path("deploy-service/app/current").exists());

@@ -660,3 +660,27 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// README's `examples/deploy-service` copied into `env` (with the webapp
+/// release it deploys), `edit` applied to its flow file, and its 1.4.2
+/// deployed and running.
+pub fn deploy_service(env: &Env, edit: impl Fn(&str) -> String) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for dir in [
+        "deploy-service/app",
+        "deploy-service/services",
+        "deploy-service/db",
+        "webapp/dist",
+    ] {
+        env.mkdir(dir);
+    }
+    let flow = fs::read_to_string(examples.join("deploy-service/flow.toml")).unwrap();
+    env.write("deploy-service/flow.toml", edit(&flow));
+    fs::copy(
+        examples.join("webapp/dist/webapp-1.4.2.tar.gz"),
+        env.path("webapp/dist/webapp-1.4.2.tar.gz"),
+    )
+    .unwrap();
+    env.stepback(&["run", "deploy-service/flow.toml", "--param", "healthy=yes"])
+        .expect_code(0);
+}
