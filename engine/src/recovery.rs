@@ -192,11 +192,7 @@ fn finish_rollback(
     };
     let mut report = rollback(&run.dir, records, writer, (fault, ending));
     if unended && let Err(e) = end_actions(writer, left).and_then(|()| end_rollback(writer, &report)) {
-        report.problems.push(crate::journal::Problem {
-            mount: String::new(),
-            path: String::new(),
-            reason: format!("cannot record the end of the rollback: {e}"),
-        });
+        report.problems.push(crate::journal::unrecorded_end(&e));
     }
     report
 }

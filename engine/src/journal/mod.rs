@@ -72,4 +72,4 @@ pub(crate) use room::{Room, free_on};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub(crate) use sparse::copy_contents;
 pub(crate) use tree::remove_all;
-pub(crate) use undo::{Ending, end_rollback, rollback};
+pub(crate) use undo::{Ending, end_rollback, rollback, unrecorded_end};

@@ -52,13 +52,18 @@ pub fn rollback(
         }),
     };
     if let Err(e) = ended {
-        report.problems.push(Problem {
-            mount: String::new(),
-            path: String::new(),
-            reason: format!("cannot record the end of the rollback: {e}"),
-        });
+        report.problems.push(unrecorded_end(&e));
     }
     report
+}
+
+/// The problem of a rollback whose end could not be written (`e`).
+pub(crate) fn unrecorded_end(e: &io::Error) -> Problem {
+    Problem {
+        mount: String::new(),
+        path: String::new(),
+        reason: format!("cannot record the end of the rollback: {e}"),
+    }
 }
 
 /// Ends a rolled-back run's journal: how its rollback ended (`report`).
@@ -452,12 +457,13 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
                     super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
                 }
             }
+            let Some(xattrs) = xattrs else {
+                return set_meta(dir, path, meta);
+            };
             let file = dir.open(path)?;
-            if let Some(xattrs) = xattrs {
-                super::entry::replace_xattrs(&file, xattrs, |_| false)?;
-            }
+            super::entry::replace_xattrs(&file, xattrs, |_| false)?;
             set_meta(dir, path, meta)?;
-            super::entry::keep_capabilities(&file, xattrs.as_deref().unwrap_or_default())
+            super::entry::keep_capabilities(&file, xattrs)
         }
         UndoOp::RemovedDir { path, meta } => {
             match dir.symlink_metadata(path) {
