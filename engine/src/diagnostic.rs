@@ -117,6 +117,17 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// The expected word `word` is most likely a typo of, if one is close
+/// (the measures clap suggests with): for every "did you mean".
+pub fn closest<'e>(word: &str, expected: &[&'e str]) -> Option<&'e str> {
+    expected
+        .iter()
+        .map(|e| (strsim::jaro_winkler(word, e), *e))
+        .filter(|(score, e)| *score >= 0.8 || strsim::levenshtein(word, e) <= 2)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, e)| e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

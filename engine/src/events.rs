@@ -99,7 +99,8 @@ pub enum CacheOutcome {
 
 /// Something that happened, in the order it happened. As JSON, `event`
 /// names the variant in kebab-case (`step-finished`) and the fields keep
-/// their names. Times are in milliseconds of wall-clock time.
+/// their names (snake_case, as every key the CLI prints). Durations are
+/// microseconds of wall-clock time, whole, in `duration_us`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -113,7 +114,8 @@ pub enum Event {
         /// Whether compiled code was reused.
         cache: CacheOutcome,
         /// Time to load (and compile, on a cache miss).
-        millis: f64,
+        #[serde(alias = "millis", deserialize_with = "whole_micros")]
+        duration_us: u64,
     },
     /// The run has its journal and its locks, and starts its first step.
     FlowStarted {
@@ -172,7 +174,8 @@ pub enum Event {
         /// How it ended.
         status: StepStatus,
         /// Wall time of the step, its host calls included; 0 if skipped.
-        millis: f64,
+        #[serde(alias = "millis", deserialize_with = "whole_micros")]
+        duration_us: u64,
         /// What the step says it did, when it succeeded.
         summary: Option<String>,
         /// Why it failed (the plugin's message, or the limit it hit).
@@ -203,7 +206,8 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         not_reversed: Vec<String>,
         /// Wall time of the rollback and its verification.
-        millis: f64,
+        #[serde(alias = "millis", deserialize_with = "whole_micros")]
+        duration_us: u64,
     },
     /// A failure runs an action: a step's customized action (newest step
     /// first, before the revert) or the flow's rollback action (after it).
@@ -225,7 +229,8 @@ pub enum Event {
         /// Succeeded or failed.
         status: StepStatus,
         /// Wall time.
-        millis: f64,
+        #[serde(alias = "millis", deserialize_with = "whole_micros")]
+        duration_us: u64,
         /// Its summary line, when it succeeded.
         summary: Option<String>,
         /// Why it failed.
@@ -245,7 +250,8 @@ pub enum Event {
         /// How the run ended.
         status: FlowStatus,
         /// Wall time from the first step to the end of the rollback.
-        millis: f64,
+        #[serde(alias = "millis", deserialize_with = "whole_micros")]
+        duration_us: u64,
         /// The step whose failure stopped the flow.
         failed_step: Option<String>,
         /// After a rollback: the steps that ran with `revert = false`, whose
@@ -263,6 +269,10 @@ pub enum Event {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Envelope {
+    /// The version of the format ([`SCHEMA`]); runs recorded before it
+    /// was written read as version 1.
+    #[serde(default = "first_schema")]
+    pub schema: u32,
     /// The run it belongs to; `None` for what happens outside a run (a
     /// plugin loaded while a flow is validated).
     pub run_id: Option<String>,
@@ -271,6 +281,28 @@ pub struct Envelope {
     #[serde(flatten)]
     /// What happened.
     pub event: Event,
+}
+
+/// Microseconds since `start`: what `duration_us` holds.
+pub(crate) fn micros_since(start: std::time::Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Reads `duration_us`, and the fractional `millis` that runs recorded
+/// before it kept in their `events.jsonl`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Duration {
+    Micros(u64),
+    /// Only under its old name, `millis`.
+    Millis(f64),
+}
+
+fn whole_micros<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(match Duration::deserialize(d)? {
+        Duration::Micros(us) => us,
+        Duration::Millis(ms) => (ms.max(0.0) * 1e3).round() as u64,
+    })
 }
 
 /// Receives events, in order, from the thread running the flow.
@@ -285,6 +317,16 @@ pub struct Discard;
 
 impl EventSink for Discard {
     fn emit(&self, _envelope: Envelope) {}
+}
+
+/// The version of every JSON object Stepback prints, events and the CLI's
+/// results alike (`"schema": 1`), described by
+/// `engine/schema/output-1.schema.json`: a field's meaning does not change
+/// within a version; new fields and events may appear.
+pub const SCHEMA: u32 = 1;
+
+fn first_schema() -> u32 {
+    1
 }
 
 /// Stamps events with their run and time on the way to a sink.
@@ -310,6 +352,7 @@ impl Emitter {
 
     pub(crate) fn emit(&self, event: Event) {
         self.sink.emit(Envelope {
+            schema: SCHEMA,
             run_id: self.run_id.as_deref().map(str::to_owned),
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             event,

@@ -27,8 +27,8 @@ pub enum UndoError {
     NotUndoable(String),
     /// The run did not finish: recovery rolls it back.
     Unfinished(String),
-    /// Paths changed since the run; each line says how.
-    Drifted(Vec<String>),
+    /// Paths changed since the run, each with how and by whom.
+    Drifted(Vec<Drift>),
     /// A mount is in use by a running flow.
     Busy(anyhow::Error),
     /// The state directory could not be used.
@@ -47,18 +47,110 @@ impl std::fmt::Display for UndoError {
                 f,
                 "run {id} did not finish: it is rolled back by recovery, not undone"
             ),
-            UndoError::Drifted(paths) => write!(
-                f,
-                "{} path(s) changed since the run; undoing it would overwrite those changes:\n  {}",
-                paths.len(),
-                paths.join("\n  ")
-            ),
+            UndoError::Drifted(paths) => {
+                write!(
+                    f,
+                    "{} path(s) changed since the run; undoing it would overwrite those changes:",
+                    paths.len()
+                )?;
+                paths.iter().try_for_each(|drift| write!(f, "\n  {drift}"))
+            }
             UndoError::Busy(e) | UndoError::Io(e) => write!(f, "{e:#}"),
         }
     }
 }
 
 impl std::error::Error for UndoError {}
+
+/// A path that is not as the run left it, found by undo.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Drift {
+    /// `MOUNT:/PATH`.
+    pub path: String,
+    /// How the run left it, in words.
+    pub then: String,
+    /// How it is now, in words.
+    pub now: String,
+    /// The newest later run that changed it, if one did: else another
+    /// process (or a person) did.
+    pub by: Option<LaterRun>,
+}
+
+/// A run after the one being undone.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LaterRun {
+    /// Its id.
+    pub id: String,
+    /// Its flow's name.
+    pub flow: String,
+    /// When it started, RFC 3339.
+    pub started: String,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} when the run ended, {} now; ",
+            self.path, self.then, self.now
+        )?;
+        match &self.by {
+            Some(run) => write!(
+                f,
+                "changed by run {} (flow {:?}, started {})",
+                run.id, run.flow, run.started
+            ),
+            None => f.write_str("no later Stepback run changed it: another process or a person did"),
+        }
+    }
+}
+
+/// The committed runs after one, with the paths each left: who changed a
+/// path since.
+struct Later(Vec<(LaterRun, std::collections::HashSet<(std::path::PathBuf, String)>)>);
+
+impl Later {
+    /// The runs committed after run `id` (ids sort by time).
+    fn after(store: &RunStore, id: &str) -> std::io::Result<Later> {
+        let mut later = Vec::new();
+        for run in store.list()? {
+            if run.dir.id.as_str() <= id || !matches!(run.state, RunState::Committed { .. }) {
+                continue;
+            }
+            let hosts: std::collections::HashMap<_, _> = run
+                .mounts
+                .iter()
+                .map(|m| (m.name.clone(), m.host.clone()))
+                .collect();
+            let left = crate::journal::read_journal(&run.dir.journal())?
+                .into_iter()
+                .filter_map(|r| match r {
+                    Record::Final { mount, path, .. } => Some((hosts.get(&mount)?.clone(), path)),
+                    _ => None,
+                })
+                .collect();
+            let who = LaterRun {
+                id: run.dir.id.clone(),
+                flow: run.flow.clone(),
+                started: run.started.clone(),
+            };
+            later.push((who, left));
+        }
+        Ok(Later(later))
+    }
+
+    /// The newest of them that left `path` of host directory `host`.
+    fn changed(&self, host: &Path, path: &str) -> Option<LaterRun> {
+        let key = (host.to_path_buf(), path.to_owned());
+        self.0
+            .iter()
+            .rev()
+            .find(|(_, left)| left.contains(&key))
+            .map(|(run, _)| run.clone())
+    }
+}
 
 /// Reverses committed run `id`.
 pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackReport, UndoError> {
@@ -118,16 +210,24 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
         let Some(fs) = opened.get(mount) else { continue };
         let now = entry_state(&fs.dir, path).map_err(|e| UndoError::Io(e.into()))?;
         if !EntryState::same(state, &now) {
-            drifted.push(format!(
-                "{mount}:/{path}: {} when the run ended, {} now",
-                EntryState::describe(state),
-                EntryState::describe(&now)
-            ));
+            let (then, now) = (EntryState::describe(state), EntryState::describe(&now));
+            drifted.push((mount.clone(), path.clone(), then, now));
         }
     }
     drifted.extend(added_since(&records, &opened).map_err(|e| UndoError::Io(e.into()))?);
     if !drifted.is_empty() && !force {
-        return Err(UndoError::Drifted(drifted));
+        let later = Later::after(&store, id).map_err(|e| UndoError::Io(e.into()))?;
+        let hosts: std::collections::HashMap<_, _> = mounts.iter().cloned().collect();
+        let drifts = drifted
+            .into_iter()
+            .map(|(mount, path, then, now)| Drift {
+                by: hosts.get(&mount).and_then(|host| later.changed(host, &path)),
+                path: format!("{mount}:/{path}"),
+                then,
+                now,
+            })
+            .collect();
+        return Err(UndoError::Drifted(drifts));
     }
     Ok(rollback(
         &dir,
@@ -168,11 +268,12 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
 }
 
 /// Entries that appeared since the run inside directories the run created
-/// (undo would delete them with the directory).
+/// (undo would delete them with the directory): mount, path, how the run
+/// left it and how it is now.
 fn added_since(
     records: &[Record],
     mounts: &std::collections::HashMap<String, MountFs>,
-) -> std::io::Result<Vec<String>> {
+) -> std::io::Result<Vec<(String, String, String, String)>> {
     use crate::journal::UndoOp;
     use std::collections::HashSet;
     let finals: HashSet<(&str, &str)> = records
@@ -217,15 +318,12 @@ fn added_since(
                     }
                     continue;
                 }
-                Some(_) => "absent when the run ended",
+                Some(_) => "absent",
                 // A plugin's paths are strings: not the run's.
-                None => "a name that is not UTF-8, never the run's",
+                None => "absent (a name that is not UTF-8 is never the run's)",
             };
-            added.push(format!(
-                "{mount}:/{}: {was}, {} now",
-                path.display(),
-                EntryState::describe(&now)
-            ));
+            let path = path.to_string_lossy().into_owned();
+            added.push((mount.clone(), path, was.to_owned(), EntryState::describe(&now)));
         }
     }
     Ok(added)

@@ -44,6 +44,9 @@ pub enum Left {
     Unfinished,
     /// It ended with this error (before the engine stopped).
     Failed(String),
+    /// The engine stopped during this step, before a failure was
+    /// recorded: the action is one an interrupt there would have run.
+    StoppedIn(String),
 }
 
 impl std::fmt::Display for Left {
@@ -52,6 +55,10 @@ impl std::fmt::Display for Left {
             Left::NotRun => f.write_str("did not run: the engine stopped before it"),
             Left::Unfinished => f.write_str("did not finish: the engine stopped while it ran"),
             Left::Failed(e) => write!(f, "failed: {e}"),
+            Left::StoppedIn(step) => write!(
+                f,
+                "did not run: the engine stopped during step '{step}', whose failure runs it"
+            ),
         }
     }
 }
@@ -64,7 +71,7 @@ fn actions_left(records: &[Record]) -> (Vec<(usize, ActionLeft)>, Option<&str>) 
         _ => None,
     });
     let Some((planned, policy)) = failed else {
-        return (Vec::new(), None);
+        return (stopped_in_step(records), None);
     };
     let ended = |i: usize| {
         records.iter().find_map(|r| match r {
@@ -93,6 +100,31 @@ fn actions_left(records: &[Record]) -> (Vec<(usize, ActionLeft)>, Option<&str>) 
         ))
     });
     (left.collect(), Some(policy))
+}
+
+/// Without a failure recorded, the engine stopped during (or just after)
+/// the last step that started: the actions an interrupt there runs.
+fn stopped_in_step(records: &[Record]) -> Vec<(usize, ActionLeft)> {
+    let last = records.iter().rev().find_map(|r| match r {
+        Record::Step { name, if_stopped, .. } => Some((name, if_stopped)),
+        _ => None,
+    });
+    let Some((step, actions)) = last else {
+        return Vec::new();
+    };
+    actions
+        .iter()
+        .map(|a| {
+            let how = Left::StoppedIn(step.clone());
+            (
+                a.index,
+                ActionLeft {
+                    name: a.name.clone(),
+                    how,
+                },
+            )
+        })
+        .collect()
 }
 
 fn mounts_of(mounts: &[MountRecord]) -> Vec<(String, PathBuf)> {

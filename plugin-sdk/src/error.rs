@@ -4,7 +4,9 @@ use crate::bindings::stepback::plugin::types as wit;
 use std::fmt;
 
 /// Why a step failed. Any `std::error::Error` converts into it, so `?`
-/// works on I/O; add what was being done with [`ResultExt::context`].
+/// works on I/O; add what was being done with [`ResultExt::context`]. An
+/// I/O error's number is said as the host names it ("No such file or
+/// directory (ENOENT)"), not as WASI numbers it (`os error 44`).
 #[derive(Debug)]
 pub struct Error {
     message: String,
@@ -40,7 +42,7 @@ impl fmt::Display for Error {
 
 impl<E: std::error::Error> From<E> for Error {
     fn from(e: E) -> Self {
-        Error::new(e.to_string())
+        Error::new(crate::errno::in_host_terms(&e.to_string()))
     }
 }
 
@@ -61,6 +63,32 @@ pub trait ResultExt<T> {
 
 impl<T, E: fmt::Display> ResultExt<T> for Result<T, E> {
     fn context(self, what: impl fmt::Display) -> Result<T, Error> {
-        self.map_err(|e| Error::new(format!("{what}: {e}")))
+        self.map_err(|e| Error::new(format!("{what}: {}", crate::errno::in_host_terms(&e.to_string()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, ResultExt};
+
+    /// In a plugin, an I/O error's number is WASI's: 44 is `ENOENT`.
+    fn wasi_enoent() -> std::io::Error {
+        std::io::Error::from_raw_os_error(44)
+    }
+
+    #[test]
+    fn io_errors_are_named_as_the_host_names_them() {
+        let e = Error::from(wasi_enoent());
+        assert!(e.message().ends_with("(ENOENT)"), "{}", e.message());
+        assert!(!e.message().contains("os error"), "{}", e.message());
+        let e = Err::<(), _>(wasi_enoent())
+            .context("reading /dist/a.tar")
+            .unwrap_err();
+        assert!(
+            e.message().starts_with("reading /dist/a.tar: "),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().ends_with("(ENOENT)"), "{}", e.message());
     }
 }

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod context;
+mod errno;
 mod error;
 pub mod exec;
 mod info;

@@ -111,12 +111,11 @@ fn the_cache_is_listed_and_pruned() {
         .expect_code(0);
     let listed = env.stepback_with_cache(&["--output", "json", "cache", "list"], &cache);
     listed.expect_code(0);
-    let entries: Vec<serde_json::Value> = listed
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let result: serde_json::Value = serde_json::from_str(&listed.stdout()).unwrap();
+    assert_eq!(result["kind"], "cache");
+    let entries = result["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{}", listed.stdout());
+    assert_eq!(result["total_bytes"], entries[0]["bytes"]);
     assert_eq!(entries[0]["sha256"].as_str().unwrap().len(), 64);
     assert!(entries[0]["bytes"].as_u64().unwrap() > 1000);
     env.stepback_with_cache(&["cache", "list"], &cache)

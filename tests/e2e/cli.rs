@@ -175,3 +175,129 @@ fn quiet_prints_only_what_went_wrong_and_the_verdict() {
     env.stepback(&["-q", "-v", "run", ok.to_str().unwrap()])
         .expect_code(2);
 }
+
+#[test]
+fn colour_follows_color_and_no_color() {
+    let env = with_runs(0);
+    let flow = env.flow(
+        flow_head("paint", &["m"], &[])
+            + "[[steps]]\nname = \"boom\"\nuses = \"builtin:fail\"\nwith = { message = \"no\" }\n",
+    );
+    let flow = flow.to_str().unwrap();
+    const ESC: char = '\u{1b}';
+    // Into a pipe, `auto` paints nothing; `always` paints the tags.
+    let plain = env.stepback(&["run", flow]);
+    plain.expect_code(1);
+    assert!(!plain.stdout().contains(ESC), "{}", plain.stdout());
+    let painted = env.stepback(&["--color", "always", "run", flow]);
+    painted.expect_code(1);
+    assert!(
+        painted.stdout().contains("\u{1b}[1m\u{1b}[31mFAILED"),
+        "{:?}",
+        painted.stdout()
+    );
+    // Without the codes, the same text.
+    assert_eq!(
+        strip(&painted.stdout()).lines().count(),
+        plain.stdout().lines().count()
+    );
+    // CLICOLOR_FORCE paints into a pipe; NO_COLOR wins over it under `auto`.
+    let forced = env.stepback_env(&["run", flow], &[("CLICOLOR_FORCE", "1")]);
+    assert!(forced.stdout().contains(ESC));
+    let none = env.stepback_env(&["run", flow], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+    assert!(!none.stdout().contains(ESC), "{}", none.stdout());
+    // JSON is never painted.
+    let json = env.stepback(&["--color", "always", "--output", "json", "run", flow]);
+    assert!(!json.stdout().contains(ESC));
+    env.stepback(&["--color", "sometimes", "show"])
+        .expect_code(2)
+        .expect_stderr("invalid value 'sometimes'");
+}
+
+/// `text` without its ANSI styles.
+fn strip(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_config_file_sets_defaults_under_env_and_flags() {
+    let env = with_runs(1);
+    let config = env.write(
+        "config.toml",
+        format!(
+            "state-dir = \"{}\"\noutput = \"json\"\n[run]\nkeep = 1\n",
+            env.path("from-config").display()
+        ),
+    );
+    let with_config = |args: &[&str], vars: &[(&str, &str)]| {
+        let mut command = env.command(args, &crate::support::shared_cache());
+        command
+            .env("STEPBACK_CONFIG", &config)
+            .env_remove("STEPBACK_STATE_DIR");
+        command.envs(vars.iter().copied());
+        Run(command.output().unwrap())
+    };
+    // The file's output and state directory (which has no runs yet).
+    let listed = with_config(&["show"], &[]);
+    listed.expect_code(0);
+    let value: serde_json::Value = serde_json::from_str(&listed.stdout()).unwrap();
+    assert_eq!(
+        (value["kind"].as_str(), value["runs"].as_array().map(Vec::len)),
+        (Some("runs"), Some(0))
+    );
+    // The environment beats the file; a flag beats both.
+    let state = env.path("state");
+    let state = state.to_str().unwrap();
+    let by_env = with_config(&["show"], &[("STEPBACK_STATE_DIR", state)]);
+    assert!(by_env.stdout().contains("\"runs\":[{"), "{}", by_env.stdout());
+    with_config(&["--output", "human", "--state-dir", state, "show"], &[])
+        .expect_code(0)
+        .expect_stdout("flow-0");
+    // `[run]` keys are `run`'s options: keep = 1 prunes all but the newest.
+    for _ in 0..2 {
+        with_config(&["run", "flow.toml"], &[]).expect_code(0);
+    }
+    let pruned = with_config(&["--output", "human", "show"], &[]);
+    assert_eq!(
+        pruned.stdout().matches("backups pruned").count(),
+        1,
+        "{}",
+        pruned.stdout()
+    );
+    // Every problem of the file at once, each at its line, with a guess;
+    // and nothing runs.
+    env.write(
+        "config.toml",
+        "stat-dir = \"/x\"\ncolor = \"purple\"\n[run]\nkep = 2\nno-journal = \"yes\"\n",
+    );
+    let refused = with_config(&["show"], &[]);
+    refused
+        .expect_code(2)
+        .expect_stderr(":1: unknown key `stat-dir`; did you mean `state-dir`?")
+        .expect_stderr(":2: `color` = \"purple\": invalid value 'purple' for '--color <WHEN>'")
+        .expect_stderr(":4: unknown key `run.kep`; did you mean `run.keep`?")
+        .expect_stderr(":5: `run.no-journal` is a flag: true or false");
+    assert!(refused.stdout().is_empty());
+    env.write("config.toml", "[run\n");
+    with_config(&["show"], &[])
+        .expect_code(2)
+        .expect_stderr("config file");
+    // A missing file is no defaults.
+    fs_remove(&config);
+    with_config(&["--output", "human", "show"], &[("STEPBACK_STATE_DIR", state)])
+        .expect_code(0)
+        .expect_stdout("flow-0");
+}
+
+fn fs_remove(path: &std::path::Path) {
+    std::fs::remove_file(path).unwrap();
+}

@@ -47,8 +47,9 @@ fn undo_refuses_when_paths_changed_since_unless_forced() {
     env.stepback(&["undo", &run])
         .expect_code(6)
         .expect_stderr("1 path(s) changed since the run")
-        .expect_stderr("m:/config.txt: a file of 2 bytes")
-        .expect_stderr("now")
+        .expect_stderr("m:/config.txt: a file of 2 bytes modified 20")
+        .expect_stderr("Z when the run ended, a file of 14 bytes modified 20")
+        .expect_stderr("no later Stepback run changed it: another process or a person did")
         .expect_stderr("--force");
     assert_same_meta(
         &edited,
@@ -64,6 +65,37 @@ fn undo_refuses_when_paths_changed_since_unless_forced() {
     let out = forced.stdout();
     let kept = out.rsplit_once("kept at ").unwrap().1.lines().next().unwrap();
     assert_eq!(fs::read_to_string(kept).unwrap(), "edited by hand");
+}
+
+#[test]
+fn undo_names_the_later_run_that_changed_a_path() {
+    let env = Env::new();
+    env.write("m/config.txt", "v1");
+    write_flow(&env, "v2");
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    write_flow(&env, "v3 later");
+    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    let ids = runs(&env);
+    let refused = env.stepback(&["undo", &ids[0]]);
+    refused
+        .expect_code(6)
+        .expect_stderr("m:/config.txt: a file of 2 bytes modified")
+        .expect_stderr("a file of 8 bytes modified")
+        .expect_stderr(&format!("changed by run {} (flow \"write\", started 20", ids[1]));
+    // The two states differ in words even within one second.
+    let line = refused
+        .stderr()
+        .lines()
+        .find(|l| l.contains("m:/config.txt"))
+        .unwrap()
+        .to_owned();
+    let (then, now) = line.split_once(" when the run ended, ").unwrap();
+    assert_ne!(
+        then.split_once(": ").unwrap().1,
+        now.split_once(" now;").unwrap().0,
+        "{line}"
+    );
+    assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v3 later");
 }
 
 #[test]
@@ -145,7 +177,9 @@ with = { path = "/m/new/deep/file.txt", content = "x" }
     env.stepback(&["undo", &run])
         .expect_code(6)
         .expect_stderr("2 path(s) changed since the run")
-        .expect_stderr("a name that is not UTF-8, never the run's, a file of 7 bytes");
+        .expect_stderr(
+            "absent (a name that is not UTF-8 is never the run's) when the run ended, a file of 7 bytes",
+        );
     fs::remove_file(&odd).unwrap();
     env.stepback(&["undo", &run, "--force"]).expect_code(0);
     assert!(!env.path("m/new").exists());

@@ -222,3 +222,47 @@ fn an_engine_stopped_in_a_steps_action_leaves_recover_to_name_every_action_left(
         .expect_stdout("ACTION 'restore the database' FAILED: did not run: the engine stopped before it")
         .expect_stdout("ACTION 'start previous version' FAILED: did not run");
 }
+
+/// Killed during the health check, before any failure was recorded: the
+/// journal's step record says what an interrupt there runs, and `recover`
+/// names each of those actions as not run, exit 4 (it reverts the files,
+/// and runs no actions).
+#[test]
+fn an_engine_killed_in_a_step_leaves_recover_to_name_the_actions_its_failure_runs() {
+    let slow = "inline = \"[ ${release} = 1.4.2 ] || sleep 6304; test";
+    let env = deploy_service(|flow| flow.replace("inline = \"test", slow));
+    let child = start_1_4_3(&env, "yes", "sleep 6304");
+    send(&child, rustix::process::Signal::KILL);
+    let killed = Run(child.wait_with_output().unwrap());
+    assert!(killed.killed());
+    crate::support::wait_until("sleep 6304 to be gone", || {
+        processes_with("sleep 6304").is_empty()
+    });
+    let recovered = env.stepback(&["recover"]);
+    let why = "did not run: the engine stopped during step 'health check', whose failure runs it";
+    recovered
+        .expect_code(4)
+        .expect_stdout("rolled back")
+        .expect_stdout(&format!("ACTION NOT RUN 'stop new service': {why}"))
+        .expect_stdout(&format!("ACTION NOT RUN 'restore the database': {why}"))
+        .expect_stdout(&format!("ACTION NOT RUN 'start previous version': {why}"));
+    // Newest step first, the flow's action last, as a failure runs them.
+    let out = recovered.stdout();
+    let at = |name: &str| out.find(name).unwrap();
+    assert!(at("'stop new service'") < at("'restore the database'"), "{out}");
+    assert!(
+        at("'restore the database'") < at("'start previous version'"),
+        "{out}"
+    );
+    // The files are as before 1.4.3; what only actions put back is not.
+    assert_eq!(
+        std::fs::read_link(env.path("deploy-service/app/current")).unwrap(),
+        std::path::Path::new("releases/1.4.2")
+    );
+    assert!(!env.path("deploy-service/app/releases/1.4.3").exists());
+    assert_eq!(env.read("deploy-service/services/webapp"), "running 1.4.3\n");
+    // Said once: a second recover has nothing to do.
+    env.stepback(&["recover"])
+        .expect_code(0)
+        .expect_stdout("nothing to recover");
+}

@@ -21,6 +21,7 @@ mod inspect;
 mod interrupt;
 mod jail;
 mod journal;
+mod json_schema;
 mod layout;
 mod limits;
 mod live_output;

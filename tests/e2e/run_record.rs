@@ -55,7 +55,7 @@ fn show_explains_a_failed_run_as_it_ran() {
         .expect_stdout("ok in ")
         .expect_stdout("but for the changes of steps 'stop service'")
         .expect_stdout("changes, as the journal holds them:")
-        .expect_stdout("  created                                  app:/releases/1.4.3");
+        .expect_stdout("  created directory                        app:/releases/1.4.3");
     // The rollback is said once in the journal's part, however many end
     // records it has (the flow's rollback action ends it again).
     assert_eq!(
@@ -145,9 +145,9 @@ fn every_command_answers_in_json() {
     assert_eq!(events.last().unwrap()["event"], "flow-finished");
     let changes = run["changes"].as_array().unwrap();
     assert!(
-        changes
-            .iter()
-            .any(|c| c["mount"] == "app" && c["path"] == "releases/1.4.3" && c["change"] == "created"),
+        changes.iter().any(|c| c["mount"] == "app"
+            && c["path"] == "releases/1.4.3"
+            && c["change"] == "created directory"),
         "{changes:?}"
     );
     // No raw records (inode pairs) in the report.
@@ -262,4 +262,59 @@ fn an_apps_version_is_checked_like_any_parameterized_value() {
     env.stepback(&["validate", flow.to_str().unwrap()])
         .expect_code(2)
         .expect_stderr("flow.toml:4:11: app.version: undefined parameter `${nope}`");
+}
+
+#[test]
+fn show_gives_sizes_and_the_changes_to_what_the_run_already_owned() {
+    let env = Env::new();
+    env.mkdir("m");
+    let write = |name: &str, content: &str| {
+        format!(
+            "[[steps]]\nname = \"{name}\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/a.txt\", content = \"{content}\" }}\n"
+        )
+    };
+    let flow = flow_head("twice", &["m"], &[]) + &write("first", "hello") + &write("second", "hello again");
+    let id = env.run_flow(&flow).expect_code(0).run_id();
+    // The first step's size is what it wrote, not what the second left.
+    let shown = env.stepback(&["show", &id]);
+    let changes = shown.stdout();
+    let changes = changes
+        .split("changes, as the journal holds them:")
+        .nth(1)
+        .unwrap();
+    let lines: Vec<&str> = changes.lines().map(str::trim).collect();
+    let at = |heading: &str| lines.iter().position(|l| l.starts_with(heading)).unwrap();
+    assert!(
+        lines[at("step 0 'first'") + 1].starts_with("created (5 bytes)"),
+        "{changes}"
+    );
+    assert!(
+        lines[at("step 1 'second'") + 1].starts_with("changed again (11 bytes)"),
+        "{changes}"
+    );
+    assert!(
+        lines[at("step 1 'second'") + 1].ends_with("m:/a.txt"),
+        "{changes}"
+    );
+    // JSON says the same.
+    let report: serde_json::Value =
+        serde_json::from_str(&env.stepback(&["--output", "json", "show", &id]).stdout()).unwrap();
+    let listed: Vec<(u64, String)> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["step"].as_u64().unwrap(),
+                c["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (0, "created (5 bytes)".to_owned()),
+            (1, "changed again (11 bytes)".to_owned())
+        ]
+    );
 }

@@ -70,3 +70,39 @@ with = {{ mode = "connect", address = "{address}" }}
     env.run_flow(&text).expect_code(0).expect_stdout("refused");
     assert!(listener.accept().is_err(), "the guest reached the listener");
 }
+
+#[test]
+fn a_write_outside_every_mount_says_that_mounts_are_why() {
+    let env = Env::new();
+    env.mkdir("m");
+    let flow = flow_head("outside", &["m"], &[])
+        + "[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/etc/stepback-outside\", content = \"x\" }\n";
+    let run = env.run_flow(&flow);
+    run.expect_code(1)
+        .expect_stdout("FAILED  write")
+        .expect_stdout(
+            "/etc is outside every mount of this step (its mounts: /m): a step reaches only the mounts its `mounts` lists",
+        );
+    assert!(!Path::new("/etc/stepback-outside").exists());
+    // The same hint is in the event's details, for programs.
+    let json = env.stepback(&["--output", "json", "run", "flow.toml"]);
+    let failed = json
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step-finished")
+        .unwrap();
+    assert!(
+        failed["details"]
+            .as_str()
+            .unwrap()
+            .contains("outside every mount"),
+        "{failed}"
+    );
+    // A write inside the mount that fails for another reason gets no hint.
+    env.write("m/dir/keep", "");
+    let inside = flow_head("inside", &["m"], &[])
+        + "[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/dir\", content = \"x\" }\n";
+    let run = env.run_flow(&inside);
+    run.expect_code(1);
+    assert!(!run.stdout().contains("outside every mount"), "{}", run.stdout());
+}

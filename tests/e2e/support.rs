@@ -68,14 +68,17 @@ impl Env {
     }
 
     pub fn stepback_with_cache(&self, args: &[&str], cache: &Path) -> Run {
-        Run(self.command(args, cache).output().expect("running stepback"))
+        checked(
+            args,
+            Run(self.command(args, cache).output().expect("running stepback")),
+        )
     }
 
     /// `stepback ARGS` with extra environment variables (fault injection).
     pub fn stepback_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
         let mut command = self.command(args, &shared_cache());
         command.envs(vars.iter().copied());
-        Run(command.output().expect("running stepback"))
+        checked(args, Run(command.output().expect("running stepback")))
     }
 
     /// The contents of file `rel`.
@@ -89,6 +92,8 @@ impl Env {
             .args(args)
             .env("STEPBACK_STATE_DIR", self.path("state"))
             .env("STEPBACK_CACHE_DIR", cache)
+            // Not this machine's /etc/stepback/config.toml.
+            .env("STEPBACK_CONFIG", "")
             .current_dir(self.dir.path());
         command
     }
@@ -123,8 +128,12 @@ impl Env {
             .args(args)
             .env("STEPBACK_STATE_DIR", self.path("state"))
             .env("STEPBACK_CACHE_DIR", self.path("cache"))
+            .env("STEPBACK_CONFIG", "")
             .current_dir(self.dir.path());
-        Run(command.output().expect("running stepback through setpriv"))
+        checked(
+            args,
+            Run(command.output().expect("running stepback through setpriv")),
+        )
     }
 
     /// `stepback run flow.toml`.
@@ -132,6 +141,71 @@ impl Env {
         let flow = self.flow(text);
         self.stepback(&["run", flow.to_str().unwrap()])
     }
+}
+
+/// `run`, after checking that with `--output json` each line it printed
+/// is what `engine/schema/output-1.schema.json` describes: every test that
+/// reads JSON checks the schema too.
+fn checked(args: &[&str], run: Run) -> Run {
+    let json = args.windows(2).any(|w| w == ["--output", "json"]) || args.contains(&"--output=json");
+    if json && !run.killed() {
+        for line in run.stdout().lines() {
+            check_schema(line);
+        }
+    }
+    run
+}
+
+/// The output schema, `engine/schema/output-1.schema.json`.
+pub fn output_schema() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/output-1.schema.json");
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The name of the schema's definition of `value`: `event-NAME` for an
+/// event, `result-KIND` for a command's result.
+pub fn schema_name(value: &serde_json::Value) -> String {
+    match (value["event"].as_str(), value["kind"].as_str()) {
+        (Some(event), None) => format!("event-{event}"),
+        (None, Some(kind)) => format!("result-{kind}"),
+        _ => panic!("neither an event nor a result: {value}"),
+    }
+}
+
+/// Panics, saying where, unless `line` is one object the output schema
+/// describes (checked against its own definition, for a message that
+/// says which field is wrong).
+pub fn check_schema(line: &str) {
+    type Validators = BTreeMap<String, jsonschema::Validator>;
+    static VALIDATORS: std::sync::OnceLock<Validators> = std::sync::OnceLock::new();
+    let validators = VALIDATORS.get_or_init(|| {
+        let schema = output_schema();
+        let defs = schema["$defs"].as_object().unwrap();
+        defs.keys()
+            .map(|name| {
+                let one = serde_json::json!({ "$ref": format!("#/$defs/{name}"), "$defs": defs });
+                (
+                    name.clone(),
+                    jsonschema::validator_for(&one).expect("a JSON Schema"),
+                )
+            })
+            .collect()
+    });
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let name = schema_name(&value);
+    let validator = validators
+        .get(&name)
+        .unwrap_or_else(|| panic!("the output schema has no {name}: {line}"));
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not as the output schema says:\n{line}\n{}",
+        errors.join("\n")
+    );
 }
 
 /// The binary to test: `STEPBACK_TEST_BIN`, a copy, so that a long

@@ -1,7 +1,7 @@
 //! Every validation error names file, line, column and the offending
 //! value; nothing runs and nothing changes.
 
-use crate::support::{Env, assert_same, snapshot};
+use crate::support::{Env, assert_same, flow_head, snapshot};
 
 const GOOD: &str = r#"name = "v"
 
@@ -152,6 +152,15 @@ fn missing_host_paths_are_located() {
         "host = \"no-such-dir\"",
         &["flow.toml:8:8: mounts[0].host: host path", "no-such-dir"],
     );
+    // As written, with the directory it is relative to (not `././x`).
+    rejects(
+        "host = \"app\"",
+        "host = \"./distt\"",
+        &[
+            "mounts[0].host: host path \"./distt\" (relative to the flow's directory, /",
+            "): No such file or directory",
+        ],
+    );
 }
 
 #[test]
@@ -175,7 +184,9 @@ fn configs_are_checked_against_the_plugin_schema() {
     rejects(
         "content = \"release ${release}\"",
         "content = \"x\"\ncolour = \"red\"",
-        &["steps[0].with", "colour"],
+        &[
+            "steps[0].with.colour: unknown key `colour` (it knows: append, content, path) (config of plugin write-file)",
+        ],
     );
     rejects(
         "content = \"release ${release}\"",
@@ -253,6 +264,78 @@ fn every_problem_is_reported_at_once_with_what_was_meant() {
         .expect_stderr("did you mean `revert`?")
         .expect_stderr("builtin:nope")
         .expect_stderr("3 errors");
+}
+
+/// A typo in a plugin's config is one problem, with the key meant (not an
+/// unknown key and a missing one).
+#[test]
+fn a_config_typo_comes_with_the_key_meant() {
+    let env = Env::new();
+    env.mkdir("m");
+    let flow = env.flow(
+        flow_head("typo", &["m"], &[])
+            + "[[steps]]\nname = \"w\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/a\", contnet = \"x\" }\n",
+    );
+    let run = env.stepback(&["validate", flow.to_str().unwrap()]);
+    run.expect_code(2)
+        .expect_stderr("steps[0].with.contnet: unknown key `contnet` (it knows: append, content, path); did you mean `content`?")
+        .expect_stderr("1 error");
+    assert!(!run.stderr().contains("required"), "{}", run.stderr());
+}
+
+/// A missing key or a value of the wrong type does not end the checks:
+/// each is reported, and so is every other problem of the flow, but none
+/// about the stand-in put in its place.
+#[test]
+fn missing_keys_and_wrong_types_hide_nothing_else() {
+    let env = Env::new();
+    env.mkdir("m");
+    let flow = env.flow(
+        "name = \"x\"\n[[mounts]]\nname = \"m\"\nhost = \"./nope\"\nguest = \"/m\"\n[[mounts]]\nname = \"n\"\nhost = \"m\"\nguest = \"/n\"\naccess = 5\n[[steps]]\nname = \"a\"\nuses = \"builtin:fail\"\nrevert = \"no\"\nmounts = [\"q\"]\nwith = { message = 7 }\n[[steps]]\nuses = \"builtin:fail\"\n",
+    );
+    let run = env.stepback(&["--output", "json", "validate", flow.to_str().unwrap()]);
+    run.expect_code(2);
+    // The result, after the events of the plugins loaded to check it.
+    let result = run.events().pop().unwrap();
+    let found: Vec<(u64, String, String)> = result["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let message = d["message"].as_str().unwrap();
+            (
+                d["line"].as_u64().unwrap(),
+                d["field"].as_str().unwrap().to_owned(),
+                message.to_owned(),
+            )
+        })
+        .collect();
+    let fields: Vec<(u64, &str)> = found.iter().map(|(l, f, _)| (*l, f.as_str())).collect();
+    assert_eq!(
+        fields,
+        [
+            (2, "mounts[0].access"),
+            (4, "mounts[0].host"),
+            (10, "mounts[1].access"),
+            (14, "steps[0].revert"),
+            (15, "steps[0].mounts[0]"),
+            (16, "steps[0].with.message"),
+            (17, "steps[1].name"),
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].2.starts_with("missing field `access`"), "{found:#?}");
+    assert!(found[3].2.contains("expected a boolean"), "{found:#?}");
+    assert!(found[6].2.starts_with("missing field `name`"), "{found:#?}");
+    // A flow without its steps still has its mounts checked.
+    let flow = env.flow(
+        "name = \"x\"\n[[mounts]]\nname = \"m\"\nhost = \"./nope\"\nguest = \"/m\"\naccess = \"read-only\"\n",
+    );
+    let run = env.stepback(&["validate", flow.to_str().unwrap()]);
+    run.expect_code(2)
+        .expect_stderr("flow.toml:1:1: steps: missing field `steps`")
+        .expect_stderr("flow.toml:4:8: mounts[0].host: host path \"./nope\"")
+        .expect_stderr("2 errors");
 }
 
 /// A parameter or a mount the flow does not declare comes with the one it

@@ -83,10 +83,10 @@ impl Bench {
             let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            let millis = || Duration::from_secs_f64(event["millis"].as_f64().unwrap_or(0.0) / 1e3);
+            let took = || Duration::from_micros(event["duration_us"].as_u64().unwrap_or(0));
             match event["event"].as_str() {
-                Some("step-finished") => steps += millis(),
-                Some("rollback-finished") => rollback = Some(millis()),
+                Some("step-finished") => steps += took(),
+                Some("rollback-finished") => rollback = Some(took()),
                 Some("step-log") => logs.extend(event["message"].as_str().map(str::to_owned)),
                 _ => {}
             }

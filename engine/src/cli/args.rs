@@ -18,10 +18,15 @@ pub fn command() -> clap::Command {
     command
 }
 
-/// The command line this process was started with (exits with a usage
-/// error, 2, where it is not one).
+/// The command line this process was started with, the config file's
+/// defaults under it (exits with a usage error, 2, where either is not
+/// right).
 pub fn parse() -> Cli {
-    let matches = command().get_matches();
+    let command = super::config::apply(command()).unwrap_or_else(|why| {
+        super::out::errln!("error: {why}");
+        std::process::exit(super::exit::INVALID_INPUT.into())
+    });
+    let matches = command.get_matches();
     <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
@@ -71,6 +76,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
 
+    /// When to colour what is printed for people: `auto` on a terminal
+    /// unless NO_COLOR is set (CLICOLOR_FORCE forces it).
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,6 +91,16 @@ pub enum OutputFormat {
     Human,
     /// One JSON object per event, per line.
     Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always, even into a pipe or file.
+    Always,
+    /// Never.
+    Never,
 }
 
 #[derive(Subcommand, Debug)]

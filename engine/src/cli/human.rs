@@ -4,6 +4,7 @@
 use super::escape::clean;
 use super::live::Live;
 use super::out::{errln, outln};
+use super::style::{BAD, DIM, GOOD, NOTE, paint};
 use std::sync::Mutex;
 use stepback::events::{Envelope, Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
 use stepback::plugin::{CacheOutcome, PluginInfo};
@@ -113,15 +114,16 @@ impl Reporter {
                 plugin,
                 sha256,
                 cache,
-                millis,
+                duration_us,
             } if self.verbose => {
                 let how = match cache {
                     CacheOutcome::Hit => "compiled cache hit",
                     _ => "compiled and cached",
                 };
                 errln!(
-                    "plugin {plugin} (sha256 {}): {how} in {millis:.1} ms",
-                    &sha256[..12]
+                    "plugin {plugin} (sha256 {}): {how} in {:.1} ms",
+                    &sha256[..12],
+                    duration_us as f64 / 1e3
                 );
             }
             Event::FlowStarted {
@@ -162,33 +164,36 @@ impl Reporter {
                 index,
                 step,
                 status,
-                millis,
+                duration_us,
                 summary,
                 error,
+                details,
                 log,
-                ..
             } => {
                 let width = *self.width.lock().expect("width lock");
                 let (tag, text) = match status {
-                    StepStatus::Succeeded => ("ok", summary.unwrap_or_default()),
-                    StepStatus::Failed => ("FAILED", error.unwrap_or_default()),
+                    StepStatus::Succeeded => (paint(GOOD, "ok     "), summary.unwrap_or_default()),
+                    StepStatus::Failed => (paint(BAD, "FAILED "), error.unwrap_or_default()),
                     StepStatus::FailedIgnored => (
-                        "failed",
+                        paint(NOTE, "failed "),
                         format!(
                             "{} (ignored: on-failure = \"continue\")",
                             error.unwrap_or_default()
                         ),
                     ),
-                    StepStatus::Skipped => ("skipped", String::new()),
-                    _ => ("?", error.or(summary).unwrap_or_default()),
+                    StepStatus::Skipped => (paint(DIM, "skipped"), String::new()),
+                    _ => ("?      ".to_owned(), error.or(summary).unwrap_or_default()),
                 };
                 let time = if status == StepStatus::Skipped {
                     String::new()
                 } else {
-                    format_millis(millis)
+                    format_duration(duration_us)
                 };
                 let step = clean(&step);
-                outln!("  {tag:<7} {step:<width$}  {time:>7}  {}", clean(&text));
+                outln!("  {tag} {step:<width$}  {time:>7}  {}", clean(&text));
+                for line in details.iter().flat_map(|d| d.lines()) {
+                    outln!("          {}", clean(line));
+                }
                 if let Some((plugin, sha256)) = self.plugins.lock().expect("plugins lock").get(&index) {
                     outln!(
                         "          ran {} (sha256 {})",
@@ -200,8 +205,10 @@ impl Reporter {
                     print_log(&log);
                 }
             }
-            Event::Warning { message } if self.replay.is_some() => outln!("warning: {}", clean(&message)),
-            Event::Warning { message } => errln!("warning: {}", clean(&message)),
+            Event::Warning { message } if self.replay.is_some() => {
+                outln!("{}: {}", paint(NOTE, "warning"), clean(&message))
+            }
+            Event::Warning { message } => errln!("{}: {}", paint(NOTE, "warning"), clean(&message)),
             Event::RollbackStarted { changes, .. } => {
                 outln!(
                     "rolling back {changes} recorded change{}",
@@ -213,19 +220,21 @@ impl Reporter {
                 problems,
                 kept,
                 not_reversed,
-                millis,
+                duration_us,
                 ..
             } => {
                 print_kept(&kept);
                 print_not_reversed(&not_reversed);
                 if problems.is_empty() {
                     outln!(
-                        "rolled back: {undone} changes undone in {}; every path restored",
-                        format_millis(millis)
+                        "{}: {undone} changes undone in {}; every path restored",
+                        paint(GOOD, "rolled back"),
+                        format_duration(duration_us)
                     );
                 } else {
                     outln!(
-                        "ROLLBACK INCOMPLETE: {} path(s) could not be restored:",
+                        "{}: {} path(s) could not be restored:",
+                        paint(BAD, "ROLLBACK INCOMPLETE"),
                         problems.len()
                     );
                     for problem in problems {
@@ -248,7 +257,7 @@ impl Reporter {
             Event::ActionFinished {
                 action,
                 status,
-                millis,
+                duration_us,
                 summary,
                 error,
                 log,
@@ -258,19 +267,24 @@ impl Reporter {
                     // Its heading was not printed.
                     outln!("  action  {}", clean(&action));
                 }
-                let (tag, text) = match status {
-                    StepStatus::Succeeded => ("ok", summary.unwrap_or_default()),
-                    _ => ("FAILED", error.unwrap_or_default()),
+                let failed = status != StepStatus::Succeeded;
+                let (tag, text) = match failed {
+                    false => (paint(GOOD, "ok"), summary.unwrap_or_default()),
+                    true => (paint(BAD, "FAILED"), error.unwrap_or_default()),
                 };
-                outln!("          {tag} in {}  {}", format_millis(millis), clean(&text));
-                if self.prints_log(tag == "FAILED") {
+                outln!(
+                    "          {tag} in {}  {}",
+                    format_duration(duration_us),
+                    clean(&text)
+                );
+                if self.prints_log(failed) {
                     print_log(&log);
                 }
             }
             Event::FlowFinished {
                 flow,
                 status,
-                millis,
+                duration_us,
                 failed_step,
                 kept_steps,
                 kept_actions,
@@ -278,31 +292,45 @@ impl Reporter {
             } => {
                 let flow = clean(&flow);
                 let verdict = verdict(&kept_steps, &kept_actions);
-                let took = format_millis(millis);
+                let took = format_duration(duration_us);
                 let at = failed_step
                     .map(|s| format!(" at step '{}'", clean(&s)))
                     .unwrap_or_default();
-                match status {
-                    FlowStatus::Succeeded => outln!("flow {flow} succeeded in {took}"),
-                    FlowStatus::RolledBack => {
-                        outln!("flow {flow} failed{at} after {took}; rolled back: {verdict}")
-                    }
-                    FlowStatus::RollbackIncomplete => outln!(
-                        "flow {flow} failed{at} after {took}; ROLLBACK INCOMPLETE: see the failed actions or paths above"
+                let (style, line) = match status {
+                    FlowStatus::Succeeded => (GOOD, format!("flow {flow} succeeded in {took}")),
+                    FlowStatus::RolledBack => (
+                        NOTE,
+                        format!("flow {flow} failed{at} after {took}; rolled back: {verdict}"),
                     ),
-                    FlowStatus::NotRolledBack => outln!(
-                        "flow {flow} failed{at} after {took}; its changes were left in place (on-failure = \"stop\"): `stepback undo {}` reverses them",
-                        clean(run_id)
+                    FlowStatus::RollbackIncomplete => (
+                        BAD,
+                        format!(
+                            "flow {flow} failed{at} after {took}; ROLLBACK INCOMPLETE: see the failed actions or paths above"
+                        ),
                     ),
-                    FlowStatus::Uncommitted => outln!(
-                        "flow {flow}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({took})"
+                    FlowStatus::NotRolledBack => (
+                        NOTE,
+                        format!(
+                            "flow {flow} failed{at} after {took}; its changes were left in place (on-failure = \"stop\"): `stepback undo {}` reverses them",
+                            clean(run_id)
+                        ),
                     ),
-                    FlowStatus::Interrupted => outln!(
-                        "flow {flow} interrupted{} after {took}; rolled back: {verdict}",
-                        at.replacen(" at step", " in step", 1)
+                    FlowStatus::Uncommitted => (
+                        NOTE,
+                        format!(
+                            "flow {flow}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({took})"
+                        ),
                     ),
-                    _ => outln!("flow {flow} ended after {took}"),
-                }
+                    FlowStatus::Interrupted => (
+                        NOTE,
+                        format!(
+                            "flow {flow} interrupted{} after {took}; rolled back: {verdict}",
+                            at.replacen(" at step", " in step", 1)
+                        ),
+                    ),
+                    _ => (anstyle::Style::new(), format!("flow {flow} ended after {took}")),
+                };
+                outln!("{}", paint(style, line));
             }
             _ => {}
         }
@@ -375,11 +403,12 @@ fn level_tag(level: LogLevel) -> &'static str {
     }
 }
 
-fn format_millis(millis: f64) -> String {
-    if millis < 1000.0 {
-        format!("{millis:.0}ms")
+/// A duration of `micros` as people read it: `56ms`, `2.35s`.
+fn format_duration(micros: u64) -> String {
+    if micros < 1_000_000 {
+        format!("{}ms", micros / 1000)
     } else {
-        format!("{:.2}s", millis / 1000.0)
+        format!("{:.2}s", micros as f64 / 1e6)
     }
 }
 
@@ -426,7 +455,8 @@ pub fn print_not_reversed(commands: &[String]) {
         return;
     }
     outln!(
-        "NOT REVERSED: {} command(s) changed the mounts outside a capture; what they changed there is as they left it:",
+        "{}: {} command(s) changed the mounts outside a capture; what they changed there is as they left it:",
+        paint(NOTE, "NOT REVERSED"),
         commands.len()
     );
     for c in commands {
@@ -445,6 +475,36 @@ pub fn print_kept(kept: &[impl std::fmt::Display]) {
         kept.len()
     );
     for k in kept {
-        outln!("  KEPT ASIDE {}", clean(&k.to_string()));
+        outln!("  {} {}", paint(NOTE, "KEPT ASIDE"), clean(&k.to_string()));
     }
+}
+
+/// `cache list`: each compiled plugin, then their total against the limit.
+pub fn print_cache(dir: &std::path::Path, entries: &[stepback::plugin::CacheEntry], limit: u64) {
+    for e in entries {
+        outln!(
+            "{}  {:>10}  last used {}",
+            &e.sha256[..12],
+            bytesize::ByteSize(e.size),
+            humantime::format_rfc3339_seconds(e.last_used)
+        );
+    }
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    outln!(
+        "{} compiled plugin(s), {} of {} ({})",
+        entries.len(),
+        bytesize::ByteSize(total),
+        bytesize::ByteSize(limit),
+        dir.display()
+    );
+}
+
+/// `cache prune`: how many went, and the disk they freed.
+pub fn print_pruned(removed: &[stepback::plugin::CacheEntry]) {
+    let freed: u64 = removed.iter().map(|e| e.size).sum();
+    outln!(
+        "removed {} compiled plugin(s), {}",
+        removed.len(),
+        bytesize::ByteSize(freed)
+    );
 }

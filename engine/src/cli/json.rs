@@ -1,13 +1,15 @@
-//! Output for programs: JSON lines on stdout, one object per event, and
-//! one per result of the other commands (`validate`, `show`, `undo`,
-//! `recover`, `plugin inspect`), versioned by [`SCHEMA`].
+//! Output for programs: JSON lines on stdout, one object per event of a
+//! run, and one result object for each other command (and for any
+//! command that fails: an `error`), all versioned by
+//! [`stepback::events::SCHEMA`] and described by
+//! `engine/schema/output-1.schema.json`.
 
 use super::out::outln;
 use serde_json::json;
 use stepback::diagnostic::Diagnostic;
 use stepback::events::{Envelope, EventSink};
 use stepback::journal::{Problem, RollbackReport};
-use stepback::plugin::PluginInfo;
+use stepback::plugin::{CacheEntry, PluginInfo};
 use stepback::sandbox::Plugin;
 
 pub struct Reporter;
@@ -19,6 +21,8 @@ impl EventSink for Reporter {
     }
 }
 
+/// `plugin inspect`: what the plugin says of itself and what it imports
+/// and exports.
 pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], exports: &[String]) {
     let value = json!({
         "plugin": plugin.label,
@@ -27,22 +31,50 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
         "imports": imports,
         "exports": exports,
     });
-    outln!(
-        "{}",
-        serde_json::to_string(&value).expect("inspection serializes")
-    );
+    print_result("plugin", value);
 }
 
-/// The version of every JSON object the CLI prints that is not an event
-/// (`"schema": 1`): a field's meaning does not change within a version;
-/// new fields may appear.
-pub const SCHEMA: u32 = 1;
+fn cache_entries(entries: &[CacheEntry]) -> Vec<serde_json::Value> {
+    let entry = |e: &CacheEntry| {
+        json!({
+            "sha256": e.sha256,
+            "bytes": e.size,
+            "last_used": humantime::format_rfc3339_seconds(e.last_used).to_string(),
+        })
+    };
+    entries.iter().map(entry).collect()
+}
+
+/// `cache list`.
+pub fn print_cache(dir: &std::path::Path, entries: &[CacheEntry], limit: u64) {
+    let value = json!({
+        "dir": dir,
+        "limit_bytes": limit,
+        "total_bytes": entries.iter().map(|e| e.size).sum::<u64>(),
+        "entries": cache_entries(entries),
+    });
+    print_result("cache", value);
+}
+
+/// `cache prune`.
+pub fn print_pruned(removed: &[CacheEntry]) {
+    let value = json!({
+        "freed_bytes": removed.iter().map(|e| e.size).sum::<u64>(),
+        "removed": cache_entries(removed),
+    });
+    print_result("cache-prune", value);
+}
 
 /// Prints one result object of kind `kind`.
 pub fn print_result(kind: &str, mut value: serde_json::Value) {
-    value["schema"] = json!(SCHEMA);
+    value["schema"] = json!(stepback::events::SCHEMA);
     value["kind"] = json!(kind);
     outln!("{}", serde_json::to_string(&value).expect("results serialize"));
+}
+
+/// Why the command failed (also said on stderr), with its exit code.
+pub fn print_error(exit_code: u8, message: &str) {
+    print_result("error", json!({ "message": message, "exit_code": exit_code }));
 }
 
 /// `validate` (and `run` of a flow that is not valid): the flow and every

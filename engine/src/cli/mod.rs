@@ -2,6 +2,8 @@
 //! the library, and maps the outcome to an exit code.
 
 mod args;
+mod changes;
+mod config;
 mod escape;
 mod exit;
 mod human;
@@ -10,6 +12,7 @@ mod live;
 mod out;
 mod show;
 mod status;
+mod style;
 
 use args::{CacheCommand, Cli, Command, OutputFormat, PluginCommand, SyncMode};
 use out::{errln, outln};
@@ -28,6 +31,8 @@ use stepback::{runner, state};
 
 pub fn main() -> ExitCode {
     let cli = args::parse();
+    style::choose(cli.color);
+    OUTPUT.set(cli.output).expect("set once, here");
     raise_descriptor_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -37,6 +42,20 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(dispatch(cli)))
+}
+
+/// How this command prints its result: set once, before anything is printed.
+static OUTPUT: std::sync::OnceLock<OutputFormat> = std::sync::OnceLock::new();
+
+/// Says what went wrong, on stderr (and with `--output json`, as an
+/// `error` result on stdout too, so that a program reading stdout learns
+/// why there is no other), and returns the exit code `code`.
+fn error(code: u8, message: impl std::fmt::Display) -> u8 {
+    errln!("{}: {message}", style::paint(style::BAD, "error"));
+    if OUTPUT.get() == Some(&OutputFormat::Json) {
+        json::print_error(code, &message.to_string());
+    }
+    code
 }
 
 /// Raises the soft limit on open descriptors to the hard one (often 1024
@@ -118,10 +137,10 @@ fn man() -> u8 {
     match clap_mangen::Man::new(args::command()).render(&mut std::io::stdout()) {
         Ok(()) => exit::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
-        Err(e) => {
-            errln!("error: cannot write the manual page: {e}");
-            exit::ENGINE_ERROR
-        }
+        Err(e) => error(
+            exit::ENGINE_ERROR,
+            format_args!("cannot write the manual page: {e}"),
+        ),
     }
 }
 
@@ -149,8 +168,10 @@ async fn dispatch(cli: Cli) -> u8 {
     let sandbox = match Sandbox::new(cache, events.clone()) {
         Ok(s) => s,
         Err(e) => {
-            errln!("error: cannot set up the WebAssembly engine: {e:#}");
-            return exit::ENGINE_ERROR;
+            return error(
+                exit::ENGINE_ERROR,
+                format_args!("cannot set up the WebAssembly engine: {e:#}"),
+            );
         }
     };
     if matches!(
@@ -256,8 +277,7 @@ async fn run(
                 RunError::NeedsRecovery(_) => "; run `stepback recover`",
                 _ => "",
             };
-            errln!("error: {e}{hint}");
-            exit::of_run_error(&e)
+            error(exit::of_run_error(&e), format_args!("{e}{hint}"))
         }
     }
 }
@@ -279,7 +299,7 @@ fn undo(state_dir: &Path, run: &str, force: bool, output: OutputFormat) -> u8 {
             human::print_kept(&report.kept);
             human::print_not_reversed(&report.not_reversed);
             for problem in &report.problems {
-                outln!("  NOT RESTORED {problem}");
+                outln!("  {} {problem}", style::paint(style::BAD, "NOT RESTORED"));
             }
             exit::of_rollback(&report)
         }
@@ -292,8 +312,7 @@ fn undo(state_dir: &Path, run: &str, force: bool, output: OutputFormat) -> u8 {
                 }
                 _ => "",
             };
-            errln!("error: {e}{hint}");
-            exit::of_undo_error(&e)
+            error(exit::of_undo_error(&e), format_args!("{e}{hint}"))
         }
     }
 }
@@ -302,8 +321,7 @@ fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
     let recovered = match stepback::recovery::recover(state_dir) {
         Ok(r) => r,
         Err(e) => {
-            errln!("error: {e}");
-            return exit::of_recover_error(&e);
+            return error(exit::of_recover_error(&e), format_args!("{e}"));
         }
     };
     if output == OutputFormat::Json {
@@ -335,7 +353,7 @@ fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
                 human::print_kept(&report.kept);
                 human::print_not_reversed(&report.not_reversed);
                 for problem in &report.problems {
-                    outln!("  NOT RESTORED {problem}");
+                    outln!("  {} {problem}", style::paint(style::BAD, "NOT RESTORED"));
                 }
             }
         }
@@ -399,8 +417,7 @@ async fn inspect(plugin: &str, sandbox: &Sandbox, output: OutputFormat) -> u8 {
     let (loaded, info) = match described {
         Ok(d) => d,
         Err(e) => {
-            errln!("error: {e:#}");
-            return exit::INVALID_INPUT;
+            return error(exit::INVALID_INPUT, format_args!("{e:#}"));
         }
     };
     let (imports, exports) = sandbox.interfaces(&loaded);
@@ -413,56 +430,24 @@ async fn inspect(plugin: &str, sandbox: &Sandbox, output: OutputFormat) -> u8 {
 
 /// `stepback cache list` and `stepback cache prune`.
 fn cache_command(cache: &CompiledCache, command: &CacheCommand, limit: u64, output: OutputFormat) -> u8 {
-    let shown = |e: &stepback::plugin::CacheEntry| {
-        let used = humantime::format_rfc3339_seconds(e.last_used);
-        (e.sha256.clone(), e.size, used.to_string())
-    };
     let result =
         match command {
-            CacheCommand::List => cache.entries().map(|entries| {
-                let total: u64 = entries.iter().map(|e| e.size).sum();
-                for (sha, size, used) in entries.iter().map(shown) {
-                    match output {
-                        OutputFormat::Human => outln!(
-                            "{}  {:>10}  last used {used}",
-                            &sha[..12],
-                            bytesize::ByteSize(size)
-                        ),
-                        OutputFormat::Json => outln!(
-                            "{}",
-                            serde_json::json!({"sha256": sha, "bytes": size, "last_used": used})
-                        ),
-                    }
-                }
-                if output == OutputFormat::Human {
-                    outln!(
-                        "{} compiled plugin(s), {} of {} ({})",
-                        entries.len(),
-                        bytesize::ByteSize(total),
-                        bytesize::ByteSize(limit),
-                        cache.dir().display()
-                    );
-                }
+            CacheCommand::List => cache.entries().map(|entries| match output {
+                OutputFormat::Human => human::print_cache(cache.dir(), &entries, limit),
+                OutputFormat::Json => json::print_cache(cache.dir(), &entries, limit),
             }),
             CacheCommand::Prune { max, older_than } => cache
                 .prune(max.unwrap_or(limit), *older_than, None)
-                .map(|removed| {
-                    let freed: u64 = removed.iter().map(|e| e.size).sum();
-                    outln!(
-                        "removed {} compiled plugin(s), {}",
-                        removed.len(),
-                        bytesize::ByteSize(freed)
-                    );
+                .map(|removed| match output {
+                    OutputFormat::Human => human::print_pruned(&removed),
+                    OutputFormat::Json => json::print_pruned(&removed),
                 }),
         };
     match result {
         Ok(()) => exit::SUCCESS,
-        Err(e) => {
-            errln!(
-                "error: the compiled-plugin cache in {}: {e}",
-                cache.dir().display()
-            );
-            exit::ENGINE_ERROR
-        }
+        Err(e) => error(
+            exit::ENGINE_ERROR,
+            format_args!("the compiled-plugin cache in {}: {e}", cache.dir().display()),
+        ),
     }
 }

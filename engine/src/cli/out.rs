@@ -22,9 +22,10 @@ pub fn write(err: bool, args: std::fmt::Arguments) {
     if gone.load(Ordering::Relaxed) {
         return;
     }
+    // anstream keeps or strips colours (`style.rs`).
     let written = match err {
-        false => std::io::stdout().lock().write_fmt(args),
-        true => std::io::stderr().lock().write_fmt(args),
+        false => anstream::stdout().lock().write_fmt(args),
+        true => anstream::stderr().lock().write_fmt(args),
     };
     if let Err(e) = written
         && e.kind() == std::io::ErrorKind::BrokenPipe

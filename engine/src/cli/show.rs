@@ -3,9 +3,9 @@
 use super::args::OutputFormat;
 use super::escape::clean;
 use super::exit;
-use super::out::{errln, outln};
+use super::out::outln;
 use std::path::Path;
-use stepback::journal::{Change, Record, RunState, RunStore, UndoOp};
+use stepback::journal::{Record, RunState, RunStore};
 
 /// What `show RUN` prints beside the journal's changes.
 #[derive(Clone, Copy)]
@@ -29,29 +29,26 @@ pub fn show(
     let dir = match store.find(id) {
         Ok(Ok(dir)) => dir,
         Ok(Err(matching)) => {
-            match matching.is_empty() {
-                true => errln!(
-                    "error: no run {id:?} in {}; `stepback show` lists the runs",
+            let why = match matching.is_empty() {
+                true => format!(
+                    "no run {id:?} in {}; `stepback show` lists the runs",
                     state_dir.join("runs").display()
                 ),
-                false => errln!(
-                    "error: {id:?} names {} runs: {}",
-                    matching.len(),
-                    matching.join(", ")
-                ),
-            }
-            return exit::INVALID_INPUT;
+                false => format!("{id:?} names {} runs: {}", matching.len(), matching.join(", ")),
+            };
+            return super::error(exit::INVALID_INPUT, why);
         }
         Err(e) => {
-            errln!("error: cannot list runs: {e}");
-            return exit::ENGINE_ERROR;
+            return super::error(exit::ENGINE_ERROR, format_args!("cannot list runs: {e}"));
         }
     };
     let records = match dir.records() {
         Ok(records) => records,
         Err(e) => {
-            errln!("error: cannot read the journal of run {}: {e}", dir.id);
-            return exit::ENGINE_ERROR;
+            return super::error(
+                exit::ENGINE_ERROR,
+                format_args!("cannot read the journal of run {}: {e}", dir.id),
+            );
         }
     };
     if detail.records {
@@ -95,23 +92,9 @@ fn replay(dir: &stepback::journal::RunDir, detail: Detail) {
 /// Each change the journal holds, by step, mount and path, described as
 /// the human listing describes it.
 fn changes(records: &[Record]) -> Vec<serde_json::Value> {
-    let voided = stepback::journal::voided(records);
-    records
-        .iter()
-        .filter_map(|r| {
-            match r {
-            Record::Undo {
-                seq,
-                step,
-                mount,
-                change,
-                undo,
-            } if !voided.contains(seq) => describe(*change, undo).map(|what| {
-                serde_json::json!({ "step": step, "mount": mount, "path": undo.path(), "change": what })
-            }),
-            _ => None,
-        }
-        })
+    super::changes::list(records)
+        .into_iter()
+        .map(|c| serde_json::json!({ "step": c.step, "mount": c.mount, "path": c.path, "change": c.what }))
         .collect()
 }
 
@@ -120,8 +103,7 @@ fn list(store: &RunStore, limit: Option<usize>, output: OutputFormat) -> u8 {
     let runs = match store.list() {
         Ok(runs) => runs,
         Err(e) => {
-            errln!("error: cannot list runs: {e}");
-            return exit::ENGINE_ERROR;
+            return super::error(exit::ENGINE_ERROR, format_args!("cannot list runs: {e}"));
         }
     };
     let shown: Vec<_> = runs
@@ -226,14 +208,17 @@ fn print_header(id: &str, records: &[Record]) {
 /// The journal's records of run changes, step by step.
 fn print_changes(records: &[Record]) {
     let mut undone = std::collections::HashSet::new();
-    let voided = stepback::journal::voided(records);
+    let listed: std::collections::HashMap<usize, _> = super::changes::list(records)
+        .into_iter()
+        .map(|c| (c.at, c))
+        .collect();
     let mut reverted = false;
     // The failure's actions by index, to name one that ended.
     let mut actions = std::collections::HashMap::new();
     let mut started = std::collections::HashSet::new();
-    for record in records {
+    for (at, record) in records.iter().enumerate() {
         match record {
-            Record::Step { index, name } => outln!("step {index} '{}':", clean(name)),
+            Record::Step { index, name, .. } => outln!("step {index} '{}':", clean(name)),
             Record::Failed {
                 step,
                 policy,
@@ -274,13 +259,10 @@ fn print_changes(records: &[Record]) {
             Record::Unenforced { what, .. } => {
                 outln!("  LIMITS NOT ENFORCED: {}", clean(what))
             }
-            Record::Undo { seq, .. } if voided.contains(seq) => {}
-            Record::Undo {
-                mount, change, undo, ..
-            } => {
-                if let Some(line) = describe(*change, undo) {
-                    let line = clean(&line);
-                    outln!("  {line:<40} {mount}:/{}", clean(undo.path()));
+            Record::Undo { .. } | Record::Left { .. } => {
+                if let Some(c) = listed.get(&at) {
+                    let what = clean(&c.what);
+                    outln!("  {what:<40} {}:/{}", c.mount, clean(c.path));
                 }
             }
             Record::Undone { seq } => {
@@ -307,7 +289,6 @@ fn print_changes(records: &[Record]) {
             Record::RollbackStarted { .. } => outln!("rollback started"),
             Record::Begin { .. }
             | Record::Final { .. }
-            | Record::Left { .. }
             | Record::Made { .. }
             | Record::Wrote { .. }
             | Record::Applied { .. }
@@ -318,30 +299,4 @@ fn print_changes(records: &[Record]) {
             _ => {}
         }
     }
-}
-
-/// One line per change a step made; bookkeeping records (directory times
-/// saved because an entry inside changed) are not shown.
-fn describe(change: Change, undo: &UndoOp) -> Option<String> {
-    Some(match (change, undo) {
-        (Change::Created, _) => "created".into(),
-        (Change::Replaced, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => {
-            format!("replaced (was {size} bytes)")
-        }
-        (Change::Modified, UndoOp::Copied { size, .. }) => format!("modified in place (was {size} bytes)"),
-        (Change::Deleted, UndoOp::Saved { tree: true, .. }) => "deleted directory".into(),
-        (Change::Deleted, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => {
-            format!("deleted file ({size} bytes)")
-        }
-        (Change::Deleted | Change::Replaced, UndoOp::RemovedDir { .. }) => "deleted directory".into(),
-        (Change::Deleted | Change::Replaced, UndoOp::RemovedSymlink { target, .. }) => {
-            format!("deleted symlink (-> {target})")
-        }
-        (Change::Renamed, UndoOp::Renamed { from, .. }) => format!("renamed from /{from}"),
-        (_, UndoOp::Attributes { mode, .. }) => format!("mode or owner changed (was {:o})", mode & 0o7777),
-        (_, UndoOp::Snapshot { backup: Some(_), .. }) => "snapshot before a command (restored whole)".into(),
-        (_, UndoOp::Snapshot { backup: None, .. }) => "absent before a command (removed on rollback)".into(),
-        (Change::Touched, _) | (Change::Renamed, _) => return None,
-        (_, _) => "changed".into(),
-    })
 }

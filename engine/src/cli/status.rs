@@ -8,7 +8,7 @@
 use super::args::OutputFormat;
 use super::escape::clean;
 use super::exit;
-use super::out::{errln, outln};
+use super::out::outln;
 use std::collections::BTreeMap;
 use std::path::Path;
 use stepback::journal::{RunState, RunStore, RunSummary};
@@ -17,8 +17,7 @@ pub fn status(state_dir: &Path, output: OutputFormat) -> u8 {
     let runs = match RunStore::new(state_dir).list() {
         Ok(runs) => runs,
         Err(e) => {
-            errln!("error: cannot list runs: {e}");
-            return exit::ENGINE_ERROR;
+            return super::error(exit::ENGINE_ERROR, format_args!("cannot list runs: {e}"));
         }
     };
     // Each application's runs, newest first, with how each ended.

@@ -7,6 +7,7 @@ mod params;
 mod plan;
 mod remote;
 mod source;
+mod standin;
 mod unknown;
 mod validate;
 

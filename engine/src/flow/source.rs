@@ -134,6 +134,58 @@ fn toml_offset(text: &str, field: &FieldPath) -> Option<usize> {
     best
 }
 
+/// The field of TOML `text` whose value holds byte `offset`, the deepest
+/// one: the inverse of finding a field's offset. A table with a header
+/// (`[[steps]]`, `[steps.with]`) spans only its header, so the one an
+/// offset is in is the last that starts before it.
+pub(super) fn toml_field_at(text: &str, offset: usize) -> FieldPath {
+    use toml::de::{DeTable, DeValue};
+    type Spanned<'a> = toml::Spanned<DeValue<'a>>;
+    /// The entry of `table` that holds `offset`, as the segments to it.
+    fn entry<'t, 'a>(table: &'t DeTable<'a>, offset: usize) -> Option<(Vec<Segment>, &'t Spanned<'a>)> {
+        let holds = |v: &Spanned| v.span().start <= offset && offset < v.span().end;
+        if let Some((k, v)) = table.iter().find(|(_, v)| holds(v)) {
+            return Some((vec![Segment::Key(k.get_ref().to_string())], v));
+        }
+        let mut before: Vec<(usize, Vec<Segment>, &Spanned)> = Vec::new();
+        for (k, v) in table.iter() {
+            let key = Segment::Key(k.get_ref().to_string());
+            match v.get_ref() {
+                DeValue::Table(_) if v.span().start <= offset => before.push((v.span().start, vec![key], v)),
+                DeValue::Array(a) => before.extend(
+                    a.iter()
+                        .enumerate()
+                        .filter(|(_, e)| matches!(e.get_ref(), DeValue::Table(_)) && e.span().start <= offset)
+                        .map(|(i, e)| (e.span().start, vec![key.clone(), Segment::Index(i)], e)),
+                ),
+                _ => {}
+            }
+        }
+        before
+            .into_iter()
+            .max_by_key(|(start, ..)| *start)
+            .map(|(_, path, v)| (path, v))
+    }
+    let Ok(doc) = DeTable::parse(text) else {
+        return FieldPath::root();
+    };
+    let mut field = FieldPath::root();
+    let mut next = entry(doc.get_ref(), offset);
+    while let Some((segments, value)) = next {
+        field.0.extend(segments);
+        next = match value.get_ref() {
+            DeValue::Table(t) => entry(t, offset),
+            DeValue::Array(a) => a
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.span().start <= offset && offset < v.span().end)
+                .map(|(i, v)| (vec![Segment::Index(i)], v)),
+            _ => None,
+        };
+    }
+    field
+}
+
 fn json_offset(text: &str, field: &FieldPath) -> Option<usize> {
     use jsonc_parser::ast::Value;
     use jsonc_parser::common::Ranged;
@@ -184,5 +236,20 @@ mod tests {
         let s = FlowSource::from_text(Path::new("f.toml"), text.into());
         let field = FieldPath::root().key("steps").index(0).key("with").key("path");
         assert!(position(&s, &field).is_some());
+    }
+}
+#[cfg(test)]
+mod field_at_tests {
+    use super::*;
+
+    #[test]
+    fn the_field_at_an_offset_is_found_in_tables_with_headers_too() {
+        let text = "name = \"x\"\n[[mounts]]\nname = \"m\"\naccess = 5\n[[steps]]\nname = \"a\"\nwith = { message = 7 }\n[[steps]]\n[steps.limits]\ntime = 1\n";
+        let at = |needle: &str| toml_field_at(text, text.find(needle).unwrap()).to_string();
+        assert_eq!(at("\"x\""), "name");
+        assert_eq!(at("5"), "mounts[0].access");
+        assert_eq!(at("7"), "steps[0].with.message");
+        assert_eq!(at("\"a\""), "steps[0].name");
+        assert_eq!(at("1\n"), "steps[1].limits.time");
     }
 }

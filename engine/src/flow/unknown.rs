@@ -8,44 +8,84 @@
 
 use super::model::FlowFile;
 use super::source::{FlowSource, Format};
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use super::standin::{Filled, Standins};
+use crate::diagnostic::{Diagnostic, Diagnostics, closest};
 
 /// More unknown keys than anyone would fix one by one: the rest wait.
 const MOST: usize = 64;
 
-/// The flow, with a diagnostic for each unknown key it had (blanked out
-/// to parse the rest); `Err` with those and the first other problem when
+/// A flow as far as it could be read, with a diagnostic for each unknown
+/// key, missing key and value of the wrong type it had.
+pub struct Parsed {
+    /// The flow (with stand-ins where keys were missing or wrong).
+    pub flow: FlowFile,
+    /// What was wrong with it, in the file's order.
+    pub problems: Vec<Diagnostic>,
+    /// Where stand-ins went, for the checks of meaning to keep out of.
+    pub standins: Standins,
+}
+
+/// The flow, with a diagnostic for each unknown key (blanked out to parse
+/// the rest) and each missing key or wrong type (given a stand-in,
+/// [`super::standin`]); `Err` with those and the first other problem when
 /// it cannot be parsed even so.
-pub fn parse_all(source: &FlowSource) -> Result<(FlowFile, Vec<Diagnostic>), Diagnostics> {
-    let mut unknown = Vec::new();
+pub fn parse_all(source: &FlowSource) -> Result<Parsed, Diagnostics> {
+    let mut found = Vec::new();
+    let mut standins = Standins::default();
     let mut text = source.text.clone();
-    loop {
+    // Each turn changes the copy; stand-ins of ours replaced count too.
+    for _ in 0..MOST * 4 {
         let copy = FlowSource::from_text(&source.path, text.clone());
         let mut d = match copy.parse() {
-            Ok(flow) => return Ok((flow, in_order(unknown))),
+            Ok(flow) => {
+                let problems = in_order(found);
+                return Ok(Parsed {
+                    flow,
+                    problems,
+                    standins,
+                });
+            }
             Err(d) => d,
         };
-        let Some((key, expected)) = unknown_field(&d.message) else {
-            unknown.push(d);
-            return Err(Diagnostics(in_order(unknown)));
+        let next = match unknown_field(&d.message) {
+            Some((key, expected)) => {
+                let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+                if let Some(meant) = closest(&key, &expected) {
+                    d.message.push_str(&format!("; did you mean `{meant}`?"));
+                }
+                let offset = d.position.map(|p| offset_of(&text, p.line, p.column));
+                offset.and_then(|o| blank(&text, source.format, o))
+            }
+            None if source.format == Format::Toml => match standins.fill(&text) {
+                Some(Filled::Ours(next)) => {
+                    text = next;
+                    continue;
+                }
+                Some(Filled::Reported(next, field)) => {
+                    d.field = field;
+                    Some(next)
+                }
+                None => None,
+            },
+            None => None,
         };
-        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
-        if let Some(meant) = closest(&key, &expected) {
-            d.message.push_str(&format!("; did you mean `{meant}`?"));
+        // Where the operator wrote it, and the line as written.
+        if let Some(p) = d.position {
+            let at = standins.original(offset_of(&text, p.line, p.column));
+            d = d.at_offset(&source.text, at);
         }
-        let offset = d.position.map(|p| offset_of(&text, p.line, p.column));
-        let blanked = offset.and_then(|o| blank(&text, source.format, o));
-        // The line as the operator wrote it, not as blanked so far.
-        d.source_line = d
-            .position
-            .and_then(|p| source.text.lines().nth(p.line - 1))
-            .map(str::to_owned);
-        unknown.push(d);
-        match blanked {
-            Some(next) if unknown.len() < MOST && next != text => text = next,
-            _ => return Err(Diagnostics(in_order(unknown))),
+        let again = found
+            .last()
+            .is_some_and(|last: &Diagnostic| last.message == d.message && last.position == d.position);
+        if !again {
+            found.push(d);
+        }
+        match next {
+            Some(next) if !again && found.len() < MOST && next != text => text = next,
+            _ => break,
         }
     }
+    Err(Diagnostics(in_order(found)))
 }
 
 /// Diagnostics in the order of the file (serde meets keys in its own).
@@ -61,16 +101,6 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let (key, rest) = rest.split_once('`')?;
     let expected = rest.split('`').skip(1).step_by(2).map(str::to_owned).collect();
     Some((key.to_owned(), expected))
-}
-
-/// The expected word `word` is most likely a typo of, if one is close.
-fn closest<'e>(word: &str, expected: &[&'e str]) -> Option<&'e str> {
-    expected
-        .iter()
-        .map(|e| (strsim::jaro_winkler(word, e), *e))
-        .filter(|(score, e)| *score >= 0.8 || strsim::levenshtein(word, e) <= 2)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, e)| e)
 }
 
 /// What a message about an unknown `word` ends with: the `known` ones
@@ -179,7 +209,7 @@ mod tests {
     fn all(name: &str, text: &str) -> Vec<String> {
         let source = FlowSource::from_text(Path::new(name), text.into());
         match parse_all(&source) {
-            Ok((_, unknown)) => unknown,
+            Ok(parsed) => parsed.problems,
             Err(d) => d.0,
         }
         .iter()
@@ -198,7 +228,11 @@ mod tests {
             found[0]
         );
         // The step's typo leaves it without `uses`: both are said.
-        assert!(found[1].starts_with("3: missing field `uses`"), "{}", found[1]);
+        assert!(
+            found[1].starts_with("3:steps[0].uses missing field `uses`"),
+            "{}",
+            found[1]
+        );
         assert!(
             found[2].starts_with("5: unknown field `use`") && found[2].ends_with("did you mean `uses`?"),
             "{}",

@@ -29,10 +29,15 @@ pub async fn validate(
     sandbox: &Sandbox,
     engine_dirs: &[PathBuf],
 ) -> Result<Plan, Diagnostics> {
-    let (flow, unknown) = super::unknown::parse_all(source)?;
+    let super::unknown::Parsed {
+        flow,
+        problems,
+        standins,
+    } = super::unknown::parse_all(source)?;
     let mut v = Validator {
         source,
-        problems: unknown,
+        problems,
+        standins,
         declared_mounts: flow.mounts.iter().map(|m| m.name.clone()).collect(),
         engine_dirs: engine_dirs.iter().map(|d| canonical_lenient(d)).collect(),
         loaded: HashMap::new(),
@@ -71,6 +76,8 @@ pub async fn validate(
             app,
         })
     } else {
+        // In the file's order (those about the file as a whole first).
+        v.problems.sort_by_key(|d| d.position.map(|p| (p.line, p.column)));
         Err(Diagnostics(v.problems))
     }
 }
@@ -78,6 +85,8 @@ pub async fn validate(
 struct Validator<'a> {
     source: &'a FlowSource,
     problems: Vec<Diagnostic>,
+    /// Where parsing put stand-ins for missing keys and wrong types.
+    standins: super::standin::Standins,
     /// Every mount name the flow declares, valid or not: a step naming an
     /// invalid mount is not told the mount is undefined as well.
     declared_mounts: HashSet<String>,
@@ -108,7 +117,17 @@ fn canonical_lenient(path: &Path) -> PathBuf {
 
 impl Validator<'_> {
     fn report(&mut self, field: &FieldPath, message: impl Into<String>) {
-        self.problems.push(self.source.diagnostic(field, message));
+        let d = self.source.diagnostic(field, message);
+        self.push(d);
+    }
+
+    /// Adds problem `d`, unless it is about a stand-in for a missing key or
+    /// a wrong type (reported already: what it says of the stand-in would
+    /// only confuse).
+    fn push(&mut self, d: Diagnostic) {
+        if !self.standins.covers(&d.field) {
+            self.problems.push(d);
+        }
     }
 
     /// `[app]`, its version's parameters substituted; neither may be empty.
@@ -154,7 +173,7 @@ impl Validator<'_> {
                         super::unknown::known_ones(name, "declared", &declared)
                     ),
                 );
-                self.problems.push(d);
+                self.push(d);
             }
         }
         for name in flow.params.keys() {
@@ -198,24 +217,26 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            let host = match params.substitute(&decl.host) {
-                Ok(host) => self.source.base_dir().join(host),
+            let written = match params.substitute(&decl.host) {
+                Ok(host) => host,
                 Err(e) => {
                     self.report(&field.key("host"), e);
                     continue;
                 }
             };
-            let host = match std::fs::canonicalize(&host) {
+            let host = match std::fs::canonicalize(self.source.base_dir().join(&written)) {
                 Ok(p) if p.is_dir() => p,
                 Ok(p) => {
-                    self.report(
-                        &field.key("host"),
-                        format!("host path {} is not a directory", p.display()),
-                    );
+                    let why = format!("host path {} is not a directory", self.as_written(&written, &p));
+                    self.report(&field.key("host"), why);
                     continue;
                 }
                 Err(e) => {
-                    self.report(&field.key("host"), format!("host path {}: {e}", host.display()));
+                    let why = format!(
+                        "host path {}: {e}",
+                        self.as_written(&written, Path::new(&written))
+                    );
+                    self.report(&field.key("host"), why);
                     continue;
                 }
             };
@@ -232,6 +253,22 @@ impl Validator<'_> {
             mounts.insert(decl.name.clone(), mount);
         }
         mounts
+    }
+
+    /// A host path as the flow wrote it (`written`, parameters
+    /// substituted), with where it led (`found`) when that says more: the
+    /// directory a relative path is resolved against, or what it resolved to.
+    fn as_written(&self, written: &str, found: &Path) -> String {
+        let base = self.source.base_dir();
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        match (Path::new(written).is_relative(), found == Path::new(written)) {
+            (true, true) => format!(
+                "{written:?} (relative to the flow's directory, {})",
+                base.display()
+            ),
+            (_, false) => format!("{written:?} ({})", found.display()),
+            (false, true) => format!("{written:?}"),
+        }
     }
 
     /// Why `mount` cannot be mounted beside `others`, if it cannot: it holds
@@ -300,7 +337,7 @@ impl Validator<'_> {
         mounts: &BTreeMap<String, Mount>,
         sandbox: &Sandbox,
     ) -> Vec<PlannedStep> {
-        if flow.steps.is_empty() {
+        if flow.steps.is_empty() && !self.standins.covers("steps") {
             self.report(
                 &FieldPath::root().key("name"),
                 "the flow has no steps; add at least one [[steps]]",
@@ -675,7 +712,12 @@ impl Validator<'_> {
         }
     }
 
+    /// Checks a step's config against its plugin's schema. An unknown key
+    /// is named with the keys the plugin knows and the one most likely
+    /// meant; the "required" error for the key it was meant to be is not
+    /// said twice.
     fn check_schema(&mut self, field: &FieldPath, info: &PluginInfo, config: &Value) {
+        use jsonschema::error::ValidationErrorKind;
         let validator = match jsonschema::validator_for(&info.config_schema) {
             Ok(v) => v,
             Err(e) => {
@@ -686,27 +728,41 @@ impl Validator<'_> {
                 return;
             }
         };
-        for error in validator.iter_errors(config) {
-            let mut at = field.clone();
-            let mut node = config;
-            for segment in &error.instance_path {
-                let key = match segment {
-                    LocationSegment::Property(p) => p.to_string(),
-                    LocationSegment::Index(i) => i.to_string(),
-                };
-                match node {
-                    Value::Array(items) => {
-                        let i = key.parse().unwrap_or(0);
-                        at = at.index(i);
-                        node = items.get(i).unwrap_or(&Value::Null);
-                    }
-                    _ => {
-                        at = at.key(&key);
-                        node = node.get(&key).unwrap_or(&Value::Null);
+        let errors: Vec<_> = validator.iter_errors(config).collect();
+        let mut meant = HashSet::new();
+        for error in &errors {
+            if let ValidationErrorKind::AdditionalProperties { unexpected } = &error.kind {
+                let known = schema_properties(&info.config_schema, &error.instance_path);
+                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                for key in unexpected {
+                    if let Some(m) = crate::diagnostic::closest(key, &known) {
+                        meant.insert((error.instance_path.to_string(), m.to_owned()));
                     }
                 }
             }
-            self.report(&at, format!("{error} (config of plugin {})", info.name));
+        }
+        let plugin = &info.name;
+        for error in &errors {
+            let at = config_field(field, config, &error.instance_path);
+            let path = error.instance_path.to_string();
+            match &error.kind {
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    let known = schema_properties(&info.config_schema, &error.instance_path);
+                    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                    for key in unexpected {
+                        let list = super::unknown::known_ones(key, "it knows", &known);
+                        self.report(
+                            &at.key(key),
+                            format!("unknown key `{key}` {list} (config of plugin {plugin})"),
+                        );
+                    }
+                }
+                ValidationErrorKind::Required { property }
+                    if property
+                        .as_str()
+                        .is_some_and(|p| meant.contains(&(path.clone(), p.to_owned()))) => {}
+                _ => self.report(&at, format!("{error} (config of plugin {plugin})")),
+            }
         }
     }
 
@@ -871,4 +927,67 @@ fn is_clean_absolute(guest: &str) -> bool {
         && path
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// The field of a step's config that `instance` (a schema error's
+/// location in it) names, under `field` (the step's `with`).
+fn config_field(field: &FieldPath, config: &Value, instance: &jsonschema::paths::Location) -> FieldPath {
+    let mut at = field.clone();
+    let mut node = config;
+    for segment in instance {
+        let key = match segment {
+            LocationSegment::Property(p) => p.to_string(),
+            LocationSegment::Index(i) => i.to_string(),
+        };
+        match node {
+            Value::Array(items) => {
+                let i = key.parse().unwrap_or(0);
+                at = at.index(i);
+                node = items.get(i).unwrap_or(&Value::Null);
+            }
+            _ => {
+                at = at.key(&key);
+                node = node.get(&key).unwrap_or(&Value::Null);
+            }
+        }
+    }
+    at
+}
+
+/// The property names the schema gives the object at `instance` (its
+/// `properties`, following `items` and local `$ref`s to get there).
+fn schema_properties(root: &Value, instance: &jsonschema::paths::Location) -> Vec<String> {
+    fn resolve<'v>(root: &'v Value, mut schema: &'v Value) -> &'v Value {
+        // At most a few hops: a `$ref` cycle ends here.
+        for _ in 0..8 {
+            match schema
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix('#'))
+            {
+                Some(pointer) => match root.pointer(pointer) {
+                    Some(target) => schema = target,
+                    None => break,
+                },
+                None => break,
+            }
+        }
+        schema
+    }
+    let mut schema = resolve(root, root);
+    for segment in instance {
+        let next = match segment {
+            LocationSegment::Property(p) => schema.get("properties").and_then(|ps| ps.get(p.as_ref())),
+            LocationSegment::Index(_) => schema.get("items"),
+        };
+        match next {
+            Some(next) => schema = resolve(root, next),
+            None => return Vec::new(),
+        }
+    }
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|ps| ps.keys().cloned().collect())
+        .unwrap_or_default()
 }

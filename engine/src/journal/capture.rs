@@ -34,7 +34,8 @@ use super::fault::Fault;
 use super::log::{Durability, JournalWriter};
 use super::orphans;
 use super::record::{
-    Change, EntryState, FileId, FileLeft, Meta, MountRecord, Owner, Record, Time, UndoOp, Xattr,
+    Change, EntryState, FailureAction, FileId, FileLeft, Meta, MountRecord, Owner, Record, Time, UndoOp,
+    Xattr,
 };
 use super::room::Room;
 use super::runs::RunDir;
@@ -453,12 +454,15 @@ impl RunJournal {
         })
     }
 
-    pub fn start_step(&mut self, index: usize, name: &str) -> io::Result<()> {
+    /// Starts step `index`; `if_stopped`: the actions an interrupt
+    /// during it would run, for `recover` to name.
+    pub fn start_step(&mut self, index: usize, name: &str, if_stopped: &[FailureAction]) -> io::Result<()> {
         self.step = index;
         self.reverted = true;
         self.writer.append(&Record::Step {
             index,
             name: name.to_owned(),
+            if_stopped: if_stopped.to_vec(),
         })
     }
 

@@ -396,6 +396,7 @@ mod tests {
             Record::Step {
                 index: 0,
                 name: "s".into(),
+                if_stopped: Vec::new(),
             },
             // d/x as the step left it before renaming d away...
             left("d/x", 1),
@@ -419,6 +420,7 @@ mod tests {
         let step = Record::Step {
             index: 0,
             name: "s".into(),
+            if_stopped: Vec::new(),
         };
         let crashed = vec![step.clone(), left("a", 1)];
         assert!(!Foreign::new(&crashed).enabled);

@@ -234,6 +234,7 @@ mod tests {
         w.append(&Record::Step {
             index: 0,
             name: "a".into(),
+            if_stopped: Vec::new(),
         })
         .unwrap();
         w.append(&Record::Committed).unwrap();
@@ -245,12 +246,14 @@ mod tests {
             read_journal(&path).unwrap(),
             vec![Record::Step {
                 index: 0,
-                name: "a".into()
+                name: "a".into(),
+                if_stopped: Vec::new(),
             }]
         );
         let step = Record::Step {
             index: 0,
             name: "a".into(),
+            if_stopped: Vec::new(),
         };
         assert_eq!(read_ends(&path).unwrap(), (Some(step.clone()), Some(step)));
         let flipped = text.replacen("\"a\"", "\"b\"", 1);
@@ -286,6 +289,7 @@ mod tests {
         let step = |index| Record::Step {
             index,
             name: format!("step {index}"),
+            if_stopped: Vec::new(),
         };
         w.append_all((0..3000).map(step)).unwrap();
         w.append(&Record::Committed).unwrap();

@@ -61,7 +61,7 @@ pub(crate) use fault::Fault;
 pub use lock::InUse;
 pub(crate) use lock::MountLocks;
 pub use log::Durability;
-pub(crate) use log::JournalWriter;
+pub(crate) use log::{JournalWriter, read_journal};
 pub(crate) use orphans::adopt_orphans;
 pub use record::{
     App, Change, EntryState, FailureAction, FileId, FileLeft, Meta, MountRecord, OsBytes, Owner, Record,

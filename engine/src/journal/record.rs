@@ -315,7 +315,10 @@ impl EntryState {
             Some(EntryState::Dir) => "a directory".into(),
             Some(EntryState::Symlink { target }) => format!("a symlink to {target}"),
             Some(EntryState::File { size, mtime }) => {
-                format!("a file of {size} bytes modified at {}s", mtime.0)
+                format!(
+                    "a file of {size} bytes modified {}",
+                    humantime::format_rfc3339_nanos(mtime.to_system())
+                )
             }
         }
     }
@@ -435,6 +438,11 @@ pub enum Record {
         index: usize,
         /// The step's name.
         name: String,
+        /// The actions an interrupt during this step would run: what
+        /// `recover` names, not run, when the engine stopped during it
+        /// (before a `failed` record said what the failure runs).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        if_stopped: Vec<FailureAction>,
     },
     /// How to reverse one change, written before the change.
     Undo {

@@ -598,6 +598,7 @@ mod tests {
             Record::Step {
                 index: 0,
                 name: "s".into(),
+                if_stopped: Vec::new(),
             },
             undo(
                 1,

@@ -43,6 +43,18 @@ pub(super) struct Failure {
 }
 
 impl Failure {
+    /// What an interrupt during step `index` would be: the failure
+    /// `recover` names the actions of, if the engine stops during it.
+    pub fn stopped_in(index: usize, step: &str) -> Failure {
+        Failure {
+            index: Some(index),
+            step: step.to_owned(),
+            error: "the engine stopped".to_owned(),
+            policy: OnFailure::Rollback,
+            interrupted: true,
+        }
+    }
+
     /// A run interrupted between steps: it rolls back as if the next step
     /// had failed before it started.
     pub fn interrupted_between(reports: &[StepReport]) -> Failure {
@@ -88,12 +100,12 @@ impl Planned<'_> {
 /// The actions `failure` runs, in order: the customized actions it
 /// triggers, newest step first; then, if it reverts, the flow's rollback
 /// action (its records, in the journal resumed after the rollback's, after
-/// the steps' actions').
-pub(super) fn actions_of<'p>(plan: &'p Plan, reports: &[StepReport], failure: &Failure) -> Vec<Planned<'p>> {
+/// the steps' actions'). `statuses`: how each step so far ended.
+pub(super) fn actions_of<'p>(plan: &'p Plan, statuses: &[StepStatus], failure: &Failure) -> Vec<Planned<'p>> {
     let mut out = Vec::new();
     let mut index = plan.steps.len();
-    for (s, report) in reports.iter().enumerate().rev() {
-        if report.status == StepStatus::Skipped {
+    for (s, status) in statuses.iter().enumerate().rev() {
+        if *status == StepStatus::Skipped {
             continue;
         }
         let step = &plan.steps[s];
@@ -189,7 +201,7 @@ async fn run_action(
     ctx.events.emit(Event::ActionFinished {
         action: action.name.clone(),
         status,
-        millis: start.elapsed().as_secs_f64() * 1e3,
+        duration_us: crate::events::micros_since(start),
         summary,
         error: error.clone(),
         log: run.log,

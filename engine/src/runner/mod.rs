@@ -220,7 +220,7 @@ pub async fn run(
                 index,
                 step: step.name.clone(),
                 status: StepStatus::Skipped,
-                millis: 0.0,
+                duration_us: 0,
                 summary: None,
                 error: None,
                 details: None,
@@ -241,10 +241,17 @@ pub async fn run(
             sha256: step.plugin.sha256.clone(),
         });
         let start = Instant::now();
+        let mut so_far: Vec<StepStatus> = reports.iter().map(|r| r.status).collect();
+        so_far.push(StepStatus::Failed);
+        let if_stopped = failure::recorded(&failure::actions_of(
+            plan,
+            &so_far,
+            &Failure::stopped_in(index, &step.name),
+        ));
         let run = ctx
             .execute(
                 step,
-                Role::Step(index, step.revert),
+                Role::Step(index, step.revert, &if_stopped),
                 journal.as_ref(),
                 options.cancel.clone(),
                 Vec::new(),
@@ -275,7 +282,7 @@ pub async fn run(
             index,
             step: step.name.clone(),
             status,
-            millis: start.elapsed().as_secs_f64() * 1e3,
+            duration_us: crate::events::micros_since(start),
             summary: summary.clone(),
             error: error.as_ref().map(|f| f.message.clone()),
             details: error.as_ref().and_then(|f| f.details.clone()),
@@ -288,9 +295,10 @@ pub async fn run(
             failure: error,
         });
     }
+    let statuses: Vec<StepStatus> = reports.iter().map(|r| r.status).collect();
     let planned = failure
         .as_ref()
-        .map(|f| failure::actions_of(plan, &reports, f))
+        .map(|f| failure::actions_of(plan, &statuses, f))
         .unwrap_or_default();
     if let (Some(f), Some(j)) = (&failure, journal.as_ref()) {
         let policy = match f.policy {
@@ -388,7 +396,7 @@ pub async fn run(
     ctx.events.emit(Event::FlowFinished {
         flow: plan.name.clone(),
         status,
-        millis: flow_start.elapsed().as_secs_f64() * 1e3,
+        duration_us: crate::events::micros_since(flow_start),
         failed_step: failure.map(|f| f.step),
         kept_steps,
         kept_actions,
@@ -467,8 +475,9 @@ struct Ctx<'a> {
 /// in the journal, after the steps', and its name).
 #[derive(Clone, Copy)]
 enum Role<'a> {
-    /// A step, by index, and whether a rollback reverts its changes.
-    Step(usize, bool),
+    /// A step, by index, whether a rollback reverts its changes, and the
+    /// actions an interrupt during it would run.
+    Step(usize, bool, &'a [crate::journal::FailureAction]),
     Action(usize, &'a str),
 }
 
@@ -587,9 +596,9 @@ async fn run_step(
     };
     if let Some(j) = journal {
         let started = match role {
-            Role::Step(index, revert) => {
+            Role::Step(index, revert, if_stopped) => {
                 let mut j = j.lock();
-                j.start_step(index, request.step)
+                j.start_step(index, request.step, if_stopped)
                     .and_then(|()| if revert { Ok(()) } else { j.keep_step(index) })
             }
             Role::Action(index, name) => j.lock().start_action(index, name),
@@ -723,7 +732,7 @@ impl Journaled {
             problems: report.problems.iter().map(ToString::to_string).collect(),
             kept: report.kept.iter().map(ToString::to_string).collect(),
             not_reversed: report.not_reversed.clone(),
-            millis: started.elapsed().as_secs_f64() * 1e3,
+            duration_us: crate::events::micros_since(started),
         });
         Finished {
             rollback: Some(report),

@@ -6,6 +6,8 @@
 
 mod bindings;
 mod capability;
+// Shared with the SDK, whose errors say the names from the start.
+#[path = "../../../plugin-sdk/src/errno.rs"]
 mod errno;
 mod exec;
 mod fs;
@@ -13,6 +15,7 @@ mod host;
 mod limits;
 mod linker;
 mod output;
+mod outside;
 mod state;
 mod ticker;
 
@@ -186,7 +189,7 @@ impl Sandbox {
             plugin: label.clone(),
             sha256: sha256.clone(),
             cache,
-            millis: start.elapsed().as_secs_f64() * 1e3,
+            duration_us: crate::events::micros_since(start),
         });
         Ok(Plugin {
             label,
@@ -319,11 +322,20 @@ impl Sandbox {
                 details: None,
             }),
             Some(Ok(Ok(Ok(outcome)))) => Ok(outcome.summary),
-            Some(Ok(Ok(Err(error)))) => Err(StepFailure {
-                reason: FailureReason::Plugin,
-                message: errno::in_host_terms(&error.message),
-                details: error.details.as_deref().map(errno::in_host_terms),
-            }),
+            Some(Ok(Ok(Err(error)))) => {
+                let message = errno::in_host_terms(&error.message);
+                let guests: Vec<&str> = request.mounts.iter().map(|m| m.guest.as_str()).collect();
+                let details = error.details.as_deref().map(errno::in_host_terms);
+                let details = match (details, outside::hint(&message, &guests)) {
+                    (Some(d), Some(hint)) => Some(format!("{d}\n{hint}")),
+                    (d, hint) => d.or(hint),
+                };
+                Err(StepFailure {
+                    reason: FailureReason::Plugin,
+                    message,
+                    details,
+                })
+            }
             Some(Ok(Err(trap))) => Err(trap_failure(&trap, &store, &stderr, limits, request.step)),
             Some(Err(_)) => Err(StepFailure {
                 reason: FailureReason::TimeLimit,

@@ -1,0 +1,107 @@
+//! The JSON output against its schema, `engine/schema/output-1.schema.json`:
+//! every test that reads `--output json` checks each line it got against
+//! its definition (`support::check_schema`); this one makes every command
+//! and every event appear at least once and compares what it saw with
+//! the schema's definitions, both ways: an event or result the CLI prints
+//! and the schema lacks fails, and so does a definition nothing printed.
+
+use crate::support::{Env, deploy_service, output_schema, schema_name};
+use std::collections::BTreeSet;
+
+/// The definitions each line of `stdout` is checked against.
+fn seen(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(|l| schema_name(&serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+#[test]
+fn every_event_and_result_is_in_the_schema_and_printed() {
+    let env = Env::new();
+    deploy_service(&env, str::to_owned);
+    let json = |args: &[&str]| {
+        let mut all = vec!["--output", "json", "--verbose"];
+        all.extend_from_slice(args);
+        env.stepback(&all)
+    };
+    let mut names = BTreeSet::new();
+    // Undo of the committed run the example made.
+    let undo = json(&["undo", "last"]);
+    undo.expect_code(0);
+    names.extend(seen(&undo.stdout()));
+    let flow = "deploy-service/flow.toml";
+    // A run that succeeds, one whose health check fails (actions and the
+    // rollback), and one without a journal (a warning).
+    for (code, extra) in [
+        (0, vec!["--param", "release=1.4.2"]),
+        (1, vec!["--param", "release=1.4.3", "--param", "healthy=no"]),
+        (1, vec!["--param", "healthy=no", "--no-journal"]),
+    ] {
+        let mut args = vec!["run", flow];
+        args.extend(extra);
+        let run = json(&args);
+        run.expect_code(code);
+        names.extend(seen(&run.stdout()));
+    }
+    env.write("bad.toml", "name = 1\n");
+    for (code, args) in [
+        (0, vec!["validate", flow]),
+        (2, vec!["validate", "bad.toml"]),
+        (0, vec!["show"]),
+        (0, vec!["show", "last"]),
+        (0, vec!["status"]),
+        (0, vec!["plugin", "inspect", "builtin:write-file"]),
+        (0, vec!["cache", "list"]),
+        (0, vec!["recover"]),
+        (2, vec!["undo", "no-such-run"]),
+    ] {
+        let run = json(&args);
+        run.expect_code(code);
+        names.extend(seen(&run.stdout()));
+    }
+    let cache = env.path("own-cache");
+    let pruned = env.stepback_with_cache(&["--output", "json", "cache", "prune", "--max", "0"], &cache);
+    pruned.expect_code(0);
+    names.extend(seen(&pruned.stdout()));
+
+    let schema = output_schema();
+    let defined: BTreeSet<String> = schema["$defs"].as_object().unwrap().keys().cloned().collect();
+    let missing: Vec<_> = defined.difference(&names).collect();
+    assert!(
+        missing.is_empty(),
+        "defined in the schema, never printed: {missing:?}"
+    );
+    assert!(names.is_subset(&defined));
+    // The top level admits each definition.
+    let listed: BTreeSet<String> = schema["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["$ref"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("#/$defs/")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(listed, defined);
+}
+
+#[test]
+fn the_schema_refuses_what_the_cli_must_not_print() {
+    // The checks are real: a field the schema does not know, a float
+    // duration, a missing version all fail.
+    let ok = r#"{"schema":1,"run_id":"r","time":"t","event":"warning","message":"m"}"#;
+    crate::support::check_schema(ok);
+    for bad in [
+        r#"{"schema":1,"run_id":"r","time":"t","event":"warning","message":"m","extra":1}"#,
+        r#"{"run_id":"r","time":"t","event":"warning","message":"m"}"#,
+        r#"{"schema":1,"run_id":"r","time":"t","event":"rollback-started","changes":1.5}"#,
+        r#"{"schema":1,"kind":"error","message":"m"}"#,
+    ] {
+        let refused = std::panic::catch_unwind(|| crate::support::check_schema(bad));
+        assert!(refused.is_err(), "accepted: {bad}");
+    }
+}
