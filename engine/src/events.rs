@@ -70,9 +70,10 @@ pub enum FlowStatus {
     /// rest of the rollback still ran). Needs attention.
     #[serde(rename = "failed-rollback-incomplete")]
     RollbackIncomplete,
-    /// A step failed under `on-failure = "stop"`: the actions it
-    /// triggered ran, and the flow's changes were left in place; the run
-    /// is committed, so it can be undone later.
+    /// A step failed under `on-failure = "stop"` (or in a run without a
+    /// journal): the actions it triggered ran, and the flow's changes
+    /// were left in place; a journaled run is committed, so it can be
+    /// undone later.
     #[serde(rename = "failed-not-rolled-back")]
     NotRolledBack,
     /// The run was cancelled ([`crate::cancel::Cancel`]): the step running
@@ -84,6 +85,96 @@ pub enum FlowStatus {
     /// so the machine is as before the run rather than in a state no
     /// record describes.
     Uncommitted,
+}
+
+/// A path a rollback could not restore, or another process's change it
+/// found in the way and kept aside (then `kept_at` says where).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Problem {
+    /// The mount (empty when the problem is the journal's).
+    pub mount: String,
+    /// The path in it (empty when not known).
+    pub path: String,
+    /// What went wrong, or what was found.
+    pub reason: String,
+    /// Where what was in the way was moved to, in the run's backup area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_at: Option<std::path::PathBuf>,
+}
+
+impl Problem {
+    /// A problem at `path` of `mount`.
+    pub fn new(mount: &str, path: &str, reason: impl Into<String>) -> Problem {
+        Problem {
+            mount: mount.to_owned(),
+            path: path.to_owned(),
+            reason: reason.into(),
+            kept_at: None,
+        }
+    }
+
+    /// What was found, kept aside at `at`.
+    pub fn kept_at(self, at: std::path::PathBuf) -> Problem {
+        Problem {
+            kept_at: Some(at),
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.mount.is_empty() || !self.path.is_empty() {
+            write!(f, "{}:/{}: ", self.mount, self.path)?;
+        }
+        f.write_str(&self.reason)?;
+        match &self.kept_at {
+            Some(at) => write!(f, "; kept at {}", at.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Problems as runs recorded before they were typed kept them: lines.
+fn problems_or_lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Problem>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Typed(Problem),
+        Line(String),
+    }
+    Ok(Vec::<Either>::deserialize(d)?
+        .into_iter()
+        .map(|e| match e {
+            Either::Typed(p) => p,
+            Either::Line(line) => Problem::new("", "", line),
+        })
+        .collect())
+}
+
+/// Why an action runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ActionTrigger {
+    /// Its step failed (`trigger = "this-step"`).
+    ThisStep,
+    /// Its step or a later one failed (`trigger = "any-step"`).
+    AnyStep,
+    /// The flow's rollback action, after the revert.
+    Rollback,
+}
+
+impl ActionTrigger {
+    /// As the flow file and the action's `stepback.trigger` say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionTrigger::ThisStep => "this-step",
+            ActionTrigger::AnyStep => "any-step",
+            ActionTrigger::Rollback => "rollback",
+        }
+    }
 }
 
 /// Whether loading a plugin compiled it or reused compiled code.
@@ -196,11 +287,13 @@ pub enum Event {
         /// Undo records this rollback applied.
         undone: usize,
         /// Paths that could not be restored, with the reason.
-        problems: Vec<String>,
+        #[serde(deserialize_with = "problems_or_lines")]
+        problems: Vec<Problem>,
         /// Changes other processes made to paths the run had changed,
-        /// moved aside into the run's backup area (where each one is
-        /// kept is in its line) so that restoring the path lost nothing.
-        kept: Vec<String>,
+        /// moved aside into the run's backup area (`kept_at`) so that
+        /// restoring the path lost nothing.
+        #[serde(deserialize_with = "problems_or_lines")]
+        kept: Vec<Problem>,
         /// Commands that ran uncaptured (`capture = "none"`): what they
         /// changed was not reversed.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -216,8 +309,8 @@ pub enum Event {
         action: String,
         /// The step it belongs to; none for the flow's rollback action.
         step: Option<String>,
-        /// Why it runs: "this-step", "any-step" or "rollback".
-        trigger: String,
+        /// Why it runs.
+        trigger: ActionTrigger,
         /// As the flow names its plugin.
         plugin: String,
     },
@@ -261,6 +354,11 @@ pub enum Event {
         /// After a rollback: the actions that ran, whose changes stay too.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         kept_actions: Vec<String>,
+        /// Whether the run kept a journal: without one, a failure's
+        /// changes stay (the status says `failed-not-rolled-back`) and
+        /// the run cannot be undone.
+        #[serde(default = "journaled")]
+        journaled: bool,
     },
 }
 
@@ -327,6 +425,12 @@ pub const SCHEMA: u32 = 1;
 
 fn first_schema() -> u32 {
     1
+}
+
+/// Runs recorded before `journaled` was said kept a journal: a run without
+/// one keeps no record either.
+fn journaled() -> bool {
+    true
 }
 
 /// Stamps events with their run and time on the way to a sink.

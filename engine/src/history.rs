@@ -30,7 +30,7 @@ pub enum UndoError {
     /// Paths changed since the run, each with how and by whom.
     Drifted(Vec<Drift>),
     /// A mount is in use by a running flow.
-    Busy(anyhow::Error),
+    Busy(crate::journal::InUse),
     /// The state directory could not be used.
     Io(anyhow::Error),
 }
@@ -55,12 +55,21 @@ impl std::fmt::Display for UndoError {
                 )?;
                 paths.iter().try_for_each(|drift| write!(f, "\n  {drift}"))
             }
-            UndoError::Busy(e) | UndoError::Io(e) => write!(f, "{e:#}"),
+            UndoError::Busy(in_use) => in_use.fmt(f),
+            UndoError::Io(e) => write!(f, "{e:#}"),
         }
     }
 }
 
-impl std::error::Error for UndoError {}
+impl std::error::Error for UndoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UndoError::Busy(in_use) => Some(in_use),
+            UndoError::Io(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// A path that is not as the run left it, found by undo.
 #[derive(Debug, Clone)]
@@ -87,6 +96,9 @@ pub struct LaterRun {
     pub flow: String,
     /// When it started, RFC 3339.
     pub started: String,
+    /// Whether the path is as that run left it (if not, another process
+    /// or a person changed it after).
+    pub left_it: bool,
 }
 
 impl std::fmt::Display for Drift {
@@ -97,19 +109,26 @@ impl std::fmt::Display for Drift {
             self.path, self.then, self.now
         )?;
         match &self.by {
-            Some(run) => write!(
-                f,
-                "changed by run {} (flow {:?}, started {})",
-                run.id, run.flow, run.started
-            ),
+            Some(run) => {
+                write!(
+                    f,
+                    "changed by run {} (flow {:?}, started {})",
+                    run.id, run.flow, run.started
+                )?;
+                match run.left_it {
+                    true => Ok(()),
+                    false => f.write_str(", then by another process or a person"),
+                }
+            }
             None => f.write_str("no later Stepback run changed it: another process or a person did"),
         }
     }
 }
 
-/// The committed runs after one, with the paths each left: who changed a
-/// path since.
-struct Later(Vec<(LaterRun, std::collections::HashSet<(std::path::PathBuf, String)>)>);
+/// The committed runs after one, with what each left at each path: who
+/// changed a path since.
+type Left = std::collections::HashMap<(std::path::PathBuf, String), Option<EntryState>>;
+struct Later(Vec<(LaterRun, Left)>);
 
 impl Later {
     /// The runs committed after run `id` (ids sort by time).
@@ -127,7 +146,7 @@ impl Later {
             let left = crate::journal::read_journal(&run.dir.journal())?
                 .into_iter()
                 .filter_map(|r| match r {
-                    Record::Final { mount, path, .. } => Some((hosts.get(&mount)?.clone(), path)),
+                    Record::Final { mount, path, state } => Some(((hosts.get(&mount)?.clone(), path), state)),
                     _ => None,
                 })
                 .collect();
@@ -135,20 +154,24 @@ impl Later {
                 id: run.dir.id.clone(),
                 flow: run.flow.clone(),
                 started: run.started.clone(),
+                left_it: true,
             };
             later.push((who, left));
         }
         Ok(Later(later))
     }
 
-    /// The newest of them that left `path` of host directory `host`.
-    fn changed(&self, host: &Path, path: &str) -> Option<LaterRun> {
+    /// The newest of them that changed `path` of host directory `host`,
+    /// found `now`.
+    fn changed(&self, host: &Path, path: &str, now: &Option<EntryState>) -> Option<LaterRun> {
         let key = (host.to_path_buf(), path.to_owned());
-        self.0
-            .iter()
-            .rev()
-            .find(|(_, left)| left.contains(&key))
-            .map(|(run, _)| run.clone())
+        self.0.iter().rev().find_map(|(run, left)| {
+            let state = left.get(&key)?;
+            Some(LaterRun {
+                left_it: EntryState::same(state, now),
+                ..run.clone()
+            })
+        })
     }
 }
 
@@ -189,7 +212,8 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
         _ => Vec::new(),
     };
     let holder = format!("undo of run {id} (pid {})", std::process::id());
-    let _locks = MountLocks::acquire(state_dir, &mounts, &holder).map_err(UndoError::Busy)?;
+    let _locks = MountLocks::acquire(state_dir, &mounts, &holder)
+        .map_err(|e| crate::journal::InUse::of(&e).map_or(UndoError::Io(e), UndoError::Busy))?;
     let mut drifted = Vec::new();
     let pinned: std::collections::HashMap<&str, _> = match records.first() {
         Some(Record::Begin { mounts, .. }) => mounts.iter().map(|m| (m.name.as_str(), m.id)).collect(),
@@ -210,8 +234,13 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
         let Some(fs) = opened.get(mount) else { continue };
         let now = entry_state(&fs.dir, path).map_err(|e| UndoError::Io(e.into()))?;
         if !EntryState::same(state, &now) {
-            let (then, now) = (EntryState::describe(state), EntryState::describe(&now));
-            drifted.push((mount.clone(), path.clone(), then, now));
+            let then = EntryState::describe(state);
+            drifted.push(Found {
+                mount: mount.clone(),
+                path: path.clone(),
+                then,
+                now,
+            });
         }
     }
     drifted.extend(added_since(&records, &opened).map_err(|e| UndoError::Io(e.into()))?);
@@ -220,12 +249,21 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
         let hosts: std::collections::HashMap<_, _> = mounts.iter().cloned().collect();
         let drifts = drifted
             .into_iter()
-            .map(|(mount, path, then, now)| Drift {
-                by: hosts.get(&mount).and_then(|host| later.changed(host, &path)),
-                path: format!("{mount}:/{path}"),
-                then,
-                now,
-            })
+            .map(
+                |Found {
+                     mount,
+                     path,
+                     then,
+                     now,
+                 }| Drift {
+                    by: hosts
+                        .get(&mount)
+                        .and_then(|host| later.changed(host, &path, &now)),
+                    path: format!("{mount}:/{path}"),
+                    then,
+                    now: EntryState::describe(&now),
+                },
+            )
             .collect();
         return Err(UndoError::Drifted(drifts));
     }
@@ -267,13 +305,22 @@ pub fn prune(state_dir: &Path, keep: usize) -> anyhow::Result<Vec<String>> {
     Ok(pruned)
 }
 
+/// A path undo found changed since the run.
+struct Found {
+    mount: String,
+    path: String,
+    /// How the run left it, in words.
+    then: String,
+    /// What is there now.
+    now: Option<EntryState>,
+}
+
 /// Entries that appeared since the run inside directories the run created
-/// (undo would delete them with the directory): mount, path, how the run
-/// left it and how it is now.
+/// (undo would delete them with the directory).
 fn added_since(
     records: &[Record],
     mounts: &std::collections::HashMap<String, MountFs>,
-) -> std::io::Result<Vec<(String, String, String, String)>> {
+) -> std::io::Result<Vec<Found>> {
     use crate::journal::UndoOp;
     use std::collections::HashSet;
     let finals: HashSet<(&str, &str)> = records
@@ -323,7 +370,12 @@ fn added_since(
                 None => "absent (a name that is not UTF-8 is never the run's)",
             };
             let path = path.to_string_lossy().into_owned();
-            added.push((mount.clone(), path, was.to_owned(), EntryState::describe(&now)));
+            added.push(Found {
+                mount: mount.clone(),
+                path,
+                then: was.to_owned(),
+                now,
+            });
         }
     }
     Ok(added)

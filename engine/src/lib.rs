@@ -97,6 +97,7 @@
 pub mod cancel;
 pub mod diagnostic;
 pub mod events;
+pub mod exit;
 pub mod flow;
 pub mod grant;
 pub mod history;

@@ -147,7 +147,7 @@ pub fn abandoned(state_dir: &Path) -> anyhow::Result<Vec<RunSummary>> {
 #[non_exhaustive]
 pub enum RecoverError {
     /// A mount of the run is locked by a flow that is running.
-    Busy(anyhow::Error),
+    Busy(crate::journal::InUse),
     /// The state directory or a journal could not be used.
     Io(anyhow::Error),
 }
@@ -155,12 +155,20 @@ pub enum RecoverError {
 impl std::fmt::Display for RecoverError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecoverError::Busy(e) | RecoverError::Io(e) => write!(f, "{e:#}"),
+            RecoverError::Busy(in_use) => in_use.fmt(f),
+            RecoverError::Io(e) => write!(f, "{e:#}"),
         }
     }
 }
 
-impl std::error::Error for RecoverError {}
+impl std::error::Error for RecoverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecoverError::Busy(in_use) => Some(in_use),
+            RecoverError::Io(e) => Some(e.as_ref()),
+        }
+    }
+}
 
 /// Rolls back every abandoned run.
 pub fn recover(state_dir: &Path) -> Result<Vec<Recovered>, RecoverError> {
@@ -170,8 +178,8 @@ pub fn recover(state_dir: &Path) -> Result<Vec<Recovered>, RecoverError> {
     let mut recovered = Vec::new();
     for run in abandoned(state_dir).map_err(io)? {
         let holder = format!("recovery of run {} (pid {})", run.dir.id, std::process::id());
-        let _locks =
-            MountLocks::acquire(state_dir, &mounts_of(&run.mounts), &holder).map_err(RecoverError::Busy)?;
+        let _locks = MountLocks::acquire(state_dir, &mounts_of(&run.mounts), &holder)
+            .map_err(|e| crate::journal::InUse::of(&e).map_or(RecoverError::Io(e), RecoverError::Busy))?;
         let (mut writer, mut records) =
             JournalWriter::resume(&run.dir.journal()).map_err(|e| io(e.into()))?;
         let adopted = adopt_orphans(&run.dir, &mut records, &mut writer).map_err(|e| io(e.into()))?;

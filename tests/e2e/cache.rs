@@ -2,6 +2,7 @@
 //! from the cache.
 
 use crate::support::{Env, flow_head};
+use stepback::exit;
 
 #[test]
 fn the_second_run_hits_the_compiled_cache() {
@@ -9,7 +10,7 @@ fn the_second_run_hits_the_compiled_cache() {
     let cache = env.path("fresh-cache");
     let args = ["--verbose", "run", flow.to_str().unwrap()];
     env.stepback_with_cache(&args, &cache)
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stderr("plugin builtin:write-file (sha256 ")
         .expect_stderr("compiled and cached");
     assert_eq!(
@@ -18,7 +19,9 @@ fn the_second_run_hits_the_compiled_cache() {
         "one compiled entry per component"
     );
     let second = env.stepback_with_cache(&args, &cache);
-    second.expect_code(0).expect_stderr("compiled cache hit");
+    second
+        .expect_code(exit::SUCCESS)
+        .expect_stderr("compiled cache hit");
     assert!(
         !second.stderr().contains("compiled and cached"),
         "{}",
@@ -33,15 +36,15 @@ fn a_corrupt_cache_entry_is_recompiled() {
         .flow("name = \"c\"\n[[steps]]\nname = \"f\"\nuses = \"builtin:fail\"\non-failure = \"continue\"\n");
     let cache = env.path("fresh-cache");
     let args = ["--verbose", "run", flow.to_str().unwrap()];
-    env.stepback_with_cache(&args, &cache).expect_code(0);
+    env.stepback_with_cache(&args, &cache).expect_code(exit::SUCCESS);
     for entry in std::fs::read_dir(&cache).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
     env.stepback_with_cache(&args, &cache)
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stderr("compiled and cached");
     env.stepback_with_cache(&args, &cache)
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stderr("compiled cache hit");
 }
 
@@ -83,7 +86,7 @@ fn a_replaced_cache_entry_is_never_loaded() {
         write_flow("[[steps]]\nname = \"fail\"\nuses = \"builtin:fail\"\non-failure = \"continue\"\n");
     let cache = env.path("fresh-cache");
     let args = ["--verbose", "run", flow.to_str().unwrap()];
-    env.stepback_with_cache(&args, &cache).expect_code(0);
+    env.stepback_with_cache(&args, &cache).expect_code(exit::SUCCESS);
     let entries = compiled_entries(&cache);
     assert_eq!(entries.len(), 2);
     let (a, b) = (
@@ -93,7 +96,7 @@ fn a_replaced_cache_entry_is_never_loaded() {
     std::fs::write(&entries[0], &b).unwrap();
     std::fs::write(&entries[1], &a).unwrap();
     let again = env.stepback_with_cache(&args, &cache);
-    again.expect_code(0);
+    again.expect_code(exit::SUCCESS);
     assert_eq!(
         again.stderr().matches("compiled and cached").count(),
         2,
@@ -108,9 +111,9 @@ fn the_cache_is_listed_and_pruned() {
     let (env, flow) = write_flow("");
     let cache = env.path("fresh-cache");
     env.stepback_with_cache(&["run", flow.to_str().unwrap()], &cache)
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     let listed = env.stepback_with_cache(&["--output", "json", "cache", "list"], &cache);
-    listed.expect_code(0);
+    listed.expect_code(exit::SUCCESS);
     let result: serde_json::Value = serde_json::from_str(&listed.stdout()).unwrap();
     assert_eq!(result["kind"], "cache");
     let entries = result["entries"].as_array().unwrap();
@@ -122,14 +125,14 @@ fn the_cache_is_listed_and_pruned() {
         .expect_stdout("1 compiled plugin(s)");
     // Used just now: not older than an hour, and within the limit.
     env.stepback_with_cache(&["cache", "prune", "--older-than", "1h"], &cache)
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("removed 0 compiled plugin(s)");
     env.stepback_with_cache(&["cache", "prune", "--max", "0"], &cache)
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("removed 1 compiled plugin(s)");
     assert!(compiled_entries(&cache).is_empty());
     env.stepback_with_cache(&["--verbose", "run", flow.to_str().unwrap()], &cache)
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stderr("compiled and cached");
 }
 
@@ -140,9 +143,9 @@ fn the_cache_stays_within_its_limit() {
     let cache = env.path("fresh-cache");
     // A limit below one entry: each new entry pushes the others out.
     env.stepback_with_cache(&["--cache-limit", "1", "run", flow.to_str().unwrap()], &cache)
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     assert_eq!(compiled_entries(&cache).len(), 1);
     env.stepback_with_cache(&["run", flow.to_str().unwrap()], &cache)
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     assert_eq!(compiled_entries(&cache).len(), 2, "the default limit keeps both");
 }

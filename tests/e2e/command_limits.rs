@@ -7,6 +7,7 @@
 use crate::disk_full::SmallFs;
 use crate::support::*;
 use std::time::{Duration, Instant};
+use stepback::exit;
 
 /// A flow with mount `m` whose step runs `script` with `sh` (granted
 /// `programs` too) under `limits`, after a step that writes `m/before`.
@@ -41,7 +42,7 @@ fn stopped(flow: &str, why: &str) -> Run {
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
     let run = env.run_flow(flow);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("FAILED  command")
         .expect_stdout(why)
         .expect_stdout("every path restored");
@@ -126,7 +127,7 @@ fn a_command_within_its_limits_runs_and_its_changes_are_applied() {
         ", \"sleep\", \"head\"",
         "processes = 20, memory = \"64MiB\", cpu = \"10s\"",
     ));
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     assert!(!run.stderr().contains("without these limits"), "{}", run.stderr());
     assert_eq!(std::fs::read_to_string(env.path("m/out")).unwrap(), "done\n");
 }
@@ -159,7 +160,7 @@ fn a_command_that_fills_the_filesystem_stops_at_the_reserve_and_the_rollback_has
         "8MiB",
         flow.to_str().unwrap(),
     ]);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("filled the filesystem it writes up to the run's free-space reserve")
         .expect_stdout("every path restored");
     assert!(
@@ -183,7 +184,7 @@ fn where_a_limit_cannot_be_enforced_the_output_and_show_say_so() {
     env.mkdir("m");
     let flow = env.flow(limited("echo ran > out", "", "processes = 20"));
     let run = env.stepback_as(NOBODY, &["run", flow.to_str().unwrap()]);
-    run.expect_code(0)
+    run.expect_code(exit::SUCCESS)
         .expect_stderr("step 'command' runs its commands without these limits: limits.memory: ");
     assert!(run.stderr().contains("limits.processes: "), "{}", run.stderr());
     let shown = env.stepback_as(NOBODY, &["show", &run.run_id()]);
@@ -195,7 +196,7 @@ fn limits_out_of_range_are_refused_at_their_line() {
     let env = Env::new();
     env.mkdir("m");
     let run = env.run_flow(&limited("true", "", "processes = 0, cpu = \"fast\""));
-    run.expect_code(2)
+    run.expect_code(exit::INVALID_INPUT)
         .expect_stderr("process limit 0 is out of range: 1 to 32768")
         .expect_stderr("invalid duration \"fast\"");
 }

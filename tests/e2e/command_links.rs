@@ -5,6 +5,7 @@
 
 use crate::support::{Env, FullSnapshot, assert_same_full, fix_times, flow_head, snapshot_full};
 use std::path::Path;
+use stepback::exit;
 
 /// A tree with a file of two names (`a`, `c`), another (`y`, `w`), a file
 /// of one name (`s`) and a directory holding a file with another name
@@ -59,7 +60,7 @@ fn check(steps: &[&str]) {
     let before = snapshot_full(&env.path("m"));
     let failing = flow(steps, "\n[[steps]]\nname = \"fail\"\nuses = \"builtin:fail\"\n");
     env.run_flow(&failing)
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("every path restored");
     assert_same_full(
         &before,
@@ -71,7 +72,7 @@ fn check(steps: &[&str]) {
     seed(&env, "m");
     seed(&env, "plain");
     plainly(&env.path("plain"), steps);
-    env.run_flow(&flow(steps, "")).expect_code(0);
+    env.run_flow(&flow(steps, "")).expect_code(exit::SUCCESS);
     assert_eq!(
         links(&snapshot_full(&env.path("m"))),
         links(&snapshot_full(&env.path("plain"))),
@@ -140,7 +141,11 @@ fn file_capabilities_of_a_file_with_other_names_survive_the_apply_and_the_rollba
         fix_times(&env.path("m"));
         let before = snapshot_full(&env.path("m"));
         let run = env.run_flow(&flow(&[script], then));
-        run.expect_code(if then.is_empty() { 0 } else { 1 });
+        run.expect_code(if then.is_empty() {
+            exit::SUCCESS
+        } else {
+            exit::FLOW_FAILED
+        });
         let caps = crate::support::xattrs(&env.path("m/c"));
         assert!(
             caps.iter()
@@ -167,7 +172,7 @@ fn a_sparse_file_with_other_names_stays_sparse() {
     file.set_len(64 << 20).unwrap();
     std::fs::hard_link(env.path("m/sp"), env.path("m/sp2")).unwrap();
     env.run_flow(&flow(&["chmod 600 sp && echo x >> sp2"], ""))
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     let meta = std::fs::metadata(env.path("m/sp")).unwrap();
     assert_eq!(meta.len(), (64 << 20) + 2);
     assert!(

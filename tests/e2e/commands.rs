@@ -6,6 +6,7 @@
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use stepback::exit;
 
 /// A flow with mount `m` (read-write), whose first step runs `script`
 /// with `sh` in it; `more` is appended (further keys of that step, then
@@ -71,7 +72,8 @@ echo done";
 fn a_commands_changes_roll_back_exactly() {
     let (env, before) = seeded();
     let run = env.run_flow(&command_flow(CHANGES, "", FAIL_AFTER));
-    run.expect_code(1).expect_stdout("every path restored");
+    run.expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     // Everything the command made is the run's own: nothing is taken for
     // another process's.
     assert!(!run.stdout().contains("KEPT ASIDE"), "{}", run.stdout());
@@ -93,7 +95,8 @@ fn without_root_a_commands_changes_are_captured_in_a_user_namespace() {
         format!("id -u; touch /etc/stepback-rootless 2>/dev/null || echo outside is read-only\n{CHANGES}");
     let flow = env.flow(command_flow(&script, "", FAIL_AFTER));
     let run = env.stepback_as(NOBODY, &["run", "-v", flow.to_str().unwrap()]);
-    run.expect_code(1).expect_stdout("every path restored");
+    run.expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     // The command's output (`-v`, on stderr).
     let log = run.stderr();
     assert!(log.contains(&format!("stdout: {NOBODY}")), "{log}");
@@ -103,7 +106,7 @@ fn without_root_a_commands_changes_are_captured_in_a_user_namespace() {
 
     let flow = env.flow(command_flow(&script, "", ""));
     env.stepback_as(NOBODY, &["run", flow.to_str().unwrap()])
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read_to_string(env.path("m/new/dir/file")).unwrap(),
         "fresh\n"
@@ -134,7 +137,7 @@ fn as_root_without_cap_sys_admin_a_commands_changes_are_captured_in_a_user_names
         &["--bounding-set", "-sys_admin"],
         &["run", flow.to_str().unwrap()],
     );
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("ok      command")
         .expect_stdout("sh exited with 0")
         .expect_stdout("every path restored");
@@ -181,14 +184,14 @@ fn without_root_a_directory_that_denies_its_owner_is_refused() {
     ] {
         let flow = env.flow(command_flow(script, "", ""));
         let run = env.stepback_as(NOBODY, &["run", flow.to_str().unwrap()]);
-        run.expect_code(1)
+        run.expect_code(exit::FLOW_FAILED)
             .expect_stdout(refusal)
             .expect_stdout("every path restored");
         assert_same_full(&before, &snapshot_full(&env.path("m")), script);
     }
     let flow = env.flow(command_flow("cat ro/x && echo b > w/b", "", ""));
     env.stepback_as(NOBODY, &["run", flow.to_str().unwrap()])
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     assert_eq!(std::fs::read_to_string(env.path("m/w/b")).unwrap(), "b\n");
 }
 
@@ -211,7 +214,7 @@ fn a_commands_changes_are_those_of_a_plain_run() {
     assert!(plain.status.success(), "{plain:?}");
 
     env.run_flow(&command_flow(CHANGES, "", ""))
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("sh exited with 0");
     let (got, want) = (snapshot_full(&env.path("m")), snapshot_full(&env.path("plain")));
     assert_eq!(
@@ -250,7 +253,7 @@ echo fine > ok.txt";
     let flow = command_flow(script, "", "").replace("mounts = [\"m\"]\n", "mounts = [\"m\", \"r\"]\n");
     let path = env.flow(flow);
     let run = env.stepback(&["--output", "json", "run", path.to_str().unwrap()]);
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     let lines: Vec<String> = run
         .events()
         .iter()
@@ -285,7 +288,7 @@ fn nothing_a_command_starts_outlives_it() {
     let env = Env::new();
     seed(&env);
     let run = env.run_flow(&command_flow("sleep 4321 & echo started", "", ""));
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     // Checked at once: the namespace is gone when the command is.
     assert_eq!(processes_with("sleep 4321"), Vec::<String>::new());
 }
@@ -299,7 +302,7 @@ fn a_timeout_kills_the_whole_tree_and_discards_its_changes() {
     let flow = command_flow(script, "", "").replace("[steps.with]\n", "[steps.with]\ntimeout = \"500ms\"\n");
     let started = Instant::now();
     let run = env.run_flow(&flow);
-    run.expect_code(1).expect_stdout("sh timed out");
+    run.expect_code(exit::FLOW_FAILED).expect_stdout("sh timed out");
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_gone("sleep 5432");
     assert_gone("sleep 5433");
@@ -314,19 +317,19 @@ fn grants_are_checked_before_anything_runs() {
     // A program outside the grant.
     let flow = command_flow("echo hi > made", "", "").replace("program = \"sh\"", "program = \"bash\"");
     let run = env.run_flow(&flow);
-    run.expect_code(2)
+    run.expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:")
         .expect_stderr("program \"bash\" is not in the step's exec grant (sh)");
     // No grant at all.
     let flow = command_flow("echo hi > made", "", "").replace("exec = [\"sh\"]\n", "");
     env.run_flow(&flow)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("runs commands, but the step grants none");
     // A program that is not there.
     let flow = command_flow("echo hi > made", "", "")
         .replace("exec = [\"sh\"]", "exec = [\"sh\", \"no-such-program-here\"]");
     env.run_flow(&flow)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("program \"no-such-program-here\" is not found in PATH");
     // A grant for a plugin that runs nothing.
     let flow = format!(
@@ -334,7 +337,7 @@ fn grants_are_checked_before_anything_runs() {
         flow_head("commands", &["m"], &[])
     );
     env.run_flow(&flow)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("grants programs, but the plugin runs no commands");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after refused runs");
 }
@@ -351,11 +354,11 @@ fn the_network_is_denied_unless_granted() {
         flow_head("network", &["m"], &[])
     );
     env.run_flow(&connect.replace("NETWORK", ""))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("bash exited with 1");
     assert!(listener.accept().is_err(), "a connection got through");
     env.run_flow(&connect.replace("NETWORK", "network = true"))
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     assert!(listener.accept().is_ok(), "the granted connection did not arrive");
 }
 
@@ -376,10 +379,10 @@ fn a_kill_while_a_command_runs_is_recovered() {
     child.wait().unwrap();
     assert_gone("sleep 6543");
     env.stepback(&["run", path.to_str().unwrap()])
-        .expect_code(5)
+        .expect_code(exit::BLOCKED)
         .expect_stderr("must be rolled back first");
     env.stepback(&["recover"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("rolled back");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after recover");
 }
@@ -395,7 +398,7 @@ fn a_crash_while_a_commands_changes_are_applied_is_recovered() {
         );
         assert!(run.killed(), "op {op}: the run was not aborted\n{}", run.stdout());
         env.stepback(&["recover"])
-            .expect_code(0)
+            .expect_code(exit::SUCCESS)
             .expect_stdout("rolled back");
         assert_same_full(
             &before,
@@ -439,18 +442,18 @@ fn a_crash_or_a_full_disk_inside_a_batch_of_renames_is_undone_to_the_original_in
             let what = format!("{fault}:{op}");
             // One op more than the batch: the run ends, rolled back.
             if op == 9 {
-                run.expect_code(1);
+                run.expect_code(exit::FLOW_FAILED);
                 assert_same_full(&before, &snapshot_full(&env.path("m")), &what);
                 continue;
             }
             if fault == "enospc-at-op" {
-                run.expect_code(1)
+                run.expect_code(exit::FLOW_FAILED)
                     .expect_stdout("No space left on device")
                     .expect_stdout("every path restored");
             } else {
                 assert!(run.killed(), "{what}: the run was not aborted\n{}", run.stdout());
                 env.stepback(&["recover"])
-                    .expect_code(0)
+                    .expect_code(exit::SUCCESS)
                     .expect_stdout("rolled back");
             }
             let what = format!("recovered after {what}");
@@ -491,7 +494,7 @@ fn a_directory_the_command_made_moves_in_whole_and_out_on_rollback() {
         let run = env.stepback_env(&["run", flow.to_str().unwrap()], &[("STEPBACK_FAULT", fault)]);
         assert!(run.killed(), "{fault}: the run was not aborted\n{}", run.stdout());
         env.stepback(&["recover"])
-            .expect_code(0)
+            .expect_code(exit::SUCCESS)
             .expect_stdout("rolled back");
         assert_same_full(&before, &snapshot_full(&env.path("m")), fault);
     }
@@ -532,7 +535,7 @@ fn a_directory_removed_whole_comes_back_with_its_inodes() {
         match fault {
             None => {
                 let run = env.stepback(&["run", flow.to_str().unwrap()]);
-                run.expect_code(1)
+                run.expect_code(exit::FLOW_FAILED)
                     .expect_stdout("rolling back 3 recorded changes")
                     .expect_stdout("every path restored");
                 env.stepback(&["show", &run.run_id()])
@@ -543,7 +546,7 @@ fn a_directory_removed_whole_comes_back_with_its_inodes() {
                 let run = env.stepback_env(&["run", flow.to_str().unwrap()], &[("STEPBACK_FAULT", fault)]);
                 assert!(run.killed(), "{what}: the run was not aborted\n{}", run.stdout());
                 env.stepback(&["recover"])
-                    .expect_code(0)
+                    .expect_code(exit::SUCCESS)
                     .expect_stdout("rolled back");
             }
         }
@@ -586,7 +589,7 @@ fn files_another_process_changes_during_the_apply_are_left_to_it() {
                 ("STEPBACK_FAULT_SCRIPT", &script),
             ],
         );
-        run.expect_code(1)
+        run.expect_code(exit::FLOW_FAILED)
             .expect_stdout("sub/b was changed by another process while the command's changes were applied")
             .expect_stdout("every path restored");
         let read = |f: &str| std::fs::read_to_string(m.join(f)).unwrap();
@@ -613,7 +616,7 @@ fn a_script_runs_by_its_shebang_or_a_named_interpreter() {
         "\"sh\"",
         "path = \"/m/deploy.sh\", args = [\"${version}\"]",
     ))
-    .expect_code(0)
+    .expect_code(exit::SUCCESS)
     .expect_stdout("/m/deploy.sh exited with 0");
     assert_eq!(
         std::fs::read_to_string(env.path("m/release.txt")).unwrap(),
@@ -624,7 +627,7 @@ fn a_script_runs_by_its_shebang_or_a_named_interpreter() {
         "\"bash\"",
         "inline = 'echo \"$0 $1 $VERSION\" > inline.txt', interpreter = \"bash\", args = [\"${version}\"], env = { VERSION = \"v${version}\" }",
     ))
-    .expect_code(0);
+    .expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read_to_string(env.path("m/inline.txt")).unwrap(),
         "inline-script 1.2.3 v1.2.3\n"
@@ -636,11 +639,11 @@ fn a_scripts_interpreter_must_be_granted() {
     let env = Env::new();
     env.write("m/tool.pl", "#!/usr/bin/env perl\nprint 1;\n");
     env.run_flow(&script_flow("\"sh\"", "path = \"/m/tool.pl\""))
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:")
         .expect_stderr("the #! line of /m/tool.pl runs \"perl\", which is not in the step's exec grant (sh)");
     env.run_flow(&script_flow("\"sh\"", "inline = 'echo hi'"))
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("interpreter");
     assert!(!env.path("m/hi").exists());
 }
@@ -651,7 +654,7 @@ fn an_uncaptured_command_is_marked_as_not_reversible() {
     seed(&env);
     let flow = command_flow("echo direct > direct.txt", "capture = \"none\"", FAIL_AFTER);
     let run = env.run_flow(&flow);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stderr("runs `sh -c 'echo direct > direct.txt'` uncaptured")
         .expect_stdout("NOT REVERSED: 1 command(s) changed the mounts outside a capture")
         .expect_stdout("step 0: sh -c 'echo direct > direct.txt' (capture = \"none\")");
@@ -661,7 +664,7 @@ fn an_uncaptured_command_is_marked_as_not_reversible() {
         "direct\n"
     );
     env.stepback(&["show", &run.run_id()])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("NOT REVERSIBLE: sh -c 'echo direct > direct.txt' (capture = \"none\")");
 }
 
@@ -689,7 +692,7 @@ echo outside > keep.txt";
         FAIL_AFTER,
     );
     let run = env.run_flow(&flow);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stderr("with snapshots of m:/data, m:/fresh only")
         .expect_stdout("every path restored")
         .expect_stdout("NOT REVERSED: 1 command(s) changed the mounts outside a capture")
@@ -716,7 +719,7 @@ fn snapshot_paths_are_checked() {
     seed(&env);
     let flow = command_flow("true", "capture = \"snapshot\"", "");
     env.run_flow(&flow)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("capture = \"snapshot\" needs the paths to copy");
     let flow = command_flow(
         "true",
@@ -725,7 +728,7 @@ fn snapshot_paths_are_checked() {
     )
     .replace("mounts = [\"m\"]\n", "mounts = [\"m\", \"r\"]\n");
     env.run_flow(&flow)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("\"/r/ro.txt\" is in mount 'r', which the step may only read")
         .expect_stderr("\"/elsewhere\" is not an absolute guest path");
 }
@@ -750,7 +753,7 @@ fn a_kill_while_a_snapshotted_command_runs_is_recovered() {
     child.wait().unwrap();
     assert_gone("sleep 7654");
     env.stepback(&["recover"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("rolled back");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after recover");
 }
@@ -759,9 +762,9 @@ fn a_kill_while_a_snapshotted_command_runs_is_recovered() {
 fn a_commands_committed_changes_can_be_undone_later() {
     let (env, before) = seeded();
     let run = env.run_flow(&command_flow(CHANGES, "", ""));
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     env.stepback(&["undo", &run.run_id()])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("undone");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after undo");
 }
@@ -779,7 +782,7 @@ fn a_script_reached_through_a_symlink_out_of_the_mount_is_refused() {
     env.mkdir("m");
     std::os::unix::fs::symlink("../outside.sh", env.path("m/link.sh")).unwrap();
     env.run_flow(&script_flow("\"sh\"", "path = \"/m/link.sh\""))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("is not in the step's exec grant");
     assert!(!env.path("m/escaped").exists() && !env.path("escaped").exists());
 }
@@ -813,7 +816,7 @@ fn environment_variables_that_change_what_runs_must_be_granted() {
             &format!("env = {{ {name} = \"{value}\" }}\n"),
         );
         env.run_flow(&flow)
-            .expect_code(1)
+            .expect_code(exit::FLOW_FAILED)
             .expect_stdout(&format!(
                 "environment variable {name} changes what code \"sh\" loads or runs"
             ))
@@ -826,7 +829,7 @@ fn environment_variables_that_change_what_runs_must_be_granted() {
         "exec-env = [\"PYTHONSTARTUP\"]",
         "env = { PYTHONSTARTUP = \"/opt/start.py\" }\n",
     );
-    env.run_flow(&flow).expect_code(0);
+    env.run_flow(&flow).expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read_to_string(env.path("m/startup.txt")).unwrap(),
         "/opt/start.py\n"
@@ -837,10 +840,10 @@ fn environment_variables_that_change_what_runs_must_be_granted() {
         "",
         "env = { GREETING = \"hi\" }\n",
     );
-    env.run_flow(&flow).expect_code(0);
+    env.run_flow(&flow).expect_code(exit::SUCCESS);
     let flow = command_flow("true", "exec-env = [\"GREETING\"]", "");
     env.run_flow(&flow)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("exec-env[0]")
         .expect_stderr("\"GREETING\" is not a variable that changes what code a program runs");
 }
@@ -866,7 +869,8 @@ fn a_granted_program_a_step_can_rewrite_runs_only_as_validated() {
     };
     let head = flow_head("pinned", &["m"], &["r"]);
     // Unchanged, it runs.
-    env.run_flow(&format!("{head}{}", step("tool"))).expect_code(0);
+    env.run_flow(&format!("{head}{}", step("tool")))
+        .expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read_to_string(env.path("m/out.txt")).unwrap(),
         "validated\n"
@@ -875,7 +879,7 @@ fn a_granted_program_a_step_can_rewrite_runs_only_as_validated() {
     let before = snapshot_full(&env.path("m"));
     let rewrite = "[[steps]]\nname = \"rewrite\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/bin/tool\", content = \"#!/usr/bin/perl\\nsystem('touch /m/evil');\\n\" }\n";
     env.run_flow(&format!("{head}{rewrite}{}", step("tool")))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("changed since the flow was validated")
         .expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the refused run");
@@ -892,7 +896,7 @@ fn commands_of_different_steps_do_not_share_a_scratch_directory() {
     let (env, _) = seeded();
     let second = "[[steps]]\nname = \"second\"\nuses = \"builtin:run-command\"\nmounts = [\"m\"]\nexec = [\"sh\"]\n[steps.with]\nprogram = \"sh\"\nargs = [\"-c\", \"cat overwrite.txt > seen.txt; echo third > overwrite.txt\"]\n";
     let flow = command_flow("echo second > overwrite.txt", "", second);
-    env.run_flow(&flow).expect_code(0);
+    env.run_flow(&flow).expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read_to_string(env.path("m/seen.txt")).unwrap(),
         "second\n"
@@ -904,7 +908,8 @@ fn commands_of_different_steps_do_not_share_a_scratch_directory() {
 
     let (env, before) = seeded();
     let run = env.run_flow(&format!("{flow}{FAIL_AFTER}"));
-    run.expect_code(1).expect_stdout("every path restored");
+    run.expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
 }
 
@@ -932,7 +937,8 @@ fn a_mount_and_the_state_directory_beneath_dev_shm_work() {
         "run",
         flow.to_str().unwrap(),
     ]);
-    run.expect_code(1).expect_stdout("every path restored");
+    run.expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     assert_eq!(
         std::fs::read_to_string(base.join("m/kept")).unwrap(),
         "original\n"
@@ -945,7 +951,7 @@ fn a_mount_and_the_state_directory_beneath_dev_shm_work() {
         "run",
         flow.to_str().unwrap(),
     ]);
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     assert_eq!(std::fs::read_to_string(base.join("m/kept")).unwrap(), "changed\n");
     std::fs::remove_dir_all(&base).unwrap();
 }
@@ -965,7 +971,7 @@ fn symlinks_with_absolute_targets_are_put_back() {
     let before = snapshot_full(&env.path("m"));
     let script = "rm dangling; ln -sfn /other sub/abs";
     env.run_flow(&command_flow(script, "", FAIL_AFTER))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
 }
@@ -984,11 +990,11 @@ fn a_symlinks_owner_changed_by_a_command_is_applied_and_rolled_back() {
     let before = snapshot_full(&env.path("m"));
     let flow = command_flow("chown -h 5:5 abs", "", FAIL_AFTER);
     env.run_flow(&flow)
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
     env.run_flow(&command_flow("chown -h 5:5 abs", "", ""))
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     let meta = std::fs::symlink_metadata(env.path("m/abs")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (5, 5));
     assert_eq!(

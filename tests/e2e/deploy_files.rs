@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use stepback::exit;
 
 enum Entry<'a> {
     File(&'a str, &'a [u8]),
@@ -102,7 +103,7 @@ fn extracts_tar_tar_gz_and_zip() {
         let env = Env::new();
         env.write(&format!("dist/{file}"), &bytes);
         deploy(&env, &format!("from = \"/dist/{file}\", to = \"/app/rel\""))
-            .expect_code(0)
+            .expect_code(exit::SUCCESS)
             .expect_stdout("2 files, 21 bytes to /app/rel");
         let got: Vec<_> = snapshot(&env.path("app/rel")).into_iter().collect();
         assert_eq!(got, expected_release(), "{file}");
@@ -112,7 +113,7 @@ fn extracts_tar_tar_gz_and_zip() {
         "dist/r.zip",
         zip(&[("bin/app", b"#!/bin/sh\n"), ("static/index.html", b"<h1>hi</h1>")]),
     );
-    deploy(&env, "from = \"/dist/r.zip\", to = \"/app/rel\"").expect_code(0);
+    deploy(&env, "from = \"/dist/r.zip\", to = \"/app/rel\"").expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read(env.path("app/rel/static/index.html")).unwrap(),
         b"<h1>hi</h1>"
@@ -132,12 +133,12 @@ fn copies_a_tree_keeping_symlinks_and_a_single_file() {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    deploy(&env, "from = \"/dist/tree\", to = \"/app/copy\"").expect_code(0);
+    deploy(&env, "from = \"/dist/tree\", to = \"/app/copy\"").expect_code(exit::SUCCESS);
     assert_eq!(snapshot(&env.path("dist/tree")), snapshot(&env.path("app/copy")));
     let mtime = |p: &str| std::fs::metadata(env.path(p)).unwrap().modified().unwrap();
     assert_eq!(mtime("app/copy/a/b/c.txt"), old, "file times are kept");
 
-    deploy(&env, "from = \"/dist/tree/top.txt\", to = \"/app/one/top.txt\"").expect_code(0);
+    deploy(&env, "from = \"/dist/tree/top.txt\", to = \"/app/one/top.txt\"").expect_code(exit::SUCCESS);
     assert_eq!(std::fs::read(env.path("app/one/top.txt")).unwrap(), b"top");
 }
 
@@ -150,7 +151,7 @@ fn a_multi_mib_file_is_copied_byte_for_byte() {
         .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
         .collect();
     env.write("dist/big.bin", &data);
-    deploy(&env, "from = \"/dist/big.bin\", to = \"/app/big.bin\"").expect_code(0);
+    deploy(&env, "from = \"/dist/big.bin\", to = \"/app/big.bin\"").expect_code(exit::SUCCESS);
     let copied = std::fs::read(env.path("app/big.bin")).unwrap();
     assert_eq!(copied.len(), data.len());
     assert!(copied == data, "the copy differs from the source");
@@ -163,7 +164,7 @@ fn a_symlink_where_a_file_goes_is_replaced_not_written_through() {
     env.write("app/keep.txt", "keep me");
     env.mkdir("app/copy");
     symlink("../keep.txt", env.path("app/copy/config.txt")).unwrap();
-    deploy(&env, "from = \"/dist/tree\", to = \"/app/copy\"").expect_code(0);
+    deploy(&env, "from = \"/dist/tree\", to = \"/app/copy\"").expect_code(exit::SUCCESS);
     let placed = env.path("app/copy/config.txt");
     assert!(!std::fs::symlink_metadata(&placed).unwrap().is_symlink());
     assert_eq!(std::fs::read_to_string(placed).unwrap(), "new");
@@ -184,7 +185,7 @@ fn a_sha256_mismatch_fails_before_writing() {
         &env,
         &format!("from = \"/dist/r.tar\", to = \"/app/rel\", sha256 = \"{bad}\""),
     )
-    .expect_code(1)
+    .expect_code(exit::FLOW_FAILED)
     .expect_stdout(&format!(
         "sha256 mismatch for /dist/r.tar: expected {bad}, got {good}"
     ));
@@ -193,7 +194,7 @@ fn a_sha256_mismatch_fails_before_writing() {
         &env,
         &format!("from = \"/dist/r.tar\", to = \"/app/rel\", sha256 = \"{good}\""),
     )
-    .expect_code(0);
+    .expect_code(exit::SUCCESS);
     assert!(env.path("app/rel/bin/app").is_file());
 }
 
@@ -248,7 +249,7 @@ fn hostile_archives_are_refused_and_nothing_is_written() {
         env.mkdir("app");
         let before = snapshot(env.dir.path());
         deploy(&env, &format!("from = \"/dist/{file}\", to = \"/app/rel\""))
-            .expect_code(1)
+            .expect_code(exit::FLOW_FAILED)
             .expect_stdout(message);
         let mut after = snapshot(env.dir.path());
         after.retain(|p, _| !p.starts_with("state") && p != Path::new("flow.toml"));
@@ -263,7 +264,7 @@ fn progress_is_reported_in_files_and_bytes() {
     env.mkdir("app");
     let flow = env.flow(deploy_flow("from = \"/dist/r.tar\", to = \"/app/rel\""));
     let run = env.stepback(&["--output", "json", "run", flow.to_str().unwrap()]);
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     let progress: Vec<serde_json::Value> = run
         .stdout()
         .lines()
@@ -299,7 +300,7 @@ fn a_missing_source_is_named_in_the_hosts_terms() {
     let env = Env::new();
     env.mkdir("dist");
     let run = deploy(&env, r#"from = "/dist/nothing.tar", to = "/app/r""#);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("No such file or directory (ENOENT)");
     assert!(!run.stdout().contains("os error"), "{}", run.stdout());
 }

@@ -6,6 +6,7 @@ use crate::support::{Env, Run, assert_same_full, fix_times, fsops_flow, snapshot
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use stepback::exit;
 
 /// A small tmpfs, unmounted when dropped.
 pub struct SmallFs(PathBuf);
@@ -76,7 +77,7 @@ fn a_step_that_fills_the_disk_is_rolled_back_exactly() {
     ops.push(json!({"op": "unlink", "fd": 0, "path": "a.txt"}));
     ops.push(json!({"op": "rename", "fd": 0, "path": "d", "to_fd": 0, "to": "e"}));
     let run = run_in_small(&env, &json!(ops));
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("insufficient-space")
         .expect_stdout("every path restored");
     assert_same_full(
@@ -86,7 +87,7 @@ fn a_step_that_fills_the_disk_is_rolled_back_exactly() {
     );
     let state = env.path("small/state");
     env.stepback(&["--state-dir", state.to_str().unwrap(), "show"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("rolled back");
 }
 
@@ -102,7 +103,7 @@ fn a_mount_on_another_filesystem_rolls_back_without_false_alarms() {
     let before = snapshot_full(&env.path("m"));
     crate::journal::churn_flow(&env, true);
     env.stepback(&["run", "flow.toml"])
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("every path restored");
     assert_same_full(
         &before,
@@ -132,7 +133,7 @@ fn a_write_into_a_sparse_file_reserves_its_data_not_its_size() {
         {"op": "write", "fd": 1, "offset": 0, "len": 4, "byte": 1},
     ]);
     let run = run_in_small(&env, &ops);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("2 calls, 0 failed")
         .expect_stdout("every path restored");
     assert_same_full(

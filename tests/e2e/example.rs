@@ -3,6 +3,7 @@
 use crate::support::{Env, flow_head};
 use std::fs;
 use std::path::Path;
+use stepback::exit;
 
 #[test]
 fn example_flow_deploys_the_release() {
@@ -18,7 +19,7 @@ fn example_flow_deploys_the_release() {
     .unwrap();
 
     env.stepback(&["run", "flow.toml"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("3 files, 78 bytes to /app/releases/1.4.2")
         .expect_stdout("ln exited with 0, 1 change(s)")
         .expect_stdout("the inline script exited with 0")
@@ -54,7 +55,7 @@ with = { path = "/app/a.txt", content = "a" }
 "#,
     );
     let run = env.stepback(&["--output", "json", "run", flow.to_str().unwrap()]);
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     let events: Vec<serde_json::Value> = run
         .stdout()
         .lines()
@@ -106,7 +107,7 @@ fn deploy_service_example_rolls_back_to_the_previous_release() {
     .unwrap();
     let service = || fs::read_to_string(env.path("deploy-service/services/webapp")).unwrap();
     env.stepback(&["run", "deploy-service/flow.toml"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("flow deploy-service succeeded");
     assert_eq!(service(), "running 1.4.2\n");
     let db = || fs::read_to_string(env.path("deploy-service/db/data.db")).unwrap();
@@ -124,7 +125,7 @@ fn deploy_service_example_rolls_back_to_the_previous_release() {
         "--param",
         "healthy=no",
     ]);
-    bad.expect_code(1);
+    bad.expect_code(exit::FLOW_FAILED);
     let order: Vec<String> = bad
         .events()
         .iter()

@@ -4,6 +4,7 @@
 //! failure context actions get, interruption, and a crash during an action.
 
 use crate::support::*;
+use stepback::exit;
 
 /// An action appending `line` to `/log/actions.log`.
 fn note(line: &str, trigger: &str) -> String {
@@ -84,7 +85,7 @@ fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
     env.mkdir("out");
     env.mkdir("log");
     let run = run_json(&env, &deployment("rollback", ""));
-    run.expect_code(1);
+    run.expect_code(exit::FLOW_FAILED);
     assert_eq!(
         rollback_order(&run),
         [
@@ -110,7 +111,7 @@ fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
     let id = started["run_id"].as_str().unwrap().to_owned();
     let shown = env.stepback(&["show", &id]);
     shown
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("rolled back (failed-rolled-back)")
         .expect_stdout("failed in step 'check' (on-failure = \"rollback\"):");
     let text = shown.stdout();
@@ -122,13 +123,13 @@ fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
     assert!(at("action 'migrate:any'") < at("rollback: "));
     assert!(at("rollback: ") < at("action 'start previous'"));
     env.stepback(&["show"]).expect_stdout("rolled back");
-    env.stepback(&["recover"]).expect_code(0);
+    env.stepback(&["recover"]).expect_code(exit::SUCCESS);
     // As people read it.
     let env = Env::new();
     env.mkdir("out");
     env.mkdir("log");
     env.run_flow(&deployment("rollback", ""))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("  action  start:any (step 'start', any-step)")
         .expect_stdout("  action  start previous (the flow's rollback)")
         .expect_stdout("rolled back: the machine is as before the run");
@@ -140,7 +141,7 @@ fn a_failure_under_continue_triggers_nothing() {
     env.mkdir("out");
     env.mkdir("log");
     let run = run_json(&env, &deployment("continue", ""));
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     assert_eq!(rollback_order(&run), Vec::<String>::new());
     assert_eq!(actions_log(&env), "");
     assert!(env.path("out/three").exists());
@@ -152,7 +153,7 @@ fn stop_runs_the_actions_and_leaves_the_changes() {
     env.mkdir("out");
     env.mkdir("log");
     let run = run_json(&env, &deployment("stop", ""));
-    run.expect_code(8);
+    run.expect_code(exit::FAILED_NOT_ROLLED_BACK);
     assert_eq!(rollback_order(&run), ["check:this", "start:any", "migrate:any"]);
     assert_eq!(run.events().last().unwrap()["status"], "failed-not-rolled-back");
     let started = run
@@ -181,7 +182,7 @@ fn a_failing_action_leaves_the_rollback_incomplete_and_the_rest_runs() {
         1,
     );
     let run = run_json(&env, &flow);
-    run.expect_code(4);
+    run.expect_code(exit::ROLLBACK_INCOMPLETE);
     assert_eq!(
         rollback_order(&run),
         [
@@ -212,13 +213,13 @@ fn a_failing_action_leaves_the_rollback_incomplete_and_the_rest_runs() {
     env.mkdir("out");
     env.mkdir("log");
     let run = env.run_flow(&flow);
-    run.expect_code(4)
+    run.expect_code(exit::ROLLBACK_INCOMPLETE)
         .expect_stdout("FAILED in")
         .expect_stdout("cannot stop the new service")
         .expect_stdout("ROLLBACK INCOMPLETE");
     let id = run.run_id();
     env.stepback(&["show", &id])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("action 'start:any' (the rollback's own changes, not reverted):")
         .expect_stdout("ACTION FAILED: cannot stop the new service")
         .expect_stdout("(failed-rollback-incomplete)");
@@ -230,7 +231,7 @@ fn a_step_with_revert_off_keeps_its_changes() {
     env.mkdir("out");
     env.mkdir("log");
     let flow = deployment("rollback", "revert = false\n");
-    run_json(&env, &flow).expect_code(1);
+    run_json(&env, &flow).expect_code(exit::FLOW_FAILED);
     assert_eq!(std::fs::read_to_string(env.path("out/one")).unwrap(), "1");
     assert!(!env.path("out/two").exists() && !env.path("out/three").exists());
 }
@@ -268,7 +269,7 @@ fn actions_are_told_what_failed_and_can_run_commands() {
         r#"echo "$STEPBACK_FAILED_STEP|$STEPBACK_ERROR|$STEPBACK_TRIGGER" > context.txt"#,
         "name = \"health\"\nuses = \"builtin:fail\"\nwith = { message = \"no answer on :8080\" }",
     );
-    env.run_flow(&flow).expect_code(1);
+    env.run_flow(&flow).expect_code(exit::FLOW_FAILED);
     assert_eq!(
         std::fs::read_to_string(env.path("log/context.txt")).unwrap(),
         "health|no answer on :8080|any-step\n"
@@ -313,7 +314,7 @@ fn ctrl_c_during_a_command_rolls_back_and_a_second_says_what_a_third_would_do() 
     assert_gone("sleep 6101");
     signal(&child, rustix::process::Signal::INT);
     let run = Run(child.wait_with_output().unwrap());
-    run.expect_code(130)
+    run.expect_code(exit::INTERRUPTED)
         .expect_stderr("interrupted: stopping the running step")
         .expect_stderr("two more interrupts stop the engine at once")
         .expect_stderr("one more interrupt stops the engine at once, leaving the rest to `stepback recover`")
@@ -348,7 +349,7 @@ fn a_kill_during_an_action_is_recovered() {
     // The action was cut short: `recover` reverts the run, and says so
     // (it runs no actions).
     env.stepback(&["recover"])
-        .expect_code(4)
+        .expect_code(exit::ROLLBACK_INCOMPLETE)
         .expect_stdout("rolled back")
         .expect_stdout(
             "ACTION NOT RUN 'deploy: action 1 (on any failure)': did not finish: the engine stopped while it ran",
@@ -398,12 +399,45 @@ with = {{ program = "sh", args = ["-c", "sleep 6401"] }}
     child.wait().unwrap();
     assert_gone("sleep 6401");
     env.stepback(&["recover"])
-        .expect_code(4)
+        .expect_code(exit::ROLLBACK_INCOMPLETE)
         .expect_stdout("kept, as its failure said (on-failure = \"stop\")")
         .expect_stdout("ACTION FAILED 'first': failed: ")
         .expect_stdout("ACTION NOT RUN 'second': did not finish");
     assert_eq!(env.read("out/release"), "2");
-    env.stepback(&["show"]).expect_stdout("failed-not-rolled-back");
-    env.stepback(&["undo", "last"]).expect_code(0);
+    // An action failed: the outcome says it needs attention, as the run
+    // itself and `recover` (exit 4) do, though nothing was rolled back.
+    env.stepback(&["show"])
+        .expect_stdout("failed-rollback-incomplete");
+    env.stepback(&["undo", "last"]).expect_code(exit::SUCCESS);
     assert!(!env.path("out/release").exists());
+}
+
+/// Found by a review: a failed run without a journal said "rolled back:
+/// the machine is as before the run" (exit 1) while its changes stayed.
+#[test]
+fn a_failed_run_without_a_journal_says_its_changes_stay() {
+    let env = Env::new();
+    env.mkdir("m");
+    let flow = flow_head("unjournaled", &["m"], &[])
+        + "[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/a.txt\", content = \"x\" }\n[[steps]]\nname = \"boom\"\nuses = \"builtin:fail\"\n";
+    let flow = env.flow(flow);
+    let flow = flow.to_str().unwrap();
+    let run = env.stepback(&["run", "--no-journal", flow]);
+    run.expect_code(exit::FAILED_NOT_ROLLED_BACK)
+        .expect_stdout("NOT ROLLED BACK: the run kept no journal");
+    assert!(!run.stdout().contains("as before the run"), "{}", run.stdout());
+    assert_eq!(env.read("m/a.txt"), "x");
+    let json = env.stepback(&["--output", "json", "run", "--no-journal", flow]);
+    let finished = json.events().pop().unwrap();
+    assert_eq!(
+        (finished["status"].as_str(), finished["journaled"].as_bool()),
+        (Some("failed-not-rolled-back"), Some(false)),
+        "{finished}"
+    );
+    // With the journal, the same flow rolls back, and says so.
+    std::fs::remove_file(env.path("m/a.txt")).unwrap();
+    env.stepback(&["run", flow])
+        .expect_code(exit::FLOW_FAILED)
+        .expect_stdout("the machine is as before the run");
+    assert!(!env.path("m/a.txt").exists());
 }

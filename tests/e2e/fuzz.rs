@@ -24,6 +24,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
+use stepback::exit;
 
 /// Sequences per run of the test in CI.
 const CI_CASES: u32 = 120;
@@ -264,11 +265,21 @@ fn check(seed: u64, steps: &[Vec<Value>], crashes: Option<&Crashes>) -> Result<(
     let run = machine.stepback(&["run", flow.to_str().unwrap()], fault);
     let mut crashed = run.killed();
     if let (Some(Phase::Undo { n, power }), false) = (first, crashed) {
-        prop_assert_eq!(run.code(), 0, "the flow did not succeed:{}", machine.said);
+        prop_assert_eq!(
+            run.code(),
+            i32::from(exit::SUCCESS),
+            "the flow did not succeed:{}",
+            machine.said
+        );
         let undo = machine.stepback(&["undo", &run.run_id(), "--force"], Some(("undo", n, power)));
         crashed = undo.killed();
         if !crashed {
-            prop_assert_eq!(undo.code(), 0, "the undo did not finish cleanly:{}", machine.said);
+            prop_assert_eq!(
+                undo.code(),
+                i32::from(exit::SUCCESS),
+                "the undo did not finish cleanly:{}",
+                machine.said
+            );
         }
     } else if !crashed {
         prop_assert_eq!(
@@ -283,7 +294,12 @@ fn check(seed: u64, steps: &[Vec<Value>], crashes: Option<&Crashes>) -> Result<(
         for &(n, power) in crashes.map_or(&[][..], |c| &c.recover[..]) {
             let recovered = machine.stepback(&["recover"], Some(("undo", n, power)));
             if !recovered.killed() {
-                prop_assert_eq!(recovered.code(), 0, "recover failed:{}", machine.said);
+                prop_assert_eq!(
+                    recovered.code(),
+                    i32::from(exit::SUCCESS),
+                    "recover failed:{}",
+                    machine.said
+                );
                 break;
             }
         }

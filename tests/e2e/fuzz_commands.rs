@@ -21,6 +21,7 @@ use crate::support::{Env, FullSnapshot, Run, diff_full, env_number, fix_times, f
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::path::Path;
+use stepback::exit;
 
 const CI_CASES: u32 = 24;
 
@@ -187,7 +188,7 @@ fn run_failing(env: &Env, text: &str, crash: Option<Crash>) -> Result<String, Te
     let run = env.stepback_env(&["run", flow.to_str().unwrap()], &vars);
     let said = format!("{:?}\n{}\n{}", fault, run.stdout(), run.stderr());
     if !run.killed() {
-        prop_assert_eq!(run.code(), 1, "{}", said);
+        prop_assert_eq!(run.code(), i32::from(exit::FLOW_FAILED), "{}", said);
         return Ok(run.stdout());
     }
     let boot = if fault.is_some_and(|(_, power)| power) {
@@ -230,7 +231,13 @@ fn check(ops: &[String], user: Option<u32>, crash: Option<Crash>) -> Result<(), 
         None => run_failing(&env, &flow(&script, true), crash)?,
         Some(_) => {
             let run = run_as(&env, user, &flow(&script, true));
-            prop_assert_eq!(run.code(), 1, "{}\n{}", run.stdout(), run.stderr());
+            prop_assert_eq!(
+                run.code(),
+                i32::from(exit::FLOW_FAILED),
+                "{}\n{}",
+                run.stdout(),
+                run.stderr()
+            );
             run.stdout()
         }
     };
@@ -261,13 +268,19 @@ fn check(ops: &[String], user: Option<u32>, crash: Option<Crash>) -> Result<(), 
         // denies its owner, or two names of one file changed apart in the
         // overlay (which has no index then, README, "Where a command sees a
         // difference"): the step failed, and nothing is left of it.
-        prop_assert_eq!(run.code(), 1);
+        prop_assert_eq!(run.code(), i32::from(exit::FLOW_FAILED));
         if let Some(diff) = diff_full(&before, &snapshot_full(&env.path("m")), "after the refusal") {
             return Err(TestCaseError::fail(diff));
         }
         return Ok(());
     }
-    prop_assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    prop_assert_eq!(
+        run.code(),
+        i32::from(exit::SUCCESS),
+        "{}\n{}",
+        run.stdout(),
+        run.stderr()
+    );
     let (captured_full, plain_full) = (snapshot_full(&env.path("m")), snapshot_full(&env.path("plain")));
     if user.is_some() && links_split_only(&captured_full, &plain_full) {
         // README, "Root or not": without root, a new hard link to a file

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use stepback::exit;
 
 /// A victim tree in `m/` (what the plugin may reach) and `outside/` beside
 /// it (what it must never reach), with fixed times everywhere.
@@ -33,7 +34,8 @@ fn rolled_back(env: &Env, ops: Value) -> Run {
     let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
     let flow = fsops_flow(env, &ops, true);
     let run = env.stepback(&["run", flow.to_str().unwrap()]);
-    run.expect_code(1).expect_stdout("every path restored");
+    run.expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     same(&before.0, &env.path("m"), "the mount after rollback");
     same(&before.1, &env.path("outside"), "the directory beside the mount");
     run
@@ -197,7 +199,7 @@ fn a_refused_truncating_open_leaves_the_file_in_place() {
     ]);
     let flow = fsops_flow(&env, &ops, false);
     env.stepback(&["run", flow.to_str().unwrap()])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("6 calls, 5 failed");
     same(&before, &env.path("m"), "after refused opens");
 }
@@ -268,7 +270,7 @@ fn special_files_are_never_opened() {
     ]);
     let flow = fsops_flow(&env, &ops, false);
     env.stepback(&["run", flow.to_str().unwrap()])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("4 calls, 3 failed");
 }
 
@@ -310,7 +312,7 @@ fn times_before_1970_round_trip_through_rollback_and_recovery() {
         &[("STEPBACK_FAULT", "crash-before-op:3")],
     );
     assert!(crashed.killed(), "{}", crashed.stdout());
-    env.stepback(&["recover"]).expect_code(0);
+    env.stepback(&["recover"]).expect_code(exit::SUCCESS);
     same(&before, &env.path("m"), "after recovery");
 }
 
@@ -321,9 +323,10 @@ fn file_names_are_shown_escaped() {
     victim_tree(&env);
     let ops = json!([open(0, "evil\nrun 1 committed\u{1b}[2K", &["create"], &["write"])]);
     let flow = fsops_flow(&env, &ops, false);
-    env.stepback(&["run", flow.to_str().unwrap()]).expect_code(0);
+    env.stepback(&["run", flow.to_str().unwrap()])
+        .expect_code(exit::SUCCESS);
     let show = env.stepback(&["show", &crate::journal::runs(&env)[0]]);
-    show.expect_code(0)
+    show.expect_code(exit::SUCCESS)
         .expect_stdout("m:/evil\\nrun 1 committed\\u{1b}[2K");
     assert!(!show.stdout().lines().any(|l| l.starts_with("run 1 committed")));
 }

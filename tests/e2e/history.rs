@@ -4,6 +4,7 @@
 use crate::journal::{churn_env, runs};
 use crate::support::{Env, assert_same_meta, flow_head, snapshot_meta};
 use std::fs;
+use stepback::exit;
 
 fn write_flow(env: &Env, content: &str) {
     env.flow(
@@ -23,15 +24,15 @@ with = {{ path = "/m/config.txt", content = "{content}" }}
 #[test]
 fn undo_reverses_a_committed_run_exactly() {
     let (env, before) = churn_env(false);
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     let run = runs(&env).pop().unwrap();
     env.stepback(&["show"]).expect_stdout("committed (can be undone)");
     env.stepback(&["undo", &run])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout(&format!("run {run} undone"));
     assert_same_meta(&before, &snapshot_meta(&env.path("m")), "after undo");
     env.stepback(&["undo", &run])
-        .expect_code(6)
+        .expect_code(exit::UNDO_REFUSED)
         .expect_stderr("was already rolled back");
 }
 
@@ -40,12 +41,12 @@ fn undo_refuses_when_paths_changed_since_unless_forced() {
     let env = Env::new();
     env.write("m/config.txt", "v1");
     write_flow(&env, "v2");
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     let run = runs(&env).pop().unwrap();
     fs::write(env.path("m/config.txt"), "edited by hand").unwrap();
     let edited = snapshot_meta(&env.path("m"));
     env.stepback(&["undo", &run])
-        .expect_code(6)
+        .expect_code(exit::UNDO_REFUSED)
         .expect_stderr("1 path(s) changed since the run")
         .expect_stderr("m:/config.txt: a file of 2 bytes modified 20")
         .expect_stderr("Z when the run ended, a file of 14 bytes modified 20")
@@ -59,7 +60,7 @@ fn undo_refuses_when_paths_changed_since_unless_forced() {
     // Forced, the undo restores the path and keeps the edit aside.
     let forced = env.stepback(&["undo", &run, "--force"]);
     forced
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("KEPT ASIDE m:/config.txt: a file of 14 bytes");
     assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v1");
     let out = forced.stdout();
@@ -72,13 +73,13 @@ fn undo_names_the_later_run_that_changed_a_path() {
     let env = Env::new();
     env.write("m/config.txt", "v1");
     write_flow(&env, "v2");
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     write_flow(&env, "v3 later");
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     let ids = runs(&env);
     let refused = env.stepback(&["undo", &ids[0]]);
     refused
-        .expect_code(6)
+        .expect_code(exit::UNDO_REFUSED)
         .expect_stderr("m:/config.txt: a file of 2 bytes modified")
         .expect_stderr("a file of 8 bytes modified")
         .expect_stderr(&format!("changed by run {} (flow \"write\", started 20", ids[1]));
@@ -96,6 +97,13 @@ fn undo_names_the_later_run_that_changed_a_path() {
         "{line}"
     );
     assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v3 later");
+    assert!(!line.contains("then by another process"), "{line}");
+    // Edited by hand after the later run: both are said.
+    fs::write(env.path("m/config.txt"), "edited by hand").unwrap();
+    env.stepback(&["undo", &ids[0]])
+        .expect_code(exit::UNDO_REFUSED)
+        .expect_stderr(&format!("changed by run {} (flow \"write\", started 20", ids[1]))
+        .expect_stderr("), then by another process or a person");
 }
 
 #[test]
@@ -104,31 +112,32 @@ fn only_the_newest_runs_keep_their_backups() {
     env.write("m/config.txt", "v0");
     for v in 1..=3 {
         write_flow(&env, &format!("v{v}"));
-        env.stepback(&["run", "flow.toml", "--keep", "1"]).expect_code(0);
+        env.stepback(&["run", "flow.toml", "--keep", "1"])
+            .expect_code(exit::SUCCESS);
     }
     let ids = runs(&env);
     assert_eq!(ids.len(), 3);
     for old in &ids[..2] {
         assert!(!env.path(&format!("state/runs/{old}/backup")).exists());
         env.stepback(&["undo", old])
-            .expect_code(6)
+            .expect_code(exit::UNDO_REFUSED)
             .expect_stderr("backups were pruned when the newest 1 committed runs kept theirs");
     }
     env.stepback(&["show"])
         .expect_stdout("committed (backups pruned)");
-    env.stepback(&["undo", &ids[2]]).expect_code(0);
+    env.stepback(&["undo", &ids[2]]).expect_code(exit::SUCCESS);
     assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v2");
 }
 
 #[test]
 fn a_crash_during_undo_is_finished_by_recover() {
     let (env, before) = churn_env(false);
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     let run = runs(&env).pop().unwrap();
     let crashed = env.stepback_env(&["undo", &run], &[("STEPBACK_FAULT", "crash-before-undo:5")]);
     assert!(crashed.killed());
     env.stepback(&["recover"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("rolled back");
     assert_same_meta(
         &before,
@@ -141,11 +150,11 @@ fn a_crash_during_undo_is_finished_by_recover() {
 fn unknown_runs_are_reported() {
     Env::new()
         .stepback(&["undo", "20990101T000000000Z-0000"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("no run \"20990101T000000000Z-0000\"");
     Env::new()
         .stepback(&["show", "nope"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("no run \"nope\"");
 }
 
@@ -163,11 +172,11 @@ mounts = ["m"]
 with = { path = "/m/new/deep/file.txt", content = "x" }
 "#,
     );
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     let run = runs(&env).pop().unwrap();
     fs::write(env.path("m/new/deep/added-later.txt"), "by hand").unwrap();
     env.stepback(&["undo", &run])
-        .expect_code(6)
+        .expect_code(exit::UNDO_REFUSED)
         .expect_stderr("m:/new/deep/added-later.txt: absent when the run ended, a file of 7 bytes");
     assert!(env.path("m/new/deep/added-later.txt").exists());
     // A name that is not UTF-8 cannot be a plugin's: found and named too.
@@ -175,12 +184,13 @@ with = { path = "/m/new/deep/file.txt", content = "x" }
     let odd = env.path("m/new").join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
     fs::write(&odd, "by hand").unwrap();
     env.stepback(&["undo", &run])
-        .expect_code(6)
+        .expect_code(exit::UNDO_REFUSED)
         .expect_stderr("2 path(s) changed since the run")
         .expect_stderr(
             "absent (a name that is not UTF-8 is never the run's) when the run ended, a file of 7 bytes",
         );
     fs::remove_file(&odd).unwrap();
-    env.stepback(&["undo", &run, "--force"]).expect_code(0);
+    env.stepback(&["undo", &run, "--force"])
+        .expect_code(exit::SUCCESS);
     assert!(!env.path("m/new").exists());
 }

@@ -2,12 +2,13 @@
 //! and WIT imports and exports.
 
 use crate::support::{Env, guest};
+use stepback::exit;
 
 #[test]
 fn inspect_shows_description_schema_and_interfaces() {
     let env = Env::new();
     env.stepback(&["plugin", "inspect", "builtin:deploy-files"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("deploy-files 0.1.0 (builtin:deploy-files)")
         .expect_stdout("mount \"destination\": ReadWrite")
         .expect_stdout("\"sha256\"")
@@ -20,7 +21,7 @@ fn inspect_shows_description_schema_and_interfaces() {
 fn inspect_as_json_is_machine_readable() {
     let env = Env::new();
     let run = env.stepback(&["--output", "json", "plugin", "inspect", &guest("misbehave")]);
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     let stdout = run.stdout();
     let value: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(value["info"]["name"], "misbehave");
@@ -32,6 +33,6 @@ fn inspect_as_json_is_machine_readable() {
 fn inspecting_a_missing_plugin_fails_cleanly() {
     Env::new()
         .stepback(&["plugin", "inspect", "builtin:nope"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("unknown plugin \"builtin:nope\"");
 }

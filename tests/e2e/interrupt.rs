@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use std::time::Duration;
+use stepback::exit;
 
 fn interrupted_with(signal: rustix::process::Signal) {
     let env = Env::new();
@@ -39,10 +40,10 @@ fn interrupted_with(signal: rustix::process::Signal) {
 }
 
 /// 128 + the signal: as shells and service managers expect.
-fn code_of(signal: rustix::process::Signal) -> i32 {
+fn code_of(signal: rustix::process::Signal) -> u8 {
     match signal {
-        rustix::process::Signal::TERM => 143,
-        _ => 130,
+        rustix::process::Signal::TERM => exit::TERMINATED,
+        _ => exit::INTERRUPTED,
     }
 }
 
@@ -135,7 +136,7 @@ fn interrupted_in_the_health_check(signal: rustix::process::Signal) {
         .expect_stdout("(interrupted-rolled-back)");
     // Nothing is left for `recover`, and the next run has a clean slate.
     env.stepback(&["recover"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("nothing to recover");
 }
 
@@ -160,12 +161,14 @@ fn stopped_in_an_action(edit: impl Fn(&str) -> String, sleep: &str) -> (Env, Run
         std::thread::sleep(Duration::from_millis(200));
     }
     let run = Run(child.wait_with_output().unwrap());
-    run.expect_code(130)
+    run.expect_code(exit::INTERRUPTED)
         .expect_stderr("interrupted again: the rollback goes on")
         .expect_stderr("stopping now: run `stepback recover` to finish the rollback");
     assert_gone(sleep);
     let recovered = env.stepback(&["recover"]);
-    recovered.expect_code(4).expect_stdout("rolled back");
+    recovered
+        .expect_code(exit::ROLLBACK_INCOMPLETE)
+        .expect_stdout("rolled back");
     (env, run, recovered)
 }
 
@@ -241,7 +244,7 @@ fn an_engine_killed_in_a_step_leaves_recover_to_name_the_actions_its_failure_run
     let recovered = env.stepback(&["recover"]);
     let why = "did not run: the engine stopped during step 'health check', whose failure runs it";
     recovered
-        .expect_code(4)
+        .expect_code(exit::ROLLBACK_INCOMPLETE)
         .expect_stdout("rolled back")
         .expect_stdout(&format!("ACTION NOT RUN 'stop new service': {why}"))
         .expect_stdout(&format!("ACTION NOT RUN 'restore the database': {why}"))
@@ -261,8 +264,12 @@ fn an_engine_killed_in_a_step_leaves_recover_to_name_the_actions_its_failure_run
     );
     assert!(!env.path("deploy-service/app/releases/1.4.3").exists());
     assert_eq!(env.read("deploy-service/services/webapp"), "running 1.4.3\n");
+    // The run's record names them too.
+    env.stepback(&["show", "last"])
+        .expect_stdout(&format!("ACTION 'stop new service' FAILED: {why}"))
+        .expect_stdout(&format!("ACTION 'start previous version' FAILED: {why}"));
     // Said once: a second recover has nothing to do.
     env.stepback(&["recover"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("nothing to recover");
 }

@@ -12,6 +12,7 @@
 use crate::support::{Env, Run, flow_head, shared_cache};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use stepback::exit;
 
 /// The probe: one `key: value` line per fact, written into the mount
 /// (`CENSUS`, replaced by its host path: commands see host paths).
@@ -166,7 +167,7 @@ fn probe_flow(env: &Env, state: &Path) -> (String, Vec<Listening>) {
 /// directory outside the scratch one removed).
 fn census(env: &Env, run: &Run) -> Vec<String> {
     let _ = std::fs::remove_dir_all(state_dir(env));
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     let text = std::fs::read_to_string(env.path("m/census")).expect("the probe's report");
     text.lines().map(str::to_owned).collect()
 }
@@ -325,7 +326,7 @@ open('/run/written', 'w').write('x')",
         )
     };
     let run = env.stepback(&["run", "-v", env.flow(flow("")).to_str().unwrap()]);
-    run.expect_code(0).expect_stderr(&format!(
+    run.expect_code(exit::SUCCESS).expect_stderr(&format!(
         "stdout: refused {} Permission denied",
         granted.path.display()
     ));
@@ -341,7 +342,7 @@ open('/run/written', 'w').write('x')",
 
     let grant = format!("sockets = [\"{}\"]", granted.path.display());
     let run = env.stepback(&["run", "-v", env.flow(flow(&grant)).to_str().unwrap()]);
-    run.expect_code(0)
+    run.expect_code(exit::SUCCESS)
         .expect_stderr(&format!("stdout: reached {}", granted.path.display()))
         .expect_stderr(&format!(
             "stdout: refused {} No such file or directory",
@@ -358,7 +359,7 @@ open('/run/written', 'w').write('x')",
     ));
 
     env.run_flow(&flow("sockets = [\"/etc/hostname\", \"run/x.sock\"]"))
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("\"/etc/hostname\" is not a Unix socket")
         .expect_stderr("socket \"run/x.sock\" is not an absolute path");
 }

@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+use stepback::exit;
 
 /// Lays out the tree the `churn` test plugin changes: files, a multi-MiB
 /// file, nested directories, a symlink, two hard links, odd modes, and
@@ -111,10 +112,10 @@ fn crashed_churn(fault: &str) -> (Env, Snapshot) {
 /// printed.
 fn recover_exactly(env: &Env, before: &Snapshot, what: &str) -> String {
     let recovered = env.stepback(&["recover"]);
-    recovered.expect_code(0).expect_stdout("rolled back");
+    recovered.expect_code(exit::SUCCESS).expect_stdout("rolled back");
     assert_same_meta(before, &snapshot_meta(&env.path("m")), what);
     env.stepback(&["recover"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("nothing to recover");
     recovered.stdout().to_string()
 }
@@ -124,7 +125,7 @@ fn churn_records(fail: bool) -> usize {
     let (probe, _) = churn_env(fail);
     probe
         .stepback(&["run", "flow.toml"])
-        .expect_code(if fail { 1 } else { 0 });
+        .expect_code(if fail { exit::FLOW_FAILED } else { exit::SUCCESS });
     undo_records(&probe, &runs(&probe)[0])
 }
 
@@ -143,7 +144,7 @@ pub fn runs(env: &Env) -> Vec<String> {
 /// Undo records in a run's journal, read through `stepback show`.
 fn undo_records(env: &Env, run: &str) -> usize {
     let show = env.stepback(&["show", run, "--records"]);
-    show.expect_code(0);
+    show.expect_code(exit::SUCCESS);
     show.stdout()
         .lines()
         .filter(|l| l.contains("\"t\":\"undo\""))
@@ -154,14 +155,14 @@ fn undo_records(env: &Env, run: &str) -> usize {
 fn a_failed_flow_is_rolled_back_exactly() {
     let (env, before) = churn_env(true);
     env.stepback(&["run", "flow.toml"])
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("churned, now failing on purpose")
         .expect_stdout("every path restored");
     assert_same_meta(&before, &snapshot_meta(&env.path("m")), "after rollback");
 
     let run = &runs(&env)[0];
     env.stepback(&["show", run])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("step 0 'write first':")
         .expect_stdout("replaced (was 5 bytes)")
         .expect_stdout("rollback: ");
@@ -197,7 +198,7 @@ fn a_failed_flow_is_rolled_back_exactly() {
         assert!(undos.contains(&expected), "no {expected:?} in {undos:?}");
     }
     env.stepback(&["show"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("churn")
         .expect_stdout("rolled back");
 }
@@ -208,7 +209,7 @@ fn a_failed_flow_is_rolled_back_exactly() {
 #[test]
 fn what_a_recovery_removes_is_kept_aside_until_the_next_run_prunes_it() {
     let (env, _) = crashed_churn("crash-before-undo:1");
-    env.stepback(&["recover"]).expect_code(0);
+    env.stepback(&["recover"]).expect_code(exit::SUCCESS);
     let failed = runs(&env)[0].clone();
     let backup = env.path(&format!("state/runs/{failed}/backup"));
     let discarded: Vec<String> = fs::read_dir(&backup)
@@ -224,7 +225,7 @@ fn what_a_recovery_removes_is_kept_aside_until_the_next_run_prunes_it() {
     assert!(!env.path("m/first.txt").exists());
 
     churn_flow(&env, false);
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     assert!(!backup.exists(), "the rolled-back run's backups were not pruned");
 }
 
@@ -233,14 +234,16 @@ fn a_successful_flow_is_committed_and_keeps_its_changes() {
     let env = Env::new();
     fixture(&env.path("m"));
     churn_flow(&env, false);
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
     assert_eq!(fs::read_to_string(env.path("m/a.txt")).unwrap(), "overwritten");
     assert_eq!(
         fs::read_to_string(env.path("m/hard2")).unwrap(),
         "written through one of two hard links"
     );
     assert!(!env.path("m/olddir").exists());
-    env.stepback(&["show"]).expect_code(0).expect_stdout("committed");
+    env.stepback(&["show"])
+        .expect_code(exit::SUCCESS)
+        .expect_stdout("committed");
 }
 
 #[test]
@@ -254,7 +257,7 @@ fn a_crash_at_every_journaled_operation_is_recovered() {
     for n in 1..=total {
         let (env, before) = crashed_churn(&format!("crash-before-op:{n}"));
         env.stepback(&["run", "flow.toml"])
-            .expect_code(5)
+            .expect_code(exit::BLOCKED)
             .expect_stderr("did not finish")
             .expect_stderr("stepback recover");
         recover_exactly(&env, &before, &format!("crash before operation {n}"));
@@ -305,7 +308,7 @@ fn disk_full_and_io_errors_while_capturing_fail_the_step_and_lose_nothing() {
                 &["run", "flow.toml"],
                 &[("STEPBACK_FAULT", &format!("{fault}:{n}"))],
             )
-            .expect_code(1)
+            .expect_code(exit::FLOW_FAILED)
             .expect_stdout(message)
             .expect_stdout("every path restored");
             assert_same_meta(&before, &snapshot_meta(&env.path("m")), &format!("{fault}:{n}"));
@@ -342,16 +345,21 @@ fn a_mount_in_use_by_a_running_flow_is_refused() {
     let env = Env::new();
     let mut slow = running_slow_flow(&env, 30);
     let second = env.stepback(&["run", "flow.toml"]);
+    // Recovery leaves a running run alone, and says which it is.
+    let left = env.stepback(&["recover"]);
     slow.kill().unwrap();
     slow.wait().unwrap();
+    left.expect_code(exit::SUCCESS)
+        .expect_stdout("nothing to recover: run ")
+        .expect_stdout("of flow 'slow' is still running (it holds its mounts)");
     second
-        .expect_code(5)
+        .expect_code(exit::BLOCKED)
         .expect_stderr("mount 'm' (")
         .expect_stderr("is in use by another flow: run ")
         .expect_stderr("of flow 'slow'");
     // The killed run is abandoned now, and recovery finishes it.
     env.stepback(&["recover"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("rolled back");
 }
 
@@ -362,11 +370,12 @@ fn a_run_told_to_wait_waits_for_a_mount_in_use() {
     let env = Env::new();
     let mut slow = running_slow_flow(&env, 4);
     env.stepback(&["run", "--wait=300ms", "flow.toml"])
-        .expect_code(5)
+        .expect_code(exit::BLOCKED)
         .expect_stderr("warning: waiting: mount 'm' (")
         .expect_stderr("is in use by another flow: run ");
     let waited = std::time::Instant::now();
-    env.stepback(&["run", "--wait", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "--wait", "flow.toml"])
+        .expect_code(exit::SUCCESS);
     assert!(slow.wait().unwrap().success());
     assert!(
         waited.elapsed() >= Duration::from_secs(2),
@@ -374,7 +383,7 @@ fn a_run_told_to_wait_waits_for_a_mount_in_use() {
         waited.elapsed()
     );
     env.stepback(&["run", "--wait=soon", "flow.toml"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("a duration such as 30s");
 }
 
@@ -386,7 +395,7 @@ fn a_rollback_that_cannot_restore_everything_says_which_paths() {
     fs::remove_dir_all(&backup).unwrap();
     fs::create_dir(&backup).unwrap();
     env.stepback(&["recover"])
-        .expect_code(4)
+        .expect_code(exit::ROLLBACK_INCOMPLETE)
         .expect_stdout("NOT RESTORED m:/a.txt: should be a file of 5 bytes, but is a file of 11 bytes");
     env.stepback(&["show"]).expect_stdout("rolled back, ");
 }
@@ -395,7 +404,7 @@ fn a_rollback_that_cannot_restore_everything_says_which_paths() {
 fn per_step_sync_rolls_back_the_same() {
     let (env, before) = churn_env(true);
     env.stepback(&["run", "--sync", "process", "flow.toml"])
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("every path restored");
     assert_same_meta(
         &before,
@@ -407,7 +416,7 @@ fn per_step_sync_rolls_back_the_same() {
         &[("STEPBACK_FAULT", "crash-before-op:10")],
     );
     assert!(crashed.killed());
-    env.stepback(&["recover"]).expect_code(0);
+    env.stepback(&["recover"]).expect_code(exit::SUCCESS);
     assert_same_meta(
         &before,
         &snapshot_meta(&env.path("m")),
@@ -437,7 +446,7 @@ uses = "builtin:fail"
         env.write(&format!("src/d{}/f{i}.txt", i % 5), format!("{i}"));
     }
     env.stepback(&["run", "flow.toml"])
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("every path restored");
     assert_same_meta(
         &before,
@@ -475,13 +484,13 @@ with = { path = "/m/config.txt", content = "v2" }
 "#,
     );
     let run = env.stepback_env(&["run", "flow.toml"], &[("STEPBACK_FAULT", "eio-at-commit:1")]);
-    run.expect_code(7)
+    run.expect_code(exit::COMMIT_FAILED)
         .expect_stderr("every step succeeded, but the run could not be recorded as committed")
         .expect_stdout("every path restored")
         .expect_stdout("so it was rolled back");
     assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v1");
     env.stepback(&["show"]).expect_stdout("rolled back");
-    env.stepback(&["run", "flow.toml"]).expect_code(0);
+    env.stepback(&["run", "flow.toml"]).expect_code(exit::SUCCESS);
 }
 
 /// Found beside the crash-during-rollback issue: a file about to be
@@ -511,9 +520,9 @@ fn a_crash_between_linking_an_original_aside_and_the_change_leaves_no_extra_link
             let run = env.stepback_env(&["run", flow.to_str().unwrap()], &[("STEPBACK_FAULT", &fault)]);
             if run.killed() {
                 crashed += 1;
-                env.stepback(&["recover"]).expect_code(0);
+                env.stepback(&["recover"]).expect_code(exit::SUCCESS);
             } else {
-                run.expect_code(1);
+                run.expect_code(exit::FLOW_FAILED);
             }
             assert_same_full(&before, &snapshot_full(&env.path("m")), &fault);
         }

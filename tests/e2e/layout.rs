@@ -6,6 +6,7 @@
 use crate::journal::runs;
 use crate::support::{Env, guest};
 use std::time::{Duration, Instant};
+use stepback::exit;
 
 fn mount(name: &str, host: &str, access: &str) -> String {
     format!("[[mounts]]\nname = \"{name}\"\nhost = \"{host}\"\nguest = \"/{name}\"\naccess = \"{access}\"\n")
@@ -30,7 +31,7 @@ fn nested_mounts_are_refused_when_either_is_writable() {
         write_step("data")
     );
     env.run_flow(&text)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:9:8: mounts[1].host: host path ")
         .expect_stderr("overlaps mount 'data'");
     assert!(!env.path("data/x").exists());
@@ -41,7 +42,7 @@ fn nested_mounts_are_refused_when_either_is_writable() {
         mount("sub", "data/sub", "read-only"),
         "[[steps]]\nname = \"f\"\nuses = \"builtin:fail\"\non-failure = \"continue\"\n"
     );
-    env.run_flow(&text).expect_code(0);
+    env.run_flow(&text).expect_code(exit::SUCCESS);
 }
 
 /// Finding 11: the same directory mounted twice was refused as "in use by
@@ -57,7 +58,7 @@ fn the_same_directory_twice_is_refused_with_the_reason() {
         write_step("a")
     );
     env.run_flow(&text)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("is mounted already, as 'a'");
 }
 
@@ -74,7 +75,7 @@ fn mounts_holding_or_inside_the_state_directory_are_refused() {
             write_step("m")
         );
         let run = env.run_flow(&text);
-        run.expect_code(2)
+        run.expect_code(exit::INVALID_INPUT)
             .expect_stderr("where Stepback keeps its journals");
     }
 }
@@ -92,13 +93,13 @@ fn a_state_directory_others_can_write_is_refused() {
         write_step("m")
     );
     env.run_flow(&text)
-        .expect_code(3)
+        .expect_code(exit::ENGINE_ERROR)
         .expect_stderr("can be written by others (mode 777)");
     // (Which code `recover` exits with here is the exit-code table's call,
     // issue 8; that it refuses and says why is this one's.)
     let recover = env.stepback(&["recover"]);
     recover.expect_stderr("chmod go-w");
-    assert_ne!(recover.code(), 0);
+    assert_ne!(recover.code(), i32::from(exit::SUCCESS));
     assert!(!env.path("m/x").exists());
 }
 
@@ -138,7 +139,9 @@ fn flows_whose_mounts_overlap_exclude_each_other() {
         let second = env.run_flow(&text);
         slow.kill().unwrap();
         slow.wait().unwrap();
-        second.expect_code(5).expect_stderr("is in use by another flow");
+        second
+            .expect_code(exit::BLOCKED)
+            .expect_stderr("is in use by another flow");
         assert!(!env.path(&format!("{wanted}/x")).exists());
     }
     // Mounts beside each other do not exclude each other.
@@ -154,7 +157,7 @@ fn flows_whose_mounts_overlap_exclude_each_other() {
     let second = env.run_flow(&text);
     slow.kill().unwrap();
     slow.wait().unwrap();
-    second.expect_code(0);
+    second.expect_code(exit::SUCCESS);
 }
 
 /// Principle 4: a mount is pinned by its directory's identity when the run
@@ -188,7 +191,11 @@ fn a_mount_replaced_during_a_run_is_neither_used_nor_rolled_back() {
     env.write("m/keep", "not the run's");
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::ROLLBACK_INCOMPLETE)),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("is no longer the directory the run started with"),
         "{stdout}"

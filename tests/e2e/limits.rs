@@ -2,6 +2,7 @@
 //! engine itself reports them and exits cleanly.
 
 use crate::support::{Env, Run, assert_same_full, guest, snapshot_full};
+use stepback::exit;
 
 fn misbehave(mode: &str, limits: &str) -> String {
     format!(
@@ -25,7 +26,7 @@ uses = "builtin:fail"
 fn an_endless_loop_is_stopped_at_the_time_limit() {
     Env::new()
         .run_flow(&misbehave("spin", "time = \"1s\""))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("step 'spin' exceeded its 1s time limit")
         .expect_stdout("skipped after");
 }
@@ -36,7 +37,7 @@ fn a_step_blocked_in_a_host_call_is_stopped_at_the_time_limit() {
         misbehave("sleep", "time = \"1s\"").replace("mode = \"sleep\"", "mode = \"sleep\", seconds = 600");
     Env::new()
         .run_flow(&text)
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("step 'sleep' exceeded its 1s time limit");
 }
 
@@ -44,7 +45,7 @@ fn a_step_blocked_in_a_host_call_is_stopped_at_the_time_limit() {
 fn unbounded_allocation_is_stopped_at_the_memory_limit() {
     Env::new()
         .run_flow(&misbehave("hog", "memory = \"32MiB\""))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("step 'hog' exceeded its 32.0 MiB memory limit");
 }
 
@@ -52,7 +53,7 @@ fn unbounded_allocation_is_stopped_at_the_memory_limit() {
 fn a_panic_is_a_step_failure_with_its_message() {
     Env::new()
         .run_flow(&misbehave("panic", ""))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("plugin panicked: the misbehave plugin panicked on purpose")
         .expect_stdout("| stderr: thread");
 }
@@ -61,11 +62,11 @@ fn a_panic_is_a_step_failure_with_its_message() {
 fn bad_limits_are_rejected_with_their_position() {
     Env::new()
         .run_flow(&misbehave("spin", "time = \"soon\""))
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("steps[0].limits.time: invalid duration \"soon\"");
     Env::new()
         .run_flow(&misbehave("spin", "memory = \"1KiB\""))
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("steps[0].limits.memory: memory limit 1.0 KiB is below the minimum");
 }
 
@@ -81,7 +82,7 @@ fn a_flooding_plugin_is_cut_off_and_cannot_fake_output() {
         guest("misbehave")
     ));
     let run = env.stepback(&["run", "flow.toml"]);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("fake\\nflow x succeeded\\u{1b}[2K")
         .expect_stdout("[49177 more bytes cut]")
         .expect_stdout("4984 progress report(s) in new units dropped");
@@ -133,7 +134,7 @@ fn descriptors_a_step_holds_are_bounded_and_counted() {
     let run = env.stepback(&["run", "flow.json"]);
     // 8 opens succeed; 12 more and the first create are refused; after a
     // close, the create and its write go through, and are rolled back.
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("13 open(s) or directory listing(s) refused: the step may hold 8 at once")
         .expect_stdout("op 20 Open")
         .expect_stdout("insufficient-memory")
@@ -147,7 +148,7 @@ fn descriptors_a_step_holds_are_bounded_and_counted() {
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
     Env::new()
         .run_flow(&misbehave("spin", "descriptors = 0"))
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("steps[0].limits.descriptors: descriptor limit 0 is out of range: 1 to 4096");
 }
 
@@ -199,7 +200,7 @@ fn running_out_of_process_descriptors_fails_calls_not_the_guarantee() {
         .unwrap());
     // The first write-open has one descriptor to spare: its capture
     // cannot create the copy of the original, and the call fails.
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("op 301 Open")
         .expect_stdout("name: \"io\"")
         .expect_stdout("every path restored");

@@ -2,6 +2,7 @@
 //! a command's latest output); piped output has plain lines only.
 
 use crate::support::*;
+use stepback::exit;
 
 fn flow(env: &Env) -> std::path::PathBuf {
     env.mkdir("m");
@@ -46,7 +47,8 @@ fn piped_output_has_plain_lines_only() {
     let env = Env::new();
     let flow = flow(&env);
     let run = env.stepback(&["run", flow.to_str().unwrap()]);
-    run.expect_code(0).expect_stdout("flow live succeeded");
+    run.expect_code(exit::SUCCESS)
+        .expect_stdout("flow live succeeded");
     let all = run.stdout() + &run.stderr();
     assert!(!all.contains('\u{1b}'), "escape codes in piped output: {all:?}");
     assert!(!all.contains("hello from the command"), "{all:?}");

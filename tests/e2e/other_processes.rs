@@ -5,6 +5,7 @@
 use crate::support::*;
 use std::fs;
 use std::path::Path;
+use stepback::exit;
 
 /// A flow whose first step replaces `config.txt` and creates `new.txt`,
 /// and whose second step waits for `sig/go` and then fails.
@@ -77,7 +78,7 @@ fn a_file_another_process_changed_during_the_run_is_kept_aside_not_overwritten()
         fs::write(env.path("m/config.txt"), "edited by hand").unwrap();
         fs::write(env.path("m/new.txt"), "replaced by hand").unwrap();
     });
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("2 change(s) made by another process during the run")
         .expect_stdout("m:/config.txt: a file of 14 bytes")
         .expect_stdout("where the run left a file of 3 bytes");
@@ -93,8 +94,35 @@ fn a_file_another_process_changed_during_the_run_is_kept_aside_not_overwritten()
     );
     env.stepback(&["show"])
         .expect_stdout("2 change(s) by other processes kept aside");
+    // For programs, each is an object: mount, path, what was found, where it is kept.
+    let report = env.stepback(&["--output", "json", "show", &run.run_id()]);
+    let report: serde_json::Value = serde_json::from_str(&report.stdout()).unwrap();
+    let finished = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "rollback-finished")
+        .unwrap()
+        .clone();
+    let config = finished["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["mount"] == "m" && k["path"] == "config.txt")
+        .unwrap_or_else(|| panic!("{finished}"));
+    assert_eq!(
+        config["kept_at"].as_str(),
+        Some(kept_path(&out, "m:/config.txt").as_str())
+    );
+    assert!(
+        config["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed by another process"),
+        "{config}"
+    );
     // A later run prunes clean rollbacks' backups, never this one's.
-    env.stepback(&["run", "flow.json"]).expect_code(1);
+    env.stepback(&["run", "flow.json"]).expect_code(exit::FLOW_FAILED);
     assert!(Path::new(&kept_path(&out, "m:/config.txt")).exists());
 }
 
@@ -110,7 +138,8 @@ fn what_the_run_left_as_it_was_is_restored_without_keeping_anything() {
     let run = run_with(&env, || {
         fs::write(env.path("m/unrelated.txt"), "by hand").unwrap();
     });
-    run.expect_code(1).expect_stdout("every path restored");
+    run.expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     assert!(!run.stdout().contains("KEPT ASIDE"), "{}", run.stdout());
     fs::remove_file(env.path("m/unrelated.txt")).unwrap();
     let mut after = snapshot_full(&env.path("m"));
@@ -144,12 +173,14 @@ fn a_file_renamed_with_its_directory_is_checked_where_it_is_restored() {
     fix_times(&env.path("m"));
     let before = snapshot_full(&env.path("m"));
     let quiet = run_with(&env, || {});
-    quiet.expect_code(1).expect_stdout("every path restored");
+    quiet
+        .expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after a quiet rollback");
     fs::remove_file(env.path("sig/go")).unwrap();
     let meddled = run_with(&env, || fs::write(env.path("m/e/x"), "by hand!").unwrap());
     meddled
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("KEPT ASIDE m:/d/x: a file of 8 bytes")
         .expect_stdout("where the run left a file of 6 bytes");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
@@ -180,7 +211,7 @@ fn a_file_changed_by_another_process_while_its_step_still_runs_is_kept_aside() {
     let run = run_with(&env, || {
         fs::write(env.path("m/config.txt"), "edited by hand").unwrap()
     });
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("KEPT ASIDE m:/config.txt: a file of 14 bytes")
         .expect_stdout("where the run left a file of 3 bytes");
     assert_same_full(&before, &snapshot_full(&env.path("m")), "after the rollback");
@@ -220,7 +251,7 @@ fn entries_another_process_puts_in_a_directory_the_run_created_are_kept_aside() 
         fs::create_dir(env.path("m/new/lib/extra")).unwrap();
         fs::write(env.path("m/new/lib/extra/y"), "y").unwrap();
     });
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("2 change(s) made by another process")
         .expect_stdout("KEPT ASIDE m:/new/notes.txt: not the run's")
         .expect_stdout("KEPT ASIDE m:/new/lib/extra: not the run's");

@@ -3,6 +3,7 @@
 //! before anything runs, with a message that says what is wrong.
 
 use crate::support::{Env, guest};
+use stepback::exit;
 
 fn flow_using(env: &Env, wasm: &[u8]) -> crate::support::Run {
     env.write("plugin.wasm", wasm);
@@ -13,7 +14,7 @@ fn flow_using(env: &Env, wasm: &[u8]) -> crate::support::Run {
 fn core_modules_are_refused_with_advice() {
     let env = Env::new();
     flow_using(&env, &wat::parse_str("(module)").unwrap())
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:4:8: steps[0].uses:")
         .expect_stderr("is a core WebAssembly module (WASI preview 1), not a component")
         .expect_stderr("--target wasm32-wasip2");
@@ -27,12 +28,12 @@ fn unprovided_imports_are_named_with_their_version() {
     )
     .unwrap();
     flow_using(&env, &wasm)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("imports example:missing/iface@1.2.0, which Stepback does not provide");
     let http =
         wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#).unwrap();
     flow_using(&env, &http)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("imports wasi:http/outgoing-handler@0.2.0, which Stepback does not provide");
 }
 
@@ -40,7 +41,7 @@ fn unprovided_imports_are_named_with_their_version() {
 fn components_without_the_step_world_are_refused() {
     let env = Env::new();
     flow_using(&env, &wat::parse_str("(component)").unwrap())
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("does not export the stepback:plugin/step world");
 }
 
@@ -48,7 +49,7 @@ fn components_without_the_step_world_are_refused() {
 fn files_that_are_not_wasm_are_refused() {
     let env = Env::new();
     flow_using(&env, b"#!/bin/sh\necho hi\n")
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("is not a WebAssembly component");
 }
 
@@ -63,10 +64,10 @@ fn schema_defaults_reach_the_plugin_and_are_listed() {
         guest("misbehave")
     ));
     env.stepback(&["run", "flow.toml"])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("hello from the schema");
     env.stepback(&["plugin", "inspect", &guest("misbehave")])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("defaults (applied to `with` before the plugin sees it):")
         .expect_stdout("greeting = \"hello from the schema\"");
 }
@@ -85,13 +86,13 @@ fn unlinkable_plugins_are_refused_before_compiling() {
     );
     let cache = env.mkdir("own-cache");
     env.stepback_with_cache(&["run", "flow.toml"], &cache)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("was built against stepback:plugin 0.1.9; this host provides 0.1.1: upgrade stepback");
     let http =
         wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#).unwrap();
     env.write("plugin.wasm", http);
     env.stepback_with_cache(&["run", "flow.toml"], &cache)
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("which Stepback does not provide");
     let compiled: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
@@ -114,7 +115,7 @@ fn plugins_built_against_an_older_series_version_still_link() {
     )
     .unwrap();
     let run = flow_using(&env, &older);
-    run.expect_code(2)
+    run.expect_code(exit::INVALID_INPUT)
         .expect_stderr("does not export the stepback:plugin/step world");
     assert!(!run.stderr().contains("cannot be linked"), "{}", run.stderr());
 }

@@ -4,6 +4,7 @@
 //! changes, undoable later.
 
 use crate::support::{Env, flow_head};
+use stepback::exit;
 
 fn flow(policy: &str) -> String {
     flow_head("policies", &["out"], &[])
@@ -36,7 +37,7 @@ fn continue_goes_on_after_a_failing_step() {
     env.mkdir("out");
     let text = env.flow(flow("continue"));
     let run = env.stepback(&["--output", "json", "run", text.to_str().unwrap()]);
-    run.expect_code(0);
+    run.expect_code(exit::SUCCESS);
     let expected = [
         ("first", "succeeded"),
         ("breaks", "failed-ignored"),
@@ -47,7 +48,7 @@ fn continue_goes_on_after_a_failing_step() {
     assert_eq!(run.events().last().unwrap()["status"], "succeeded");
     // As people read it.
     env.run_flow(&flow("continue"))
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("the database is locked (ignored: on-failure = \"continue\")");
     assert!(env.path("out/first").is_file());
     assert!(env.path("out/last").is_file());
@@ -59,7 +60,7 @@ fn rollback_ends_the_flow_reports_the_failure_and_rolls_back() {
     env.mkdir("out");
     let text = env.flow(flow("rollback"));
     let json = env.stepback(&["--output", "json", "run", text.to_str().unwrap()]);
-    json.expect_code(1);
+    json.expect_code(exit::FLOW_FAILED);
     let expected = [("first", "succeeded"), ("breaks", "failed"), ("last", "skipped")]
         .map(|(s, t)| (s.to_owned(), t.to_owned()));
     assert_eq!(json.step_statuses(), expected);
@@ -88,7 +89,7 @@ fn rollback_ends_the_flow_reports_the_failure_and_rolls_back() {
     assert_eq!(json.events().last().unwrap()["status"], "failed-rolled-back");
     // The same, as people read it.
     env.run_flow(&flow("rollback"))
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("FAILED")
         .expect_stdout("the database is locked")
         // The failed step's log is shown.
@@ -111,7 +112,7 @@ fn rollback_is_the_default() {
     let text = flow("rollback").replace("on-failure = \"rollback\"\n", "");
     assert!(!text.contains("on-failure"));
     env.run_flow(&text)
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("skipped last")
         .expect_stdout("rolled back: 2 changes undone");
     assert!(!env.path("out/first").exists());
@@ -122,13 +123,13 @@ fn stop_leaves_the_changes_and_undo_reverses_them_later() {
     let env = Env::new();
     env.mkdir("out");
     let run = env.run_flow(&flow("stop"));
-    run.expect_code(8)
+    run.expect_code(exit::FAILED_NOT_ROLLED_BACK)
         .expect_stdout("skipped last")
         .expect_stdout("its changes were left in place (on-failure = \"stop\")");
     assert!(!run.stdout().contains("rolling back"), "{}", run.stdout());
     assert_eq!(std::fs::read_to_string(env.path("out/first")).unwrap(), "1");
     let id = run.run_id();
-    env.stepback(&["undo", &id]).expect_code(0);
+    env.stepback(&["undo", &id]).expect_code(exit::SUCCESS);
     assert!(!env.path("out/first").exists(), "undo reverses the stopped run");
 }
 
@@ -138,10 +139,12 @@ fn a_flow_without_rollback_stops_by_default() {
     env.mkdir("out");
     let text =
         flow("rollback").replace("on-failure = \"rollback\"\n", "") + "\n[rollback]\nenabled = false\n";
-    env.run_flow(&text).expect_code(8).expect_stdout("left in place");
+    env.run_flow(&text)
+        .expect_code(exit::FAILED_NOT_ROLLED_BACK)
+        .expect_stdout("left in place");
     assert!(env.path("out/first").exists());
     // Asking a step for the rollback the flow turned off is an error.
     env.run_flow(&(flow("rollback") + "\n[rollback]\nenabled = false\n"))
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("on-failure = \"rollback\", but the flow turns its rollback off");
 }

@@ -3,6 +3,7 @@
 //! kept, as `run` printed it; the list says how each run ended.
 
 use crate::support::*;
+use stepback::exit;
 
 /// README's `examples/deploy-service`, 1.4.2 deployed, then 1.4.3 failing
 /// its health check; the failed run's id.
@@ -17,7 +18,7 @@ fn deployed_then_failed(env: &Env) -> String {
         "healthy=no",
     ]);
     failed
-        .expect_code(1)
+        .expect_code(exit::FLOW_FAILED)
         .expect_stdout("rolled back: the machine is as before the run but for the changes of steps 'stop service', 'migrate database', 'start service' (revert = false) and of actions 'stop new service', 'restore the database', 'start previous version'");
     failed.run_id()
 }
@@ -43,7 +44,7 @@ fn show_explains_a_failed_run_as_it_ran() {
     let id = deployed_then_failed(&env);
     let shown = env.stepback(&["show", &id]);
     shown
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("(failed-rolled-back)")
         .expect_stdout("  from deploy-service/flow.toml")
         .expect_stdout("  param healthy=no")
@@ -79,12 +80,12 @@ fn a_run_is_named_by_its_id_a_prefix_only_it_has_or_last() {
     assert_eq!(env.stepback(&["show", &id[..id.len() - 2]]).stdout(), by_id);
     // Both runs start with the year.
     env.stepback(&["show", &id[..4]])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("names 2 runs");
     env.stepback(&["show", "nope"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("no run \"nope\"");
-    env.stepback(&["undo", "last"]).expect_code(6);
+    env.stepback(&["undo", "last"]).expect_code(exit::UNDO_REFUSED);
 }
 
 #[test]
@@ -100,8 +101,8 @@ fn the_list_says_how_each_run_ended() {
     env.mkdir("m");
     let flow = write_flow("undone");
     let written = env.run_flow(&flow);
-    written.expect_code(0);
-    env.stepback(&["undo", "last"]).expect_code(0);
+    written.expect_code(exit::SUCCESS);
+    env.stepback(&["undo", "last"]).expect_code(exit::SUCCESS);
     let list = env.stepback(&["show"]).stdout();
     assert!(
         list.lines()
@@ -117,7 +118,7 @@ fn the_list_says_how_each_run_ended() {
 fn every_command_answers_in_json() {
     let env = Env::new();
     let failed = deployed_then_failed(&env);
-    let one = |args: &[&str], code: i32| -> serde_json::Value {
+    let one = |args: &[&str], code: u8| -> serde_json::Value {
         let run = env.stepback(&[&["--output", "json"][..], args].concat());
         run.expect_code(code);
         // The result last, after any events (plugins loaded to validate).
@@ -130,13 +131,13 @@ fn every_command_answers_in_json() {
         assert_eq!(value["schema"], 1, "{value}");
         value
     };
-    let runs = one(&["show"], 0);
+    let runs = one(&["show"], exit::SUCCESS);
     assert_eq!(runs["kind"], "runs");
     assert_eq!(runs["runs"][0]["run"], failed.as_str());
     assert_eq!(runs["runs"][0]["outcome"], "failed-rolled-back");
     assert_eq!(runs["runs"][1]["outcome"], "succeeded");
 
-    let run = one(&["show", &failed], 0);
+    let run = one(&["show", &failed], exit::SUCCESS);
     assert_eq!(run["kind"], "run");
     assert_eq!(run["outcome"], "failed-rolled-back");
     let events = run["events"].as_array().unwrap();
@@ -153,7 +154,7 @@ fn every_command_answers_in_json() {
     // No raw records (inode pairs) in the report.
     assert!(!run.to_string().contains("\"ino\""));
 
-    let valid = one(&["validate", "deploy-service/flow.toml"], 0);
+    let valid = one(&["validate", "deploy-service/flow.toml"], exit::SUCCESS);
     assert_eq!(
         (
             valid["kind"].as_str(),
@@ -167,7 +168,7 @@ fn every_command_answers_in_json() {
         "name = \"bad\"\n[[steps]]\nname = \"x\"\nuses = \"builtin:nope\"\n",
     );
     for command in ["validate", "run"] {
-        let invalid = one(&[command, "bad.toml"], 2);
+        let invalid = one(&[command, "bad.toml"], exit::INVALID_INPUT);
         assert_eq!(invalid["valid"], false);
         let d = &invalid["diagnostics"][0];
         assert_eq!(
@@ -177,19 +178,19 @@ fn every_command_answers_in_json() {
         );
     }
 
-    let recovered = one(&["recover"], 0);
+    let recovered = one(&["recover"], exit::SUCCESS);
     assert_eq!(recovered["kind"], "recovery");
     assert_eq!(recovered["runs"].as_array().map(Vec::len), Some(0));
     env.mkdir("m");
     let flow = write_flow("undone");
     let written = env.run_flow(&flow).run_id();
-    let undone = one(&["undo", "last"], 0);
+    let undone = one(&["undo", "last"], exit::SUCCESS);
     assert_eq!(undone["kind"], "undo");
     assert_eq!(undone["run"], written.as_str());
     assert!(undone["undone"].as_u64() > Some(0), "{undone}");
     assert_eq!(undone["problems"].as_array().map(Vec::len), Some(0), "{undone}");
     assert!(!env.path("m/f").exists(), "{written} was not undone");
-    env.stepback(&["undo", &written]).expect_code(6);
+    env.stepback(&["undo", &written]).expect_code(exit::UNDO_REFUSED);
 }
 
 /// Found by this file's JSON test: after 1.4.3 failed and was rolled back,
@@ -203,7 +204,7 @@ fn a_release_can_be_undone_after_a_later_one_was_rolled_back() {
     deployed_then_failed(&env);
     let first = oldest(&env);
     let undone = env.stepback(&["undo", &first, "--force"]);
-    undone.expect_code(0).expect_stdout("undone");
+    undone.expect_code(exit::SUCCESS).expect_stdout("undone");
     assert!(!env.path("deploy-service/app/current").exists());
     assert!(!env.path("deploy-service/app/releases/1.4.2").exists());
 }
@@ -217,7 +218,7 @@ fn status_says_which_version_runs_after_failures_and_undos() {
     deployed_then_failed(&env);
     let line = |status: &Run| status.stdout().lines().next().unwrap_or_default().to_owned();
     let status = env.stepback(&["status"]);
-    status.expect_code(0);
+    status.expect_code(exit::SUCCESS);
     assert!(
         line(&status).starts_with("webapp  1.4.2  running since "),
         "{}",
@@ -225,9 +226,9 @@ fn status_says_which_version_runs_after_failures_and_undos() {
     );
     status.expect_stdout("1.4.3         failed-rolled-back");
     env.stepback(&["run", "deploy-service", "--param", "release=1.4.4"])
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     assert!(line(&env.stepback(&["status"])).starts_with("webapp  1.4.4  running since "));
-    env.stepback(&["undo", "last"]).expect_code(0);
+    env.stepback(&["undo", "last"]).expect_code(exit::SUCCESS);
     let status = env.stepback(&["status"]);
     assert!(
         line(&status).starts_with("webapp  1.4.2  running since "),
@@ -260,7 +261,7 @@ fn an_apps_version_is_checked_like_any_parameterized_value() {
         "name = \"v\"\n[app]\nname = \"web\"\nversion = \"${nope}\"\n[[steps]]\nname = \"s\"\nuses = \"builtin:fail\"\n",
     );
     env.stepback(&["validate", flow.to_str().unwrap()])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:4:11: app.version: undefined parameter `${nope}`");
 }
 
@@ -274,7 +275,7 @@ fn show_gives_sizes_and_the_changes_to_what_the_run_already_owned() {
         )
     };
     let flow = flow_head("twice", &["m"], &[]) + &write("first", "hello") + &write("second", "hello again");
-    let id = env.run_flow(&flow).expect_code(0).run_id();
+    let id = env.run_flow(&flow).expect_code(exit::SUCCESS).run_id();
     // The first step's size is what it wrote, not what the second left.
     let shown = env.stepback(&["show", &id]);
     let changes = shown.stdout();

@@ -5,6 +5,7 @@
 use crate::support::{Env, assert_same, flow_head, guest, snapshot};
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use stepback::exit;
 
 #[test]
 fn escape_attempts_fail_and_change_nothing() {
@@ -42,7 +43,7 @@ reads = ["/rw/rel-link/secret", "/rw/abs-link/secret", "/rw/../outside/secret", 
             outside = outside.display()
         );
     env.run_flow(&text)
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("12 attempts refused");
 
     let mut after = snapshot(env.dir.path());
@@ -67,7 +68,9 @@ with = {{ mode = "connect", address = "{address}" }}
 "#,
         guest("misbehave")
     );
-    env.run_flow(&text).expect_code(0).expect_stdout("refused");
+    env.run_flow(&text)
+        .expect_code(exit::SUCCESS)
+        .expect_stdout("refused");
     assert!(listener.accept().is_err(), "the guest reached the listener");
 }
 
@@ -78,7 +81,7 @@ fn a_write_outside_every_mount_says_that_mounts_are_why() {
     let flow = flow_head("outside", &["m"], &[])
         + "[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/etc/stepback-outside\", content = \"x\" }\n";
     let run = env.run_flow(&flow);
-    run.expect_code(1)
+    run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("FAILED  write")
         .expect_stdout(
             "/etc is outside every mount of this step (its mounts: /m): a step reaches only the mounts its `mounts` lists",
@@ -103,6 +106,6 @@ fn a_write_outside_every_mount_says_that_mounts_are_why() {
     let inside = flow_head("inside", &["m"], &[])
         + "[[steps]]\nname = \"write\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/dir\", content = \"x\" }\n";
     let run = env.run_flow(&inside);
-    run.expect_code(1);
+    run.expect_code(exit::FLOW_FAILED);
     assert!(!run.stdout().contains("outside every mount"), "{}", run.stdout());
 }

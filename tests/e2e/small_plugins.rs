@@ -1,6 +1,7 @@
 //! `builtin:write-file`, `builtin:remove` and `builtin:fail`.
 
 use crate::support::{Env, flow_head};
+use stepback::exit;
 
 fn flow(steps: &str) -> String {
     flow_head("small", &["out"], &[])
@@ -34,7 +35,7 @@ mounts = ["out"]
 with = { path = "/out/existing", content = "+more", append = true }
 "#,
     ))
-    .expect_code(0);
+    .expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read_to_string(env.path("out/a/b/new.txt")).unwrap(),
         "new"
@@ -71,7 +72,7 @@ mounts = ["out"]
 with = { path = "/out/never-was", missing-ok = true }
 "#,
     ))
-    .expect_code(0)
+    .expect_code(exit::SUCCESS)
     .expect_stdout("/out/never-was was already absent");
     assert!(!env.path("out/file").exists() && !env.path("out/tree").exists());
     assert!(env.path("out/kept").exists());
@@ -84,7 +85,7 @@ fn remove_fails_on_a_missing_path_by_default() {
     env.run_flow(&flow(
         "[[steps]]\nname = \"gone\"\nuses = \"builtin:remove\"\nmounts = [\"out\"]\nwith = { path = \"/out/nope\" }\n",
     ))
-    .expect_code(1)
+    .expect_code(exit::FLOW_FAILED)
     .expect_stdout("/out/nope: No such file or directory");
 }
 
@@ -96,7 +97,7 @@ fn fail_fails_with_its_message() {
         "[[steps]]\nname = \"f\"\nuses = \"builtin:fail\"\nwith = { message = \"boom\" }\n",
     ));
     let run = env.stepback(&["--output", "json", "run", text.to_str().unwrap()]);
-    run.expect_code(1);
+    run.expect_code(exit::FLOW_FAILED);
     assert_eq!(run.step_statuses(), [("f".to_owned(), "failed".to_owned())]);
     let failed = run
         .events()

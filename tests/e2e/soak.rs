@@ -16,6 +16,7 @@ use crate::support::{
 };
 use serde_json::{Value, json};
 use std::time::Duration;
+use stepback::exit;
 
 /// Rounds in CI.
 const CI_ROUNDS: u64 = 24;
@@ -142,7 +143,8 @@ fn rollback_time() -> Duration {
     lay_out(&env);
     let flow = heavy_flow(&env);
     let run = env.stepback(&["run", flow.to_str().unwrap()]);
-    run.expect_code(1).expect_stdout("every path restored");
+    run.expect_code(exit::FLOW_FAILED)
+        .expect_stdout("every path restored");
     let out = run.stdout();
     let ms: u64 = out
         .split("changes undone in ")
@@ -172,7 +174,7 @@ fn check_round(seed: u64, round: u64, window: Duration) -> (bool, bool) {
     let in_recover = round % 2 == 1 && kill_after(&env, &["recover"], "", delay(&mut random));
     let recovered = env.stepback(&["recover"]);
     let said = format!("seed {seed}, round {round}:\n{}", recovered.stdout());
-    assert_eq!(recovered.code(), 0, "{said}");
+    assert_eq!(recovered.code(), i32::from(exit::SUCCESS), "{said}");
     assert!(!said.contains("KEPT ASIDE"), "a false alarm: {said}");
     assert_same_full(&before, &snapshot_full(&env.path("m")), &said);
     (in_rollback, in_recover)

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use stepback::exit;
 use tempfile::TempDir;
 
 /// A scratch directory with its own state dir. The compiled-plugin cache
@@ -269,11 +270,12 @@ impl Run {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
 
-    /// Asserts the exit code, showing the output when it differs.
-    pub fn expect_code(&self, code: i32) -> &Self {
+    /// Asserts the exit code (one of `stepback::exit`'s), showing the
+    /// output when it differs.
+    pub fn expect_code(&self, code: impl Into<i32>) -> &Self {
         assert_eq!(
             self.code(),
-            code,
+            code.into(),
             "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
             self.stdout(),
             self.stderr()
@@ -756,5 +758,5 @@ pub fn deploy_service(env: &Env, edit: impl Fn(&str) -> String) {
     )
     .unwrap();
     env.stepback(&["run", "deploy-service/flow.toml", "--param", "healthy=yes"])
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
 }

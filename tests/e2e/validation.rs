@@ -2,6 +2,7 @@
 //! value; nothing runs and nothing changes.
 
 use crate::support::{Env, assert_same, flow_head, snapshot};
+use stepback::exit;
 
 const GOOD: &str = r#"name = "v"
 
@@ -33,7 +34,7 @@ fn rejects(from: &str, to: &str, needles: &[&str]) {
     let before = snapshot(&env.path("app"));
     for command in ["validate", "run"] {
         let run = env.stepback(&[command, flow.to_str().unwrap()]);
-        run.expect_code(2);
+        run.expect_code(exit::INVALID_INPUT);
         for needle in needles {
             run.expect_stderr(needle);
         }
@@ -51,11 +52,11 @@ fn the_good_flow_validates_and_runs() {
     env.mkdir("app");
     let flow = env.flow(GOOD);
     env.stepback(&["validate", flow.to_str().unwrap()])
-        .expect_code(0)
+        .expect_code(exit::SUCCESS)
         .expect_stdout("flow \"v\" is valid: 1 step, 1 mount");
     assert!(!env.path("app/1.0.txt").exists(), "validate must not run steps");
     env.stepback(&["run", flow.to_str().unwrap(), "--param", "release=2.0"])
-        .expect_code(0);
+        .expect_code(exit::SUCCESS);
     assert_eq!(
         std::fs::read_to_string(env.path("app/2.0.txt")).unwrap(),
         "release 2.0"
@@ -123,17 +124,35 @@ fn undeclared_and_missing_parameter_values_are_errors() {
     env.mkdir("app");
     let flow = env.flow(GOOD);
     env.stepback(&["validate", flow.to_str().unwrap(), "--param", "relase=2"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("override relase=2: the flow declares no parameter `relase` (declared: release)")
         .expect_stderr("(a parameter's value is given with --param NAME=VALUE)");
     rejects(
         "default = \"1.0\"",
         "description = \"no default\"",
-        &["params.release: parameter `release` has no default and was given no value"],
+        // Said once: its uses are not also "undefined".
+        &[
+            "params.release: parameter `release` has no default and was given no value",
+            "\n1 error",
+        ],
     );
     env.stepback(&["validate", flow.to_str().unwrap(), "--param", "oops"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("expected NAME=VALUE, got \"oops\"");
+}
+
+#[test]
+fn a_guest_path_is_written_plainly() {
+    for guest in ["/app/", "//app", "/app//x"] {
+        rejects(
+            "guest = \"/app\"",
+            &format!("guest = \"{guest}\""),
+            &[
+                "mounts[0].guest: guest path",
+                "without `.`, `..`, `//` or a trailing `/`",
+            ],
+        );
+    }
 }
 
 #[test]
@@ -170,7 +189,7 @@ fn duplicate_step_names_are_located() {
     env.mkdir("app");
     let flow = env.flow(&twice);
     env.stepback(&["validate", flow.to_str().unwrap()])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:21:8: steps[1].name: duplicate step name \"write\"");
 }
 
@@ -215,7 +234,7 @@ fn all_problems_are_reported_at_once() {
         .replace("mounts = [\"app\"]", "mounts = [\"x\"]");
     let flow = env.flow(&text);
     env.stepback(&["validate", flow.to_str().unwrap()])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("unknown plugin \"builtin:nope\"")
         .expect_stderr("undefined mount \"x\"")
         .expect_stderr("2 errors");
@@ -236,14 +255,15 @@ fn json_flows_are_validated_with_positions_too() {
 "#;
     let flow = env.write("flow.json", text);
     env.stepback(&["validate", flow.to_str().unwrap()])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.json:6:44: steps[0].with.content: 7 is not of type \"string\"");
     env.write("flow.json", text.replace("7}", "\"seven\"}"));
-    env.stepback(&["run", flow.to_str().unwrap()]).expect_code(0);
+    env.stepback(&["run", flow.to_str().unwrap()])
+        .expect_code(exit::SUCCESS);
     assert_eq!(std::fs::read_to_string(env.path("app/x")).unwrap(), "seven");
     env.write("flow.json", text.replace("\"name\": \"j\",", "\"name\": \"j\""));
     env.stepback(&["validate", flow.to_str().unwrap()])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.json:3:3: expected `,` or `}`");
 }
 
@@ -257,7 +277,7 @@ fn every_problem_is_reported_at_once_with_what_was_meant() {
         "name = \"typos\"\ndescripton = \"x\"\n[[mounts]]\nname = \"m\"\nhost = \"m\"\nguest = \"/m\"\naccess = \"read-write\"\n[[steps]]\nname = \"a\"\nuses = \"builtin:nope\"\nmounts = [\"m\"]\nrevret = false\n",
     );
     let run = env.stepback(&["validate", flow.to_str().unwrap()]);
-    run.expect_code(2)
+    run.expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:2:1: unknown field `descripton`")
         .expect_stderr("did you mean `description`?")
         .expect_stderr("flow.toml:12:1: unknown field `revret`")
@@ -277,7 +297,7 @@ fn a_config_typo_comes_with_the_key_meant() {
             + "[[steps]]\nname = \"w\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = { path = \"/m/a\", contnet = \"x\" }\n",
     );
     let run = env.stepback(&["validate", flow.to_str().unwrap()]);
-    run.expect_code(2)
+    run.expect_code(exit::INVALID_INPUT)
         .expect_stderr("steps[0].with.contnet: unknown key `contnet` (it knows: append, content, path); did you mean `content`?")
         .expect_stderr("1 error");
     assert!(!run.stderr().contains("required"), "{}", run.stderr());
@@ -294,7 +314,7 @@ fn missing_keys_and_wrong_types_hide_nothing_else() {
         "name = \"x\"\n[[mounts]]\nname = \"m\"\nhost = \"./nope\"\nguest = \"/m\"\n[[mounts]]\nname = \"n\"\nhost = \"m\"\nguest = \"/n\"\naccess = 5\n[[steps]]\nname = \"a\"\nuses = \"builtin:fail\"\nrevert = \"no\"\nmounts = [\"q\"]\nwith = { message = 7 }\n[[steps]]\nuses = \"builtin:fail\"\n",
     );
     let run = env.stepback(&["--output", "json", "validate", flow.to_str().unwrap()]);
-    run.expect_code(2);
+    run.expect_code(exit::INVALID_INPUT);
     // The result, after the events of the plugins loaded to check it.
     let result = run.events().pop().unwrap();
     let found: Vec<(u64, String, String)> = result["diagnostics"]
@@ -332,7 +352,7 @@ fn missing_keys_and_wrong_types_hide_nothing_else() {
         "name = \"x\"\n[[mounts]]\nname = \"m\"\nhost = \"./nope\"\nguest = \"/m\"\naccess = \"read-only\"\n",
     );
     let run = env.stepback(&["validate", flow.to_str().unwrap()]);
-    run.expect_code(2)
+    run.expect_code(exit::INVALID_INPUT)
         .expect_stderr("flow.toml:1:1: steps: missing field `steps`")
         .expect_stderr("flow.toml:4:8: mounts[0].host: host path \"./nope\"")
         .expect_stderr("2 errors");
@@ -348,7 +368,7 @@ fn undeclared_names_come_with_what_was_meant() {
         "name = \"typos\"\n[params.release]\ndefault = \"1\"\n[[mounts]]\nname = \"site\"\nhost = \"site\"\nguest = \"/site\"\naccess = \"read-write\"\n[[steps]]\nname = \"a\"\nuses = \"builtin:write-file\"\nmounts = [\"sites\"]\nwith = { path = \"/site/${relase}\", content = \"x\" }\n",
     );
     env.stepback(&["validate", flow.to_str().unwrap(), "--param", "releas=2"])
-        .expect_code(2)
+        .expect_code(exit::INVALID_INPUT)
         .expect_stderr("undefined mount \"sites\" (defined: site); did you mean `site`?")
         .expect_stderr("(declared: release); did you mean `release`?")
         .expect_stderr("override releas=2: the flow declares no parameter `releas` (declared: release); did you mean `release`?");

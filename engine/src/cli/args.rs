@@ -22,12 +22,47 @@ pub fn command() -> clap::Command {
 /// defaults under it (exits with a usage error, 2, where either is not
 /// right).
 pub fn parse() -> Cli {
-    let command = super::config::apply(command()).unwrap_or_else(|why| {
-        super::out::errln!("error: {why}");
-        std::process::exit(super::exit::INVALID_INPUT.into())
+    let command =
+        super::config::apply(command()).unwrap_or_else(|why| usage_error(&format!("error: {why}\n")));
+    let parsed = command.try_get_matches().and_then(|matches| {
+        let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        if matches.value_source("color") == Some(clap::parser::ValueSource::DefaultValue) {
+            cli.color = color_from_env().unwrap_or(cli.color);
+        }
+        Ok(cli)
     });
-    let matches = command.get_matches();
-    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    parsed.unwrap_or_else(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => e.exit(),
+        _ => usage_error(&e.render().to_string()),
+    })
+}
+
+/// The colour the environment asks for, which beats the config file's
+/// (flag > environment > config file > default): `NO_COLOR` none,
+/// `CLICOLOR_FORCE` (not `0`) always.
+fn color_from_env() -> Option<ColorChoice> {
+    let set = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    match (set("NO_COLOR"), set("CLICOLOR_FORCE")) {
+        (Some(_), _) => Some(ColorChoice::Never),
+        (None, Some(force)) if force != "0" => Some(ColorChoice::Always),
+        _ => None,
+    }
+}
+
+/// Ends the process over a command line (or config file) that is not
+/// right: `text` on stderr, and with `--output json` an `error` result on
+/// stdout too, as every other failing command gives one.
+fn usage_error(text: &str) -> ! {
+    super::out::write(true, format_args!("{text}"));
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.windows(2).any(|w| w[0] == "--output" && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json");
+    if json {
+        let message = text.lines().next().unwrap_or_default();
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        super::json::print_error(super::exit::INVALID_INPUT, message);
+    }
+    std::process::exit(super::exit::INVALID_INPUT.into())
 }
 
 /// The crate's version, the commit it was built from and the WIT package

@@ -33,26 +33,47 @@ pub fn apply(command: clap::Command) -> Result<clap::Command, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(command),
         Err(e) => return Err(format!("config file {}: {e}", path.display())),
     };
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| format!("config file {}: {}", path.display(), e.message()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| format!(":{}", text[..s.start].matches('\n').count() + 1));
+        format!(
+            "config file {}{}: {}",
+            path.display(),
+            line.unwrap_or_default(),
+            e.message()
+        )
+    })?;
     // Every problem at once, in the file's order.
     let mut problems = Vec::new();
     let mut command = command;
+    let run_command = command.find_subcommand("run").expect("run is a command").clone();
     for (key, value) in &table {
         match value {
             toml::Value::Table(options) if key == "run" => {
-                let mut run = command.find_subcommand("run").expect("run is a command").clone();
+                let mut run = run_command.clone();
                 for (key, value) in options {
                     match default(run.clone(), "run.", key, value) {
                         Ok(with) => run = with,
+                        Err(_) if has_option(&command, key) => problems.push((
+                            line_of(&text, key),
+                            format!("`{key}` is an option of every command: put it at the top, before [run]"),
+                        )),
                         Err(why) => problems.push((line_of(&text, key), why)),
                     }
                 }
                 command = command.mut_subcommand("run", |_| run);
             }
+            toml::Value::Table(_) => problems.push((
+                line_of_table(&text, key),
+                format!("unknown table [{key}]: only [run] holds options (`run`'s)"),
+            )),
             _ => match default(command.clone(), "", key, value) {
                 Ok(with) => command = with,
+                Err(_) if has_option(&run_command, key) => problems.push((
+                    line_of(&text, key),
+                    format!("`{key}` is an option of `run`: put it under [run]"),
+                )),
                 Err(why) => problems.push((line_of(&text, key), why)),
             },
         }
@@ -94,7 +115,11 @@ fn default(
         _ if flag => return Err(format!("`{within}{key}` is a flag: true or false")),
         toml::Value::String(s) => s.clone(),
         toml::Value::Integer(n) => n.to_string(),
-        _ => return Err(format!("`{within}{key}` must be a string, a number or a boolean")),
+        _ => {
+            return Err(format!(
+                "`{within}{key}` must be a string, a whole number or a boolean"
+            ));
+        }
     };
     if !flag {
         // Checked as the option itself checks it, alone in a command of its own.
@@ -107,6 +132,22 @@ fn default(
     }
     let id = arg.get_id().clone();
     Ok(command.mut_arg(id, |a| a.default_value(text)))
+}
+
+/// Whether `command` has an option `--KEY`.
+fn has_option(command: &clap::Command, key: &str) -> bool {
+    command.get_arguments().any(|a| a.get_long() == Some(key))
+}
+
+/// The line (from 1) of table `[key]`'s header.
+fn line_of_table(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix('[')
+                .is_some_and(|rest| rest.trim_start().starts_with(key))
+        })
+        .map(|n| n + 1)
 }
 
 /// The line (from 1) where `key` is set.

@@ -238,7 +238,7 @@ impl Reporter {
                         problems.len()
                     );
                     for problem in problems {
-                        outln!("  {}", clean(&problem));
+                        outln!("  {}", clean(&problem.to_string()));
                     }
                 }
             }
@@ -249,7 +249,7 @@ impl Reporter {
                 ..
             } => {
                 let whose = match step {
-                    Some(step) => format!("step '{}', {trigger}", clean(&step)),
+                    Some(step) => format!("step '{}', {}", clean(&step), trigger.as_str()),
                     None => "the flow's rollback".to_owned(),
                 };
                 outln!("  action  {} ({whose})", clean(&action));
@@ -288,7 +288,7 @@ impl Reporter {
                 failed_step,
                 kept_steps,
                 kept_actions,
-                ..
+                journaled,
             } => {
                 let flow = clean(&flow);
                 let verdict = verdict(&kept_steps, &kept_actions);
@@ -306,6 +306,12 @@ impl Reporter {
                         BAD,
                         format!(
                             "flow {flow} failed{at} after {took}; ROLLBACK INCOMPLETE: see the failed actions or paths above"
+                        ),
+                    ),
+                    FlowStatus::NotRolledBack if !journaled => (
+                        BAD,
+                        format!(
+                            "flow {flow} failed{at} after {took}; NOT ROLLED BACK: the run kept no journal (--no-journal), so its changes are as the steps left them"
                         ),
                     ),
                     FlowStatus::NotRolledBack => (

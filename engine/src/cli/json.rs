@@ -8,7 +8,7 @@ use super::out::outln;
 use serde_json::json;
 use stepback::diagnostic::Diagnostic;
 use stepback::events::{Envelope, EventSink};
-use stepback::journal::{Problem, RollbackReport};
+use stepback::journal::RollbackReport;
 use stepback::plugin::{CacheEntry, PluginInfo};
 use stepback::sandbox::Plugin;
 
@@ -107,19 +107,12 @@ pub fn print_validation(flow: &std::path::Path, plan: Result<&stepback::flow::Pl
     print_result("validation", value);
 }
 
-fn problems(problems: &[Problem]) -> Vec<serde_json::Value> {
-    problems
-        .iter()
-        .map(|p| json!({ "mount": p.mount, "path": p.path, "reason": p.reason }))
-        .collect()
-}
-
 /// What a rollback (`undo`'s or `recover`'s) did.
 fn rollback(report: &RollbackReport) -> serde_json::Value {
     json!({
         "undone": report.undone,
-        "problems": problems(&report.problems),
-        "kept": problems(&report.kept),
+        "problems": report.problems,
+        "kept": report.kept,
         "not_reversed": report.not_reversed,
     })
 }

@@ -274,7 +274,7 @@ async fn run(
         Ok(report) => interrupted(exit::of_run(&report)),
         Err(e) => {
             let hint = match e {
-                RunError::NeedsRecovery(_) => "; run `stepback recover`",
+                RunError::NeedsRecovery { .. } => "; run `stepback recover`",
                 _ => "",
             };
             error(exit::of_run_error(&e), format_args!("{e}{hint}"))
@@ -329,7 +329,22 @@ fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
         return recovered.iter().map(recovery_code).max().unwrap_or(exit::SUCCESS);
     }
     if recovered.is_empty() {
-        outln!("nothing to recover: every run finished");
+        // Unfinished runs left alone are running: their flows hold their mounts.
+        let running = stepback::journal::RunStore::new(state_dir)
+            .unfinished()
+            .unwrap_or_default();
+        match running.is_empty() {
+            true => outln!("nothing to recover: every run finished"),
+            false => {
+                for run in running {
+                    outln!(
+                        "nothing to recover: run {} of flow '{}' is still running (it holds its mounts)",
+                        run.dir.id,
+                        escape::clean(&run.flow)
+                    );
+                }
+            }
+        }
         return exit::SUCCESS;
     }
     let mut code = exit::SUCCESS;

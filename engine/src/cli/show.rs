@@ -150,8 +150,11 @@ fn final_state(records: &[Record]) -> Option<&'static str> {
     let action_failed = records
         .iter()
         .any(|r| matches!(r, Record::ActionEnded { error: Some(_), .. }));
+    // Ranked as the runner ranks them: a failed action needs attention
+    // whatever the policy.
     Some(match (RunState::of(records), failed) {
         (RunState::Committed { .. }, None) => "succeeded",
+        (RunState::Committed { .. }, Some(_)) if action_failed => "failed-rollback-incomplete",
         (RunState::Committed { .. }, Some(_)) => "failed-not-rolled-back",
         (RunState::RolledBack { problems, .. }, Some(_)) if problems > 0 || action_failed => {
             "failed-rollback-incomplete"
@@ -218,7 +221,15 @@ fn print_changes(records: &[Record]) {
     let mut started = std::collections::HashSet::new();
     for (at, record) in records.iter().enumerate() {
         match record {
-            Record::Step { index, name, .. } => outln!("step {index} '{}':", clean(name)),
+            Record::Step {
+                index,
+                name,
+                if_stopped,
+            } => {
+                // Named if the engine stopped here: `recover` ends them.
+                actions.extend(if_stopped.iter().map(|a| (a.index, a.name.as_str())));
+                outln!("step {index} '{}':", clean(name))
+            }
             Record::Failed {
                 step,
                 policy,

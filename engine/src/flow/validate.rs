@@ -176,14 +176,20 @@ impl Validator<'_> {
                 self.push(d);
             }
         }
-        for name in flow.params.keys() {
-            if !values.contains_key(name) {
-                let field = FieldPath::root().key("params").key(name);
-                self.report(
-                    &field,
-                    format!("parameter `{name}` has no default and was given no value"),
-                );
-            }
+        let unset: Vec<&String> = flow
+            .params
+            .keys()
+            .filter(|name| !values.contains_key(*name))
+            .collect();
+        for name in unset {
+            let field = FieldPath::root().key("params").key(name);
+            self.report(
+                &field,
+                format!("parameter `{name}` has no default and was given no value"),
+            );
+            // Said once, here: its uses keep `${name}` as written, and the
+            // rest of what holds them is still checked.
+            values.insert(name.clone(), format!("${{{name}}}"));
         }
         Params(values)
     }
@@ -200,11 +206,14 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if !is_clean_absolute(&decl.guest) {
+            // Written as a step's paths will be compared with it: no
+            // trailing `/` or `//` (`/a/` would hold no `/a/x`).
+            let plain = decl.guest == "/" || !(decl.guest.ends_with('/') || decl.guest.contains("//"));
+            if !is_clean_absolute(&decl.guest) || !plain {
                 self.report(
                     &field.key("guest"),
                     format!(
-                        "guest path {:?} must be absolute, without `.` or `..`",
+                        "guest path {:?} must be absolute, without `.`, `..`, `//` or a trailing `/`",
                         decl.guest
                     ),
                 );

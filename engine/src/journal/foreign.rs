@@ -155,11 +155,7 @@ impl<'r> Foreign<'r> {
             let Some(expected) = self.expected(mount, path) else {
                 continue;
             };
-            let problem = |reason| Problem {
-                mount: mount.to_owned(),
-                path: path.to_owned(),
-                reason,
-            };
+            let problem = |reason: String| Problem::new(mount, path, reason);
             // Looked up in its directory, opened once for all its entries.
             let now = match places.locate(mount, root, path) {
                 Ok(Some((dir, name))) => entry_with_id(dir, name),
@@ -208,10 +204,7 @@ impl<'r> Foreign<'r> {
                 e.insert(mtime(&m));
             }
             match root.rename(path, backup, &name) {
-                Ok(()) => checked.kept.push(problem(format!(
-                    "{found}; kept at {}",
-                    backup_path.join(&name).display()
-                ))),
+                Ok(()) => checked.kept.push(problem(found).kept_at(backup_path.join(&name))),
                 Err(e) => {
                     checked.leave = true;
                     checked.problems.push(problem(format!(
@@ -257,16 +250,15 @@ impl<'r> Foreign<'r> {
                 }
                 self.aside += 1;
                 let aside = format!("{ASIDE}{}", self.aside);
-                let problem = |reason| Problem {
-                    mount: mount.to_owned(),
-                    path: shown.clone(),
-                    reason,
-                };
+                let problem = |reason: String| Problem::new(mount, &shown, reason);
                 match dir.rename(&name, backup, &aside) {
-                    Ok(()) => checked.kept.push(problem(format!(
-                        "not the run's, in a directory the run created: put there by another process; kept at {}",
-                        backup_path.join(&aside).display()
-                    ))),
+                    Ok(()) => checked.kept.push(
+                        problem(
+                            "not the run's, in a directory the run created: put there by another process"
+                                .into(),
+                        )
+                        .kept_at(backup_path.join(&aside)),
+                    ),
                     Err(e) => {
                         checked.leave = true;
                         checked.problems.push(problem(format!(
@@ -344,11 +336,10 @@ impl<'r> Foreign<'r> {
         names.sort();
         names
             .into_iter()
-            .map(|name| Problem {
-                mount: String::new(),
-                path: backup_path.join(name).display().to_string(),
-                reason: "changed by another process; kept there by an interrupted attempt of this rollback"
-                    .into(),
+            .map(|name| {
+                let reason =
+                    "changed by another process (moved aside by an interrupted attempt of this rollback)";
+                Problem::new("", "", reason).kept_at(backup_path.join(name))
             })
             .collect()
     }

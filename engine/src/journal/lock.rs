@@ -29,13 +29,36 @@ enum Hold {
 }
 
 /// A mount another flow holds (the error taking a run's mount locks gives
-/// then, with who holds it): worth waiting for, unlike the others.
-#[derive(Debug)]
-pub struct InUse(pub String);
+/// then, with who holds it): worth waiting for, unlike the others. `run`,
+/// `undo` and `recover` all say it with this one type.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InUse {
+    /// The mount's name in the flow.
+    pub mount: String,
+    /// Its host directory.
+    pub host: PathBuf,
+    /// Who holds it, as the holder said (`run 2026... of flow 'x' (pid
+    /// 123)`), or what holds a directory above it.
+    pub holder: String,
+}
+
+impl InUse {
+    /// Whether `e` (from [`MountLocks::acquire`]) is a mount in use, and which.
+    pub fn of(e: &anyhow::Error) -> Option<InUse> {
+        e.downcast_ref::<InUse>().cloned()
+    }
+}
 
 impl std::fmt::Display for InUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(
+            f,
+            "mount '{}' ({}) is in use by another flow: {}",
+            self.mount,
+            self.host.display(),
+            self.holder
+        )
     }
 }
 
@@ -111,10 +134,11 @@ fn lock(dir: &Path, path: &Path, hold: Hold, mount: (&str, &Path), holder: &str)
                 Hold::Exclusive => String::new(),
                 Hold::Shared => format!(", which mounts {} above it", path.display()),
             };
-            let (name, host) = (mount.0, mount.1.display());
-            Err(InUse(format!(
-                "mount '{name}' ({host}) is in use by another flow: {who}{held}"
-            ))
+            Err(InUse {
+                mount: mount.0.to_owned(),
+                host: mount.1.to_path_buf(),
+                holder: format!("{who}{held}"),
+            }
             .into())
         }
         Err(TryLockError::Error(e)) => Err(e.into()),

@@ -244,6 +244,7 @@ pub(super) fn settled(records: &[Record], boot: Option<&str>) -> (HashSet<u64>, 
                 mount: mount.clone(),
                 path: path.clone(),
                 reason: reason.clone(),
+                kept_at: None,
             }),
             _ => {}
         }

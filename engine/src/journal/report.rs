@@ -3,22 +3,7 @@
 
 use super::record::UndoOp;
 
-/// A path a rollback could not restore.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    /// The mount (empty when the problem is the journal's).
-    pub mount: String,
-    /// The path in it.
-    pub path: String,
-    /// What went wrong.
-    pub reason: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:/{}: {}", self.mount, self.path, self.reason)
-    }
-}
+pub use crate::events::Problem;
 
 /// What a rollback did.
 #[derive(Debug, Default)]
@@ -38,9 +23,5 @@ pub struct RollbackReport {
 }
 
 pub(super) fn problem(mount: &str, op: &UndoOp, reason: String) -> Problem {
-    Problem {
-        mount: mount.to_owned(),
-        path: op.path().to_owned(),
-        reason,
-    }
+    Problem::new(mount, op.path(), reason)
 }

@@ -63,6 +63,7 @@ pub(crate) fn unrecorded_end(e: &io::Error) -> Problem {
         mount: String::new(),
         path: String::new(),
         reason: format!("cannot record the end of the rollback: {e}"),
+        kept_at: None,
     }
 }
 
@@ -118,6 +119,7 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
                     mount: m.name.clone(),
                     path: String::new(),
                     reason: format!("cannot open the mount: {e}"),
+                    kept_at: None,
                 }),
             }
         }
@@ -129,6 +131,7 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
                 mount: String::new(),
                 path: run.backup().display().to_string(),
                 reason: format!("cannot open the backup area: {e}"),
+                kept_at: None,
             });
             return report;
         }
@@ -153,6 +156,7 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
             mount: String::new(),
             path: run.journal().display().to_string(),
             reason: format!("cannot record the start of the rollback: {e}"),
+            kept_at: None,
         });
         return report;
     }
@@ -204,6 +208,7 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
             mount: String::new(),
             path: String::new(),
             reason: format!("cannot mark undos as done: {e}"),
+            kept_at: None,
         });
     }
     restore_directory_times(records, &mounts, &foreign.dir_times, &mut report);
@@ -250,6 +255,7 @@ fn restore_directory_times(
                         mount: mount.to_owned(),
                         path: path.to_owned(),
                         reason: format!("cannot restore its modification time: {e}"),
+                        kept_at: None,
                     });
                 }
             }

@@ -23,7 +23,7 @@
 
 use super::{Ctx, Journaled, Role, StepReport};
 use crate::cancel::Cancel;
-use crate::events::{Event, StepStatus};
+use crate::events::{ActionTrigger, Event, StepStatus};
 use crate::flow::{OnFailure, Plan, PlannedStep, Trigger};
 use std::time::Instant;
 
@@ -86,7 +86,7 @@ pub(super) struct Planned<'p> {
     action: &'p PlannedStep,
     /// The step it belongs to; none for the flow's rollback action.
     step: Option<&'p str>,
-    trigger: &'static str,
+    trigger: ActionTrigger,
 }
 
 impl Planned<'_> {
@@ -111,8 +111,8 @@ pub(super) fn actions_of<'p>(plan: &'p Plan, statuses: &[StepStatus], failure: &
         let step = &plan.steps[s];
         for action in &step.actions {
             let trigger = match action.trigger {
-                Trigger::AnyStep => "any-step",
-                Trigger::ThisStep if failure.index == Some(s) => "this-step",
+                Trigger::AnyStep => ActionTrigger::AnyStep,
+                Trigger::ThisStep if failure.index == Some(s) => ActionTrigger::ThisStep,
                 Trigger::ThisStep => continue,
             };
             out.push(Planned {
@@ -131,7 +131,7 @@ pub(super) fn actions_of<'p>(plan: &'p Plan, statuses: &[StepStatus], failure: &
             index: plan.steps.len() + plan.steps.iter().map(|s| s.actions.len()).sum::<usize>(),
             action,
             step: None,
-            trigger: "rollback",
+            trigger: ActionTrigger::Rollback,
         });
     }
     out
@@ -166,13 +166,13 @@ async fn run_action(
     ctx: &Ctx<'_>,
     journal: Option<&Journaled>,
     action: &PlannedStep,
-    (index, step, trigger): (usize, Option<&str>, &str),
+    (index, step, trigger): (usize, Option<&str>, ActionTrigger),
     failure: &Failure,
 ) -> ActionReport {
     ctx.events.emit(Event::ActionStarted {
         action: action.name.clone(),
         step: step.map(str::to_owned),
-        trigger: trigger.to_owned(),
+        trigger,
         plugin: action.uses.clone(),
     });
     let start = Instant::now();
@@ -181,7 +181,7 @@ async fn run_action(
     let context = vec![
         ("stepback.failed-step".to_owned(), failure.step.clone()),
         ("stepback.error".to_owned(), failure.error.clone()),
-        ("stepback.trigger".to_owned(), trigger.to_owned()),
+        ("stepback.trigger".to_owned(), trigger.as_str().to_owned()),
     ];
     // A second interruption must not cut the rollback short: actions
     // run to their own limits.

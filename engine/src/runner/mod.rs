@@ -71,9 +71,12 @@ pub const DEFAULT_RESERVE: u64 = 64 << 20;
 pub enum RunError {
     /// Earlier runs did not finish (the engine or the machine stopped);
     /// [`crate::recovery::recover`] must roll them back first.
-    NeedsRecovery(Vec<String>),
+    NeedsRecovery {
+        /// The runs, as the state directory lists them.
+        runs: Vec<crate::journal::RunSummary>,
+    },
     /// A mount is locked by another flow that is running.
-    Busy(String),
+    Busy(crate::journal::InUse),
     /// The journal could not be set up.
     Journal(anyhow::Error),
 }
@@ -81,19 +84,33 @@ pub enum RunError {
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RunError::NeedsRecovery(runs) => write!(
-                f,
-                "{} did not finish and may have left mounts half-changed: {} must be rolled back first",
-                runs.join(", "),
-                if runs.len() == 1 { "it" } else { "they" }
-            ),
-            RunError::Busy(why) => f.write_str(why),
+            RunError::NeedsRecovery { runs } => {
+                let named: Vec<String> = runs
+                    .iter()
+                    .map(|r| format!("run {} of flow '{}'", r.dir.id, r.flow))
+                    .collect();
+                write!(
+                    f,
+                    "{} did not finish and may have left mounts half-changed: {} must be rolled back first",
+                    named.join(", "),
+                    if runs.len() == 1 { "it" } else { "they" }
+                )
+            }
+            RunError::Busy(in_use) => in_use.fmt(f),
             RunError::Journal(e) => write!(f, "cannot set up the run's journal: {e:#}"),
         }
     }
 }
 
-impl std::error::Error for RunError {}
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Busy(in_use) => Some(in_use),
+            RunError::Journal(e) => Some(e.as_ref()),
+            RunError::NeedsRecovery { .. } => None,
+        }
+    }
+}
 
 /// What happened to one step.
 #[derive(Debug)]
@@ -144,11 +161,7 @@ pub async fn run(
     crate::state::ensure_private(&options.state_dir).map_err(RunError::Journal)?;
     let pending = crate::recovery::abandoned(&options.state_dir).map_err(RunError::Journal)?;
     if !pending.is_empty() {
-        let runs = pending
-            .iter()
-            .map(|r| format!("run {} of flow '{}'", r.dir.id, r.flow))
-            .collect();
-        return Err(RunError::NeedsRecovery(runs));
+        return Err(RunError::NeedsRecovery { runs: pending });
     }
     let run_id = new_run_id();
     let writable: Vec<&Mount> = plan
@@ -374,14 +387,7 @@ pub async fn run(
     }
     let incomplete = rollback.as_ref().is_some_and(|r| !r.problems.is_empty())
         || actions.iter().any(|a| a.error.is_some());
-    let status = match &failure {
-        _ if uncommitted => FlowStatus::Uncommitted,
-        None => FlowStatus::Succeeded,
-        Some(_) if incomplete => FlowStatus::RollbackIncomplete,
-        Some(f) if f.policy != OnFailure::Rollback => FlowStatus::NotRolledBack,
-        Some(f) if f.interrupted => FlowStatus::Interrupted,
-        Some(_) => FlowStatus::RolledBack,
-    };
+    let status = outcome(failure.as_ref(), uncommitted, incomplete, rollback.is_some());
     let (kept_steps, kept_actions) = match revert {
         true => kept_on_purpose(plan, &reports, &actions),
         false => Default::default(),
@@ -400,6 +406,7 @@ pub async fn run(
         failed_step: failure.map(|f| f.step),
         kept_steps,
         kept_actions,
+        journaled: options.journal,
     });
     Ok(report)
 }
@@ -418,9 +425,9 @@ async fn lock_mounts(
     loop {
         let in_use = match MountLocks::acquire(&options.state_dir, mounts, holder) {
             Ok(locks) => return Ok(locks),
-            Err(e) => match e.downcast_ref::<crate::journal::InUse>() {
-                Some(in_use) => in_use.to_string(),
-                None => return Err(RunError::Busy(format!("{e:#}"))),
+            Err(e) => match crate::journal::InUse::of(&e) {
+                Some(in_use) => in_use,
+                None => return Err(RunError::Journal(e)),
             },
         };
         let waiting = match deadline {
@@ -577,6 +584,23 @@ fn moved_mount(mounts: &[Mount], pinned: &Pinned) -> Option<String> {
     })
 }
 
+/// How a run ended, the one place it is decided (its last event says it,
+/// and the exit code is its): a rollback that did not restore every path
+/// or an action that failed needs attention above all else, whatever
+/// started it (a failure, or a commit that could not be recorded); a
+/// failure whose changes were not `reverted` (`on-failure = "stop"`, or
+/// no journal to revert them with) left them in place.
+fn outcome(failure: Option<&Failure>, uncommitted: bool, incomplete: bool, reverted: bool) -> FlowStatus {
+    match failure {
+        _ if incomplete => FlowStatus::RollbackIncomplete,
+        _ if uncommitted => FlowStatus::Uncommitted,
+        None => FlowStatus::Succeeded,
+        Some(_) if !reverted => FlowStatus::NotRolledBack,
+        Some(f) if f.interrupted => FlowStatus::Interrupted,
+        Some(_) => FlowStatus::RolledBack,
+    }
+}
+
 /// Runs one step or action, with its records bracketed in the journal;
 /// a journal that cannot be written fails it.
 async fn run_step(
@@ -722,6 +746,7 @@ impl Journaled {
                     mount: String::new(),
                     path: dir.journal().display().to_string(),
                     reason: format!("cannot read the journal: {e}"),
+                    kept_at: None,
                 }],
                 kept: Vec::new(),
                 not_reversed: Vec::new(),
@@ -729,8 +754,8 @@ impl Journaled {
         };
         events.emit(Event::RollbackFinished {
             undone: report.undone,
-            problems: report.problems.iter().map(ToString::to_string).collect(),
-            kept: report.kept.iter().map(ToString::to_string).collect(),
+            problems: report.problems.clone(),
+            kept: report.kept.clone(),
             not_reversed: report.not_reversed.clone(),
             duration_us: crate::events::micros_since(started),
         });
@@ -826,4 +851,79 @@ fn new_run_id() -> String {
         .collect();
     let nanos = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     format!("{stamp}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Failure, FlowStatus, OnFailure, outcome};
+
+    fn failed(policy: OnFailure, interrupted: bool) -> Failure {
+        Failure {
+            index: Some(0),
+            step: "s".into(),
+            error: "e".into(),
+            policy,
+            interrupted,
+        }
+    }
+
+    #[test]
+    fn an_incomplete_rollback_outranks_every_other_outcome() {
+        // A run whose commit failed and whose rollback then left a path:
+        // the event and the exit code both say it needs attention.
+        assert_eq!(outcome(None, true, true, true), FlowStatus::RollbackIncomplete);
+        // A failed action, whether the changes were reverted or kept.
+        for (policy, reverted) in [(OnFailure::Rollback, true), (OnFailure::Stop, false)] {
+            let f = failed(policy, true);
+            assert_eq!(
+                outcome(Some(&f), false, true, reverted),
+                FlowStatus::RollbackIncomplete
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_mount_is_one_error_with_its_cause() {
+        use std::error::Error;
+        let in_use = crate::journal::InUse {
+            mount: "app".into(),
+            host: "/srv/app".into(),
+            holder: "run r of flow 'f' (pid 7)".into(),
+        };
+        let said = "mount 'app' (/srv/app) is in use by another flow: run r of flow 'f' (pid 7)";
+        let run = super::RunError::Busy(in_use.clone());
+        assert_eq!(run.to_string(), said);
+        assert_eq!(run.source().map(ToString::to_string).as_deref(), Some(said));
+        let undo = crate::history::UndoError::Busy(in_use.clone());
+        let recover = crate::recovery::RecoverError::Busy(in_use);
+        for e in [&undo as &dyn Error, &recover] {
+            assert_eq!(e.to_string(), said);
+            assert!(e.source().is_some());
+        }
+    }
+
+    #[test]
+    fn otherwise_each_outcome_is_its_own() {
+        assert_eq!(outcome(None, false, false, false), FlowStatus::Succeeded);
+        assert_eq!(outcome(None, true, false, true), FlowStatus::Uncommitted);
+        let cases = [
+            (failed(OnFailure::Rollback, false), true, FlowStatus::RolledBack),
+            (failed(OnFailure::Rollback, true), true, FlowStatus::Interrupted),
+            (failed(OnFailure::Stop, false), false, FlowStatus::NotRolledBack),
+            // No journal: nothing was reverted, whatever the policy.
+            (
+                failed(OnFailure::Rollback, false),
+                false,
+                FlowStatus::NotRolledBack,
+            ),
+            (
+                failed(OnFailure::Rollback, true),
+                false,
+                FlowStatus::NotRolledBack,
+            ),
+        ];
+        for (f, reverted, status) in cases {
+            assert_eq!(outcome(Some(&f), false, false, reverted), status);
+        }
+    }
 }

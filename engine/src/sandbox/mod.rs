@@ -326,7 +326,13 @@ impl Sandbox {
                 let message = errno::in_host_terms(&error.message);
                 let guests: Vec<&str> = request.mounts.iter().map(|m| m.guest.as_str()).collect();
                 let details = error.details.as_deref().map(errno::in_host_terms);
-                let details = match (details, outside::hint(&message, &guests)) {
+                // A step running commands names host programs and the
+                // jail's own paths: no hint for those.
+                let hint = match request.exec.programs.is_empty() {
+                    true => outside::hint(&message, &guests),
+                    false => None,
+                };
+                let details = match (details, hint) {
                     (Some(d), Some(hint)) => Some(format!("{d}\n{hint}")),
                     (d, hint) => d.or(hint),
                 };

@@ -3,7 +3,8 @@
 //! and fails before the host hears of the call, so the plugin's message
 //! ("creating /etc: No such file or directory") is all there is to go on;
 //! an absolute path in it that no mount of the step holds is named with
-//! the mounts the step has.
+//! the mounts the step has. Not for a step that runs commands: their
+//! messages name host programs and the paths of the command's jail.
 
 /// The hint for a failure `message` of a step whose mounts are at guest
 /// paths `mounts`, if the message names a path outside all of them.

@@ -223,9 +223,10 @@ fn unchanged(p: &crate::grant::Program) -> Result<PathBuf, ExecError> {
             p.path.display()
         ))),
         Err(e) => Err(ExecError::NotGranted(format!(
-            "program {:?} ({}) cannot be checked against what was validated: {e}",
+            "program {:?} ({}) cannot be checked against what was validated: {}",
             p.name,
-            p.path.display()
+            p.path.display(),
+            host_error(&e)
         ))),
     }
 }
@@ -819,7 +820,15 @@ impl ExecView<'_> {
 }
 
 fn spawn_failed(what: &str, e: std::io::Error) -> ExecError {
-    ExecError::SpawnFailed(format!("{what}: {e}"))
+    ExecError::SpawnFailed(format!("{what}: {}", host_error(&e)))
+}
+
+/// A host I/O error as a guest is told it: its text without "(os error
+/// N)", whose N is the host's number and would be read as WASI's (the
+/// host's 2, ENOENT, is WASI's EACCES).
+fn host_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    text.split(" (os error ").next().unwrap_or(&text).to_owned()
 }
 
 /// Arguments as a shell would need them written, for the log.
@@ -848,5 +857,16 @@ impl Host for ExecView<'_> {
         self.exec
             .host_path(&guest)
             .map(|p| p.to_string_lossy().into_owned())
+    }
+}
+
+#[cfg(test)]
+mod host_error_tests {
+    #[test]
+    fn host_errors_carry_no_number_a_guest_would_misread() {
+        let text = super::host_error(&std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(text, "No such file or directory");
+        // Which the guest-side mapping then leaves alone.
+        assert_eq!(crate::sandbox::errno::in_host_terms(&text), text);
     }
 }
