@@ -319,3 +319,51 @@ fn show_gives_sizes_and_the_changes_to_what_the_run_already_owned() {
         ]
     );
 }
+
+/// Found by a review: inside a directory an earlier step created, a
+/// later step's changes have no records by path, and `show` listed none.
+#[test]
+fn show_counts_what_a_step_did_inside_a_directory_the_run_created() {
+    let env = Env::new();
+    env.mkdir("m");
+    let write = |name: &str, path: &str, content: &str| {
+        format!(
+            "[[steps]]\nname = \"{name}\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"{path}\", content = \"{content}\" }}\n"
+        )
+    };
+    let flow = flow_head("tree", &["m"], &[])
+        + &write("first", "/m/new/a.txt", "hello")
+        + &write("second", "/m/new/a.txt", "hello again")
+        + &write("third", "/m/new/b.txt", "b");
+    let id = env.run_flow(&flow).expect_code(exit::SUCCESS).run_id();
+    let shown = env.stepback(&["show", &id]).stdout();
+    let changes = shown.split("changes, as the journal holds them:").nth(1).unwrap();
+    let under = |heading: &str| -> Vec<String> {
+        changes
+            .split(heading)
+            .nth(1)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    assert!(
+        under("step 0 'first'")[0].starts_with("created directory"),
+        "{changes}"
+    );
+    assert_eq!(
+        under("step 1 'second'"),
+        ["wrote 1 file of the run's own (11 bytes)"],
+        "{changes}"
+    );
+    assert_eq!(
+        under("step 2 'third'"),
+        [
+            "made 1 entry of the run's own (in a directory it created)",
+            "wrote 1 file of the run's own (1 bytes)"
+        ],
+        "{changes}"
+    );
+}

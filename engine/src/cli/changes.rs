@@ -2,8 +2,10 @@
 //! `show RUN` prints and `show RUN --output json` gives, so that the two
 //! agree. Beside the undo records (the first change a run makes to a
 //! path), a step that changes again what the run already owns (a file an
-//! earlier step created) has only its `left` records: those are listed
-//! too, so that a step that reported changes never lists none.
+//! earlier step created) has only its `left` records, and what it does
+//! inside a directory the run created only its `made` and `wrote` ones
+//! (by inode, without paths): those are listed too, so that a step that
+//! reported changes never lists none.
 
 use std::collections::{HashMap, HashSet};
 use stepback::journal::{Change, EntryState, Record, UndoOp};
@@ -30,6 +32,8 @@ pub fn list(records: &[Record]) -> Vec<Listed<'_>> {
     // The paths listed for the step being read, and which step it is.
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     let mut step = 0;
+    let mut made = HashSet::new();
+    let own = by_path(records);
     for (at, record) in records.iter().enumerate() {
         match record {
             Record::Step { index, .. } | Record::Action { index, .. } => {
@@ -54,6 +58,46 @@ pub fn list(records: &[Record]) -> Vec<Listed<'_>> {
                     });
                 }
             }
+            // Inside a directory the run created, entries have no records
+            // of their own (the directory's undo removes them all): what
+            // the step did there is counted.
+            Record::Made { ids } => {
+                // Counted once, by the step that made it, less the entries
+                // with records of their own (what the step created).
+                let new = ids.iter().filter(|id| made.insert(**id)).count();
+                let what = match new.saturating_sub(own[&step].created) {
+                    0 => continue,
+                    1 => "made 1 entry of the run's own (in a directory it created)".to_owned(),
+                    n => format!("made {n} entries of the run's own (in directories it created)"),
+                };
+                listed.push(Listed {
+                    at,
+                    step,
+                    mount: "",
+                    path: "",
+                    what,
+                });
+            }
+            Record::Wrote { files } => {
+                // Less those left at a path the step has records of.
+                let files: Vec<_> = files
+                    .iter()
+                    .filter(|f| !own[&step].left.contains(&(f.size, f.mtime.0, f.mtime.1)))
+                    .collect();
+                let bytes: u64 = files.iter().map(|f| f.size).sum();
+                let what = match files.len() {
+                    0 => continue,
+                    1 => format!("wrote 1 file of the run's own ({bytes} bytes)"),
+                    n => format!("wrote {n} files of the run's own ({bytes} bytes)"),
+                };
+                listed.push(Listed {
+                    at,
+                    step,
+                    mount: "",
+                    path: "",
+                    what,
+                });
+            }
             Record::Left { mount, path, state } if seen.insert((mount, path)) => {
                 if let Some(what) = again(state) {
                     listed.push(Listed {
@@ -69,6 +113,43 @@ pub fn list(records: &[Record]) -> Vec<Listed<'_>> {
         }
     }
     listed
+}
+
+/// What a step (or action) has records of by path: how many entries it
+/// created, and each file it left (size and time), to tell apart what it
+/// did inside a directory the run created.
+#[derive(Default)]
+struct ByPath {
+    created: usize,
+    left: HashSet<(u64, i64, u32)>,
+}
+
+/// [`ByPath`] of each step, by index.
+fn by_path(records: &[Record]) -> HashMap<usize, ByPath> {
+    let mut steps: HashMap<usize, ByPath> = HashMap::from([(0, ByPath::default())]);
+    let mut step = 0;
+    for record in records {
+        match record {
+            Record::Step { index, .. } | Record::Action { index, .. } => step = *index,
+            Record::Undo {
+                change: Change::Created,
+                ..
+            } => steps.entry(step).or_default().created += 1,
+            Record::Left {
+                state: Some(EntryState::File { size, mtime }),
+                ..
+            } => {
+                steps
+                    .entry(step)
+                    .or_default()
+                    .left
+                    .insert((*size, mtime.0, mtime.1));
+            }
+            _ => {}
+        }
+        steps.entry(step).or_default();
+    }
+    steps
 }
 
 /// For each undo record, by position, what the run left at its path when

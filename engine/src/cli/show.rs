@@ -270,10 +270,14 @@ fn print_changes(records: &[Record]) {
             Record::Unenforced { what, .. } => {
                 outln!("  LIMITS NOT ENFORCED: {}", clean(what))
             }
-            Record::Undo { .. } | Record::Left { .. } => {
-                if let Some(c) = listed.get(&at) {
-                    let what = clean(&c.what);
-                    outln!("  {what:<40} {}:/{}", c.mount, clean(c.path));
+            Record::Undo { .. } | Record::Left { .. } | Record::Made { .. } | Record::Wrote { .. } => {
+                match listed.get(&at) {
+                    Some(c) if c.mount.is_empty() => outln!("  {}", clean(&c.what)),
+                    Some(c) => {
+                        let what = clean(&c.what);
+                        outln!("  {what:<40} {}:/{}", c.mount, clean(c.path));
+                    }
+                    None => {}
                 }
             }
             Record::Undone { seq } => {
@@ -300,8 +304,6 @@ fn print_changes(records: &[Record]) {
             Record::RollbackStarted { .. } => outln!("rollback started"),
             Record::Begin { .. }
             | Record::Final { .. }
-            | Record::Made { .. }
-            | Record::Wrote { .. }
             | Record::Applied { .. }
             | Record::NotApplied { .. }
             | Record::StepEnded { .. }
