@@ -24,6 +24,19 @@ pub struct Listed<'r> {
     pub what: String,
 }
 
+impl Listed<'_> {
+    /// Changes counted, not at one path (`mount` and `path` empty).
+    fn counted(at: usize, step: usize, what: String) -> Self {
+        Listed {
+            at,
+            step,
+            mount: "",
+            path: "",
+            what,
+        }
+    }
+}
+
 /// Every change the journal of a run holds, in the journal's order.
 pub fn list(records: &[Record]) -> Vec<Listed<'_>> {
     let voided = stepback::journal::voided(records);
@@ -70,13 +83,7 @@ pub fn list(records: &[Record]) -> Vec<Listed<'_>> {
                     1 => "made 1 entry of the run's own (in a directory it created)".to_owned(),
                     n => format!("made {n} entries of the run's own (in directories it created)"),
                 };
-                listed.push(Listed {
-                    at,
-                    step,
-                    mount: "",
-                    path: "",
-                    what,
-                });
+                listed.push(Listed::counted(at, step, what));
             }
             Record::Wrote { files } => {
                 // Less those left at a path the step has records of.
@@ -90,13 +97,7 @@ pub fn list(records: &[Record]) -> Vec<Listed<'_>> {
                     1 => format!("wrote 1 file of the run's own ({bytes} bytes)"),
                     n => format!("wrote {n} files of the run's own ({bytes} bytes)"),
                 };
-                listed.push(Listed {
-                    at,
-                    step,
-                    mount: "",
-                    path: "",
-                    what,
-                });
+                listed.push(Listed::counted(at, step, what));
             }
             Record::Left { mount, path, state } if seen.insert((mount, path)) => {
                 if let Some(what) = again(state) {
