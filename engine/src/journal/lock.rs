@@ -44,7 +44,7 @@ pub struct InUse {
 }
 
 impl InUse {
-    /// Whether `e` (from [`MountLocks::acquire`]) is a mount in use, and which.
+    /// Whether `e` (from taking a mount's lock) is a mount in use, and which.
     pub fn of(e: &anyhow::Error) -> Option<InUse> {
         e.downcast_ref::<InUse>().cloned()
     }
