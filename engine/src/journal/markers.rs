@@ -13,8 +13,8 @@
 //! undos of the last batch are applied again, which [`overlaps`] makes
 //! safe.
 
-use super::capture::MountFs;
 use super::log::JournalWriter;
+use super::mount::MountFs;
 use super::record::{Record, UndoOp};
 use super::report::Problem;
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -3,7 +3,7 @@
 //!
 //! The sandbox's filesystem layer calls the run's `Recorder` (a
 //! `RunJournal`) *before* it lets a mutating call through, and tells it
-//! afterwards whether the call succeeded (`Recorder::finish`: a failed
+//! afterwards whether the call succeeded (through a `Call` guard: a failed
 //! call's capture is put back and its records voided). The journal writes
 //! an undo record (and, where the
 //! change destroys data, moves or links the original into the run's backup
@@ -38,12 +38,14 @@ mod foreign;
 mod lock;
 mod log;
 mod markers;
+mod mount;
 mod orphans;
 mod places;
 mod record;
+mod recorder;
 mod report;
-mod room;
 mod runs;
+mod space_reserve;
 mod sparse;
 mod tree;
 mod undo;
@@ -52,7 +54,7 @@ mod verify;
 // The writer side (capture, the journal writer, locks, rollback) is the
 // engine's own; what a program reads of a run (records, runs, reports)
 // is public.
-pub(crate) use capture::{Capture, Entry, MountFs, NewEntry, Outcome, Recorder, RunJournal, SharedRecorder};
+pub(crate) use capture::RunJournal;
 pub(crate) use entry::{
     entry_state, fd_xattrs, keep_capabilities, open_dir_readable, replace_xattrs, set_attributes,
     set_owner_and_mode, set_times,
@@ -62,14 +64,16 @@ pub use lock::InUse;
 pub(crate) use lock::MountLocks;
 pub use log::Durability;
 pub(crate) use log::{JournalWriter, read_journal};
+pub(crate) use mount::MountFs;
 pub(crate) use orphans::adopt_orphans;
 pub use record::{
     App, Change, EntryState, FailureAction, FileId, FileLeft, Meta, MountRecord, OsBytes, Owner, Record,
     Time, UndoOp, Xattr, voided,
 };
+pub(crate) use recorder::{Batch, Call, Capture, Entry, NewEntry, Recorder, SharedRecorder, Synced, lock};
 pub use report::{Problem, RollbackReport};
-pub(crate) use room::{Room, free_on};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
+pub(crate) use space_reserve::{SpaceReserve, free_on};
 pub(crate) use sparse::copy_contents;
 pub(crate) use tree::remove_all;
 pub(crate) use undo::{Ending, end_rollback, rollback, unrecorded_end};

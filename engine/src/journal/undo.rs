@@ -8,12 +8,12 @@
 //! which changes nothing where its effect is there already (a backup that
 //! is no longer in the backup area has already been moved back).
 
-use super::capture::MountFs;
 use super::entry::{at, open_dir_readable, set_mtime};
 use super::fault::Fault;
 use super::foreign::Foreign;
 use super::log::JournalWriter;
 use super::markers::{Markers, footprint};
+use super::mount::MountFs;
 use super::places::{Places, relocated};
 use super::record::{Meta, Owner, Record, Time, UndoOp, voided};
 use super::report::{Problem, RollbackReport, problem};

@@ -1,8 +1,8 @@
 //! Checking a rollback's work: every path it restored against the first
 //! record of that path, which describes it as it was before the run.
 
-use super::capture::MountFs;
 use super::entry::{at, fd_xattrs, mtime, open_dir_readable};
+use super::mount::MountFs;
 use super::places::{Places, relocated};
 use super::record::{Meta, Owner, Record, UndoOp, Xattr, voided};
 use super::report::{RollbackReport, problem};

@@ -21,11 +21,132 @@
 //! rollback's outcome again: a crash during it leaves a run that
 //! `recover` closes without touching what the action did).
 
-use super::{Ctx, Journaled, Role, StepReport};
+use super::StepReport;
+use super::execute::{Ctx, Role};
+use super::journaled::{Finished, Journaled, RolledBack};
 use crate::cancel::Cancel;
 use crate::events::{ActionTrigger, Event, StepStatus};
 use crate::flow::{OnFailure, Plan, PlannedStep, Trigger};
+use crate::grant::Mount;
+use crate::journal::{Ending, RollbackReport};
 use std::time::Instant;
+
+/// How the journal of a run ended, and what its failure ran.
+pub(super) struct Ended {
+    /// The actions run, in the order they ran.
+    pub actions: Vec<ActionReport>,
+    /// The rollback's report, if the run was rolled back.
+    pub rollback: Option<RollbackReport>,
+    /// Every step succeeded, but the commit could not be recorded (the run
+    /// was rolled back).
+    pub uncommitted: bool,
+}
+
+/// Ends the journal of a run whose steps ran (`reports`): committed,
+/// or, after a `failure`, what it triggers, in the order above.
+pub(super) async fn end(
+    ctx: &Ctx<'_>,
+    journal: Option<Journaled>,
+    (failure, reports): (Option<&Failure>, &[StepReport]),
+    writable: &[&Mount],
+) -> Ended {
+    let statuses: Vec<StepStatus> = reports.iter().map(|r| r.status).collect();
+    let planned = failure
+        .map(|f| actions_of(ctx.plan, &statuses, f))
+        .unwrap_or_default();
+    if let (Some(f), Some(j)) = (failure, journal.as_ref()) {
+        record_failure(ctx, j, f, &planned);
+    }
+    let (before, after): (Vec<_>, Vec<_>) = planned.iter().partition(|p| !p.after_revert());
+    let mut actions = Vec::new();
+    if let Some(failure) = failure {
+        actions.extend(run_actions(ctx, journal.as_ref(), &before, failure).await);
+    }
+    let revert = failure.is_some_and(|f| f.policy == OnFailure::Rollback);
+    let ending = match after.is_empty() {
+        true => Ending::Final,
+        false => Ending::ActionFollows,
+    };
+    let (rollback, rolled) = match finish(ctx, journal, revert, ending) {
+        Some(Finished::RolledBack(report, rolled)) => (Some(report), Some(rolled)),
+        Some(Finished::Committed) | None => (None, None),
+    };
+    let uncommitted = rolled.as_ref().is_some_and(|r| r.uncommitted);
+    if let Some(failure) = failure
+        && !after.is_empty()
+    {
+        let rolled = rolled.zip(rollback.as_ref());
+        actions.extend(rollback_action(ctx, rolled, &after, failure, writable).await);
+    }
+    Ended {
+        actions,
+        rollback,
+        uncommitted,
+    }
+}
+
+/// Records in the journal that `failure` ended the flow, and the actions
+/// it is about to run (`recover` names them if the engine stops).
+fn record_failure(ctx: &Ctx<'_>, journal: &Journaled, failure: &Failure, planned: &[Planned]) {
+    let policy = match failure.policy {
+        OnFailure::Stop => "stop",
+        OnFailure::Continue => "continue",
+        _ => "rollback",
+    };
+    let recorded = journal.lock().failed(
+        (&failure.step, policy),
+        failure.interrupted,
+        self::recorded(planned),
+    );
+    if let Err(e) = recorded {
+        ctx.events.emit(Event::Warning {
+            message: format!("could not record the failure in the journal: {e}"),
+        });
+    }
+}
+
+/// Commits the run, or rolls it back (`revert`); without a journal, says
+/// that nothing was rolled back.
+fn finish(ctx: &Ctx<'_>, journal: Option<Journaled>, revert: bool, ending: Ending) -> Option<Finished> {
+    if journal.is_none() && revert {
+        ctx.events.emit(Event::Warning {
+            message: "the journal is off: the flow's changes were not rolled back".into(),
+        });
+    }
+    journal.map(|j| j.finish((revert, ending), &ctx.events))
+}
+
+/// Runs the flow's rollback action after the rollback (`rolled`, with its
+/// report; none without a journal): its records follow the rollback's,
+/// and end the run by stating its outcome again.
+async fn rollback_action(
+    ctx: &Ctx<'_>,
+    rolled: Option<(RolledBack, &RollbackReport)>,
+    after: &[&Planned<'_>],
+    failure: &Failure,
+    writable: &[&Mount],
+) -> Vec<ActionReport> {
+    let resumed = match rolled.map(|(rolled, report)| (rolled.resume(writable, report), report)) {
+        Some((Ok(resumed), report)) => Some((resumed, report)),
+        Some((Err(e), _)) => {
+            ctx.events.emit(Event::Warning {
+                message: format!("the flow's rollback action runs unjournaled: {e:#}"),
+            });
+            None
+        }
+        None => None,
+    };
+    let journal = resumed.as_ref().map(|(r, _)| &r.journal);
+    let actions = run_actions(ctx, journal, after, failure).await;
+    if let Some((resumed, report)) = resumed
+        && let Err(e) = resumed.close(report)
+    {
+        ctx.events.emit(Event::Warning {
+            message: format!("could not record the end of the flow's rollback action: {e}"),
+        });
+    }
+    actions
+}
 
 /// The failure that ended a flow.
 pub(super) struct Failure {
@@ -149,7 +270,7 @@ pub(super) fn recorded(planned: &[Planned]) -> Vec<crate::journal::FailureAction
 }
 
 /// Runs `planned` in order.
-pub(super) async fn run_actions(
+async fn run_actions(
     ctx: &Ctx<'_>,
     journal: Option<&Journaled>,
     planned: &[&Planned<'_>],

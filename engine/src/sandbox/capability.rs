@@ -14,7 +14,7 @@ use super::output::CapturedOutput;
 use super::state::{StepState, Wasi};
 use crate::events::Emitter;
 use crate::grant::{Access, Exec, Grant, Limits, Mount};
-use crate::journal::{Room, RunJournal, SharedRecorder};
+use crate::journal::{RunJournal, SharedRecorder, SpaceReserve};
 use crate::plugin::Needs;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ pub(super) struct Setup<'a> {
     /// The mounts' directories as the run opened them (empty: by path).
     pub pinned: &'a [Arc<std::fs::File>],
     pub journal: Option<Arc<Mutex<RunJournal>>>,
-    pub room: Option<Arc<Room>>,
+    pub room: Option<Arc<SpaceReserve>>,
     pub params: Vec<(String, String)>,
     pub limits: Limits,
     pub events: Emitter,

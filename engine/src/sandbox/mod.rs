@@ -66,7 +66,7 @@ pub struct StepRequest<'a> {
     /// The run's journal; `None` runs the step unjournaled.
     pub journal: Option<Arc<Mutex<RunJournal>>>,
     /// The free-space reserve the step's writes must leave.
-    pub room: Option<Arc<crate::journal::Room>>,
+    pub room: Option<Arc<crate::journal::SpaceReserve>>,
     /// The flow's name, for the step's context.
     pub flow: &'a str,
     /// The step's name.
@@ -376,7 +376,10 @@ impl Sandbox {
         &self,
         (step, events): (&str, Emitter),
         (mounts, pinned): (&[Mount], &[Arc<std::fs::File>]),
-        (journal, room): (Option<Arc<Mutex<RunJournal>>>, Option<Arc<crate::journal::Room>>),
+        (journal, room): (
+            Option<Arc<Mutex<RunJournal>>>,
+            Option<Arc<crate::journal::SpaceReserve>>,
+        ),
         (exec, scratch): (&Exec, std::path::PathBuf),
         params: Vec<(String, String)>,
         limits: Limits,

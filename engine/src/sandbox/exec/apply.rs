@@ -27,8 +27,9 @@
 
 use super::links::{self, Group, Origins, Role};
 use crate::journal::{
-    Capture, Entry, FileId, NewEntry, Outcome, Recorder, Room, SharedRecorder, Xattr, fd_xattrs,
-    keep_capabilities, open_dir_readable, replace_xattrs, set_attributes, set_owner_and_mode, set_times,
+    self, Call, Capture, Entry, FileId, NewEntry, Recorder, SharedRecorder, SpaceReserve, Synced, Xattr,
+    fd_xattrs, keep_capabilities, lock, open_dir_readable, replace_xattrs, set_attributes,
+    set_owner_and_mode, set_times,
 };
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, Metadata, MetadataExt, OpenOptions, PermissionsExt};
@@ -36,7 +37,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
-use std::sync::MutexGuard;
 
 /// Applies one upper layer to one mount.
 pub struct Apply<'a> {
@@ -58,9 +58,11 @@ pub struct Apply<'a> {
     same_fs: bool,
     /// The run's free-space reserve, which a file written in (not moved)
     /// must leave free.
-    room: Option<&'a Room>,
-    /// The renames recorded before the apply changes anything.
-    batch: Batch,
+    room: Option<&'a SpaceReserve>,
+    /// The renames recorded before the apply changes anything, by path.
+    batch: Batched,
+    /// Their records, durable: each rename is made through it.
+    synced: Option<Synced>,
     /// The mount's files written in place so far, with what went in: a
     /// file with several names that the command changed through two of
     /// them is two files in the upper layer (overlayfs copies up each name
@@ -121,7 +123,7 @@ impl<'a> Apply<'a> {
     /// is one.
     pub fn new(
         mount: &'a str,
-        (recorder, room): (Option<&'a SharedRecorder>, Option<&'a Room>),
+        (recorder, room): (Option<&'a SharedRecorder>, Option<&'a SpaceReserve>),
         (upper_path, work, root_xattrs): (&'a Path, &Path, &'a [Xattr]),
         overlay_xattrs: &'a str,
         root: &Dir,
@@ -136,7 +138,8 @@ impl<'a> Apply<'a> {
             overlay_xattrs,
             same_fs,
             room,
-            batch: Batch::new(),
+            batch: Batched::new(),
+            synced: None,
             written: HashMap::new(),
             origins: Origins::new(root, work)?,
             changes: 0,
@@ -169,9 +172,10 @@ impl<'a> Apply<'a> {
             .and_then(|_| self.write_unnamed_groups(&lower));
         // Nothing is to expect the renames the apply did not make (it
         // stopped, or found something else there than recorded).
-        let unmade = self.batch.drain().map(|(_, (seq, _))| seq).collect();
-        self.capture(|rec| rec.abandon(unmade))?;
+        self.batch.clear();
+        let closed = self.synced.take().map_or(Ok(()), Synced::close);
         applied?;
+        closed?;
         // Without root the upper root could not take the root's owner: the
         // owner is compared only as root.
         let owner =
@@ -179,13 +183,13 @@ impl<'a> Apply<'a> {
         let have = self.xattrs(root, ".")?;
         let want = changed(&have, self.root_xattrs, &self.xattrs(&parent, &name)?);
         if before.permissions().mode() != meta.permissions().mode() || owner || have != want {
-            self.capture(|rec| rec.before_set_attributes(self.mount, "", &before, have))?;
+            let call = self.capture(|rec| rec.before_set_attributes(self.mount, "", &before, have))?;
             let set = match rustix::process::geteuid().is_root() {
                 true => set_owner_and_mode(root, ".", &meta),
                 false => root.set_permissions(".", meta.permissions()),
             }
             .and_then(|()| self.set_xattrs(root, ".", &want));
-            self.finish(root, ".", set.is_ok(), false)?;
+            self.end(call, root, ".", set.is_ok(), false)?;
             set?;
             self.changes += 1;
         }
@@ -193,9 +197,9 @@ impl<'a> Apply<'a> {
         // was when it copies an entry up into it).
         let now = root.dir_metadata()?;
         if (now.mtime(), now.mtime_nsec()) != (meta.mtime(), meta.mtime_nsec()) {
-            self.capture(|rec| rec.before_set_times(self.mount, "", &now))?;
+            let call = self.capture(|rec| rec.before_set_times(self.mount, "", &now))?;
             let set = set_times(root, ".", &meta);
-            self.finish(root, ".", set.is_ok(), false)?;
+            self.end(call, root, ".", set.is_ok(), false)?;
             set?;
         }
         Ok(())
@@ -269,16 +273,15 @@ impl<'a> Apply<'a> {
     /// would take a sync each: most of an apply's time on a journaled
     /// filesystem, and more on a device's flash.
     fn record_batch(&mut self, upper: &Dir, lower: &Lower) -> io::Result<()> {
-        if !self.same_fs || self.recorder.is_none() {
+        let Some(rec) = self.recorder.filter(|_| self.same_fs) else {
             return Ok(());
-        }
-        let mut batch = Batch::new();
-        let recorded = self.record_renames(upper, lower, &mut batch);
-        self.batch = batch;
-        recorded?;
-        if !self.batch.is_empty() {
-            self.capture(|rec| rec.sync_batch())?;
-        }
+        };
+        // Dropped on an error, the batch voids what it recorded.
+        let mut batch = journal::Batch::new(rec);
+        let mut batched = Batched::new();
+        self.record_renames(upper, lower, (&mut batch, &mut batched))?;
+        self.synced = Some(batch.sync()?);
+        self.batch = batched;
         Ok(())
     }
 
@@ -286,7 +289,12 @@ impl<'a> Apply<'a> {
     /// directories beneath that both have, to `batch`, in the order the
     /// apply makes them. Directories the engine cannot search without root
     /// are left to the apply itself (see [`refuse_denied`]).
-    fn record_renames(&self, upper: &Dir, lower: &Lower, batch: &mut Batch) -> io::Result<()> {
+    fn record_renames(
+        &self,
+        upper: &Dir,
+        lower: &Lower,
+        (batch, batched): (&mut journal::Batch, &mut Batched),
+    ) -> io::Result<()> {
         let searchable =
             |m: &Metadata| m.permissions().mode() & 0o700 == 0o700 || rustix::process::geteuid().is_root();
         let mut entries = upper
@@ -312,16 +320,16 @@ impl<'a> Apply<'a> {
                     _ => continue,
                 };
                 let (ino, at) = (entry.ino(), lower.entry(self.mount, &name));
-                if let Some(Some(seq)) = self.capture(|rec| rec.before_move_in(&at, ino, kind))? {
-                    batch.insert(lower.child(&name), (seq, None));
+                if let Some(seq) = batch.move_in(&at, ino, kind)? {
+                    batched.insert(lower.child(&name), (seq, None));
                 }
                 continue;
             };
             if kind.is_file() && found.is_file() {
                 let replacement = self.upper_path.join(lower.child(&name));
                 let at = lower.entry(self.mount, &name);
-                if let Some(Some(seq)) = self.capture(|rec| rec.before_exchange(&at, &found, &replacement))? {
-                    batch.insert(lower.child(&name), (seq, Some(FileId::of(&found))));
+                if let Some(seq) = batch.exchange(&at, &found, &replacement)? {
+                    batched.insert(lower.child(&name), (seq, Some(FileId::of(&found))));
                 }
             } else if kind.is_dir() && found.is_dir() && searchable(&found) && searchable(&entry.metadata()?)
             {
@@ -335,7 +343,7 @@ impl<'a> Apply<'a> {
                     id: FileId::of(&found),
                     rel: &rel,
                 };
-                self.record_renames(&up, &child, batch)?;
+                self.record_renames(&up, &child, (batch, batched))?;
             }
         }
         Ok(())
@@ -391,9 +399,9 @@ impl<'a> Apply<'a> {
             rel: parent,
         };
         let meta = dir.symlink_metadata(name)?;
-        self.capture(|rec| rec.before_remove(&child.entry(self.mount, name), &meta))?;
+        let call = self.capture(|rec| rec.before_remove(&child.entry(self.mount, name), &meta))?;
         let removed = dir.remove_file(name);
-        self.finish(&dir, name, removed.is_ok(), false)?;
+        self.end(call, &dir, name, removed.is_ok(), false)?;
         removed?;
         self.link_to(&child, name, group)
     }
@@ -481,10 +489,10 @@ impl<'a> Apply<'a> {
                     || (f.uid(), f.gid()) != (meta.uid(), meta.gid())
                     || have != want
                 {
-                    self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f, have))?;
+                    let call = self.capture(|rec| rec.before_set_attributes(self.mount, &rel, &f, have))?;
                     let set = set_owner_and_mode(lower.dir, name, meta)
                         .and_then(|()| self.set_xattrs(lower.dir, name, &want));
-                    self.finish(lower.dir, name, set.is_ok(), false)?;
+                    self.end(call, lower.dir, name, set.is_ok(), false)?;
                     set?;
                     self.changes += 1;
                 }
@@ -524,16 +532,22 @@ impl<'a> Apply<'a> {
                 if !self.write_once(FileId::of(&f), FileId::of(meta), &lower.child(name))? {
                     return Ok(false);
                 }
-                let capture = self.capture(|rec| rec.before_truncate(&lower.entry(self.mount, name), &f))?;
-                match capture {
+                let at = lower.entry(self.mount, name);
+                let captured = match self.recorder {
+                    Some(rec) => Some(Call::begin(rec, |r| r.before_truncate(&at, &f))?),
+                    None => None,
+                };
+                match captured {
                     // Unjournaled, the file is simply replaced.
-                    None | Some(Capture::MovedAside) => {
+                    None | Some((_, Capture::MovedAside)) => {
                         let placed = place(upper, lower.dir, name, meta, (self.same_fs, self.room));
-                        self.finish(lower.dir, name, placed.is_ok(), true)?;
+                        self.end(captured.map(|(c, _)| c), lower.dir, name, placed.is_ok(), true)?;
                         placed?;
                         self.changes += 1;
                     }
-                    _ => self.write_in_place((upper, name), lower, name, meta)?,
+                    Some((call, Capture::Nothing)) => {
+                        self.write_in_place(Some(call), (upper, name), lower, name, meta)?
+                    }
                 }
                 Ok(false)
             }
@@ -604,7 +618,7 @@ impl<'a> Apply<'a> {
         found: Option<&Metadata>,
         batched: Option<(u64, Option<FileId>)>,
     ) -> io::Result<Option<bool>> {
-        let (Some((seq, recorded)), Some(rec)) = (batched, self.recorder) else {
+        let (Some((seq, recorded)), Some(synced)) = (batched, self.synced.as_mut()) else {
             return Ok(None);
         };
         // Made or voided below: no longer the apply's to abandon.
@@ -616,7 +630,7 @@ impl<'a> Apply<'a> {
                 lower.child(name)
             ))
         };
-        lock(rec).make_recorded(seq, &mut || match found {
+        synced.make(seq, &mut || match found {
             _ if found.map(FileId::of) != recorded => Err(changed()),
             Some(original) => exchange_file(upper, lower.dir, name, (meta, original))?.ok_or_else(changed),
             None => move_in(upper, lower.dir, name, meta).map_err(|e| match e.kind() {
@@ -632,16 +646,17 @@ impl<'a> Apply<'a> {
     }
 
     /// Writes upper file `from` (`meta`) into the file `lower` has at
-    /// `name`, captured already, keeping its inode.
+    /// `name`, captured already by `call`, keeping its inode.
     fn write_in_place(
         &mut self,
+        call: Option<Call>,
         from: (&Dir, &str),
         lower: &Lower,
         name: &str,
         meta: &Metadata,
     ) -> io::Result<()> {
         let written = write_in_place(from, lower.dir, name, meta, (false, self.room));
-        self.finish(lower.dir, name, written.is_ok(), false)?;
+        self.end(call, lower.dir, name, written.is_ok(), false)?;
         written?;
         // As the run leaves it through every name: its other names are not
         // another process's change.
@@ -656,9 +671,9 @@ impl<'a> Apply<'a> {
     /// file, recorded first; the file takes the copy's contents through it
     /// if no name did yet.
     fn link_to(&mut self, lower: &Lower, name: &str, group: &Group) -> io::Result<()> {
-        self.capture(|rec| rec.before_link(&lower.entry(self.mount, name)))?;
+        let call = self.capture(|rec| rec.before_link(&lower.entry(self.mount, name)))?;
         let linked = links::link(&group.origin, lower.dir, name);
-        self.finish(lower.dir, name, linked.is_ok(), false)?;
+        self.end(call, lower.dir, name, linked.is_ok(), false)?;
         linked?;
         self.changes += 1;
         self.write_group(lower, name, &lower.dir.symlink_metadata(name)?, group)
@@ -705,8 +720,8 @@ impl<'a> Apply<'a> {
             .try_clone()?;
         let copy = index.symlink_metadata(&group.entry)?;
         strip_overlay_xattrs(&index, &group.entry, &copy, self.overlay_xattrs)?;
-        self.capture(|rec| rec.before_write_open(&lower.entry(self.mount, name), found))?;
-        self.write_in_place((&index, &group.entry), lower, name, &copy)
+        let call = self.capture(|rec| rec.before_write_open(&lower.entry(self.mount, name), found))?;
+        self.write_in_place(call, (&index, &group.entry), lower, name, &copy)
     }
 
     /// Whether upper file `meta` is still to be written into `found`, a
@@ -735,9 +750,9 @@ impl<'a> Apply<'a> {
         kind: NewEntry,
         make: impl FnOnce(&Dir) -> io::Result<()>,
     ) -> io::Result<()> {
-        self.capture(|rec| rec.before_create(&lower.entry(self.mount, name), kind))?;
+        let call = self.capture(|rec| rec.before_create(&lower.entry(self.mount, name), kind))?;
         let made = make(lower.dir);
-        self.finish(lower.dir, name, made.is_ok(), true)?;
+        self.end(call, lower.dir, name, made.is_ok(), true)?;
         made?;
         self.changes += 1;
         Ok(())
@@ -757,7 +772,8 @@ impl<'a> Apply<'a> {
             self.write_group(lower, name, &meta, &group)?;
         }
         if meta.is_dir()
-            && self.capture(|rec| rec.remove_tree(&lower.entry(self.mount, name), &meta))? == Some(true)
+            && let Some(rec) = self.recorder
+            && lock(rec).remove_tree(&lower.entry(self.mount, name), &meta)?
         {
             self.changes += 1;
             return Ok(());
@@ -774,12 +790,12 @@ impl<'a> Apply<'a> {
                 self.remove_tree(&child, &entry)?;
             }
         }
-        self.capture(|rec| rec.before_remove(&lower.entry(self.mount, name), &meta))?;
+        let call = self.capture(|rec| rec.before_remove(&lower.entry(self.mount, name), &meta))?;
         let removed = match meta.is_dir() {
             true => lower.dir.remove_dir(name),
             false => lower.dir.remove_file(name),
         };
-        self.finish(lower.dir, name, removed.is_ok(), false)?;
+        self.end(call, lower.dir, name, removed.is_ok(), false)?;
         removed?;
         self.changes += 1;
         Ok(())
@@ -792,55 +808,39 @@ impl<'a> Apply<'a> {
             return Ok(());
         }
         let rel = lower.child(name);
-        self.capture(|rec| rec.before_set_times(self.mount, &rel, &now))?;
+        let call = self.capture(|rec| rec.before_set_times(self.mount, &rel, &now))?;
         let set = set_times(lower.dir, name, meta);
-        self.finish(lower.dir, name, set.is_ok(), false)?;
+        self.end(call, lower.dir, name, set.is_ok(), false)?;
         set
     }
 
-    /// Runs a `before_*` call of the recorder, if there is one (`None`
-    /// when there is not); a failed capture is finished as failed, and the
+    /// Captures a change, if the step is journaled (`None` when it is
+    /// not): the [`Call`] it returns ends it; a failed capture means the
     /// change must not be made.
-    fn capture<T>(&self, f: impl FnOnce(&mut dyn Recorder) -> io::Result<T>) -> io::Result<Option<T>> {
+    fn capture(&self, before: impl FnOnce(&mut dyn Recorder) -> io::Result<()>) -> io::Result<Option<Call>> {
         let Some(rec) = self.recorder else {
             return Ok(None);
         };
-        let mut rec = lock(rec);
-        let captured = f(&mut *rec);
-        if captured.is_err() {
-            rec.finish(Outcome::Failed)?;
-        }
-        captured.map(Some)
+        Ok(Some(Call::begin(rec, before)?.0))
     }
 
-    /// Tells the recorder how the change to `name` in `dir` ended; `made`:
-    /// it put a new inode there.
-    fn finish(&self, dir: &Dir, name: &str, ok: bool, made: bool) -> io::Result<()> {
-        let Some(rec) = self.recorder else {
+    /// Ends the captured change to `name` in `dir` (if there was one) as
+    /// `ok` says; `made`: it put a new inode there.
+    fn end(&self, call: Option<Call>, dir: &Dir, name: &str, ok: bool, made: bool) -> io::Result<()> {
+        let Some(call) = call else {
             return Ok(());
         };
-        let outcome = match ok {
-            false => Outcome::Failed,
-            true => Outcome::Succeeded {
-                created: match made {
-                    true => lower_meta(dir, name)?.map(|m| FileId::of(&m)),
-                    false => None,
-                },
-                opened: None,
-            },
-        };
-        lock(rec).finish(outcome)
+        call.ended(ok, || match made {
+            true => lower_meta(dir, name).ok().flatten().map(|m| FileId::of(&m)),
+            false => None,
+        })
     }
-}
-
-fn lock(rec: &SharedRecorder) -> MutexGuard<'_, dyn Recorder + 'static> {
-    rec.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The records of a batch ([`Apply::record_batch`]) by path in the mount:
 /// each record's number and the original its rename replaces (none for a
 /// move where nothing was).
-type Batch = HashMap<String, (u64, Option<FileId>)>;
+type Batched = HashMap<String, (u64, Option<FileId>)>;
 
 /// The names in `dir`, sorted (so that an apply is repeatable).
 fn names(dir: &Dir) -> io::Result<BTreeSet<String>> {
@@ -1054,7 +1054,7 @@ fn place(
     lower: &Dir,
     name: &str,
     meta: &Metadata,
-    (same_fs, room): (bool, Option<&Room>),
+    (same_fs, room): (bool, Option<&SpaceReserve>),
 ) -> io::Result<()> {
     if same_fs {
         return upper.rename(name, lower, name);
@@ -1072,7 +1072,7 @@ fn write_in_place(
     lower: &Dir,
     name: &str,
     meta: &Metadata,
-    (create, room): (bool, Option<&Room>),
+    (create, room): (bool, Option<&SpaceReserve>),
 ) -> io::Result<()> {
     let from = with_access(upper, from, meta, || upper.open(from))?.into_std();
     let to = lower

@@ -14,7 +14,7 @@ use super::bindings::stepback::plugin::exec::{Command, Completion, ExecError, Ho
 use super::host::HostState;
 use crate::events::LogLevel;
 use crate::grant::{Access, Capture, Exec, Limits, Mount};
-use crate::journal::{Room, SharedRecorder};
+use crate::journal::{SharedRecorder, SpaceReserve};
 use cap_std::fs::Dir;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,7 +41,7 @@ pub struct ExecState {
     limits: cgroup::Limits,
     cpu: Option<Duration>,
     /// The run's free-space reserve, held while a command runs.
-    room: Option<Arc<Room>>,
+    room: Option<Arc<SpaceReserve>>,
     /// Whether what the step's commands reach, and which limits they
     /// escape, was said.
     announced: bool,
@@ -71,7 +71,7 @@ impl ExecState {
         grant: Exec,
         env: Vec<(String, String)>,
         mounts: Vec<ExecMount>,
-        (recorder, room): (Option<SharedRecorder>, Option<Arc<Room>>),
+        (recorder, room): (Option<SharedRecorder>, Option<Arc<SpaceReserve>>),
         scratch: PathBuf,
         limits: Limits,
     ) -> ExecState {

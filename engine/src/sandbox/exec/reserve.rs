@@ -1,7 +1,7 @@
 //! The run's free-space reserve while a command runs.
 //!
 //! A wasm step's writes pass through the filesystem layer, which checks
-//! each against the reserve ([`crate::journal::Room`]); a command writes
+//! each against the reserve ([`crate::journal::SpaceReserve`]); a command writes
 //! its upper layers (or, uncaptured, its mounts) directly, at the kernel's
 //! pace. So the reserve is *held*: before the command starts, an unnamed
 //! file of the reserve's size is allocated on each filesystem it writes,

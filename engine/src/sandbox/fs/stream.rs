@@ -8,7 +8,7 @@
 //! `WasiCtxBuilder::allow_blocking_current_thread`), so when a step is
 //! over, so are its writes.
 
-use crate::journal::Room;
+use crate::journal::SpaceReserve;
 use bytes::Bytes;
 use std::fs::File;
 use std::io;
@@ -22,7 +22,7 @@ const CAPACITY: usize = 64 << 10;
 pub(super) struct FileStream {
     file: Arc<File>,
     /// The free-space reserve each write must leave.
-    room: Option<Arc<Room>>,
+    room: Option<Arc<SpaceReserve>>,
     /// Where the next write goes; `None`: at the end (append).
     position: Option<u64>,
     state: State,
@@ -36,7 +36,7 @@ enum State {
 }
 
 impl FileStream {
-    pub(super) fn at(file: Arc<File>, position: u64, room: Option<Arc<Room>>) -> FileStream {
+    pub(super) fn at(file: Arc<File>, position: u64, room: Option<Arc<SpaceReserve>>) -> FileStream {
         FileStream {
             file,
             room,
@@ -45,7 +45,7 @@ impl FileStream {
         }
     }
 
-    pub(super) fn append(file: Arc<File>, room: Option<Arc<Room>>) -> FileStream {
+    pub(super) fn append(file: Arc<File>, room: Option<Arc<SpaceReserve>>) -> FileStream {
         FileStream {
             file,
             room,

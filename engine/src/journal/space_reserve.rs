@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The reserve a run keeps on every filesystem it writes to.
 #[derive(Debug)]
-pub struct Room {
+pub struct SpaceReserve {
     reserve: u64,
     copied: AtomicU64,
 }
 
-impl Room {
-    pub fn new(reserve: u64) -> Room {
-        Room {
+impl SpaceReserve {
+    pub fn new(reserve: u64) -> SpaceReserve {
+        SpaceReserve {
             reserve,
             copied: AtomicU64::new(0),
         }
@@ -37,7 +37,7 @@ impl Room {
         self.headroom(file, len).map(drop)
     }
 
-    /// Like [`Room::check`]; on success, how many bytes more the
+    /// Like [`SpaceReserve::check`]; on success, how many bytes more the
     /// filesystem of `file` could take after these `len` and still leave
     /// the reserve free.
     pub fn headroom(&self, file: impl AsFd, len: u64) -> io::Result<u64> {
