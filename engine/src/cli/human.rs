@@ -6,7 +6,7 @@ use super::live::Live;
 use super::out::{errln, outln};
 use super::style::{BAD, DIM, GOOD, NOTE, paint};
 use std::sync::Mutex;
-use stepback::events::{Envelope, Event, EventSink, FlowStatus, LogLevel, LogLine, StepStatus};
+use stepback::events::{Envelope, Event, EventSink, FlowStatus, LogLevel, LogLine, Problem, StepStatus};
 use stepback::plugin::{CacheOutcome, PluginInfo};
 use stepback::sandbox::Plugin;
 
@@ -131,21 +131,7 @@ impl Reporter {
                 steps,
                 file,
                 params,
-            } => {
-                *self.width.lock().expect("width lock") = steps.iter().map(String::len).max().unwrap_or(0);
-                let n = steps.len();
-                outln!(
-                    "flow {}: {n} step{} (run {run_id})",
-                    clean(&flow),
-                    if n == 1 { "" } else { "s" }
-                );
-                if self.replay.is_some() {
-                    outln!("  from {}", clean(&file.display().to_string()));
-                    for (name, value) in params {
-                        outln!("  param {}={}", clean(&name), clean(&value));
-                    }
-                }
-            }
+            } => self.flow_started(run_id, (&flow, &steps), &file, params),
             Event::StepStarted {
                 index,
                 plugin,
@@ -169,42 +155,11 @@ impl Reporter {
                 error,
                 details,
                 log,
-            } => {
-                let width = *self.width.lock().expect("width lock");
-                let (tag, text) = match status {
-                    StepStatus::Succeeded => (paint(GOOD, "ok     "), summary.unwrap_or_default()),
-                    StepStatus::Failed => (paint(BAD, "FAILED "), error.unwrap_or_default()),
-                    StepStatus::FailedIgnored => (
-                        paint(NOTE, "failed "),
-                        format!(
-                            "{} (ignored: on-failure = \"continue\")",
-                            error.unwrap_or_default()
-                        ),
-                    ),
-                    StepStatus::Skipped => (paint(DIM, "skipped"), String::new()),
-                    _ => ("?      ".to_owned(), error.or(summary).unwrap_or_default()),
-                };
-                let time = if status == StepStatus::Skipped {
-                    String::new()
-                } else {
-                    format_duration(duration_us)
-                };
-                let step = clean(&step);
-                outln!("  {tag} {step:<width$}  {time:>7}  {}", clean(&text));
-                for line in details.iter().flat_map(|d| d.lines()) {
-                    outln!("          {}", clean(line));
-                }
-                if let Some((plugin, sha256)) = self.plugins.lock().expect("plugins lock").get(&index) {
-                    outln!(
-                        "          ran {} (sha256 {})",
-                        clean(plugin),
-                        &sha256[..sha256.len().min(12)]
-                    );
-                }
-                if self.prints_log(matches!(status, StepStatus::Failed | StepStatus::FailedIgnored)) {
-                    print_log(&log);
-                }
-            }
+            } => self.step_finished(
+                (index, &step, status, duration_us),
+                (summary, error, details),
+                &log,
+            ),
             Event::Warning { message } if self.replay.is_some() => {
                 outln!("{}: {}", paint(NOTE, "warning"), clean(&message))
             }
@@ -225,22 +180,7 @@ impl Reporter {
             } => {
                 print_kept(&kept);
                 print_not_reversed(&not_reversed);
-                if problems.is_empty() {
-                    outln!(
-                        "{}: {undone} changes undone in {}; every path restored",
-                        paint(GOOD, "rolled back"),
-                        format_duration(duration_us)
-                    );
-                } else {
-                    outln!(
-                        "{}: {} path(s) could not be restored:",
-                        paint(BAD, "ROLLBACK INCOMPLETE"),
-                        problems.len()
-                    );
-                    for problem in problems {
-                        outln!("  {}", clean(&problem.to_string()));
-                    }
-                }
+                print_rollback_verdict(undone, &problems, duration_us);
             }
             Event::ActionStarted {
                 action,
@@ -262,25 +202,7 @@ impl Reporter {
                 error,
                 log,
                 ..
-            } => {
-                if self.quiet {
-                    // Its heading was not printed.
-                    outln!("  action  {}", clean(&action));
-                }
-                let failed = status != StepStatus::Succeeded;
-                let (tag, text) = match failed {
-                    false => (paint(GOOD, "ok"), summary.unwrap_or_default()),
-                    true => (paint(BAD, "FAILED"), error.unwrap_or_default()),
-                };
-                outln!(
-                    "          {tag} in {}  {}",
-                    format_duration(duration_us),
-                    clean(&text)
-                );
-                if self.prints_log(failed) {
-                    print_log(&log);
-                }
-            }
+            } => self.action_finished((&action, status, duration_us), (summary, error), &log),
             Event::FlowFinished {
                 flow,
                 status,
@@ -290,56 +212,177 @@ impl Reporter {
                 kept_actions,
                 journaled,
             } => {
-                let flow = clean(&flow);
-                let verdict = verdict(&kept_steps, &kept_actions);
                 let took = format_duration(duration_us);
                 let at = failed_step
                     .map(|s| format!(" at step '{}'", clean(&s)))
                     .unwrap_or_default();
-                let (style, line) = match status {
-                    FlowStatus::Succeeded => (GOOD, format!("flow {flow} succeeded in {took}")),
-                    FlowStatus::RolledBack => (
-                        NOTE,
-                        format!("flow {flow} failed{at} after {took}; rolled back: {verdict}"),
-                    ),
-                    FlowStatus::RollbackIncomplete => (
-                        BAD,
-                        format!(
-                            "flow {flow} failed{at} after {took}; ROLLBACK INCOMPLETE: see the failed actions or paths above"
-                        ),
-                    ),
-                    FlowStatus::NotRolledBack if !journaled => (
-                        BAD,
-                        format!(
-                            "flow {flow} failed{at} after {took}; NOT ROLLED BACK: the run kept no journal (--no-journal), so its changes are as the steps left them"
-                        ),
-                    ),
-                    FlowStatus::NotRolledBack => (
-                        NOTE,
-                        format!(
-                            "flow {flow} failed{at} after {took}; its changes were left in place (on-failure = \"stop\"): `stepback undo {}` reverses them",
-                            clean(run_id)
-                        ),
-                    ),
-                    FlowStatus::Uncommitted => (
-                        NOTE,
-                        format!(
-                            "flow {flow}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({took})"
-                        ),
-                    ),
-                    FlowStatus::Interrupted => (
-                        NOTE,
-                        format!(
-                            "flow {flow} interrupted{} after {took}; rolled back: {verdict}",
-                            at.replacen(" at step", " in step", 1)
-                        ),
-                    ),
-                    _ => (anstyle::Style::new(), format!("flow {flow} ended after {took}")),
-                };
+                let verdict = verdict(&kept_steps, &kept_actions);
+                let (style, line) =
+                    flow_line((&clean(&flow), status, journaled), (&took, &at, &verdict), run_id);
                 outln!("{}", paint(style, line));
             }
             _ => {}
         }
+    }
+
+    fn flow_started(
+        &self,
+        run_id: &str,
+        (flow, steps): (&str, &[String]),
+        file: &std::path::Path,
+        params: std::collections::BTreeMap<String, String>,
+    ) {
+        *self.width.lock().expect("width lock") = steps.iter().map(String::len).max().unwrap_or(0);
+        let n = steps.len();
+        outln!(
+            "flow {}: {n} step{} (run {run_id})",
+            clean(flow),
+            if n == 1 { "" } else { "s" }
+        );
+        if self.replay.is_some() {
+            outln!("  from {}", clean(&file.display().to_string()));
+            for (name, value) in params {
+                outln!("  param {}={}", clean(&name), clean(&value));
+            }
+        }
+    }
+
+    /// A step's line: its verdict, time and what it said; then its
+    /// details, the plugin that ran (replayed), and its log where asked.
+    fn step_finished(
+        &self,
+        (index, step, status, duration_us): (usize, &str, StepStatus, u64),
+        (summary, error, details): (Option<String>, Option<String>, Option<String>),
+        log: &[LogLine],
+    ) {
+        let width = *self.width.lock().expect("width lock");
+        let (tag, text) = match status {
+            StepStatus::Succeeded => (paint(GOOD, "ok     "), summary.unwrap_or_default()),
+            StepStatus::Failed => (paint(BAD, "FAILED "), error.unwrap_or_default()),
+            StepStatus::FailedIgnored => (
+                paint(NOTE, "failed "),
+                format!(
+                    "{} (ignored: on-failure = \"continue\")",
+                    error.unwrap_or_default()
+                ),
+            ),
+            StepStatus::Skipped => (paint(DIM, "skipped"), String::new()),
+            _ => ("?      ".to_owned(), error.or(summary).unwrap_or_default()),
+        };
+        let time = match status {
+            StepStatus::Skipped => String::new(),
+            _ => format_duration(duration_us),
+        };
+        let step = clean(step);
+        outln!("  {tag} {step:<width$}  {time:>7}  {}", clean(&text));
+        for line in details.iter().flat_map(|d| d.lines()) {
+            outln!("          {}", clean(line));
+        }
+        if let Some((plugin, sha256)) = self.plugins.lock().expect("plugins lock").get(&index) {
+            outln!(
+                "          ran {} (sha256 {})",
+                clean(plugin),
+                &sha256[..sha256.len().min(12)]
+            );
+        }
+        if self.prints_log(matches!(status, StepStatus::Failed | StepStatus::FailedIgnored)) {
+            print_log(log);
+        }
+    }
+
+    fn action_finished(
+        &self,
+        (action, status, duration_us): (&str, StepStatus, u64),
+        (summary, error): (Option<String>, Option<String>),
+        log: &[LogLine],
+    ) {
+        if self.quiet {
+            // Its heading was not printed.
+            outln!("  action  {}", clean(action));
+        }
+        let failed = status != StepStatus::Succeeded;
+        let (tag, text) = match failed {
+            false => (paint(GOOD, "ok"), summary.unwrap_or_default()),
+            true => (paint(BAD, "FAILED"), error.unwrap_or_default()),
+        };
+        outln!(
+            "          {tag} in {}  {}",
+            format_duration(duration_us),
+            clean(&text)
+        );
+        if self.prints_log(failed) {
+            print_log(log);
+        }
+    }
+}
+
+/// The rollback's last line, and the paths it could not restore.
+fn print_rollback_verdict(undone: usize, problems: &[Problem], duration_us: u64) {
+    if problems.is_empty() {
+        outln!(
+            "{}: {undone} changes undone in {}; every path restored",
+            paint(GOOD, "rolled back"),
+            format_duration(duration_us)
+        );
+        return;
+    }
+    outln!(
+        "{}: {} path(s) could not be restored:",
+        paint(BAD, "ROLLBACK INCOMPLETE"),
+        problems.len()
+    );
+    for problem in problems {
+        outln!("  {}", clean(&problem.to_string()));
+    }
+}
+
+/// A run's last line, by its outcome: `flow` (cleaned), how long it
+/// `took`, `at` which step it failed, the `verdict` on what the rollback
+/// left.
+fn flow_line(
+    (flow, status, journaled): (&str, FlowStatus, bool),
+    (took, at, verdict): (&str, &str, &str),
+    run_id: &str,
+) -> (anstyle::Style, String) {
+    match status {
+        FlowStatus::Succeeded => (GOOD, format!("flow {flow} succeeded in {took}")),
+        FlowStatus::RolledBack => (
+            NOTE,
+            format!("flow {flow} failed{at} after {took}; rolled back: {verdict}"),
+        ),
+        FlowStatus::RollbackIncomplete => (
+            BAD,
+            format!(
+                "flow {flow} failed{at} after {took}; ROLLBACK INCOMPLETE: see the failed actions or paths above"
+            ),
+        ),
+        FlowStatus::NotRolledBack if !journaled => (
+            BAD,
+            format!(
+                "flow {flow} failed{at} after {took}; NOT ROLLED BACK: the run kept no journal (--no-journal), so its changes are as the steps left them"
+            ),
+        ),
+        FlowStatus::NotRolledBack => (
+            NOTE,
+            format!(
+                "flow {flow} failed{at} after {took}; its changes were left in place (on-failure = \"stop\"): `stepback undo {}` reverses them",
+                clean(run_id)
+            ),
+        ),
+        FlowStatus::Uncommitted => (
+            NOTE,
+            format!(
+                "flow {flow}: every step succeeded, but the run could not be recorded as committed, so it was rolled back ({took})"
+            ),
+        ),
+        FlowStatus::Interrupted => (
+            NOTE,
+            format!(
+                "flow {flow} interrupted{} after {took}; rolled back: {verdict}",
+                at.replacen(" at step", " in step", 1)
+            ),
+        ),
+        _ => (anstyle::Style::new(), format!("flow {flow} ended after {took}")),
     }
 }
 

@@ -15,7 +15,7 @@ use super::log::JournalWriter;
 use super::markers::{Markers, footprint};
 use super::mount::MountFs;
 use super::places::{Places, relocated};
-use super::record::{Meta, Owner, Record, Time, UndoOp, voided};
+use super::record::{Meta, Owner, Record, Time, UndoOp, Xattr, voided};
 use super::report::{Problem, RollbackReport, problem};
 use super::runs::RunDir;
 use super::verify::verify;
@@ -77,27 +77,7 @@ pub fn end_rollback(writer: &mut JournalWriter, report: &RollbackReport) -> io::
 
 /// The undos of [`rollback`], with their markers.
 fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: Fault) -> RollbackReport {
-    // What actions changed is the rollback's own, and steps with
-    // `revert = false` keep theirs: not reverted.
-    let actions: std::collections::HashSet<usize> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Action { index, .. } | Record::NotReverted { index } => Some(*index),
-            _ => None,
-        })
-        .collect();
-    let own: Vec<Record>;
-    let records = match actions.is_empty() {
-        true => records,
-        false => {
-            own = records
-                .iter()
-                .filter(|r| !matches!(r, Record::Undo { step, .. } if actions.contains(step)))
-                .cloned()
-                .collect();
-            &own
-        }
-    };
+    let records = &*reverted_records(records);
     let mut report = RollbackReport {
         not_reversed: records
             .iter()
@@ -108,22 +88,7 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
             .collect(),
         ..RollbackReport::default()
     };
-    let mut mounts = HashMap::new();
-    if let Some(Record::Begin { mounts: list, .. }) = records.first() {
-        for m in list {
-            match MountFs::open_pinned(&m.name, &m.host, m.id) {
-                Ok(fs) => {
-                    mounts.insert(m.name.clone(), fs);
-                }
-                Err(e) => report.problems.push(Problem {
-                    mount: m.name.clone(),
-                    path: String::new(),
-                    reason: format!("cannot open the mount: {e}"),
-                    kept_at: None,
-                }),
-            }
-        }
-    }
+    let mounts = open_mounts(records, &mut report);
     let backup = match Dir::open_ambient_dir(run.backup(), ambient_authority()) {
         Ok(dir) => dir,
         Err(e) => {
@@ -137,10 +102,89 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
         }
     };
     let boot = super::markers::this_boot();
-    let (mut done, settled_problems) = super::markers::settled(records, boot.as_deref());
+    let undos = pending_undos(records, boot.as_deref(), &mut report);
+    if let Err(e) = writer.append(&Record::RollbackStarted { boot }) {
+        report.problems.push(Problem {
+            mount: String::new(),
+            path: run.journal().display().to_string(),
+            reason: format!("cannot record the start of the rollback: {e}"),
+            kept_at: None,
+        });
+        return report;
+    }
+    let mut foreign = Foreign::new(records);
+    report.kept.extend(foreign.kept_earlier(&backup, &run.backup()));
+    let undo = Undo {
+        run,
+        mounts: &mounts,
+        backup: &backup,
+        fault,
+    };
+    undo.all(undos, &mut foreign, writer, &mut report);
+    restore_directory_times(records, &mounts, &foreign.dir_times, &mut report);
+    verify(records, &mounts, &backup, &mut report);
+    report
+}
+
+/// The records a rollback reverts: what actions changed is the
+/// rollback's own, and steps with `revert = false` keep theirs.
+fn reverted_records(records: &[Record]) -> std::borrow::Cow<'_, [Record]> {
+    let kept: HashSet<usize> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Action { index, .. } | Record::NotReverted { index } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    match kept.is_empty() {
+        true => records.into(),
+        false => records
+            .iter()
+            .filter(|r| !matches!(r, Record::Undo { step, .. } if kept.contains(step)))
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+    }
+}
+
+/// The run's mounts, each the directory it recorded; one it cannot open
+/// is a problem of the report.
+fn open_mounts(records: &[Record], report: &mut RollbackReport) -> HashMap<String, MountFs> {
+    let mut mounts = HashMap::new();
+    let Some(Record::Begin { mounts: list, .. }) = records.first() else {
+        return mounts;
+    };
+    for m in list {
+        match MountFs::open_pinned(&m.name, &m.host, m.id) {
+            Ok(fs) => {
+                mounts.insert(m.name.clone(), fs);
+            }
+            Err(e) => report.problems.push(Problem {
+                mount: m.name.clone(),
+                path: String::new(),
+                reason: format!("cannot open the mount: {e}"),
+                kept_at: None,
+            }),
+        }
+    }
+    mounts
+}
+
+/// An undo still to apply: its record's place in the journal, its number,
+/// mount and operation.
+type Pending<'r> = (usize, u64, &'r str, &'r UndoOp);
+
+/// The undos not done yet (by an earlier, interrupted rollback on `boot`,
+/// or voided), newest first.
+fn pending_undos<'r>(
+    records: &'r [Record],
+    boot: Option<&str>,
+    report: &mut RollbackReport,
+) -> Vec<Pending<'r>> {
+    let (mut done, settled_problems) = super::markers::settled(records, boot);
     report.problems.extend(settled_problems);
     done.extend(voided(records));
-    let mut undos: Vec<(usize, u64, &str, &UndoOp)> = records
+    let mut undos: Vec<Pending> = records
         .iter()
         .enumerate()
         .filter_map(|(pos, r)| match r {
@@ -151,69 +195,80 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
         })
         .collect();
     undos.sort_by_key(|(_, seq, ..)| std::cmp::Reverse(*seq));
-    if let Err(e) = writer.append(&Record::RollbackStarted { boot }) {
-        report.problems.push(Problem {
-            mount: String::new(),
-            path: run.journal().display().to_string(),
-            reason: format!("cannot record the start of the rollback: {e}"),
-            kept_at: None,
-        });
-        return report;
-    }
-    let mut markers = Markers::new(&mounts, run.backup());
-    let mut places = Places::default();
-    let mut foreign = Foreign::new(records);
-    report.kept.extend(foreign.kept_earlier(&backup, &run.backup()));
-    let mut left_alone = HashSet::new();
-    for (n, (pos, seq, mount, op)) in undos.into_iter().enumerate() {
-        fault.before_undo(n as u64 + 1, writer);
-        let Some(fs) = mounts.get(mount) else { continue };
-        let checked = foreign.before(mount, op, (&fs.dir, &mut places), &backup, &run.backup());
-        report.kept.extend(checked.kept);
-        report.problems.extend(checked.problems);
-        if checked.leave {
-            left_alone.insert((mount, op.path()));
-        }
-        if left_alone.contains(&(mount, op.path())) {
-            let why = problem(
-                mount,
-                op,
-                "left alone: another process's entry is in the way".into(),
-            );
-            super::markers::note(writer, seq, Some(&why));
-            continue;
-        }
-        let footprint = footprint(mount, op);
-        if let Err(e) = markers.before(&footprint, writer) {
-            report
-                .problems
-                .push(problem(mount, op, format!("cannot mark undos as done: {e}")));
-        }
-        match apply_in(&mut places, mount, &fs.dir, &backup, seq, op) {
-            Ok(()) => {
-                super::markers::note(writer, seq, None);
-                report.undone += 1;
-                foreign.applied((mount, &fs.dir), pos, op);
-                markers.applied(seq, mount, op, footprint);
+    undos
+}
+
+/// What every undo of a rollback works with.
+struct Undo<'a> {
+    run: &'a RunDir,
+    mounts: &'a HashMap<String, MountFs>,
+    backup: &'a Dir,
+    fault: Fault,
+}
+
+impl Undo<'_> {
+    /// Applies `undos` in order, each marked done (in batches, once its
+    /// effects are synced) or failed; what another process put in the way
+    /// is kept aside or left alone (see [`Foreign`]).
+    fn all<'r>(
+        &self,
+        undos: Vec<Pending<'r>>,
+        foreign: &mut Foreign<'r>,
+        writer: &mut JournalWriter,
+        report: &mut RollbackReport,
+    ) {
+        let mut markers = Markers::new(self.mounts, self.run.backup());
+        let mut places = Places::default();
+        let mut left_alone = HashSet::new();
+        for (n, (pos, seq, mount, op)) in undos.into_iter().enumerate() {
+            self.fault.before_undo(n as u64 + 1, writer);
+            let Some(fs) = self.mounts.get(mount) else {
+                continue;
+            };
+            let checked = foreign.before(mount, op, (&fs.dir, &mut places), self.backup, &self.run.backup());
+            report.kept.extend(checked.kept);
+            report.problems.extend(checked.problems);
+            if checked.leave {
+                left_alone.insert((mount, op.path()));
             }
-            Err(e) => {
-                let failed = problem(mount, op, format!("undo failed: {e}"));
-                super::markers::note(writer, seq, Some(&failed));
-                report.problems.push(failed);
+            if left_alone.contains(&(mount, op.path())) {
+                let why = problem(
+                    mount,
+                    op,
+                    "left alone: another process's entry is in the way".into(),
+                );
+                super::markers::note(writer, seq, Some(&why));
+                continue;
+            }
+            let footprint = footprint(mount, op);
+            if let Err(e) = markers.before(&footprint, writer) {
+                report
+                    .problems
+                    .push(problem(mount, op, format!("cannot mark undos as done: {e}")));
+            }
+            match apply_in(&mut places, mount, &fs.dir, self.backup, seq, op) {
+                Ok(()) => {
+                    super::markers::note(writer, seq, None);
+                    report.undone += 1;
+                    foreign.applied((mount, &fs.dir), pos, op);
+                    markers.applied(seq, mount, op, footprint);
+                }
+                Err(e) => {
+                    let failed = problem(mount, op, format!("undo failed: {e}"));
+                    super::markers::note(writer, seq, Some(&failed));
+                    report.problems.push(failed);
+                }
             }
         }
+        if let Err(e) = markers.flush(writer) {
+            report.problems.push(Problem {
+                mount: String::new(),
+                path: String::new(),
+                reason: format!("cannot mark undos as done: {e}"),
+                kept_at: None,
+            });
+        }
     }
-    if let Err(e) = markers.flush(writer) {
-        report.problems.push(Problem {
-            mount: String::new(),
-            path: String::new(),
-            reason: format!("cannot mark undos as done: {e}"),
-            kept_at: None,
-        });
-    }
-    restore_directory_times(records, &mounts, &foreign.dir_times, &mut report);
-    verify(records, &mounts, &backup, &mut report);
-    report
 }
 
 /// Sets every directory's original modification time once more, deepest
@@ -395,82 +450,24 @@ fn discard_any(dir: &Dir, path: &str, backup: &Dir, seq: u64) -> io::Result<()> 
     }
 }
 
+/// Applies one undo: each kind puts back what its capture kept, and is
+/// idempotent (a resumed rollback applies it again).
 fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
     match op {
-        UndoOp::Created { path, tree, ino } => {
-            let found = match dir.symlink_metadata(path) {
-                Ok(found) => found,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            // Something else than the inode the run put there: not the run's.
-            if ino.is_some_and(|ino| cap_std::fs::MetadataExt::ino(&found) != ino) {
-                return Ok(());
-            }
-            match (tree, found.is_dir()) {
-                // Not a tree of the run's: a directory must be empty by now.
-                (false, true) => dir.remove_dir(path),
-                _ => discard(dir, (path, &found), backup, seq),
-            }
-        }
+        UndoOp::Created { path, tree, ino } => undo_created(dir, (path, *tree, *ino), backup, seq),
         UndoOp::Saved {
             path,
             backup: name,
             ino,
             ..
-        } => {
-            // Only the original's inode is the original: an exchange that
-            // was recorded but never made leaves the step's own file there.
-            if ino_of(backup, name)? != Some(*ino) {
-                return Ok(());
-            }
-            match dir.symlink_metadata(path) {
-                // Linked aside, and the change never made (a crash between
-                // the two): the original is in place; drop the link.
-                Ok(m) if !m.is_dir() && cap_std::fs::MetadataExt::ino(&m) == *ino => {
-                    return backup.remove_file(name);
-                }
-                Ok(m) if m.is_dir() => dir.remove_dir(path)?,
-                Ok(m) => discard(dir, (path, &m), backup, seq)?,
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            backup.rename(name, dir, path)
-        }
+        } => undo_saved(dir, path, (backup, name, *ino), seq),
         UndoOp::Copied {
             path,
             backup: name,
             meta,
             xattrs,
             ..
-        } => {
-            if !exists(backup, name)? {
-                return Err(io::Error::new(
-                    ErrorKind::NotFound,
-                    format!("backup {name} is missing"),
-                ));
-            }
-            match dir.symlink_metadata(path) {
-                // In place, so that the file's other hard links see it too.
-                // (Synced with the rest of its batch, before its marker.)
-                Ok(m) if m.is_file() => {
-                    let target = dir.open_with(path, OpenOptions::new().write(true))?.into_std();
-                    super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
-                }
-                _ => {
-                    clear(dir, path)?;
-                    let target = dir.create(path)?.into_std();
-                    super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
-                }
-            }
-            let Some(xattrs) = xattrs else {
-                return set_meta(dir, path, meta);
-            };
-            let file = dir.open(path)?;
-            super::entry::replace_xattrs(&file, xattrs, |_| false)?;
-            set_meta(dir, path, meta)?;
-            super::entry::keep_capabilities(&file, xattrs)
-        }
+        } => undo_copied(dir, path, (backup, name), (meta, xattrs.as_deref())),
         UndoOp::RemovedDir { path, meta } => {
             match dir.symlink_metadata(path) {
                 Ok(m) if m.is_dir() => {}
@@ -490,24 +487,7 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             owner,
             aside,
         } => {
-            let current = dir.read_link_contents(path).ok();
-            // The original itself, where the backup area still has it.
-            let original = match aside {
-                Some(aside) if ino_of(backup, &aside.backup)? == Some(aside.ino) => Some(aside),
-                _ => None,
-            };
-            let there = original.is_some_and(|a| ino_of(dir, path).ok().flatten() == Some(a.ino));
-            if current.as_deref() != Some(target.as_path()) || (original.is_some() && !there) {
-                clear(dir, path)?;
-                match original {
-                    Some(aside) => backup.rename(&aside.backup, dir, path)?,
-                    None => symlink(dir, target.as_path(), path)?,
-                }
-            } else if let Some(aside) = original.filter(|_| there) {
-                // Never removed (a crash between its link and its removal):
-                // the backup area's name of it goes.
-                backup.remove_file(&aside.backup)?;
-            }
+            undo_removed_symlink(dir, path, (target.as_path(), aside.as_ref()), backup)?;
             if let Some(owner) = owner {
                 set_owner(dir, path, *owner)?;
             }
@@ -530,40 +510,162 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             mode,
             owner,
             xattrs,
-        } => {
-            if exists(dir, path)? {
-                set_owner(dir, path, *owner)?;
-                if let Some(xattrs) = xattrs {
-                    super::entry::replace_xattrs(&open_dir_readable(dir, at(path))?, xattrs, |_| false)?;
-                }
-                dir.set_permissions(
-                    at(path),
-                    Permissions::from_std(std::fs::Permissions::from_mode(*mode)),
-                )?;
-            }
-            Ok(())
-        }
+        } => undo_attributes(dir, path, (*mode, *owner, xattrs.as_deref())),
         UndoOp::Snapshot { path, backup: None } => discard_any(dir, path, backup, seq),
         UndoOp::Snapshot {
             path,
             backup: Some(name),
-        } => {
-            // Done already (a resumed rollback) once the copy is back.
-            if !exists(backup, name)? {
-                return Ok(());
-            }
-            discard_any(dir, path, backup, seq)?;
-            match backup.rename(name, dir, path) {
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-                    super::tree::copy(backup, name, dir, path)?;
-                    match backup.symlink_metadata(name)?.is_dir() {
-                        true => backup.remove_dir_all(name),
-                        false => backup.remove_file(name),
-                    }
-                }
-                done => done,
+        } => undo_snapshot(dir, path, (backup, name), seq),
+    }
+}
+
+/// Takes out what the run created at `path` (`tree`: a directory with all
+/// it holds; `ino`: the inode it put there, where known).
+fn undo_created(
+    dir: &Dir,
+    (path, tree, ino): (&str, bool, Option<u64>),
+    backup: &Dir,
+    seq: u64,
+) -> io::Result<()> {
+    let found = match dir.symlink_metadata(path) {
+        Ok(found) => found,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // Something else than the inode the run put there: not the run's.
+    if ino.is_some_and(|ino| cap_std::fs::MetadataExt::ino(&found) != ino) {
+        return Ok(());
+    }
+    match (tree, found.is_dir()) {
+        // Not a tree of the run's: a directory must be empty by now.
+        (false, true) => dir.remove_dir(path),
+        _ => discard(dir, (path, &found), backup, seq),
+    }
+}
+
+/// Moves the original kept as `name` in the backup area (inode `ino`)
+/// back to `path`, over what the run left there.
+fn undo_saved(dir: &Dir, path: &str, (backup, name, ino): (&Dir, &str, u64), seq: u64) -> io::Result<()> {
+    // Only the original's inode is the original: an exchange that
+    // was recorded but never made leaves the step's own file there.
+    if ino_of(backup, name)? != Some(ino) {
+        return Ok(());
+    }
+    match dir.symlink_metadata(path) {
+        // Linked aside, and the change never made (a crash between
+        // the two): the original is in place; drop the link.
+        Ok(m) if !m.is_dir() && cap_std::fs::MetadataExt::ino(&m) == ino => {
+            return backup.remove_file(name);
+        }
+        Ok(m) if m.is_dir() => dir.remove_dir(path)?,
+        Ok(m) => discard(dir, (path, &m), backup, seq)?,
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    backup.rename(name, dir, path)
+}
+
+/// Writes the copy kept as `name` back into the file at `path`, in place
+/// where a file is there, and gives it its recorded attributes.
+fn undo_copied(
+    dir: &Dir,
+    path: &str,
+    (backup, name): (&Dir, &str),
+    (meta, xattrs): (&Meta, Option<&[Xattr]>),
+) -> io::Result<()> {
+    if !exists(backup, name)? {
+        return Err(io::Error::new(
+            ErrorKind::NotFound,
+            format!("backup {name} is missing"),
+        ));
+    }
+    match dir.symlink_metadata(path) {
+        // In place, so that the file's other hard links see it too.
+        // (Synced with the rest of its batch, before its marker.)
+        Ok(m) if m.is_file() => {
+            let target = dir.open_with(path, OpenOptions::new().write(true))?.into_std();
+            super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
+        }
+        _ => {
+            clear(dir, path)?;
+            let target = dir.create(path)?.into_std();
+            super::sparse::copy_contents(&backup.open(name)?.into_std(), &target)?;
+        }
+    }
+    let Some(xattrs) = xattrs else {
+        return set_meta(dir, path, meta);
+    };
+    let file = dir.open(path)?;
+    super::entry::replace_xattrs(&file, xattrs, |_| false)?;
+    set_meta(dir, path, meta)?;
+    super::entry::keep_capabilities(&file, xattrs)
+}
+
+/// Puts the symlink at `path` back: the original itself where the backup
+/// area still has it (`aside`), else one made anew to `target`.
+fn undo_removed_symlink(
+    dir: &Dir,
+    path: &str,
+    (target, aside): (&std::path::Path, Option<&super::record::Aside>),
+    backup: &Dir,
+) -> io::Result<()> {
+    let current = dir.read_link_contents(path).ok();
+    let original = match aside {
+        Some(aside) if ino_of(backup, &aside.backup)? == Some(aside.ino) => Some(aside),
+        _ => None,
+    };
+    let there = original.is_some_and(|a| ino_of(dir, path).ok().flatten() == Some(a.ino));
+    if current.as_deref() != Some(target) || (original.is_some() && !there) {
+        clear(dir, path)?;
+        return match original {
+            Some(aside) => backup.rename(&aside.backup, dir, path),
+            None => symlink(dir, target, path),
+        };
+    }
+    match original.filter(|_| there) {
+        // Never removed (a crash between its link and its removal): the
+        // backup area's name of it goes.
+        Some(aside) => backup.remove_file(&aside.backup),
+        None => Ok(()),
+    }
+}
+
+/// Gives the directory at `path` back its mode, owner and extended
+/// attributes.
+fn undo_attributes(
+    dir: &Dir,
+    path: &str,
+    (mode, owner, xattrs): (u32, Owner, Option<&[Xattr]>),
+) -> io::Result<()> {
+    if !exists(dir, path)? {
+        return Ok(());
+    }
+    set_owner(dir, path, owner)?;
+    if let Some(xattrs) = xattrs {
+        super::entry::replace_xattrs(&open_dir_readable(dir, at(path))?, xattrs, |_| false)?;
+    }
+    dir.set_permissions(
+        at(path),
+        Permissions::from_std(std::fs::Permissions::from_mode(mode)),
+    )
+}
+
+/// Puts the snapshot kept as `name` back at `path`, whole.
+fn undo_snapshot(dir: &Dir, path: &str, (backup, name): (&Dir, &str), seq: u64) -> io::Result<()> {
+    // Done already (a resumed rollback) once the copy is back.
+    if !exists(backup, name)? {
+        return Ok(());
+    }
+    discard_any(dir, path, backup, seq)?;
+    match backup.rename(name, dir, path) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+            super::tree::copy(backup, name, dir, path)?;
+            match backup.symlink_metadata(name)?.is_dir() {
+                true => backup.remove_dir_all(name),
+                false => backup.remove_file(name),
             }
         }
+        done => done,
     }
 }
 

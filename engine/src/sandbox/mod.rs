@@ -293,20 +293,7 @@ impl Sandbox {
                 };
             }
         };
-        let context = types::StepContext {
-            flow: request.flow.to_owned(),
-            step: request.step.to_owned(),
-            run_id: request.run_id.to_owned(),
-            mounts: request
-                .mounts
-                .iter()
-                .map(|m| types::Mount {
-                    name: m.name.clone(),
-                    guest_path: m.guest.clone(),
-                    access: access_to_wit(m.access),
-                })
-                .collect(),
-        };
+        let context = step_context(&request);
         let called = tokio::time::timeout(limits.time, async {
             let step: Step = plugin.pre.instantiate_async(&mut store).await?;
             step.call_run(&mut store, request.config, &context).await
@@ -322,26 +309,7 @@ impl Sandbox {
                 details: None,
             }),
             Some(Ok(Ok(Ok(outcome)))) => Ok(outcome.summary),
-            Some(Ok(Ok(Err(error)))) => {
-                let message = errno::in_host_terms(&error.message);
-                let guests: Vec<&str> = request.mounts.iter().map(|m| m.guest.as_str()).collect();
-                let details = error.details.as_deref().map(errno::in_host_terms);
-                // A step running commands names host programs and the
-                // jail's own paths: no hint for those.
-                let hint = match request.exec.programs.is_empty() {
-                    true => outside::hint(&message, &guests),
-                    false => None,
-                };
-                let details = match (details, hint) {
-                    (Some(d), Some(hint)) => Some(format!("{d}\n{hint}")),
-                    (d, hint) => d.or(hint),
-                };
-                Err(StepFailure {
-                    reason: FailureReason::Plugin,
-                    message,
-                    details,
-                })
-            }
+            Some(Ok(Ok(Err(error)))) => Err(plugin_failure(&error, &request)),
             Some(Ok(Err(trap))) => Err(trap_failure(&trap, &store, &stderr, limits, request.step)),
             Some(Err(_)) => Err(StepFailure {
                 reason: FailureReason::TimeLimit,
@@ -354,21 +322,7 @@ impl Sandbox {
             }),
         };
         capability::fs_view(store.data_mut()).settle();
-        let mut log = std::mem::take(&mut store.data_mut().host.log);
-        log.extend(store.data().host.dropped_line());
-        log.extend(store.data().fs.refused_line().map(|message| LogLine {
-            level: LogLevel::Warn,
-            message,
-        }));
-        for (level, output) in [(LogLevel::Stdout, &stdout), (LogLevel::Stderr, &stderr)] {
-            log.extend(
-                output
-                    .lines()
-                    .into_iter()
-                    .filter(|line| !line.trim().is_empty())
-                    .map(|message| LogLine { level, message }),
-            );
-        }
+        let log = step_log(&mut store, (&stdout, &stderr));
         StepRun { result, log }
     }
 
@@ -405,6 +359,71 @@ impl Sandbox {
         store.epoch_deadline_async_yield_and_update(1);
         Ok((store, stdout, stderr))
     }
+}
+
+/// What the step is told of itself: its flow, name, run and mounts.
+fn step_context(request: &StepRequest<'_>) -> types::StepContext {
+    types::StepContext {
+        flow: request.flow.to_owned(),
+        step: request.step.to_owned(),
+        run_id: request.run_id.to_owned(),
+        mounts: request
+            .mounts
+            .iter()
+            .map(|m| types::Mount {
+                name: m.name.clone(),
+                guest_path: m.guest.clone(),
+                access: access_to_wit(m.access),
+            })
+            .collect(),
+    }
+}
+
+/// A step that failed itself: its message and details in the host's
+/// terms, with a hint where it names a path outside its mounts.
+fn plugin_failure(error: &types::StepError, request: &StepRequest<'_>) -> StepFailure {
+    let message = errno::in_host_terms(&error.message);
+    let guests: Vec<&str> = request.mounts.iter().map(|m| m.guest.as_str()).collect();
+    let details = error.details.as_deref().map(errno::in_host_terms);
+    // A step running commands names host programs and the jail's own
+    // paths: no hint for those.
+    let hint = match request.exec.programs.is_empty() {
+        true => outside::hint(&message, &guests),
+        false => None,
+    };
+    let details = match (details, hint) {
+        (Some(d), Some(hint)) => Some(format!("{d}\n{hint}")),
+        (d, hint) => d.or(hint),
+    };
+    StepFailure {
+        reason: FailureReason::Plugin,
+        message,
+        details,
+    }
+}
+
+/// The step's log: what it logged (and how much was dropped), the opens
+/// it was refused, then its standard output and error, line by line.
+fn step_log(
+    store: &mut Store<StepState>,
+    (stdout, stderr): (&CapturedOutput, &CapturedOutput),
+) -> Vec<LogLine> {
+    let mut log = std::mem::take(&mut store.data_mut().host.log);
+    log.extend(store.data().host.dropped_line());
+    log.extend(store.data().fs.refused_line().map(|message| LogLine {
+        level: LogLevel::Warn,
+        message,
+    }));
+    for (level, output) in [(LogLevel::Stdout, stdout), (LogLevel::Stderr, stderr)] {
+        log.extend(
+            output
+                .lines()
+                .into_iter()
+                .filter(|line| !line.trim().is_empty())
+                .map(|message| LogLine { level, message }),
+        );
+    }
+    log
 }
 
 /// Explains a trap: a memory-limit hit, a panic (its message is on the

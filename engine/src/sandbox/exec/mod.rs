@@ -460,19 +460,7 @@ impl ExecView<'_> {
         let (holds, unheld) = self.hold(&scratch.dir, (captured, group.tmpfs_bound()))?;
         self.first_command(unenforced.into_iter().chain(unheld).collect())?;
 
-        let mut cmd = std::process::Command::new(&program);
-        cmd.args(&args)
-            .env_clear()
-            .envs(BASE_ENV.iter().copied())
-            .envs(self.exec.env.iter().map(|(k, v)| (k, v)))
-            .envs(command.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if command.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = self.std_command(&program, &args, &command);
         jail.enter(&mut cmd, joining.as_ref());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
@@ -518,10 +506,45 @@ impl ExecView<'_> {
                 return Err(ExecError::ApplyFailed(message));
             }
         };
+        let changes = self.apply_changes(&writable, scratch, privilege)?;
+        Ok(Completion {
+            status: Status::Exited(code),
+            output_tail: tail,
+            changes,
+        })
+    }
+
+    /// The process of `program` with `args`, before the jail: only the
+    /// base, the step's and the command's environment; its standard
+    /// streams piped (stdin only when the command gives one).
+    fn std_command(&self, program: &Path, args: &[String], command: &Command) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(BASE_ENV.iter().copied())
+            .envs(self.exec.env.iter().map(|(k, v)| (k, v)))
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .stdin(match command.stdin.is_some() {
+                true => Stdio::piped(),
+                false => Stdio::null(),
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Applies the command's upper layers (in `scratch`) to `writable`,
+    /// through the journal; the scratch directory goes with this, unless
+    /// its layers now hold originals (backups, pruned with the run's).
+    fn apply_changes(
+        &mut self,
+        writable: &[String],
+        mut scratch: Scratch,
+        privilege: namespace::Privilege,
+    ) -> Result<u64, ExecError> {
         let applying = Instant::now();
-        let (changes, exchanged) = self.apply(&writable, &scratch.layers, privilege);
+        let (changes, exchanged) = self.apply(writable, &scratch.layers, privilege);
         let applied_in = applying.elapsed();
-        // The upper layers hold originals now: backups, pruned with the run's.
         scratch.kept = exchanged > 0;
         drop(scratch);
         let changes = changes.map_err(ExecError::ApplyFailed)?;
@@ -534,11 +557,7 @@ impl ExecView<'_> {
                 ),
             );
         }
-        Ok(Completion {
-            status: Status::Exited(code),
-            output_tail: tail,
-            changes,
-        })
+        Ok(changes)
     }
 
     /// The layers of the overlays over the step's read-write mounts (when

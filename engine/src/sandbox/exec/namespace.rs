@@ -563,9 +563,10 @@ struct Child {
 
 impl Child {
     /// Runs in C, the forked child: see the module's documentation. Returns
-    /// only in the program's process, which then `exec`s.
+    /// only in the program's process, which then `exec`s. In the order the
+    /// jail is built: namespaces, the world of mounts, the cgroups joined,
+    /// PID 1 and its `/proc`, the program's own limits.
     fn enter(&mut self) -> io::Result<()> {
-        use rustix::thread::UnshareFlags;
         // The engine moves this process into the command's cgroups while
         // it makes its namespaces (a move can wait for a grace period of
         // the kernel's, ~10 ms): said now, waited for before it forks.
@@ -577,6 +578,38 @@ impl Child {
                 &rustix::process::getpid().as_raw_nonzero().get().to_ne_bytes(),
             )?;
         }
+        self.unshare()?;
+        // After the user namespace, whose new credentials clear it; then
+        // make sure the engine did not die before.
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        if rustix::process::getppid() != Some(self.engine) {
+            exit(1);
+        }
+        self.build_world()?;
+        if let Some((_, joined)) = self.joining {
+            let mut answer = [0u8; 1];
+            // SAFETY: the descriptor is open for the whole pre-exec.
+            let joined = unsafe { BorrowedFd::borrow_raw(joined) };
+            if rustix::io::read(joined, &mut answer)? != 1 || answer != *b"1" {
+                return Err(io::Error::other("the command could not join its cgroups"));
+            }
+        }
+        self.become_pid_1()?;
+        match fork()? {
+            0 => {}
+            program => {
+                close_from(0, None);
+                exit_as(program);
+            }
+        }
+        become_program(self.seccomp.map(|f| (f, self.unix_sockets)))
+    }
+
+    /// New namespaces: mounts, PIDs, IPC, host name and (unless granted)
+    /// the network; without root, a user namespace first, in which the
+    /// overlays and private tmpfs are then made.
+    fn unshare(&mut self) -> io::Result<()> {
+        use rustix::thread::UnshareFlags;
         let mut flags =
             UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
         if !self.network {
@@ -600,12 +633,13 @@ impl Child {
                 }
             }
         }
-        // After the user namespace, whose new credentials clear it; then
-        // make sure the engine did not die before.
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-        if rustix::process::getppid() != Some(self.engine) {
-            exit(1);
-        }
+        Ok(())
+    }
+
+    /// The command's world, built from its grant: every mount private and
+    /// read-only, its own `/dev`, Stepback's directories hidden, the kept
+    /// paths, sockets and overlays attached, the working directory entered.
+    fn build_world(&mut self) -> io::Result<()> {
         rustix::mount::mount_change(c"/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)?;
         for (path, writable) in &self.kept {
             let attrs = match writable {
@@ -656,14 +690,12 @@ impl Child {
         let cwd = &self.cwd;
         rustix::process::chdir(cwd.as_c_str())?;
 
-        if let Some((_, joined)) = self.joining {
-            let mut answer = [0u8; 1];
-            // SAFETY: the descriptor is open for the whole pre-exec.
-            let joined = unsafe { BorrowedFd::borrow_raw(joined) };
-            if rustix::io::read(joined, &mut answer)? != 1 || answer != *b"1" {
-                return Err(io::Error::other("the command could not join its cgroups"));
-            }
-        }
+        Ok(())
+    }
+
+    /// Forks PID 1 of the namespace: C waits for it and exits as it does;
+    /// PID 1 mounts the namespace's `/proc`, read-only.
+    fn become_pid_1(&self) -> io::Result<()> {
         let alive = pipe()?;
         match fork()? {
             0 => {}
@@ -691,35 +723,34 @@ impl Child {
                 | rustix::mount::MountFlags::RDONLY,
             None,
         )?;
-        match fork()? {
-            0 => {}
-            program => {
-                close_from(0, None);
-                exit_as(program);
-            }
-        }
-        // The program.
-        rustix::process::setsid()?;
-        // No core dumps: with a `|program` core pattern, the kernel would
-        // run that program as root on the host for a crash of the
-        // command's (a limit of 1 is the one that refuses pipes too), and
-        // without `CAP_SYS_RESOURCE` the command cannot raise it.
-        let core = rustix::process::Rlimit {
-            current: Some(1),
-            maximum: Some(1),
-        };
-        rustix::process::setrlimit(rustix::process::Resource::Core, core)?;
-        drop_privileges()?;
-        // Nothing the engine inherited (a service manager's sockets, a
-        // shell's redirections, a directory) reaches the program: every
-        // descriptor but its standard ones closes at exec (marked, not
-        // closed, so that a failed exec is still reported).
-        // SAFETY: a system call on descriptors only.
-        unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
-        match self.seccomp {
-            Some(filters) => super::seccomp::install(filters, self.unix_sockets),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+}
+
+/// The program's own limits, last before `exec`: a session of its own, no
+/// core dumps, root's privileges dropped, inherited descriptors closed,
+/// and the seccomp filter (with whether Unix sockets are granted).
+fn become_program(seccomp: Option<(&'static super::seccomp::Filters, bool)>) -> io::Result<()> {
+    rustix::process::setsid()?;
+    // No core dumps: with a `|program` core pattern, the kernel would
+    // run that program as root on the host for a crash of the
+    // command's (a limit of 1 is the one that refuses pipes too), and
+    // without `CAP_SYS_RESOURCE` the command cannot raise it.
+    let core = rustix::process::Rlimit {
+        current: Some(1),
+        maximum: Some(1),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Core, core)?;
+    drop_privileges()?;
+    // Nothing the engine inherited (a service manager's sockets, a
+    // shell's redirections, a directory) reaches the program: every
+    // descriptor but its standard ones closes at exec (marked, not
+    // closed, so that a failed exec is still reported).
+    // SAFETY: a system call on descriptors only.
+    unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    match seccomp {
+        Some((filters, unix_sockets)) => super::seccomp::install(filters, unix_sockets),
+        None => Ok(()),
     }
 }
 
