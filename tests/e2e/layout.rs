@@ -95,8 +95,8 @@ fn a_state_directory_others_can_write_is_refused() {
     env.run_flow(&text)
         .expect_code(exit::ENGINE_ERROR)
         .expect_stderr("can be written by others (mode 777)");
-    // (Which code `recover` exits with here is the exit-code table's call,
-    // issue 8; that it refuses and says why is this one's.)
+    // (Which code `recover` exits with here is for README's exit-code
+    // table to say; that it refuses and says why is this test's.)
     let recover = env.stepback(&["recover"]);
     recover.expect_stderr("chmod go-w");
     assert_ne!(recover.code(), i32::from(exit::SUCCESS));

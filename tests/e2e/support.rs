@@ -365,52 +365,28 @@ pub enum Node {
     Symlink(PathBuf),
 }
 
+/// A tree's contents: every path (the root's own entry left out) with its
+/// type and contents or target; a projection of [`snapshot_full`], the one
+/// walk every snapshot is taken by.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let rel = path.strip_prefix(root).unwrap().to_path_buf();
-        let meta = fs::symlink_metadata(&path).unwrap();
-        if meta.file_type().is_symlink() {
-            out.insert(rel, Node::Symlink(fs::read_link(&path).unwrap()));
-        } else if meta.is_dir() {
-            out.insert(rel, Node::Dir);
-            walk(root, &path, out);
-        } else {
-            out.insert(rel, Node::File(fs::read(&path).unwrap()));
-        }
-    }
+    snapshot_full(root)
+        .into_iter()
+        .filter(|(rel, _)| !rel.as_os_str().is_empty())
+        .map(|(rel, full)| (rel, full.node))
+        .collect()
 }
 
 /// Every entry of a tree with its mode and modification time.
 pub type Snapshot = BTreeMap<PathBuf, (Node, u32, i128)>;
 
-/// A tree with every entry's mode and modification time, to check that a
-/// rollback restores more than contents.
+/// A tree with every entry's mode and modification time (the root
+/// included), to check that a rollback restores more than contents; a
+/// projection of [`snapshot_full`].
 pub fn snapshot_meta(root: &Path) -> Snapshot {
-    use std::os::unix::fs::MetadataExt;
-    let meta = |p: &Path| {
-        let m = fs::symlink_metadata(p).unwrap();
-        (
-            m.mode(),
-            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        )
-    };
-    let mut out: BTreeMap<_, _> = snapshot(root)
+    snapshot_full(root)
         .into_iter()
-        .map(|(rel, node)| {
-            let (mode, mtime) = meta(&root.join(&rel));
-            (rel, (node, mode, mtime))
-        })
-        .collect();
-    let (mode, mtime) = meta(root);
-    out.insert(PathBuf::new(), (Node::Dir, mode, mtime));
-    out
+        .map(|(rel, full)| (rel, (full.node, full.mode, full.mtime)))
+        .collect()
 }
 
 /// Asserts two meta snapshots are equal, naming what differs.

@@ -104,7 +104,9 @@ impl EventSink for Reporter {
 }
 
 impl Reporter {
-    /// The permanent lines of `event`, of run `run_id`.
+    /// The permanent lines of `event`, of run `run_id`. (Longer than most
+    /// functions: one arm per kind of event, most of its lines the
+    /// events' fields; an arm longer than a few lines calls a function.)
     fn print(&self, run_id: &str, event: Event) {
         if self.quiet && all_went_well(&event) {
             return;

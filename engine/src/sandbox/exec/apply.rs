@@ -257,7 +257,7 @@ impl<'a> Apply<'a> {
                 })?;
                 reshaped |= match kind.is_file() {
                     true => self.file(upper, lower, name, (&meta, role), found, batched)?,
-                    false => self.symlink(upper, lower, name, &meta, found, batched)?,
+                    false => self.symlink(upper, lower, name, (&meta, role), found, batched)?,
                 };
             } else {
                 return Err(special_file(&lower.child(name)));
@@ -307,7 +307,7 @@ impl<'a> Apply<'a> {
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (name, entry) in entries {
             let kind = entry.file_type()?;
-            if kind.is_file() && self.origins.indexed() && self.origins.may_link(&entry.metadata()?) {
+            if (kind.is_file() || kind.is_symlink()) && self.origins.may_link(&entry.metadata()?) {
                 // Its names may become links to a file of the mount: left
                 // to the apply itself.
                 continue;
@@ -569,12 +569,27 @@ impl<'a> Apply<'a> {
         upper: &Dir,
         lower: &Lower,
         name: &str,
-        meta: &Metadata,
+        (meta, role): (&Metadata, Role),
         found: Option<Metadata>,
         batched: Option<(u64, Option<FileId>)>,
     ) -> io::Result<bool> {
         if let Some(made) = self.make_batched(upper, lower, name, meta, found.as_ref(), batched)? {
             return Ok(made);
+        }
+        // A symlink of the mount with several names stays one inode.
+        match (role, &found) {
+            (Role::WriteInto(group), Some(f)) => {
+                self.write_group(lower, name, f, &group)?;
+                return Ok(false);
+            }
+            (Role::LinkTo(group), found) => {
+                if found.is_some() {
+                    self.remove_tree(lower, name)?;
+                }
+                self.link_to(lower, name, &group)?;
+                return Ok(true);
+            }
+            _ => {}
         }
         let target = upper.read_link_contents(name)?;
         // A symlink the command also linked elsewhere must stay one inode.
@@ -695,7 +710,7 @@ impl<'a> Apply<'a> {
             .collect();
         for group in groups {
             let Some(index) = self.origins.index() else { break };
-            if links::unchanged(&group, &index.open(&group.entry)?, self.overlay_xattrs)? {
+            if links::unchanged(&group, index, self.overlay_xattrs)? {
                 continue;
             }
             let name = format!(".stepback-apply-{}", group.copy.ino);
@@ -719,9 +734,43 @@ impl<'a> Apply<'a> {
             .ok_or_else(|| io::Error::other("a group without an index"))?
             .try_clone()?;
         let copy = index.symlink_metadata(&group.entry)?;
+        if group.symlink {
+            return self.touch_symlink(lower, name, found, &copy);
+        }
         strip_overlay_xattrs(&index, &group.entry, &copy, self.overlay_xattrs)?;
         let call = self.capture(|rec| rec.before_write_open(&lower.entry(self.mount, name), found))?;
         self.write_in_place(call, (&index, &group.entry), lower, name, &copy)
+    }
+
+    /// Gives the mount's symlink at `name` in `lower` (`found`, with other
+    /// names) the time of its copy: all a command can change of a symlink
+    /// and keep it. A new owner (`chown -h`) would need a record the
+    /// journal does not have for a symlink that stays: refused.
+    fn touch_symlink(
+        &mut self,
+        lower: &Lower,
+        name: &str,
+        found: &Metadata,
+        copy: &Metadata,
+    ) -> io::Result<()> {
+        let rel = lower.child(name);
+        if (found.uid(), found.gid()) != (copy.uid(), copy.gid()) {
+            return Err(io::Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the command changed the owner of {rel}, a symlink with other names (hard links): that cannot be applied to it and rolled back"
+                ),
+            ));
+        }
+        if (found.mtime(), found.mtime_nsec()) == (copy.mtime(), copy.mtime_nsec()) {
+            return Ok(());
+        }
+        let call = self.capture(|rec| rec.before_set_times(self.mount, &rel, found))?;
+        let set = set_times(lower.dir, name, copy);
+        self.end(call, lower.dir, name, set.is_ok(), false)?;
+        set?;
+        self.changes += 1;
+        Ok(())
     }
 
     /// Whether upper file `meta` is still to be written into `found`, a

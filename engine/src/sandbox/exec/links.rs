@@ -17,6 +17,10 @@
 //! index, and needs none: its copy replaces it, and moves in under every
 //! name it has.
 //!
+//! A symlink with several names is indexed alike: its target cannot have
+//! changed (that makes a new symlink), so what its copy brings is its time
+//! (`touch -h`), and its new names.
+//!
 //! The mount's file is opened by its handle (`open_by_handle_at`, which
 //! needs `CAP_DAC_READ_SEARCH`: the engine's as root) and linked by its
 //! descriptor, so that a file whose every name the command removed or
@@ -46,6 +50,8 @@ pub struct Group {
     /// The copy's name in the index directory, where its contents are
     /// read from whichever of its names the apply is at.
     pub entry: String,
+    /// The file is a symlink.
+    pub symlink: bool,
 }
 
 /// What an upper file's name becomes on the mount.
@@ -98,10 +104,10 @@ impl Origins {
             let (Some(name), Some((kind, fid))) = (name, fh.as_deref().and_then(handle)) else {
                 continue;
             };
-            if !meta.is_file() {
+            if !meta.is_file() && !meta.is_symlink() {
                 continue;
             }
-            let origin = open(root, kind, fid).map_err(|e| {
+            let origin = open(root, (kind, fid), meta.is_symlink()).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("opening the file of the mount a copy in the overlay's index came from: {e}"),
@@ -112,6 +118,7 @@ impl Origins {
                 origin,
                 copy: FileId::of(&meta),
                 entry: name,
+                symlink: meta.is_symlink(),
             };
             origins.groups.insert(group.copy, Rc::new(group));
         }
@@ -129,10 +136,10 @@ impl Origins {
         self.index.as_ref()
     }
 
-    /// Whether the apply must see upper file `meta` before it batches a
-    /// rename of it: one with several names may become links.
+    /// Whether the apply must see upper file or symlink `meta` before it
+    /// batches a rename of it: one with several names may become links.
     pub fn may_link(&self, meta: &Metadata) -> bool {
-        self.indexed() && meta.is_file() && meta.nlink() > 1
+        self.indexed() && (meta.is_file() || meta.is_symlink()) && meta.nlink() > 1
     }
 
     /// The role of upper file `meta` where the mount has `found`.
@@ -162,10 +169,11 @@ impl Origins {
 }
 
 /// Opens the mount's file with handle `fid` of type `kind` (`root`: any
-/// directory on its filesystem). By libc: neither rustix nor the standard
-/// library has `open_by_handle_at`.
+/// directory on its filesystem); a `symlink` only as a place (`O_PATH`: it
+/// is compared by its status and linked, never read). By libc: neither
+/// rustix nor the standard library has `open_by_handle_at`.
 #[allow(unsafe_code)]
-fn open(root: &Dir, kind: i32, fid: &[u8]) -> io::Result<Origin> {
+fn open(root: &Dir, (kind, fid): (i32, &[u8]), symlink: bool) -> io::Result<Origin> {
     // `struct file_handle`: its length, its type, then the bytes, the
     // whole aligned as its `u32` fields need.
     let mut raw = vec![0u32; 2 + fid.len().div_ceil(4)];
@@ -180,7 +188,10 @@ fn open(root: &Dir, kind: i32, fid: &[u8]) -> io::Result<Origin> {
         libc::open_by_handle_at(
             root.as_fd().as_raw_fd(),
             raw.as_mut_ptr().cast(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
+            match symlink {
+                true => libc::O_PATH | libc::O_CLOEXEC,
+                false => libc::O_RDONLY | libc::O_CLOEXEC,
+            },
         )
     };
     if fd < 0 {
@@ -225,12 +236,21 @@ fn handle(origin: &[u8]) -> Option<(i32, &[u8])> {
     }
 }
 
-/// Whether `group`'s copy (`copy`, in the index) is still its file as it
-/// was: the same contents, mode, owner, time and extended attributes (but
-/// overlayfs's own, under `overlay_xattrs`). Overlayfs copies up a file
-/// with several names when the command removes one of them, changing
-/// nothing else.
-pub fn unchanged(group: &Group, copy: &cap_std::fs::File, overlay_xattrs: &str) -> io::Result<bool> {
+/// Whether `group`'s copy (in `index`) is still its file as it was: the
+/// same contents, mode, owner, time and extended attributes (but
+/// overlayfs's own, under `overlay_xattrs`); a symlink's time and owner.
+/// Overlayfs copies up a file with several names when the command removes
+/// one of them, changing nothing else.
+pub fn unchanged(group: &Group, index: &Dir, overlay_xattrs: &str) -> io::Result<bool> {
+    if group.symlink {
+        let (a, b) = (
+            index.symlink_metadata(&group.entry)?,
+            rustix::fs::fstat(&group.origin.file)?,
+        );
+        return Ok((a.mtime(), a.mtime_nsec() as u64, a.uid(), a.gid())
+            == (b.st_mtime, b.st_mtime_nsec, b.st_uid, b.st_gid));
+    }
+    let copy = &index.open(&group.entry)?;
     let (a, b) = (copy.metadata()?, rustix::fs::fstat(&group.origin.file)?);
     let same = a.len() == b.st_size as u64
         && (a.mtime(), a.mtime_nsec() as u64) == (b.st_mtime, b.st_mtime_nsec)
