@@ -185,26 +185,7 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
         Err(_) => return Err(UndoError::NoSuchRun(id.to_owned())),
     };
     let (mut writer, records) = JournalWriter::resume(&dir.journal()).map_err(|e| UndoError::Io(e.into()))?;
-    match RunState::of(&records) {
-        RunState::Committed { pruned: false } => {}
-        RunState::Committed { pruned: true } => {
-            let kept = match records.last() {
-                Some(Record::Pruned { keep: Some(keep) }) => {
-                    format!(" when the newest {keep} committed runs kept theirs")
-                }
-                _ => String::new(),
-            };
-            return Err(UndoError::NotUndoable(format!(
-                "run {id} can no longer be undone: its backups were pruned{kept}"
-            )));
-        }
-        RunState::RolledBack { .. } => {
-            return Err(UndoError::NotUndoable(format!(
-                "run {id} was already rolled back"
-            )));
-        }
-        RunState::Unfinished => return Err(UndoError::Unfinished(id.to_owned())),
-    }
+    undoable(id, &records)?;
     let mounts: Vec<(String, std::path::PathBuf)> = match records.first() {
         Some(Record::Begin { mounts, .. }) => {
             mounts.iter().map(|m| (m.name.clone(), m.host.clone())).collect()
@@ -214,36 +195,8 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
     let holder = format!("undo of run {id} (pid {})", std::process::id());
     let _locks = MountLocks::acquire(state_dir, &mounts, &holder)
         .map_err(|e| crate::journal::InUse::of(&e).map_or(UndoError::Io(e), UndoError::Busy))?;
-    let mut drifted = Vec::new();
-    let pinned: std::collections::HashMap<&str, _> = match records.first() {
-        Some(Record::Begin { mounts, .. }) => mounts.iter().map(|m| (m.name.as_str(), m.id)).collect(),
-        _ => Default::default(),
-    };
-    let mut opened = std::collections::HashMap::new();
-    for (name, host) in &mounts {
-        let id = pinned.get(name.as_str()).copied().flatten();
-        opened.insert(
-            name.clone(),
-            MountFs::open_pinned(name, host, id).map_err(|e| UndoError::Io(e.into()))?,
-        );
-    }
-    for record in &records {
-        let Record::Final { mount, path, state } = record else {
-            continue;
-        };
-        let Some(fs) = opened.get(mount) else { continue };
-        let now = entry_state(&fs.dir, path).map_err(|e| UndoError::Io(e.into()))?;
-        if !EntryState::same(state, &now) {
-            let then = EntryState::describe(state);
-            drifted.push(Found {
-                mount: mount.clone(),
-                path: path.clone(),
-                then,
-                now,
-            });
-        }
-    }
-    drifted.extend(added_since(&records, &opened).map_err(|e| UndoError::Io(e.into()))?);
+    let opened = open_pinned(&records, &mounts)?;
+    let drifted = drifted(&records, &opened)?;
     if !drifted.is_empty() && !force {
         let later = Later::after(&store, id).map_err(|e| UndoError::Io(e.into()))?;
         let hosts: std::collections::HashMap<_, _> = mounts.iter().cloned().collect();
@@ -273,6 +226,76 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
         &mut writer,
         (Fault::from_env(), Ending::Final),
     ))
+}
+
+/// Whether run `id` (its `records`) can be undone: committed, its
+/// backups kept.
+fn undoable(id: &str, records: &[Record]) -> Result<(), UndoError> {
+    match RunState::of(records) {
+        RunState::Committed { pruned: false } => Ok(()),
+        RunState::Committed { pruned: true } => {
+            let kept = match records.last() {
+                Some(Record::Pruned { keep: Some(keep) }) => {
+                    format!(" when the newest {keep} committed runs kept theirs")
+                }
+                _ => String::new(),
+            };
+            Err(UndoError::NotUndoable(format!(
+                "run {id} can no longer be undone: its backups were pruned{kept}"
+            )))
+        }
+        RunState::RolledBack { .. } => Err(UndoError::NotUndoable(format!(
+            "run {id} was already rolled back"
+        ))),
+        RunState::Unfinished => Err(UndoError::Unfinished(id.to_owned())),
+    }
+}
+
+/// The run's `mounts`, each the directory it recorded.
+fn open_pinned(
+    records: &[Record],
+    mounts: &[(String, std::path::PathBuf)],
+) -> Result<std::collections::HashMap<String, MountFs>, UndoError> {
+    let pinned: std::collections::HashMap<&str, _> = match records.first() {
+        Some(Record::Begin { mounts, .. }) => mounts.iter().map(|m| (m.name.as_str(), m.id)).collect(),
+        _ => Default::default(),
+    };
+    let mut opened = std::collections::HashMap::new();
+    for (name, host) in mounts {
+        let id = pinned.get(name.as_str()).copied().flatten();
+        opened.insert(
+            name.clone(),
+            MountFs::open_pinned(name, host, id).map_err(|e| UndoError::Io(e.into()))?,
+        );
+    }
+    Ok(opened)
+}
+
+/// What changed since the run committed: every path whose final state is
+/// not what is there now, and what was added beneath the directories it
+/// made.
+fn drifted(
+    records: &[Record],
+    opened: &std::collections::HashMap<String, MountFs>,
+) -> Result<Vec<Found>, UndoError> {
+    let mut drifted = Vec::new();
+    for record in records {
+        let Record::Final { mount, path, state } = record else {
+            continue;
+        };
+        let Some(fs) = opened.get(mount) else { continue };
+        let now = entry_state(&fs.dir, path).map_err(|e| UndoError::Io(e.into()))?;
+        if !EntryState::same(state, &now) {
+            drifted.push(Found {
+                mount: mount.clone(),
+                path: path.clone(),
+                then: EntryState::describe(state),
+                now,
+            });
+        }
+    }
+    drifted.extend(added_since(records, opened).map_err(|e| UndoError::Io(e.into()))?);
+    Ok(drifted)
 }
 
 /// Deletes the backups of committed runs older than the newest `keep`, and

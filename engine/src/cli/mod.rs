@@ -144,6 +144,9 @@ fn man() -> u8 {
     }
 }
 
+/// Runs the command `cli` names and says its exit code. (One arm per
+/// command, each handing its arguments to the library: long only because
+/// there are many commands.)
 async fn dispatch(cli: Cli) -> u8 {
     let events: Arc<dyn EventSink> = match cli.output {
         OutputFormat::Human if cli.quiet => Arc::new(human::Reporter::quiet()),

@@ -208,7 +208,9 @@ fn print_header(id: &str, records: &[Record]) {
     }
 }
 
-/// The journal's records of run changes, step by step.
+/// The journal's records of run changes, step by step. (One arm per
+/// kind of record, each a line or two: longer than most functions, and
+/// read as the list of what `show` says of each.)
 fn print_changes(records: &[Record]) {
     let mut undone = std::collections::HashSet::new();
     let listed: std::collections::HashMap<usize, _> = super::changes::list(records)

@@ -80,15 +80,6 @@ pub(super) fn originals(records: &[Record]) -> Vec<(&str, &UndoOp)> {
 /// file restored from a copy, its contents' hash against the copy's.
 fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
     let meta = dir.symlink_metadata(at(op.path()));
-    let found = |m: &cap_std::fs::Metadata| {
-        if m.is_dir() {
-            "a directory".to_string()
-        } else if m.is_symlink() {
-            "a symlink".to_string()
-        } else {
-            format!("a file of {} bytes", m.len())
-        }
-    };
     match (op, meta) {
         (UndoOp::Created { .. } | UndoOp::Snapshot { backup: None, .. }, Err(e))
             if e.kind() == ErrorKind::NotFound =>
@@ -107,20 +98,7 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
                 xattrs,
             },
             Ok(m),
-        ) if m.is_dir() => {
-            use cap_std::fs::PermissionsExt;
-            if m.permissions().mode() & 0o7777 != mode & 0o7777 {
-                return Err(format!(
-                    "mode not restored ({:o} instead of {:o})",
-                    m.permissions().mode() & 0o7777,
-                    mode & 0o7777
-                ));
-            }
-            check_owner(&m, Some(*owner))?;
-            same_xattrs(xattrs.as_deref(), || {
-                open_dir_readable(dir, at(path)).and_then(|d| fd_xattrs(&d))
-            })
-        }
+        ) if m.is_dir() => check_attributes(dir, path, &m, (*mode, *owner, xattrs.as_deref())),
         (UndoOp::Saved { ino, tree: true, .. }, Ok(m)) if m.is_dir() => match m.ino() == *ino {
             true => Ok(()),
             false => Err(format!(
@@ -149,13 +127,9 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
                 ..
             },
             Ok(m),
-        ) if m.is_file() && m.len() == *size => match (hash(dir, op.path()), hash(backup, name)) {
-            (Ok(restored), Ok(saved)) if restored == saved => same_xattrs(xattrs.as_deref(), || {
-                dir.open(op.path()).and_then(|f| fd_xattrs(&f))
-            }),
-            (Ok(_), Ok(_)) => Err("contents differ from the saved copy".into()),
-            (Err(e), _) | (_, Err(e)) => Err(format!("cannot compare with the saved copy: {e}")),
-        },
+        ) if m.is_file() && m.len() == *size => {
+            check_copied(dir, op.path(), (backup, name), xattrs.as_deref())
+        }
         (UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }, Ok(m)) => {
             Err(format!("should be a file of {size} bytes, but is {}", found(&m)))
         }
@@ -179,6 +153,55 @@ fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
         (UndoOp::Renamed { .. }, Ok(m)) => Err(format!("should not exist, but is {}", found(&m))),
         (_, Err(e)) => Err(format!("missing after rollback: {e}")),
         (_, Ok(m)) => Err(format!("has the wrong type: {}", found(&m))),
+    }
+}
+
+/// What an entry is, for a message.
+fn found(m: &cap_std::fs::Metadata) -> String {
+    if m.is_dir() {
+        "a directory".to_string()
+    } else if m.is_symlink() {
+        "a symlink".to_string()
+    } else {
+        format!("a file of {} bytes", m.len())
+    }
+}
+
+/// A directory's mode, owner and extended attributes as recorded.
+fn check_attributes(
+    dir: &Dir,
+    path: &str,
+    m: &cap_std::fs::Metadata,
+    (mode, owner, xattrs): (u32, Owner, Option<&[Xattr]>),
+) -> Result<(), String> {
+    use cap_std::fs::PermissionsExt;
+    if m.permissions().mode() & 0o7777 != mode & 0o7777 {
+        return Err(format!(
+            "mode not restored ({:o} instead of {:o})",
+            m.permissions().mode() & 0o7777,
+            mode & 0o7777
+        ));
+    }
+    check_owner(m, Some(owner))?;
+    same_xattrs(xattrs, || {
+        open_dir_readable(dir, at(path)).and_then(|d| fd_xattrs(&d))
+    })
+}
+
+/// A file restored from the copy `name` in `backup`: the same contents
+/// and extended attributes.
+fn check_copied(
+    dir: &Dir,
+    path: &str,
+    (backup, name): (&Dir, &str),
+    xattrs: Option<&[Xattr]>,
+) -> Result<(), String> {
+    match (hash(dir, path), hash(backup, name)) {
+        (Ok(restored), Ok(saved)) if restored == saved => {
+            same_xattrs(xattrs, || dir.open(path).and_then(|f| fd_xattrs(&f)))
+        }
+        (Ok(_), Ok(_)) => Err("contents differ from the saved copy".into()),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot compare with the saved copy: {e}")),
     }
 }
 

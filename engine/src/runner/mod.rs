@@ -145,6 +145,23 @@ pub struct RunReport {
     pub rollback: Option<RollbackReport>,
 }
 
+impl StepReport {
+    /// The event that says how step `index` ended: built from the report,
+    /// so that the two cannot disagree.
+    fn finished(&self, index: usize, duration_us: u64, log: Vec<crate::events::LogLine>) -> Event {
+        Event::StepFinished {
+            index,
+            step: self.name.clone(),
+            status: self.status,
+            duration_us,
+            summary: self.summary.clone(),
+            error: self.failure.as_ref().map(|f| f.message.clone()),
+            details: self.failure.as_ref().and_then(|f| f.details.clone()),
+            log,
+        }
+    }
+}
+
 impl RunReport {
     /// The step whose failure stopped the flow.
     pub fn failed_step(&self) -> Option<&StepReport> {

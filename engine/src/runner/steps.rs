@@ -38,22 +38,14 @@ pub(super) async fn run_all(
 
 /// A step after the one that ended the flow: not run.
 fn skip(ctx: &Ctx<'_>, index: usize, step: &PlannedStep) -> StepReport {
-    ctx.events.emit(Event::StepFinished {
-        index,
-        step: step.name.clone(),
-        status: StepStatus::Skipped,
-        duration_us: 0,
-        summary: None,
-        error: None,
-        details: None,
-        log: Vec::new(),
-    });
-    StepReport {
+    let report = StepReport {
         name: step.name.clone(),
         status: StepStatus::Skipped,
         summary: None,
         failure: None,
-    }
+    };
+    ctx.events.emit(report.finished(index, 0, Vec::new()));
+    report
 }
 
 /// Runs step `index` (`so_far`: how the earlier ones ended); its report,
@@ -103,21 +95,13 @@ async fn run_one(
             (StepStatus::Failed, None, Some(error))
         }
     };
-    ctx.events.emit(Event::StepFinished {
-        index,
-        step: step.name.clone(),
-        status,
-        duration_us: crate::events::micros_since(start),
-        summary: summary.clone(),
-        error: error.as_ref().map(|f| f.message.clone()),
-        details: error.as_ref().and_then(|f| f.details.clone()),
-        log: run.log,
-    });
     let report = StepReport {
         name: step.name.clone(),
         status,
         summary,
         failure: error,
     };
+    let duration_us = crate::events::micros_since(start);
+    ctx.events.emit(report.finished(index, duration_us, run.log));
     (report, failure)
 }
