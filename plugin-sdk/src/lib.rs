@@ -2,14 +2,47 @@
 //!
 //! A step is a WebAssembly component built for `wasm32-wasip2`. It reads and
 //! writes files with plain `std::fs` on the guest paths of the mounts its
-//! flow grants it; the host sees and journals every change. This crate hides
-//! the WIT bindings behind a small surface:
+//! flow grants it; the host sees and journals every change, and a failed
+//! flow reverses them: a step has no rollback code of its own. This crate
+//! hides the WIT bindings (`stepback:plugin`, carried inside it) behind a
+//! small surface.
+//!
+//! # A whole plugin
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [package]
+//! name = "touch"
+//! version = "0.1.0"
+//! edition = "2024"
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! stepback-sdk = "0.1"
+//! serde = { version = "1", features = ["derive"] }
+//! schemars = "1"
+//!
+//! [profile.release]
+//! opt-level = "s"
+//! lto = true
+//! strip = true
+//! ```
+//!
+//! `src/lib.rs`:
 //!
 //! ```no_run
 //! use stepback_sdk::{Context, Error, Info, Outcome, Step};
 //!
+//! /// The step's `with` table; its JSON Schema is derived from this type.
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
-//! struct Config { path: String }
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     /// The file to create, on a mount's guest path.
+//!     path: String,
+//! }
 //!
 //! struct Touch;
 //!
@@ -28,8 +61,65 @@
 //! stepback_sdk::export_step!(Touch);
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2` and
-//! `crate-type = ["cdylib"]`.
+//! Build it with `cargo build --release --target wasm32-wasip2`; the
+//! component is `target/wasm32-wasip2/release/touch.wasm`, and a flow runs
+//! it with `uses = "path/to/touch.wasm"`.
+//!
+//! # The schema from a Rust type
+//!
+//! [`Step::Config`] derives `schemars::JsonSchema`: `stepback validate`
+//! (and every run) checks a flow's `with` table against it, with the
+//! file, line and column of what is wrong, before anything runs. Doc
+//! comments become the fields' descriptions; `#[serde(default)]` makes a
+//! field optional; `#[serde(deny_unknown_fields)]` turns a typo into an
+//! error with a "did you mean".
+//!
+//! # Failing a step
+//!
+//! Return an [`Error`]: the step fails with its message (and
+//! [`Error::with_details`], shown under it), and the flow's failure policy
+//! applies (by default, everything the flow changed is rolled back). An
+//! `std::io::Error` converts with `?`; [`ResultExt::context`] says what was
+//! being done. A panic or trap fails the step too, with a less helpful
+//! message.
+//!
+//! ```no_run
+//! # use stepback_sdk::{Error, ResultExt};
+//! # fn f() -> Result<(), Error> {
+//! let text = std::fs::read_to_string("/app/VERSION").context("reading the release's version")?;
+//! if text.trim().is_empty() {
+//!     return Err(Error::new("the release has no version").with_details("/app/VERSION is empty"));
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Logs and progress
+//!
+//! [`Context::info`], [`Context::warn`] (and `debug`, `error`) add lines to
+//! the step's log, which `stepback show RUN` keeps and a failed step
+//! prints; [`Context::progress`] reports how far the step is (`done` of
+//! `total` `unit`s), shown live by the CLI and sent as events with
+//! `--output json`. [`Context::param`] reads the flow's parameters
+//! (`--param release=1.4`, and `stepback.failed-step` and the like in a
+//! failure's actions).
+//!
+//! # Commands
+//!
+//! [`exec::Command`] runs a program the flow grants the step
+//! (`exec = ["systemctl"]`), jailed, with its changes to the step's mounts
+//! journaled like the step's own; [`exec::Command::run_expecting`] fails
+//! the step on a bad exit with the output's tail.
+//!
+//! # Versions
+//!
+//! The crate's version follows the WIT package it carries
+//! (`stepback:plugin`, in `wit/`): `stepback-sdk` 0.1.x builds plugins
+//! against `stepback:plugin@0.1.*`, which every 0.1 host runs. A WIT
+//! version that adds an interface comes with an SDK release that exposes
+//! it, in the same series; a WIT version that breaks plugins starts a new
+//! series of both (0.2). The engine's tests keep the WIT inside this crate
+//! identical to the one the host is built from, and the crate's major and
+//! minor version equal to the WIT package's.
 
 #![warn(missing_docs)]
 
@@ -51,7 +141,7 @@ pub use serde_json;
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "stepback:plugin/step",
         pub_export_macro: true,
         default_bindings_module: "stepback_sdk::bindings",

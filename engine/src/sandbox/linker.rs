@@ -85,3 +85,31 @@ fn provided_summary() -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    /// The SDK carries the WIT inside its crate (so that it can be
+    /// published): it must be the very contract this host is built from.
+    #[test]
+    fn the_sdk_carries_the_hosts_wit() {
+        let sdk = include_str!("../../../plugin-sdk/wit/plugin.wit");
+        let host = include_str!("../../../wit/plugin.wit");
+        assert!(
+            sdk == host,
+            "plugin-sdk/wit/plugin.wit differs from wit/plugin.wit: copy it (cp wit/plugin.wit plugin-sdk/wit/)"
+        );
+    }
+
+    /// The SDK's (and the engine's: one workspace version) major and minor
+    /// version are the WIT package's: `stepback-sdk` 0.1.x builds plugins
+    /// for `stepback:plugin@0.1.*`.
+    #[test]
+    fn the_crates_version_series_is_the_wits() {
+        let series = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+        assert_eq!(
+            series(env!("CARGO_PKG_VERSION")),
+            series(super::host_wit_version()),
+            "the workspace version and wit/plugin.wit's package version are in different series"
+        );
+    }
+}
