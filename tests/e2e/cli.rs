@@ -213,6 +213,9 @@ fn colour_follows_color_and_no_color() {
     assert!(forced.stdout().contains(ESC));
     let none = env.stepback_env(&["run", flow], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
     assert!(!none.stdout().contains(ESC), "{}", none.stdout());
+    // CLICOLOR_FORCE=0 forces nothing: a pipe stays plain.
+    let zero = env.stepback_env(&["run", flow], &[("CLICOLOR_FORCE", "0")]);
+    assert!(!zero.stdout().contains(ESC), "{}", zero.stdout());
     // JSON is never painted.
     let json = env.stepback(&["--color", "always", "--output", "json", "run", flow]);
     assert!(!json.stdout().contains(ESC));

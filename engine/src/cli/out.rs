@@ -24,8 +24,12 @@ pub fn write(err: bool, args: std::fmt::Arguments) {
     }
     // anstream keeps or strips colours (`style.rs`).
     let written = match err {
-        false => anstream::stdout().lock().write_fmt(args),
-        true => anstream::stderr().lock().write_fmt(args),
+        false => anstream::AutoStream::new(std::io::stdout(), super::style::for_stream(false))
+            .lock()
+            .write_fmt(args),
+        true => anstream::AutoStream::new(std::io::stderr(), super::style::for_stream(true))
+            .lock()
+            .write_fmt(args),
     };
     if let Err(e) = written
         && e.kind() == std::io::ErrorKind::BrokenPipe
