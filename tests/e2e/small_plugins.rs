@@ -78,6 +78,27 @@ with = { path = "/out/never-was", missing-ok = true }
     assert!(env.path("out/kept").exists());
 }
 
+/// Found by a review: removing a mount's root emptied the mount, then
+/// failed (the root itself cannot go), leaving the rollback to restore it.
+#[test]
+fn remove_refuses_a_mount_root_before_removing_anything() {
+    let env = Env::new();
+    env.write("out/kept", "k");
+    for path in ["/out", "/out/", "/out/sub/..", "//out/."] {
+        env.run_flow(&flow(&format!(
+            "[[steps]]\nname = \"root\"\nuses = \"builtin:remove\"\nmounts = [\"out\"]\nwith = {{ path = \"{path}\" }}\n"
+        )))
+        .expect_code(exit::FLOW_FAILED)
+        .expect_stdout("is the root of mount 'out'")
+        .expect_stdout("0 changes undone");
+        assert_eq!(
+            std::fs::read_to_string(env.path("out/kept")).unwrap(),
+            "k",
+            "{path}"
+        );
+    }
+}
+
 #[test]
 fn remove_fails_on_a_missing_path_by_default() {
     let env = Env::new();

@@ -31,6 +31,18 @@ impl Step for Remove {
     }
 
     fn run(config: Config, cx: &Context) -> Result<Outcome, Error> {
+        // Refused before anything goes: a mount's root cannot be removed,
+        // and removing all it holds first would fail only at the end.
+        if let Some(mount) = cx
+            .mounts()
+            .iter()
+            .find(|m| lexical(&m.guest_path) == lexical(&config.path))
+        {
+            return Err(Error::new(format!(
+                "{} is the root of mount '{}': a step cannot remove a mount (to empty it, remove what it holds)",
+                config.path, mount.name
+            )));
+        }
         let meta = match fs::symlink_metadata(&config.path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == ErrorKind::NotFound && config.missing_ok => {
@@ -47,6 +59,22 @@ impl Step for Remove {
         cx.info(format!("removed {}", config.path));
         Ok(Outcome::summary(format!("removed {}", config.path)))
     }
+}
+
+/// `path` with `.`, `..` and repeated or trailing slashes resolved
+/// lexically, as the components a mount's guest path is compared by.
+fn lexical(path: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts
 }
 
 stepback_sdk::export_step!(Remove);
