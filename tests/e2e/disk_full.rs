@@ -2,8 +2,8 @@
 //! step that fills the filesystem fails cleanly and is rolled back
 //! exactly, its journal and backups on the same filesystem.
 
+use crate::fsops::{Op, script};
 use crate::support::{Env, Run, assert_same_full, fix_times, fsops_flow, snapshot_full};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use stepback::exit;
@@ -67,16 +67,16 @@ fn a_step_that_fills_the_disk_is_rolled_back_exactly() {
     fix_times(&env.path("small/m"));
     let before = snapshot_full(&env.path("small/m"));
     let mut ops = vec![
-        json!({"op": "open", "fd": 0, "path": "big.bin", "flags": ["write"]}),
-        json!({"op": "set-size", "fd": 1, "size": 0}),
-        json!({"op": "open", "fd": 0, "path": "fill", "oflags": ["create"], "flags": ["write"]}),
+        Op::open(0, "big.bin", &[], &["write"]),
+        Op::set_size(1, 0),
+        Op::open(0, "fill", &["create"], &["write"]),
     ];
     for i in 0..40u64 {
-        ops.push(json!({"op": "write", "fd": 2, "offset": i << 20, "len": 1 << 20, "byte": 1}));
+        ops.push(Op::write(2, i << 20, 1 << 20, 1));
     }
-    ops.push(json!({"op": "unlink", "fd": 0, "path": "a.txt"}));
-    ops.push(json!({"op": "rename", "fd": 0, "path": "d", "to_fd": 0, "to": "e"}));
-    let run = run_in_small(&env, &json!(ops));
+    ops.push(Op::unlink(0, "a.txt"));
+    ops.push(Op::rename(0, "d", 0, "e"));
+    let run = run_in_small(&env, &script(&ops));
     run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("insufficient-space")
         .expect_stdout("every path restored");
@@ -128,10 +128,7 @@ fn a_write_into_a_sparse_file_reserves_its_data_not_its_size() {
     std::os::unix::fs::FileExt::write_all_at(&sparse, &[7; 4096], 100 << 20).unwrap();
     fix_times(&env.path("small/m"));
     let before = snapshot_full(&env.path("small/m"));
-    let ops = json!([
-        {"op": "open", "fd": 0, "path": "sparse", "flags": ["write"]},
-        {"op": "write", "fd": 1, "offset": 0, "len": 4, "byte": 1},
-    ]);
+    let ops = script(&[Op::open(0, "sparse", &[], &["write"]), Op::write(1, 0, 4, 1)]);
     let run = run_in_small(&env, &ops);
     run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("2 calls, 0 failed")

@@ -18,10 +18,11 @@
 //! how many sequences were tried. For a long run beside other work, test a
 //! copy of the binary: `STEPBACK_TEST_BIN=/tmp/stepback`.
 
+use crate::fsops::{Op, script};
 use crate::support::{Env, Run, diff_full, env_number, fix_times, fsops_steps, set_mtime, snapshot_full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use stepback::exit;
@@ -69,36 +70,29 @@ fn subset(all: &'static [&'static str]) -> impl Strategy<Value = Vec<&'static st
     prop::sample::subsequence(all, 0..=all.len())
 }
 
-fn op() -> impl Strategy<Value = Value> {
+fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (fd(), path(), any::<bool>(), subset(&["create", "directory", "exclusive", "truncate"]),
               subset(&["read", "write", "mutate-directory", "data-integrity-sync"]))
-            .prop_map(|(fd, path, follow, oflags, flags)| json!({
-                "op": "open", "fd": fd, "path": path, "follow": follow, "oflags": oflags, "flags": flags})),
-        2 => (fd(), path()).prop_map(|(fd, path)| json!({"op": "mkdir", "fd": fd, "path": path})),
-        2 => (fd(), path(), path()).prop_map(|(fd, target, path)|
-            json!({"op": "symlink", "fd": fd, "target": target, "path": path})),
+            .prop_map(|(fd, path, follow, oflags, flags)| Op::open(fd, path, &oflags, &flags).follow(follow)),
+        2 => (fd(), path()).prop_map(|(fd, path)| Op::mkdir(fd, path)),
+        2 => (fd(), path(), path()).prop_map(|(fd, target, path)| Op::symlink(fd, target, path)),
         2 => (fd(), any::<bool>(), path(), fd(), path()).prop_map(|(fd, follow, path, to_fd, to)|
-            json!({"op": "link", "fd": fd, "follow": follow, "path": path, "to_fd": to_fd, "to": to})),
-        2 => (fd(), path()).prop_map(|(fd, path)| json!({"op": "unlink", "fd": fd, "path": path})),
-        2 => (fd(), path()).prop_map(|(fd, path)| json!({"op": "rmdir", "fd": fd, "path": path})),
-        3 => (fd(), path(), fd(), path()).prop_map(|(fd, path, to_fd, to)|
-            json!({"op": "rename", "fd": fd, "path": path, "to_fd": to_fd, "to": to})),
+            Op::link(fd, path, to_fd, to).follow(follow)),
+        2 => (fd(), path()).prop_map(|(fd, path)| Op::unlink(fd, path)),
+        2 => (fd(), path()).prop_map(|(fd, path)| Op::rmdir(fd, path)),
+        3 => (fd(), path(), fd(), path()).prop_map(|(fd, path, to_fd, to)| Op::rename(fd, path, to_fd, to)),
         2 => (fd(), prop::option::of(path()), any::<bool>(), prop_oneof![Just(0i64), Just(-1), 1i64..2_000_000_000])
-            .prop_map(|(fd, path, follow, seconds)|
-                json!({"op": "set-times", "fd": fd, "path": path, "follow": follow, "seconds": seconds})),
+            .prop_map(|(fd, path, follow, seconds)| Op::SetTimes { fd, path, follow, seconds }),
         4 => (1usize..12, prop_oneof![0u64..64, Just(1 << 20), Just(5 << 30)], 1u64..9000)
-            .prop_map(|(fd, offset, len)| json!({"op": "write", "fd": fd, "offset": offset, "len": len, "byte": 66})),
+            .prop_map(|(fd, offset, len)| Op::write(fd, offset, len, 66)),
         2 => (1usize..12, prop::option::of(0u64..100), 1u64..5000, 1u32..4)
-            .prop_map(|(fd, offset, len, count)|
-                json!({"op": "stream", "fd": fd, "offset": offset, "len": len, "byte": 67, "count": count})),
+            .prop_map(|(fd, offset, len, count)| Op::stream(fd, offset, len, 67, count)),
         2 => (1usize..12, prop_oneof![0u64..10, Just(3 << 30)])
-            .prop_map(|(fd, size)| json!({"op": "set-size", "fd": fd, "size": size})),
-        1 => (1usize..12).prop_map(|fd| json!({"op": "close", "fd": fd})),
-        3 => (dir_path(), dir_path()).prop_map(|(path, to)|
-            json!({"op": "rename", "fd": 0, "path": path, "to_fd": 0, "to": to})),
-        2 => dir_path().prop_map(|path| json!({
-            "op": "open", "fd": 0, "path": path, "oflags": ["directory"], "flags": ["read", "mutate-directory"]})),
+            .prop_map(|(fd, size)| Op::set_size(fd, size)),
+        1 => (1usize..12).prop_map(Op::close),
+        3 => (dir_path(), dir_path()).prop_map(|(path, to)| Op::rename(0, path, 0, to)),
+        2 => dir_path().prop_map(|path| Op::open(0, path, &["directory"], &["read", "mutate-directory"])),
     ]
 }
 
@@ -240,11 +234,11 @@ impl Machine<'_> {
 /// another process's change (nothing else touches them). With `crashes`,
 /// the engine is killed where they say (and then `recover` too), and the
 /// last `recover` must bring them back.
-fn check(seed: u64, steps: &[Vec<Value>], crashes: Option<&Crashes>) -> Result<(), TestCaseError> {
+fn check(seed: u64, steps: &[Vec<Op>], crashes: Option<&Crashes>) -> Result<(), TestCaseError> {
     let env = Env::new();
     lay_out(&env, seed);
     let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
-    let scripts: Vec<Value> = steps.iter().map(|ops| Value::Array(ops.clone())).collect();
+    let scripts: Vec<Value> = steps.iter().map(|ops| script(ops)).collect();
     let first = crashes.map(|c| c.first);
     let undo_phase = matches!(first, Some(Phase::Undo { .. }));
     let flow = fsops_steps(&env, &scripts, !undo_phase);
@@ -337,7 +331,7 @@ fn crashes() -> impl Strategy<Value = Crashes> {
         .prop_map(|(first, recover)| Crashes { first, recover })
 }
 
-fn case() -> impl Strategy<Value = (u64, Vec<Vec<Value>>, Option<Crashes>)> {
+fn case() -> impl Strategy<Value = (u64, Vec<Vec<Op>>, Option<Crashes>)> {
     (
         any::<u64>(),
         prop::collection::vec(prop::collection::vec(op(), 1..40), 1..=3),

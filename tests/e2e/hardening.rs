@@ -5,10 +5,10 @@
 //! exactly as before (contents, types, modes, owners, times, extended
 //! attributes, allocation, hard-link groups).
 
+use crate::fsops::{Op, script};
 use crate::support::{
     Env, FullSnapshot, Run, assert_same_full, fix_times, fsops_flow, set_mtime, snapshot_full,
 };
-use serde_json::{Value, json};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -30,9 +30,9 @@ fn victim_tree(env: &Env) {
 
 /// Runs `ops` in a step that then fails; returns the run and asserts the
 /// flow was rolled back cleanly and `m/` and `outside/` are as `before`.
-fn rolled_back(env: &Env, ops: Value) -> Run {
+fn rolled_back(env: &Env, ops: &[Op]) -> Run {
     let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
-    let flow = fsops_flow(env, &ops, true);
+    let flow = fsops_flow(env, &script(ops), true);
     let run = env.stepback(&["run", flow.to_str().unwrap()]);
     run.expect_code(exit::FLOW_FAILED)
         .expect_stdout("every path restored");
@@ -55,12 +55,9 @@ fn same(before: &FullSnapshot, root: &Path, what: &str) {
     assert_same_full(before, &snapshot_full(root), what);
 }
 
-fn open(fd: usize, path: &str, oflags: &[&str], flags: &[&str]) -> Value {
-    json!({"op": "open", "fd": fd, "path": path, "oflags": oflags, "flags": flags})
-}
-
-fn write(fd: usize, offset: u64, len: u64) -> Value {
-    json!({"op": "write", "fd": fd, "offset": offset, "len": len, "byte": 90})
+/// A write of `len` bytes of `Z` at `offset`.
+fn write(fd: usize, offset: u64, len: u64) -> Op {
+    Op::write(fd, offset, len, 90)
 }
 
 /// Finding 1: a failed rename of a new directory over a non-empty one
@@ -71,14 +68,14 @@ fn a_failed_rename_over_a_directory_marks_nothing() {
     victim_tree(&env);
     let run = rolled_back(
         &env,
-        json!([
-            {"op": "mkdir", "fd": 0, "path": "n"},
-            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": "victim"},
-            open(0, "victim/a.txt", &["truncate"], &["write"]),
+        &[
+            Op::mkdir(0, "n"),
+            Op::rename(0, "n", 0, "victim"),
+            Op::open(0, "victim/a.txt", &["truncate"], &["write"]),
             write(1, 0, 3),
-            {"op": "unlink", "fd": 0, "path": "victim/deep/b.txt"},
-            open(0, "victim/new.txt", &["create"], &["write"]),
-        ]),
+            Op::unlink(0, "victim/deep/b.txt"),
+            Op::open(0, "victim/new.txt", &["create"], &["write"]),
+        ],
     );
     drop(run);
     let show = env.stepback(&["show", &crate::journal::runs(&env)[0]]);
@@ -97,12 +94,12 @@ fn a_failed_create_through_dot_marks_nothing() {
     victim_tree(&env);
     rolled_back(
         &env,
-        json!([
-            {"op": "mkdir", "fd": 0, "path": "ghost/."},
-            {"op": "symlink", "fd": 0, "target": "victim", "path": "ghost"},
-            open(0, "ghost/a.txt", &["truncate"], &["write"]),
-            {"op": "unlink", "fd": 0, "path": "ghost/deep/b.txt"},
-        ]),
+        &[
+            Op::mkdir(0, "ghost/."),
+            Op::symlink(0, "victim", "ghost"),
+            Op::open(0, "ghost/a.txt", &["truncate"], &["write"]),
+            Op::unlink(0, "ghost/deep/b.txt"),
+        ],
     );
 }
 
@@ -114,13 +111,13 @@ fn writes_through_a_linked_symlink_in_a_new_directory_are_captured() {
     victim_tree(&env);
     rolled_back(
         &env,
-        json!([
-            {"op": "mkdir", "fd": 0, "path": "n"},
-            {"op": "link", "fd": 0, "path": "dir1/s", "to_fd": 0, "to": "n/s2"},
-            open(0, "n/s2/a.txt", &["truncate"], &["write"]),
+        &[
+            Op::mkdir(0, "n"),
+            Op::link(0, "dir1/s", 0, "n/s2"),
+            Op::open(0, "n/s2/a.txt", &["truncate"], &["write"]),
             write(1, 0, 8),
-            {"op": "rename", "fd": 0, "path": "n/s2/deep", "to_fd": 0, "to": "n/s2/gone"},
-        ]),
+            Op::rename(0, "n/s2/deep", 0, "n/s2/gone"),
+        ],
     );
 }
 
@@ -133,14 +130,14 @@ fn a_moved_in_file_stays_captured_after_a_failed_rename() {
     victim_tree(&env);
     rolled_back(
         &env,
-        json!([
-            {"op": "mkdir", "fd": 0, "path": "n"},
-            {"op": "mkdir", "fd": 0, "path": "n/d"},
-            {"op": "rename", "fd": 0, "path": "victim/a.txt", "to_fd": 0, "to": "n/a.txt"},
-            {"op": "rename", "fd": 0, "path": "n/a.txt", "to_fd": 0, "to": "n/d"},
-            open(0, "n/a.txt", &[], &["write"]),
+        &[
+            Op::mkdir(0, "n"),
+            Op::mkdir(0, "n/d"),
+            Op::rename(0, "victim/a.txt", 0, "n/a.txt"),
+            Op::rename(0, "n/a.txt", 0, "n/d"),
+            Op::open(0, "n/a.txt", &[], &["write"]),
             write(1, 0, 5),
-        ]),
+        ],
     );
 }
 
@@ -152,13 +149,13 @@ fn a_trailing_slash_names_the_same_entry() {
     victim_tree(&env);
     rolled_back(
         &env,
-        json!([
-            {"op": "mkdir", "fd": 0, "path": "n"},
-            {"op": "rename", "fd": 0, "path": "victim", "to_fd": 0, "to": "n/victim"},
-            {"op": "rename", "fd": 0, "path": "n/victim/", "to_fd": 0, "to": "n/w"},
-            {"op": "rename", "fd": 0, "path": "n/w//", "to_fd": 0, "to": "w2/"},
-            open(0, "w2/a.txt", &["truncate"], &["write"]),
-        ]),
+        &[
+            Op::mkdir(0, "n"),
+            Op::rename(0, "victim", 0, "n/victim"),
+            Op::rename(0, "n/victim/", 0, "n/w"),
+            Op::rename(0, "n/w//", 0, "w2/"),
+            Op::open(0, "w2/a.txt", &["truncate"], &["write"]),
+        ],
     );
 }
 
@@ -170,15 +167,15 @@ fn renames_to_the_root_change_nothing_and_journaling_goes_on() {
     victim_tree(&env);
     rolled_back(
         &env,
-        json!([
-            {"op": "mkdir", "fd": 0, "path": "n"},
-            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": ""},
-            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": "."},
-            {"op": "rename", "fd": 0, "path": "n", "to_fd": 0, "to": "n/.."},
-            open(0, "c.txt", &["truncate"], &["write"]),
+        &[
+            Op::mkdir(0, "n"),
+            Op::rename(0, "n", 0, ""),
+            Op::rename(0, "n", 0, "."),
+            Op::rename(0, "n", 0, "n/.."),
+            Op::open(0, "c.txt", &["truncate"], &["write"]),
             write(1, 0, 4),
-            {"op": "unlink", "fd": 0, "path": "victim/a.txt"},
-        ]),
+            Op::unlink(0, "victim/a.txt"),
+        ],
     );
 }
 
@@ -189,15 +186,15 @@ fn a_refused_truncating_open_leaves_the_file_in_place() {
     let env = Env::new();
     victim_tree(&env);
     let before = snapshot_full(&env.path("m"));
-    let ops = json!([
-        open(0, "c.txt", &["truncate", "directory"], &["write"]),
-        open(0, "c.txt", &["truncate"], &["write", "file-integrity-sync"]),
-        open(0, "c.txt", &["truncate"], &["write", "data-integrity-sync"]),
-        open(0, "dir1", &["directory"], &["read"]),
-        open(4, "../c.txt", &["create", "truncate"], &["write"]),
-        open(4, "x.txt", &["truncate", "exclusive", "create"], &["write"]),
-    ]);
-    let flow = fsops_flow(&env, &ops, false);
+    let ops = [
+        Op::open(0, "c.txt", &["truncate", "directory"], &["write"]),
+        Op::open(0, "c.txt", &["truncate"], &["write", "file-integrity-sync"]),
+        Op::open(0, "c.txt", &["truncate"], &["write", "data-integrity-sync"]),
+        Op::open(0, "dir1", &["directory"], &["read"]),
+        Op::open(4, "../c.txt", &["create", "truncate"], &["write"]),
+        Op::open(4, "x.txt", &["truncate", "exclusive", "create"], &["write"]),
+    ];
+    let flow = fsops_flow(&env, &script(&ops), false);
     env.stepback(&["run", flow.to_str().unwrap()])
         .expect_code(exit::SUCCESS)
         .expect_stdout("6 calls, 5 failed");
@@ -215,17 +212,17 @@ fn hard_links_are_restored_in_place_whatever_happened_to_the_name() {
         fs::hard_link(env.path("m/c.txt"), env.path("outside/c-link")).unwrap();
         fix_times(&env.path("outside"));
         let end = match ending {
-            "unlink" => json!({"op": "unlink", "fd": 0, "path": "c.txt"}),
-            _ => json!({"op": "rename", "fd": 0, "path": "dir1/x.txt", "to_fd": 0, "to": "c.txt"}),
+            "unlink" => Op::unlink(0, "c.txt"),
+            _ => Op::rename(0, "dir1/x.txt", 0, "c.txt"),
         };
         rolled_back(
             &env,
-            json!([
-                open(0, "c.txt", &[], &["write"]),
+            &[
+                Op::open(0, "c.txt", &[], &["write"]),
                 write(1, 0, 7),
                 end,
-                write(1, 2, 3)
-            ]),
+                write(1, 2, 3),
+            ],
         );
     }
 }
@@ -240,11 +237,11 @@ fn writes_in_flight_end_with_their_step() {
     fix_times(&env.path("m"));
     rolled_back(
         &env,
-        json!([
-            open(0, "big.bin", &[], &["write"]),
-            {"op": "stream", "fd": 1, "offset": 0, "len": 65536, "byte": 1, "count": 10000},
-            {"op": "stream", "fd": 1, "len": 4096, "byte": 2, "count": 200},
-        ]),
+        &[
+            Op::open(0, "big.bin", &[], &["write"]),
+            Op::stream(1, Some(0), 65536, 1, 10000),
+            Op::stream(1, None, 4096, 2, 200),
+        ],
     );
 }
 
@@ -262,13 +259,13 @@ fn special_files_are_never_opened() {
         0,
     )
     .unwrap();
-    let ops = json!([
-        open(0, "fifo", &[], &["read"]),
-        open(0, "fifo", &[], &["write"]),
-        {"op": "symlink", "fd": 0, "target": "fifo", "path": "to-fifo"},
-        json!({"op": "open", "fd": 0, "path": "to-fifo", "follow": true, "flags": ["read"]}),
-    ]);
-    let flow = fsops_flow(&env, &ops, false);
+    let ops = [
+        Op::open(0, "fifo", &[], &["read"]),
+        Op::open(0, "fifo", &[], &["write"]),
+        Op::symlink(0, "fifo", "to-fifo"),
+        Op::open(0, "to-fifo", &[], &["read"]).follow(true),
+    ];
+    let flow = fsops_flow(&env, &script(&ops), false);
     env.stepback(&["run", flow.to_str().unwrap()])
         .expect_code(exit::SUCCESS)
         .expect_stdout("4 calls, 3 failed");
@@ -282,11 +279,11 @@ fn append_then_remove_rolls_back_without_a_false_alarm() {
     victim_tree(&env);
     rolled_back(
         &env,
-        json!([
-            open(0, "victim/a.txt", &[], &["write"]),
+        &[
+            Op::open(0, "victim/a.txt", &[], &["write"]),
             write(1, 5, 3),
-            {"op": "unlink", "fd": 0, "path": "victim/a.txt"},
-        ]),
+            Op::unlink(0, "victim/a.txt"),
+        ],
     );
 }
 
@@ -300,13 +297,13 @@ fn times_before_1970_round_trip_through_rollback_and_recovery() {
     for p in ["m/c.txt", "m/victim"] {
         set_mtime(&env.path(p), -31_536_001, 987_654_321);
     }
-    let ops = json!([
-        {"op": "set-times", "fd": 0, "path": "c.txt", "seconds": 1},
-        open(0, "victim/new", &["create"], &["write"]),
-    ]);
-    rolled_back(&env, ops.clone());
+    let ops = [
+        Op::set_times_at(0, "c.txt", 1),
+        Op::open(0, "victim/new", &["create"], &["write"]),
+    ];
+    rolled_back(&env, &ops);
     let before = snapshot_full(&env.path("m"));
-    let flow = fsops_flow(&env, &ops, true);
+    let flow = fsops_flow(&env, &script(&ops), true);
     let crashed = env.stepback_env(
         &["run", flow.to_str().unwrap()],
         &[("STEPBACK_FAULT", "crash-before-op:3")],
@@ -321,8 +318,13 @@ fn times_before_1970_round_trip_through_rollback_and_recovery() {
 fn file_names_are_shown_escaped() {
     let env = Env::new();
     victim_tree(&env);
-    let ops = json!([open(0, "evil\nrun 1 committed\u{1b}[2K", &["create"], &["write"])]);
-    let flow = fsops_flow(&env, &ops, false);
+    let ops = [Op::open(
+        0,
+        "evil\nrun 1 committed\u{1b}[2K",
+        &["create"],
+        &["write"],
+    )];
+    let flow = fsops_flow(&env, &script(&ops), false);
     env.stepback(&["run", flow.to_str().unwrap()])
         .expect_code(exit::SUCCESS);
     let show = env.stepback(&["show", &crate::journal::runs(&env)[0]]);
@@ -337,7 +339,7 @@ fn file_names_are_shown_escaped() {
 fn create_on_an_existing_file_is_captured_like_a_write_open() {
     let env = Env::new();
     victim_tree(&env);
-    rolled_back(&env, json!([open(0, "c.txt", &["create"], &[]), write(1, 0, 3)]));
+    rolled_back(&env, &[Op::open(0, "c.txt", &["create"], &[]), write(1, 0, 3)]);
 }
 
 /// Found by the fuzzer: truncating one name of a hard-linked file, then
@@ -351,7 +353,10 @@ fn a_truncated_then_deleted_hard_link_is_verified_by_its_original_size() {
     fix_times(&env.path("m"));
     rolled_back(
         &env,
-        json!([open(0, "dir1/c2", &["truncate"], &[]), {"op": "unlink", "fd": 0, "path": "dir1/../c.txt"}]),
+        &[
+            Op::open(0, "dir1/c2", &["truncate"], &[]),
+            Op::unlink(0, "dir1/../c.txt"),
+        ],
     );
 }
 
@@ -364,7 +369,7 @@ fn symlink_targets_round_trip_as_bytes() {
     victim_tree(&env);
     symlink(OsStr::from_bytes(b"target-\xff\xfe"), env.path("m/odd")).unwrap();
     fix_times(&env.path("m"));
-    rolled_back(&env, json!([{"op": "unlink", "fd": 0, "path": "odd"}]));
+    rolled_back(&env, &[Op::unlink(0, "odd")]);
 }
 
 /// Found by the fuzzer: `set-times "s/"` without follow, `s` a symlink to
@@ -378,11 +383,11 @@ fn a_trailing_slash_resolves_a_final_symlink_as_the_kernel_does() {
     fix_times(&env.path("m"));
     rolled_back(
         &env,
-        json!([
-            {"op": "set-times", "fd": 0, "path": "s/", "seconds": 0},
-            open(0, "s/", &["directory"], &["read"]),
-            {"op": "set-times", "fd": 1, "seconds": 5},
-        ]),
+        &[
+            Op::set_times_at(0, "s/", 0),
+            Op::open(0, "s/", &["directory"], &["read"]),
+            Op::set_times(1, 5),
+        ],
     );
 }
 
@@ -395,12 +400,12 @@ fn exclusive_without_create_and_set_times_through_a_file_are_captured() {
     victim_tree(&env);
     rolled_back(
         &env,
-        json!([
-            open(0, "c.txt", &["exclusive", "truncate"], &[]),
-            {"op": "set-size", "fd": 1, "size": 100},
-            open(0, "dir1/x.txt", &[], &["read"]),
-            {"op": "set-times", "fd": 2, "seconds": 1},
-        ]),
+        &[
+            Op::open(0, "c.txt", &["exclusive", "truncate"], &[]),
+            Op::set_size(1, 100),
+            Op::open(0, "dir1/x.txt", &[], &["read"]),
+            Op::set_times(2, 1),
+        ],
     );
 }
 
@@ -416,7 +421,7 @@ fn sparse_files_stay_sparse_through_capture_and_rollback() {
     std::os::unix::fs::FileExt::write_all_at(&sparse, &[1; 4096], 32 << 20).unwrap();
     drop(sparse);
     fix_times(&env.path("m"));
-    rolled_back(&env, json!([open(0, "sparse", &[], &["write"]), write(1, 5, 4)]));
+    rolled_back(&env, &[Op::open(0, "sparse", &[], &["write"]), write(1, 5, 4)]);
 }
 
 /// Principle 11: extended attributes whose names and values are not UTF-8
@@ -436,7 +441,7 @@ fn extended_attributes_round_trip_as_bytes() {
     fix_times(&env.path("m"));
     let before = crate::support::xattrs(&dir);
     assert_eq!(before.len(), 2);
-    rolled_back(&env, json!([{"op": "rmdir", "fd": 0, "path": "conf.d"}]));
+    rolled_back(&env, &[Op::rmdir(0, "conf.d")]);
     assert_eq!(crate::support::xattrs(&dir), before);
 }
 
@@ -451,10 +456,10 @@ fn undos_through_another_hard_link_are_not_taken_for_another_process() {
     fix_times(&env.path("m"));
     let run = rolled_back(
         &env,
-        json!([
-            open(0, "dir1/h1", &["truncate"], &[]),
-            {"op": "set-times", "fd": 0, "path": "c.txt", "seconds": 1},
-        ]),
+        &[
+            Op::open(0, "dir1/h1", &["truncate"], &[]),
+            Op::set_times_at(0, "c.txt", 1),
+        ],
     );
     no_false_alarm(&run);
 }
@@ -468,20 +473,20 @@ fn undos_through_another_hard_link_are_not_taken_for_another_process() {
 fn a_file_written_across_renames_of_its_directory_is_not_taken_for_another_process() {
     let env = Env::new();
     victim_tree(&env);
-    let rename = |from: &str, to: &str| json!({"op": "rename", "fd": 0, "path": from, "to_fd": 0, "to": to});
+    let rename = |from: &str, to: &str| Op::rename(0, from, 0, to);
     let run = rolled_back(
         &env,
-        json!([
-            open(0, "dir1", &["directory"], &["read", "mutate-directory"]),
+        &[
+            Op::open(0, "dir1", &["directory"], &["read", "mutate-directory"]),
             rename("dir1", "dir2"),
-            open(1, "new", &["create"], &["write"]),
+            Op::open(1, "new", &["create"], &["write"]),
             write(2, 0, 10),
             rename("dir2", "dir1"),
             write(2, 10, 10),
             rename("dir1", "dir3"),
             write(2, 20, 10),
             rename("dir3", "dir1"),
-        ]),
+        ],
     );
     no_false_alarm(&run);
 }
@@ -496,49 +501,50 @@ fn a_file_written_across_renames_of_its_directory_is_not_taken_for_another_proce
 /// process's.
 #[test]
 fn a_directory_the_run_made_that_an_original_was_moved_into_is_not_the_runs_alone() {
-    let rename = |from: &str, to: &str| json!({"op": "rename", "fd": 0, "path": from, "to_fd": 0, "to": to});
-    let mkdir = |path: &str| json!({"op": "mkdir", "fd": 0, "path": path});
+    let rename = |from: &str, to: &str| Op::rename(0, from, 0, to);
+    let mkdir = |path: &str| Op::mkdir(0, path);
     let scripts = [
         // The new directory renamed, the original inside.
-        json!([mkdir("new"), rename("c.txt", "new/c.txt"), rename("new", "moved")]),
+        vec![mkdir("new"), rename("c.txt", "new/c.txt"), rename("new", "moved")],
         // The original moved out again, the new directory removed.
-        json!([
+        vec![
             mkdir("new"),
             rename("c.txt", "new/c.txt"),
             rename("new/c.txt", "out.txt"),
-            {"op": "rmdir", "fd": 0, "path": "new"},
-        ]),
+            Op::rmdir(0, "new"),
+        ],
         // ... or replaced by another new directory renamed over it.
-        json!([
+        vec![
             mkdir("new"),
             mkdir("other"),
             rename("victim", "new/victim"),
             rename("new/victim", "victim2"),
             rename("other", "new"),
-        ]),
+        ],
         // Deeper: the original two directories down, the top one renamed.
-        json!([
+        vec![
             mkdir("new"),
             mkdir("new/inner"),
             rename("dir1", "new/inner/dir1"),
-            rename("new", "moved")
-        ]),
+            rename("new", "moved"),
+        ],
         // A file made where the original was, in the new directory.
-        json!([
+        vec![
             mkdir("new"),
             rename("c.txt", "new/c.txt"),
-            {"op": "unlink", "fd": 0, "path": "new/c.txt"},
-            open(0, "new/c.txt", &["create"], &["write"]),
+            Op::unlink(0, "new/c.txt"),
+            Op::open(0, "new/c.txt", &["create"], &["write"]),
             write(1, 0, 5),
-        ]),
+        ],
     ];
     for ops in scripts {
         let env = Env::new();
         victim_tree(&env);
-        let run = rolled_back(&env, ops.clone());
+        let run = rolled_back(&env, &ops);
         assert!(
             !run.stdout().contains("KEPT ASIDE"),
-            "a false alarm for {ops}:\n{}",
+            "a false alarm for {}:\n{}",
+            script(&ops),
             run.stdout()
         );
     }
@@ -552,20 +558,20 @@ fn a_directory_the_run_made_that_an_original_was_moved_into_is_not_the_runs_alon
 fn a_tree_renamed_back_and_forth_300_times_gets_every_time_back() {
     let env = Env::new();
     victim_tree(&env);
-    let rename = |from: &str, to: &str| json!({"op": "rename", "fd": 0, "path": from, "to_fd": 0, "to": to});
+    let rename = |from: &str, to: &str| Op::rename(0, from, 0, to);
     // A descriptor on the tree, and one on a file in it, kept across the
     // renames; new files made through the first now and then.
     let mut ops = vec![
-        open(0, "victim", &["directory"], &["read", "mutate-directory"]),
-        open(1, "deep/log", &["create"], &["write"]),
+        Op::open(0, "victim", &["directory"], &["read", "mutate-directory"]),
+        Op::open(1, "deep/log", &["create"], &["write"]),
     ];
     let mut next_fd = 3;
     for i in 0..300 {
         ops.push(rename("victim", "victim.old"));
         if i % 25 == 0 {
-            ops.push(open(1, &format!("deep/new{i}"), &["create"], &["write"]));
+            ops.push(Op::open(1, format!("deep/new{i}"), &["create"], &["write"]));
             ops.push(write(next_fd, 0, 3));
-            ops.push(json!({"op": "close", "fd": next_fd}));
+            ops.push(Op::close(next_fd));
             next_fd += 1;
         }
         if i % 30 == 0 {
@@ -573,6 +579,6 @@ fn a_tree_renamed_back_and_forth_300_times_gets_every_time_back() {
         }
         ops.push(rename("victim.old", "victim"));
     }
-    let run = rolled_back(&env, json!(ops));
+    let run = rolled_back(&env, &ops);
     no_false_alarm(&run);
 }

@@ -1,6 +1,7 @@
 //! Ctrl-C or SIGTERM during a run: the running step stops, and the flow
 //! rolls back as if it had failed.
 
+use crate::fsops::{Op, script};
 use crate::support::*;
 use std::time::Duration;
 use stepback::exit;
@@ -12,11 +13,11 @@ fn interrupted_with(signal: rustix::process::Signal) {
         "name": "interrupt",
         "mounts": [{"name": "m", "host": "m", "guest": "/m", "access": "read-write"}],
         "steps": [
-            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
-                {"op": "open", "fd": 0, "path": "config.txt", "oflags": ["truncate"], "flags": ["write"]},
-                {"op": "write", "fd": 1, "offset": 0, "len": 3, "byte": 110},
-                {"op": "mkdir", "fd": 0, "path": "started"},
-            ]}},
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": script(&[
+                Op::open(0, "config.txt", &["truncate"], &["write"]),
+                Op::write(1, 0, 3, 110),
+                Op::mkdir(0, "started"),
+            ])}},
             {"name": "spin", "uses": guest("misbehave"), "with": {"mode": "spin"}},
             {"name": "after", "uses": "builtin:fail"},
         ],

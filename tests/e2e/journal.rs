@@ -2,6 +2,7 @@
 //! symlink targets, modes, modification times), also after the engine is
 //! killed at any journaled operation or at any undo of a rollback.
 
+use crate::fsops::{Op, script};
 use crate::support::{
     Env, Snapshot, assert_same_full, assert_same_meta, fix_times, flow_head, fsops_flow, guest,
     snapshot_full, snapshot_meta,
@@ -501,10 +502,10 @@ with = { path = "/m/config.txt", content = "v2" }
 /// pruning).
 #[test]
 fn a_crash_between_linking_an_original_aside_and_the_change_leaves_no_extra_link() {
-    let ops = serde_json::json!([
-        {"op": "rename", "fd": 0, "path": "a", "to_fd": 0, "to": "b"},
-        {"op": "unlink", "fd": 0, "path": "c"},
-        {"op": "rename", "fd": 0, "path": "e", "to_fd": 0, "to": "d/x"},
+    let ops = script(&[
+        Op::rename(0, "a", 0, "b"),
+        Op::unlink(0, "c"),
+        Op::rename(0, "e", 0, "d/x"),
     ]);
     let mut crashed = 0;
     for n in 1..=8 {

@@ -1,6 +1,7 @@
 //! Limits and guest faults are step failures with a clear reason; the
 //! engine itself reports them and exits cleanly.
 
+use crate::fsops::{Op, script};
 use crate::support::{Env, Run, assert_same_full, guest, snapshot_full};
 use stepback::exit;
 
@@ -102,16 +103,12 @@ fn a_flooding_plugin_is_cut_off_and_cannot_fake_output() {
 /// closes its first descriptor, creates `w.txt`, writes to it and fails.
 fn descriptor_bomb(env: &Env, opens: usize, descriptors: usize) {
     env.write("m/c.txt", "charlie");
-    let mut ops: Vec<serde_json::Value> = (0..opens)
-        .map(|_| serde_json::json!({"op": "open", "fd": 0, "path": "c.txt", "flags": ["read"]}))
-        .collect();
-    let create = serde_json::json!(
-        {"op": "open", "fd": 0, "path": "w.txt", "oflags": ["create"], "flags": ["write"]}
-    );
+    let mut ops: Vec<Op> = (0..opens).map(|_| Op::open(0, "c.txt", &[], &["read"])).collect();
+    let create = Op::open(0, "w.txt", &["create"], &["write"]);
     ops.push(create.clone());
-    ops.push(serde_json::json!({"op": "close", "fd": 1}));
+    ops.push(Op::close(1));
     ops.push(create);
-    ops.push(serde_json::json!({"op": "write", "fd": opens + 2, "offset": 0, "len": 5, "byte": 119}));
+    ops.push(Op::write(opens + 2, 0, 5, 119));
     let flow = serde_json::json!({
         "name": "descriptors",
         "mounts": [{"name": "m", "host": "m", "guest": "/m", "access": "read-write"}],
@@ -120,7 +117,7 @@ fn descriptor_bomb(env: &Env, opens: usize, descriptors: usize) {
             "uses": guest("fsops"),
             "mounts": ["m"],
             "limits": {"descriptors": descriptors},
-            "with": {"ops": ops, "fail": true},
+            "with": {"ops": script(&ops), "fail": true},
         }],
     });
     env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
@@ -163,20 +160,16 @@ fn running_out_of_process_descriptors_fails_calls_not_the_guarantee() {
     let env = Env::new();
     env.write("m/c.txt", "charlie");
     let opens = 300;
-    let mut ops: Vec<serde_json::Value> = (0..opens)
-        .map(|_| serde_json::json!({"op": "open", "fd": 0, "path": "c.txt", "flags": ["read"]}))
-        .collect();
+    let mut ops: Vec<Op> = (0..opens).map(|_| Op::open(0, "c.txt", &[], &["read"])).collect();
     let mut next = opens + 1;
     for k in 0..8 {
         // One descriptor more each time.
         for fd in k * (k + 1) / 2..(k + 1) * (k + 2) / 2 {
-            ops.push(serde_json::json!({"op": "close", "fd": 1 + fd}));
+            ops.push(Op::close(1 + fd));
         }
         for (path, oflags) in [("c.txt", vec![]), (&*format!("n{k}"), vec!["create"])] {
-            ops.push(serde_json::json!(
-                {"op": "open", "fd": 0, "path": path, "oflags": oflags, "flags": ["write"]}
-            ));
-            ops.push(serde_json::json!({"op": "write", "fd": next, "offset": k, "len": 1, "byte": 120}));
+            ops.push(Op::open(0, path, &oflags, &["write"]));
+            ops.push(Op::write(next, k as u64, 1, 120));
             next += 1;
         }
     }
@@ -184,7 +177,7 @@ fn running_out_of_process_descriptors_fails_calls_not_the_guarantee() {
         "name": "emfile",
         "mounts": [{"name": "m", "host": "m", "guest": "/m", "access": "read-write"}],
         "steps": [{"name": "bomb", "uses": guest("fsops"), "mounts": ["m"],
-                   "limits": {"descriptors": 4096}, "with": {"ops": ops, "fail": true}}],
+                   "limits": {"descriptors": 4096}, "with": {"ops": script(&ops), "fail": true}}],
     });
     env.write("flow.json", serde_json::to_string_pretty(&flow).unwrap());
     let before = snapshot_full(&env.path("m"));

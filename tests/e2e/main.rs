@@ -2,6 +2,7 @@
 //! built-in plugins (and the misbehaving test plugin) on temporary
 //! directories, and check what it printed, its exit code and the files.
 
+mod fsops;
 mod support;
 
 mod cache;

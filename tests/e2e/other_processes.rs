@@ -2,6 +2,7 @@
 //! flow runs: the rollback restores the paths the run changed, and keeps
 //! what the other process put there aside, never overwriting it silently.
 
+use crate::fsops::{Op, script};
 use crate::support::*;
 use std::fs;
 use std::path::Path;
@@ -14,12 +15,12 @@ fn two_step_flow(env: &Env) {
         env,
         "other-processes",
         serde_json::json!([
-            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
-                {"op": "open", "fd": 0, "path": "config.txt", "oflags": ["create", "truncate"], "flags": ["write"]},
-                {"op": "write", "fd": 1, "offset": 0, "len": 3, "byte": 110},
-                {"op": "open", "fd": 0, "path": "new.txt", "oflags": ["create", "truncate"], "flags": ["write"]},
-                {"op": "write", "fd": 2, "offset": 0, "len": 3, "byte": 114},
-            ]}},
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": script(&[
+                Op::open(0, "config.txt", &["create", "truncate"], &["write"]),
+                Op::write(1, 0, 3, 110),
+                Op::open(0, "new.txt", &["create", "truncate"], &["write"]),
+                Op::write(2, 0, 3, 114),
+            ])}},
             waiting_step(),
         ]),
     );
@@ -43,10 +44,9 @@ fn flow_with(env: &Env, name: &str, steps: serde_json::Value) {
 /// A step that says it has started (`m/started`), waits for `sig/go`,
 /// then fails: the test changes the mount meanwhile.
 fn waiting_step() -> serde_json::Value {
-    serde_json::json!({"name": "check", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
-        {"op": "mkdir", "fd": 0, "path": "started"},
-        {"op": "wait-for", "fd": 1, "path": "go"},
-    ], "fail": true}})
+    let ops = script(&[Op::mkdir(0, "started"), Op::wait_for(1, "go")]);
+    serde_json::json!({"name": "check", "uses": guest("fsops"), "mounts": ["m", "sig"],
+        "with": {"ops": ops, "fail": true}})
 }
 
 /// Runs the flow, calling `meddle` while its waiting step waits.
@@ -162,11 +162,11 @@ fn a_file_renamed_with_its_directory_is_checked_where_it_is_restored() {
         &env,
         "renamed",
         serde_json::json!([
-            {"name": "change", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
-                {"op": "open", "fd": 0, "path": "d/x", "flags": ["write"]},
-                {"op": "write", "fd": 1, "offset": 0, "len": 6, "byte": 120},
-                {"op": "rename", "fd": 0, "path": "d", "to_fd": 0, "to": "e"},
-            ], "fail": false}},
+            {"name": "change", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": script(&[
+                Op::open(0, "d/x", &[], &["write"]),
+                Op::write(1, 0, 6, 120),
+                Op::rename(0, "d", 0, "e"),
+            ]), "fail": false}},
             waiting_step(),
         ]),
     );
@@ -197,13 +197,13 @@ fn a_file_changed_by_another_process_while_its_step_still_runs_is_kept_aside() {
         &env,
         "in-step",
         serde_json::json!([
-            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": [
-                {"op": "open", "fd": 0, "path": "config.txt", "oflags": ["truncate"], "flags": ["write"]},
-                {"op": "write", "fd": 2, "offset": 0, "len": 3, "byte": 110},
-                {"op": "close", "fd": 2},
-                {"op": "mkdir", "fd": 0, "path": "started"},
-                {"op": "wait-for", "fd": 1, "path": "go"},
-            ], "fail": true}},
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": script(&[
+                Op::open(0, "config.txt", &["truncate"], &["write"]),
+                Op::write(2, 0, 3, 110),
+                Op::close(2),
+                Op::mkdir(0, "started"),
+                Op::wait_for(1, "go"),
+            ]), "fail": true}},
         ]),
     );
     fix_times(&env.path("m"));
@@ -233,14 +233,14 @@ fn entries_another_process_puts_in_a_directory_the_run_created_are_kept_aside() 
         &env,
         "tree",
         serde_json::json!([
-            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": [
-                {"op": "mkdir", "fd": 0, "path": "new"},
-                {"op": "open", "fd": 0, "path": "new/app.bin", "oflags": ["create"], "flags": ["write"]},
-                {"op": "write", "fd": 1, "offset": 0, "len": 10, "byte": 97},
-                {"op": "mkdir", "fd": 0, "path": "new/lib"},
-                {"op": "open", "fd": 0, "path": "new/lib/x.so", "oflags": ["create"], "flags": ["write"]},
-                {"op": "link", "fd": 0, "path": "config.txt", "to_fd": 0, "to": "new/config.txt"},
-            ]}},
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m"], "with": {"ops": script(&[
+                Op::mkdir(0, "new"),
+                Op::open(0, "new/app.bin", &["create"], &["write"]),
+                Op::write(1, 0, 10, 97),
+                Op::mkdir(0, "new/lib"),
+                Op::open(0, "new/lib/x.so", &["create"], &["write"]),
+                Op::link(0, "config.txt", 0, "new/config.txt"),
+            ])}},
             waiting_step(),
         ]),
     );

@@ -11,10 +11,11 @@
 //! (`STEPBACK_SOAK_SEED` replays a run: each round's delays derive from
 //! it, and a failing round prints it).
 
+use crate::fsops::{Op, script};
 use crate::support::{
     Env, assert_same_full, env_number, fix_times, fsops_steps, shared_cache, snapshot_full,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 use stepback::exit;
 
@@ -23,7 +24,7 @@ const CI_ROUNDS: u64 = 24;
 
 /// The `fsops` scripts of the heavy flow's steps (the last one fails).
 struct Scripts {
-    steps: Vec<Vec<Value>>,
+    steps: Vec<Vec<Op>>,
     /// The next descriptor index of the current step (0 is the mount).
     next_fd: usize,
 }
@@ -34,17 +35,17 @@ impl Scripts {
         self.next_fd = 1;
     }
 
-    fn push(&mut self, op: Value) {
+    fn push(&mut self, op: Op) {
         self.steps.last_mut().unwrap().push(op);
     }
 
     fn rename(&mut self, (fd, path): (usize, &str), (to_fd, to): (usize, &str)) {
-        self.push(json!({"op": "rename", "fd": fd, "path": path, "to_fd": to_fd, "to": to}));
+        self.push(Op::rename(fd, path, to_fd, to));
     }
 
     /// Opens `path` beneath descriptor `fd`; returns the new descriptor.
     fn open(&mut self, fd: usize, path: &str, oflags: &[&str], flags: &[&str]) -> usize {
-        self.push(json!({"op": "open", "fd": fd, "path": path, "oflags": oflags, "flags": flags}));
+        self.push(Op::open(fd, path, oflags, flags));
         self.next_fd += 1;
         self.next_fd - 1
     }
@@ -52,8 +53,8 @@ impl Scripts {
     /// Opens, writes `len` bytes at `offset` and closes.
     fn write(&mut self, fd: usize, path: &str, oflags: &[&str], (offset, len): (u64, u64)) {
         let file = self.open(fd, path, oflags, &["write"]);
-        self.push(json!({"op": "write", "fd": file, "offset": offset, "len": len, "byte": 88}));
-        self.push(json!({"op": "close", "fd": file}));
+        self.push(Op::write(file, offset, len, 88));
+        self.push(Op::close(file));
     }
 }
 
@@ -80,16 +81,14 @@ fn heavy_flow(env: &Env) -> std::path::PathBuf {
         s.rename((0, "app/v1"), (0, "app/v1.old"));
         s.write(release, &format!("new{i}"), &["create"], (0, 100 + i));
         match i % 5 {
-            0 => s.push(json!({"op": "unlink", "fd": release, "path": format!("d{d}/f{f}")})),
+            0 => s.push(Op::unlink(release, format!("d{d}/f{f}"))),
             1 => s.write(release, &format!("d{d}/f{f}"), &["truncate"], (0, 10)),
             2 => s.write(release, &format!("d{d}/f{f}"), &[], (i, 7)),
-            _ => {
-                s.push(json!({"op": "set-times", "fd": release, "path": format!("d{d}/f{f}"), "seconds": i}))
-            }
+            _ => s.push(Op::set_times_at(release, format!("d{d}/f{f}"), i as i64)),
         }
         s.rename((0, "app/v1.old"), (0, "app/v1"));
     }
-    s.push(json!({"op": "mkdir", "fd": 0, "path": "app/v2"}));
+    s.push(Op::mkdir(0, "app/v2"));
     s.rename((release, "d0"), (0, "app/v2/d0"));
     s.rename((0, "app/v2"), (0, "app/v3"));
     s.write(0, "app/config.txt", &["truncate"], (0, 20));
@@ -104,9 +103,9 @@ fn heavy_flow(env: &Env) -> std::path::PathBuf {
             (0, 1024),
         );
     }
-    s.push(json!({"op": "rmdir", "fd": 0, "path": "app/v3"}));
+    s.push(Op::rmdir(0, "app/v3"));
     s.step();
-    let scripts: Vec<Value> = s.steps.into_iter().map(Value::Array).collect();
+    let scripts: Vec<Value> = s.steps.iter().map(|ops| script(ops)).collect();
     fsops_steps(env, &scripts, true)
 }
 
