@@ -89,6 +89,22 @@ fn wrong_types_are_located() {
     );
 }
 
+/// Found by a review: a step that is not a table was said to be no
+/// `StepDecl` (a name of the engine's), and its stand-in's missing keys
+/// were reported as the operator's.
+#[test]
+fn a_value_where_a_table_belongs_is_said_in_the_flows_terms() {
+    let env = Env::new();
+    env.write("f.toml", "name = \"x\"\nsteps = [1, 2]\n");
+    let out = env.stepback(&["validate", "f.toml"]);
+    out.expect_code(exit::INVALID_INPUT)
+        .expect_stderr("f.toml:2:10: steps[0]: invalid type: integer `1`, expected a table")
+        .expect_stderr("f.toml:2:13: steps[1]: invalid type: integer `2`, expected a table")
+        .expect_stderr("2 errors");
+    assert!(!out.stderr().contains("StepDecl"), "{}", out.stderr());
+    assert!(!out.stderr().contains("missing field"), "{}", out.stderr());
+}
+
 #[test]
 fn unknown_plugins_are_located() {
     rejects(

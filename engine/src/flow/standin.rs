@@ -43,8 +43,14 @@ impl Standins {
         let span = error.span()?;
         let message = error.message();
         if let Some(key) = missing_key(message) {
+            // A table of ours (standing in for a value of the wrong type)
+            // lacks its keys: ours too, not the operator's problem.
+            let ours = self.ours.iter().any(|r| r.contains(&span.start));
             let (at, line) = insertion(text, span.start, key)?;
             let next = self.splice(text, at..at, &line);
+            if ours {
+                return Some(Filled::Ours(next));
+            }
             // The stand-in's own field, found at its value.
             let value = at + line.find('"')?;
             let field = super::source::toml_field_at(&next, value).to_string();
@@ -72,12 +78,23 @@ impl Standins {
     /// `text` with `range` replaced by `with`, remembered as ours.
     fn splice(&mut self, text: &str, range: Range<usize>, with: &str) -> String {
         let (at, removed, inserted) = (range.start, range.len(), with.len());
-        for r in &mut self.ours {
+        let mut enclosing = Vec::new();
+        for (i, r) in self.ours.iter_mut().enumerate() {
             if r.start >= range.end {
                 *r = r.start + inserted - removed..r.end + inserted - removed;
+            } else if r.start <= at && r.end >= range.end && (r.start, r.end) != (at, range.end) {
+                // A stand-in of ours around the change (a key put in a
+                // table of ours) stays ours, grown by it.
+                *r = r.start..r.end + inserted - removed;
+                enclosing.push(i);
             }
         }
-        self.ours.retain(|r| r.end <= at || r.start >= at + inserted);
+        let mut i = 0;
+        self.ours.retain(|r| {
+            let keep = enclosing.contains(&i) || r.end <= at || r.start >= at + inserted;
+            i += 1;
+            keep
+        });
         self.ours.push(at..at + inserted);
         self.edits.push((at, removed, inserted));
         format!("{}{with}{}", &text[..at], &text[range.end..])

@@ -47,6 +47,7 @@ pub fn parse_all(source: &FlowSource) -> Result<Parsed, Diagnostics> {
             }
             Err(d) => d,
         };
+        d.message = without_type_names(&d.message, source.format);
         let next = match unknown_field(&d.message) {
             Some((key, expected)) => {
                 let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
@@ -91,6 +92,20 @@ pub fn parse_all(source: &FlowSource) -> Result<Parsed, Diagnostics> {
         found.push(Diagnostic::new(&source.path, "", why));
     }
     Err(Diagnostics(in_order(found)))
+}
+
+/// serde's "expected struct StepDecl" (a name of the engine's, not the
+/// operator's) in the flow's terms: a table in TOML, an object in JSON.
+fn without_type_names(message: &str, format: Format) -> String {
+    let Some((before, after)) = message.split_once("expected struct ") else {
+        return message.to_owned();
+    };
+    let rest = after.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    let what = match format {
+        Format::Toml => "a table",
+        _ => "an object",
+    };
+    format!("{before}expected {what}{rest}")
 }
 
 /// Diagnostics in the order of the file (serde meets keys in its own).
