@@ -122,6 +122,21 @@ fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
     assert!(at("action 'check:this'") < at("action 'migrate:any'"));
     assert!(at("action 'migrate:any'") < at("rollback: "));
     assert!(at("rollback: ") < at("action 'start previous'"));
+    // And for programs: every action, in order, and how it ended.
+    let json = env.stepback(&["--output", "json", "show", &id]);
+    let result: serde_json::Value = serde_json::from_str(json.stdout().lines().last().unwrap()).unwrap();
+    let ended: Vec<(String, serde_json::Value)> = result["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap().to_owned(), a["error"].clone()))
+        .collect();
+    let names: Vec<&str> = ended.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["check:this", "start:any", "migrate:any", "start previous"]
+    );
+    assert!(ended.iter().all(|(_, e)| e.is_null()), "{ended:?}");
     env.stepback(&["show"]).expect_stdout("rolled back");
     env.stepback(&["recover"]).expect_code(exit::SUCCESS);
     // As people read it.

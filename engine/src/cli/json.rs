@@ -168,9 +168,43 @@ pub fn print_runs(runs: &[(&stepback::journal::RunSummary, &str)]) {
 
 /// `show RUN`: how it ended, what it reported (its events, as `run
 /// --output json` printed them) and each change the journal holds.
-pub fn print_run(run: &str, outcome: &str, events: &[Envelope], changes: Vec<serde_json::Value>) {
+pub fn print_run(
+    run: &str,
+    outcome: &str,
+    events: &[Envelope],
+    (changes, actions): (Vec<serde_json::Value>, Vec<serde_json::Value>),
+) {
     print_result(
         "run",
-        json!({ "run": run, "outcome": outcome, "events": events, "changes": changes }),
+        json!({ "run": run, "outcome": outcome, "events": events, "changes": changes, "actions": actions }),
     );
+}
+
+/// How each action of the run's failure ended, from its journal: the
+/// `action_ended` records (the run's own, or `recover`'s for one the
+/// engine never got to), named by the failure's or the step's plan.
+pub fn actions(records: &[stepback::journal::Record]) -> Vec<serde_json::Value> {
+    use stepback::journal::Record;
+    let mut names = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for record in records {
+        match record {
+            Record::Step { if_stopped, .. } => {
+                names.extend(if_stopped.iter().map(|a| (a.index, a.name.clone())))
+            }
+            Record::Failed { actions, .. } => names.extend(actions.iter().map(|a| (a.index, a.name.clone()))),
+            Record::Action { index, name } => {
+                names.insert(*index, name.clone());
+            }
+            Record::ActionEnded { index, error } => {
+                let name = names
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| format!("action {index}"));
+                out.push(json!({ "action": name, "error": error }));
+            }
+            _ => {}
+        }
+    }
+    out
 }

@@ -65,7 +65,12 @@ pub fn show(
         }
         OutputFormat::Json => {
             let events = stepback::runlog::read(&dir).unwrap_or_default();
-            super::json::print_run(&dir.id, outcome(&records), &events, changes(&records));
+            super::json::print_run(
+                &dir.id,
+                outcome(&records),
+                &events,
+                (changes(&records), super::json::actions(&records)),
+            );
         }
     }
     exit::SUCCESS
