@@ -105,6 +105,25 @@ fn a_value_where_a_table_belongs_is_said_in_the_flows_terms() {
     assert!(!out.stderr().contains("missing field"), "{}", out.stderr());
 }
 
+/// Found by a review: an unknown key spelt as part of a dotted key was
+/// blanked alone, and what was left of the line gave a syntax error too.
+#[test]
+fn an_unknown_dotted_key_is_one_error() {
+    let env = Env::new();
+    env.write("f.toml", "name = \"x\"\nfoo.bar = 1\n");
+    let out = env.stepback(&["validate", "f.toml"]);
+    out.expect_code(exit::INVALID_INPUT)
+        .expect_stderr("f.toml:2:1: unknown field `foo`")
+        .expect_stderr("missing field `steps`")
+        .expect_stderr("2 errors");
+    assert!(!out.stderr().contains("unquoted keys"), "{}", out.stderr());
+    rejects(
+        "mounts = [\"app\"]\n[steps.with]",
+        "mounts = [\"app\"]\nlimits.tiem = \"1s\"\n[steps.with]",
+        &["unknown field `tiem`", "did you mean `time`?", "1 error"],
+    );
+}
+
 #[test]
 fn unknown_plugins_are_located() {
     rejects(

@@ -173,6 +173,13 @@ fn toml_entry(text: &str, offset: usize) -> Option<(usize, usize)> {
             .unwrap_or(text.len());
         return Some((line_start, next));
     }
+    // One part of a dotted key that begins its line (`limits.tiem = "1s"`,
+    // `foo.bar = 1`): the whole line is the entry, or what is left of it
+    // is no longer TOML.
+    if dotted(text, offset) && !text[line_start..offset].contains(['{', ',', '=']) {
+        let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+        return Some((line_start, end));
+    }
     fn find(table: &DeTable, offset: usize) -> Option<usize> {
         table.iter().find_map(|(key, value)| {
             if key.span().start == offset {
@@ -190,6 +197,15 @@ fn toml_entry(text: &str, offset: usize) -> Option<(usize, usize)> {
     }
     let doc = DeTable::parse(text).ok()?;
     Some((offset, find(doc.get_ref(), offset)?))
+}
+
+/// Whether the key at `offset` is one part of a dotted key.
+fn dotted(text: &str, offset: usize) -> bool {
+    let before = text[..offset].trim_end_matches([' ', '\t']);
+    let after = text[offset..]
+        .trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        .trim_start_matches([' ', '\t']);
+    before.ends_with('.') || after.starts_with('.')
 }
 
 /// Where the JSON property whose key ends near `offset` (serde_json points
