@@ -184,26 +184,28 @@ impl Recorder for RunJournal {
         if self.owned(at, FileId::of(meta)) || !self.can_move_aside(meta) || !writable {
             return Ok(false);
         }
-        self.touch(at.mount, at.rel());
-        self.touch_parent(at, false)?;
-        let (seq, backup) = self.record_saved(at, meta, Change::Deleted)?;
-        self.done(seq);
-        match at.dir.rename(at.name, &self.backup, &backup) {
-            Ok(()) => {
-                self.end_call(Outcome::Succeeded {
-                    created: None,
-                    opened: None,
-                })?;
-                Ok(true)
-            }
-            Err(e) => {
-                self.end_call(Outcome::Failed)?;
-                match e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
-                    true => Ok(false),
-                    false => Err(e),
+        self.whole_call(|j| {
+            j.touch(at.mount, at.rel());
+            j.touch_parent(at, false)?;
+            let (seq, backup) = j.record_saved(at, meta, Change::Deleted)?;
+            j.done(seq);
+            match at.dir.rename(at.name, &j.backup, &backup) {
+                Ok(()) => {
+                    j.end_call(Outcome::Succeeded {
+                        created: None,
+                        opened: None,
+                    })?;
+                    Ok(true)
+                }
+                Err(e) => {
+                    j.end_call(Outcome::Failed)?;
+                    match e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+                        true => Ok(false),
+                        false => Err(e),
+                    }
                 }
             }
-        }
+        })
     }
 
     fn before_remove(&mut self, at: &Entry, meta: &Metadata) -> io::Result<()> {
@@ -343,22 +345,20 @@ impl Recorder for RunJournal {
             p => root.open_dir_nofollow(p)?,
         };
         let parent_meta = parent.dir_metadata()?;
-        let taken = (|| {
-            if !self.times_kept(&parent_meta) {
-                self.save_times(mount, parent_rel, &parent_meta, false)?;
+        self.whole_call(|j| {
+            if !j.times_kept(&parent_meta) {
+                j.save_times(mount, parent_rel, &parent_meta, false)?;
             }
             let backup = match parent.symlink_metadata(name) {
                 Err(e) if e.kind() == ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
                 Ok(meta) => {
-                    let copy = format!("snapshot-{}", self.seq + 1);
-                    self.fault.before_capture(self.seq + 1)?;
-                    self.room.check(&self.backup, allocated(&meta))?;
-                    crate::journal::tree::copy(&parent, name, &self.backup, &copy)?;
+                    let copy = format!("snapshot-{}", j.seq + 1);
+                    j.fault.before_capture(j.seq + 1)?;
+                    j.room.check(&j.backup, allocated(&meta))?;
+                    crate::journal::tree::copy(&parent, name, &j.backup, &copy)?;
                     if meta.is_dir() {
-                        self.tracked
-                            .created_trees
-                            .insert((mount.to_owned(), rel.to_owned()));
+                        j.tracked.created_trees.insert((mount.to_owned(), rel.to_owned()));
                     }
                     Some(copy)
                 }
@@ -367,19 +367,13 @@ impl Recorder for RunJournal {
                 path: rel.to_owned(),
                 backup,
             };
-            let seq = self.record(mount, Change::Replaced, undo, false)?;
-            self.done(seq);
-            Ok(())
-        })();
-        let outcome = match &taken {
-            Ok(()) => Outcome::Succeeded {
+            let seq = j.record(mount, Change::Replaced, undo, false)?;
+            j.done(seq);
+            j.end_call(Outcome::Succeeded {
                 created: None,
                 opened: None,
-            },
-            Err(_) => Outcome::Failed,
-        };
-        self.end_call(outcome)?;
-        taken
+            })
+        })
     }
 
     fn uncaptured(&mut self, command: &str) -> io::Result<()> {

@@ -140,6 +140,23 @@ impl RunJournal {
         Ok(())
     }
 
+    /// Runs `capture`, a capture that ends its own call (a whole call, or a
+    /// batch's record): on an error before it did, the call is ended as
+    /// failed, so that none of its records or bookkeeping is left for the
+    /// next call to end (a failed capture's records are voided, as a
+    /// [`crate::journal::Call`] dropped voids them).
+    pub(super) fn whole_call<T>(
+        &mut self,
+        capture: impl FnOnce(&mut Self) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let done = capture(self);
+        if done.is_err() {
+            // Ended already if the error came from ending it: then empty.
+            let _ = self.end_call(Outcome::Failed);
+        }
+        done
+    }
+
     /// Ends the call in progress (see [`crate::journal::Recorder::finish`]).
     pub(super) fn end_call(&mut self, outcome: Outcome) -> io::Result<()> {
         let call = std::mem::take(&mut self.tracked.call);

@@ -131,16 +131,18 @@ impl RunJournal {
     /// Records a change of a batch ([`Recorder::sync_batch`]): the
     /// parent's times and the record itself written without a sync.
     pub(super) fn record_in_batch(&mut self, at: &Entry, change: Change, undo: UndoOp) -> io::Result<u64> {
-        self.touch(at.mount, at.rel());
-        self.touch_parent(at, true)?;
-        let seq = self.record(at.mount, change, undo, true)?;
-        // What the parent's capture marked holds now; the change itself
-        // is finished by `make_recorded`.
-        self.end_call(Outcome::Succeeded {
-            created: None,
-            opened: None,
-        })?;
-        Ok(seq)
+        self.whole_call(|j| {
+            j.touch(at.mount, at.rel());
+            j.touch_parent(at, true)?;
+            let seq = j.record(at.mount, change, undo, true)?;
+            // What the parent's capture marked holds now; the change itself
+            // is finished by `make_recorded`.
+            j.end_call(Outcome::Succeeded {
+                created: None,
+                opened: None,
+            })?;
+            Ok(seq)
+        })
     }
 
     /// Whether an original can be moved or linked into the backup area:

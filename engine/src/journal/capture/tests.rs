@@ -12,6 +12,11 @@ use std::sync::{Arc, Mutex};
 /// A run journal on mount `m` (in `tmp`, holding `files`), its step 0
 /// begun, and the mount's root.
 fn begun(tmp: &Path, files: &[(&str, &str)]) -> (Arc<Mutex<RunJournal>>, RunDir, Dir) {
+    begun_with(tmp, files, Fault::None)
+}
+
+/// [`begun`], with `fault` injected.
+fn begun_with(tmp: &Path, files: &[(&str, &str)], fault: Fault) -> (Arc<Mutex<RunJournal>>, RunDir, Dir) {
     let m = tmp.join("m");
     std::fs::create_dir(&m).unwrap();
     for (name, contents) in files {
@@ -27,7 +32,7 @@ fn begun(tmp: &Path, files: &[(&str, &str)]) -> (Arc<Mutex<RunJournal>>, RunDir,
         String::new(),
         mounts,
         Durability::Strict,
-        Fault::None,
+        fault,
         room,
     )
     .unwrap();
@@ -167,4 +172,23 @@ fn a_synced_batch_voids_only_the_renames_it_did_not_make() {
     synced.close().unwrap();
     let (_, void) = ended(&journal, &run);
     assert_eq!(void, vec![unmade]);
+}
+
+#[test]
+fn a_batched_record_that_fails_leaves_nothing_for_the_next_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The directory's time is record 1; the move's own record, 2, fails.
+    let (journal, run, root) = begun_with(tmp.path(), &[], Fault::ErrorAtOp(2, libc::EIO));
+    let rec: SharedRecorder = journal.clone();
+    let mut batch = Batch::new(&rec);
+    assert!(batch.move_in(&entry(&root, "x"), 1, NewEntry::File).is_err());
+    drop(batch);
+    // The next call (one that records nothing) ends only itself: the
+    // failed capture's record of the directory's time is voided, not
+    // taken for the next call's.
+    let (call, ()) = Call::begin(&rec, |_| Ok(())).unwrap();
+    call.succeeded(None, None).unwrap();
+    let (undos, void) = ended(&journal, &run);
+    assert!(matches!(undos[..], [(1, UndoOp::Times { .. })]), "{undos:?}");
+    assert_eq!(void, vec![1]);
 }
