@@ -21,6 +21,7 @@ fn seen(stdout: &str) -> Vec<String> {
 fn every_event_and_result_is_in_the_schema_and_printed() {
     let env = Env::new();
     deploy_service(&env, str::to_owned);
+    env.mkdir("tried");
     let json = |args: &[&str]| {
         let mut all = vec!["--output", "json", "--verbose"];
         all.extend_from_slice(args);
@@ -59,6 +60,19 @@ fn every_event_and_result_is_in_the_schema_and_printed() {
         (exit::SUCCESS, vec!["show", "last"]),
         (exit::SUCCESS, vec!["status"]),
         (exit::SUCCESS, vec!["plugin", "inspect", "builtin:write-file"]),
+        (
+            exit::SUCCESS,
+            vec![
+                "plugin",
+                "run",
+                "builtin:write-file",
+                "--with",
+                r#"{"path": "/tried/x", "content": "y"}"#,
+                "--mount",
+                "tried=./tried",
+                "--rollback",
+            ],
+        ),
         (exit::SUCCESS, vec!["cache", "list"]),
         (exit::SUCCESS, vec!["recover"]),
         (exit::INVALID_INPUT, vec!["undo", "no-such-run"]),

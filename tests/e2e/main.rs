@@ -28,6 +28,7 @@ mod limits;
 mod live_output;
 mod other_processes;
 mod plugin_checks;
+mod plugin_run;
 mod policies;
 mod run_record;
 mod sandbox_escape;

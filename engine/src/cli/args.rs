@@ -301,6 +301,36 @@ pub enum PluginCommand {
         /// `builtin:NAME` or a path to a component .wasm.
         plugin: String,
     },
+
+    /// Run one step of a plugin alone, journaled like any step of a flow,
+    /// and print its log, progress and the changes it made; `--rollback`
+    /// reverses them at the end (for trying a plugin out).
+    Run(PluginRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PluginRunArgs {
+    /// `builtin:NAME` or a path to a component .wasm.
+    pub plugin: String,
+
+    /// The step's config (its `with` table) as a JSON object, or `@FILE`
+    /// to read it from a file.
+    #[arg(long = "with", value_name = "JSON|@FILE", default_value = "{}")]
+    pub with: String,
+
+    /// Grant a host directory (repeatable): `NAME=HOST:GUEST`, read-write,
+    /// or `NAME=HOST:GUEST:ro`; `NAME=HOST` is seen at `/NAME`.
+    #[arg(long = "mount", value_name = "NAME=HOST:GUEST[:ro]")]
+    pub mounts: Vec<stepback::flow::MountArg>,
+
+    /// A program the step may run (repeatable), as a flow's `exec` grants it.
+    #[arg(long, value_name = "PROGRAM")]
+    pub exec: Vec<String>,
+
+    /// Reverse every change of the step once it has run (as `stepback
+    /// undo` would), printing what was undone.
+    #[arg(long)]
+    pub rollback: bool,
 }
 
 /// `forever` (as long as it takes: no deadline) or a duration.

@@ -16,7 +16,10 @@ pub struct Reporter {
     quiet: bool,
     /// Replaying a kept run for `show RUN` (no live line, what the run
     /// was given and ran with too); with every step's log if `.logs`.
-    replay: Option<Replay>,
+    replay: bool,
+    /// Every step's log after its line, not only a failed one's (`show RUN
+    /// --logs`, `plugin run`).
+    every_log: bool,
     /// The plugin each step ran, by index, while replaying.
     plugins: Mutex<std::collections::HashMap<usize, (String, String)>>,
     /// Width of the step-name column, known once the flow starts.
@@ -31,7 +34,8 @@ impl Reporter {
         Reporter {
             verbose,
             quiet: false,
-            replay: None,
+            replay: false,
+            every_log: false,
             plugins: Mutex::default(),
             width: Mutex::new(0),
             live: Live::new(!verbose),
@@ -51,24 +55,28 @@ impl Reporter {
     /// A reporter of a kept run's events, for `show RUN`.
     pub fn replay(logs: bool) -> Self {
         Reporter {
-            replay: Some(Replay { logs }),
+            replay: true,
+            every_log: logs,
             live: Live::new(false),
             ..Reporter::new(false)
         }
     }
 
+    /// A reporter of one step tried alone (`plugin run`): its log follows
+    /// its line whatever its outcome.
+    pub fn every_log(verbose: bool) -> Self {
+        Reporter {
+            every_log: !verbose,
+            ..Reporter::new(verbose)
+        }
+    }
+
     /// Whether a step's log is printed after its line: a failed step's
     /// (unless `--verbose` printed it as it came), and with `show RUN
-    /// --logs` every step's.
+    /// --logs` or `plugin run` every step's.
     fn prints_log(&self, failed: bool) -> bool {
-        (failed && !self.verbose) || self.replay.is_some_and(|r| r.logs)
+        (failed && !self.verbose) || self.every_log
     }
-}
-
-/// How `show RUN` replays a run.
-#[derive(Clone, Copy)]
-pub struct Replay {
-    logs: bool,
 }
 
 impl EventSink for Reporter {
@@ -139,7 +147,7 @@ impl Reporter {
                 plugin,
                 sha256,
                 ..
-            } if self.replay.is_some() => {
+            } if self.replay => {
                 self.plugins
                     .lock()
                     .expect("plugins lock")
@@ -162,7 +170,7 @@ impl Reporter {
                 (summary, error, details),
                 &log,
             ),
-            Event::Warning { message } if self.replay.is_some() => {
+            Event::Warning { message } if self.replay => {
                 outln!("{}: {}", paint(NOTE, "warning"), clean(&message))
             }
             Event::Warning { message } => errln!("{}: {}", paint(NOTE, "warning"), clean(&message)),
@@ -241,7 +249,7 @@ impl Reporter {
             clean(flow),
             if n == 1 { "" } else { "s" }
         );
-        if self.replay.is_some() {
+        if self.replay {
             outln!("  from {}", clean(&file.display().to_string()));
             for (name, value) in params {
                 outln!("  param {}={}", clean(&name), clean(&value));

@@ -108,7 +108,7 @@ pub fn print_validation(flow: &std::path::Path, plan: Result<&stepback::flow::Pl
 }
 
 /// What a rollback (`undo`'s or `recover`'s) did.
-fn rollback(report: &RollbackReport) -> serde_json::Value {
+pub fn rollback(report: &RollbackReport) -> serde_json::Value {
     json!({
         "undone": report.undone,
         "problems": report.problems,

@@ -10,6 +10,7 @@ mod human;
 mod json;
 mod live;
 mod out;
+mod plugin_run;
 mod show;
 mod status;
 mod style;
@@ -148,8 +149,15 @@ fn man() -> u8 {
 /// command, each handing its arguments to the library: long only because
 /// there are many commands.)
 async fn dispatch(cli: Cli) -> u8 {
+    let trying = matches!(
+        cli.command,
+        Command::Plugin {
+            command: PluginCommand::Run(_)
+        }
+    );
     let events: Arc<dyn EventSink> = match cli.output {
         OutputFormat::Human if cli.quiet => Arc::new(human::Reporter::quiet()),
+        OutputFormat::Human if trying => Arc::new(human::Reporter::every_log(cli.verbose)),
         OutputFormat::Human => Arc::new(human::Reporter::new(cli.verbose)),
         OutputFormat::Json => Arc::new(json::Reporter),
     };
@@ -177,10 +185,12 @@ async fn dispatch(cli: Cli) -> u8 {
             );
         }
     };
-    if matches!(
-        cli.command,
-        Command::Run(_) | Command::Undo { .. } | Command::Recover
-    ) {
+    if trying
+        || matches!(
+            cli.command,
+            Command::Run(_) | Command::Undo { .. } | Command::Recover
+        )
+    {
         out::keep_going_on_broken_pipe();
     }
     match cli.command {
@@ -229,6 +239,22 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
         } => inspect(&plugin, &sandbox, cli.output).await,
+        Command::Plugin {
+            command: PluginCommand::Run(args),
+        } => {
+            let options = RunOptions {
+                cancel: interrupt_cancels(),
+                ..RunOptions::new(state_dir)
+            };
+            plugin_run::run(
+                &args,
+                (&sandbox, &engine_dirs),
+                events.clone(),
+                &options,
+                cli.output,
+            )
+            .await
+        }
         Command::Cache { .. } | Command::Completions { .. } | Command::Man => {
             unreachable!("handled before the engine is set up")
         }
@@ -245,8 +271,17 @@ struct Input<'a> {
 
 /// The flow's plan; where it is not valid, every problem is printed (as
 /// JSON too, with `--output json`) and the exit code returned.
-async fn plan(input: &Input<'_>, (sandbox, engine_dirs): (&Sandbox, &[PathBuf])) -> Result<flow::Plan, u8> {
-    let planned = match FlowSource::read(input.flow) {
+async fn plan(input: &Input<'_>, engine: (&Sandbox, &[PathBuf])) -> Result<flow::Plan, u8> {
+    plan_of(FlowSource::read(input.flow), input, engine).await
+}
+
+/// [`plan`] of a flow already read (or not readable: `source`'s error).
+async fn plan_of(
+    source: Result<FlowSource, stepback::diagnostic::Diagnostic>,
+    input: &Input<'_>,
+    (sandbox, engine_dirs): (&Sandbox, &[PathBuf]),
+) -> Result<flow::Plan, u8> {
+    let planned = match source {
         Ok(source) => flow::validate(&source, input.params, sandbox, engine_dirs).await,
         Err(d) => Err(stepback::diagnostic::Diagnostics(vec![d])),
     };

@@ -96,7 +96,7 @@ fn replay(dir: &stepback::journal::RunDir, detail: Detail) {
 
 /// Each change the journal holds, by step, mount and path, described as
 /// the human listing describes it.
-fn changes(records: &[Record]) -> Vec<serde_json::Value> {
+pub(super) fn changes(records: &[Record]) -> Vec<serde_json::Value> {
     super::changes::list(records)
         .into_iter()
         .map(|c| serde_json::json!({ "step": c.step, "mount": c.mount, "path": c.path, "change": c.what }))
@@ -216,7 +216,7 @@ fn print_header(id: &str, records: &[Record]) {
 /// The journal's records of run changes, step by step. (One arm per
 /// kind of record, each a line or two: longer than most functions, and
 /// read as the list of what `show` says of each.)
-fn print_changes(records: &[Record]) {
+pub(super) fn print_changes(records: &[Record]) {
     let mut undone = std::collections::HashSet::new();
     let listed: std::collections::HashMap<usize, _> = super::changes::list(records)
         .into_iter()

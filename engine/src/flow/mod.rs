@@ -6,6 +6,7 @@ mod model;
 mod params;
 mod plan;
 mod remote;
+mod single;
 mod source;
 mod standin;
 mod unknown;
@@ -17,5 +18,6 @@ pub use model::{
 };
 pub use params::Params;
 pub use plan::{Plan, PlannedAction, PlannedStep, RollbackPlan};
+pub use single::{MountArg, ONE_STEP_FLOW, OneStep};
 pub use source::{FlowSource, Format};
 pub use validate::validate;

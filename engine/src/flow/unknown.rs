@@ -35,7 +35,10 @@ pub fn parse_all(source: &FlowSource) -> Result<Parsed, Diagnostics> {
     let mut text = source.text.clone();
     // Each turn changes the copy; stand-ins of ours replaced count too.
     for _ in 0..MOST * 4 {
-        let copy = FlowSource::from_text(&source.path, text.clone());
+        let copy = FlowSource {
+            text: text.clone(),
+            ..source.clone()
+        };
         let mut d = match copy.parse() {
             Ok(flow) => {
                 let problems = in_order(found);
