@@ -21,6 +21,9 @@
 //! - [`history`] and [`recovery`]: undoing a committed run later, and
 //!   finishing runs a crash interrupted.
 //!
+//! For step authors, [`authoring`] creates a plugin project in Rust,
+//! Python or JavaScript and builds it.
+//!
 //! The `stepback` binary is a thin CLI over this library.
 //!
 //! # Embedding
@@ -94,6 +97,7 @@
 
 #![warn(missing_docs)]
 
+pub mod authoring;
 pub mod cancel;
 pub mod diagnostic;
 pub mod events;

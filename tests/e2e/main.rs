@@ -5,6 +5,7 @@
 mod fsops;
 mod support;
 
+mod authoring;
 mod cache;
 mod cli;
 mod command_limits;

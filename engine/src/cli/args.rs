@@ -302,6 +302,37 @@ pub enum PluginCommand {
         plugin: String,
     },
 
+    /// Create a plugin project in Rust, Python or JavaScript that builds
+    /// with `stepback plugin build` and tests itself with `stepback plugin
+    /// test`; no WIT to write.
+    New {
+        /// The plugin's name: lowercase letters, digits and hyphens.
+        name: String,
+        #[arg(long, value_name = "rust|python|js")]
+        lang: stepback::authoring::scaffold::Lang,
+        /// Where to create it (default: ./NAME); must be new or empty.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+
+    /// Build a plugin project to NAME.wasm beside its plugin.toml (with the
+    /// language's own tool), check it, and compile it into the cache, so
+    /// that a flow's first run of it compiles nothing.
+    Build {
+        /// The project's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+
+    /// Build a plugin project, then run its own tests against what was
+    /// built (they get `$STEPBACK`, this engine, and `$STEPBACK_PLUGIN`,
+    /// the component).
+    Test {
+        /// The project's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+
     /// Run one step of a plugin alone, journaled like any step of a flow,
     /// and print its log, progress and the changes it made; `--rollback`
     /// reverses them at the end (for trying a plugin out).

@@ -2,6 +2,7 @@
 //! the library, and maps the outcome to an exit code.
 
 mod args;
+mod authoring;
 mod changes;
 mod config;
 mod escape;
@@ -167,10 +168,13 @@ async fn dispatch(cli: Cli) -> u8 {
         .clone()
         .unwrap_or_else(|| state::cache_dir(&state_dir));
     let engine_dirs = [state_dir.clone(), cache_dir.clone()];
-    let cache = CompiledCache::new(cache_dir).with_limit(cli.cache_limit);
+    let cache = CompiledCache::new(cache_dir.clone()).with_limit(cli.cache_limit);
     match &cli.command {
         Command::Completions { shell } => return completions(*shell),
         Command::Man => return man(),
+        Command::Plugin {
+            command: PluginCommand::New { name, lang, dir },
+        } => return authoring::new(name, *lang, dir.as_deref(), cli.output),
         _ => {}
     }
     if let Command::Cache { command } = &cli.command {
@@ -240,6 +244,12 @@ async fn dispatch(cli: Cli) -> u8 {
             command: PluginCommand::Inspect { plugin },
         } => inspect(&plugin, &sandbox, cli.output).await,
         Command::Plugin {
+            command: PluginCommand::Build { dir },
+        } => authoring::build(&dir, &sandbox, cli.output).await,
+        Command::Plugin {
+            command: PluginCommand::Test { dir },
+        } => authoring::test(&dir, &sandbox, &cache_dir, cli.output).await,
+        Command::Plugin {
             command: PluginCommand::Run(args),
         } => {
             let options = RunOptions {
@@ -255,7 +265,12 @@ async fn dispatch(cli: Cli) -> u8 {
             )
             .await
         }
-        Command::Cache { .. } | Command::Completions { .. } | Command::Man => {
+        Command::Cache { .. }
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Plugin {
+            command: PluginCommand::New { .. },
+        } => {
             unreachable!("handled before the engine is set up")
         }
     }
