@@ -65,7 +65,8 @@ fn built(lang: Lang, scratch: &Path) -> PathBuf {
 
 /// One `plugin run` of the component writing one file, process start to exit.
 fn plugin_run(wasm: &Path, scratch: &Path, cache: &Path, round: usize) -> Duration {
-    let target = scratch.join(format!("t-{round}-{}", wasm.file_name().unwrap().display()));
+    // One directory per run and language: the step refuses to overwrite.
+    let target = scratch.join(format!("t-{round}-{}", wasm.parent().unwrap().display()).replace('/', "_"));
     std::fs::create_dir_all(&target).expect("target dir");
     let start = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_stepback"))

@@ -93,7 +93,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     let rest = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !starts || !rest || name.ends_with('-') || name.len() > 64 {
+    if !starts || !rest || name.ends_with('-') || name.contains("--") || name.len() > 64 {
         bail!(
             "{name:?} is not a plugin name: use lowercase letters, digits and hyphens, \
              starting with a letter (such as \"deploy-site\")"
@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn names_that_are_not_package_names_are_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["", "Hello", "1st", "a_b", "end-", "a b", "../x"] {
+        for bad in ["", "Hello", "1st", "a_b", "end-", "a--b", "a b", "../x"] {
             let target = dir.path().join("p");
             let error = create(bad, Lang::Rust, &target).unwrap_err().to_string();
             assert!(error.contains("is not a plugin name"), "{bad:?}: {error}");

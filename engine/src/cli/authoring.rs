@@ -83,6 +83,8 @@ pub async fn test(dir: &Path, sandbox: &Sandbox, cache_dir: &Path, output: Outpu
             );
         }
     };
+    // Absolute: the tests run in the project's directory.
+    let cache_dir = std::path::absolute(cache_dir).unwrap_or_else(|_| cache_dir.to_owned());
     let env = [
         ("STEPBACK", engine.as_os_str()),
         ("STEPBACK_PLUGIN", built.wasm.as_os_str()),

@@ -8,13 +8,15 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const stepback = process.env.STEPBACK ?? 'stepback';
-const plugin = process.env.STEPBACK_PLUGIN ?? new URL('{{name}}.wasm', import.meta.url).pathname;
+const plugin = process.env.STEPBACK_PLUGIN ?? fileURLToPath(new URL('{{name}}.wasm', import.meta.url));
 const config = { path: '/target/hello.txt', text: 'hello' };
 
 /** Runs the step on `dir` (granted as mount `target` at /target) with
- * `config`; returns the exit code and the run's `plugin-run` result. */
+ * `config`; returns the exit code, the run's `plugin-run` result and what
+ * it printed. */
 function pluginRun(dir, config, ...extra) {
   const state = mkdtempSync(join(tmpdir(), 'stepback-state-'));
   const done = spawnSync(
@@ -25,7 +27,7 @@ function pluginRun(dir, config, ...extra) {
   );
   const result = done.stdout.split('\n').filter(Boolean).map(JSON.parse).find((v) => v.kind === 'plugin-run');
   assert.ok(result, `no result in:\n${done.stdout}${done.stderr}${done.error ?? ''}`);
-  return [done.status, result];
+  return [done.status, result, done.stdout];
 }
 
 const scratch = () => mkdtempSync(join(tmpdir(), '{{name}}-'));
@@ -50,7 +52,8 @@ test('a rollback leaves the directory as it was', () => {
 test('an existing file fails the step and stays as it was', () => {
   const dir = scratch();
   writeFileSync(join(dir, 'hello.txt'), 'before');
-  const [code, result] = pluginRun(dir, config);
+  const [code, result, printed] = pluginRun(dir, config);
   assert.deepEqual([code, result.outcome], [1, 'failed-rolled-back'], JSON.stringify(result));
+  assert.match(printed, /already exists/);
   assert.equal(readFileSync(join(dir, 'hello.txt'), 'utf8'), 'before');
 });

@@ -15,7 +15,8 @@ PLUGIN = os.environ.get("STEPBACK_PLUGIN", os.path.join(HERE, "{{name}}.wasm"))
 
 def plugin_run(directory, config, *extra):
     """Runs the step on `directory` (granted as mount `target` at /target)
-    with `config`; returns the exit code and the run's `plugin-run` result."""
+    with `config`; returns the exit code, the run's `plugin-run` result and
+    everything it printed."""
     with tempfile.TemporaryDirectory() as state:
         done = subprocess.run(
             [STEPBACK, "--output", "json", "plugin", "run", PLUGIN,
@@ -25,7 +26,7 @@ def plugin_run(directory, config, *extra):
     for line in done.stdout.splitlines():
         value = json.loads(line)
         if value.get("kind") == "plugin-run":
-            return done.returncode, value
+            return done.returncode, value, done.stdout
     raise AssertionError(f"no result in:\n{done.stdout}{done.stderr}")
 
 
@@ -36,7 +37,7 @@ class Step(unittest.TestCase):
         self.config = {"path": "/target/hello.txt", "text": "hello"}
 
     def test_writes_the_file_and_journals_it(self):
-        code, result = plugin_run(self.dir, self.config)
+        code, result, _ = plugin_run(self.dir, self.config)
         self.assertEqual((code, result["outcome"]), (0, "succeeded"), result)
         with open(self.file) as f:
             self.assertEqual(f.read(), "hello")
@@ -44,7 +45,7 @@ class Step(unittest.TestCase):
         self.assertTrue(result["changes"][0]["change"].startswith("created"), result)
 
     def test_a_rollback_leaves_the_directory_as_it_was(self):
-        code, result = plugin_run(self.dir, self.config, "--rollback")
+        code, result, _ = plugin_run(self.dir, self.config, "--rollback")
         self.assertEqual(code, 0, result)
         self.assertGreaterEqual(result["rollback"]["undone"], 1, result)
         self.assertFalse(os.path.exists(self.file))
@@ -52,8 +53,9 @@ class Step(unittest.TestCase):
     def test_an_existing_file_fails_the_step_and_stays_as_it_was(self):
         with open(self.file, "w") as f:
             f.write("before")
-        code, result = plugin_run(self.dir, self.config)
+        code, result, printed = plugin_run(self.dir, self.config)
         self.assertEqual((code, result["outcome"]), (1, "failed-rolled-back"), result)
+        self.assertIn("already exists", printed)
         with open(self.file) as f:
             self.assertEqual(f.read(), "before")
 
