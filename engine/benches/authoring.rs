@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepback::authoring::project::Project;
-use stepback::authoring::scaffold::{self, Lang};
+use stepback::authoring::{Lang, scaffold};
 use stepback::events::Discard;
 use stepback::plugin::{CompiledCache, PluginSource};
 use stepback::sandbox::Sandbox;

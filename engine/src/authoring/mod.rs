@@ -4,6 +4,9 @@
 //! and compiled into the cache, so that a flow's first run of it compiles
 //! nothing.
 
+mod lang;
 pub mod project;
 pub mod scaffold;
 mod template;
+
+pub use lang::Lang;

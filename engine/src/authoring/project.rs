@@ -86,12 +86,8 @@ impl Project {
     /// Reads `dir/plugin.toml`.
     pub fn open(dir: &Path) -> anyhow::Result<Project> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (a project of `stepback plugin new` has one)",
-                path.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (every plugin project has one)", path.display()))?;
         let manifest: Manifest = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
         Ok(Project {
             // Absolute: the tests, run in `dir`, get paths beneath it.

@@ -2,51 +2,9 @@
 //! one command (`stepback plugin build`), tests itself in the real engine
 //! (`stepback plugin test`), and needs no WIT written by hand.
 
+use super::Lang;
 use anyhow::{Context as _, bail};
-use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// The language of a new plugin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lang {
-    /// `stepback-sdk`, built for `wasm32-wasip2` by cargo.
-    Rust,
-    /// CPython inside the component, by componentize-py.
-    Python,
-    /// StarlingMonkey (SpiderMonkey) inside the component, by componentize-js.
-    Js,
-}
-
-impl Lang {
-    /// Every language, in the order `--help` lists them.
-    pub const ALL: [Lang; 3] = [Lang::Rust, Lang::Python, Lang::Js];
-
-    fn name(self) -> &'static str {
-        match self {
-            Lang::Rust => "rust",
-            Lang::Python => "python",
-            Lang::Js => "js",
-        }
-    }
-}
-
-impl fmt::Display for Lang {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Lang {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Lang, String> {
-        let known = Lang::ALL.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ");
-        Lang::ALL
-            .into_iter()
-            .find(|lang| lang.name() == text || (*lang == Lang::Js && text == "javascript"))
-            .ok_or_else(|| format!("{text:?} is not a language of `plugin new` (one of {known})"))
-    }
-}
 
 /// A project written by [`create`].
 #[derive(Debug)]
@@ -63,7 +21,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Created> {
     check_name(name)?;
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         bail!(
-            "{} already exists and is not empty: choose another name or --dir",
+            "{} already exists and is not empty: choose another name or directory",
             dir.display()
         );
     }

@@ -2,7 +2,7 @@
 //! `engine/templates/`. `{{name}}` is the plugin's name, `{{crate}}` its
 //! Rust identifier and `{{sdk}}` the Rust SDK's dependency line.
 
-use super::scaffold::Lang;
+use super::Lang;
 
 /// The WIT contract (`wit/` at the root of this repository).
 const PLUGIN_WIT: &str = include_str!("../../../wit/plugin.wit");

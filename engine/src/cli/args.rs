@@ -309,7 +309,7 @@ pub enum PluginCommand {
         /// The plugin's name: lowercase letters, digits and hyphens.
         name: String,
         #[arg(long, value_name = "rust|python|js")]
-        lang: stepback::authoring::scaffold::Lang,
+        lang: stepback::authoring::Lang,
         /// Where to create it (default: ./NAME); must be new or empty.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 use stepback::authoring::project::{Built, Project};
-use stepback::authoring::scaffold::{self, Lang};
+use stepback::authoring::{Lang, scaffold};
 use stepback::events::CacheOutcome;
 use stepback::plugin::PluginSource;
 use stepback::sandbox::Sandbox;
