@@ -81,6 +81,22 @@ fn every_event_and_result_is_in_the_schema_and_printed() {
         run.expect_code(code);
         names.extend(seen(&run.stdout()));
     }
+    // A plugin project whose build copies a component the tests have
+    // (the languages' own builds are tests/e2e/authoring.rs's).
+    let plugin = crate::support::guest("fsops");
+    let manifest = format!(
+        "name = \"p\"\n[build]\ncommand = \"cp {plugin} made.wasm\"\noutput = \"made.wasm\"\n[test]\ncommand = \"true\"\n"
+    );
+    for args in [
+        vec!["plugin", "new", "p", "--lang", "js"],
+        vec!["plugin", "build", "p"],
+        vec!["plugin", "test", "p"],
+    ] {
+        let run = json(&args);
+        run.expect_code(exit::SUCCESS);
+        names.extend(seen(&run.stdout()));
+        env.write("p/plugin.toml", &manifest);
+    }
     let cache = env.path("own-cache");
     let pruned = env.stepback_with_cache(&["--output", "json", "cache", "prune", "--max", "0"], &cache);
     pruned.expect_code(exit::SUCCESS);
