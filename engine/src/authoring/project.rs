@@ -71,9 +71,18 @@ impl Made {
     /// test or flow reading the old one never sees half of the new one.
     pub fn install(self) -> anyhow::Result<Built> {
         let partial = self.wasm.with_extension("wasm.partial");
-        let bytes = std::fs::copy(&self.path, &partial)
-            .with_context(|| format!("copying what the build made, {}", self.path.display()))?;
-        std::fs::rename(&partial, &self.wasm).with_context(|| format!("writing {}", self.wasm.display()))?;
+        let installed = std::fs::copy(&self.path, &partial)
+            .with_context(|| format!("copying what the build made, {}", self.path.display()))
+            .and_then(|bytes| {
+                std::fs::rename(&partial, &self.wasm)
+                    .map(|()| bytes)
+                    .with_context(|| format!("writing {}", self.wasm.display()))
+            });
+        if installed.is_err() {
+            // Nothing half-installed is left behind.
+            let _ = std::fs::remove_file(&partial);
+        }
+        let bytes = installed?;
         Ok(Built {
             wasm: self.wasm,
             bytes,
