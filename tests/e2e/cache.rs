@@ -1,7 +1,7 @@
 //! Each component is compiled once: the second run loads compiled code
 //! from the cache.
 
-use crate::support::{Env, flow_head};
+use crate::support::{Env, flow_head, guest};
 use stepback::exit;
 
 #[test]
@@ -48,6 +48,129 @@ fn a_corrupt_cache_entry_is_recompiled() {
         .expect_stderr("compiled cache hit");
 }
 
+/// A warm load trusts a plugin file's stamp instead of hashing it: a
+/// file rewritten in place, at the same size, is hashed and compiled
+/// again, never run as the component it was before.
+#[test]
+fn a_plugin_rewritten_in_place_is_loaded_as_rewritten() {
+    let (fsops, misbehave) = (
+        std::fs::read(guest("fsops")).unwrap(),
+        std::fs::read(guest("misbehave")).unwrap(),
+    );
+    let size = fsops.len().max(misbehave.len()) + 64;
+    let env = Env::new();
+    let plugin = env.path("plugin.wasm");
+    std::fs::write(&plugin, padded(fsops, size)).unwrap();
+    let flow = env
+        .flow("name = \"p\"\n[[steps]]\nname = \"s\"\nuses = \"plugin.wasm\"\non-failure = \"continue\"\n");
+    let cache = env.path("fresh-cache");
+    let args = ["--verbose", "validate", flow.to_str().unwrap()];
+    // Past the kernel's timestamp tick, so the stamp is remembered.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let first = env.stepback_with_cache(&args, &cache);
+    first.expect_stderr("compiled and cached");
+    let warm = env.stepback_with_cache(&args, &cache);
+    warm.expect_stderr("compiled cache hit");
+    assert_eq!(loaded_sha(&first), loaded_sha(&warm));
+    let mut file = std::fs::OpenOptions::new().write(true).open(&plugin).unwrap();
+    std::io::Write::write_all(&mut file, &padded(misbehave, size)).unwrap();
+    drop(file);
+    let rewritten = env.stepback_with_cache(&args, &cache);
+    rewritten.expect_stderr("compiled and cached");
+    assert_ne!(
+        loaded_sha(&rewritten),
+        loaded_sha(&first),
+        "{}",
+        rewritten.stderr()
+    );
+}
+
+/// Entries are signed with their names: two entries swapped together with
+/// their digests are recompiled, never loaded as each other.
+#[test]
+fn entries_swapped_with_their_digests_are_never_loaded() {
+    tamper_and_rerun(|env, entries| {
+        let tmp = env.path("swap.cwasm");
+        for (from, to) in [
+            (&entries[0], &tmp),
+            (&entries[1], &entries[0]),
+            (&tmp, &entries[1]),
+        ] {
+            std::fs::rename(from, to).unwrap();
+            std::fs::rename(from.with_extension("cwasm.mac"), to.with_extension("cwasm.mac")).unwrap();
+        }
+    });
+}
+
+/// Finding 13: whoever could write the cache could make a later flow load
+/// any compiled code as a plugin. An entry swapped for another valid
+/// artifact (here: another plugin's) fails its keyed digest and is
+/// recompiled, never loaded.
+#[test]
+fn a_replaced_cache_entry_is_never_loaded() {
+    tamper_and_rerun(|_, entries| {
+        let (a, b) = (
+            std::fs::read(&entries[0]).unwrap(),
+            std::fs::read(&entries[1]).unwrap(),
+        );
+        std::fs::write(&entries[0], &b).unwrap();
+        std::fs::write(&entries[1], &a).unwrap();
+    });
+}
+
+/// Runs a flow of two plugins, lets `tamper` change their two cache
+/// entries, and checks the next run compiles both again and works.
+fn tamper_and_rerun(tamper: impl FnOnce(&Env, &[std::path::PathBuf])) {
+    let (env, flow) =
+        write_flow("[[steps]]\nname = \"fail\"\nuses = \"builtin:fail\"\non-failure = \"continue\"\n");
+    let cache = env.path("fresh-cache");
+    let args = ["--verbose", "run", flow.to_str().unwrap()];
+    env.stepback_with_cache(&args, &cache).expect_code(exit::SUCCESS);
+    let entries = compiled_entries(&cache);
+    assert_eq!(entries.len(), 2);
+    tamper(&env, &entries);
+    let again = env.stepback_with_cache(&args, &cache);
+    again.expect_code(exit::SUCCESS);
+    assert_eq!(
+        again.stderr().matches("compiled and cached").count(),
+        2,
+        "a tampered entry was loaded:\n{}",
+        again.stderr()
+    );
+    assert_eq!(std::fs::read_to_string(env.path("out/x")).unwrap(), "x");
+}
+
+/// The SHA-256 a `--verbose` run printed for the plugin it loaded.
+fn loaded_sha(run: &crate::support::Run) -> String {
+    let stderr = run.stderr();
+    let at = stderr.find("(sha256 ").expect("a plugin-loaded line") + 8;
+    stderr[at..].chars().take_while(char::is_ascii_hexdigit).collect()
+}
+
+/// `wasm` with a custom section appended so that it is `size` bytes long.
+fn padded(mut wasm: Vec<u8>, size: usize) -> Vec<u8> {
+    let leb = |mut n: usize| {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return out;
+            }
+        }
+    };
+    let body = (0..size)
+        .map(|payload| 4 + payload)
+        .find(|body| wasm.len() + 1 + leb(*body).len() + body == size)
+        .expect("room for a custom section");
+    wasm.push(0);
+    wasm.extend(leb(body));
+    wasm.extend([3, b'p', b'a', b'd']);
+    wasm.resize(size, 0);
+    wasm
+}
+
 /// A scratch env whose flow writes `/out/x` with `builtin:write-file`,
 /// then has the `extra` steps.
 fn write_flow(extra: &str) -> (Env, std::path::PathBuf) {
@@ -74,36 +197,6 @@ fn compiled_entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect();
     entries.sort();
     entries
-}
-
-/// Finding 13: whoever could write the cache could make a later flow load
-/// any compiled code as a plugin. An entry swapped for another valid
-/// artifact (here: another plugin's) fails its keyed digest and is
-/// recompiled, never loaded.
-#[test]
-fn a_replaced_cache_entry_is_never_loaded() {
-    let (env, flow) =
-        write_flow("[[steps]]\nname = \"fail\"\nuses = \"builtin:fail\"\non-failure = \"continue\"\n");
-    let cache = env.path("fresh-cache");
-    let args = ["--verbose", "run", flow.to_str().unwrap()];
-    env.stepback_with_cache(&args, &cache).expect_code(exit::SUCCESS);
-    let entries = compiled_entries(&cache);
-    assert_eq!(entries.len(), 2);
-    let (a, b) = (
-        std::fs::read(&entries[0]).unwrap(),
-        std::fs::read(&entries[1]).unwrap(),
-    );
-    std::fs::write(&entries[0], &b).unwrap();
-    std::fs::write(&entries[1], &a).unwrap();
-    let again = env.stepback_with_cache(&args, &cache);
-    again.expect_code(exit::SUCCESS);
-    assert_eq!(
-        again.stderr().matches("compiled and cached").count(),
-        2,
-        "a swapped entry was loaded:\n{}",
-        again.stderr()
-    );
-    assert_eq!(std::fs::read_to_string(env.path("out/x")).unwrap(), "x");
 }
 
 #[test]

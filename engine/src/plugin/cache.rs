@@ -5,15 +5,22 @@
 //! entry's name is the component's SHA-256 and a hash of wasmtime's
 //! compatibility key and this crate's version; wasmtime checks the
 //! artifact's compatibility again on load, and a stale or corrupt entry is
-//! recompiled and replaced. Entries are written to a temporary name and
-//! renamed, so a crash never leaves a half-written entry.
+//! recompiled and replaced. Entries are written to a temporary name,
+//! synced and renamed, so a crash never leaves a half-written entry.
 //!
 //! Loading an entry runs native code from it: the cache directory must be
 //! this user's and writable by no one else (checked, see
 //! [`crate::state::ensure_private`]), and every entry is checked against a
 //! keyed digest (HMAC-SHA256, in a file beside it, under a key only this
-//! user can read) before it is loaded: an entry replaced by anything that
-//! cannot read the key is recompiled, never run.
+//! user can read) of its name and of its [stamp](FileStamp) taken when it
+//! was stored: an entry replaced, renamed or rewritten by anything that
+//! cannot read the key is recompiled, never run. The digest covers the stamp, not the contents,
+//! so that a warm load reads nothing it does not map: hashing tens of
+//! megabytes of compiled code would cost more than loading it.
+//!
+//! A plugin file's own SHA-256 is remembered the same way (by the file's
+//! stamp, under the key), so that a warm load of an unchanged file does not
+//! read and hash it either.
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -22,7 +29,11 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::stamp::FileStamp;
 pub use crate::events::CacheOutcome;
+
+/// The extension of a remembered plugin file's SHA-256.
+const SOURCE: &str = "source";
 
 /// The cache's default bound: compiled code of a large component is tens
 /// of megabytes, so this keeps dozens.
@@ -82,11 +93,12 @@ impl CompiledCache {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            let mac = std::fs::metadata(digest_path(&path)).map_or(0, |m| m.len());
+            // The digest's file keeps the time of last use (see `hit`).
+            let digest = std::fs::metadata(digest_path(&path)).unwrap_or(meta.clone());
             entries.push(CacheEntry {
                 sha256: stem.split('-').next().unwrap_or(stem).to_owned(),
-                size: meta.len() + mac,
-                last_used: meta.modified()?,
+                size: meta.len() + digest.len(),
+                last_used: digest.modified()?,
                 path,
             });
         }
@@ -122,7 +134,29 @@ impl CompiledCache {
             total -= entry.size;
             removed.push(entry);
         }
+        if !removed.is_empty() {
+            self.forget_orphans()?;
+        }
         Ok(removed)
+    }
+
+    /// Removes the remembered SHA-256 of files whose compiled entry is gone.
+    fn forget_orphans(&self) -> std::io::Result<()> {
+        let kept: std::collections::HashSet<String> = self.entries()?.into_iter().map(|e| e.sha256).collect();
+        for item in std::fs::read_dir(&self.dir)? {
+            let path = item?.path();
+            if path.extension().is_none_or(|e| e != SOURCE) {
+                continue;
+            }
+            let record = std::fs::read_to_string(&path).unwrap_or_default();
+            if !record.split_once(' ').is_some_and(|(sha, _)| kept.contains(sha)) {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where it is.
@@ -130,44 +164,131 @@ impl CompiledCache {
         &self.dir
     }
 
+    /// The component a plugin file with this stamp was compiled to, when
+    /// the file is unchanged since it was last loaded and its entry is
+    /// intact; `None` sends the caller to [`CompiledCache::load`]. Returns
+    /// the component's SHA-256 in hex too.
+    ///
+    /// A remembered file passed the host's import checks when it was first
+    /// loaded, by this same engine (entries are per engine version).
+    pub fn recall(&self, engine: &Engine, file: &FileStamp) -> Option<(Component, String)> {
+        crate::state::ensure_private(&self.dir).ok()?;
+        let key = self.key().ok()?;
+        let sha = self.remembered(file, &key)?;
+        let component = self.hit(engine, &self.entry(engine, &sha), &key)?;
+        Some((component, sha))
+    }
+
     /// The component for `bytes`, from the cache or freshly compiled (and
-    /// then stored). Returns the component's SHA-256 in hex too.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> anyhow::Result<(Component, CacheOutcome, String)> {
+    /// then stored). Returns the component's SHA-256 in hex too. `file`,
+    /// the stamp of the file the bytes were read from, is remembered for
+    /// [`CompiledCache::recall`].
+    pub fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        file: Option<FileStamp>,
+    ) -> anyhow::Result<(Component, CacheOutcome, String)> {
         crate::state::ensure_private(&self.dir).context("the compiled-plugin cache")?;
         let key = self.key().context("the compiled-plugin cache's key")?;
         let sha = hex(&Sha256::digest(bytes));
-        let entry = self.dir.join(format!("{sha}-{}.cwasm", engine_key(engine)));
-        if let Some(artifact) = verified(&entry, &key) {
-            // SAFETY: the artifact's keyed digest proves it was written by
-            // `store` below, from `Component::serialize` output; wasmtime
-            // re-checks compatibility on load.
-            #[allow(unsafe_code)]
-            let deserialized = unsafe { Component::deserialize(engine, &artifact) };
-            if let Ok(component) = deserialized {
-                // Used now: the least recently used go first.
-                if let Ok(file) = std::fs::File::open(&entry) {
-                    let _ = file.set_modified(std::time::SystemTime::now());
-                }
-                return Ok((component, CacheOutcome::Hit, sha));
-            }
+        let entry = self.entry(engine, &sha);
+        let (component, outcome) = match self.hit(engine, &entry, &key) {
+            Some(component) => (component, CacheOutcome::Hit),
+            None => (self.compile(engine, bytes, &entry, &key)?, CacheOutcome::Compiled),
+        };
+        if let Some(file) = file.filter(FileStamp::settled) {
+            // Only a shortcut: a file not remembered is hashed next time.
+            let _ = self.remember(&file, &sha, &key);
         }
+        Ok((component, outcome, sha))
+    }
+
+    fn entry(&self, engine: &Engine, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}-{}.cwasm", engine_key(engine)))
+    }
+
+    /// The entry's component, if its digest matches its stamp; mapped, not
+    /// copied, from the very file the stamp is of.
+    fn hit(&self, engine: &Engine, entry: &Path, key: &[u8]) -> Option<Component> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(entry).ok()?;
+        let stamp = FileStamp::of(&file).ok()?;
+        let digest = std::fs::read_to_string(digest_path(entry)).ok()?;
+        if digest.trim() != entry_digest(key, entry, &stamp) {
+            return None;
+        }
+        // SAFETY: the keyed digest proves the file is the one `compile`
+        // stored from `Component::serialize` output, unchanged since (its
+        // stamp would have moved); wasmtime re-checks compatibility on
+        // load. The file is reopened through its descriptor, so the path
+        // cannot name another file by then; entries are replaced by rename,
+        // never rewritten, so the mapping stays as it was checked.
+        // Without /proc, the same descriptor is read and the copy loaded.
+        let reopened = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        #[allow(unsafe_code)]
+        let component = if reopened.exists() {
+            unsafe { Component::deserialize_file(engine, reopened) }
+        } else {
+            let mut artifact = Vec::new();
+            (&file).read_to_end(&mut artifact).ok()?;
+            unsafe { Component::deserialize(engine, artifact) }
+        }
+        .ok()?;
+        // Used now: the least recently used go first. The digest's file
+        // keeps the time, so the entry's own stamp stays as it was signed.
+        if let Ok(digest) = std::fs::File::open(digest_path(entry)) {
+            let _ = digest.set_modified(std::time::SystemTime::now());
+        }
+        Some(component)
+    }
+
+    /// Compiles `bytes` and stores the result as `entry`, then bounds the cache.
+    fn compile(&self, engine: &Engine, bytes: &[u8], entry: &Path, key: &[u8]) -> anyhow::Result<Component> {
         let component = Component::new(engine, bytes)?;
-        self.store(&entry, &component, &key)
+        self.store(entry, &component, key)
             .with_context(|| format!("writing compiled plugin to the cache at {}", entry.display()))?;
-        self.prune(self.limit, None, Some(&entry))
+        self.prune(self.limit, None, Some(entry))
             .with_context(|| format!("bounding the compiled-plugin cache in {}", self.dir.display()))?;
-        Ok((component, CacheOutcome::Compiled, sha))
+        Ok(component)
     }
 
     fn store(&self, entry: &Path, component: &Component, key: &[u8]) -> anyhow::Result<()> {
-        let artifact = component.serialize()?;
-        let digest = mac(key, &artifact);
+        use std::io::Write;
         let tmp = entry.with_extension(format!("tmp.{}", std::process::id()));
-        std::fs::write(&tmp, artifact)?;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&component.serialize()?)?;
+        // Synced before the rename: the digest covers the stamp only, so
+        // a power loss must not leave the name on unwritten blocks.
+        file.sync_all()?;
+        drop(file);
         std::fs::rename(&tmp, entry)?;
-        std::fs::write(&tmp, hex(&digest))?;
+        let stamp = FileStamp::of(&std::fs::File::open(entry)?)?;
+        std::fs::write(&tmp, entry_digest(key, entry, &stamp))?;
         std::fs::rename(&tmp, digest_path(entry))?;
         Ok(())
+    }
+
+    /// The SHA-256 remembered for a file with this stamp, if its digest matches.
+    fn remembered(&self, file: &FileStamp, key: &[u8]) -> Option<String> {
+        let record = std::fs::read_to_string(self.source_path(file)).ok()?;
+        let (sha, digest) = record.trim().split_once(' ')?;
+        (digest == hex(&mac(key, &[&file.bytes(), sha.as_bytes()].concat()))).then(|| sha.to_owned())
+    }
+
+    fn remember(&self, file: &FileStamp, sha: &str, key: &[u8]) -> std::io::Result<()> {
+        let digest = hex(&mac(key, &[&file.bytes(), sha.as_bytes()].concat()));
+        let path = self.source_path(file);
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::write(&tmp, format!("{sha} {digest}\n"))?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Where the SHA-256 of the file with this stamp is remembered.
+    fn source_path(&self, file: &FileStamp) -> PathBuf {
+        let name = hex(&Sha256::digest(file.bytes()));
+        self.dir.join(format!("{}.{SOURCE}", &name[..32]))
     }
 
     /// The cache's key, made on first use: 32 random bytes, readable by
@@ -199,11 +320,14 @@ impl CompiledCache {
     }
 }
 
-/// The artifact in `entry`, if its digest matches.
-fn verified(entry: &Path, key: &[u8]) -> Option<Vec<u8>> {
-    let artifact = std::fs::read(entry).ok()?;
-    let digest = std::fs::read_to_string(digest_path(entry)).ok()?;
-    (digest.trim() == hex(&mac(key, &artifact))).then_some(artifact)
+/// An entry's keyed digest: of its name (the component it was compiled
+/// from) and its stamp (the file that holds it, as stored).
+fn entry_digest(key: &[u8], entry: &Path, stamp: &FileStamp) -> String {
+    let name = entry
+        .file_name()
+        .map(|n| n.as_encoded_bytes())
+        .unwrap_or_default();
+    hex(&mac(key, &[name, &stamp.bytes()].concat()))
 }
 
 fn digest_path(entry: &Path) -> PathBuf {

@@ -11,8 +11,10 @@ pub mod defaults;
 mod imports;
 mod info;
 mod source;
+mod stamp;
 
 pub use cache::{CacheEntry, CacheOutcome, CompiledCache, DEFAULT_CACHE_LIMIT};
 pub use imports::component_imports;
 pub use info::{MountNeed, Needs, PluginInfo};
 pub use source::PluginSource;
+pub use stamp::FileStamp;

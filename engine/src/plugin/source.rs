@@ -1,6 +1,7 @@
 //! Where a plugin's bytes come from, and the check that they are a component.
 
 use super::builtin;
+use super::stamp::FileStamp;
 use anyhow::{Context, bail};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -50,17 +51,40 @@ impl PluginSource {
         }
     }
 
-    /// The component's bytes, checked to be a component.
-    pub fn bytes(&self) -> anyhow::Result<Cow<'static, [u8]>> {
-        let bytes = match self {
-            PluginSource::Builtin(_, bytes) => Cow::Borrowed(*bytes),
+    /// The stamp of the component's file, for a shortcut past reading it
+    /// (see [`super::CompiledCache::recall`]); `None` for a built-in one,
+    /// or a file that cannot be opened (reading it says why).
+    pub fn stamp(&self) -> Option<FileStamp> {
+        match self {
+            PluginSource::Builtin(..) => None,
+            PluginSource::File(path) => FileStamp::of(&std::fs::File::open(path).ok()?).ok(),
+        }
+    }
+
+    /// The component's bytes, checked to be a component, and the stamp of
+    /// the file they were read from (taken before reading: a change while
+    /// reading moves the file's stamp past this one).
+    pub fn read(&self) -> anyhow::Result<(Cow<'static, [u8]>, Option<FileStamp>)> {
+        let (bytes, stamp) = match self {
+            PluginSource::Builtin(_, bytes) => (Cow::Borrowed(*bytes), None),
             PluginSource::File(path) => {
-                Cow::Owned(std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?)
+                let (bytes, stamp) =
+                    read_stamped(path).with_context(|| format!("reading plugin {}", path.display()))?;
+                (Cow::Owned(bytes), Some(stamp))
             }
         };
         check_component(&bytes, &self.label())?;
-        Ok(bytes)
+        Ok((bytes, stamp))
     }
+}
+
+fn read_stamped(path: &Path) -> std::io::Result<(Vec<u8>, FileStamp)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let stamp = FileStamp::of(&file)?;
+    let mut bytes = Vec::with_capacity(stamp.size() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok((bytes, stamp))
 }
 
 /// Refuses anything but a WebAssembly component, saying how to make one.

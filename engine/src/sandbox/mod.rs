@@ -166,19 +166,14 @@ impl Sandbox {
     /// not export the `step` world.
     pub fn load(&self, source: &PluginSource) -> anyhow::Result<Plugin> {
         let label = source.label();
-        let bytes = source.bytes()?;
         let start = Instant::now();
-        // Refused before compiling (seconds, and a large cache entry, for
-        // a big component) when its imports cannot be linked anyway.
-        let imports =
-            crate::plugin::component_imports(&bytes).with_context(|| format!("reading plugin {label}"))?;
-        if let Some(why) = linker::refusal(&label, &imports) {
-            bail!(why);
-        }
-        let (component, cache, sha256) = self
-            .cache
-            .load(&self.engine, &bytes)
-            .with_context(|| format!("compiling plugin {label}"))?;
+        let recalled = source
+            .stamp()
+            .and_then(|stamp| self.cache.recall(&self.engine, &stamp));
+        let (component, cache, sha256) = match recalled {
+            Some((component, sha256)) => (component, CacheOutcome::Hit, sha256),
+            None => self.compile(source, &label)?,
+        };
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -198,6 +193,25 @@ impl Sandbox {
             component,
             pre,
         })
+    }
+
+    /// Reads, checks and compiles a plugin (or loads it from the cache).
+    fn compile(
+        &self,
+        source: &PluginSource,
+        label: &str,
+    ) -> anyhow::Result<(Component, CacheOutcome, String)> {
+        let (bytes, stamp) = source.read()?;
+        // Refused before compiling (seconds, and a large cache entry, for
+        // a big component) when its imports cannot be linked anyway.
+        let imports =
+            crate::plugin::component_imports(&bytes).with_context(|| format!("reading plugin {label}"))?;
+        if let Some(why) = linker::refusal(label, &imports) {
+            bail!(why);
+        }
+        self.cache
+            .load(&self.engine, &bytes, stamp)
+            .with_context(|| format!("compiling plugin {label}"))
     }
 
     /// The plugin's imports and exports as WIT names, for `plugin inspect`.
