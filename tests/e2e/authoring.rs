@@ -126,6 +126,23 @@ fn a_rust_plugin_is_scaffolded_built_tested_and_run_alone_and_in_a_flow() {
     env.stepback_with_cache(&["plugin", "build", "hello"], &env.path("cache"))
         .expect_code(exit::SUCCESS)
         .expect_stdout("unchanged, already compiled");
+    // A plain `cargo test`: stepback-test builds the project itself (a
+    // build of its own inside cargo's test run) and runs every test.
+    let tests = std::process::Command::new("cargo")
+        .arg("test")
+        .current_dir(env.path("hello"))
+        .env("STEPBACK", env!("CARGO_BIN_EXE_stepback"))
+        .env("STEPBACK_CACHE_DIR", env.path("cache"))
+        .env("STEPBACK_CONFIG", "")
+        .env_remove("STEPBACK_PLUGIN")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&tests.stdout);
+    assert!(
+        tests.status.success() && printed.contains("test result: ok. 3 passed"),
+        "{printed}{}",
+        String::from_utf8_lossy(&tests.stderr)
+    );
 }
 
 #[test]

@@ -98,6 +98,10 @@ impl Project {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {} (every plugin project has one)", path.display()))?;
         let manifest: Manifest = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        // The component is installed as NAME.wasm beside the manifest: a
+        // name such as `../x` would put it elsewhere.
+        super::scaffold::check_name(&manifest.name)
+            .with_context(|| format!("`name` in {}", path.display()))?;
         Ok(Project {
             // Absolute: the tests, run in `dir`, get paths beneath it.
             dir: std::path::absolute(dir).with_context(|| format!("finding {}", dir.display()))?,
@@ -162,5 +166,23 @@ impl Project {
             .stdout(stdout)
             .status()
             .with_context(|| format!("starting `{command}` in {}", self.dir.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_whose_name_leaves_the_project_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest =
+            "name = \"../x\"\n[build]\ncommand = \"true\"\noutput = \"x.wasm\"\n[test]\ncommand = \"true\"\n";
+        std::fs::write(dir.path().join(MANIFEST), manifest).unwrap();
+        let error = format!("{:#}", Project::open(dir.path()).unwrap_err());
+        assert!(
+            error.contains("`name` in") && error.contains("is not a plugin name"),
+            "{error}"
+        );
     }
 }

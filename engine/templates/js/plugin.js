@@ -60,7 +60,14 @@ export function run(config, context) {
     fail(`opening ${path}: ${e.payload ?? e}`);
   }
   for (let done = 0; done < bytes.length; ) {
-    done += Number(file.write(bytes.subarray(done), BigInt(done)));
+    let wrote;
+    try {
+      wrote = Number(file.write(bytes.subarray(done), BigInt(done)));
+    } catch (e) {
+      fail(`writing ${path}: ${e.payload ?? e}`);
+    }
+    if (wrote === 0) fail(`writing ${path}: the host took no bytes`);
+    done += wrote;
   }
   log('info', `wrote ${bytes.length} bytes to ${path}`);
   progress(1n, 1n, 'files');

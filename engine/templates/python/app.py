@@ -57,7 +57,7 @@ class WitWorld(wit_world.WitWorld):
         except FileExistsError:
             fail(f"{path} already exists (set overwrite = true to replace it)")
         except OSError as e:
-            fail(f"writing {path}: {e.strerror}")
+            fail(f"writing {path}: {e.strerror or e}")
         host.log(host.Level.INFO, f"wrote {len(data)} bytes to {path}")
         host.progress(1, 1, "files")
         return types.Outcome(summary=f"wrote {path} ({len(data)} bytes)")
