@@ -264,3 +264,46 @@ fn entries_another_process_puts_in_a_directory_the_run_created_are_kept_aside() 
     let extra = std::path::PathBuf::from(kept_path(&out, "m:/new/lib/extra"));
     assert_eq!(fs::read_to_string(extra.join("y")).unwrap(), "y");
 }
+
+/// Found by review: the layer remembered a directory it had opened by the
+/// path it was opened at. Another process then moved it away and another
+/// directory to its name; the step's next file there was made in the moved
+/// directory but journaled at the old path, and the rollback removed the
+/// other process's file of that name instead of the step's.
+#[test]
+fn a_directory_moved_while_its_step_runs_is_looked_up_again() {
+    let env = Env::new();
+    env.write("m/a/keep.txt", "keep");
+    env.write("m/c/y", "FOREIGN\n");
+    flow_with(
+        &env,
+        "moved",
+        serde_json::json!([
+            {"name": "deploy", "uses": guest("fsops"), "mounts": ["m", "sig"], "with": {"ops": script(&[
+                Op::open(0, "a/keep.txt", &[], &["read"]),
+                Op::open(0, "a/keep.txt", &[], &["write"]),
+                Op::mkdir(0, "started"),
+                Op::wait_for(1, "go"),
+                Op::open(0, "a/y", &["create"], &["write"]),
+                Op::write(4, 0, 5, 65),
+            ]), "fail": true}},
+        ]),
+    );
+    let run = run_with(&env, || {
+        fs::rename(env.path("m/a"), env.path("m/b")).unwrap();
+        fs::rename(env.path("m/c"), env.path("m/a")).unwrap();
+    });
+    run.expect_code(exit::FLOW_FAILED);
+    assert_eq!(
+        fs::read_to_string(env.path("m/a/y")).unwrap(),
+        "FOREIGN\n",
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(fs::read_to_string(env.path("m/b/keep.txt")).unwrap(), "keep");
+    assert!(
+        !env.path("m/b/y").exists(),
+        "the step's own file was left:\n{}",
+        run.stdout()
+    );
+}

@@ -126,7 +126,7 @@ pub(crate) fn resolve(
     for _ in 0..=MAX_SYMLINKS {
         let (dir, name, slash) = split(&path)?;
         let key = (rep, dir.to_owned());
-        let parent = match parents.open.get(&key) {
+        let parent = match parents.open.get(&key).filter(|p| still_there(p, root)) {
             Some(p) => p.clone(),
             None => {
                 let p = Arc::new(open_parent(start, root, dir)?);
@@ -160,6 +160,16 @@ pub(crate) fn resolve(
         return Ok(Resolved { parent, name, slash });
     }
     Err(ErrorCode::Loop)
+}
+
+/// Whether a remembered parent is still where it was opened: a command of
+/// the step, or another process, may have moved or removed it since (or
+/// moved another directory to its name), and a change made through it
+/// would then be journaled under a path it is not at. One `readlink`,
+/// where opening it again costs an `openat2`, an `fstat`, a `readlink`
+/// and a `dup`.
+fn still_there(parent: &Parent, root: &Path) -> bool {
+    rel_of(parent.dir.as_fd(), root).is_ok_and(|now| now == parent.rel)
 }
 
 /// `rel` relative to `base` (both paths in the mount).
