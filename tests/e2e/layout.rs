@@ -80,6 +80,38 @@ fn mounts_holding_or_inside_the_state_directory_are_refused() {
     }
 }
 
+/// A bind mount names the directory holding the state directory by
+/// another path: comparing paths let a command granted it rewrite the
+/// compiled cache (native code the engine later runs). Compared by
+/// identity, it is refused like the directory's own path.
+#[test]
+fn a_bind_mount_of_a_directory_holding_the_state_is_refused() {
+    let env = Env::new();
+    env.mkdir("state/runs");
+    let alias = std::env::temp_dir().join(format!("stepback-alias-{}", std::process::id()));
+    std::fs::create_dir_all(&alias).unwrap();
+    let bound = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(env.path("."))
+        .arg(&alias)
+        .status()
+        .unwrap();
+    assert!(bound.success(), "mount --bind (the test needs root)");
+    let text = format!(
+        "name = \"alias\"\n{}{}",
+        mount("m", alias.to_str().unwrap(), "read-write"),
+        write_step("m")
+    );
+    let run = env.run_flow(&text);
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&alias)
+        .status();
+    let _ = std::fs::remove_dir(&alias);
+    run.expect_code(exit::INVALID_INPUT)
+        .expect_stderr("where Stepback keeps its journals");
+}
+
 #[test]
 fn a_state_directory_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;

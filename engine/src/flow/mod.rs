@@ -2,6 +2,7 @@
 //! into a [`Plan`] that the runner executes without further checks.
 
 mod field;
+mod identity;
 mod model;
 mod params;
 mod plan;

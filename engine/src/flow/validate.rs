@@ -300,13 +300,15 @@ impl Validator<'_> {
             ));
         }
         for dir in &self.engine_dirs {
-            if dir.starts_with(host) {
+            // By identity too: a bind mount of an ancestor under another
+            // path holds the directory all the same.
+            if dir.starts_with(host) || super::identity::holds(host, dir) {
                 return Some(format!(
                     "host path {shown} contains {}, where Stepback keeps its journals and compiled plugins: a step could forge them. Mount a directory that does not contain it, or keep Stepback's state and cache elsewhere",
                     dir.display()
                 ));
             }
-            if host.starts_with(dir) {
+            if host.starts_with(dir) || super::identity::holds(dir, host) {
                 return Some(format!(
                     "host path {shown} lies inside {}, where Stepback keeps its journals and compiled plugins: mount a directory outside it",
                     dir.display()
