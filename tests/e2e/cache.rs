@@ -65,8 +65,9 @@ fn a_plugin_rewritten_in_place_is_loaded_as_rewritten() {
         .flow("name = \"p\"\n[[steps]]\nname = \"s\"\nuses = \"plugin.wasm\"\non-failure = \"continue\"\n");
     let cache = env.path("fresh-cache");
     let args = ["--verbose", "validate", flow.to_str().unwrap()];
-    // Past the kernel's timestamp tick, so the stamp is remembered.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Past the filesystem's timestamp tick (engine/src/plugin/stamp.rs's
+    // TICK), so the stamp is trusted and remembered.
+    std::thread::sleep(std::time::Duration::from_millis(2600));
     let first = env.stepback_with_cache(&args, &cache);
     first.expect_stderr("compiled and cached");
     let warm = env.stepback_with_cache(&args, &cache);
@@ -83,6 +84,36 @@ fn a_plugin_rewritten_in_place_is_loaded_as_rewritten() {
         "{}",
         rewritten.stderr()
     );
+}
+
+/// On a filesystem that lets no code run from it (`noexec`, as hardened
+/// systems mount /home, /var or /dev/shm), entries are copied into memory
+/// instead of mapped: the second run still hits the cache.
+#[test]
+fn a_cache_on_a_noexec_filesystem_is_still_hit() {
+    let (env, flow) = write_flow("");
+    let cache = env.path("noexec");
+    std::fs::create_dir(&cache).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "noexec,mode=0700", "tmpfs"])
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs (the test needs root)");
+    let args = ["--verbose", "run", flow.to_str().unwrap()];
+    let first = env.stepback_with_cache(&args, &cache);
+    std::fs::remove_file(env.path("out/x")).unwrap();
+    let second = env.stepback_with_cache(&args, &cache);
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&cache)
+        .status();
+    first
+        .expect_code(exit::SUCCESS)
+        .expect_stderr("compiled and cached");
+    second
+        .expect_code(exit::SUCCESS)
+        .expect_stderr("compiled cache hit");
 }
 
 /// Entries are signed with their names: two entries swapped together with

@@ -4,23 +4,27 @@
 //! step, so each component is compiled once per engine configuration. An
 //! entry's name is the component's SHA-256 and a hash of wasmtime's
 //! compatibility key and this crate's version; wasmtime checks the
-//! artifact's compatibility again on load, and a stale or corrupt entry is
-//! recompiled and replaced. Entries are written to a temporary name,
-//! synced and renamed, so a crash never leaves a half-written entry.
+//! artifact's compatibility again on load, and a stale entry is recompiled
+//! and replaced. Entries are written to a temporary name, synced and
+//! renamed, so a crash never leaves a half-written entry.
 //!
 //! Loading an entry runs native code from it: the cache directory must be
 //! this user's and writable by no one else (checked, see
-//! [`crate::state::ensure_private`]), and every entry is checked against a
-//! keyed digest (HMAC-SHA256, in a file beside it, under a key only this
-//! user can read) of its name and of its [stamp](FileStamp) taken when it
-//! was stored: an entry replaced, renamed or rewritten by anything that
-//! cannot read the key is recompiled, never run. The digest covers the stamp, not the contents,
-//! so that a warm load reads nothing it does not map: hashing tens of
-//! megabytes of compiled code would cost more than loading it.
+//! [`crate::state::ensure_private`]), and every entry is checked before it
+//! is loaded against a keyed digest (HMAC-SHA256, in a file beside it,
+//! under a key only this user can read) of its name, of its
+//! [stamp](FileStamp) taken when it was stored, and of an XXH3 checksum of
+//! its bytes. The stamp makes the digest the entry's own: an entry
+//! replaced, renamed or rewritten by anything that cannot read the key is
+//! recompiled, never run. The checksum catches what moves no stamp (a
+//! failing disk, a write to the block device): it is not a defence against
+//! a forger (XXH3 collisions can be made; the stamp is that defence), and
+//! costs a few milliseconds on tens of megabytes where a keyed hash of the
+//! bytes cost tens.
 //!
 //! A plugin file's own SHA-256 is remembered the same way (by the file's
 //! stamp, under the key), so that a warm load of an unchanged file does not
-//! read and hash it either.
+//! read and hash it (see [`FileStamp`] for when a stamp is trusted).
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -134,9 +138,7 @@ impl CompiledCache {
             total -= entry.size;
             removed.push(entry);
         }
-        if !removed.is_empty() {
-            self.forget_orphans()?;
-        }
+        self.forget_orphans()?;
         Ok(removed)
     }
 
@@ -208,33 +210,34 @@ impl CompiledCache {
         self.dir.join(format!("{sha}-{}.cwasm", engine_key(engine)))
     }
 
-    /// The entry's component, if its digest matches its stamp; mapped, not
-    /// copied, from the very file the stamp is of.
+    /// The entry's component, if its digest matches its name, stamp and
+    /// bytes; loaded from the very file the stamp is of.
     fn hit(&self, engine: &Engine, entry: &Path, key: &[u8]) -> Option<Component> {
-        use std::io::Read;
         use std::os::fd::AsRawFd;
         let file = std::fs::File::open(entry).ok()?;
         let stamp = FileStamp::of(&file).ok()?;
         let digest = std::fs::read_to_string(digest_path(entry)).ok()?;
-        if digest.trim() != entry_digest(key, entry, &stamp) {
+        // SAFETY: a private read-only mapping of an entry of this user's
+        // private cache, read here and dropped before this returns.
+        #[allow(unsafe_code)]
+        let artifact = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        if digest.trim() != entry_digest(key, entry, &stamp, &artifact) {
             return None;
         }
-        // SAFETY: the keyed digest proves the file is the one `compile`
-        // stored from `Component::serialize` output, unchanged since (its
-        // stamp would have moved); wasmtime re-checks compatibility on
-        // load. The file is reopened through its descriptor, so the path
-        // cannot name another file by then; entries are replaced by rename,
-        // never rewritten, so the mapping stays as it was checked.
-        // Without /proc, the same descriptor is read and the copy loaded.
+        // SAFETY (both calls): the keyed digest proves the file is the one
+        // `compile` stored from `Component::serialize` output, unchanged
+        // since; wasmtime re-checks compatibility on load. The file is
+        // reopened through its descriptor, so the path cannot name another
+        // file by then; entries are replaced by rename, never rewritten.
+        // Mapped by wasmtime when the filesystem lets code run from it; a
+        // copy where it does not (`noexec`) or without /proc.
         let reopened = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         #[allow(unsafe_code)]
-        let component = if reopened.exists() {
-            unsafe { Component::deserialize_file(engine, reopened) }
-        } else {
-            let mut artifact = Vec::new();
-            (&file).read_to_end(&mut artifact).ok()?;
-            unsafe { Component::deserialize(engine, artifact) }
+        let component = match reopened.exists() {
+            true => unsafe { Component::deserialize_file(engine, reopened) },
+            false => Err(wasmtime::Error::msg("no /proc")),
         }
+        .or_else(|_| unsafe { Component::deserialize(engine, &artifact[..]) })
         .ok()?;
         // Used now: the least recently used go first. The digest's file
         // keeps the time, so the entry's own stamp stays as it was signed.
@@ -258,14 +261,15 @@ impl CompiledCache {
         use std::io::Write;
         let tmp = entry.with_extension(format!("tmp.{}", std::process::id()));
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&component.serialize()?)?;
+        let artifact = component.serialize()?;
+        file.write_all(&artifact)?;
         // Synced before the rename: the digest covers the stamp only, so
         // a power loss must not leave the name on unwritten blocks.
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, entry)?;
         let stamp = FileStamp::of(&std::fs::File::open(entry)?)?;
-        std::fs::write(&tmp, entry_digest(key, entry, &stamp))?;
+        std::fs::write(&tmp, entry_digest(key, entry, &stamp, &artifact))?;
         std::fs::rename(&tmp, digest_path(entry))?;
         Ok(())
     }
@@ -321,13 +325,15 @@ impl CompiledCache {
 }
 
 /// An entry's keyed digest: of its name (the component it was compiled
-/// from) and its stamp (the file that holds it, as stored).
-fn entry_digest(key: &[u8], entry: &Path, stamp: &FileStamp) -> String {
+/// from), its stamp (the file that holds it, as stored) and a checksum of
+/// its bytes (against corruption that moves no stamp).
+fn entry_digest(key: &[u8], entry: &Path, stamp: &FileStamp, artifact: &[u8]) -> String {
     let name = entry
         .file_name()
         .map(|n| n.as_encoded_bytes())
         .unwrap_or_default();
-    hex(&mac(key, &[name, &stamp.bytes()].concat()))
+    let checksum = xxhash_rust::xxh3::xxh3_128(artifact).to_le_bytes();
+    hex(&mac(key, &[name, &stamp.bytes(), &checksum].concat()))
 }
 
 fn digest_path(entry: &Path) -> PathBuf {
@@ -350,4 +356,75 @@ fn engine_key(engine: &Engine) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin file written, then left until its stamp is settled.
+    fn settled_plugin(dir: &Path, wat: &str) -> (PathBuf, Vec<u8>) {
+        let bytes = wat::parse_str(wat).unwrap();
+        let path = dir.join("plugin.wasm");
+        std::fs::write(&path, &bytes).unwrap();
+        std::thread::sleep(super::super::stamp::TICK + std::time::Duration::from_millis(100));
+        (path, bytes)
+    }
+
+    fn stamp(path: &Path) -> FileStamp {
+        FileStamp::of(&std::fs::File::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_file_is_recalled_and_a_rewritten_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes) = settled_plugin(dir.path(), "(component)");
+        let (engine, cache) = (Engine::default(), CompiledCache::new(dir.path().join("cache")));
+        let before = stamp(&path);
+        assert!(before.settled());
+        let (_, outcome, sha) = cache.load(&engine, &bytes, Some(before)).unwrap();
+        assert_eq!(outcome, CacheOutcome::Compiled);
+        let (_, recalled) = cache
+            .recall(&engine, &stamp(&path))
+            .expect("recalled by its stamp");
+        assert_eq!(recalled, sha);
+        std::fs::write(&path, wat::parse_str("(component (core module))").unwrap()).unwrap();
+        assert!(
+            cache.recall(&engine, &stamp(&path)).is_none(),
+            "a rewritten file is hashed again"
+        );
+        // An unsettled stamp is not remembered: the next load hashes.
+        let (_, _, other) = cache
+            .load(&engine, &std::fs::read(&path).unwrap(), Some(stamp(&path)))
+            .unwrap();
+        assert_ne!(other, sha);
+        assert!(cache.recall(&engine, &stamp(&path)).is_none());
+    }
+
+    /// Corruption that moves no stamp (a failing disk, a write to the
+    /// block device) is caught by the checksum under the digest.
+    #[test]
+    fn an_entry_whose_bytes_changed_under_its_stamp_is_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, bytes) = settled_plugin(dir.path(), "(component)");
+        let (engine, cache) = (Engine::default(), CompiledCache::new(dir.path().join("cache")));
+        let (_, _, sha) = cache.load(&engine, &bytes, None).unwrap();
+        let entry = cache.entry(&engine, &sha);
+        let original = std::fs::read(&entry).unwrap();
+        let mut corrupt = original.clone();
+        let middle = corrupt.len() / 2;
+        corrupt[middle] ^= 0xff;
+        std::fs::write(&entry, &corrupt).unwrap();
+        // Signed as if the stamp had not moved: only the bytes differ.
+        let key = cache.key().unwrap();
+        let forged = entry_digest(&key, &entry, &stamp(&entry), &original);
+        std::fs::write(digest_path(&entry), forged).unwrap();
+        assert!(cache.hit(&engine, &entry, &key).is_none());
+        let (_, outcome, _) = cache.load(&engine, &bytes, None).unwrap();
+        assert_eq!(outcome, CacheOutcome::Compiled);
+        assert!(
+            cache.hit(&engine, &entry, &key).is_some(),
+            "stored again, and good"
+        );
+    }
 }

@@ -1,17 +1,24 @@
 //! A file's identity and version, as the kernel reports them.
 //!
 //! Hashing a large component (a Python or JavaScript plugin is tens of
-//! megabytes) or its compiled code on every load costs tens of
-//! milliseconds. A stamp costs one `fstat`: the file's device and inode
-//! say which file it is, and its size, modification and change times say
-//! which version. Every write, truncation or rename moves the change time,
-//! which no system call sets back (only whoever owns the clock could
-//! forge one, and they can read this user's files anyway). So an unchanged
-//! stamp means an unchanged file, as git's index and ccache's direct mode
-//! rely on, with git's caveat: the kernel's file clock ticks coarsely, so
-//! a file changed within a tick of being stamped may change again without
-//! moving its stamp. Only a [settled](FileStamp::settled) stamp is
-//! remembered.
+//! megabytes) on every load costs tens of milliseconds. A stamp costs one
+//! `fstat`: the file's device and inode say which file it is, and its
+//! size, modification and change times say which version. A `write`,
+//! truncation or rename moves the change time, which no system call sets
+//! back, so an unchanged stamp means an unchanged file, as git's index and
+//! ccache's direct mode rely on, with their caveats:
+//!
+//! - a filesystem's clock ticks coarsely (a jiffy on most; a second on
+//!   ext4 with small inodes, two on FAT), so a file changed within a tick
+//!   of being stamped may change again without moving its stamp: only a
+//!   stamp taken more than [`TICK`] after the file's last change is
+//!   [settled](FileStamp::settled), and only a settled one is trusted;
+//! - on network and FUSE filesystems the times come from a server or a
+//!   daemon, so their stamps are never settled;
+//! - stores through a shared memory mapping of the file move no time at
+//!   all until the kernel writes the pages back: whoever can write the
+//!   file can so make the engine run the version it last hashed (not
+//!   anyone else's code: the cache holds only what it compiled itself).
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -39,8 +46,23 @@ impl PartialEq for FileStamp {
 
 impl Eq for FileStamp {}
 
-/// More than any kernel's timestamp tick (HZ=100 gives 10 ms).
-const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// More than any local filesystem's timestamp tick (FAT's is two seconds).
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(2500);
+
+/// `statfs` types whose times come from another machine or process: NFS,
+/// SMB (old and new), CIFS, FUSE, Ceph, 9p, AFS, Coda, Lustre.
+const REMOTE: &[i64] = &[
+    0x6969,
+    0x517b,
+    0xfe53_4d42,
+    0xff53_4d42,
+    0x6573_5546,
+    0x00c3_6400,
+    0x0102_1997,
+    0x5346_414f,
+    0x7375_7245,
+    0x0bd0_0bd0,
+];
 
 impl FileStamp {
     /// The stamp of an open file (of the file itself, not of a path that
@@ -55,7 +77,7 @@ impl FileStamp {
             size: stat.st_size as u64,
             mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as u64),
             ctime,
-            settled: changed.elapsed().is_ok_and(|age| age > TICK),
+            settled: changed.elapsed().is_ok_and(|age| age > TICK) && !remote(file),
         })
     }
 
@@ -88,6 +110,13 @@ impl FileStamp {
     }
 }
 
+/// Whether `file` is on a network or FUSE filesystem (unknown: yes).
+// `f_type`'s type differs between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn remote(file: &File) -> bool {
+    rustix::fs::fstatfs(file.as_fd()).map_or(true, |fs| REMOTE.contains(&(fs.f_type as i64)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,9 +131,9 @@ mod tests {
         let _ = std::fs::read(&path).unwrap();
         assert_eq!(before, FileStamp::of(&File::open(&path).unwrap()).unwrap());
         assert!(!before.settled(), "just written");
-        // Past a tick of the kernel's clock, a write of the same size to
-        // the same inode moves the change time.
-        std::thread::sleep(std::time::Duration::from_millis(150));
+        // Past a tick of the filesystem's clock, a write of the same size
+        // to the same inode moves the change time.
+        std::thread::sleep(TICK + std::time::Duration::from_millis(100));
         let settled = FileStamp::of(&File::open(&path).unwrap()).unwrap();
         assert!(settled.settled() && settled == before);
         let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
