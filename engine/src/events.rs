@@ -279,12 +279,13 @@ pub enum Event {
     },
     /// A failed flow's changes are being reversed.
     RollbackStarted {
-        /// Undo records in the journal.
+        /// Changes to undo, counted as `show` lists them.
         changes: u64,
     },
     /// The rollback ended; the flow is back where it started unless `problems` lists paths.
     RollbackFinished {
-        /// Undo records this rollback applied.
+        /// Changes this rollback undid, counted as `show` lists them (a
+        /// directory's listing and times go with the changes in it).
         undone: usize,
         /// Paths that could not be restored, with the reason.
         #[serde(deserialize_with = "problems_or_lines")]

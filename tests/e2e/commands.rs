@@ -536,7 +536,7 @@ fn a_directory_removed_whole_comes_back_with_its_inodes() {
             None => {
                 let run = env.stepback(&["run", flow.to_str().unwrap()]);
                 run.expect_code(exit::FLOW_FAILED)
-                    .expect_stdout("rolling back 3 recorded changes")
+                    .expect_stdout("rolling back 2 changes")
                     .expect_stdout("every path restored");
                 env.stepback(&["show", &run.run_id()])
                     .expect_stdout("/tree")

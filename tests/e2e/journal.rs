@@ -165,7 +165,7 @@ fn a_failed_flow_is_rolled_back_exactly() {
     env.stepback(&["show", run])
         .expect_code(exit::SUCCESS)
         .expect_stdout("step 0 'write first':")
-        .expect_stdout("replaced (was 5 bytes)")
+        .expect_stdout("replaced (was 5 bytes, now ")
         .expect_stdout("rollback: ");
     // What each change was and how it is undone, from the records.
     let records = env.stepback(&["show", run, "--records"]).events();

@@ -135,7 +135,7 @@ fn descriptors_a_step_holds_are_bounded_and_counted() {
         .expect_stdout("13 open(s) or directory listing(s) refused: the step may hold 8 at once")
         .expect_stdout("op 20 Open")
         .expect_stdout("insufficient-memory")
-        .expect_stdout("2 changes undone")
+        .expect_stdout("rolled back: 1 change undone")
         .expect_stdout("every path restored");
     assert!(
         !run.stdout().contains("op 23"),

@@ -60,7 +60,7 @@ fn show_explains_a_failed_run_as_it_ran() {
     // The rollback is said once in the journal's part, however many end
     // records it has (the flow's rollback action ends it again).
     assert_eq!(
-        shown.stdout().matches("rollback: 7 changes undone").count(),
+        shown.stdout().matches("rollback: 4 changes undone").count(),
         1,
         "{}",
         shown.stdout()

@@ -190,6 +190,9 @@ fn again(state: &Option<EntryState>) -> Option<String> {
 /// saved because an entry inside changed) are not shown. `now`: what the
 /// run left at the path, for the size of what it created.
 fn describe(change: Change, undo: &UndoOp, now: Option<&Option<EntryState>>) -> Option<String> {
+    if !stepback::journal::is_change(change, undo) {
+        return None;
+    }
     Some(match (change, undo) {
         (Change::Created, UndoOp::Created { tree: true, .. }) => "created directory".into(),
         (Change::Created, _) => match now {
@@ -198,9 +201,12 @@ fn describe(change: Change, undo: &UndoOp, now: Option<&Option<EntryState>>) -> 
             Some(Some(EntryState::Dir)) => "created directory".into(),
             _ => "created".into(),
         },
-        (Change::Replaced, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => {
-            format!("replaced (was {size} bytes)")
-        }
+        (Change::Replaced, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => match now {
+            Some(Some(EntryState::File { size: new, .. })) => {
+                format!("replaced (was {size} bytes, now {new})")
+            }
+            _ => format!("replaced (was {size} bytes)"),
+        },
         (Change::Modified, UndoOp::Copied { size, .. }) => format!("modified in place (was {size} bytes)"),
         (Change::Deleted, UndoOp::Saved { tree: true, .. }) => "deleted directory".into(),
         (Change::Deleted, UndoOp::Saved { size, .. } | UndoOp::Copied { size, .. }) => {
@@ -214,7 +220,6 @@ fn describe(change: Change, undo: &UndoOp, now: Option<&Option<EntryState>>) -> 
         (_, UndoOp::Attributes { mode, .. }) => format!("mode or owner changed (was {:o})", mode & 0o7777),
         (_, UndoOp::Snapshot { backup: Some(_), .. }) => "snapshot before a command (restored whole)".into(),
         (_, UndoOp::Snapshot { backup: None, .. }) => "absent before a command (removed on rollback)".into(),
-        (Change::Touched, _) | (Change::Renamed, _) => return None,
         (_, _) => "changed".into(),
     })
 }

@@ -175,10 +175,7 @@ impl Reporter {
             }
             Event::Warning { message } => errln!("{}: {}", paint(NOTE, "warning"), clean(&message)),
             Event::RollbackStarted { changes, .. } => {
-                outln!(
-                    "rolling back {changes} recorded change{}",
-                    if changes == 1 { "" } else { "s" }
-                );
+                outln!("rolling back {}", super::changes(changes as usize));
             }
             Event::RollbackFinished {
                 undone,
@@ -330,8 +327,9 @@ impl Reporter {
 fn print_rollback_verdict(undone: usize, problems: &[Problem], duration_us: u64) {
     if problems.is_empty() {
         outln!(
-            "{}: {undone} changes undone in {}; every path restored",
+            "{}: {} undone in {}; every path restored",
             paint(GOOD, "rolled back"),
+            super::changes(undone),
             format_duration(duration_us)
         );
         return;

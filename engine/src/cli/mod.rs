@@ -31,6 +31,15 @@ use stepback::runner::{RunError, RunOptions};
 use stepback::sandbox::Sandbox;
 use stepback::{runner, state};
 
+/// `1 change`, `3 changes`: how every command counts what a rollback or an
+/// undo reversed (as `show` lists changes, see `journal::is_change`).
+fn changes(n: usize) -> String {
+    match n {
+        1 => "1 change".into(),
+        n => format!("{n} changes"),
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = args::parse();
     style::choose(cli.color);
@@ -348,7 +357,7 @@ fn undo(state_dir: &Path, run: &str, force: bool, output: OutputFormat) -> u8 {
             exit::of_rollback(&report)
         }
         Ok(report) => {
-            outln!("run {run} undone: {} changes reversed", report.undone);
+            outln!("run {run} undone: {} reversed", changes(report.undone));
             human::print_kept(&report.kept);
             human::print_not_reversed(&report.not_reversed);
             for problem in &report.problems {
@@ -409,8 +418,8 @@ fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
             ),
             Some(report) => {
                 outln!(
-                    "run {id} of flow '{flow}': rolled back ({} changes undone)",
-                    report.undone
+                    "run {id} of flow '{flow}': rolled back ({} undone)",
+                    changes(report.undone)
                 );
                 if r.adopted > 0 {
                     outln!(

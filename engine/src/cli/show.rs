@@ -218,6 +218,16 @@ fn print_header(id: &str, records: &[Record]) {
 /// read as the list of what `show` says of each.)
 pub(super) fn print_changes(records: &[Record]) {
     let mut undone = std::collections::HashSet::new();
+    // Counted as a rollback counts what it undid (and as they are listed).
+    let counted: std::collections::HashSet<u64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Undo {
+                seq, change, undo, ..
+            } if stepback::journal::is_change(*change, undo) => Some(*seq),
+            _ => None,
+        })
+        .collect();
     let listed: std::collections::HashMap<usize, _> = super::changes::list(records)
         .into_iter()
         .map(|c| (c.at, c))
@@ -287,15 +297,16 @@ pub(super) fn print_changes(records: &[Record]) {
                     None => {}
                 }
             }
-            Record::Undone { seq } => {
+            Record::Undone { seq } if counted.contains(seq) => {
                 undone.insert(*seq);
             }
+            Record::Undone { .. } => {}
             // Said once: the end after the flow's rollback action says it
             // again.
             Record::RolledBack { .. } if reverted => {}
             Record::RolledBack { problems, kept } | Record::Reverted { problems, kept } => {
                 reverted |= matches!(record, Record::Reverted { .. });
-                outln!("rollback: {} changes undone", undone.len());
+                outln!("rollback: {} undone", super::changes(undone.len()));
                 for p in problems {
                     outln!("  NOT RESTORED {}", clean(p));
                 }

@@ -71,9 +71,9 @@ pub use record::{
     Time, UndoOp, Xattr, voided,
 };
 pub(crate) use recorder::{Batch, Call, Capture, Entry, NewEntry, Recorder, SharedRecorder, Synced, lock};
-pub use report::{Problem, RollbackReport};
+pub use report::{Problem, RollbackReport, is_change};
 pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub(crate) use space_reserve::{SpaceReserve, free_on};
 pub(crate) use sparse::copy_contents;
 pub(crate) use tree::remove_all;
-pub(crate) use undo::{Ending, end_rollback, rollback, unrecorded_end};
+pub(crate) use undo::{Ending, changes_to_undo, end_rollback, rollback, unrecorded_end};

@@ -126,6 +126,14 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
     report
 }
 
+/// How many changes a rollback of `records` would undo now, counted as
+/// its report counts them ([`super::is_change`]).
+pub fn changes_to_undo(records: &[Record]) -> u64 {
+    let records = &*reverted_records(records);
+    let pending = pending_undos(records, None, &mut RollbackReport::default());
+    pending.iter().filter(|(.., counted)| *counted).count() as u64
+}
+
 /// The records a rollback reverts: what actions changed is the
 /// rollback's own, and steps with `revert = false` keep theirs.
 fn reverted_records(records: &[Record]) -> std::borrow::Cow<'_, [Record]> {
@@ -172,7 +180,9 @@ fn open_mounts(records: &[Record], report: &mut RollbackReport) -> HashMap<Strin
 
 /// An undo still to apply: its record's place in the journal, its number,
 /// mount and operation.
-type Pending<'r> = (usize, u64, &'r str, &'r UndoOp);
+/// An undo to apply: its record's position, seq, mount and op, and
+/// whether it counts as a change of its own ([`super::is_change`]).
+type Pending<'r> = (usize, u64, &'r str, &'r UndoOp, bool);
 
 /// The undos not done yet (by an earlier, interrupted rollback on `boot`,
 /// or voided), newest first.
@@ -188,8 +198,14 @@ fn pending_undos<'r>(
         .iter()
         .enumerate()
         .filter_map(|(pos, r)| match r {
-            Record::Undo { seq, mount, undo, .. } if !done.contains(seq) => {
-                Some((pos, *seq, mount.as_str(), undo))
+            Record::Undo {
+                seq,
+                mount,
+                undo,
+                change,
+                ..
+            } if !done.contains(seq) => {
+                Some((pos, *seq, mount.as_str(), undo, super::is_change(*change, undo)))
             }
             _ => None,
         })
@@ -220,7 +236,7 @@ impl Undo<'_> {
         let mut markers = Markers::new(self.mounts, self.run.backup());
         let mut places = Places::default();
         let mut left_alone = HashSet::new();
-        for (n, (pos, seq, mount, op)) in undos.into_iter().enumerate() {
+        for (n, (pos, seq, mount, op, counted)) in undos.into_iter().enumerate() {
             self.fault.before_undo(n as u64 + 1, writer);
             let Some(fs) = self.mounts.get(mount) else {
                 continue;
@@ -249,7 +265,7 @@ impl Undo<'_> {
             match apply_in(&mut places, mount, &fs.dir, self.backup, seq, op) {
                 Ok(()) => {
                     super::markers::note(writer, seq, None);
-                    report.undone += 1;
+                    report.undone += usize::from(counted);
                     foreign.applied((mount, &fs.dir), pos, op);
                     markers.applied(seq, mount, op, footprint);
                 }
@@ -715,8 +731,9 @@ mod tests {
                     to: "b".into(),
                 },
             ),
-            undo(
+            undo_in_m(
                 2,
+                Change::Created,
                 UndoOp::Created {
                     path: "a".into(),
                     tree: false,

@@ -105,11 +105,12 @@ impl Journaled {
     /// run's in the same journal.
     fn roll_back(&self, ending: Ending, events: &Emitter) -> RollbackReport {
         let mut journal = self.lock();
+        let records = self.dir.records();
         events.emit(Event::RollbackStarted {
-            changes: journal.changes_to_revert(),
+            changes: records.as_deref().map_or(0, crate::journal::changes_to_undo),
         });
         let started = Instant::now();
-        let report = match self.dir.records() {
+        let report = match records {
             Ok(records) => rollback(&self.dir, &records, journal.writer(), (self.fault, ending)),
             Err(e) => RollbackReport {
                 undone: 0,

@@ -12,7 +12,6 @@ impl RunJournal {
     /// during it would run, for `recover` to name.
     pub fn start_step(&mut self, index: usize, name: &str, if_stopped: &[FailureAction]) -> io::Result<()> {
         self.tracked.step = index;
-        self.tracked.reverted = true;
         self.writer.append(&Record::Step {
             index,
             name: name.to_owned(),
@@ -24,7 +23,6 @@ impl RunJournal {
     /// changes are recorded like a step's, and never reverted.
     pub fn start_action(&mut self, index: usize, name: &str) -> io::Result<()> {
         self.tracked.step = index;
-        self.tracked.reverted = false;
         self.writer.append(&Record::Action {
             index,
             name: name.to_owned(),
@@ -34,7 +32,6 @@ impl RunJournal {
     /// Marks the step just started as one whose changes no rollback
     /// reverts (`revert = false`).
     pub fn keep_step(&mut self, index: usize) -> io::Result<()> {
-        self.tracked.reverted = false;
         self.writer.append(&Record::NotReverted { index })
     }
 

@@ -103,10 +103,6 @@ struct Tracked {
     step_wrote: HashSet<FileId>,
     /// Paths snapshotted whole (`capture = "snapshot"`), by mount.
     snapshots: HashSet<(String, String)>,
-    /// Whether the current step's (or action's) records are reverted by
-    /// a rollback (set as each starts), and how many records are not.
-    reverted: bool,
-    unreverted: u64,
 }
 
 impl RunJournal {
@@ -177,12 +173,6 @@ impl RunJournal {
     /// The number of undo records written so far.
     pub fn changes(&self) -> u64 {
         self.seq
-    }
-
-    /// The number of undo records a rollback applies: not the actions'
-    /// or the `revert = false` steps'.
-    pub fn changes_to_revert(&self) -> u64 {
-        self.seq - self.tracked.unreverted
     }
 
     pub fn mount(&self, name: &str) -> Option<&Dir> {

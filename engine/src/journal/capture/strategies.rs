@@ -51,9 +51,6 @@ impl RunJournal {
             self.writer.append(&record)?;
         }
         self.seq = seq;
-        if !self.tracked.reverted {
-            self.tracked.unreverted += 1;
-        }
         self.tracked.call.seqs.push(seq);
         Ok(seq)
     }
