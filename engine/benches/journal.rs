@@ -22,8 +22,15 @@
 //! disk's noise.
 
 mod common;
+/// The tests' typed builder of fsops scripts (the guest's `ops`), shared
+/// so that the benches and tests write one contract; the benches use part
+/// of it.
+#[allow(dead_code)]
+#[path = "../../tests/e2e/fsops.rs"]
+mod fsops;
 
 use common::{Bench, median, ms, ratio, sync};
+use fsops::{Op, script};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -134,39 +141,35 @@ fn churn_name(i: usize) -> String {
 }
 
 /// Renames every file of the churn tree within its directory.
-fn renames() -> Vec<serde_json::Value> {
+fn renames() -> Vec<Op> {
     (0..CHURN)
-        .map(|i| {
-            let to = churn_name(i).replace("/f", "/g");
-            serde_json::json!({"op": "rename", "fd": 0, "path": churn_name(i), "to_fd": 0, "to": to})
-        })
+        .map(|i| Op::rename(0, churn_name(i), 0, churn_name(i).replace("/f", "/g")))
         .collect()
 }
 
 /// One change to every file of the churn tree, five kinds in turn.
-fn mixed() -> Vec<serde_json::Value> {
-    use serde_json::json;
+fn mixed() -> Vec<Op> {
     let mut ops = Vec::new();
     let mut fds = 0;
     for i in 0..CHURN {
         let path = churn_name(i);
         match i % 5 {
             0 | 1 => {
-                let (oflags, offset) = if i % 5 == 0 {
-                    (vec!["truncate"], 0)
+                let (oflags, offset): (&[&str], u64) = if i % 5 == 0 {
+                    (&["truncate"], 0)
                 } else {
-                    (vec![], 4096)
+                    (&[], 4096)
                 };
-                ops.push(json!({"op": "open", "fd": 0, "path": path, "oflags": oflags, "flags": ["write"]}));
+                ops.push(Op::open(0, path, oflags, &["write"]));
                 fds += 1;
-                ops.push(json!({"op": "write", "fd": fds, "offset": offset, "len": 16, "byte": 7}));
-                ops.push(json!({"op": "close", "fd": fds}));
+                ops.push(Op::write(fds, offset, 16, 7));
+                ops.push(Op::close(fds));
             }
-            2 => ops.push(json!({"op": "unlink", "fd": 0, "path": path})),
-            3 => ops.push(json!({"op": "set-times", "fd": 0, "path": path, "seconds": 1_000_000})),
+            2 => ops.push(Op::unlink(0, path)),
+            3 => ops.push(Op::set_times_at(0, path, 1_000_000)),
             _ => {
                 let to = path.replace("/f", "/h");
-                ops.push(json!({"op": "rename", "fd": 0, "path": path, "to_fd": 0, "to": to}));
+                ops.push(Op::rename(0, path, 0, to));
             }
         }
     }
@@ -175,7 +178,7 @@ fn mixed() -> Vec<serde_json::Value> {
 
 /// Runs `ops` on the churn tree in a step that then fails: the step's
 /// time against its rollback's.
-fn b6_b7(bench: &Bench, root: &Path, name: &str, what: &str, ops: Vec<serde_json::Value>) {
+fn b6_b7(bench: &Bench, root: &Path, name: &str, what: &str, ops: Vec<Op>) {
     println!("{name}: roll back {what} (median of {RUNS})");
     let flow = serde_json::json!({
         "name": name,
@@ -185,7 +188,7 @@ fn b6_b7(bench: &Bench, root: &Path, name: &str, what: &str, ops: Vec<serde_json
             "uses": format!("{}/fsops.wasm", env!("STEPBACK_PLUGIN_DIR")),
             "mounts": ["churn"],
             "limits": {"time": "1h", "memory": "1GiB"},
-            "with": {"ops": ops, "fail": true},
+            "with": {"ops": script(&ops), "fail": true},
         }],
     });
     let file = root.join(format!("{name}.json"));
