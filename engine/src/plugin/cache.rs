@@ -145,7 +145,13 @@ impl CompiledCache {
     /// Removes the remembered SHA-256 of files whose compiled entry is gone.
     fn forget_orphans(&self) -> std::io::Result<()> {
         let kept: std::collections::HashSet<String> = self.entries()?.into_iter().map(|e| e.sha256).collect();
-        for item in std::fs::read_dir(&self.dir)? {
+        let listing = match std::fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            // No cache yet: nothing remembered.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for item in listing {
             let path = item?.path();
             if path.extension().is_none_or(|e| e != SOURCE) {
                 continue;
