@@ -165,8 +165,10 @@ impl HostDescriptor for FsView<'_> {
                 async |inner, src, dst| inner.rename_at(src, names.0, dst, names.1).await,
             )
             .await;
-        end(call, result.is_ok(), || None)?;
+        // Forgotten first: the directories may have moved even when the
+        // call's bookkeeping fails.
         self.layer.parents.clear();
+        end(call, result.is_ok(), || None)?;
         result
     }
 
@@ -413,8 +415,10 @@ impl FsView<'_> {
                 false => inner.unlink_file_at(parent, call_name).await,
             })
             .await;
-        end(call, result.is_ok(), || None)?;
+        // Forgotten first: the directories may have moved even when the
+        // call's bookkeeping fails.
         self.layer.parents.clear();
+        end(call, result.is_ok(), || None)?;
         result
     }
 }
