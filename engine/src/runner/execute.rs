@@ -142,10 +142,21 @@ async fn run_step(
             return journal_failure("write", e, Vec::new());
         }
     }
-    let run = sandbox.run(plugin, request).await;
+    let mut run = sandbox.run(plugin, request).await;
     let ended = journal.map(|j| {
         let mut j = j.lock();
         j.end_step()?;
+        let unrestored = j.take_unrestored();
+        if !unrestored.is_empty() && run.result.is_ok() {
+            run.result = Err(StepFailure {
+                reason: FailureReason::Setup,
+                message: format!(
+                    "a failed call left a change behind that could not be put back ({}): failing the step, so that it is rolled back",
+                    unrestored.join("; ")
+                ),
+                details: None,
+            });
+        }
         match role {
             Role::Action(index, _) => {
                 j.action_ended(index, run.result.as_ref().err().map(|e| e.message.clone()))

@@ -120,19 +120,27 @@ impl RunJournal {
     pub(super) fn compensate(&mut self, call: PendingCall) -> io::Result<()> {
         let mut clean = true;
         for c in call.compensations.into_iter().rev() {
-            let undone = match c {
+            let (undone, what) = match c {
                 Compensation::MoveBack {
                     backup,
                     dir,
                     name,
                     dir_mtime,
-                } => self
-                    .backup
-                    .rename(&backup, &dir, &name)
-                    .and_then(|()| set_mtime(&dir, "", dir_mtime)),
-                Compensation::Unlink(backup) => self.backup.remove_file(&backup),
+                } => (
+                    self.backup
+                        .rename(&backup, &dir, &name)
+                        .and_then(|()| set_mtime(&dir, "", dir_mtime)),
+                    format!("putting {name} back after a failed call"),
+                ),
+                Compensation::Unlink(backup) => (
+                    self.backup.remove_file(&backup),
+                    format!("removing the backup {backup} of a failed call"),
+                ),
             };
-            clean &= undone.is_ok();
+            if let Err(e) = undone {
+                clean = false;
+                self.tracked.unrestored.push(format!("{what}: {e}"));
+            }
         }
         if clean && !call.seqs.is_empty() {
             self.writer.append(&Record::Void { seqs: call.seqs })?;

@@ -55,6 +55,13 @@ impl RunJournal {
         self.writer.append(&Record::ActionEnded { index, error })
     }
 
+    /// What the step's failed calls could not put back, emptied: when
+    /// there is any, the step must fail (its records stand, and the
+    /// rollback restores what they name).
+    pub fn take_unrestored(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.tracked.unrestored)
+    }
+
     /// Writes what the step left at every path it touched, and makes the
     /// step's records durable.
     pub fn end_step(&mut self) -> io::Result<()> {

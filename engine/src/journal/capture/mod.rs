@@ -103,6 +103,10 @@ struct Tracked {
     step_wrote: HashSet<FileId>,
     /// Paths snapshotted whole (`capture = "snapshot"`), by mount.
     snapshots: HashSet<(String, String)>,
+    /// What the current step's failed calls could not put back (an
+    /// original moved aside stays in the backup area, its record
+    /// standing): the step must fail, so that the rollback restores it.
+    unrestored: Vec<String>,
 }
 
 impl RunJournal {

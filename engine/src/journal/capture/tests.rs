@@ -93,6 +93,34 @@ fn a_truncation_moves_the_original_aside_and_a_dropped_call_puts_it_back() {
     );
 }
 
+/// Found by review: a failed call whose original could not be put back
+/// left the step succeeding with the original in the backup area. Its
+/// record stands and the journal says so, for the runner to fail the step.
+#[test]
+fn a_failed_call_whose_original_cannot_be_put_back_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (journal, run, root) = begun(tmp.path(), &[("f", "original")]);
+    let rec: SharedRecorder = journal.clone();
+    let meta = root.symlink_metadata("f").unwrap();
+    let (call, _) = Call::begin(&rec, |r| r.before_truncate(&entry(&root, "f"), &meta)).unwrap();
+    // Another process takes the name with a directory: the move back fails.
+    root.create_dir("f").unwrap();
+    drop(call);
+    let unrestored = journal.lock().unwrap().take_unrestored();
+    assert!(
+        unrestored.len() == 1 && unrestored[0].contains("putting f back"),
+        "{unrestored:?}"
+    );
+    let (undos, void) = ended(&journal, &run);
+    assert!(
+        undos
+            .iter()
+            .any(|(seq, u)| matches!(u, UndoOp::Saved { .. }) && !void.contains(seq)),
+        "the record stands for the rollback: {undos:?} {void:?}"
+    );
+    assert!(journal.lock().unwrap().take_unrestored().is_empty(), "taken once");
+}
+
 #[test]
 fn what_the_run_made_needs_no_capture_when_it_is_changed_again() {
     let tmp = tempfile::tempdir().unwrap();
