@@ -116,8 +116,10 @@ fn a_cache_on_a_noexec_filesystem_is_still_hit() {
         .expect_stderr("compiled cache hit");
 }
 
-/// Entries are signed with their names: two entries swapped together with
-/// their digests are recompiled, never loaded as each other.
+/// Two entries swapped together with their digests are recompiled, never
+/// loaded as each other. (The renames move the entries' stamps, which is
+/// what catches it here; the signed names would catch a swap that kept
+/// the stamps, which no unprivileged call can do.)
 #[test]
 fn entries_swapped_with_their_digests_are_never_loaded() {
     tamper_and_rerun(|env, entries| {
