@@ -8,7 +8,7 @@
 
 use crate::journal::{
     Ending, EntryState, Fault, JournalWriter, MountFs, MountLocks, Record, RollbackReport, RunState,
-    RunStore, entry_state, rollback,
+    RunStore, dir_beneath, entry_state, rollback,
 };
 use std::path::Path;
 
@@ -367,17 +367,11 @@ fn added_since(
         .collect();
     while let Some((mount, dir)) = pending.pop() {
         let Some(fs) = mounts.get(&mount) else { continue };
-        let entries = match fs.dir.read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.kind() == std::io::ErrorKind::NotADirectory =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
+        // Gone, or a file or symlink now: nothing was added beneath it.
+        let Some(opened) = dir_beneath(&fs.dir, &dir)? else {
+            continue;
         };
-        for entry in entries {
+        for entry in opened.entries()? {
             let name = entry?.file_name();
             let path = Path::new(&dir).join(&name);
             let now = entry_state(&fs.dir, &path)?;

@@ -582,3 +582,38 @@ fn a_tree_renamed_back_and_forth_300_times_gets_every_time_back() {
     let run = rolled_back(&env, &ops);
     no_false_alarm(&run);
 }
+
+/// Found by the fuzzer (CI, undo phase): a step's failed rename left a
+/// path beneath `d` in the journal; a later step renamed `d` away and a
+/// symlink leading out of the mount into its place. The commit looked the
+/// path up through the symlink, failed ("a path led outside of the
+/// filesystem") and rolled the successful run back (exit 7). Beneath a
+/// symlink a journal path names nothing, wherever the symlink leads; the
+/// run commits, and `undo` puts everything back.
+#[test]
+fn a_symlink_put_where_a_touched_directory_was_does_not_stop_the_commit() {
+    for target in ["../outside", "n"] {
+        let env = Env::new();
+        env.write("outside/o.txt", "outside");
+        env.write("m/d/g", "golf");
+        env.write("m/d/deep/x", "x-ray");
+        symlink(target, env.path("m/x")).unwrap();
+        fix_times(&env.path("m"));
+        fix_times(&env.path("outside"));
+        let before = (snapshot_full(&env.path("m")), snapshot_full(&env.path("outside")));
+        let scripts = [
+            script(&[Op::rename(0, "d", 0, "d/deep")]),
+            script(&[Op::rename(0, "d", 0, "n"), Op::rename(0, "x", 0, "d")]),
+        ];
+        let flow = crate::support::fsops_steps(&env, &scripts, false);
+        let run = env.stepback(&["run", flow.to_str().unwrap()]);
+        run.expect_code(exit::SUCCESS);
+        assert!(
+            fs::symlink_metadata(env.path("m/d")).unwrap().is_symlink(),
+            "the step's renames did not happen"
+        );
+        env.stepback(&["undo", &run.run_id()]).expect_code(exit::SUCCESS);
+        same(&before.0, &env.path("m"), "the mount after undo");
+        same(&before.1, &env.path("outside"), "the directory beside the mount");
+    }
+}

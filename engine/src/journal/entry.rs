@@ -47,6 +47,35 @@ pub(super) fn mtime(meta: &Metadata) -> Time {
     Time(meta.mtime(), meta.mtime_nsec() as u32)
 }
 
+/// The directory at `path` beneath `dir`, every component a directory:
+/// `None` where one is missing or is not a directory (a file, or a
+/// symlink, even one into the mount). A journal's paths name entries of
+/// the mount's tree of directories, as the run met them; once a step
+/// renamed a directory away and put a symlink in its place, the paths
+/// beneath it name nothing, whatever the symlink points to (following it
+/// would compare another entry, or fail at one leading out).
+pub(crate) fn dir_beneath(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<Dir>> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+    use rustix::io::Errno;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let path = path.as_ref();
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    loop {
+        match openat2(dir, path, flags, Mode::empty(), resolve) {
+            Ok(fd) => return Ok(Some(Dir::from_std_file(std::fs::File::from(fd)))),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
+            // A rename elsewhere on the filesystem raced the lookup.
+            Err(Errno::AGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The state of `path` as `stepback undo` compares it; `None` if absent.
 pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<EntryState>> {
     Ok(entry_with_id(dir, path)?.map(|(state, _)| state))
@@ -60,6 +89,15 @@ pub(super) fn entry_with_id(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Opt
     } else {
         path
     };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let (parent, path) = match (parent, path.file_name()) {
+        (Some(parent), Some(name)) => match dir_beneath(dir, parent)? {
+            Some(parent) => (Some(parent), Path::new(name)),
+            None => return Ok(None),
+        },
+        _ => (None, path),
+    };
+    let dir = parent.as_ref().unwrap_or(dir);
     let meta = match dir.symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),

@@ -56,8 +56,8 @@ mod verify;
 // is public.
 pub(crate) use capture::RunJournal;
 pub(crate) use entry::{
-    entry_state, fd_xattrs, keep_capabilities, open_dir_readable, replace_xattrs, set_attributes,
-    set_owner_and_mode, set_times,
+    dir_beneath, entry_state, fd_xattrs, keep_capabilities, open_dir_readable, replace_xattrs,
+    set_attributes, set_owner_and_mode, set_times,
 };
 pub(crate) use fault::Fault;
 pub use lock::InUse;

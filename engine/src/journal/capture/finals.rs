@@ -3,11 +3,11 @@
 //! once for its entries.
 
 use super::RunJournal;
-use crate::journal::entry::{entry_state, entry_with_id};
+use crate::journal::entry::{dir_beneath, entry_state, entry_with_id};
 use crate::journal::record::{EntryState, FileId, Record};
 use cap_std::fs::Dir;
 use std::collections::BTreeSet;
-use std::io::{self, ErrorKind};
+use std::io;
 
 impl RunJournal {
     /// A file the step wrote is described as the step left it: a change
@@ -98,15 +98,9 @@ impl States {
             return entry_with_id(&self.root, path);
         };
         if self.parent.as_ref().is_none_or(|(d, _)| d != dir) {
-            // Gone, or no longer a directory: a file, or a symlink that
-            // loops (`d -> d`), is there now; the path names nothing.
-            let opened = match self.root.open_dir(dir) {
-                Ok(d) => Some(d),
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => None,
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => None,
-                Err(e) => return Err(e),
-            };
-            self.parent = Some((dir.to_owned(), opened));
+            // Gone, or no longer a directory (a file or a symlink is
+            // there now): the path names nothing.
+            self.parent = Some((dir.to_owned(), dir_beneath(&self.root, dir)?));
         }
         match self.parent.as_ref().and_then(|(_, d)| d.as_ref()) {
             Some(d) => entry_with_id(d, name),
