@@ -1,7 +1,7 @@
 //! Every validation error names file, line, column and the offending
 //! value; nothing runs and nothing changes.
 
-use crate::support::{Env, assert_same, flow_head, snapshot};
+use crate::support::{Env, assert_same, flow_head, guest, snapshot};
 use stepback::exit;
 
 const GOOD: &str = r#"name = "v"
@@ -239,7 +239,8 @@ fn configs_are_checked_against_the_plugin_schema() {
         "content = \"release ${release}\"",
         "content = \"x\"\ncolour = \"red\"",
         &[
-            "steps[0].with.colour: unknown key `colour` (it knows: append, content, path) (config of plugin write-file)",
+            // At the key, as the parser places an unknown key of the flow's own.
+            "flow.toml:19:1: steps[0].with.colour: unknown key `colour` (it knows: append, content, path) (config of plugin write-file)",
         ],
     );
     rejects(
@@ -407,4 +408,22 @@ fn undeclared_names_come_with_what_was_meant() {
         .expect_stderr("undefined mount \"sites\" (defined: site); did you mean `site`?")
         .expect_stderr("(declared: release); did you mean `release`?")
         .expect_stderr("override releas=2: the flow declares no parameter `releas` (declared: release); did you mean `release`?");
+}
+
+/// A plugin whose config is one of several variants (a tagged enum: a
+/// `oneOf` in its schema): a misspelt key of the variant its tag names is
+/// named as one, with the keys that variant knows, at the key.
+#[test]
+fn a_misspelt_key_of_a_config_variant_is_named_with_what_was_meant() {
+    let env = Env::new();
+    let flow = format!(
+        "name = \"f\"\n\n[[steps]]\nname = \"nap\"\nuses = \"{}\"\nwith = {{ mode = \"sleep\", secnds = 1 }}\n",
+        guest("misbehave")
+    );
+    let flow = env.flow(flow);
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(exit::INVALID_INPUT)
+        .expect_stderr(
+            "flow.toml:6:26: steps[0].with.secnds: unknown key `secnds` (it knows: mode, seconds); did you mean `seconds`?",
+        );
 }

@@ -86,10 +86,20 @@ impl FlowSource {
     /// A diagnostic about `field`, placed at the field's value (or at the
     /// nearest enclosing value that exists in the file).
     pub fn diagnostic(&self, field: &FieldPath, message: impl Into<String>) -> Diagnostic {
+        self.placed(field, Spot::Value, message)
+    }
+
+    /// A diagnostic about the key that ends `field` (one that should not be
+    /// there), placed at the key, as the parser places its own.
+    pub fn key_diagnostic(&self, field: &FieldPath, message: impl Into<String>) -> Diagnostic {
+        self.placed(field, Spot::Key, message)
+    }
+
+    fn placed(&self, field: &FieldPath, spot: Spot, message: impl Into<String>) -> Diagnostic {
         let d = Diagnostic::new(&self.path, field.to_string(), message);
         let offset = match self.format {
-            Format::Toml => toml_offset(&self.text, field),
-            Format::Json => json_offset(&self.text, field),
+            Format::Toml => toml_offset(&self.text, field, spot),
+            Format::Json => json_offset(&self.text, field, spot),
         };
         match offset {
             Some(offset) => d.at_offset(&self.text, offset),
@@ -111,20 +121,37 @@ fn offset_of_line_column(text: &str, line: usize, column: usize) -> usize {
     line_start + in_line
 }
 
-fn toml_offset(text: &str, field: &FieldPath) -> Option<usize> {
+/// Where in the file a field's diagnostic goes: at its value, or at the
+/// key naming it.
+#[derive(Clone, Copy, PartialEq)]
+enum Spot {
+    Value,
+    Key,
+}
+
+fn toml_offset(text: &str, field: &FieldPath, spot: Spot) -> Option<usize> {
     use toml::de::{DeTable, DeValue};
     let doc = DeTable::parse(text).ok()?;
     let mut table = Some(doc.get_ref());
     let mut array: Option<&toml::de::DeArray> = None;
     let mut best = None;
-    for segment in &field.0 {
-        let value = match (segment, table, array) {
-            (Segment::Key(key), Some(t), _) => t.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v),
-            (Segment::Index(i), _, Some(a)) => a.get(*i),
-            _ => None,
+    for (n, segment) in field.0.iter().enumerate() {
+        let last = n + 1 == field.0.len();
+        let (key, value) = match (segment, table, array) {
+            (Segment::Key(key), Some(t), _) => match t.iter().find(|(k, _)| k.get_ref() == key) {
+                Some((k, v)) => (Some(k.span().start), v),
+                None => break,
+            },
+            (Segment::Index(i), _, Some(a)) => match a.get(*i) {
+                Some(v) => (None, v),
+                None => break,
+            },
+            _ => break,
         };
-        let Some(value) = value else { break };
-        best = Some(value.span().start);
+        best = match (spot, last, key) {
+            (Spot::Key, true, Some(key)) => Some(key),
+            _ => Some(value.span().start),
+        };
         (table, array) = match value.get_ref() {
             DeValue::Table(t) => (Some(t), None),
             DeValue::Array(a) => (None, Some(a)),
@@ -186,20 +213,26 @@ pub(super) fn toml_field_at(text: &str, offset: usize) -> FieldPath {
     field
 }
 
-fn json_offset(text: &str, field: &FieldPath) -> Option<usize> {
+fn json_offset(text: &str, field: &FieldPath, spot: Spot) -> Option<usize> {
     use jsonc_parser::ast::Value;
     use jsonc_parser::common::Ranged;
     let parsed = jsonc_parser::parse_to_ast(text, &Default::default(), &Default::default()).ok()?;
     let mut current = parsed.value?;
     let mut best = None;
-    for segment in &field.0 {
+    for (n, segment) in field.0.iter().enumerate() {
+        let last = n + 1 == field.0.len();
         let next = match (segment, current) {
-            (Segment::Key(key), Value::Object(o)) => o.get(key).map(|p| p.value.clone()),
-            (Segment::Index(i), Value::Array(a)) => a.elements.get(*i).cloned(),
+            (Segment::Key(key), Value::Object(o)) => {
+                o.get(key).map(|p| (Some(p.name.range().start), p.value.clone()))
+            }
+            (Segment::Index(i), Value::Array(a)) => a.elements.get(*i).cloned().map(|v| (None, v)),
             _ => None,
         };
-        let Some(next) = next else { break };
-        best = Some(next.range().start);
+        let Some((key, next)) = next else { break };
+        best = match (spot, last, key) {
+            (Spot::Key, true, Some(key)) => Some(key),
+            _ => Some(next.range().start),
+        };
         current = next;
     }
     best
@@ -228,6 +261,19 @@ mod tests {
         let s = FlowSource::from_text(Path::new("f.json"), text.into());
         let field = FieldPath::root().key("steps").index(0).key("uses");
         assert_eq!(position(&s, &field), Some(Position { line: 4, column: 27 }));
+    }
+
+    #[test]
+    fn a_key_that_should_not_be_there_is_located_at_the_key() {
+        let field = FieldPath::root().key("steps").index(0).key("with").key("contnet");
+        let toml = "name = \"f\"\n[[steps]]\nwith = { path = \"/x\", contnet = \"hi\" }\n";
+        let s = FlowSource::from_text(Path::new("f.toml"), toml.into());
+        let at = s.key_diagnostic(&field, "x").position;
+        assert_eq!(at, Some(Position { line: 3, column: 23 }));
+        let json = "{\"steps\": [{\"with\": {\"contnet\": 1}}]}";
+        let s = FlowSource::from_text(Path::new("f.json"), json.into());
+        let at = s.key_diagnostic(&field, "x").position;
+        assert_eq!(at, Some(Position { line: 1, column: 22 }));
     }
 
     #[test]

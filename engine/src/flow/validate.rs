@@ -740,34 +740,42 @@ impl Validator<'_> {
             }
         };
         let errors: Vec<_> = validator.iter_errors(config).collect();
+        let schema = &info.config_schema;
+        // The keys each error's object has that its schema does not know,
+        // and those it knows.
+        let keys: Vec<(Vec<&String>, Vec<String>)> = errors
+            .iter()
+            .map(|e| {
+                (
+                    unknown_keys(schema, config, e),
+                    known_keys(schema, config, &e.instance_path),
+                )
+            })
+            .collect();
         let mut meant = HashSet::new();
-        for error in &errors {
-            if let ValidationErrorKind::AdditionalProperties { unexpected } = &error.kind {
-                let known = schema_properties(&info.config_schema, &error.instance_path);
-                let known: Vec<&str> = known.iter().map(String::as_str).collect();
-                for key in unexpected {
-                    if let Some(m) = crate::diagnostic::closest(key, &known) {
-                        meant.insert((error.instance_path.to_string(), m.to_owned()));
-                    }
+        for (error, (unknown, known)) in errors.iter().zip(&keys) {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            for key in unknown {
+                if let Some(m) = crate::diagnostic::closest(key, &known) {
+                    meant.insert((error.instance_path.to_string(), m.to_owned()));
                 }
             }
         }
         let plugin = &info.name;
-        for error in &errors {
+        for (error, (unknown, known)) in errors.iter().zip(&keys) {
             let at = config_field(field, config, &error.instance_path);
             let path = error.instance_path.to_string();
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            for key in unknown {
+                let list = super::unknown::known_ones(key, "it knows", &known);
+                let d = self.source.key_diagnostic(
+                    &at.key(key),
+                    format!("unknown key `{key}` {list} (config of plugin {plugin})"),
+                );
+                self.push(d);
+            }
             match &error.kind {
-                ValidationErrorKind::AdditionalProperties { unexpected } => {
-                    let known = schema_properties(&info.config_schema, &error.instance_path);
-                    let known: Vec<&str> = known.iter().map(String::as_str).collect();
-                    for key in unexpected {
-                        let list = super::unknown::known_ones(key, "it knows", &known);
-                        self.report(
-                            &at.key(key),
-                            format!("unknown key `{key}` {list} (config of plugin {plugin})"),
-                        );
-                    }
-                }
+                _ if !unknown.is_empty() => {}
                 ValidationErrorKind::Required { property }
                     if property
                         .as_str()
@@ -965,40 +973,52 @@ fn config_field(field: &FieldPath, config: &Value, instance: &jsonschema::paths:
     at
 }
 
-/// The property names the schema gives the object at `instance` (its
-/// `properties`, following `items` and local `$ref`s to get there).
-fn schema_properties(root: &Value, instance: &jsonschema::paths::Location) -> Vec<String> {
-    fn resolve<'v>(root: &'v Value, mut schema: &'v Value) -> &'v Value {
-        // At most a few hops: a `$ref` cycle ends here.
-        for _ in 0..8 {
-            match schema
-                .get("$ref")
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix('#'))
-            {
-                Some(pointer) => match root.pointer(pointer) {
-                    Some(target) => schema = target,
-                    None => break,
-                },
-                None => break,
+/// The keys the schema knows for the object at `instance` in `config`
+/// (none where it takes any).
+fn known_keys(schema: &Value, config: &Value, instance: &jsonschema::paths::Location) -> Vec<String> {
+    use crate::plugin::defaults::{Inside, known_keys, schema_at};
+    let segments: Vec<Option<String>> = instance
+        .into_iter()
+        .map(|segment| match segment {
+            LocationSegment::Property(p) => Some(p.to_string()),
+            LocationSegment::Index(_) => None,
+        })
+        .collect();
+    let path = segments
+        .iter()
+        .map(|s| s.as_deref().map_or(Inside::Item, Inside::Key));
+    let object = config.pointer(&instance.to_string()).and_then(Value::as_object);
+    schema_at(schema, path)
+        .zip(object)
+        .and_then(|(at, object)| known_keys(schema, at, object))
+        .unwrap_or_default()
+}
+
+/// The keys a schema error is about that the object it is at should not
+/// have: those its `additionalProperties: false` refuses, and, where no
+/// `oneOf`/`anyOf` branch fits, those no branch (or none the tags pick)
+/// knows, so that a misspelt key of a variant is named as one.
+fn unknown_keys<'c>(
+    schema: &Value,
+    config: &'c Value,
+    error: &jsonschema::ValidationError,
+) -> Vec<&'c String> {
+    use jsonschema::error::ValidationErrorKind;
+    let object = config
+        .pointer(&error.instance_path.to_string())
+        .and_then(Value::as_object);
+    let Some(object) = object else { return Vec::new() };
+    match &error.kind {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            object.keys().filter(|k| unexpected.contains(k)).collect()
+        }
+        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
+            let known = known_keys(schema, config, &error.instance_path);
+            match known.is_empty() {
+                true => Vec::new(),
+                false => object.keys().filter(|k| !known.contains(k)).collect(),
             }
         }
-        schema
+        _ => Vec::new(),
     }
-    let mut schema = resolve(root, root);
-    for segment in instance {
-        let next = match segment {
-            LocationSegment::Property(p) => schema.get("properties").and_then(|ps| ps.get(p.as_ref())),
-            LocationSegment::Index(_) => schema.get("items"),
-        };
-        match next {
-            Some(next) => schema = resolve(root, next),
-            None => return Vec::new(),
-        }
-    }
-    schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|ps| ps.keys().cloned().collect())
-        .unwrap_or_default()
 }

@@ -1,7 +1,8 @@
 //! The defaults a plugin's config schema declares, applied to a step's
 //! `with` table before the plugin sees it: a Rust plugin fills its own
 //! through serde, but a plugin in another language gets only the keys the
-//! flow wrote unless the host fills in the rest.
+//! flow wrote unless the host fills in the rest. And the keys it knows,
+//! for naming the one an unknown key was meant to be.
 //!
 //! Followed: `properties` (and nested objects), local `$ref`s (`#/$defs/…`,
 //! `#/definitions/…`), `allOf`, and a `oneOf`/`anyOf` whose one matching
@@ -120,6 +121,61 @@ fn fill(root: &Value, schema: &Value, config: &mut Value, depth: usize) {
     }
 }
 
+/// The keys `schema` (within `root`, for its `$ref`s) lets the object
+/// `config` have, found as its defaults are: the properties of the schema
+/// and its `allOf` parts, and of the `oneOf`/`anyOf` branch `config`'s
+/// tags pick (of every branch where no tag picks one). `None` where a part
+/// takes keys it does not name (no `additionalProperties: false`): then no
+/// key is unknown.
+pub fn known_keys(root: &Value, schema: &Value, config: &Map<String, Value>) -> Option<Vec<String>> {
+    let schema = resolve(root, schema);
+    let unpicked = parts(root, schema, None);
+    let mut picked = parts(root, schema, Some(config));
+    let own = 1 + schema.get("allOf").and_then(Value::as_array).map_or(0, Vec::len);
+    if picked.len() == own {
+        picked = unpicked;
+    }
+    let named: Vec<&Value> = picked
+        .into_iter()
+        .filter(|part| part.get("properties").is_some())
+        .collect();
+    let closed = named
+        .iter()
+        .all(|part| part.get("additionalProperties") == Some(&Value::Bool(false)));
+    if named.is_empty() || !closed {
+        return None;
+    }
+    let mut keys: Vec<String> = named
+        .iter()
+        .filter_map(|part| part.get("properties").and_then(Value::as_object))
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Some(keys)
+}
+
+/// A step from a value into one inside it.
+pub enum Inside<'a> {
+    /// The value of this key of an object.
+    Key(&'a str),
+    /// An item of an array.
+    Item,
+}
+
+/// The schema of the value at `path` within `root`'s instance.
+pub fn schema_at<'s, 'p>(root: &'s Value, path: impl IntoIterator<Item = Inside<'p>>) -> Option<&'s Value> {
+    let mut here = resolve(root, root);
+    for step in path {
+        let next = match step {
+            Inside::Key(key) => here.get("properties")?.get(key)?,
+            Inside::Item => here.get("items")?,
+        };
+        here = resolve(root, next);
+    }
+    Some(here)
+}
+
 fn collect(root: &Value, schema: &Value, prefix: &str, out: &mut Vec<(String, Value)>, depth: usize) {
     if depth > MAX_DEPTH {
         return;
@@ -176,6 +232,34 @@ mod tests {
             config,
             json!({"path": "/x", "append": true, "mode": "auto", "retry": {"times": 5, "delay": "1s"}})
         );
+    }
+
+    #[test]
+    fn the_keys_known_are_those_of_the_branch_the_tags_pick_or_of_every_branch() {
+        let closed =
+            |props: Value| json!({"type": "object", "properties": props, "additionalProperties": false});
+        let schema = json!({"oneOf": [
+            closed(json!({"mode": {"const": "echo"}, "greeting": {}})),
+            closed(json!({"mode": {"const": "spin"}, "speed": {}})),
+        ]});
+        let keys = |config: Value| known_keys(&schema, &schema, config.as_object().unwrap());
+        assert_eq!(
+            keys(json!({"mode": "spin"})),
+            Some(vec!["mode".into(), "speed".into()])
+        );
+        assert_eq!(
+            keys(json!({"mode": "other"})),
+            Some(vec!["greeting".into(), "mode".into(), "speed".into()])
+        );
+        let open = json!({"oneOf": [closed(json!({"a": {}})), {"type": "object", "properties": {"b": {}}}]});
+        assert_eq!(
+            known_keys(&open, &open, &Map::new()),
+            None,
+            "a branch takes any key"
+        );
+        let nested = json!({"properties": {"retry": {"$ref": "#/$defs/R"}}, "$defs": {"R": closed(json!({"times": {}}))}});
+        let at = schema_at(&nested, [Inside::Key("retry")]).unwrap();
+        assert_eq!(known_keys(&nested, at, &Map::new()), Some(vec!["times".into()]));
     }
 
     #[test]
