@@ -427,3 +427,39 @@ fn a_misspelt_key_of_a_config_variant_is_named_with_what_was_meant() {
             "flow.toml:6:26: steps[0].with.secnds: unknown key `secnds` (it knows: mode, seconds); did you mean `seconds`?",
         );
 }
+
+/// A program named by its guest path (where the step sees it) instead of
+/// its host path: the error says which is which, and it is the only one
+/// (the grant as written is not taken for no grant). A file that is there
+/// but may not be run says so, with its mode.
+#[test]
+fn a_program_that_cannot_run_is_said_to_be_missing_or_not_executable() {
+    let env = Env::new();
+    let script = env.write("app/deploy.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let step = |program: &str| {
+        format!(
+            "{}[[steps]]\nname = \"deploy\"\nuses = \"builtin:run-command\"\nmounts = [\"app\"]\nexec = [\"{program}\"]\nwith = {{ program = \"{program}\" }}\n",
+            flow_head("f", &["app"], &[])
+        )
+    };
+    let flow = env.flow(step("/app/deploy.sh"));
+    let run = env.stepback(&["validate", flow.to_str().unwrap()]);
+    let host = std::fs::canonicalize(env.path("app")).unwrap();
+    run.expect_code(exit::INVALID_INPUT)
+        .expect_stderr(&format!(
+            "steps[0].exec[0]: program \"/app/deploy.sh\" does not exist on the host: `exec` names a program by its host path, and /app/deploy.sh is in mount \"app\" (seen at /app), whose host directory is {}: on the host it is {}/deploy.sh",
+            host.display(),
+            host.display()
+        ))
+        .expect_stderr("\n1 error");
+    let script = host.join("deploy.sh");
+    let flow = env.flow(step(script.to_str().unwrap()));
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(exit::INVALID_INPUT)
+        .expect_stderr(&format!(
+            "program {:?} is not executable (mode 644): `chmod +x` it",
+            script.display().to_string()
+        ))
+        .expect_stderr("\n1 error");
+}

@@ -529,9 +529,19 @@ impl Validator<'_> {
     ) -> Exec {
         let mut programs = Vec::new();
         for (j, name) in decl.exec.iter().enumerate() {
-            match resolve_program(name).and_then(|path| pin(name, path, all)) {
+            match resolve_program(name, all).and_then(|path| pin(name, path, all)) {
                 Ok(program) => programs.push(program),
-                Err(why) => self.report(&field.key("exec").index(j), why),
+                Err(why) => {
+                    self.report(&field.key("exec").index(j), why);
+                    // It stands in for itself, so that what follows judges
+                    // the config against the grant as written, not against
+                    // one without it ("the step grants none").
+                    programs.push(Program {
+                        name: name.clone(),
+                        path: PathBuf::from(name),
+                        pinned: None,
+                    });
+                }
             }
         }
         for (j, name) in decl.exec_env.iter().enumerate() {
@@ -876,8 +886,6 @@ fn socket(path: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// The file program `name` runs: an absolute path as it is, a bare name
-/// through the engine's `PATH`; a regular file that may be executed.
 /// Program `name` at `path`, pinned by its digest when it lies in a
 /// read-write mount of the flow (`mounts`), where a step could rewrite it.
 fn pin(name: &str, path: PathBuf, mounts: &BTreeMap<String, Mount>) -> Result<Program, String> {
@@ -898,7 +906,9 @@ fn pin(name: &str, path: PathBuf, mounts: &BTreeMap<String, Mount>) -> Result<Pr
     })
 }
 
-fn resolve_program(name: &str) -> Result<PathBuf, String> {
+/// The file program `name` runs: an absolute path as it is, a bare name
+/// through the engine's `PATH`; a regular file that may be executed.
+fn resolve_program(name: &str, mounts: &BTreeMap<String, Mount>) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let runnable =
         |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
@@ -909,7 +919,7 @@ fn resolve_program(name: &str) -> Result<PathBuf, String> {
             ));
         }
         if !runnable(Path::new(name)) {
-            return Err(format!("program {name:?} is not an executable file"));
+            return Err(not_runnable(name, mounts));
         }
         PathBuf::from(name)
     } else if name.is_empty() {
@@ -929,6 +939,37 @@ fn resolve_program(name: &str) -> Result<PathBuf, String> {
     // Not canonical: a multi-call program (busybox) tells what to be by
     // the name it is run as.
     Ok(found)
+}
+
+/// Why absolute path `name` cannot be run. A path that is not there but
+/// lies under a mount's guest path was most likely meant as one: `exec`
+/// names a program by its host path, which the message gives.
+fn not_runnable(name: &str, mounts: &BTreeMap<String, Mount>) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(name) {
+        Ok(meta) if meta.is_dir() => format!("program {name:?} is a directory"),
+        Ok(meta) if !meta.is_file() => format!("program {name:?} is not a regular file"),
+        Ok(meta) => format!(
+            "program {name:?} is not executable (mode {:o}): `chmod +x` it",
+            meta.permissions().mode() & 0o7777
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let meant = mounts
+                .values()
+                .find_map(|m| Some((m, m.host_path(name).filter(|h| *h != Path::new(name))?)));
+            match meant {
+                Some((m, host)) => format!(
+                    "program {name:?} does not exist on the host: `exec` names a program by its host path, and {name} is in mount {:?} (seen at {}), whose host directory is {}: on the host it is {}",
+                    m.name,
+                    m.guest,
+                    m.host.display(),
+                    host.display()
+                ),
+                None => format!("program {name:?} does not exist"),
+            }
+        }
+        Err(e) => format!("program {name:?}: {e}"),
+    }
 }
 
 /// How an action is named in messages unless it names itself.
