@@ -456,3 +456,31 @@ fn a_failed_run_without_a_journal_says_its_changes_stay() {
         .expect_stdout("the machine is as before the run");
     assert!(!env.path("m/a.txt").exists());
 }
+
+/// Reviewer's F9: the mount was moved away while a step ran. The
+/// rollback cannot restore it (it is not where the run pinned it) and
+/// says so; the flow's rollback action then ran unjournaled on whatever
+/// was at the path (its changes could be neither rolled back nor
+/// recovered, and a kill during it left `recover` nothing to say). It does
+/// not run now: it is reported failed, with why, and nothing is made for
+/// it. With the mount back in place, `undo` finishes the rollback.
+#[test]
+fn the_flows_rollback_action_does_not_run_where_it_cannot_be_journaled() {
+    let env = Env::new();
+    env.mkdir("m");
+    let flow = format!(
+        "{}[[steps]]\nname = \"start\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/started\", content = \"x\" }}\n[[steps]]\nname = \"nap\"\nuses = \"{}\"\nwith = {{ mode = \"sleep\", seconds = 2 }}\n[[steps]]\nname = \"boom\"\nuses = \"builtin:fail\"\n[rollback.action]\nname = \"start previous\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/previous\", content = \"y\" }}\n",
+        flow_head("moved", &["m"], &[]),
+        guest("misbehave")
+    );
+    let flow = env.flow(flow);
+    let child = env.spawn_until_started(flow.to_str().unwrap());
+    std::fs::rename(env.path("m"), env.path("moved")).unwrap();
+    let run = Run(child.wait_with_output().unwrap());
+    run.expect_code(exit::ROLLBACK_INCOMPLETE)
+        .expect_stdout("cannot open the mount")
+        .expect_stdout("FAILED in 0ms  not run: the run's mounts cannot be opened again to journal it");
+    assert!(!env.path("moved/previous").exists() && !env.path("m").exists());
+    env.stepback(&["show", "last"])
+        .expect_stdout("not run: the run's mounts cannot be opened again to journal it");
+}

@@ -128,11 +128,11 @@ async fn rollback_action(
 ) -> Vec<ActionReport> {
     let resumed = match rolled.map(|(rolled, report)| (rolled.resume(writable, report), report)) {
         Some((Ok(resumed), report)) => Some((resumed, report)),
+        // What it changed could not be journaled, so not rolled back if
+        // it failed, nor known to `recover` if the engine stopped in it.
         Some((Err(e), _)) => {
-            ctx.events.emit(Event::Warning {
-                message: format!("the flow's rollback action runs unjournaled: {e:#}"),
-            });
-            None
+            let why = format!("not run: the run's mounts cannot be opened again to journal it ({e:#})");
+            return after.iter().map(|p| not_run(ctx, p, &why)).collect();
         }
         None => None,
     };
@@ -281,6 +281,30 @@ async fn run_actions(
         out.push(run_action(ctx, journal, p.action, (p.index, p.step, p.trigger), failure).await);
     }
     out
+}
+
+/// An action that does not run, and why, reported as a failed one.
+fn not_run(ctx: &Ctx<'_>, p: &Planned<'_>, why: &str) -> ActionReport {
+    let name = p.action.name.clone();
+    ctx.events.emit(Event::ActionStarted {
+        action: name.clone(),
+        step: p.step.map(str::to_owned),
+        trigger: p.trigger,
+        plugin: p.action.uses.clone(),
+    });
+    ctx.events.emit(Event::ActionFinished {
+        action: name.clone(),
+        status: StepStatus::Failed,
+        duration_us: 0,
+        summary: None,
+        error: Some(why.to_owned()),
+        log: Vec::new(),
+    });
+    ActionReport {
+        name,
+        step: p.step.map(str::to_owned),
+        error: Some(why.to_owned()),
+    }
 }
 
 async fn run_action(

@@ -154,7 +154,7 @@ pub(super) struct RolledBack {
 impl RolledBack {
     /// The journal, for the flow's rollback action, on the run's
     /// `writable` mounts opened again. Where they cannot be, the action
-    /// runs unjournaled and the run's journal is ended here, with how the
+    /// does not run and the run's journal is ended here, with how the
     /// rollback ended (`report`).
     pub fn resume(self, writable: &[&Mount], report: &RollbackReport) -> anyhow::Result<Resumed> {
         match open_mounts(writable) {
