@@ -7,7 +7,7 @@
 //! that has the controller: cgroup v2 where the controller is there, v1
 //! where it is bound to a v1 hierarchy (machines with both have some of
 //! each). The program joins it in the forked child before anything else
-//! ([`Group::procs`]), so nothing it starts escapes it.
+//! ([`Group::joining`]), so nothing it starts escapes it.
 //!
 //! Where a controller cannot be used (no hierarchy has it, or the engine
 //! may not make groups: not root, no delegation), [`Group::make`] says
@@ -176,7 +176,9 @@ pub struct Group {
     memory: Option<u64>,
     dirs: Vec<(Version, PathBuf)>,
     controllers: Vec<(Controller, Version, PathBuf)>,
-    procs: Vec<OwnedFd>,
+    /// Where the command's process is written to join each group: a v1
+    /// group's `tasks`, a v2 group's `cgroup.procs`.
+    joins: Vec<(Version, OwnedFd)>,
 }
 
 /// Names groups apart within the engine's lifetime.
@@ -194,7 +196,7 @@ impl Group {
             memory: None,
             dirs: Vec::new(),
             controllers: Vec::new(),
-            procs: Vec::new(),
+            joins: Vec::new(),
         };
         let mut unenforced = Vec::new();
         let name = format!(
@@ -237,12 +239,16 @@ impl Group {
             }
             clear_stale(parent);
             std::fs::create_dir(&dir).map_err(|e| context(e, "making", &dir))?;
-            let procs = File::options()
+            let file = match version {
+                Version::V1 => "tasks",
+                Version::V2 => "cgroup.procs",
+            };
+            let join = File::options()
                 .write(true)
-                .open(dir.join("cgroup.procs"))
+                .open(dir.join(file))
                 .map_err(|e| context(e, "opening", &dir))?;
             self.dirs.push((version, dir.clone()));
-            self.procs.push(procs.into());
+            self.joins.push((version, join.into()));
         }
         match (c, version) {
             (Controller::Memory, Version::V1) => {
@@ -278,18 +284,22 @@ impl Group {
     /// Starts putting the command's process in the groups, or `None` when
     /// there are none to join.
     pub fn joining(&self) -> io::Result<Option<Joining>> {
-        if self.procs.is_empty() {
+        if self.joins.is_empty() {
             return Ok(None);
         }
-        let procs = self
-            .procs
-            .iter()
-            .map(|fd| fd.try_clone())
-            .collect::<io::Result<Vec<_>>>()?;
-        let (tell_read, tell) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let (joined, joined_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let mover = std::thread::spawn(move || move_in(&tell_read, &procs, &joined_write));
-        Ok(Some(Joining { tell, joined, mover }))
+        let clone = |version| {
+            self.joins
+                .iter()
+                .filter(|(v, _)| *v == version)
+                .map(|(_, fd)| fd.try_clone())
+                .collect::<io::Result<Vec<_>>>()
+        };
+        let (tasks, procs) = (clone(Version::V1)?, clone(Version::V2)?);
+        let mover = match procs.is_empty() {
+            true => None,
+            false => Some(Mover::start(procs)?),
+        };
+        Ok(Some(Joining { tasks, mover }))
     }
 
     /// CPU time the tree has used, if it is counted.
@@ -327,29 +337,67 @@ impl Group {
     }
 }
 
-/// The command's process joining its groups, by a thread of the engine's
-/// while it makes its namespaces: the child says its process ID on one
-/// pipe, the thread writes it to each group's `cgroup.procs` and answers
-/// on the other, and the child starts nothing before the answer. (The
-/// child writing `0` itself would wait out the kernel's grace period, which
-/// the first move into a group can take, before it does anything else.)
+/// The command's process joining its groups. A v1 group it joins itself,
+/// in the forked child, by writing `0` to the group's `tasks`: that moves
+/// its one thread, for which the kernel takes no lock of the whole system
+/// (writing to `cgroup.procs`, by the child or the engine, takes one and
+/// waits out a grace period of the kernel's: 5 to 20 ms). A v2 group has
+/// no such file for a process's own domain; the engine's thread moves it
+/// there while the child makes its namespaces ([`Mover`]).
 pub struct Joining {
-    tell: OwnedFd,
-    joined: OwnedFd,
-    mover: std::thread::JoinHandle<io::Result<()>>,
+    tasks: Vec<OwnedFd>,
+    mover: Option<Mover>,
+}
+
+/// What the forked child uses to join its groups (no allocation there).
+pub struct JoinEnds {
+    /// The v1 groups' `tasks`: written `0`, before anything else.
+    pub tasks: Vec<i32>,
+    /// With v2 groups: where the child says its process ID, and where it
+    /// reads the engine's answer, before it starts anything.
+    pub mover: Option<(i32, i32)>,
 }
 
 impl Joining {
-    /// The child's ends: where it says its process ID, where it reads the answer.
-    pub fn child_ends(&self) -> (i32, i32) {
+    pub fn child_ends(&self) -> JoinEnds {
         use std::os::fd::AsRawFd;
-        (self.tell.as_raw_fd(), self.joined.as_raw_fd())
+        JoinEnds {
+            tasks: self.tasks.iter().map(AsRawFd::as_raw_fd).collect(),
+            mover: self
+                .mover
+                .as_ref()
+                .map(|m| (m.tell.as_raw_fd(), m.joined.as_raw_fd())),
+        }
     }
 
-    /// Once the child has started (or failed to): whether it joined.
+    /// Once the child has started (or failed to): whether the engine's
+    /// part of joining went well.
     pub fn finish(self) -> io::Result<()> {
+        drop(self.tasks);
+        self.mover.map_or(Ok(()), Mover::finish)
+    }
+}
+
+/// A thread of the engine's moving the child into v2 groups: the child
+/// says its process ID on one pipe, the thread writes it to each group's
+/// `cgroup.procs` and answers on the other.
+struct Mover {
+    tell: OwnedFd,
+    joined: OwnedFd,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl Mover {
+    fn start(procs: Vec<OwnedFd>) -> io::Result<Mover> {
+        let (tell_read, tell) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (joined, joined_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let thread = std::thread::spawn(move || move_in(&tell_read, &procs, &joined_write));
+        Ok(Mover { tell, joined, thread })
+    }
+
+    fn finish(self) -> io::Result<()> {
         drop((self.tell, self.joined));
-        self.mover
+        self.thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the cgroup mover panicked")))
     }
@@ -373,7 +421,7 @@ fn move_in(tell: &OwnedFd, procs: &[OwnedFd], joined: &OwnedFd) -> io::Result<()
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.procs.clear();
+        self.joins.clear();
         for (version, dir) in &self.dirs {
             remove(*version, dir);
         }

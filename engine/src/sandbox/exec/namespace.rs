@@ -535,9 +535,8 @@ impl Jail {
 struct Child {
     /// The engine, whose death must take the child with it.
     engine: rustix::process::Pid,
-    /// With limits to join: where to say its process ID, and where the
-    /// engine says it joined (see [`super::cgroup::Joining`]).
-    joining: Option<(i32, i32)>,
+    /// With limits: how it joins its cgroups (see [`super::cgroup::Joining`]).
+    joining: Option<super::cgroup::JoinEnds>,
     /// Without root: the maps that make the user namespace.
     user_namespace: Option<[(&'static CStr, Vec<u8>); 3]>,
     pending: Vec<OverlaySpec>,
@@ -567,17 +566,7 @@ impl Child {
     /// jail is built: namespaces, the world of mounts, the cgroups joined,
     /// PID 1 and its `/proc`, the program's own limits.
     fn enter(&mut self) -> io::Result<()> {
-        // The engine moves this process into the command's cgroups while
-        // it makes its namespaces (a move can wait for a grace period of
-        // the kernel's, ~10 ms): said now, waited for before it forks.
-        if let Some((tell, _)) = self.joining {
-            // SAFETY: the descriptor is open for the whole pre-exec.
-            let tell = unsafe { BorrowedFd::borrow_raw(tell) };
-            rustix::io::write(
-                tell,
-                &rustix::process::getpid().as_raw_nonzero().get().to_ne_bytes(),
-            )?;
-        }
+        self.join_cgroups()?;
         self.unshare()?;
         // After the user namespace, whose new credentials clear it; then
         // make sure the engine did not die before.
@@ -586,12 +575,14 @@ impl Child {
             exit(1);
         }
         self.build_world()?;
-        if let Some((_, joined)) = self.joining {
+        if let Some((_, joined)) = self.joining.as_ref().and_then(|j| j.mover) {
             let mut answer = [0u8; 1];
             // SAFETY: the descriptor is open for the whole pre-exec.
             let joined = unsafe { BorrowedFd::borrow_raw(joined) };
+            // The engine says why (an error number is all a child can
+            // hand back, and this one allocates nothing).
             if rustix::io::read(joined, &mut answer)? != 1 || answer != *b"1" {
-                return Err(io::Error::other("the command could not join its cgroups"));
+                return Err(rustix::io::Errno::PERM.into());
             }
         }
         self.become_pid_1()?;
@@ -603,6 +594,29 @@ impl Child {
             }
         }
         become_program(self.seccomp.map(|f| (f, self.unix_sockets)))
+    }
+
+    /// Joins the command's v1 cgroups (this process has one thread: moving
+    /// it moves the process), and asks the engine to move it into its v2
+    /// ones while it makes its namespaces (waited for before it forks).
+    fn join_cgroups(&self) -> io::Result<()> {
+        let Some(joining) = &self.joining else {
+            return Ok(());
+        };
+        for &tasks in &joining.tasks {
+            // SAFETY: the descriptor is open for the whole pre-exec.
+            let tasks = unsafe { BorrowedFd::borrow_raw(tasks) };
+            rustix::io::write(tasks, b"0")?;
+        }
+        if let Some((tell, _)) = joining.mover {
+            // SAFETY: the descriptor is open for the whole pre-exec.
+            let tell = unsafe { BorrowedFd::borrow_raw(tell) };
+            rustix::io::write(
+                tell,
+                &rustix::process::getpid().as_raw_nonzero().get().to_ne_bytes(),
+            )?;
+        }
+        Ok(())
     }
 
     /// New namespaces: mounts, PIDs, IPC, host name and (unless granted)

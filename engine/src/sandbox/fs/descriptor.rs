@@ -114,12 +114,10 @@ impl HostDescriptor for FsView<'_> {
                 },
             )
             .await;
+        // The new name has its own record, undone before anything older
+        // (a directory the run made, which it may be in); its inode is
+        // not marked the run's: it may be an original's.
         end(call, result.is_ok(), || None)?;
-        if let (Some(rec), Ok(())) = (&to.recorder, &result)
-            && let Some(id) = id_at(&to.resolved.parent, &name)
-        {
-            lock(rec).made(id);
-        }
         result
     }
 
