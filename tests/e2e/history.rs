@@ -1,8 +1,9 @@
 //! Committed runs: `stepback undo` reverses one later, refusing when its
 //! paths changed since unless forced; old runs' backups are pruned.
 
+use crate::fsops::{Op, script};
 use crate::journal::{churn_env, runs};
-use crate::support::{Env, assert_same_meta, flow_head, snapshot_meta};
+use crate::support::{Env, assert_same_meta, flow_head, fsops_steps, snapshot_meta};
 use std::fs;
 use stepback::exit;
 
@@ -61,6 +62,7 @@ fn undo_refuses_when_paths_changed_since_unless_forced() {
     let forced = env.stepback(&["undo", &run, "--force"]);
     forced
         .expect_code(exit::SUCCESS)
+        .expect_stdout("1 change(s) made by another process since the run")
         .expect_stdout("KEPT ASIDE m:/config.txt: a file of 14 bytes");
     assert_eq!(fs::read_to_string(env.path("m/config.txt")).unwrap(), "v1");
     let out = forced.stdout();
@@ -193,4 +195,58 @@ with = { path = "/m/new/deep/file.txt", content = "x" }
     env.stepback(&["undo", &run, "--force"])
         .expect_code(exit::SUCCESS);
     assert!(!env.path("m/new").exists());
+}
+
+/// Found by a review: after the run, another process moved a directory
+/// the run wrote in and put a symlink in its place. A forced undo followed
+/// the symlink and wrote the run's original there, a path its journal
+/// never named. It acts only where its records say: the path is not there,
+/// and the undo says so (the other process's files stay as they are).
+#[test]
+fn a_forced_undo_does_not_follow_a_symlink_put_where_a_directory_was() {
+    let env = Env::new();
+    env.write("m/d/sub/g", "golf");
+    let ops = [
+        Op::open(0, "d/sub/g", &["truncate"], &["write"]),
+        Op::write(1, 0, 3, 65),
+    ];
+    let flow = fsops_steps(&env, &[script(&ops)], false);
+    let run = env.stepback(&["run", flow.to_str().unwrap()]);
+    run.expect_code(exit::SUCCESS);
+    fs::rename(env.path("m/d/sub"), env.path("m/d/sub2")).unwrap();
+    std::os::unix::fs::symlink("sub2", env.path("m/d/sub")).unwrap();
+    fs::write(env.path("m/d/sub2/g"), "foreign").unwrap();
+    // The symlink is another process's, where the run left a directory:
+    // kept aside, as any such change is.
+    env.stepback(&["undo", &run.run_id(), "--force"])
+        .expect_code(exit::ROLLBACK_INCOMPLETE)
+        .expect_stdout("KEPT ASIDE m:/d/sub: a symlink to sub2 where the run left a directory")
+        .expect_stdout("NOT RESTORED m:/d/sub/g: undo failed: d/sub is not a directory");
+    assert_eq!(
+        env.read("m/d/sub2/g"),
+        "foreign",
+        "the undo wrote through the symlink"
+    );
+}
+
+/// Found by a review: a name the run linked into a directory it made had
+/// two `final` records (its own, and the walk of the new tree), and a
+/// refused undo listed it twice.
+#[test]
+fn a_refused_undo_lists_each_changed_path_once() {
+    let env = Env::new();
+    env.write("m/d/g", "golf");
+    let ops = [Op::mkdir(0, "c"), Op::link(0, "d/g", 0, "c/h")];
+    let flow = fsops_steps(&env, &[script(&ops)], false);
+    let run = env.stepback(&["run", flow.to_str().unwrap()]);
+    run.expect_code(exit::SUCCESS);
+    fs::write(env.path("m/d/g"), "golf, and more").unwrap();
+    let refused = env.stepback(&["undo", &run.run_id()]);
+    refused.expect_code(exit::UNDO_REFUSED);
+    assert_eq!(
+        refused.stderr().matches("m:/c/h:").count(),
+        1,
+        "{}",
+        refused.stderr()
+    );
 }

@@ -448,7 +448,7 @@ fn a_program_that_cannot_run_is_said_to_be_missing_or_not_executable() {
     let host = std::fs::canonicalize(env.path("app")).unwrap();
     run.expect_code(exit::INVALID_INPUT)
         .expect_stderr(&format!(
-            "steps[0].exec[0]: program \"/app/deploy.sh\" does not exist on the host: `exec` names a program by its host path, and /app/deploy.sh is in mount \"app\" (seen at /app), whose host directory is {}: on the host it is {}/deploy.sh",
+            "steps[0].exec[0]: program \"/app/deploy.sh\" does not exist on the host: `exec` names a program by its host path, and /app/deploy.sh is in mount \"app\" (seen at /app), whose host directory is {}: on the host it is {}/deploy.sh, which is not executable (mode 644)",
             host.display(),
             host.display()
         ))

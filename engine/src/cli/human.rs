@@ -185,7 +185,7 @@ impl Reporter {
                 duration_us,
                 ..
             } => {
-                print_kept(&kept);
+                print_kept(&kept, "during the run");
                 print_not_reversed(&not_reversed);
                 print_rollback_verdict(undone, &problems, duration_us);
             }
@@ -522,13 +522,14 @@ pub fn print_not_reversed(commands: &[String]) {
 }
 
 /// Lists what a rollback moved aside: other processes' changes found at
-/// paths the run had changed.
-pub fn print_kept(kept: &[impl std::fmt::Display]) {
+/// paths the run had changed, made `when` (during the run, or since it
+/// ended, for an undo).
+pub fn print_kept(kept: &[impl std::fmt::Display], when: &str) {
     if kept.is_empty() {
         return;
     }
     outln!(
-        "{} change(s) made by another process during the run were in the way and are kept aside:",
+        "{} change(s) made by another process {when} were in the way and are kept aside:",
         kept.len()
     );
     for k in kept {

@@ -358,7 +358,7 @@ fn undo(state_dir: &Path, run: &str, force: bool, output: OutputFormat) -> u8 {
         }
         Ok(report) => {
             outln!("run {run} undone: {} reversed", changes(report.undone));
-            human::print_kept(&report.kept);
+            human::print_kept(&report.kept, "since the run");
             human::print_not_reversed(&report.not_reversed);
             for problem in &report.problems {
                 outln!("  {} {problem}", style::paint(style::BAD, "NOT RESTORED"));
@@ -427,7 +427,7 @@ fn recover(state_dir: &Path, output: OutputFormat) -> u8 {
                         r.adopted
                     );
                 }
-                human::print_kept(&report.kept);
+                human::print_kept(&report.kept, "during the run or since it stopped");
                 human::print_not_reversed(&report.not_reversed);
                 for problem in &report.problems {
                     outln!("  {} {problem}", style::paint(style::BAD, "NOT RESTORED"));

@@ -118,7 +118,7 @@ fn print_result(
             outln!("changes, as the journal holds them (`stepback show {run}` shows them again):");
             show::print_changes(&records);
             if let Some(report) = undone {
-                super::human::print_kept(&report.kept);
+                super::human::print_kept(&report.kept, "since the run");
                 super::human::print_not_reversed(&report.not_reversed);
             }
         }

@@ -943,32 +943,55 @@ fn resolve_program(name: &str, mounts: &BTreeMap<String, Mount>) -> Result<PathB
 
 /// Why absolute path `name` cannot be run. A path that is not there but
 /// lies under a mount's guest path was most likely meant as one: `exec`
-/// names a program by its host path, which the message gives.
+/// names a program by its host path, which the message gives, with what
+/// is there.
 fn not_runnable(name: &str, mounts: &BTreeMap<String, Mount>) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(name) {
-        Ok(meta) if meta.is_dir() => format!("program {name:?} is a directory"),
-        Ok(meta) if !meta.is_file() => format!("program {name:?} is not a regular file"),
-        Ok(meta) => format!(
-            "program {name:?} is not executable (mode {:o}): `chmod +x` it",
-            meta.permissions().mode() & 0o7777
-        ),
+    match std::fs::symlink_metadata(name).and_then(|_| std::fs::metadata(name)) {
+        Ok(meta) => format!("program {name:?} {}", unrunnable(&meta)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let meant = mounts
                 .values()
                 .find_map(|m| Some((m, m.host_path(name).filter(|h| *h != Path::new(name))?)));
-            match meant {
-                Some((m, host)) => format!(
-                    "program {name:?} does not exist on the host: `exec` names a program by its host path, and {name} is in mount {:?} (seen at {}), whose host directory is {}: on the host it is {}",
-                    m.name,
-                    m.guest,
-                    m.host.display(),
-                    host.display()
-                ),
-                None => format!("program {name:?} does not exist"),
-            }
+            let Some((m, host)) = meant else {
+                return match std::fs::symlink_metadata(name) {
+                    Ok(_) => format!("program {name:?} is a symlink to nothing"),
+                    Err(_) => format!("program {name:?} does not exist"),
+                };
+            };
+            let there = match std::fs::metadata(&host) {
+                Ok(meta)
+                    if meta.is_file()
+                        && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0 =>
+                {
+                    "name that".to_owned()
+                }
+                Ok(meta) => format!("which {}", unrunnable(&meta)),
+                Err(_) => "which does not exist either".to_owned(),
+            };
+            format!(
+                "program {name:?} does not exist on the host: `exec` names a program by its host path, and {name} is in mount {:?} (seen at {}), whose host directory is {}: on the host it is {}, {there}",
+                m.name,
+                m.guest,
+                m.host.display(),
+                host.display()
+            )
         }
         Err(e) => format!("program {name:?}: {e}"),
+    }
+}
+
+/// Why a file that is there cannot be run.
+fn unrunnable(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.is_dir() {
+        "is a directory".to_owned()
+    } else if !meta.is_file() {
+        "is not a regular file".to_owned()
+    } else {
+        format!(
+            "is not executable (mode {:o}): `chmod +x` it",
+            meta.permissions().mode() & 0o7777
+        )
     }
 }
 

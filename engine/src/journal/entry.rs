@@ -57,7 +57,9 @@ pub(super) fn mtime(meta: &Metadata) -> Time {
 pub(crate) fn dir_beneath(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<Dir>> {
     use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
     use rustix::io::Errno;
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    // A path descriptor: looking entries up in it needs no read permission
+    // on the directory (nor does listing it, which opens it again).
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let path = path.as_ref();
     let path = if path.as_os_str().is_empty() {
@@ -76,6 +78,30 @@ pub(crate) fn dir_beneath(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Optio
     }
 }
 
+/// The directory holding the entry at `path` beneath `dir` (`None`: `dir`
+/// itself), opened as [`dir_beneath`] opens it, and the entry's name
+/// there; `Err(NotFound)` where one of its directories is not one.
+fn parent_beneath<'p>(dir: &Dir, path: &'p Path) -> io::Result<(Option<Dir>, &'p Path)> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (parent, path.file_name()) {
+        (Some(parent), Some(name)) => match dir_beneath(dir, parent)? {
+            Some(parent) => Ok((Some(parent), Path::new(name))),
+            None => Err(io::Error::new(
+                ErrorKind::NotFound,
+                format!("{} is not a directory", parent.display()),
+            )),
+        },
+        _ => Ok((None, path)),
+    }
+}
+
+/// The metadata of the entry at `path` itself (not what a symlink there
+/// points to), its directories looked up as [`dir_beneath`] does.
+pub(super) fn metadata_beneath(dir: &Dir, path: &str) -> io::Result<Metadata> {
+    let (parent, name) = parent_beneath(dir, Path::new(at(path)))?;
+    parent.as_ref().unwrap_or(dir).symlink_metadata(name)
+}
+
 /// The state of `path` as `stepback undo` compares it; `None` if absent.
 pub fn entry_state(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Option<EntryState>> {
     Ok(entry_with_id(dir, path)?.map(|(state, _)| state))
@@ -89,13 +115,10 @@ pub(super) fn entry_with_id(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Opt
     } else {
         path
     };
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let (parent, path) = match (parent, path.file_name()) {
-        (Some(parent), Some(name)) => match dir_beneath(dir, parent)? {
-            Some(parent) => (Some(parent), Path::new(name)),
-            None => return Ok(None),
-        },
-        _ => (None, path),
+    let (parent, path) = match parent_beneath(dir, path) {
+        Ok(found) => found,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
     let dir = parent.as_ref().unwrap_or(dir);
     let meta = match dir.symlink_metadata(path) {

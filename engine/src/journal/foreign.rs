@@ -160,7 +160,15 @@ impl<'r> Foreign<'r> {
             let now = match places.locate(mount, root, path) {
                 Ok(Some((dir, name))) => entry_with_id(dir, name),
                 Ok(None) => entry_with_id(root, path),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                // A path whose directory is not one names nothing.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    Ok(None)
+                }
                 Err(e) => Err(e),
             };
             let now = match now {

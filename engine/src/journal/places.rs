@@ -29,7 +29,18 @@ impl Places {
         };
         let dir = match self.dirs.entry((mount.to_owned(), parent.to_owned())) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(root.open_dir(parent)?),
+            // Following no symlink: an undo acts only where its record
+            // says (a symlink put where a directory was by another
+            // process leads elsewhere, and the undo is not done there).
+            std::collections::hash_map::Entry::Vacant(e) => match super::entry::dir_beneath(root, parent)? {
+                Some(dir) => e.insert(dir),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("{parent} is not a directory (missing, or a file or symlink in its place)"),
+                    ));
+                }
+            },
         };
         Ok(Some((dir, name)))
     }

@@ -79,7 +79,7 @@ pub(super) fn originals(records: &[Record]) -> Vec<(&str, &UndoOp)> {
 /// Type and size for every file; for a file moved back, its inode; for a
 /// file restored from a copy, its contents' hash against the copy's.
 fn check(dir: &Dir, backup: &Dir, op: &UndoOp) -> Result<(), String> {
-    let meta = dir.symlink_metadata(at(op.path()));
+    let meta = super::entry::metadata_beneath(dir, op.path());
     match (op, meta) {
         (UndoOp::Created { .. } | UndoOp::Snapshot { backup: None, .. }, Err(e))
             if e.kind() == ErrorKind::NotFound =>

@@ -125,8 +125,8 @@ fn fill(root: &Value, schema: &Value, config: &mut Value, depth: usize) {
 /// `config` have, found as its defaults are: the properties of the schema
 /// and its `allOf` parts, and of the `oneOf`/`anyOf` branch `config`'s
 /// tags pick (of every branch where no tag picks one). `None` where a part
-/// takes keys it does not name (no `additionalProperties: false`): then no
-/// key is unknown.
+/// takes keys it does not name (no `additionalProperties: false`, or
+/// `patternProperties`): then no key is unknown.
 pub fn known_keys(root: &Value, schema: &Value, config: &Map<String, Value>) -> Option<Vec<String>> {
     let schema = resolve(root, schema);
     let unpicked = parts(root, schema, None);
@@ -139,9 +139,10 @@ pub fn known_keys(root: &Value, schema: &Value, config: &Map<String, Value>) -> 
         .into_iter()
         .filter(|part| part.get("properties").is_some())
         .collect();
-    let closed = named
-        .iter()
-        .all(|part| part.get("additionalProperties") == Some(&Value::Bool(false)));
+    let closed = named.iter().all(|part| {
+        part.get("additionalProperties") == Some(&Value::Bool(false))
+            && part.get("patternProperties").is_none()
+    });
     if named.is_empty() || !closed {
         return None;
     }
@@ -256,6 +257,13 @@ mod tests {
             known_keys(&open, &open, &Map::new()),
             None,
             "a branch takes any key"
+        );
+        let mut patterned = closed(json!({"a": {}}));
+        patterned["patternProperties"] = json!({"^x-": {}});
+        assert_eq!(
+            known_keys(&patterned, &patterned, &Map::new()),
+            None,
+            "x-… keys are taken"
         );
         let nested = json!({"properties": {"retry": {"$ref": "#/$defs/R"}}, "$defs": {"R": closed(json!({"times": {}}))}});
         let at = schema_at(&nested, [Inside::Key("retry")]).unwrap();

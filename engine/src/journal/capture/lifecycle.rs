@@ -111,6 +111,13 @@ impl RunJournal {
             }
             finals.push(Record::Final { mount, path, state });
         }
+        // A path the run touched in a tree it made is also found by the
+        // walk of the tree: one record each.
+        let mut seen = std::collections::HashSet::new();
+        finals.retain(|r| match r {
+            Record::Final { mount, path, .. } => seen.insert((mount.clone(), path.clone())),
+            _ => true,
+        });
         self.writer.append_all(finals)?;
         self.writer.append(&Record::Committed)
     }
