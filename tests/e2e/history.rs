@@ -250,3 +250,31 @@ fn a_refused_undo_lists_each_changed_path_once() {
         refused.stderr()
     );
 }
+
+/// Found by a review: a file the run wrote, in a directory a later step
+/// renamed, was looked for at commit only where it was written, where
+/// nothing is any more; a change another process made to it after the
+/// commit, where it went, went unseen, and `undo` proceeded without
+/// `--force` (keeping the change aside). Its final state is now written
+/// where it went, and the undo refuses.
+#[test]
+fn undo_sees_a_later_change_to_a_file_in_a_directory_the_run_renamed() {
+    let env = Env::new();
+    env.write("m/d/g", "golf");
+    let write = [
+        Op::open(0, "d/g", &["truncate"], &["write"]),
+        Op::write(1, 0, 3, 65),
+    ];
+    let rename = [Op::rename(0, "d", 0, "n")];
+    let flow = fsops_steps(&env, &[script(&write), script(&rename)], false);
+    let run = env.stepback(&["run", flow.to_str().unwrap()]);
+    run.expect_code(exit::SUCCESS);
+    fs::write(env.path("m/n/g"), "another process").unwrap();
+    env.stepback(&["undo", &run.run_id()])
+        .expect_code(exit::UNDO_REFUSED)
+        .expect_stderr("m:/n/g: a file of 3 bytes");
+    env.stepback(&["undo", &run.run_id(), "--force"])
+        .expect_code(exit::SUCCESS)
+        .expect_stdout("KEPT ASIDE m:/d/g");
+    assert_eq!(env.read("m/d/g"), "golf");
+}

@@ -234,6 +234,7 @@ impl Recorder for RunJournal {
         self.touch(to.mount, to_path.clone());
         if from_meta.is_dir() {
             self.leave_beneath(from.mount, &from_path)?;
+            self.follow_rename((from.mount, &from_path), (to.mount, &to_path));
         }
         if to_meta.is_some_and(Metadata::is_dir) {
             self.leave_beneath(to.mount, &to_path)?;

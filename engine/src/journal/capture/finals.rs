@@ -47,6 +47,25 @@ impl RunJournal {
         }
     }
 
+    /// Notes where the paths beneath directory `from` that the run changed
+    /// (or followed here before) go when it is renamed to `to`. Noted
+    /// before the rename is made: if it fails, the final state of a path
+    /// nothing went to is written all the same, and is true.
+    pub(super) fn follow_rename(&mut self, from: (&str, &str), to: (&str, &str)) {
+        let prefix = format!("{}/", from.1);
+        let start = (from.0.to_owned(), prefix.clone());
+        let beneath = |set: &BTreeSet<(String, String)>| -> Vec<String> {
+            set.range(start.clone()..)
+                .take_while(|(m, p)| m == from.0 && p.starts_with(&prefix))
+                .map(|(_, p)| format!("{}/{}", to.1, &p[prefix.len()..]))
+                .collect()
+        };
+        let went = [beneath(&self.tracked.paths), beneath(&self.tracked.moved)].concat();
+        self.tracked
+            .moved
+            .extend(went.into_iter().map(|p| (to.0.to_owned(), p)));
+    }
+
     /// Writes `left` records for the paths the step touched beneath
     /// `dir`, about to be renamed: after that, those paths name other
     /// entries (or nothing), and what the step left under them is what the

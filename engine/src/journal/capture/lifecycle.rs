@@ -99,7 +99,8 @@ impl RunJournal {
     pub fn commit(&mut self) -> io::Result<()> {
         self.fault.before_commit()?;
         let mut finals = Vec::new();
-        let paths = std::mem::take(&mut self.tracked.paths);
+        let mut paths = std::mem::take(&mut self.tracked.paths);
+        paths.append(&mut self.tracked.moved);
         for (mount, path, state) in self.states_of(paths)? {
             if self
                 .tracked

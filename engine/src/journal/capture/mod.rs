@@ -94,6 +94,11 @@ struct Tracked {
     batched_trees: HashSet<u64>,
     /// Every path a record names, for the final states written at commit.
     paths: BTreeSet<(String, String)>,
+    /// Where paths of `paths` (or of this) went with a directory the run
+    /// renamed: what the run left there is what an undo moves back, so
+    /// their final states are written too, and a change made there after
+    /// the commit is one `undo` sees.
+    moved: BTreeSet<(String, String)>,
     /// The paths of `paths` the current step touched (with or without a
     /// record), for its `left` records.
     step_paths: BTreeSet<(String, String)>,
