@@ -416,16 +416,21 @@ fn undeclared_names_come_with_what_was_meant() {
 #[test]
 fn a_misspelt_key_of_a_config_variant_is_named_with_what_was_meant() {
     let env = Env::new();
-    let flow = format!(
+    let flow_text = format!(
         "name = \"f\"\n\n[[steps]]\nname = \"nap\"\nuses = \"{}\"\nwith = {{ mode = \"sleep\", secnds = 1 }}\n",
         guest("misbehave")
     );
-    let flow = env.flow(flow);
+    let flow = env.flow(&flow_text);
     env.stepback(&["validate", flow.to_str().unwrap()])
         .expect_code(exit::INVALID_INPUT)
         .expect_stderr(
             "flow.toml:6:26: steps[0].with.secnds: unknown key `secnds` (it knows: mode, seconds); did you mean `seconds`?",
         );
+    // A tag that names no variant is said to, with the variants.
+    let flow = env.flow(flow_text.replace("\"sleep\", secnds", "\"slep\", seconds"));
+    env.stepback(&["validate", flow.to_str().unwrap()])
+        .expect_code(exit::INVALID_INPUT)
+        .expect_stderr("flow.toml:6:17: steps[0].with.mode: \"slep\" names no variant (it is one of: escape, spin, hog, panic, sleep, connect, flood, churn, echo); did you mean `sleep`?");
 }
 
 /// A program named by its guest path (where the step sees it) instead of

@@ -784,6 +784,10 @@ impl Validator<'_> {
                 );
                 self.push(d);
             }
+            if let Some((key, why)) = wrong_tag(schema, config, error) {
+                self.report(&at.key(&key), format!("{why} (config of plugin {plugin})"));
+                continue;
+            }
             match &error.kind {
                 _ if !unknown.is_empty() => {}
                 ValidationErrorKind::Required { property }
@@ -1037,10 +1041,13 @@ fn config_field(field: &FieldPath, config: &Value, instance: &jsonschema::paths:
     at
 }
 
-/// The keys the schema knows for the object at `instance` in `config`
-/// (none where it takes any).
-fn known_keys(schema: &Value, config: &Value, instance: &jsonschema::paths::Location) -> Vec<String> {
-    use crate::plugin::defaults::{Inside, known_keys, schema_at};
+/// The schema of the object at `instance` in `config`, and the object.
+fn object_at<'s, 'c>(
+    schema: &'s Value,
+    config: &'c Value,
+    instance: &jsonschema::paths::Location,
+) -> Option<(&'s Value, &'c serde_json::Map<String, Value>)> {
+    use crate::plugin::defaults::{Inside, schema_at};
     let segments: Vec<Option<String>> = instance
         .into_iter()
         .map(|segment| match segment {
@@ -1051,11 +1058,41 @@ fn known_keys(schema: &Value, config: &Value, instance: &jsonschema::paths::Loca
     let path = segments
         .iter()
         .map(|s| s.as_deref().map_or(Inside::Item, Inside::Key));
-    let object = config.pointer(&instance.to_string()).and_then(Value::as_object);
-    schema_at(schema, path)
-        .zip(object)
-        .and_then(|(at, object)| known_keys(schema, at, object))
+    let object = config.pointer(&instance.to_string()).and_then(Value::as_object)?;
+    Some((schema_at(schema, path)?, object))
+}
+
+/// The keys the schema knows for the object at `instance` in `config`
+/// (none where it takes any).
+fn known_keys(schema: &Value, config: &Value, instance: &jsonschema::paths::Location) -> Vec<String> {
+    object_at(schema, config, instance)
+        .and_then(|(at, object)| crate::plugin::defaults::known_keys(schema, at, object))
         .unwrap_or_default()
+}
+
+/// Where a `oneOf`/`anyOf` of tagged variants fits no branch because the
+/// object's tag names none: the tag's key, and what to say of it.
+fn wrong_tag(
+    schema: &Value,
+    config: &Value,
+    error: &jsonschema::ValidationError,
+) -> Option<(String, String)> {
+    use jsonschema::error::ValidationErrorKind;
+    if !matches!(
+        error.kind,
+        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. }
+    ) {
+        return None;
+    }
+    let (at, object) = object_at(schema, config, &error.instance_path)?;
+    let (key, values) = crate::plugin::defaults::tag(schema, at)?;
+    let given = object.get(&key)?.as_str()?;
+    if values.iter().any(|v| v == given) {
+        return None;
+    }
+    let known: Vec<&str> = values.iter().map(String::as_str).collect();
+    let list = super::unknown::known_ones(given, "it is one of", &known);
+    Some((key, format!("{given:?} names no variant {list}")))
 }
 
 /// The keys a schema error is about that the object it is at should not

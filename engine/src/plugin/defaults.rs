@@ -156,6 +156,29 @@ pub fn known_keys(root: &Value, schema: &Value, config: &Map<String, Value>) -> 
     Some(keys)
 }
 
+/// The tag of `schema`'s `oneOf`/`anyOf` (within `root`) whose every branch
+/// is told apart by the same `const` property, as a tagged enum's are: its
+/// key, and the value each branch takes.
+pub fn tag(root: &Value, schema: &Value) -> Option<(String, Vec<String>)> {
+    let schema = resolve(root, schema);
+    let branches = ["oneOf", "anyOf"]
+        .iter()
+        .find_map(|k| schema.get(*k)?.as_array())?;
+    let mut key: Option<&String> = None;
+    let mut values = Vec::new();
+    for branch in branches {
+        let properties = resolve(root, branch).get("properties")?.as_object()?;
+        let (k, value) = properties
+            .iter()
+            .find_map(|(k, p)| Some((k, resolve(root, p).get("const")?.as_str()?)))?;
+        if *key.get_or_insert(k) != k {
+            return None;
+        }
+        values.push(value.to_owned());
+    }
+    Some((key?.clone(), values))
+}
+
 /// A step from a value into one inside it.
 pub enum Inside<'a> {
     /// The value of this key of an object.
@@ -268,6 +291,21 @@ mod tests {
         let nested = json!({"properties": {"retry": {"$ref": "#/$defs/R"}}, "$defs": {"R": closed(json!({"times": {}}))}});
         let at = schema_at(&nested, [Inside::Key("retry")]).unwrap();
         assert_eq!(known_keys(&nested, at, &Map::new()), Some(vec!["times".into()]));
+    }
+
+    #[test]
+    fn a_tagged_enum_has_one_tag_and_a_value_per_variant() {
+        let schema = json!({"oneOf": [
+            {"properties": {"mode": {"const": "echo"}}},
+            {"properties": {"mode": {"type": "string", "const": "spin"}, "speed": {}}},
+        ]});
+        assert_eq!(
+            tag(&schema, &schema),
+            Some(("mode".into(), vec!["echo".into(), "spin".into()]))
+        );
+        let untagged =
+            json!({"oneOf": [{"properties": {"mode": {"const": "echo"}}}, {"properties": {"a": {}}}]});
+        assert_eq!(tag(&untagged, &untagged), None);
     }
 
     #[test]
