@@ -8,7 +8,7 @@
 
 use crate::journal::{
     Ending, EntryState, Fault, JournalWriter, MountFs, MountLocks, Record, RollbackReport, RunState,
-    RunStore, dir_beneath, entry_state, rollback,
+    RunStore, dir_beneath, entry_state, retry_rollback, rollback,
 };
 use std::path::Path;
 
@@ -175,7 +175,8 @@ impl Later {
     }
 }
 
-/// Reverses committed run `id`.
+/// Reverses committed run `id`, or finishes the rollback of run `id`
+/// that could not restore every path.
 pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackReport, UndoError> {
     crate::state::ensure_private(state_dir).map_err(UndoError::Io)?;
     let store = RunStore::new(state_dir);
@@ -185,7 +186,7 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
         Err(_) => return Err(UndoError::NoSuchRun(id.to_owned())),
     };
     let (mut writer, records) = JournalWriter::resume(&dir.journal()).map_err(|e| UndoError::Io(e.into()))?;
-    undoable(id, &records)?;
+    let undoing = undoable(id, &records)?;
     let mounts: Vec<(String, std::path::PathBuf)> = match records.first() {
         Some(Record::Begin { mounts, .. }) => {
             mounts.iter().map(|m| (m.name.clone(), m.host.clone())).collect()
@@ -195,6 +196,9 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
     let holder = format!("undo of run {id} (pid {})", std::process::id());
     let _locks = MountLocks::acquire(state_dir, &mounts, &holder)
         .map_err(|e| crate::journal::InUse::of(&e).map_or(UndoError::Io(e), UndoError::Busy))?;
+    if undoing == Undoing::Retry {
+        return Ok(retry_rollback(&dir, &records, &mut writer, Fault::from_env()));
+    }
     let opened = open_pinned(&records, &mounts)?;
     let drifted = drifted(&records, &opened)?;
     if !drifted.is_empty() && !force {
@@ -228,11 +232,22 @@ pub fn undo_run(state_dir: &Path, id: &str, force: bool) -> Result<RollbackRepor
     ))
 }
 
+/// What undoing a run does.
+#[derive(PartialEq, Eq)]
+enum Undoing {
+    /// Reverses a committed run, once nothing changed since (or forced).
+    Committed,
+    /// Tries again what a rollback could not restore. No final states
+    /// tell what changed since; what another process put in the way is
+    /// kept aside, as in any rollback.
+    Retry,
+}
+
 /// Whether run `id` (its `records`) can be undone: committed, its
-/// backups kept.
-fn undoable(id: &str, records: &[Record]) -> Result<(), UndoError> {
+/// backups kept; or rolled back with paths it could not restore.
+fn undoable(id: &str, records: &[Record]) -> Result<Undoing, UndoError> {
     match RunState::of(records) {
-        RunState::Committed { pruned: false } => Ok(()),
+        RunState::Committed { pruned: false } => Ok(Undoing::Committed),
         RunState::Committed { pruned: true } => {
             let kept = match records.last() {
                 Some(Record::Pruned { keep: Some(keep) }) => {
@@ -244,6 +259,7 @@ fn undoable(id: &str, records: &[Record]) -> Result<(), UndoError> {
                 "run {id} can no longer be undone: its backups were pruned{kept}"
             )))
         }
+        RunState::RolledBack { problems, .. } if problems > 0 => Ok(Undoing::Retry),
         RunState::RolledBack { .. } => Err(UndoError::NotUndoable(format!(
             "run {id} was already rolled back"
         ))),

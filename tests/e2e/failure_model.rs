@@ -138,7 +138,11 @@ fn actions_run_newest_step_first_then_the_revert_then_the_flow_action() {
     );
     assert!(ended.iter().all(|(_, e)| e.is_null()), "{ended:?}");
     env.stepback(&["show"]).expect_stdout("rolled back");
-    env.stepback(&["recover"]).expect_code(exit::SUCCESS);
+    // It names the flow's action, which never ran (recover runs none).
+    env.stepback(&["recover"])
+        .expect_code(exit::ROLLBACK_INCOMPLETE)
+        .expect_stdout("rolled back (1 change undone)")
+        .expect_stdout("ACTION NOT RUN 'start previous'");
     // As people read it.
     let env = Env::new();
     env.mkdir("out");
@@ -466,21 +470,46 @@ fn a_failed_run_without_a_journal_says_its_changes_stay() {
 /// it. With the mount back in place, `undo` finishes the rollback.
 #[test]
 fn the_flows_rollback_action_does_not_run_where_it_cannot_be_journaled() {
-    let env = Env::new();
-    env.mkdir("m");
-    let flow = format!(
-        "{}[[steps]]\nname = \"start\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/started\", content = \"x\" }}\n[[steps]]\nname = \"nap\"\nuses = \"{}\"\nwith = {{ mode = \"sleep\", seconds = 2 }}\n[[steps]]\nname = \"boom\"\nuses = \"builtin:fail\"\n[rollback.action]\nname = \"start previous\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/previous\", content = \"y\" }}\n",
-        flow_head("moved", &["m"], &[]),
-        guest("misbehave")
-    );
-    let flow = env.flow(flow);
-    let child = env.spawn_until_started(flow.to_str().unwrap());
-    std::fs::rename(env.path("m"), env.path("moved")).unwrap();
-    let run = Run(child.wait_with_output().unwrap());
-    run.expect_code(exit::ROLLBACK_INCOMPLETE)
-        .expect_stdout("cannot open the mount")
-        .expect_stdout("FAILED in 0ms  not run: the run's mounts cannot be opened again to journal it");
-    assert!(!env.path("moved/previous").exists() && !env.path("m").exists());
-    env.stepback(&["show", "last"])
-        .expect_stdout("not run: the run's mounts cannot be opened again to journal it");
+    for crash in [false, true] {
+        let env = Env::new();
+        env.mkdir("m");
+        let flow = format!(
+            "{}[[steps]]\nname = \"start\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/started\", content = \"x\" }}\n[[steps]]\nname = \"nap\"\nuses = \"{}\"\nwith = {{ mode = \"sleep\", seconds = 2 }}\n[[steps]]\nname = \"boom\"\nuses = \"builtin:fail\"\n[rollback.action]\nname = \"start previous\"\nuses = \"builtin:write-file\"\nmounts = [\"m\"]\nwith = {{ path = \"/m/previous\", content = \"y\" }}\n",
+            flow_head("moved", &["m"], &[]),
+            guest("misbehave")
+        );
+        let flow = env.flow(flow);
+        let child = env.spawn_until_started(flow.to_str().unwrap());
+        std::fs::rename(env.path("m"), env.path("moved")).unwrap();
+        let run = Run(child.wait_with_output().unwrap());
+        run.expect_code(exit::ROLLBACK_INCOMPLETE)
+            .expect_stdout("cannot open the mount")
+            .expect_stdout("FAILED in 0ms  not run: the run's mounts cannot be opened again to journal it");
+        assert!(!env.path("moved/previous").exists() && !env.path("m").exists());
+        env.stepback(&["show", "last"])
+            .expect_stdout("not run: the run's mounts cannot be opened again to journal it");
+        // The mount back in place, `undo` finishes the rollback, once.
+        std::fs::rename(env.path("moved"), env.path("m")).unwrap();
+        if crash {
+            // A crash of the retry is finished by `recover`, as any
+            // rollback's; it names the flow's action, which never ran.
+            let crashed = env.stepback_env(&["undo", "last"], &[("STEPBACK_FAULT", "crash-before-undo:1")]);
+            assert!(crashed.killed(), "the fault did not stop the retry");
+            env.stepback(&["recover"])
+                .expect_code(exit::ROLLBACK_INCOMPLETE)
+                .expect_stdout("rolled back (1 change undone)")
+                .expect_stdout("ACTION NOT RUN 'start previous'");
+        } else {
+            env.stepback(&["undo", "last"])
+                .expect_code(exit::SUCCESS)
+                .expect_stdout("1 change reversed");
+        }
+        assert!(
+            !env.path("m/started").exists(),
+            "the retried rollback did not undo the step"
+        );
+        env.stepback(&["undo", "last"])
+            .expect_code(exit::UNDO_REFUSED)
+            .expect_stderr("was already rolled back");
+    }
 }

@@ -150,7 +150,8 @@ pub enum Command {
     Recover,
 
     /// Reverse a committed run: restore every path it changed. Refuses,
-    /// listing them, if any of those paths changed since the run.
+    /// listing them, if any of those paths changed since the run. For a
+    /// run whose rollback could not restore every path: try again.
     ///
     /// Exit codes: 0 undone; 4 undone but some paths could not be restored;
     /// 6 refused (paths changed since, or the run cannot be undone).

@@ -17,6 +17,7 @@ use super::log::JournalWriter;
 use super::mount::MountFs;
 use super::record::{Record, UndoOp};
 use super::report::Problem;
+use super::undo::Failed;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -221,8 +222,12 @@ pub(super) fn this_boot() -> Option<String> {
 
 /// The undos earlier attempts of this rollback settled: applied (synced,
 /// or in an attempt of this boot `boot`), and those an attempt of this
-/// boot could not apply, with the problems it reported.
-pub(super) fn settled(records: &[Record], boot: Option<&str>) -> (HashSet<u64>, Vec<Problem>) {
+/// boot could not apply, with the problems it reported (unless `failed`
+/// says to try them again).
+pub(super) fn settled(
+    records: &[Record],
+    (boot, failed): (Option<&str>, Failed),
+) -> (HashSet<u64>, Vec<Problem>) {
     let mut done = HashSet::new();
     let mut problems = Vec::new();
     let mut trusted = false;
@@ -240,7 +245,7 @@ pub(super) fn settled(records: &[Record], boot: Option<&str>) -> (HashSet<u64>, 
                 mount,
                 path,
                 reason,
-            } if trusted && done.insert(*seq) => problems.push(Problem {
+            } if trusted && failed == Failed::Settled && done.insert(*seq) => problems.push(Problem {
                 mount: mount.clone(),
                 path: path.clone(),
                 reason: reason.clone(),
@@ -321,7 +326,7 @@ mod tests {
         ];
         // Resumed after a reboot: only what was synced, and what the
         // attempt of that boot wrote.
-        let (done, problems) = settled(&records, Some("two"));
+        let (done, problems) = settled(&records, (Some("two"), Failed::Settled));
         assert_eq!(done, HashSet::from([9, 6, 5]));
         assert_eq!(problems.len(), 1);
         assert_eq!(
@@ -330,9 +335,15 @@ mod tests {
         );
         // Resumed in the first boot (as if): its records count, the
         // second's do not.
-        assert_eq!(settled(&records, Some("one")).0, HashSet::from([9, 8, 7]));
+        assert_eq!(
+            settled(&records, (Some("one"), Failed::Settled)).0,
+            HashSet::from([9, 8, 7])
+        );
         // A kernel that does not say which boot it is: only `undone`.
-        assert_eq!(settled(&records, None).0, HashSet::from([9]));
+        assert_eq!(settled(&records, (None, Failed::Settled)).0, HashSet::from([9]));
+        // Retried: what could not be applied is pending again.
+        let (done, problems) = settled(&records, (Some("two"), Failed::Retried));
+        assert_eq!((done, problems.len()), (HashSet::from([9, 6]), 0));
     }
 
     #[test]

@@ -76,4 +76,4 @@ pub use runs::{RunDir, RunState, RunStore, RunSummary};
 pub(crate) use space_reserve::{SpaceReserve, free_on};
 pub(crate) use sparse::copy_contents;
 pub(crate) use tree::remove_all;
-pub(crate) use undo::{Ending, changes_to_undo, end_rollback, rollback, unrecorded_end};
+pub(crate) use undo::{Ending, changes_to_undo, end_rollback, retry_rollback, rollback, unrecorded_end};

@@ -43,7 +43,37 @@ pub fn rollback(
     writer: &mut JournalWriter,
     (fault, ending): (Fault, Ending),
 ) -> RollbackReport {
-    let mut report = revert(run, records, writer, fault);
+    let report = revert(run, records, writer, (fault, Failed::Settled));
+    end(writer, report, ending)
+}
+
+/// Rolls back again a run whose rollback ended with problems (once their
+/// cause is fixed): the undos it could not apply are tried again, each
+/// checking first whether its effect is there already; those it applied
+/// are not.
+pub fn retry_rollback(
+    run: &RunDir,
+    records: &[Record],
+    writer: &mut JournalWriter,
+    fault: Fault,
+) -> RollbackReport {
+    let report = revert(run, records, writer, (fault, Failed::Retried));
+    end(writer, report, Ending::Final)
+}
+
+/// What a rollback does with the undos an earlier attempt of it, in this
+/// boot, could not apply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failed {
+    /// They stay failed: resuming an attempt cut short finishes what it
+    /// began, reporting their problems again.
+    Settled,
+    /// They are tried again.
+    Retried,
+}
+
+/// Ends the rollback's records as `ending` says.
+fn end(writer: &mut JournalWriter, mut report: RollbackReport, ending: Ending) -> RollbackReport {
     let ended = match ending {
         Ending::Final => end_rollback(writer, &report),
         Ending::ActionFollows => writer.append(&Record::Reverted {
@@ -76,7 +106,12 @@ pub fn end_rollback(writer: &mut JournalWriter, report: &RollbackReport) -> io::
 }
 
 /// The undos of [`rollback`], with their markers.
-fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: Fault) -> RollbackReport {
+fn revert(
+    run: &RunDir,
+    records: &[Record],
+    writer: &mut JournalWriter,
+    (fault, failed): (Fault, Failed),
+) -> RollbackReport {
     let records = &*reverted_records(records);
     let mut report = RollbackReport {
         not_reversed: records
@@ -102,7 +137,7 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
         }
     };
     let boot = super::markers::this_boot();
-    let undos = pending_undos(records, boot.as_deref(), &mut report);
+    let undos = pending_undos(records, (boot.as_deref(), failed), &mut report);
     if let Err(e) = writer.append(&Record::RollbackStarted { boot }) {
         report.problems.push(Problem {
             mount: String::new(),
@@ -130,7 +165,7 @@ fn revert(run: &RunDir, records: &[Record], writer: &mut JournalWriter, fault: F
 /// its report counts them ([`super::is_change`]).
 pub fn changes_to_undo(records: &[Record]) -> u64 {
     let records = &*reverted_records(records);
-    let pending = pending_undos(records, None, &mut RollbackReport::default());
+    let pending = pending_undos(records, (None, Failed::Settled), &mut RollbackReport::default());
     pending.iter().filter(|(.., counted)| *counted).count() as u64
 }
 
@@ -188,10 +223,10 @@ type Pending<'r> = (usize, u64, &'r str, &'r UndoOp, bool);
 /// or voided), newest first.
 fn pending_undos<'r>(
     records: &'r [Record],
-    boot: Option<&str>,
+    (boot, failed): (Option<&str>, Failed),
     report: &mut RollbackReport,
 ) -> Vec<Pending<'r>> {
-    let (mut done, settled_problems) = super::markers::settled(records, boot);
+    let (mut done, settled_problems) = super::markers::settled(records, (boot, failed));
     report.problems.extend(settled_problems);
     done.extend(voided(records));
     let mut undos: Vec<Pending> = records
