@@ -166,7 +166,7 @@ impl Op {
         }
     }
 
-    /// Sets the modification time of `path` beneath `fd`, not following a
+    /// Sets the access and modification times of `path` beneath `fd`, not following a
     /// final symlink (see [`Op::follow`]).
     pub fn set_times_at(fd: usize, path: impl Into<String>, seconds: i64) -> Self {
         Op::SetTimes {
@@ -177,7 +177,8 @@ impl Op {
         }
     }
 
-    /// Sets the modification time of what descriptor `fd` itself is open on.
+    /// Sets the access and modification times of what descriptor `fd`
+    /// itself is open on.
     pub fn set_times(fd: usize, seconds: i64) -> Self {
         Op::SetTimes {
             fd,

@@ -617,3 +617,23 @@ fn a_symlink_put_where_a_touched_directory_was_does_not_stop_the_commit() {
         same(&before.1, &env.path("outside"), "the directory beside the mount");
     }
 }
+
+/// From the seams issue's review: a `set-times` changes the access time
+/// too, and the rollback set back only the modification time: the file
+/// kept the access time the plugin gave it.
+#[test]
+fn a_file_whose_times_a_step_set_gets_both_back() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    victim_tree(&env);
+    set_mtime(&env.path("m/c.txt"), 1_000_000_000, 123_456_789);
+    let flow = fsops_flow(&env, &script(&[Op::set_times_at(0, "c.txt", 1)]), true);
+    env.stepback(&["run", flow.to_str().unwrap()])
+        .expect_code(exit::FLOW_FAILED);
+    // Looked at before anything reads the file (a read may move it).
+    let meta = fs::symlink_metadata(env.path("m/c.txt")).unwrap();
+    assert_eq!(
+        (meta.atime(), meta.atime_nsec(), meta.mtime(), meta.mtime_nsec()),
+        (1_000_000_000, 123_456_789, 1_000_000_000, 123_456_789)
+    );
+}

@@ -19,16 +19,26 @@ pub(super) fn at(path: &str) -> &str {
 /// helpers panic on those). The entry's directory is opened beneath `dir`,
 /// so no symlink leads out of it.
 pub(super) fn set_mtime(dir: &Dir, path: &str, time: Time) -> io::Result<()> {
+    set_mtime_atime(dir, path, time, None)
+}
+
+/// Sets the modification time of the entry at `path`, and its access time
+/// too if `atime` says one, as [`set_mtime`] does.
+pub(super) fn set_mtime_atime(dir: &Dir, path: &str, mtime: Time, atime: Option<Time>) -> io::Result<()> {
     use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_OMIT, utimensat};
+    let spec = |t: Time| Timespec {
+        tv_sec: t.0,
+        tv_nsec: t.1.into(),
+    };
     let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: time.0,
-            tv_nsec: time.1.into(),
-        },
+        last_access: atime.map_or(
+            Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            spec,
+        ),
+        last_modification: spec(mtime),
     };
     let (parent, name) = match path.rsplit_once('/') {
         Some((parent, name)) => (Some(dir.open_dir(parent)?), name),

@@ -286,7 +286,7 @@ impl<'r> Foreign<'r> {
     pub(super) fn applied(&mut self, (mount, root): (&'r str, &Dir), pos: usize, op: &'r UndoOp) {
         match op {
             UndoOp::Copied { path, size, meta, .. } => self.set_back(root, path, Some(*size), meta.mtime),
-            UndoOp::Times { path, mtime } => self.set_back(root, path, None, *mtime),
+            UndoOp::Times { path, mtime, .. } => self.set_back(root, path, None, *mtime),
             UndoOp::Renamed { from, to } => {
                 self.horizons.insert((mount, from), pos);
                 self.horizons.insert((mount, to), pos);

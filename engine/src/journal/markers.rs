@@ -17,7 +17,6 @@ use super::log::JournalWriter;
 use super::mount::MountFs;
 use super::record::{Record, UndoOp};
 use super::report::Problem;
-use super::undo::Failed;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -218,6 +217,17 @@ pub(super) fn this_boot() -> Option<String> {
     }
     let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     Some(id.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
+/// What a rollback does with the undos an earlier attempt of it, in this
+/// boot, could not apply (their `not-applied` markers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failed {
+    /// They stay failed: resuming an attempt cut short finishes what it
+    /// began, reporting their problems again.
+    Settled,
+    /// They are tried again.
+    Retried,
 }
 
 /// The undos earlier attempts of this rollback settled: applied (synced,

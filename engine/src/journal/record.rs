@@ -229,6 +229,10 @@ pub enum UndoOp {
         path: String,
         /// Its modification time before the change.
         mtime: Time,
+        /// Its access time, which a `set-times` changes too (none in
+        /// journals of older engines).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        atime: Option<Time>,
     },
     /// `from` was renamed to `to`; undo renames it back.
     Renamed {

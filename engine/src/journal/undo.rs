@@ -8,11 +8,11 @@
 //! which changes nothing where its effect is there already (a backup that
 //! is no longer in the backup area has already been moved back).
 
-use super::entry::{at, open_dir_readable, set_mtime};
+use super::entry::{at, open_dir_readable, set_mtime, set_mtime_atime};
 use super::fault::Fault;
 use super::foreign::Foreign;
 use super::log::JournalWriter;
-use super::markers::{Markers, footprint};
+use super::markers::{Failed, Markers, footprint};
 use super::mount::MountFs;
 use super::places::{Places, relocated};
 use super::record::{Meta, Owner, Record, Time, UndoOp, Xattr, voided};
@@ -59,17 +59,6 @@ pub fn retry_rollback(
 ) -> RollbackReport {
     let report = revert(run, records, writer, (fault, Failed::Retried));
     end(writer, report, Ending::Final)
-}
-
-/// What a rollback does with the undos an earlier attempt of it, in this
-/// boot, could not apply.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Failed {
-    /// They stay failed: resuming an attempt cut short finishes what it
-    /// began, reporting their problems again.
-    Settled,
-    /// They are tried again.
-    Retried,
 }
 
 /// Ends the rollback's records as `ending` says.
@@ -337,7 +326,7 @@ fn restore_directory_times(
     let mut times = super::verify::originals(records)
         .into_iter()
         .filter_map(|(mount, op)| match op {
-            UndoOp::Times { path, mtime } => Some((mount, path.as_str(), *mtime)),
+            UndoOp::Times { path, mtime, .. } => Some((mount, path.as_str(), *mtime)),
             UndoOp::RemovedDir { path, meta } => Some((mount, path.as_str(), meta.mtime)),
             _ => None,
         })
@@ -544,9 +533,9 @@ fn apply(dir: &Dir, backup: &Dir, seq: u64, op: &UndoOp) -> io::Result<()> {
             }
             set_mtime(dir, path, *mtime)
         }
-        UndoOp::Times { path, mtime } => {
+        UndoOp::Times { path, mtime, atime } => {
             if exists(dir, path)? {
-                set_mtime(dir, path, *mtime)?;
+                set_mtime_atime(dir, path, *mtime, *atime)?;
             }
             Ok(())
         }

@@ -282,6 +282,7 @@ mod tests {
         UndoOp::Times {
             path: path.into(),
             mtime: Time(secs, 0),
+            atime: None,
         }
     }
 

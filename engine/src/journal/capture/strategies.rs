@@ -6,7 +6,7 @@ use super::RunJournal;
 use super::known::{Compensation, Mark};
 use crate::journal::entry::{fd_xattrs, mtime, open_dir_readable};
 use crate::journal::orphans;
-use crate::journal::record::{Change, FileId, Meta, Owner, Record, UndoOp, Xattr};
+use crate::journal::record::{Change, FileId, Meta, Owner, Record, Time, UndoOp, Xattr};
 use crate::journal::recorder::{Entry, Outcome};
 use cap_std::fs::{Dir, Metadata, MetadataExt, PermissionsExt};
 use std::io;
@@ -85,6 +85,7 @@ impl RunJournal {
         let undo = UndoOp::Times {
             path: rel.to_owned(),
             mtime: mtime(meta),
+            atime: Some(Time(meta.atime(), meta.atime_nsec() as u32)),
         };
         let seq = self.record(mount, Change::Touched, undo, deferred)?;
         self.tracked.call.marks.push(Mark::TimesSaved(id));

@@ -72,8 +72,9 @@ enum Op {
         to_fd: usize,
         to: String,
     },
-    /// Sets the modification time (seconds since the epoch; negative is
-    /// before 1970) of `path`, or of the descriptor itself without one.
+    /// Sets the access and modification times (seconds since the epoch;
+    /// negative is before 1970) of `path`, or of the descriptor itself
+    /// without one, as `touch` does.
     SetTimes {
         fd: usize,
         path: Option<String>,
@@ -233,8 +234,8 @@ fn apply(
             });
             let d = get(fds, *fd)?;
             match path {
-                Some(p) => d.set_times_at(path_flags(*follow), p, NewTimestamp::NoChange, when),
-                None => d.set_times(NewTimestamp::NoChange, when),
+                Some(p) => d.set_times_at(path_flags(*follow), p, when, when),
+                None => d.set_times(when, when),
             }
         }
         Op::Write {
