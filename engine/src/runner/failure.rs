@@ -126,12 +126,18 @@ async fn rollback_action(
     failure: &Failure,
     writable: &[&Mount],
 ) -> Vec<ActionReport> {
-    let resumed = match rolled.map(|(rolled, report)| (rolled.resume(writable, report), report)) {
+    let resumed = match rolled.map(|(rolled, report)| (rolled.resume(writable), report)) {
         Some((Ok(resumed), report)) => Some((resumed, report)),
         // What it changed could not be journaled, so not rolled back if
         // it failed, nor known to `recover` if the engine stopped in it.
-        Some((Err(e), _)) => {
-            let why = format!("not run: the run's mounts cannot be opened again to journal it ({e:#})");
+        Some((Err((e, unresumed)), report)) => {
+            let why = format!("not run: the run's mounts cannot be opened again to journal it ({e})");
+            let indexes: Vec<usize> = after.iter().map(|p| p.index).collect();
+            if let Err(e) = unresumed.close(&indexes, &why, report) {
+                ctx.events.emit(Event::Warning {
+                    message: format!("could not record the end of the rollback: {e}"),
+                });
+            }
             return after.iter().map(|p| not_run(ctx, p, &why)).collect();
         }
         None => None,

@@ -154,9 +154,8 @@ pub(super) struct RolledBack {
 impl RolledBack {
     /// The journal, for the flow's rollback action, on the run's
     /// `writable` mounts opened again. Where they cannot be, the action
-    /// does not run and the run's journal is ended here, with how the
-    /// rollback ended (`report`).
-    pub fn resume(self, writable: &[&Mount], report: &RollbackReport) -> anyhow::Result<Resumed> {
+    /// does not run: the journal is handed back to say so.
+    pub fn resume(self, writable: &[&Mount]) -> Result<Resumed, (std::io::Error, Unresumed)> {
         match open_mounts(writable) {
             Ok(mounts) => {
                 self.journal.lock().resume(mounts);
@@ -164,16 +163,31 @@ impl RolledBack {
                     journal: self.journal,
                 })
             }
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                Err(match end(&self.journal, report) {
-                    Ok(()) => e,
-                    Err(not_ended) => e.context(format!(
-                        "the end of the rollback is not recorded either ({not_ended})"
-                    )),
-                })
-            }
+            Err(e) => Err((
+                e,
+                Unresumed {
+                    journal: self.journal,
+                },
+            )),
         }
+    }
+}
+
+/// A rolled-back run whose mounts could not be opened again for the
+/// flow's rollback action, which therefore does not run.
+pub(super) struct Unresumed {
+    journal: Journaled,
+}
+
+impl Unresumed {
+    /// Records that the actions `indexes` did not run, and why (so that
+    /// `recover` says so, not that the engine stopped before them), then
+    /// ends the journal with how the rollback ended (`report`).
+    pub fn close(self, indexes: &[usize], why: &str, report: &RollbackReport) -> std::io::Result<()> {
+        for &index in indexes {
+            self.journal.lock().action_ended(index, Some(why.to_owned()))?;
+        }
+        end(&self.journal, report)
     }
 }
 
