@@ -77,12 +77,14 @@ pub(crate) fn dir_beneath(dir: &Dir, path: impl AsRef<Path>) -> io::Result<Optio
     } else {
         path
     };
+    // A rename elsewhere on the filesystem can race the lookup (EAGAIN):
+    // tried again, a bounded number of times.
+    let mut tries = 0;
     loop {
         match openat2(dir, path, flags, Mode::empty(), resolve) {
             Ok(fd) => return Ok(Some(Dir::from_std_file(std::fs::File::from(fd)))),
             Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
-            // A rename elsewhere on the filesystem raced the lookup.
-            Err(Errno::AGAIN) => continue,
+            Err(Errno::AGAIN) if tries < 100 => tries += 1,
             Err(e) => return Err(e.into()),
         }
     }

@@ -359,6 +359,7 @@ pub struct JoinEnds {
 }
 
 impl Joining {
+    /// The descriptors the forked child joins through, as raw numbers.
     pub fn child_ends(&self) -> JoinEnds {
         use std::os::fd::AsRawFd;
         JoinEnds {
