@@ -10,6 +10,8 @@
 //! - [`grant`]: what a flow grants a step (mounts, access, limits);
 //! - [`plugin`]: finding a step's component (built in or on disk) and
 //!   compiling it once, with an on-disk cache of compiled code;
+//! - [`registry`]: plugins from OCI registries: the store they run from,
+//!   a flow's lock of their digests, signatures and the trust policy;
 //! - [`sandbox`]: one wasmtime store per step, with its mounts, limits and
 //!   the host interface;
 //! - [`journal`]: the undo journal every change to a mount is recorded in
@@ -108,6 +110,7 @@ pub mod history;
 pub mod journal;
 pub mod plugin;
 pub mod recovery;
+pub mod registry;
 pub mod runlog;
 pub mod runner;
 pub mod sandbox;

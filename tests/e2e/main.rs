@@ -31,6 +31,7 @@ mod other_processes;
 mod plugin_checks;
 mod plugin_run;
 mod policies;
+mod registry;
 mod run_record;
 mod sandbox_escape;
 mod small_plugins;

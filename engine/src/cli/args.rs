@@ -116,6 +116,22 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
+    /// The trust policy registry plugins are checked against.
+    #[arg(long, global = true, env = "STEPBACK_TRUST", value_name = "FILE", default_value = stepback::registry::DEFAULT_TRUST_PATH)]
+    pub trust: PathBuf,
+
+    /// A registry (`host:port`) to speak plain HTTP to, not HTTPS
+    /// (repeatable; one on this machine, such as 127.0.0.1:5000, is
+    /// always spoken to over plain HTTP).
+    #[arg(
+        long,
+        global = true,
+        env = "STEPBACK_PLAIN_HTTP",
+        value_name = "REGISTRY",
+        value_delimiter = ','
+    )]
+    pub plain_http: Vec<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -190,7 +206,19 @@ pub enum Command {
 
     /// Check a flow without running it: syntax, keys, types, parameters,
     /// mounts, plugins and each step's config against its plugin's schema.
-    Validate(FlowArgs),
+    Validate(ValidateArgs),
+
+    /// Pin every registry plugin (`uses = "oci://…"`) of a flow: pull each
+    /// into the store, check it against the trust policy, compile it, and
+    /// write the digests to the flow's lock file (NAME.lock beside it),
+    /// which `run` and `validate` then run exactly.
+    Lock(FlowArgs),
+
+    /// Signing keys for publishing plugins.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
 
     /// Work with plugins.
     Plugin {
@@ -249,6 +277,31 @@ pub struct RunArgs {
     /// less fails with "no space", so the rollback always has room.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub reserve: u64,
+
+    /// Run registry plugins from the store alone: fail before anything
+    /// runs if one the lock pins is not there.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub flow: FlowArgs,
+
+    /// Check registry plugins from the store alone, fetching nothing.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Make an ed25519 signing key: FILE (secret, this user's only) and
+    /// FILE.pub (the public key that operators put in their trust policy).
+    Generate {
+        /// Where to write the secret key; never over an existing file.
+        file: PathBuf,
+    },
 }
 
 /// A size such as `64MiB`, `1GB` or `4096`.
@@ -299,7 +352,9 @@ pub enum PluginCommand {
     /// Show what a plugin says about itself and the WIT interfaces it
     /// imports and exports.
     Inspect {
-        /// `builtin:NAME` or a path to a component .wasm.
+        /// `builtin:NAME`, a path to a component .wasm, or
+        /// oci://REGISTRY/REPOSITORY:TAG (pulled into the store, not trusted
+        /// by being inspected: the trust policy's verdict is shown).
         plugin: String,
     },
 
@@ -333,6 +388,36 @@ pub enum PluginCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+
+    /// Publish a component to a registry as a Wasm OCI artifact (config
+    /// `application/vnd.wasm.config.v0+json`, one `application/wasm`
+    /// layer), and print its digest.
+    Push {
+        /// The component .wasm.
+        file: PathBuf,
+        /// Where: oci://REGISTRY/REPOSITORY:TAG.
+        reference: String,
+    },
+
+    /// Pull a plugin into the store (every byte hashed), check it against
+    /// the trust policy, and compile it.
+    Pull {
+        /// oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST.
+        reference: String,
+    },
+
+    /// Sign a published plugin: an ed25519 signature of its manifest's
+    /// digest, pushed beside it (tag sha256-DIGEST.sig).
+    Sign {
+        /// oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST.
+        reference: String,
+        /// The secret key (`stepback key generate`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+
+    /// List the plugins pulled into the store.
+    List,
 
     /// Run one step of a plugin alone, journaled like any step of a flow,
     /// and print its log, progress and the changes it made; `--rollback`

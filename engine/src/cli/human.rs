@@ -469,7 +469,13 @@ fn format_duration(micros: u64) -> String {
     }
 }
 
-pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], exports: &[String]) {
+pub fn print_inspection(
+    plugin: &Plugin,
+    info: &PluginInfo,
+    imports: &[String],
+    exports: &[String],
+    registry: Option<&serde_json::Value>,
+) {
     outln!(
         "{} {} ({})",
         clean(&info.name),
@@ -478,6 +484,23 @@ pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], 
     );
     outln!("  {}", clean(&info.description));
     outln!("  sha256: {}", plugin.sha256);
+    if let Some(r) = registry {
+        let text = |key: &str| clean(r[key].as_str().unwrap_or("none"));
+        outln!("  manifest: {}", text("manifest"));
+        let signers: Vec<&str> = r["signed_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str())
+            .collect();
+        let signers = match signers.is_empty() {
+            true => "nobody".to_owned(),
+            false => clean(&signers.join(", ")).to_string(),
+        };
+        outln!("  signed by: {signers}");
+        outln!("  trust: {}", text("trust"));
+        outln!("  WIT: stepback:plugin@{}", text("wit"));
+    }
     outln!("needs:");
     for need in &info.needs.mounts {
         outln!("  mount {:?}: {:?}", clean(&need.role), need.access);
@@ -558,11 +581,19 @@ pub fn print_cache(dir: &std::path::Path, entries: &[stepback::plugin::CacheEntr
 }
 
 /// `cache prune`: how many went, and the disk they freed.
-pub fn print_pruned(removed: &[stepback::plugin::CacheEntry]) {
+pub fn print_pruned(removed: &[stepback::plugin::CacheEntry], stored: &[(stepback::registry::Digest, u64)]) {
     let freed: u64 = removed.iter().map(|e| e.size).sum();
     outln!(
         "removed {} compiled plugin(s), {}",
         removed.len(),
         bytesize::ByteSize(freed)
     );
+    if !stored.is_empty() {
+        let freed: u64 = stored.iter().map(|(_, size)| size).sum();
+        outln!(
+            "removed {} blob(s) of pulled plugins no lock pins, {}",
+            stored.len(),
+            bytesize::ByteSize(freed)
+        );
+    }
 }

@@ -23,13 +23,20 @@ impl EventSink for Reporter {
 
 /// `plugin inspect`: what the plugin says of itself and what it imports
 /// and exports.
-pub fn print_inspection(plugin: &Plugin, info: &PluginInfo, imports: &[String], exports: &[String]) {
+pub fn print_inspection(
+    plugin: &Plugin,
+    info: &PluginInfo,
+    imports: &[String],
+    exports: &[String],
+    registry: Option<serde_json::Value>,
+) {
     let value = json!({
         "plugin": plugin.label,
         "sha256": plugin.sha256,
         "info": info,
         "imports": imports,
         "exports": exports,
+        "registry": registry,
     });
     print_result("plugin", value);
 }
@@ -57,10 +64,15 @@ pub fn print_cache(dir: &std::path::Path, entries: &[CacheEntry], limit: u64) {
 }
 
 /// `cache prune`.
-pub fn print_pruned(removed: &[CacheEntry]) {
+pub fn print_pruned(removed: &[CacheEntry], stored: &[(stepback::registry::Digest, u64)]) {
+    let stored: Vec<_> = stored
+        .iter()
+        .map(|(digest, bytes)| json!({ "digest": digest, "bytes": bytes }))
+        .collect();
     let value = json!({
         "freed_bytes": removed.iter().map(|e| e.size).sum::<u64>(),
         "removed": cache_entries(removed),
+        "store_removed": stored,
     });
     print_result("cache-prune", value);
 }

@@ -12,11 +12,12 @@ mod json;
 mod live;
 mod out;
 mod plugin_run;
+mod registry;
 mod show;
 mod status;
 mod style;
 
-use args::{CacheCommand, Cli, Command, OutputFormat, PluginCommand, SyncMode};
+use args::{CacheCommand, Cli, Command, KeyCommand, OutputFormat, PluginCommand, SyncMode};
 use out::{errln, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ use stepback::flow::{self, FlowSource};
 use stepback::history::UndoError;
 use stepback::journal::Durability;
 use stepback::plugin::{CompiledCache, PluginSource};
+use stepback::registry::Remote;
 use stepback::runner::{RunError, RunOptions};
 use stepback::sandbox::Sandbox;
 use stepback::{runner, state};
@@ -184,10 +186,23 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Plugin {
             command: PluginCommand::New { name, lang, dir },
         } => return authoring::new(name, *lang, dir.as_deref(), cli.output),
+        Command::Key {
+            command: KeyCommand::Generate { file },
+        } => return registry::generate(file, cli.output),
+        Command::Plugin {
+            command: PluginCommand::List,
+        } => return registry::list(&state_dir, cli.output),
+        Command::Plugin {
+            command: PluginCommand::Push { file, reference },
+        } => return registry::push(file, reference, &cli).await,
+        Command::Plugin {
+            command: PluginCommand::Sign { reference, key },
+        } => return registry::sign(reference, key, &cli).await,
         _ => {}
     }
     if let Command::Cache { command } = &cli.command {
-        return cache_command(&cache, command, cli.cache_limit, cli.output);
+        let store = stepback::registry::Store::new(&state_dir);
+        return cache_command((&cache, &store), command, cli.cache_limit, cli.output);
     }
     let sandbox = match Sandbox::new(cache, events.clone()) {
         Ok(s) => s,
@@ -206,10 +221,10 @@ async fn dispatch(cli: Cli) -> u8 {
     {
         out::keep_going_on_broken_pipe();
     }
-    match cli.command {
+    match &cli.command {
         Command::Run(args) => {
             let options = RunOptions {
-                state_dir,
+                state_dir: state_dir.clone(),
                 keep: args.keep,
                 journal: !args.no_journal,
                 reserve: args.reserve,
@@ -225,9 +240,14 @@ async fn dispatch(cli: Cli) -> u8 {
                 params: &args.flow.params,
                 output: cli.output,
             };
-            run(input, (&sandbox, &engine_dirs), events.clone(), &options).await
+            let remote = registry::locked(&cli, &state_dir, args.offline);
+            run(input, (&sandbox, &engine_dirs, &remote), events.clone(), &options).await
         }
-        Command::Undo { run, force } => undo(&state_dir, &run, force, cli.output),
+        Command::Lock(args) => registry::lock(args, &cli, &state_dir, (&sandbox, &engine_dirs)).await,
+        Command::Plugin {
+            command: PluginCommand::Pull { reference },
+        } => registry::pull(reference, &cli, &state_dir, &sandbox).await,
+        Command::Undo { run, force } => undo(&state_dir, run, *force, cli.output),
         Command::Recover => recover(&state_dir, cli.output),
         Command::Status => status::status(&state_dir, cli.output),
         Command::Show {
@@ -238,36 +258,48 @@ async fn dispatch(cli: Cli) -> u8 {
         } => show::show(
             &state_dir,
             run.as_deref(),
-            (limit, show::Detail { logs, records }),
+            (
+                *limit,
+                show::Detail {
+                    logs: *logs,
+                    records: *records,
+                },
+            ),
             cli.output,
         ),
         Command::Validate(args) => {
             let input = Input {
-                flow: &args.flow,
-                params: &args.params,
+                flow: &args.flow.flow,
+                params: &args.flow.params,
                 output: cli.output,
             };
-            validate(input, (&sandbox, &engine_dirs)).await
+            let remote = registry::locked(&cli, &state_dir, args.offline);
+            validate(input, (&sandbox, &engine_dirs, &remote)).await
         }
         Command::Plugin {
             command: PluginCommand::Inspect { plugin },
-        } => inspect(&plugin, &sandbox, cli.output).await,
+        } => inspect(plugin, &sandbox, (&cli, &state_dir)).await,
         Command::Plugin {
             command: PluginCommand::Build { dir },
-        } => authoring::build(&dir, &sandbox, cli.output).await,
+        } => authoring::build(dir, &sandbox, cli.output).await,
         Command::Plugin {
             command: PluginCommand::Test { dir },
-        } => authoring::test(&dir, &sandbox, &cache_dir, cli.output).await,
+        } => authoring::test(dir, &sandbox, &cache_dir, cli.output).await,
         Command::Plugin {
             command: PluginCommand::Run(args),
         } => {
             let options = RunOptions {
                 cancel: interrupt_cancels(),
-                ..RunOptions::new(state_dir)
+                ..RunOptions::new(state_dir.clone())
             };
+            let remote = Remote::locking(
+                stepback::registry::Store::new(&state_dir),
+                stepback::registry::TrustPolicy::read(&cli.trust),
+                cli.plain_http.clone(),
+            );
             plugin_run::run(
-                &args,
-                (&sandbox, &engine_dirs),
+                args,
+                (&sandbox, &engine_dirs, &remote),
                 events.clone(),
                 &options,
                 cli.output,
@@ -277,13 +309,22 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Cache { .. }
         | Command::Completions { .. }
         | Command::Man
+        | Command::Key { .. }
         | Command::Plugin {
-            command: PluginCommand::New { .. },
+            command:
+                PluginCommand::New { .. }
+                | PluginCommand::List
+                | PluginCommand::Push { .. }
+                | PluginCommand::Sign { .. },
         } => {
             unreachable!("handled before the engine is set up")
         }
     }
 }
+
+/// What a flow is validated with: the engine, its own directories (no
+/// mount may reach them), and where registry plugins come from.
+type Engine<'a> = (&'a Sandbox, &'a [PathBuf], &'a Remote);
 
 /// A flow as the command line names it, with its parameters, and how to
 /// print what becomes of it.
@@ -295,7 +336,7 @@ struct Input<'a> {
 
 /// The flow's plan; where it is not valid, every problem is printed (as
 /// JSON too, with `--output json`) and the exit code returned.
-async fn plan(input: &Input<'_>, engine: (&Sandbox, &[PathBuf])) -> Result<flow::Plan, u8> {
+async fn plan(input: &Input<'_>, engine: Engine<'_>) -> Result<flow::Plan, u8> {
     plan_of(FlowSource::read(input.flow), input, engine).await
 }
 
@@ -303,10 +344,10 @@ async fn plan(input: &Input<'_>, engine: (&Sandbox, &[PathBuf])) -> Result<flow:
 async fn plan_of(
     source: Result<FlowSource, stepback::diagnostic::Diagnostic>,
     input: &Input<'_>,
-    (sandbox, engine_dirs): (&Sandbox, &[PathBuf]),
+    (sandbox, engine_dirs, remote): Engine<'_>,
 ) -> Result<flow::Plan, u8> {
     let planned = match source {
-        Ok(source) => flow::validate(&source, input.params, sandbox, engine_dirs).await,
+        Ok(source) => flow::validate(&source, input.params, sandbox, engine_dirs, Some(remote)).await,
         Err(d) => Err(stepback::diagnostic::Diagnostics(vec![d])),
     };
     planned.map_err(|diagnostics| {
@@ -321,12 +362,7 @@ async fn plan_of(
     })
 }
 
-async fn run(
-    input: Input<'_>,
-    engine: (&Sandbox, &[PathBuf]),
-    events: Arc<dyn EventSink>,
-    options: &RunOptions,
-) -> u8 {
+async fn run(input: Input<'_>, engine: Engine<'_>, events: Arc<dyn EventSink>, options: &RunOptions) -> u8 {
     let sandbox = engine.0;
     let plan = match plan(&input, engine).await {
         Ok(plan) => plan,
@@ -460,7 +496,7 @@ fn recovery_code(r: &stepback::recovery::Recovered) -> u8 {
     }
 }
 
-async fn validate(input: Input<'_>, engine: (&Sandbox, &[PathBuf])) -> u8 {
+async fn validate(input: Input<'_>, engine: Engine<'_>) -> u8 {
     let flow = input.flow;
     match plan(&input, engine).await {
         Ok(plan) if input.output == OutputFormat::Json => {
@@ -483,15 +519,25 @@ async fn validate(input: Input<'_>, engine: (&Sandbox, &[PathBuf])) -> u8 {
     }
 }
 
-async fn inspect(plugin: &str, sandbox: &Sandbox, output: OutputFormat) -> u8 {
+/// `stepback plugin inspect`: a registry plugin is pulled into the store
+/// first, and its digest, signers and the trust policy's verdict shown too.
+async fn inspect(plugin: &str, sandbox: &Sandbox, (cli, state_dir): (&Cli, &Path)) -> u8 {
+    let output = cli.output;
     let described = async {
-        let source = PluginSource::resolve(plugin, Path::new("."))?;
+        let (source, registry) = match stepback::registry::PluginRef::from_uses(plugin) {
+            Some(reference) => {
+                let reference = reference.map_err(anyhow::Error::msg)?;
+                let (source, registry) = registry::inspected(&reference, cli, state_dir).await?;
+                (source, Some(registry))
+            }
+            None => (PluginSource::resolve(plugin, Path::new("."))?, None),
+        };
         let loaded = sandbox.load(&source)?;
         let info = sandbox.describe(&loaded).await?;
-        anyhow::Ok((loaded, info))
+        anyhow::Ok((loaded, info, registry))
     }
     .await;
-    let (loaded, info) = match described {
+    let (loaded, info, registry) = match described {
         Ok(d) => d,
         Err(e) => {
             return error(exit::INVALID_INPUT, format_args!("{e:#}"));
@@ -499,27 +545,43 @@ async fn inspect(plugin: &str, sandbox: &Sandbox, output: OutputFormat) -> u8 {
     };
     let (imports, exports) = sandbox.interfaces(&loaded);
     match output {
-        OutputFormat::Human => human::print_inspection(&loaded, &info, &imports, &exports),
-        OutputFormat::Json => json::print_inspection(&loaded, &info, &imports, &exports),
+        OutputFormat::Human => human::print_inspection(&loaded, &info, &imports, &exports, registry.as_ref()),
+        OutputFormat::Json => json::print_inspection(&loaded, &info, &imports, &exports, registry),
     }
     exit::SUCCESS
 }
 
-/// `stepback cache list` and `stepback cache prune`.
-fn cache_command(cache: &CompiledCache, command: &CacheCommand, limit: u64, output: OutputFormat) -> u8 {
-    let result =
-        match command {
-            CacheCommand::List => cache.entries().map(|entries| match output {
-                OutputFormat::Human => human::print_cache(cache.dir(), &entries, limit),
-                OutputFormat::Json => json::print_cache(cache.dir(), &entries, limit),
-            }),
-            CacheCommand::Prune { max, older_than } => cache
+/// `stepback cache list` and `stepback cache prune` (which prunes the
+/// store of pulled plugins too, sparing what a lock pins).
+fn cache_command(
+    (cache, store): (&CompiledCache, &stepback::registry::Store),
+    command: &CacheCommand,
+    limit: u64,
+    output: OutputFormat,
+) -> u8 {
+    let result = match command {
+        CacheCommand::List => cache.entries().map(|entries| match output {
+            OutputFormat::Human => human::print_cache(cache.dir(), &entries, limit),
+            OutputFormat::Json => json::print_cache(cache.dir(), &entries, limit),
+        }),
+        CacheCommand::Prune { max, older_than } => {
+            let stored = match store.prune(*older_than) {
+                Ok(stored) => stored,
+                Err(e) => {
+                    return error(
+                        exit::ENGINE_ERROR,
+                        format_args!("the plugin store in {}: {e:#}", store.dir().display()),
+                    );
+                }
+            };
+            cache
                 .prune(max.unwrap_or(limit), *older_than, None)
                 .map(|removed| match output {
-                    OutputFormat::Human => human::print_pruned(&removed),
-                    OutputFormat::Json => json::print_pruned(&removed),
-                }),
-        };
+                    OutputFormat::Human => human::print_pruned(&removed, &stored),
+                    OutputFormat::Json => json::print_pruned(&removed, &stored),
+                })
+        }
+    };
     match result {
         Ok(()) => exit::SUCCESS,
         Err(e) => error(

@@ -7,17 +7,15 @@ use super::args::{OutputFormat, PluginRunArgs};
 use super::out::{errln, outln};
 use super::{Input, exit, json, show};
 use serde_json::json;
-use std::path::PathBuf;
 use std::sync::Arc;
 use stepback::events::EventSink;
 use stepback::flow::{ONE_STEP_FLOW, OneStep};
 use stepback::journal::{RollbackReport, RunStore};
 use stepback::runner::{self, RunOptions};
-use stepback::sandbox::Sandbox;
 
 pub async fn run(
     args: &PluginRunArgs,
-    engine: (&Sandbox, &[PathBuf]),
+    engine: super::Engine<'_>,
     events: Arc<dyn EventSink>,
     options: &RunOptions,
     output: OutputFormat,

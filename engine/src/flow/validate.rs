@@ -9,6 +9,7 @@ use super::source::FlowSource;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::grant::{Access, Capture, Exec, Grant, Limits, Mount, Program, SnapshotPath};
 use crate::plugin::{PluginInfo, PluginSource};
+use crate::registry::{PluginRef, Remote};
 use crate::sandbox::{Plugin, Refusal, Sandbox};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
@@ -23,11 +24,15 @@ use std::sync::Arc;
 /// state and compiled-cache directories): no mount may contain them or lie
 /// inside them, or a step could rewrite the journal a rollback trusts or
 /// the native code a later run loads.
+///
+/// `remote` resolves registry plugins (`uses = "oci://…"`); without one, a
+/// flow that names any is invalid.
 pub async fn validate(
     source: &FlowSource,
     overrides: &[(String, String)],
     sandbox: &Sandbox,
     engine_dirs: &[PathBuf],
+    remote: Option<&Remote>,
 ) -> Result<Plan, Diagnostics> {
     let super::unknown::Parsed {
         flow,
@@ -41,6 +46,7 @@ pub async fn validate(
         declared_mounts: flow.mounts.iter().map(|m| m.name.clone()).collect(),
         engine_dirs: engine_dirs.iter().map(|d| canonical_lenient(d)).collect(),
         loaded: HashMap::new(),
+        remote,
     };
     let params = v.params(&flow, overrides);
     let mounts = v.mounts(&flow.mounts, &params);
@@ -94,6 +100,8 @@ struct Validator<'a> {
     engine_dirs: Vec<PathBuf>,
     /// Plugins loaded so far, by `uses` (`None`: it could not be).
     loaded: HashMap<String, Option<(Arc<Plugin>, PluginInfo)>>,
+    /// Where registry plugins come from.
+    remote: Option<&'a Remote>,
 }
 
 /// `path` with symlinks resolved as far as it exists: a state directory
@@ -432,7 +440,14 @@ impl Validator<'_> {
         sandbox: &Sandbox,
     ) -> Option<(Arc<Plugin>, PluginInfo)> {
         let result = async {
-            let source = PluginSource::resolve(uses, &self.source.base_dir())?;
+            let source = match (PluginRef::from_uses(uses), self.remote) {
+                (None, _) => PluginSource::resolve(uses, &self.source.base_dir())?,
+                (Some(Err(malformed)), _) => anyhow::bail!(malformed),
+                (Some(Ok(_)), None) => anyhow::bail!("{uses}: this program loads no plugins from registries"),
+                (Some(Ok(reference)), Some(remote)) => {
+                    remote.source(&self.source.path, uses, &reference).await?
+                }
+            };
             let plugin = sandbox.load(&source)?;
             let info = sandbox.describe(&plugin).await?;
             anyhow::Ok((Arc::new(plugin), info))

@@ -1,14 +1,32 @@
 //! What a component imports, read from its bytes without compiling it.
 
 use anyhow::Context;
-use wasmparser::{ComponentTypeRef, Encoding, Parser, Payload};
+use wasmparser::{ComponentExternalKind, ComponentTypeRef, Encoding, Parser, Payload};
 
 /// The names (`wasi:cli/stdout@0.2.6`) of the top-level imports of the
 /// component in `bytes`; nested components' and core modules' own imports
 /// are theirs, satisfied inside it.
 pub fn component_imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+    Ok(component_interfaces(bytes)?.imports)
+}
+
+/// A component's top-level imports and exports, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interfaces {
+    /// What the host must provide (`stepback:plugin/host@0.3.0`).
+    pub imports: Vec<String>,
+    /// What it provides (`stepback:plugin/step@0.3.0`).
+    pub exports: Vec<String>,
+}
+
+/// The names of the top-level imports and exports of the component in
+/// `bytes`, without compiling it (what a registry's artifact config lists).
+pub fn component_interfaces(bytes: &[u8]) -> anyhow::Result<Interfaces> {
     let mut depth = 0usize;
-    let mut names = Vec::new();
+    let mut found = Interfaces {
+        imports: Vec::new(),
+        exports: Vec::new(),
+    };
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.context("not a valid WebAssembly binary")? {
             Payload::Version { encoding, .. } => {
@@ -24,14 +42,22 @@ pub fn component_imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
                     // A type import names a type of another import, or of
                     // an export: nothing the host provides.
                     if !matches!(import.ty, ComponentTypeRef::Type(_)) {
-                        names.push(import.name.name.to_owned());
+                        found.imports.push(import.name.name.to_owned());
+                    }
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    let export = export?;
+                    if export.kind != ComponentExternalKind::Type {
+                        found.exports.push(export.name.name.to_owned());
                     }
                 }
             }
             _ => {}
         }
     }
-    Ok(names)
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -45,12 +71,18 @@ mod tests {
                 (import "wasi:cli/stdout@0.2.6" (instance))
                 (import "a-type" (type (sub resource)))
                 (component (import "inner:only/here@1.0.0" (instance)))
-                (import "stepback:plugin/host@0.1.0" (instance)))"#,
+                (import "stepback:plugin/host@0.1.0" (instance))
+                (instance $i)
+                (export "stepback:plugin/step@0.1.0" (instance $i)))"#,
         )
         .unwrap();
         assert_eq!(
             component_imports(&wasm).unwrap(),
             ["wasi:cli/stdout@0.2.6", "stepback:plugin/host@0.1.0"]
+        );
+        assert_eq!(
+            component_interfaces(&wasm).unwrap().exports,
+            ["stepback:plugin/step@0.1.0"]
         );
         assert!(component_imports(&wat::parse_str("(module)").unwrap()).is_err());
         assert!(component_imports(b"nonsense").is_err());

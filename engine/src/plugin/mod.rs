@@ -14,7 +14,7 @@ mod source;
 mod stamp;
 
 pub use cache::{CacheEntry, CacheOutcome, CompiledCache, DEFAULT_CACHE_LIMIT};
-pub use imports::component_imports;
+pub use imports::{Interfaces, component_imports, component_interfaces};
 pub use info::{MountNeed, Needs, PluginInfo};
 pub use source::PluginSource;
 pub use stamp::FileStamp;

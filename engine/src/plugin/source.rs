@@ -14,6 +14,16 @@ pub enum PluginSource {
     Builtin(&'static str, &'static [u8]),
     /// A component file on disk.
     File(PathBuf),
+    /// A component pulled from a registry, in the store: it runs only
+    /// while its bytes are still the digest it was pulled and locked at.
+    Stored {
+        /// How the flow names it (`oci://…`).
+        label: String,
+        /// Its file in the store.
+        path: PathBuf,
+        /// The SHA-256 (hex) its bytes must have.
+        sha256: String,
+    },
 }
 
 impl PluginSource {
@@ -48,6 +58,23 @@ impl PluginSource {
         match self {
             PluginSource::Builtin(name, _) => format!("builtin:{name}"),
             PluginSource::File(path) => path.display().to_string(),
+            PluginSource::Stored { label, .. } => label.clone(),
+        }
+    }
+
+    /// The SHA-256 (hex) the component must have, where it is known
+    /// beforehand (a stored plugin's).
+    pub fn expected_sha256(&self) -> Option<&str> {
+        match self {
+            PluginSource::Stored { sha256, .. } => Some(sha256),
+            _ => None,
+        }
+    }
+
+    fn file(&self) -> Option<&Path> {
+        match self {
+            PluginSource::Builtin(..) => None,
+            PluginSource::File(path) | PluginSource::Stored { path, .. } => Some(path),
         }
     }
 
@@ -55,24 +82,32 @@ impl PluginSource {
     /// (see [`super::CompiledCache::recall`]); `None` for a built-in one,
     /// or a file that cannot be opened (reading it says why).
     pub fn stamp(&self) -> Option<FileStamp> {
-        match self {
-            PluginSource::Builtin(..) => None,
-            PluginSource::File(path) => FileStamp::of(&std::fs::File::open(path).ok()?).ok(),
-        }
+        FileStamp::of(&std::fs::File::open(self.file()?).ok()?).ok()
     }
 
     /// The component's bytes, checked to be a component, and the stamp of
     /// the file they were read from (taken before reading: a change while
     /// reading moves the file's stamp past this one).
     pub fn read(&self) -> anyhow::Result<(Cow<'static, [u8]>, Option<FileStamp>)> {
-        let (bytes, stamp) = match self {
-            PluginSource::Builtin(_, bytes) => (Cow::Borrowed(*bytes), None),
-            PluginSource::File(path) => {
+        let (bytes, stamp) = match (self, self.file()) {
+            (PluginSource::Builtin(_, bytes), _) => (Cow::Borrowed(*bytes), None),
+            (_, Some(path)) => {
                 let (bytes, stamp) =
                     read_stamped(path).with_context(|| format!("reading plugin {}", path.display()))?;
                 (Cow::Owned(bytes), Some(stamp))
             }
+            (_, None) => unreachable!("only a built-in plugin has no file"),
         };
+        if let Some(expected) = self.expected_sha256() {
+            let actual = super::cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            if actual != expected {
+                bail!(
+                    "plugin {}: its component in the store ({}) is no longer what was pulled (sha256:{actual}, not sha256:{expected}): remove it and pull again",
+                    self.label(),
+                    self.file().expect("a stored plugin has a file").display()
+                );
+            }
+        }
         check_component(&bytes, &self.label())?;
         Ok((bytes, stamp))
     }

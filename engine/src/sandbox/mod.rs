@@ -167,9 +167,12 @@ impl Sandbox {
     pub fn load(&self, source: &PluginSource) -> anyhow::Result<Plugin> {
         let label = source.label();
         let start = Instant::now();
+        // A stored plugin's remembered digest must still be the one it
+        // was pulled at; otherwise it is read, and refused, below.
         let recalled = source
             .stamp()
-            .and_then(|stamp| self.cache.recall(&self.engine, &stamp));
+            .and_then(|stamp| self.cache.recall(&self.engine, &stamp))
+            .filter(|(_, sha)| source.expected_sha256().is_none_or(|e| e == sha));
         let (component, cache, sha256) = match recalled {
             Some((component, sha256)) => (component, CacheOutcome::Hit, sha256),
             None => self.compile(source, &label)?,

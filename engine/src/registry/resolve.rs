@@ -1,0 +1,201 @@
+//! How a flow's `uses = "oci://…"` becomes a component to load: through
+//! the flow's lock and the store when it runs or is validated, through the
+//! registry (recording what it found) when it is locked. Either way the
+//! trust policy is asked before anything is loaded.
+
+use super::client::{Pulled, Registry};
+use super::digest::Digest;
+use super::lock::{Lock, Locked};
+use super::reference::PluginRef;
+use super::signature::Signatures;
+use super::store::{Artifact, Store};
+use super::trust::{TrustPolicy, Trusted};
+use crate::plugin::PluginSource;
+use anyhow::{Context, bail};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Where registry plugins come from, and who is trusted to publish them.
+pub struct Remote {
+    store: Store,
+    /// The policy, or what is wrong with its file (said when a registry
+    /// plugin is used, so a broken policy stops no flow that uses none).
+    trust: Result<TrustPolicy, String>,
+    plain_http: Vec<String>,
+    mode: Mode,
+}
+
+/// What a `uses` is resolved through.
+enum Mode {
+    /// The flow's lock: what it pins, from the store (pulled by digest
+    /// where missing, unless offline).
+    Locked { offline: bool },
+    /// The registry, now: what each reference names is recorded, for
+    /// `stepback lock` to write.
+    Locking(Mutex<Vec<Locked>>),
+}
+
+impl Remote {
+    /// Registry plugins through their flow's lock; `offline`: from the
+    /// store alone.
+    pub fn locked(
+        store: Store,
+        trust: Result<TrustPolicy, String>,
+        plain_http: Vec<String>,
+        offline: bool,
+    ) -> Remote {
+        Remote {
+            store,
+            trust,
+            plain_http,
+            mode: Mode::Locked { offline },
+        }
+    }
+
+    /// Registry plugins as the registry names them now, recorded for a lock.
+    pub fn locking(store: Store, trust: Result<TrustPolicy, String>, plain_http: Vec<String>) -> Remote {
+        Remote {
+            store,
+            trust,
+            plain_http,
+            mode: Mode::Locking(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The registry of `reference`.
+    pub fn registry(&self, reference: &PluginRef) -> anyhow::Result<Registry> {
+        Registry::connect(reference, &self.plain_http)
+    }
+
+    /// What locking found, for the lock file (empty unless [`Remote::locking`]).
+    pub fn into_lock(self) -> Lock {
+        let plugins = match self.mode {
+            Mode::Locking(found) => found.into_inner().unwrap_or_else(|e| e.into_inner()),
+            Mode::Locked { .. } => Vec::new(),
+        };
+        Lock {
+            version: super::lock::VERSION,
+            plugins,
+        }
+    }
+
+    /// The component `uses` (which parsed as `reference`) names for the
+    /// flow at `flow`, checked against the trust policy.
+    pub async fn source(
+        &self,
+        flow: &Path,
+        uses: &str,
+        reference: &PluginRef,
+    ) -> anyhow::Result<PluginSource> {
+        let artifact = match &self.mode {
+            Mode::Locked { offline } => self.through_lock(flow, uses, reference, *offline).await?,
+            Mode::Locking(found) => {
+                let (artifact, trusted) = self.pull(reference).await?;
+                found.lock().unwrap_or_else(|e| e.into_inner()).push(Locked {
+                    uses: uses.to_owned(),
+                    manifest: artifact.manifest.clone(),
+                    layer: artifact.layer.digest.clone(),
+                    signed_by: signer(&trusted),
+                });
+                artifact
+            }
+        };
+        Ok(PluginSource::Stored {
+            label: reference.pinned(&artifact.manifest).to_string(),
+            path: artifact.component,
+            sha256: artifact.layer.digest.hex().to_owned(),
+        })
+    }
+
+    /// Pulls `reference` into the store and asks the trust policy about
+    /// it: what `plugin pull` and `lock` do.
+    pub async fn pull(&self, reference: &PluginRef) -> anyhow::Result<(Artifact, Trusted)> {
+        let Pulled { artifact, signatures } = self.registry(reference)?.pull(reference, &self.store).await?;
+        let trusted = self.check(reference, &artifact.manifest, signatures.as_ref())?;
+        Ok((artifact, trusted))
+    }
+
+    /// The locked plugin, from the store (pulled by its digest where
+    /// missing, unless `offline`), checked against the lock and the policy.
+    async fn through_lock(
+        &self,
+        flow: &Path,
+        uses: &str,
+        reference: &PluginRef,
+        offline: bool,
+    ) -> anyhow::Result<Artifact> {
+        let lock_path = Lock::path_for(flow);
+        let lock = Lock::read(&lock_path).map_err(anyhow::Error::msg)?;
+        let relock = format!("`stepback lock {}`", flow.display());
+        let Some(lock) = lock else {
+            bail!(
+                "{uses} comes from a registry, and the flow has no lock ({}): pin what it runs with {relock}",
+                lock_path.display()
+            );
+        };
+        // Whatever prunes the store later must spare what this lock pins.
+        self.store.remember_lock(&lock_path)?;
+        let Some(entry) = lock.get(uses) else {
+            bail!(
+                "{uses} is not in {}: the lock is stale; lock the flow again with {relock}",
+                lock_path.display()
+            );
+        };
+        if let Some(digest) = &reference.digest
+            && *digest != entry.manifest
+        {
+            bail!(
+                "{uses} names {digest}, but {} pins {}: the lock is stale; lock the flow again with {relock}",
+                lock_path.display(),
+                entry.manifest
+            );
+        }
+        let pinned = reference.pinned(&entry.manifest);
+        let artifact = match self.store.artifact(&entry.manifest)? {
+            Some(artifact) => artifact,
+            None if offline => bail!(
+                "{pinned} is not in the store ({}), and --offline fetches nothing: pull it first with `stepback plugin pull {pinned}`",
+                self.store.dir().display()
+            ),
+            None => self.registry(&pinned)?.pull(&pinned, &self.store).await?.artifact,
+        };
+        if artifact.layer.digest != entry.layer {
+            bail!(
+                "{}: {uses} pins manifest {} with component {}, but that manifest names component {}: the lock was altered; lock the flow again with {relock}",
+                lock_path.display(),
+                entry.manifest,
+                entry.layer,
+                artifact.layer.digest
+            );
+        }
+        let signatures = self
+            .store
+            .signatures(&entry.manifest)
+            .with_context(|| format!("the stored signatures of {pinned}"))?;
+        self.check(reference, &entry.manifest, signatures.as_ref())?;
+        Ok(artifact)
+    }
+}
+
+impl Remote {
+    /// What the trust policy says of a plugin.
+    fn check(
+        &self,
+        reference: &PluginRef,
+        manifest: &Digest,
+        signatures: Option<&Signatures>,
+    ) -> anyhow::Result<Trusted> {
+        let policy = self.trust.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        policy
+            .check(reference, manifest, signatures)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// The lock's `signed-by` of a verdict.
+fn signer(trusted: &Trusted) -> Option<String> {
+    match trusted {
+        Trusted::Signed(key) => Some(key.to_string()),
+        Trusted::Unsigned => None,
+    }
+}
