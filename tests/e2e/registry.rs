@@ -248,8 +248,10 @@ fn a_signed_plugin_is_pushed_locked_and_run_from_the_store_even_with_the_registr
     );
     // The lock compiled it: the run loads it from the cache.
     let run = sb(&env, &["--verbose", "run", f]);
-    run.expect_code(exit::SUCCESS);
-    assert!(!run.stdout().contains("compiled"), "{}", run.stdout());
+    run.expect_code(exit::SUCCESS)
+        .expect_stderr(&format!("plugin {reference}@{digest}"))
+        .expect_stderr("compiled cache hit");
+    assert!(!run.stderr().contains("compiled and cached"), "{}", run.stderr());
     assert_eq!(env.read("app/hello.txt"), "hi");
     // A failing later step rolls the registry plugin's change back.
     std::fs::remove_file(env.path("app/hello.txt")).unwrap();
@@ -273,8 +275,8 @@ fn a_signed_plugin_is_pushed_locked_and_run_from_the_store_even_with_the_registr
     std::fs::remove_file(env.path("app/hello.txt")).unwrap();
     sb(&env, &["run", "--offline", f])
         .expect_code(exit::INVALID_INPUT)
-        .expect_stderr("not in the store")
-        .expect_stderr(&format!("stepback plugin pull {reference}@{digest}"));
+        .expect_stderr(&format!("{reference}@{digest} is not in the store"))
+        .expect_stderr("stepback plugin pull");
     assert!(!env.path("app/hello.txt").exists());
     // Online again, the run pulls what the lock pins.
     registry.resume();
@@ -350,6 +352,14 @@ fn what_is_not_what_was_published_or_not_trusted_is_refused_before_anything_runs
     no_runs(&env);
     let f = flow(&env, &reference, false);
     let f = f.to_str().unwrap();
+    // A lock edited by hand: its component is not the one its manifest names.
+    let other_layer = format!("sha256:{}", "0".repeat(64));
+    env.write("flow.lock", lock.replace(&layer, &other_layer));
+    sb(&env, &["run", f])
+        .expect_code(exit::INVALID_INPUT)
+        .expect_stderr("the lock was altered");
+    no_runs(&env);
+    env.write("flow.lock", &lock);
 
     // The store's copy changed on disk.
     let stored = env.path(&format!(
@@ -432,21 +442,29 @@ fn a_registry_with_passwords_takes_the_environment_and_docker_auth_files() {
     let push = ["plugin", "push", &guest("write_file"), &reference];
     sb(&env, &push)
         .expect_code(exit::ENGINE_ERROR)
-        .expect_stderr("refused the credentials")
+        .expect_stderr("requires credentials")
         .expect_stderr("docker login");
     let trust_file = env.path("trust.toml");
     trust(&env, &format!("{}/acme/*", registry.addr), None);
-    let with_password = |args: &[&str]| {
+    let with_password = |registry: &str, password: &str| {
         env.stepback_env(
-            args,
+            &push,
             &[
                 ("STEPBACK_TRUST", trust_file.to_str().unwrap()),
+                ("STEPBACK_REGISTRY", registry),
                 ("STEPBACK_REGISTRY_USERNAME", "alice"),
-                ("STEPBACK_REGISTRY_PASSWORD", "pw"),
+                ("STEPBACK_REGISTRY_PASSWORD", password),
             ],
         )
     };
-    pushed(&with_password(&push));
+    // The credentials go only to the registry they are for.
+    with_password("127.0.0.1:1", "pw")
+        .expect_code(exit::ENGINE_ERROR)
+        .expect_stderr("requires credentials");
+    with_password(&registry.addr, "wrong")
+        .expect_code(exit::ENGINE_ERROR)
+        .expect_stderr("refused the credentials");
+    pushed(&with_password(&registry.addr, "pw"));
     // Docker's config.json, as `docker login` writes it.
     let docker = env.mkdir("docker");
     std::fs::write(

@@ -355,6 +355,7 @@ async fn plan_of(
         if diagnostics.0.iter().any(|d| d.field.starts_with("params")) {
             errln!("(a parameter's value is given with --param NAME=VALUE)");
         }
+        registry::hints(diagnostics.0.iter().map(|d| d.message.as_str()), input.flow);
         if input.output == OutputFormat::Json {
             json::print_validation(input.flow, Err(&diagnostics.0));
         }
@@ -565,8 +566,11 @@ fn cache_command(
             OutputFormat::Json => json::print_cache(cache.dir(), &entries, limit),
         }),
         CacheCommand::Prune { max, older_than } => {
-            let stored = match store.prune(*older_than) {
-                Ok(stored) => stored,
+            let pruned = store
+                .pinned()
+                .and_then(|pins| Ok((store.prune(*older_than)?, pins)));
+            let (stored, pins) = match pruned {
+                Ok(pruned) => pruned,
                 Err(e) => {
                     return error(
                         exit::ENGINE_ERROR,
@@ -575,7 +579,9 @@ fn cache_command(
                 }
             };
             cache
-                .prune(max.unwrap_or(limit), *older_than, None)
+                .prune(max.unwrap_or(limit), *older_than, &|e| {
+                    pins.components.contains(&e.sha256)
+                })
                 .map(|removed| match output {
                     OutputFormat::Human => human::print_pruned(&removed, &stored),
                     OutputFormat::Json => json::print_pruned(&removed, &stored),

@@ -3,7 +3,7 @@
 //! `stepback::registry`.
 
 use super::args::{Cli, FlowArgs, OutputFormat};
-use super::out::outln;
+use super::out::{errln, outln};
 use super::{Input, error, exit, json};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,12 @@ pub async fn pull(from: &str, cli: &Cli, state_dir: &Path, sandbox: &Sandbox) ->
     );
     let (artifact, trusted) = match remote.pull(&from).await {
         Ok(pulled) => pulled,
-        Err(e) => return error(exit::INVALID_INPUT, format_args!("{e:#}")),
+        Err(e) => {
+            let message = format!("{e:#}");
+            let code = error(exit::INVALID_INPUT, &message);
+            hints(std::iter::once(message.as_str()), Path::new("FLOW"));
+            return code;
+        }
     };
     let pinned = from.pinned(&artifact.manifest);
     let source = PluginSource::Stored {
@@ -114,8 +119,11 @@ pub async fn sign(what: &str, key: &Path, cli: &Cli) -> u8 {
         let mut doc = registry
             .signatures(&what, &manifest)
             .await?
-            .unwrap_or_else(|| Signatures::new(&manifest));
-        doc.add(key.sign(&manifest));
+            // Kept: the valid signatures of this manifest in this repository.
+            .filter(|d| d.repository == what.repository && d.manifest == manifest)
+            .map(|d| d.valid())
+            .unwrap_or_else(|| Signatures::new(&what.repository, &manifest));
+        doc.add(key.sign(&what.repository, &manifest));
         registry.push_signatures(&what, &doc).await?;
         anyhow::Ok(manifest)
     }
@@ -246,7 +254,9 @@ pub async fn lock(args: &FlowArgs, cli: &Cli, state_dir: &Path, engine: (&Sandbo
     if let Err(code) = super::plan(&input, (engine.0, engine.1, &remote)).await {
         return code;
     }
-    let path = stepback::registry::Lock::path_for(&args.flow);
+    // Beside the flow's file (`flow.toml` of a directory given).
+    let file = stepback::flow::FlowSource::read(&args.flow).map_or_else(|_| args.flow.clone(), |s| s.path);
+    let path = stepback::registry::Lock::path_for(&file);
     let lock = remote.into_lock();
     let written = lock
         .write(&path)
@@ -270,4 +280,22 @@ pub async fn lock(args: &FlowArgs, cli: &Cli, state_dir: &Path, engine: (&Sandbo
         OutputFormat::Json => json::print_result("lock", json!({ "lock": path, "plugins": lock.plugins })),
     }
     exit::SUCCESS
+}
+
+/// The commands that fix what was said of registry plugins (the library
+/// names none: an embedding program has other ways).
+pub fn hints<'a>(messages: impl Iterator<Item = &'a str> + Clone, flow: &Path) {
+    let said = |what: &str| messages.clone().any(|m| m.contains(what));
+    if said("lock the flow") || said("by locking it") {
+        errln!(
+            "(`stepback lock {}` pins the flow's registry plugins: pulls, checks and compiles each, and writes the lock)",
+            flow.display()
+        );
+    }
+    if said("pull it into the store first") {
+        errln!("(`stepback plugin pull REFERENCE@DIGEST` fetches it; `run` without --offline does too)");
+    }
+    if said("is not signed") {
+        errln!("(a publisher signs a plugin with `stepback plugin sign REFERENCE --key KEY`)");
+    }
 }

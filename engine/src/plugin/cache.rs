@@ -111,13 +111,14 @@ impl CompiledCache {
     }
 
     /// Removes entries unused for longer than `older_than`, then the least
-    /// recently used until the rest take at most `max_bytes`, sparing
-    /// `keep`. Returns what it removed.
+    /// recently used until the rest take at most `max_bytes`, sparing those
+    /// `spare` says to (the one just stored; those a lock pins). Returns
+    /// what it removed.
     pub fn prune(
         &self,
         max_bytes: u64,
         older_than: Option<std::time::Duration>,
-        keep: Option<&Path>,
+        spare: &dyn Fn(&CacheEntry) -> bool,
     ) -> std::io::Result<Vec<CacheEntry>> {
         let entries = self.entries()?;
         let mut total: u64 = entries.iter().map(|e| e.size).sum();
@@ -126,7 +127,7 @@ impl CompiledCache {
         for entry in entries {
             let stale =
                 older_than.is_some_and(|age| now.duration_since(entry.last_used).unwrap_or_default() > age);
-            if Some(entry.path.as_path()) == keep || (!stale && total <= max_bytes) {
+            if spare(&entry) || (!stale && total <= max_bytes) {
                 continue;
             }
             for path in [digest_path(&entry.path), entry.path.clone()] {
@@ -258,7 +259,7 @@ impl CompiledCache {
         let component = Component::new(engine, bytes)?;
         self.store(entry, &component, key)
             .with_context(|| format!("writing compiled plugin to the cache at {}", entry.display()))?;
-        self.prune(self.limit, None, Some(entry))
+        self.prune(self.limit, None, &|e| e.path == entry)
             .with_context(|| format!("bounding the compiled-plugin cache in {}", self.dir.display()))?;
         Ok(component)
     }

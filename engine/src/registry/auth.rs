@@ -2,7 +2,9 @@
 //! operator who has run `docker login` or `podman login` needs nothing more.
 //!
 //! In order: `STEPBACK_REGISTRY_USERNAME` and `STEPBACK_REGISTRY_PASSWORD`
-//! (for every registry: CI jobs); then the auth files, first match wins:
+//! for the one registry `STEPBACK_REGISTRY` names (CI jobs; never sent to
+//! any other, so a flow naming a stranger's registry cannot collect them);
+//! then the auth files, first match wins:
 //! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
 //! `~/.config/containers/auth.json` (Podman), `$DOCKER_CONFIG/config.json`
 //! or `~/.docker/config.json` (Docker). In a file, a registry's `auth`
@@ -35,9 +37,10 @@ struct Entry {
 /// The credentials to use with `registry` (`host[:port]`).
 pub fn credentials(registry: &str) -> anyhow::Result<RegistryAuth> {
     let env = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let (Some(user), Some(password)) = (
+    if let (Some(user), Some(password), Some(_)) = (
         env("STEPBACK_REGISTRY_USERNAME"),
         env("STEPBACK_REGISTRY_PASSWORD"),
+        env("STEPBACK_REGISTRY").filter(|r| r.as_str() == registry),
     ) {
         return Ok(RegistryAuth::Basic(user, password));
     }

@@ -63,7 +63,7 @@ impl Registry {
             .auth(&reference.to_oci(), &self.auth, op)
             .await
             .map(|_| ())
-            .map_err(|e| explain(e, reference))
+            .map_err(|e| explain(e, reference, &self.auth))
     }
 
     /// Pushes `component` as `reference` in the Wasm artifact layout;
@@ -89,7 +89,7 @@ impl Registry {
                 self.client
                     .push_blob(&oci, blob.to_vec(), &digest)
                     .await
-                    .map_err(|e| explain(e, reference))?;
+                    .map_err(|e| explain(e, reference, &self.auth))?;
             }
         }
         Ok(())
@@ -104,13 +104,15 @@ impl Registry {
                 http::HeaderValue::from_static(MANIFEST),
             )
             .await
-            .map_err(|e| explain(e, reference))?;
+            .map_err(|e| explain(e, reference, &self.auth))?;
         Ok(digest)
     }
 
     /// Pulls `reference` into `store`, with its signatures: the manifest,
     /// config and component, each hashed and refused if it is not what was
     /// asked for. A component the store holds already is not fetched again.
+    /// Its tag is not recorded: that waits for the trust policy's word
+    /// ([`Store::set_tag`]).
     pub async fn pull(&self, reference: &PluginRef, store: &Store) -> anyhow::Result<Pulled> {
         self.login(reference, RegistryOperation::Pull).await?;
         let bytes = self.manifest(reference).await?;
@@ -128,8 +130,7 @@ impl Registry {
         if let Some(found) = self.signatures(reference, &manifest).await? {
             store.add_signatures(&found)?;
         }
-        let signatures = store.signatures(&manifest)?;
-        store.set_tag(reference, &manifest)?;
+        let signatures = store.signatures(&reference.repository, &manifest)?;
         let artifact = store
             .artifact(&manifest)?
             .context("the store lost what was just pulled")?;
@@ -154,7 +155,7 @@ impl Registry {
                 blob.size
             );
         }
-        let mut bytes = Vec::with_capacity(blob.size as usize);
+        let mut bytes = Capped::new(blob.size);
         let descriptor = OciDescriptor {
             media_type: blob.media_type.clone(),
             digest: blob.digest.to_string(),
@@ -170,10 +171,10 @@ impl Registry {
                 "{reference}: the {what} the registry sent does not match its digest {}: refused (altered in the registry or on the way)",
                 blob.digest
             ),
-            other => other.map_err(|e| explain(e, reference))?,
+            other => other.map_err(|e| explain(e, reference, &self.auth))?,
         }
         store
-            .put(&blob.digest, &bytes, what)
+            .put(&blob.digest, &bytes.0, what)
             .with_context(|| reference.to_string())
     }
 
@@ -200,7 +201,7 @@ impl Registry {
         let bytes = match pulled {
             Ok((bytes, _)) => bytes,
             Err(e) if not_found(&e) => return Ok(None),
-            Err(e) => return Err(explain(e, &at)),
+            Err(e) => return Err(explain(e, &at, &self.auth)),
         };
         let parsed = Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
         let Some(layer) = parsed.layers.first() else {
@@ -209,7 +210,7 @@ impl Registry {
         if layer.size > MAX_DOCUMENT {
             bail!("{at}: the signature document is {} bytes", layer.size);
         }
-        let mut doc = Vec::new();
+        let mut doc = Capped::new(layer.size);
         let descriptor = OciDescriptor {
             media_type: layer.media_type.clone(),
             digest: layer.digest.to_string(),
@@ -219,8 +220,10 @@ impl Registry {
         self.client
             .pull_blob(&at.to_oci(), &descriptor, &mut doc)
             .await
-            .map_err(|e| explain(e, &at))?;
-        Signatures::parse(&doc).map(Some).with_context(|| at.to_string())
+            .map_err(|e| explain(e, &at, &self.auth))?;
+        Signatures::parse(&doc.0)
+            .map(Some)
+            .with_context(|| at.to_string())
     }
 
     /// Pushes `signatures` beside the manifest they sign.
@@ -264,12 +267,54 @@ impl Registry {
                 actual,
                 ..
             })) => return Err(altered(actual)),
-            Err(e) => return Err(explain(e, reference)),
+            Err(e) => return Err(explain(e, reference, &self.auth)),
         };
         match &reference.digest {
             Some(asked) if *asked != Digest::of(&bytes) => Err(altered(Digest::of(&bytes).to_string())),
             _ => Ok(bytes),
         }
+    }
+}
+
+/// A blob's bytes as they arrive, refused past the size its descriptor
+/// declared: a registry cannot make Stepback read more than it asked for.
+struct Capped(Vec<u8>, usize);
+
+impl Capped {
+    fn new(size: u64) -> Capped {
+        Capped(Vec::with_capacity(size as usize), size as usize)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.0.len() + bytes.len() > self.1 {
+            let e = std::io::Error::other(format!(
+                "the registry sent more than the {} bytes it declared",
+                self.1
+            ));
+            return std::task::Poll::Ready(Err(e));
+        }
+        self.0.extend_from_slice(bytes);
+        std::task::Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -302,12 +347,15 @@ fn refused(e: &OciDistributionError) -> bool {
 }
 
 /// A client error as an operator reads it: which registry, and what to do.
-fn explain(e: OciDistributionError, reference: &PluginRef) -> anyhow::Error {
+fn explain(e: OciDistributionError, reference: &PluginRef, auth: &RegistryAuth) -> anyhow::Error {
     let registry = &reference.registry;
     match &e {
+        _ if refused(&e) && matches!(auth, RegistryAuth::Anonymous) => anyhow::anyhow!(
+            "{reference}: the registry {registry} requires credentials, and none are set for it; log in with `docker login {registry}` or `podman login {registry}`, or set STEPBACK_REGISTRY={registry} with STEPBACK_REGISTRY_USERNAME and STEPBACK_REGISTRY_PASSWORD"
+        ),
         _ if refused(&e) => {
             anyhow::anyhow!(
-                "{reference}: the registry {registry} refused the credentials ({e}); log in with `docker login {registry}` or `podman login {registry}`, or set STEPBACK_REGISTRY_USERNAME and STEPBACK_REGISTRY_PASSWORD"
+                "{reference}: the registry {registry} refused the credentials ({e}); log in with `docker login {registry}` or `podman login {registry}`, or set STEPBACK_REGISTRY={registry} with STEPBACK_REGISTRY_USERNAME and STEPBACK_REGISTRY_PASSWORD"
             )
         }
         _ if not_found(&e) => anyhow::anyhow!("{reference}: the registry has no such plugin ({e})"),

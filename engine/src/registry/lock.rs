@@ -66,9 +66,17 @@ impl Lock {
             let line = e.span().map_or(1, |s| text[..s.start].matches('\n').count() + 1);
             format!("{}:{line}: {}", path.display(), e.message())
         })?;
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = lock.plugins.iter().find(|p| !seen.insert(&p.uses)) {
+            return Err(format!(
+                "{}: {} is pinned twice: lock the flow again",
+                path.display(),
+                twice.uses
+            ));
+        }
         if lock.version != VERSION {
             return Err(format!(
-                "{}: lock format version {} (this Stepback reads {VERSION}): lock the flow again with `stepback lock`",
+                "{}: lock format version {} (this Stepback reads {VERSION}): lock the flow again",
                 path.display(),
                 lock.version
             ));
@@ -87,9 +95,9 @@ impl Lock {
         sorted.plugins.sort_by(|a, b| a.uses.cmp(&b.uses));
         sorted.plugins.dedup_by(|a, b| a.uses == b.uses);
         format!(
-            "# The registry plugins of this flow, pinned: `stepback run` and `validate`\n\
-             # run exactly these. Written by `stepback lock`; lock again after\n\
-             # changing a `uses`.\n{}",
+            "# The registry plugins of this flow, pinned: a run or validation of it\n\
+             # runs exactly these. Written when the flow is locked; lock it again\n\
+             # after changing a `uses`.\n{}",
             toml::to_string(&sorted).expect("a lock serializes")
         )
     }

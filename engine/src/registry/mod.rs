@@ -28,5 +28,5 @@ pub use lock::{Lock, Locked};
 pub use reference::{PluginRef, SCHEME};
 pub use resolve::Remote;
 pub use signature::{PublicKey, SecretKey, Signatures};
-pub use store::{Artifact, Store};
+pub use store::{Artifact, Pins, Store};
 pub use trust::{DEFAULT_PATH as DEFAULT_TRUST_PATH, TrustPolicy, Trusted};

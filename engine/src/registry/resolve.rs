@@ -110,8 +110,10 @@ impl Remote {
     /// Pulls `reference` into the store and asks the trust policy about
     /// it: what `plugin pull` and `lock` do.
     pub async fn pull(&self, reference: &PluginRef) -> anyhow::Result<(Artifact, Trusted)> {
+        self.policy()?.covers(reference).map_err(anyhow::Error::msg)?;
         let Pulled { artifact, signatures } = self.registry(reference)?.pull(reference, &self.store).await?;
         let trusted = self.check(reference, &artifact.manifest, signatures.as_ref())?;
+        self.store.set_tag(reference, &artifact.manifest)?;
         Ok((artifact, trusted))
     }
 
@@ -126,10 +128,9 @@ impl Remote {
     ) -> anyhow::Result<Artifact> {
         let lock_path = Lock::path_for(flow);
         let lock = Lock::read(&lock_path).map_err(anyhow::Error::msg)?;
-        let relock = format!("`stepback lock {}`", flow.display());
         let Some(lock) = lock else {
             bail!(
-                "{uses} comes from a registry, and the flow has no lock ({}): pin what it runs with {relock}",
+                "{uses} comes from a registry, and the flow has no lock ({}): pin what it runs by locking it",
                 lock_path.display()
             );
         };
@@ -137,7 +138,7 @@ impl Remote {
         self.store.remember_lock(&lock_path)?;
         let Some(entry) = lock.get(uses) else {
             bail!(
-                "{uses} is not in {}: the lock is stale; lock the flow again with {relock}",
+                "{uses} is not in {}: the lock is stale; lock the flow again",
                 lock_path.display()
             );
         };
@@ -145,7 +146,7 @@ impl Remote {
             && *digest != entry.manifest
         {
             bail!(
-                "{uses} names {digest}, but {} pins {}: the lock is stale; lock the flow again with {relock}",
+                "{uses} names {digest}, but {} pins {}: the lock is stale; lock the flow again",
                 lock_path.display(),
                 entry.manifest
             );
@@ -154,14 +155,17 @@ impl Remote {
         let artifact = match self.store.artifact(&entry.manifest)? {
             Some(artifact) => artifact,
             None if offline => bail!(
-                "{pinned} is not in the store ({}), and --offline fetches nothing: pull it first with `stepback plugin pull {pinned}`",
+                "{pinned} is not in the store ({}), and nothing is fetched offline: pull it into the store first",
                 self.store.dir().display()
             ),
-            None => self.registry(&pinned)?.pull(&pinned, &self.store).await?.artifact,
+            None => {
+                self.policy()?.covers(reference).map_err(anyhow::Error::msg)?;
+                self.registry(&pinned)?.pull(&pinned, &self.store).await?.artifact
+            }
         };
         if artifact.layer.digest != entry.layer {
             bail!(
-                "{}: {uses} pins manifest {} with component {}, but that manifest names component {}: the lock was altered; lock the flow again with {relock}",
+                "{}: {uses} pins manifest {} with component {}, but that manifest names component {}: the lock was altered; lock the flow again",
                 lock_path.display(),
                 entry.manifest,
                 entry.layer,
@@ -170,14 +174,27 @@ impl Remote {
         }
         let signatures = self
             .store
-            .signatures(&entry.manifest)
+            .signatures(&reference.repository, &entry.manifest)
             .with_context(|| format!("the stored signatures of {pinned}"))?;
-        self.check(reference, &entry.manifest, signatures.as_ref())?;
+        let trusted = self.check(reference, &entry.manifest, signatures.as_ref())?;
+        if let (Some(locked), Some(now)) = (&entry.signed_by, signer(&trusted))
+            && *locked != now
+        {
+            bail!(
+                "{}: {uses} was locked as signed by {locked}, and the store's signature now trusted is {now}'s: lock the flow again if that is meant",
+                lock_path.display()
+            );
+        }
         Ok(artifact)
     }
 }
 
 impl Remote {
+    /// The trust policy, or what is wrong with its file.
+    fn policy(&self) -> anyhow::Result<&TrustPolicy> {
+        self.trust.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     /// What the trust policy says of a plugin.
     fn check(
         &self,
@@ -185,8 +202,7 @@ impl Remote {
         manifest: &Digest,
         signatures: Option<&Signatures>,
     ) -> anyhow::Result<Trusted> {
-        let policy = self.trust.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-        policy
+        self.policy()?
             .check(reference, manifest, signatures)
             .map_err(anyhow::Error::msg)
     }

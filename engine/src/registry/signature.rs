@@ -1,9 +1,12 @@
 //! Signatures of published plugins: ed25519 over the manifest's digest.
 //!
 //! A signature names the manifest, which names the component's digest, so
-//! it covers every byte that runs. The message is prefixed with what it is
-//! (`stepback plugin signature v1`), so a signature made for anything else
-//! with the same key never passes for one. A plugin's signatures travel as
+//! it covers every byte that runs, and the repository it was published in
+//! (not the registry: a mirror keeps it valid), so that a signed plugin
+//! copied into another repository of the same publisher is not signed
+//! there. The message is prefixed with what it is (`stepback plugin
+//! signature v1`), so a signature made for anything else with the same key
+//! never passes for one. A plugin's signatures travel as
 //! one JSON document ([`Signatures`]), pushed next to the manifest under
 //! the tag `sha256-HEX.sig` (cosign's scheme, for registries without the
 //! referrers API) and kept in the store once pulled, so that checking it
@@ -112,7 +115,7 @@ impl SecretKey {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let b64 = text.trim().strip_prefix(SECRET_HEADER).with_context(|| {
             format!(
-                "{} is not a secret key written by `stepback key generate`",
+                "{} is not a Stepback secret key (`stepback-ed25519-secret-key-v1` and the key)",
                 path.display()
             )
         })?;
@@ -130,17 +133,29 @@ impl SecretKey {
         PublicKey(self.0.verifying_key())
     }
 
-    /// Signs the plugin whose manifest is `manifest`.
-    pub fn sign(&self, manifest: &Digest) -> Signature {
+    /// Signs the plugin whose manifest is `manifest`, published in `repository`.
+    pub fn sign(&self, repository: &str, manifest: &Digest) -> Signature {
         Signature {
             key: self.public().to_string(),
-            signature: B64.encode(self.0.sign(&message(manifest)).to_bytes()),
+            signature: B64.encode(self.0.sign(&message(repository, manifest)).to_bytes()),
         }
     }
 }
 
-fn message(manifest: &Digest) -> Vec<u8> {
-    [CONTEXT, manifest.to_string().as_bytes()].concat()
+fn message(repository: &str, manifest: &Digest) -> Vec<u8> {
+    [CONTEXT, format!("{repository}\n{manifest}").as_bytes()].concat()
+}
+
+impl Signature {
+    /// Whether it is a valid signature by its own key of `manifest` in
+    /// `repository` (whoever that key is): the key it names, if so.
+    fn verifies(&self, repository: &str, manifest: &Digest) -> Option<PublicKey> {
+        let key = PublicKey::parse(&self.key).ok()?;
+        let bytes = B64.decode(&self.signature).ok()?;
+        let signature = ed25519_dalek::Signature::from_slice(&bytes).ok()?;
+        key.0.verify(&message(repository, manifest), &signature).ok()?;
+        Some(key)
+    }
 }
 
 /// One signature: who made it, and its bytes.
@@ -157,6 +172,8 @@ pub struct Signature {
 pub struct Signatures {
     /// The document's format: 1.
     pub version: u32,
+    /// The repository signed for (`acme/hello`).
+    pub repository: String,
     /// The manifest signed.
     pub manifest: Digest,
     /// One per key that signed it.
@@ -164,13 +181,25 @@ pub struct Signatures {
 }
 
 impl Signatures {
-    /// No signatures yet, of `manifest`.
-    pub fn new(manifest: &Digest) -> Signatures {
+    /// No signatures yet, of `manifest` in `repository`.
+    pub fn new(repository: &str, manifest: &Digest) -> Signatures {
         Signatures {
             version: 1,
+            repository: repository.to_owned(),
             manifest: manifest.clone(),
             signatures: Vec::new(),
         }
+    }
+
+    /// Only the signatures that verify, each under its own key: what may
+    /// be kept, so that a forged entry never displaces a good one.
+    pub fn valid(&self) -> Signatures {
+        let mut valid = Signatures::new(&self.repository, &self.manifest);
+        valid.signatures = (self.signatures.iter())
+            .filter(|s| s.verifies(&self.repository, &self.manifest).is_some())
+            .cloned()
+            .collect();
+        valid
     }
 
     /// The document in `bytes`.
@@ -196,30 +225,27 @@ impl Signatures {
         self.signatures.push(signature);
     }
 
-    /// The signers among `trusted` whose signature of `manifest` is here
-    /// and verifies; `Err` lists what is here instead: keys not trusted,
-    /// or a trusted key's signature that does not verify.
-    pub fn verify(&self, manifest: &Digest, trusted: &[PublicKey]) -> Result<PublicKey, Untrusted> {
+    /// The first signer among `trusted` whose signature of `manifest` in
+    /// `repository` is here and verifies; `Err` says what is here instead:
+    /// keys not trusted, or a trusted key's signature that does not verify
+    /// (of another manifest or repository, or altered).
+    pub fn verify(
+        &self,
+        repository: &str,
+        manifest: &Digest,
+        trusted: &[PublicKey],
+    ) -> Result<PublicKey, Untrusted> {
         let mut untrusted = Vec::new();
         let mut forged = Vec::new();
         for s in &self.signatures {
-            let Ok(key) = PublicKey::parse(&s.key) else {
+            let key = PublicKey::parse(&s.key).ok().filter(|k| trusted.contains(k));
+            let Some(key) = key else {
                 untrusted.push(s.key.clone());
                 continue;
             };
-            if !trusted.contains(&key) {
-                untrusted.push(s.key.clone());
-                continue;
-            }
-            let valid = self.manifest == *manifest
-                && B64
-                    .decode(&s.signature)
-                    .ok()
-                    .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
-                    .is_some_and(|sig| key.0.verify(&message(manifest), &sig).is_ok());
-            match valid {
-                true => return Ok(key),
-                false => forged.push(key),
+            match s.verifies(repository, manifest) {
+                Some(key) => return Ok(key),
+                None => forged.push(key),
             }
         }
         Err(match (forged.is_empty(), untrusted.is_empty()) {
@@ -247,31 +273,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_signature_verifies_only_for_its_manifest_and_a_trusted_key() {
+    fn a_signature_verifies_only_for_its_manifest_repository_and_a_trusted_key() {
         let (ours, theirs) = (SecretKey::generate().unwrap(), SecretKey::generate().unwrap());
         let manifest = Digest::of(b"manifest");
-        let mut doc = Signatures::new(&manifest);
-        assert_eq!(doc.verify(&manifest, &[ours.public()]), Err(Untrusted::Unsigned));
-        doc.add(theirs.sign(&manifest));
+        let mut doc = Signatures::new("acme/hello", &manifest);
         assert_eq!(
-            doc.verify(&manifest, &[ours.public()]),
+            doc.verify("acme/hello", &manifest, &[ours.public()]),
+            Err(Untrusted::Unsigned)
+        );
+        doc.add(theirs.sign("acme/hello", &manifest));
+        assert_eq!(
+            doc.verify("acme/hello", &manifest, &[ours.public()]),
             Err(Untrusted::OtherKeys(vec![theirs.public().to_string()]))
         );
-        doc.add(ours.sign(&manifest));
+        doc.add(ours.sign("acme/hello", &manifest));
         let doc = Signatures::parse(&doc.bytes()).unwrap();
-        assert_eq!(doc.verify(&manifest, &[ours.public()]), Ok(ours.public()));
-        // Another manifest, or a signature of another one under this one's name.
-        let other = Digest::of(b"other");
         assert_eq!(
-            doc.verify(&other, &[ours.public()]),
-            Err(Untrusted::Invalid(vec![ours.public()]))
+            doc.verify("acme/hello", &manifest, &[ours.public()]),
+            Ok(ours.public())
         );
-        let mut moved = Signatures::new(&other);
-        moved.add(ours.sign(&manifest));
-        assert!(matches!(
-            moved.verify(&other, &[ours.public()]),
-            Err(Untrusted::Invalid(_))
-        ));
+        // Another manifest, or the same one copied to another repository.
+        let other = Digest::of(b"other");
+        for (repository, digest) in [("acme/hello", &other), ("acme/rs", &manifest)] {
+            assert_eq!(
+                doc.verify(repository, digest, &[ours.public()]),
+                Err(Untrusted::Invalid(vec![ours.public()]))
+            );
+        }
+        // Only what verifies is kept.
+        let mut forged = Signatures::new("acme/hello", &manifest);
+        forged.add(Signature {
+            key: ours.public().to_string(),
+            signature: B64.encode([0u8; 64]),
+        });
+        forged.add(theirs.sign("acme/hello", &manifest));
+        assert_eq!(
+            forged.valid().signatures,
+            vec![theirs.sign("acme/hello", &manifest)]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ```text
 //! store/blobs/sha256/HEX              manifests, configs, components, signatures
 //! store/tags/REGISTRY/REPOSITORY/TAG  the manifest digest a pull by tag found
-//! store/signatures/HEX                every signature pulled of manifest HEX
+//! store/signatures/REPOSITORY/HEX     the valid signatures pulled of manifest HEX in REPOSITORY
 //! store/locks/HEX                     the path of a lock file `stepback lock` wrote
 //!                                     (what it pins is never pruned)
 //! ```
@@ -24,6 +24,16 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+}
+
+/// What the remembered locks pin.
+#[derive(Debug, Default)]
+pub struct Pins {
+    /// Manifests, configs and components: never pruned from the store.
+    pub blobs: std::collections::BTreeSet<Digest>,
+    /// The components' SHA-256 (hex): their compiled code is never pruned
+    /// from the compiled cache either, so a locked flow's run never compiles.
+    pub components: std::collections::BTreeSet<String>,
 }
 
 /// A plugin the store holds in full: its manifest, config and component.
@@ -158,27 +168,29 @@ impl Store {
         found
     }
 
-    /// Adds `found`'s signatures to those kept of its manifest. They are
-    /// merged, not replaced: a signature covers the manifest's digest
-    /// alone, so one pulled from any repository holds wherever the same
-    /// manifest is pulled from, and pulling a copy signed by someone else
-    /// must not drop the signatures a lock relies on.
-    pub fn add_signatures(&self, found: &Signatures) -> anyhow::Result<()> {
-        let mut kept = self
-            .signatures(&found.manifest)?
-            .unwrap_or_else(|| Signatures::new(&found.manifest));
-        for signature in &found.signatures {
-            kept.add(signature.clone());
-        }
-        self.write(
-            &self.dir.join("signatures").join(found.manifest.hex()),
-            &kept.bytes(),
-        )
+    fn signatures_path(&self, repository: &str, manifest: &Digest) -> PathBuf {
+        self.dir.join("signatures").join(repository).join(manifest.hex())
     }
 
-    /// The signatures kept of `manifest`, if any were pulled.
-    pub fn signatures(&self, manifest: &Digest) -> anyhow::Result<Option<Signatures>> {
-        let path = self.dir.join("signatures").join(manifest.hex());
+    /// Adds those of `found`'s signatures that verify (each under its own
+    /// key) to those kept of its manifest in its repository: merged, so
+    /// that a signature pulled later (another key's) adds to those a lock
+    /// relies on, and only valid ones, so that a forged entry under a
+    /// trusted key never replaces a good one.
+    pub fn add_signatures(&self, found: &Signatures) -> anyhow::Result<()> {
+        let (repository, manifest) = (&found.repository, &found.manifest);
+        let mut kept = self
+            .signatures(repository, manifest)?
+            .unwrap_or_else(|| Signatures::new(repository, manifest));
+        for signature in found.valid().signatures {
+            kept.add(signature);
+        }
+        self.write(&self.signatures_path(repository, manifest), &kept.bytes())
+    }
+
+    /// The signatures kept of `manifest` in `repository`, if any were pulled.
+    pub fn signatures(&self, repository: &str, manifest: &Digest) -> anyhow::Result<Option<Signatures>> {
+        let path = self.signatures_path(repository, manifest);
         match std::fs::read(&path) {
             Ok(bytes) => Signatures::parse(&bytes)
                 .map(Some)
@@ -200,40 +212,44 @@ impl Store {
         }
     }
 
-    /// The blobs the remembered locks that still exist pin: their
-    /// manifests, configs and components. Locks gone are forgotten.
-    fn pinned(&self) -> std::collections::BTreeSet<Digest> {
-        let mut pinned = std::collections::BTreeSet::new();
+    /// What the remembered locks that still exist pin. Locks gone are
+    /// forgotten; one that cannot be read is an error (what it pins is not
+    /// known, so nothing may be pruned).
+    pub fn pinned(&self) -> anyhow::Result<Pins> {
+        let mut pins = Pins::default();
         let locks = self.dir.join("locks");
         for entry in std::fs::read_dir(&locks).into_iter().flatten().flatten() {
             let lock_path = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let lock = match super::lock::Lock::read(Path::new(&lock_path)) {
                 Ok(Some(lock)) => lock,
-                // A lock that cannot be read still pins nothing it names;
-                // one that is gone is forgotten.
                 Ok(None) => {
                     let _ = std::fs::remove_file(entry.path());
                     continue;
                 }
-                Err(_) => continue,
+                Err(why) => {
+                    bail!(
+                        "{why}: a lock that cannot be read may pin what would be pruned; fix it or remove it"
+                    )
+                }
             };
             for plugin in lock.plugins {
                 if let Ok(Some(bytes)) = self.read(&plugin.manifest)
                     && let Ok(manifest) = Manifest::parse(&bytes)
                 {
-                    pinned.insert(manifest.config.digest);
+                    pins.blobs.insert(manifest.config.digest);
                 }
-                pinned.extend([plugin.manifest, plugin.layer]);
+                pins.components.insert(plugin.layer.hex().to_owned());
+                pins.blobs.extend([plugin.manifest, plugin.layer]);
             }
         }
-        pinned
+        Ok(pins)
     }
 
     /// Removes every blob no remembered lock pins (with `older_than`, only
     /// those stored longer ago), and the tags and signatures of manifests
     /// removed. Returns what it removed, with sizes.
     pub fn prune(&self, older_than: Option<std::time::Duration>) -> anyhow::Result<Vec<(Digest, u64)>> {
-        let pinned = self.pinned();
+        let pinned = self.pinned()?.blobs;
         let now = std::time::SystemTime::now();
         let mut removed = Vec::new();
         for entry in std::fs::read_dir(self.dir.join("blobs/sha256"))
@@ -255,9 +271,9 @@ impl Store {
                 continue;
             }
             std::fs::remove_file(entry.path()).with_context(|| entry.path().display().to_string())?;
-            let _ = std::fs::remove_file(self.dir.join("signatures").join(digest.hex()));
             removed.push((digest, meta.len()));
         }
+        self.forget_signatures(&removed);
         for (reference, manifest) in self.tags() {
             if !self.blob_path(&manifest).is_file() {
                 let _ = std::fs::remove_file(
@@ -266,6 +282,21 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes the signatures kept of the manifests among `removed`.
+    fn forget_signatures(&self, removed: &[(Digest, u64)]) {
+        let mut pending = vec![self.dir.join("signatures")];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(entry.path());
+                } else if removed.iter().any(|(d, _)| d.hex() == name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     /// Writes `bytes` as `path`, whole or not at all (a temporary file,
@@ -315,14 +346,20 @@ mod tests {
         let manifest = Digest::of(b"m");
         let (a, b) = (SecretKey::generate().unwrap(), SecretKey::generate().unwrap());
         for key in [&a, &b, &a] {
-            let mut found = Signatures::new(&manifest);
-            found.add(key.sign(&manifest));
+            let mut found = Signatures::new("acme/x", &manifest);
+            found.add(key.sign("acme/x", &manifest));
             store.add_signatures(&found).unwrap();
         }
-        let kept = store.signatures(&manifest).unwrap().unwrap();
+        // A forged entry under a's key does not replace a's good one.
+        let mut forged = Signatures::new("acme/x", &manifest);
+        forged.add(b.sign("acme/other", &manifest));
+        forged.signatures[0].key = a.public().to_string();
+        store.add_signatures(&forged).unwrap();
+        let kept = store.signatures("acme/x", &manifest).unwrap().unwrap();
         assert_eq!(kept.signatures.len(), 2);
-        assert_eq!(kept.verify(&manifest, &[a.public()]), Ok(a.public()));
-        assert_eq!(kept.verify(&manifest, &[b.public()]), Ok(b.public()));
+        assert_eq!(kept.verify("acme/x", &manifest, &[a.public()]), Ok(a.public()));
+        assert_eq!(kept.verify("acme/x", &manifest, &[b.public()]), Ok(b.public()));
+        assert!(store.signatures("acme/y", &manifest).unwrap().is_none());
     }
 
     #[test]
@@ -348,6 +385,19 @@ mod tests {
         let removed = store.prune(None).unwrap();
         assert_eq!(removed, vec![(Digest::of(gone), gone.len() as u64)]);
         assert!(store.read(&Digest::of(kept)).unwrap().is_some());
+        assert_eq!(
+            store.pinned().unwrap().components,
+            [Digest::of(kept).hex().to_owned()].into()
+        );
+        // A lock that cannot be read stops the pruning.
+        std::fs::write(&lock_path, "garbage[[").unwrap();
+        assert!(
+            store
+                .prune(None)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot be read")
+        );
         // The lock gone, nothing is pinned.
         std::fs::remove_file(&lock_path).unwrap();
         assert_eq!(store.prune(None).unwrap().len(), 1);

@@ -30,6 +30,8 @@ pub const DEFAULT_PATH: &str = "/etc/stepback/trust.toml";
 #[derive(Debug, Clone)]
 pub struct TrustPolicy {
     path: PathBuf,
+    /// Whether the file exists (a missing one trusts nothing: said so).
+    exists: bool,
     rules: Vec<Rule>,
 }
 
@@ -74,7 +76,13 @@ impl TrustPolicy {
     pub fn read(path: &Path) -> Result<TrustPolicy, String> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::from("version = 1"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(TrustPolicy {
+                    path: path.to_owned(),
+                    exists: false,
+                    rules: Vec::new(),
+                });
+            }
             Err(e) => return Err(format!("trust policy {}: {e}", path.display())),
         };
         let line_of = |span: std::ops::Range<usize>| text[..span.start].matches('\n').count() + 1;
@@ -104,6 +112,18 @@ impl TrustPolicy {
                     "{here}: the rule for {pattern:?} lists no keys: list the keys its plugins must be signed by, or say `unsigned = true`"
                 ));
             }
+            if !keys.is_empty() && rule.unsigned {
+                return Err(format!(
+                    "{here}: the rule for {pattern:?} lists keys and says `unsigned = true`, which would let anything run: say one or the other"
+                ));
+            }
+            check_pattern(&pattern).map_err(|why| format!("{here}: {why}"))?;
+            if let Some(first) = rules.iter().find(|r: &&Rule| r.pattern == pattern) {
+                return Err(format!(
+                    "{here}: a second rule for {pattern:?} (the first is at line {}): one rule per pattern",
+                    first.line
+                ));
+            }
             rules.push(Rule {
                 pattern,
                 keys,
@@ -113,8 +133,27 @@ impl TrustPolicy {
         }
         Ok(TrustPolicy {
             path: path.to_owned(),
+            exists: true,
             rules,
         })
+    }
+
+    /// Whether some rule judges `reference`; `Err` says none does and how
+    /// to add one. Asked before the registry is spoken to: a plugin no rule
+    /// covers is never fetched.
+    pub fn covers(&self, reference: &PluginRef) -> Result<(), String> {
+        let name = reference.name();
+        match (self.rule(&name), self.exists) {
+            (Some(_), _) => Ok(()),
+            (None, false) => Err(format!(
+                "{reference} is not trusted: there is no trust policy at {} (without one, no registry plugin is); write one with a [[trust]] rule for {name:?} that lists the keys its plugins must be signed by (README: Using a published plugin)",
+                self.path.display()
+            )),
+            (None, true) => Err(format!(
+                "{reference} is not trusted: no rule of the trust policy ({}) covers {name}; add a [[trust]] rule with plugins = {name:?} and the keys its plugins must be signed by",
+                self.path.display()
+            )),
+        }
     }
 
     /// The rule for `name` (`REGISTRY/REPOSITORY`): the longest pattern that matches.
@@ -138,15 +177,14 @@ impl TrustPolicy {
         manifest: &Digest,
         signatures: Option<&Signatures>,
     ) -> Result<Trusted, String> {
-        let name = reference.name();
-        let Some(rule) = self.rule(&name) else {
-            return Err(format!(
-                "no rule of the trust policy ({}) covers {name}, so it is not trusted: add one that lists the keys its plugins must be signed by:\n  [[trust]]\n  plugins = \"{name}\"\n  keys = [\"ed25519:…\"]   # the signer's .pub file",
-                self.path.display()
-            ));
+        self.covers(reference)?;
+        let Some(rule) = self.rule(&reference.name()) else {
+            unreachable!("covers found one")
         };
-        let unsigned_doc = Signatures::new(manifest);
-        let verdict = signatures.unwrap_or(&unsigned_doc).verify(manifest, &rule.keys);
+        let unsigned_doc = Signatures::new(&reference.repository, manifest);
+        let verdict = signatures
+            .unwrap_or(&unsigned_doc)
+            .verify(&reference.repository, manifest, &rule.keys);
         let rule_at = format!(
             "the rule for {:?} ({}:{})",
             rule.pattern,
@@ -161,7 +199,7 @@ impl TrustPolicy {
             )),
             Err(_) if rule.unsigned => Ok(Trusted::Unsigned),
             Err(Untrusted::Unsigned) => Err(format!(
-                "{reference} is not signed, and {rule_at} requires a signature by one of: {}. Its publisher signs it with `stepback plugin sign {reference} --key KEY`",
+                "{reference} is not signed, and {rule_at} requires a signature by one of: {}: its publisher signs it with their key",
                 list(&rule.keys)
             )),
             Err(Untrusted::OtherKeys(keys)) => Err(format!(
@@ -170,6 +208,22 @@ impl TrustPolicy {
                 list(&rule.keys)
             )),
         }
+    }
+}
+
+/// A pattern that can match a plugin's name: `*`, `REGISTRY/…/*` or an
+/// exact `REGISTRY/REPOSITORY`.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    let as_name = match pattern.strip_suffix("/*") {
+        _ if pattern == "*" => return Ok(()),
+        Some(prefix) => format!("{}{prefix}/x:t", super::reference::SCHEME),
+        None => format!("{}{pattern}:t", super::reference::SCHEME),
+    };
+    match PluginRef::parse(&as_name) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "the pattern {pattern:?} matches no plugin: write REGISTRY/REPOSITORY, a prefix of one followed by /* (REGISTRY/acme/*), or *"
+        )),
     }
 }
 
@@ -206,8 +260,8 @@ mod tests {
         .unwrap();
         let manifest = Digest::of(b"m");
         let r = |t: &str| PluginRef::parse(t).unwrap();
-        let mut signed = Signatures::new(&manifest);
-        signed.add(key.sign(&manifest));
+        let mut signed = Signatures::new("acme/hello", &manifest);
+        signed.add(key.sign("acme/hello", &manifest));
         assert_eq!(
             p.check(&r("oci://reg.example/acme/hello:1"), &manifest, Some(&signed)),
             Ok(Trusted::Signed(key.public()))
@@ -246,6 +300,33 @@ mod tests {
         );
         let e = policy("version = 1\n[[trust]]\nplugins = \"a/*\"\n").unwrap_err();
         assert!(e.contains("lists no keys"), "{e}");
+        for (text, says) in [
+            (
+                "plugins = \"reg.example/a/*\"\nkeys = [\"KEY\"]\nunsigned = true",
+                "one or the other",
+            ),
+            (
+                "plugins = \"reg.example/*\"\nunsigned = true\n[[trust]]\nplugins = \"reg.example/*\"\nunsigned = true",
+                "a second rule",
+            ),
+            (
+                "plugins = \"oci://reg.example/a/*\"\nunsigned = true",
+                "matches no plugin",
+            ),
+            (
+                "plugins = \"reg.example/a-*\"\nunsigned = true",
+                "matches no plugin",
+            ),
+            ("plugins = \"*/acme/*\"\nunsigned = true", "matches no plugin"),
+        ] {
+            let key = SecretKey::generate().unwrap().public().to_string();
+            let e = policy(&format!(
+                "version = 1\n[[trust]]\n{}\n",
+                text.replace("KEY", &key)
+            ))
+            .unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
         let e = policy("version = 1\n[[trust]]\nplugin = \"a/*\"\n").unwrap_err();
         assert!(e.contains("trust.toml:3") && e.contains("plugin"), "{e}");
     }
