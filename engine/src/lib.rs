@@ -79,7 +79,7 @@
 //! let events = Arc::new(Collect::default());
 //! let sandbox = Sandbox::new(CompiledCache::new(state.join("cache")), events.clone())?;
 //! // The state directory is passed so that no mount may contain it.
-//! let plan = stepback::flow::validate(&flow, &[], &sandbox, &[state.clone()]).await?;
+//! let plan = stepback::flow::validate(&flow, &[], &sandbox, &[state.clone()], None).await?;
 //! let report = runner::run(&plan, &sandbox, events.clone(), &RunOptions::new(&state)).await?;
 //!
 //! assert_eq!(report.status, FlowStatus::Succeeded);

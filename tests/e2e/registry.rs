@@ -432,6 +432,13 @@ fn what_is_not_what_was_published_or_not_trusted_is_refused_before_anything_runs
         .expect_code(exit::INVALID_INPUT)
         .expect_stderr("does not trust");
     no_runs(&env);
+    // Nor does a policy that would let it run unsigned: the lock says who signed it.
+    trust(&env, &format!("{}/acme/*", registry.addr), None);
+    sb(&env, &["run", f.to_str().unwrap()])
+        .expect_code(exit::INVALID_INPUT)
+        .expect_stderr("was locked as signed by ed25519:")
+        .expect_stderr("what signs it now is no trusted key");
+    no_runs(&env);
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct Pulled {
     /// Every signature of it known here: pulled now, or with the same
     /// manifest from anywhere before.
     pub signatures: Option<Signatures>,
+    /// The signature document the registry has now, as it came (its
+    /// invalid entries too: for saying what was wrong).
+    pub found: Option<Signatures>,
 }
 
 impl Registry {
@@ -127,14 +130,19 @@ impl Registry {
         self.fetch(reference, store, &layer, MAX_COMPONENT, "component layer")
             .await?;
         store.put(&manifest, &bytes, "manifest")?;
-        if let Some(found) = self.signatures(reference, &manifest).await? {
-            store.add_signatures(&found)?;
+        let found = self.signatures(reference, &manifest).await?;
+        if let Some(found) = &found {
+            store.add_signatures(found)?;
         }
         let signatures = store.signatures(&reference.repository, &manifest)?;
         let artifact = store
             .artifact(&manifest)?
             .context("the store lost what was just pulled")?;
-        Ok(Pulled { artifact, signatures })
+        Ok(Pulled {
+            artifact,
+            signatures,
+            found,
+        })
     }
 
     /// Fetches one blob into the store, unless it is there already.
@@ -187,7 +195,11 @@ impl Registry {
         }
     }
 
-    /// The signatures of `manifest` in the registry, if it has any.
+    /// The signatures of `manifest` in the registry, if it has any. A
+    /// signature artifact that cannot be read (not a manifest, no layer,
+    /// too big, not a signature document) counts as none: whoever can push
+    /// a tag must not be able to stop a pull the trust policy allows, and
+    /// one that needs a signature is refused as unsigned.
     pub async fn signatures(
         &self,
         reference: &PluginRef,
@@ -203,13 +215,13 @@ impl Registry {
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(explain(e, &at, &self.auth)),
         };
-        let parsed = Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        let Some(layer) = parsed.layers.first() else {
-            bail!("{at}: the signature artifact has no layer");
-        };
-        if layer.size > MAX_DOCUMENT {
-            bail!("{at}: the signature document is {} bytes", layer.size);
-        }
+        Ok(self.signature_document(&at, &bytes).await)
+    }
+
+    /// The signature document a signature artifact's manifest names.
+    async fn signature_document(&self, at: &PluginRef, manifest: &[u8]) -> Option<Signatures> {
+        let parsed = Manifest::parse(manifest).ok()?;
+        let layer = parsed.layers.first().filter(|l| l.size <= MAX_DOCUMENT)?;
         let mut doc = Capped::new(layer.size);
         let descriptor = OciDescriptor {
             media_type: layer.media_type.clone(),
@@ -220,10 +232,8 @@ impl Registry {
         self.client
             .pull_blob(&at.to_oci(), &descriptor, &mut doc)
             .await
-            .map_err(|e| explain(e, &at, &self.auth))?;
-        Signatures::parse(&doc.0)
-            .map(Some)
-            .with_context(|| at.to_string())
+            .ok()?;
+        Signatures::parse(&doc.0).ok()
     }
 
     /// Pushes `signatures` beside the manifest they sign.

@@ -148,7 +148,7 @@ fn check_registry(registry: &str) -> Result<(), String> {
         return Err(format!("the registry {registry:?} is not a host name"));
     }
     if let Some(port) = port
-        && port.parse::<u16>().is_err()
+        && (port.parse::<u16>().is_err() || (port.len() > 1 && port.starts_with('0')))
     {
         return Err(format!(
             "the registry's port {port:?} is not a number up to 65535"
@@ -237,6 +237,7 @@ mod tests {
             ("oci://registry.example/acme/hello@sha256:abc", "64 lowercase hex"),
             ("oci://reg_istry/acme:1", "not a host name"),
             ("oci://registry:99999/acme:1", "port"),
+            ("oci://registry:05000/acme:1", "port"),
             ("oci://registry.example/acme//hello:1", "\"\""),
         ] {
             let e = PluginRef::parse(text).unwrap_err();

@@ -111,8 +111,21 @@ impl Remote {
     /// it: what `plugin pull` and `lock` do.
     pub async fn pull(&self, reference: &PluginRef) -> anyhow::Result<(Artifact, Trusted)> {
         self.policy()?.covers(reference).map_err(anyhow::Error::msg)?;
-        let Pulled { artifact, signatures } = self.registry(reference)?.pull(reference, &self.store).await?;
-        let trusted = self.check(reference, &artifact.manifest, signatures.as_ref())?;
+        let Pulled {
+            artifact,
+            signatures,
+            found,
+        } = self.registry(reference)?.pull(reference, &self.store).await?;
+        let trusted = self
+            .check(reference, &artifact.manifest, signatures.as_ref())
+            .map_err(|refused| {
+                // The store keeps valid signatures only: a trusted key's
+                // that did not verify is said as such, not as "unsigned".
+                match self.check(reference, &artifact.manifest, found.as_ref()) {
+                    Err(forged) if forged.to_string().contains("does not verify") => forged,
+                    _ => refused,
+                }
+            })?;
         self.store.set_tag(reference, &artifact.manifest)?;
         Ok((artifact, trusted))
     }
@@ -177,11 +190,15 @@ impl Remote {
             .signatures(&reference.repository, &entry.manifest)
             .with_context(|| format!("the stored signatures of {pinned}"))?;
         let trusted = self.check(reference, &entry.manifest, signatures.as_ref())?;
-        if let (Some(locked), Some(now)) = (&entry.signed_by, signer(&trusted))
-            && *locked != now
+        // A plugin locked as signed stays signed by that key: a policy that
+        // now lets it run unsigned, or signed by another, is a change to lock.
+        if let Some(locked) = &entry.signed_by
+            && signer(&trusted).as_ref() != Some(locked)
         {
+            let now =
+                signer(&trusted).map_or("no trusted key".to_owned(), |k| format!("the trusted key {k}"));
             bail!(
-                "{}: {uses} was locked as signed by {locked}, and the store's signature now trusted is {now}'s: lock the flow again if that is meant",
+                "{}: {uses} was locked as signed by {locked}, and what signs it now is {now}: lock the flow again if that is meant",
                 lock_path.display()
             );
         }
