@@ -26,7 +26,7 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
-    /// The format: [`VERSION`].
+    /// The format: 1, the one this Stepback writes and reads.
     pub version: u32,
     /// One entry per registry `uses` of the flow.
     #[serde(default, rename = "plugin")]
