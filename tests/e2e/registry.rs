@@ -318,6 +318,23 @@ fn a_tag_that_moves_after_the_lock_still_runs_the_locked_digest() {
     std::fs::remove_file(env.path("app/hello.txt")).unwrap();
     sb(&env, &["run", "--offline", f]).expect_code(exit::SUCCESS);
     assert_eq!(env.read("app/hello.txt"), "hi");
+    // Nor does a compile that overflows the cache's limit evict the
+    // locked plugin's compiled code (in a cache of this test's own).
+    let cache = env.path("own-cache");
+    let own = |args: &[&str], limit: &str| {
+        let mut command = env.command(args, &cache);
+        command
+            .env("STEPBACK_TRUST", env.path("trust.toml"))
+            .env("STEPBACK_CACHE_LIMIT", limit);
+        crate::support::Run(command.output().unwrap())
+    };
+    std::fs::remove_file(env.path("app/hello.txt")).unwrap();
+    own(&["run", "--offline", f], "1GiB").expect_code(exit::SUCCESS);
+    own(&["plugin", "pull", &reference], "1KiB").expect_code(exit::SUCCESS);
+    std::fs::remove_file(env.path("app/hello.txt")).unwrap();
+    own(&["--verbose", "run", "--offline", f], "1KiB")
+        .expect_code(exit::SUCCESS)
+        .expect_stderr("compiled cache hit");
     // A digest in `uses` that the lock does not pin: the lock is stale.
     let pinned = flow(&env, &format!("{reference}@{digest}"), false);
     sb(&env, &["run", pinned.to_str().unwrap()])

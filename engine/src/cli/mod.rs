@@ -179,7 +179,14 @@ async fn dispatch(cli: Cli) -> u8 {
         .clone()
         .unwrap_or_else(|| state::cache_dir(&state_dir));
     let engine_dirs = [state_dir.clone(), cache_dir.clone()];
-    let cache = CompiledCache::new(cache_dir.clone()).with_limit(cli.cache_limit);
+    // What the remembered locks pin keeps its compiled code (a lock that
+    // cannot be read pins nothing here: `cache prune` says so).
+    let pinned = stepback::registry::Store::new(&state_dir)
+        .pinned()
+        .map(|p| p.components);
+    let cache = CompiledCache::new(cache_dir.clone())
+        .with_limit(cli.cache_limit)
+        .pinning(pinned.unwrap_or_default());
     match &cli.command {
         Command::Completions { shell } => return completions(*shell),
         Command::Man => return man(),

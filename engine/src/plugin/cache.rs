@@ -48,8 +48,11 @@ pub const DEFAULT_CACHE_LIMIT: u64 = 1 << 30;
 pub struct CompiledCache {
     dir: PathBuf,
     /// Bytes the entries may take: past it, the least recently used go
-    /// when a new one is stored (never the new one).
+    /// when a new one is stored (never the new one, nor a pinned one).
     limit: u64,
+    /// Components (SHA-256, hex) whose compiled code stays whatever the
+    /// limit: those a flow's lock pins, so that its run never compiles.
+    pinned: std::sync::Arc<std::collections::BTreeSet<String>>,
 }
 
 /// One compiled component in the cache.
@@ -70,12 +73,22 @@ impl CompiledCache {
         CompiledCache {
             dir,
             limit: DEFAULT_CACHE_LIMIT,
+            pinned: Default::default(),
         }
     }
 
     /// The same cache, bounded to `limit` bytes.
     pub fn with_limit(self, limit: u64) -> Self {
         CompiledCache { limit, ..self }
+    }
+
+    /// The same cache, never evicting the compiled code of `components`
+    /// (SHA-256, hex) to stay within its limit.
+    pub fn pinning(self, components: std::collections::BTreeSet<String>) -> Self {
+        CompiledCache {
+            pinned: std::sync::Arc::new(components),
+            ..self
+        }
     }
 
     /// Every entry, least recently used first.
@@ -259,8 +272,10 @@ impl CompiledCache {
         let component = Component::new(engine, bytes)?;
         self.store(entry, &component, key)
             .with_context(|| format!("writing compiled plugin to the cache at {}", entry.display()))?;
-        self.prune(self.limit, None, &|e| e.path == entry)
-            .with_context(|| format!("bounding the compiled-plugin cache in {}", self.dir.display()))?;
+        self.prune(self.limit, None, &|e| {
+            e.path == entry || self.pinned.contains(&e.sha256)
+        })
+        .with_context(|| format!("bounding the compiled-plugin cache in {}", self.dir.display()))?;
         Ok(component)
     }
 
