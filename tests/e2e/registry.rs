@@ -367,6 +367,13 @@ fn what_is_not_what_was_published_or_not_trusted_is_refused_before_anything_runs
         .expect_stderr("is not in")
         .expect_stderr("the lock is stale");
     no_runs(&env);
+    // The flow no longer uses what the lock pins: stale too.
+    let changed = flow(&env, "builtin:write-file", false);
+    sb(&env, &["run", changed.to_str().unwrap()])
+        .expect_code(exit::INVALID_INPUT)
+        .expect_stderr("which no step or action of the flow uses")
+        .expect_stderr("stepback lock");
+    no_runs(&env);
     let f = flow(&env, &reference, false);
     let f = f.to_str().unwrap();
     // A lock edited by hand: its component is not the one its manifest names.

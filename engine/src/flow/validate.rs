@@ -70,6 +70,11 @@ pub async fn validate(
             None => None,
         },
     };
+    if let Some(remote) = remote {
+        for stale in remote.unused_entries(&source.path) {
+            v.report(&FieldPath::root(), stale);
+        }
+    }
     let app = v.app(flow.app.as_ref(), &params);
     if v.problems.is_empty() {
         Ok(Plan {

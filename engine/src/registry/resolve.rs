@@ -28,8 +28,12 @@ pub struct Remote {
 /// What a `uses` is resolved through.
 enum Mode {
     /// The flow's lock: what it pins, from the store (pulled by digest
-    /// where missing, unless offline).
-    Locked { offline: bool },
+    /// where missing, unless offline). `asked` holds every `uses` looked
+    /// up, so that entries no step asked for are found stale.
+    Locked {
+        offline: bool,
+        asked: Mutex<std::collections::BTreeSet<String>>,
+    },
     /// The registry, now: what each reference names is recorded, for
     /// `stepback lock` to write.
     Locking(Mutex<Vec<Locked>>),
@@ -48,7 +52,10 @@ impl Remote {
             store,
             trust,
             plain_http,
-            mode: Mode::Locked { offline },
+            mode: Mode::Locked {
+                offline,
+                asked: Mutex::default(),
+            },
         }
     }
 
@@ -88,7 +95,13 @@ impl Remote {
         reference: &PluginRef,
     ) -> anyhow::Result<PluginSource> {
         let artifact = match &self.mode {
-            Mode::Locked { offline } => self.through_lock(flow, uses, reference, *offline).await?,
+            Mode::Locked { offline, asked } => {
+                asked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(uses.to_owned());
+                self.through_lock(flow, uses, reference, *offline).await?
+            }
             Mode::Locking(found) => {
                 let (artifact, trusted) = self.pull(reference).await?;
                 found.lock().unwrap_or_else(|e| e.into_inner()).push(Locked {
@@ -105,6 +118,30 @@ impl Remote {
             path: artifact.component,
             sha256: artifact.layer.digest.hex().to_owned(),
         })
+    }
+
+    /// What is wrong with the lock of the flow at `flow` that no `uses`
+    /// shows: entries no step asked for (the flow changed since it was
+    /// locked). Empty unless through the lock, and for a flow without one.
+    pub fn unused_entries(&self, flow: &Path) -> Vec<String> {
+        let Mode::Locked { asked, .. } = &self.mode else {
+            return Vec::new();
+        };
+        let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+        let path = Lock::path_for(flow);
+        let Ok(Some(lock)) = Lock::read(&path) else {
+            return Vec::new();
+        };
+        (lock.plugins.iter())
+            .filter(|p| !asked.contains(&p.uses))
+            .map(|p| {
+                format!(
+                    "{} pins {}, which no step or action of the flow uses: the lock is stale; lock the flow again",
+                    path.display(),
+                    p.uses
+                )
+            })
+            .collect()
     }
 
     /// Pulls `reference` into the store and asks the trust policy about
