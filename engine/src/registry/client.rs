@@ -164,12 +164,7 @@ impl Registry {
             );
         }
         let mut bytes = Capped::new(blob.size);
-        let descriptor = OciDescriptor {
-            media_type: blob.media_type.clone(),
-            digest: blob.digest.to_string(),
-            size: blob.size as i64,
-            ..OciDescriptor::default()
-        };
+        let descriptor = oci_descriptor(blob);
         match self
             .client
             .pull_blob(&reference.to_oci(), &descriptor, &mut bytes)
@@ -223,12 +218,7 @@ impl Registry {
         let parsed = Manifest::parse(manifest).ok()?;
         let layer = parsed.layers.first().filter(|l| l.size <= MAX_DOCUMENT)?;
         let mut doc = Capped::new(layer.size);
-        let descriptor = OciDescriptor {
-            media_type: layer.media_type.clone(),
-            digest: layer.digest.to_string(),
-            size: layer.size as i64,
-            ..OciDescriptor::default()
-        };
+        let descriptor = oci_descriptor(layer);
         self.client
             .pull_blob(&at.to_oci(), &descriptor, &mut doc)
             .await
@@ -283,6 +273,16 @@ impl Registry {
             Some(asked) if *asked != Digest::of(&bytes) => Err(altered(Digest::of(&bytes).to_string())),
             _ => Ok(bytes),
         }
+    }
+}
+
+/// The client's descriptor of `blob`.
+fn oci_descriptor(blob: &Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: blob.media_type.clone(),
+        digest: blob.digest.to_string(),
+        size: blob.size as i64,
+        ..OciDescriptor::default()
     }
 }
 

@@ -104,20 +104,27 @@ impl Lock {
 
     /// Writes the lock to `path`, whole or not at all.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        use anyhow::Context;
-        use std::io::Write;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let mut file = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("writing into {}", dir.display()))?;
-        file.write_all(self.text().as_bytes())?;
-        file.as_file().sync_all()?;
-        file.persist(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        write_whole(dir, path, self.text().as_bytes())
     }
+}
+
+/// Writes `bytes` as `path` (in `dir`), whole or not at all: a temporary
+/// file beside it, synced, renamed over it (a symlink there is replaced,
+/// not followed).
+pub(super) fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing into {}", dir.display()))?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use super::layout::{Descriptor, Manifest, WASM_CONFIG, WasmConfig};
 use super::reference::PluginRef;
 use super::signature::Signatures;
 use anyhow::{Context, bail};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The store in one directory.
@@ -305,13 +304,7 @@ impl Store {
         crate::state::ensure_private(&self.dir).context("the plugin store")?;
         let parent = path.parent().expect("store paths have a parent");
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let mut file = tempfile::NamedTempFile::new_in(parent)
-            .with_context(|| format!("writing into {}", parent.display()))?;
-        file.write_all(bytes)?;
-        file.as_file().sync_all()?;
-        file.persist(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        super::lock::write_whole(parent, path, bytes)
     }
 }
 
