@@ -211,6 +211,30 @@ fn published(env: &Env, registry: &Registry) -> (String, String) {
     (reference, digest)
 }
 
+/// A registry with [`published`]'s plugin, and the env's flow using it, locked.
+struct Locked {
+    env: Env,
+    registry: Registry,
+    reference: String,
+    digest: String,
+    flow: PathBuf,
+}
+
+fn locked() -> Locked {
+    let env = Env::new();
+    let registry = Registry::start(None);
+    let (reference, digest) = published(&env, &registry);
+    let flow = flow(&env, &reference, false);
+    sb(&env, &["lock", flow.to_str().unwrap()]).expect_code(exit::SUCCESS);
+    Locked {
+        env,
+        registry,
+        reference,
+        digest,
+        flow,
+    }
+}
+
 fn no_runs(env: &Env) {
     let shown = env.stepback(&["show"]);
     assert!(
@@ -286,12 +310,14 @@ fn a_signed_plugin_is_pushed_locked_and_run_from_the_store_even_with_the_registr
 
 #[test]
 fn a_tag_that_moves_after_the_lock_still_runs_the_locked_digest() {
-    let env = Env::new();
-    let registry = Registry::start(None);
-    let (reference, digest) = published(&env, &registry);
-    let f = flow(&env, &reference, false);
+    let Locked {
+        env,
+        registry: _registry,
+        reference,
+        digest,
+        flow: f,
+    } = locked();
     let f = f.to_str().unwrap();
-    sb(&env, &["lock", f]).expect_code(exit::SUCCESS);
     // The tag now names another (signed) component.
     let moved = pushed(&sb(&env, &["plugin", "push", &guest("fail"), &reference]));
     assert_ne!(moved, digest);
@@ -344,12 +370,13 @@ fn a_tag_that_moves_after_the_lock_still_runs_the_locked_digest() {
 
 #[test]
 fn what_is_not_what_was_published_or_not_trusted_is_refused_before_anything_runs() {
-    let env = Env::new();
-    let registry = Registry::start(None);
-    let (reference, digest) = published(&env, &registry);
-    let f = flow(&env, &reference, false);
-    let f = f.to_str().unwrap();
-    sb(&env, &["lock", f]).expect_code(exit::SUCCESS);
+    let Locked {
+        env,
+        registry,
+        reference,
+        digest,
+        flow: _,
+    } = locked();
     let lock = env.read("flow.lock");
     let layer = lock
         .split("layer = \"")

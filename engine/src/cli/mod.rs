@@ -181,12 +181,10 @@ async fn dispatch(cli: Cli) -> u8 {
     let engine_dirs = [state_dir.clone(), cache_dir.clone()];
     // What the remembered locks pin keeps its compiled code (a lock that
     // cannot be read pins nothing here: `cache prune` says so).
-    let pinned = stepback::registry::Store::new(&state_dir)
-        .pinned()
-        .map(|p| p.components);
+    let store = stepback::registry::Store::new(&state_dir);
     let cache = CompiledCache::new(cache_dir.clone())
         .with_limit(cli.cache_limit)
-        .pinning(pinned.unwrap_or_default());
+        .pinning(move || store.pinned().map(|p| p.components).unwrap_or_default());
     match &cli.command {
         Command::Completions { shell } => return completions(*shell),
         Command::Man => return man(),

@@ -52,7 +52,18 @@ pub struct CompiledCache {
     limit: u64,
     /// Components (SHA-256, hex) whose compiled code stays whatever the
     /// limit: those a flow's lock pins, so that its run never compiles.
-    pinned: std::sync::Arc<std::collections::BTreeSet<String>>,
+    pinned: Pinned,
+}
+
+/// Says which components are pinned; asked only when a compile bounds the
+/// cache (finding out reads every remembered lock: not for every command).
+#[derive(Clone)]
+struct Pinned(std::sync::Arc<dyn Fn() -> std::collections::BTreeSet<String> + Send + Sync>);
+
+impl std::fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pinned(..)")
+    }
 }
 
 /// One compiled component in the cache.
@@ -73,7 +84,7 @@ impl CompiledCache {
         CompiledCache {
             dir,
             limit: DEFAULT_CACHE_LIMIT,
-            pinned: Default::default(),
+            pinned: Pinned(std::sync::Arc::new(std::collections::BTreeSet::new)),
         }
     }
 
@@ -82,11 +93,15 @@ impl CompiledCache {
         CompiledCache { limit, ..self }
     }
 
-    /// The same cache, never evicting the compiled code of `components`
-    /// (SHA-256, hex) to stay within its limit.
-    pub fn pinning(self, components: std::collections::BTreeSet<String>) -> Self {
+    /// The same cache, never evicting the compiled code of the components
+    /// (SHA-256, hex) `pinned` names to stay within its limit; asked when
+    /// a compile bounds the cache.
+    pub fn pinning(
+        self,
+        pinned: impl Fn() -> std::collections::BTreeSet<String> + Send + Sync + 'static,
+    ) -> Self {
         CompiledCache {
-            pinned: std::sync::Arc::new(components),
+            pinned: Pinned(std::sync::Arc::new(pinned)),
             ..self
         }
     }
@@ -272,8 +287,9 @@ impl CompiledCache {
         let component = Component::new(engine, bytes)?;
         self.store(entry, &component, key)
             .with_context(|| format!("writing compiled plugin to the cache at {}", entry.display()))?;
+        let pinned = (self.pinned.0)();
         self.prune(self.limit, None, &|e| {
-            e.path == entry || self.pinned.contains(&e.sha256)
+            e.path == entry || pinned.contains(&e.sha256)
         })
         .with_context(|| format!("bounding the compiled-plugin cache in {}", self.dir.display()))?;
         Ok(component)

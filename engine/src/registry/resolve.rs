@@ -153,16 +153,13 @@ impl Remote {
             signatures,
             found,
         } = self.registry(reference)?.pull(reference, &self.store).await?;
-        let trusted = self
-            .check(reference, &artifact.manifest, signatures.as_ref())
-            .map_err(|refused| {
-                // The store keeps valid signatures only: a trusted key's
-                // that did not verify is said as such, not as "unsigned".
-                match self.check(reference, &artifact.manifest, found.as_ref()) {
-                    Err(forged) if forged.to_string().contains("does not verify") => forged,
-                    _ => refused,
-                }
-            })?;
+        // The store keeps valid signatures only: a trusted key's that did
+        // not verify is said as such (from what arrived), not as "unsigned".
+        let forged = found.as_ref().filter(|doc| {
+            self.policy()
+                .is_ok_and(|p| p.forged(reference, &artifact.manifest, doc))
+        });
+        let trusted = self.check(reference, &artifact.manifest, forged.or(signatures.as_ref()))?;
         self.store.set_tag(reference, &artifact.manifest)?;
         Ok((artifact, trusted))
     }

@@ -169,6 +169,17 @@ impl TrustPolicy {
             .max_by_key(|r| r.pattern.len())
     }
 
+    /// Whether `signatures` holds a signature by a key the rule for
+    /// `reference` trusts that does not verify (the plugin or its signature
+    /// altered), whatever else it holds.
+    pub fn forged(&self, reference: &PluginRef, manifest: &Digest, signatures: &Signatures) -> bool {
+        let Some(rule) = self.rule(&reference.name()) else {
+            return false;
+        };
+        let verdict = signatures.verify(&reference.repository, manifest, &rule.keys);
+        matches!(verdict, Err(Untrusted::Invalid(_)))
+    }
+
     /// Whether the plugin `reference` (manifest `manifest`, signed as
     /// `signatures` says) may run; `Err` says why not and how to trust it.
     pub fn check(
@@ -284,6 +295,13 @@ mod tests {
             other.contains("no rule") && other.contains("reg.example/acmeish/x"),
             "{other}"
         );
+        // A trusted key's signature that does not verify is told from none.
+        let mut altered = Signatures::new("acme/hello", &manifest);
+        altered.add(key.sign("acme/hello", &Digest::of(b"another manifest")));
+        let hello = r("oci://reg.example/acme/hello:1");
+        assert!(p.forged(&hello, &manifest, &altered) && !p.forged(&hello, &manifest, &signed));
+        let said = p.check(&hello, &manifest, Some(&altered)).unwrap_err();
+        assert!(said.contains("does not verify"), "{said}");
         let none = TrustPolicy::read(Path::new("/nonexistent/trust.toml")).unwrap();
         assert!(
             none.check(&r("oci://reg.example/acme/hello:1"), &manifest, Some(&signed))
