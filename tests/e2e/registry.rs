@@ -255,6 +255,11 @@ fn a_signed_plugin_is_pushed_locked_and_run_from_the_store_even_with_the_registr
         pushed(&sb(&env, &["plugin", "push", &guest("write_file"), &reference])),
         digest
     );
+    // A push names a tag; a digest is what it makes.
+    let to_digest = format!("{reference}@{digest}");
+    sb(&env, &["plugin", "push", &guest("write_file"), &to_digest])
+        .expect_code(exit::INVALID_INPUT)
+        .expect_stderr("is pushed to a tag");
     let f = flow(&env, &reference, false);
     let f = f.to_str().unwrap();
     // Without a lock, nothing runs, and the error is at the step's line.

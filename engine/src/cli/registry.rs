@@ -31,6 +31,14 @@ pub async fn push(file: &Path, to: &str, cli: &Cli) -> u8 {
     let Ok(to) = reference(to) else {
         return exit::INVALID_INPUT;
     };
+    if let Some(digest) = &to.digest {
+        return error(
+            exit::INVALID_INPUT,
+            format_args!(
+                "{to}: a plugin is pushed to a tag (oci://REGISTRY/REPOSITORY:TAG); its digest ({digest} here) is what the push prints"
+            ),
+        );
+    }
     let bytes = match PluginSource::File(file.to_owned()).read() {
         Ok((bytes, _)) => bytes,
         Err(e) => return error(exit::INVALID_INPUT, format_args!("{e:#}")),
